@@ -1,0 +1,14 @@
+//! What the API serves: the resource table, object rules, schemas, patches, errors.
+
+pub mod crd;
+pub mod error;
+pub mod object;
+pub mod printers;
+pub mod protobuf;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+pub mod strategic_merge;
+pub mod strategy;
+
+pub use error::{ApiError, FieldError};

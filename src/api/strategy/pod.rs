@@ -1,0 +1,220 @@
+//! Pod and pod-template rules: defaults, initial status, validation.
+
+use serde_json::{Value, json};
+
+use super::default_field;
+use crate::api::FieldError;
+use crate::api::object::dns_label;
+
+/// Defaults of a pod spec, also inside templates.
+pub fn default_spec(spec: &mut Value) {
+    default_field(spec, "/restartPolicy", json!("Always"));
+    default_field(spec, "/terminationGracePeriodSeconds", json!(30));
+    default_field(spec, "/dnsPolicy", json!("ClusterFirst"));
+    default_field(spec, "/securityContext", json!({}));
+    default_field(spec, "/schedulerName", json!("default-scheduler"));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            containers.iter_mut().for_each(default_container);
+        }
+    }
+}
+
+/// Defaults a pod gets but a template does not (set by admission upstream).
+pub fn default_pod_only(spec: &mut Value) {
+    default_field(spec, "/enableServiceLinks", json!(true));
+    default_field(spec, "/serviceAccountName", json!("default"));
+    if let Some(sa) = spec.get("serviceAccountName").cloned() {
+        default_field(spec, "/serviceAccount", sa);
+    }
+    default_field(spec, "/priority", json!(0));
+    default_field(spec, "/preemptionPolicy", json!("PreemptLowerPriority"));
+    default_field(spec, "/tolerations", json!([]));
+    if let Some(tolerations) = spec.get_mut("tolerations").and_then(Value::as_array_mut) {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            if !tolerations
+                .iter()
+                .any(|t| t.get("key").and_then(Value::as_str) == Some(key))
+            {
+                tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+}
+
+fn default_container(container: &mut Value) {
+    default_field(
+        container,
+        "/terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
+    default_field(container, "/terminationMessagePolicy", json!("File"));
+    default_field(container, "/resources", json!({}));
+    let image = container.get("image").and_then(Value::as_str).unwrap_or("");
+    default_field(container, "/imagePullPolicy", json!(pull_policy(image)));
+    if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            default_field(port, "/protocol", json!("TCP"));
+        }
+    }
+}
+
+/// `Always` for `:latest` or untagged images, else `IfNotPresent` (digests included).
+fn pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+/// A new pod starts Pending with its QoS class.
+pub fn prepare_for_create(pod: &mut Value) {
+    let qos = pod.get("spec").map(qos_class).unwrap_or("BestEffort");
+    pod["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+/// Upstream's QoS classes from requests and limits.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| spec.get(*l).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        any |= requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty());
+        for resource in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(resource));
+            let request = requests.and_then(|r| r.get(resource)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+/// Validates a pod spec found at `path`.
+pub fn validate_spec(spec: &Value, path: &str) -> Vec<FieldError> {
+    let mut causes = Vec::new();
+    let containers = spec.get("containers").and_then(Value::as_array);
+    if containers.is_none_or(|c| c.is_empty()) {
+        causes.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    let mut names = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("{path}.{list}[{i}]");
+            let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+            if name.is_empty() {
+                causes.push(FieldError::required(format!("{at}.name"), ""));
+            } else if let Some(problem) = dns_label(name) {
+                causes.push(FieldError::invalid(
+                    format!("{at}.name"),
+                    &json!(name),
+                    &problem,
+                ));
+            } else if names.contains(&name) {
+                causes.push(FieldError::duplicate(format!("{at}.name"), &json!(name)));
+            }
+            names.push(name);
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(|i| i.trim().is_empty())
+            {
+                causes.push(FieldError::required(format!("{at}.image"), ""));
+            }
+            for (j, p) in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let port = p.get("containerPort");
+                if !port
+                    .and_then(Value::as_i64)
+                    .is_some_and(|n| (1..=65535).contains(&n))
+                {
+                    causes.push(FieldError::invalid(
+                        format!("{at}.ports[{j}].containerPort"),
+                        port.unwrap_or(&Value::Null),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(policy) = spec.get("restartPolicy")
+        && !matches!(policy.as_str(), Some("Always" | "OnFailure" | "Never"))
+    {
+        causes.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            policy,
+            &["Always", "OnFailure", "Never"],
+        ));
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_pull_policy() {
+        let mut spec = json!({"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "reg:5000/x:1.2", "ports": [{"containerPort": 80}]}]});
+        default_spec(&mut spec);
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(spec["containers"][1]["ports"][0]["protocol"], "TCP");
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(
+            qos_class(&json!({"containers": [{"name": "a"}]})),
+            "BestEffort"
+        );
+        let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        assert_eq!(qos_class(&g), "Guaranteed");
+        let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
+        assert_eq!(qos_class(&b), "Burstable");
+    }
+
+    #[test]
+    fn validation_finds_missing_and_duplicate() {
+        let spec = json!({"containers": [{"name": "a", "image": "x"}, {"name": "a"}]});
+        let causes = validate_spec(&spec, "spec");
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec.containers[1].name", "spec.containers[1].image"]
+        );
+        assert_eq!(
+            validate_spec(&json!({}), "spec")[0].field,
+            "spec.containers"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! DELETE of one object or a collection: preconditions, finalizers,
+//! propagation policy, graceful deletion.
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::list::collect;
+use super::{Request, encode_for_store, load, render, store_error, with_revision};
+use crate::api::{ApiError, object};
+use crate::apiserver::ApiState;
+use crate::apiserver::body::{BodyFormat, content_type, decode_as, json_response};
+
+/// The finalizer that makes the garbage collector delete dependents first.
+const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer that makes the garbage collector orphan dependents.
+const ORPHAN: &str = "orphan";
+
+/// Parsed DeleteOptions (body and query).
+#[derive(Debug, Default)]
+struct DeleteOptions {
+    propagation: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+fn options(req: &Request, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        propagation: req.query.get("propagationPolicy").map(String::from),
+        ..Default::default()
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(opts);
+    }
+    let format = if content_type(&req.headers) == "application/vnd.kubernetes.protobuf" {
+        BodyFormat::Protobuf
+    } else {
+        BodyFormat::Json
+    };
+    let (value, _) = decode_as(format, body)?;
+    if let Some(p) = value.get("propagationPolicy").and_then(Value::as_str) {
+        opts.propagation = Some(p.to_string());
+    }
+    if value.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+        && opts.propagation.is_none()
+    {
+        opts.propagation = Some("Orphan".into());
+    }
+    opts.uid = value
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        .map(String::from);
+    opts.resource_version = value
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        .map(String::from);
+    if let Some(p) = &opts.propagation
+        && !["Orphan", "Background", "Foreground"].contains(&p.as_str())
+    {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "DeleteOptions",
+            "",
+            vec![crate::api::FieldError::not_supported(
+                "propagationPolicy",
+                &json!(p),
+                &["Foreground", "Background", "Orphan"],
+            )],
+        ));
+    }
+    Ok(opts)
+}
+
+/// Deletes the named object.
+pub async fn delete(state: &ApiState, req: &Request, body: &Bytes) -> Result<Response, ApiError> {
+    let opts = options(req, body)?;
+    let (status, obj) = delete_one(state, req, &opts).await?;
+    Ok(match obj {
+        Some(obj) => render(state, req, status, &obj),
+        None => json_response(StatusCode::OK, &success(req)),
+    })
+}
+
+/// Deletes every object matching the selectors.
+pub async fn delete_collection(
+    state: &ApiState,
+    req: &Request,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let opts = options(req, body)?;
+    let (items, revision, _) = collect(state, req).await?;
+    let mut deleted = Vec::new();
+    for item in items {
+        let named = req.for_object(Some(object::namespace(&item)), object::name(&item));
+        match delete_one(state, &named, &opts).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(item),
+            Err(e) => return Err(e),
+        }
+    }
+    let body = json!({"kind": format!("{}List", req.rt.kind), "apiVersion": req.rt.api_version(), "metadata": {"resourceVersion": revision.to_string()}, "items": deleted});
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Deletes now, or marks for deletion when finalizers must run first. Returns
+/// the object still present (marked), or None when it is gone.
+async fn delete_one(
+    state: &ApiState,
+    req: &Request,
+    opts: &DeleteOptions,
+) -> Result<(StatusCode, Option<Value>), ApiError> {
+    let dry_run = req.query.dry_run()?;
+    for _ in 0..5 {
+        let (obj, kv) = load(state, req).await?;
+        if let Some(uid) = &opts.uid
+            && object::meta_str(&obj, "uid") != uid
+        {
+            return Err(precondition(req, "UID", uid, object::meta_str(&obj, "uid")));
+        }
+        if let Some(rv) = &opts.resource_version
+            && kv.mod_revision.to_string() != *rv
+        {
+            return Err(precondition(
+                req,
+                "ResourceVersion",
+                rv,
+                &kv.mod_revision.to_string(),
+            ));
+        }
+        let mut marked = obj.clone();
+        let mut finalizers: Vec<Value> = object::metadata(&obj)
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        match opts.propagation.as_deref() {
+            Some("Foreground") if !finalizers.contains(&json!(FOREGROUND)) => {
+                finalizers.push(json!(FOREGROUND))
+            }
+            Some("Orphan")
+                if !finalizers.contains(&json!(ORPHAN)) && has_dependents_policy(req) =>
+            {
+                finalizers.push(json!(ORPHAN))
+            }
+            _ => {}
+        }
+        let needs_finalizing = !finalizers.is_empty() || state.finalized_by_server(&req.rt);
+        if !needs_finalizing {
+            if dry_run {
+                return Ok((StatusCode::OK, Some(obj)));
+            }
+            match state.store.delete(&req.key(), Some(kv.mod_revision)).await {
+                Ok(_) => {
+                    state.after_delete(&req.rt, &obj);
+                    return Ok((
+                        StatusCode::OK,
+                        state.returns_deleted_object(&req.rt).then_some(obj),
+                    ));
+                }
+                Err(crate::store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(req, e)),
+            }
+        }
+        if obj.pointer("/metadata/deletionTimestamp").is_some()
+            && finalizers.len()
+                == object::metadata(&obj)
+                    .get("finalizers")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+        {
+            // Already being deleted; nothing new to record.
+            return Ok((StatusCode::ACCEPTED, Some(obj)));
+        }
+        let meta = object::metadata_mut(&mut marked);
+        meta.insert("finalizers".into(), Value::Array(finalizers));
+        meta.entry("deletionTimestamp")
+            .or_insert_with(|| json!(object::now()));
+        meta.entry("deletionGracePeriodSeconds").or_insert(json!(0));
+        state.mark_deleting(&req.rt, &mut marked);
+        if dry_run {
+            return Ok((StatusCode::ACCEPTED, Some(marked)));
+        }
+        match state
+            .store
+            .update(
+                &req.key(),
+                encode_for_store(&req.rt, &marked),
+                kv.mod_revision,
+            )
+            .await
+        {
+            Ok(rev) => {
+                let marked = with_revision(marked, rev);
+                state.after_write(&req.rt, &marked);
+                return Ok((StatusCode::ACCEPTED, Some(marked)));
+            }
+            Err(crate::store::Error::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(req, e)),
+        }
+    }
+    Err(ApiError::conflict(
+        &req.rt.group,
+        &req.rt.resource,
+        req.name(),
+    ))
+}
+
+/// Orphaning only matters for kinds that own others; upstream adds the finalizer regardless.
+fn has_dependents_policy(_req: &Request) -> bool {
+    true
+}
+
+fn precondition(req: &Request, what: &str, wanted: &str, actual: &str) -> ApiError {
+    ApiError::Conflict {
+        group: req.rt.group.clone(),
+        resource: req.rt.resource.clone(),
+        name: req.name().to_string(),
+        detail: format!(
+            "Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {actual}"
+        ),
+        causes: vec![],
+    }
+}
+
+/// The Status upstream answers when an object is gone at once.
+fn success(req: &Request) -> Value {
+    let mut details = json!({"name": req.name(), "kind": req.rt.resource});
+    if !req.rt.group.is_empty() {
+        details["group"] = json!(req.rt.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}

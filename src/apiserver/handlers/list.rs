@@ -1,0 +1,157 @@
+//! LIST with selectors, `limit` and `continue`.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{Request, decode_stored, store_error};
+use crate::api::ApiError;
+use crate::api::selectors::{FieldSelector, LabelSelector, supported_fields};
+use crate::apiserver::ApiState;
+use crate::apiserver::body::{TABLE, json_response, typed_response, wants_table};
+
+/// The parsed filters of a list or watch.
+pub struct Filters {
+    /// Label selector.
+    pub labels: LabelSelector,
+    /// Field selector.
+    pub fields: FieldSelector,
+}
+
+impl Filters {
+    /// From the request's query.
+    pub fn parse(req: &Request) -> Result<Self, ApiError> {
+        Ok(Self {
+            labels: LabelSelector::parse(req.query.get("labelSelector").unwrap_or(""))?,
+            fields: FieldSelector::parse(
+                req.query.get("fieldSelector").unwrap_or(""),
+                supported_fields(&req.rt.group, &req.rt.kind),
+            )?,
+        })
+    }
+
+    /// Whether `obj` passes both selectors.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(obj.pointer("/metadata/labels")) && self.fields.matches(obj)
+    }
+}
+
+/// Lists the objects of the request's resource (in a namespace if given).
+pub async fn list(state: &ApiState, req: &Request) -> Result<Response, ApiError> {
+    let (items, revision, next) = collect(state, req).await?;
+    if wants_table(&req.headers) {
+        let table = crate::apiserver::table::table(
+            state,
+            &req.rt,
+            &items,
+            &revision.to_string(),
+            next.as_deref(),
+            &req.query,
+        );
+        return Ok(typed_response(StatusCode::OK, TABLE, &table));
+    }
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(token) = next {
+        metadata["continue"] = json!(token);
+    }
+    let body = json!({
+        "kind": format!("{}List", req.rt.kind),
+        "apiVersion": req.rt.api_version(),
+        "metadata": metadata,
+        "items": items,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Reads matching objects page by page until `limit` is reached; returns them,
+/// the list's revision, and a continue token if more remain.
+pub async fn collect(
+    state: &ApiState,
+    req: &Request,
+) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+    let filters = Filters::parse(req)?;
+    let limit = req
+        .query
+        .number("limit")?
+        .filter(|n| *n > 0)
+        .map(|n| n as usize)
+        .unwrap_or(0);
+    let prefix = req.rt.key_prefix(req.namespace());
+    let (mut start, mut revision) = match req.query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let (key, rv) = decode_continue(token)?;
+            (Some(key), Some(rv))
+        }
+        None => (None, None),
+    };
+    let mut items = Vec::new();
+    let page_size = if limit == 0 { 0 } else { limit.max(100) };
+    loop {
+        let page = state
+            .store
+            .list(&prefix, start.as_deref(), page_size)
+            .await
+            .map_err(|e| store_error(req, e))?;
+        revision.get_or_insert(page.revision);
+        let mut last_key = None;
+        for kv in &page.items {
+            last_key = Some(kv.key.clone());
+            let obj = decode_stored(&req.rt, kv)?;
+            if filters.matches(&obj) {
+                items.push(obj);
+                if limit != 0 && items.len() == limit {
+                    let more = page.more || page.items.last().map(|l| &l.key) != Some(&kv.key);
+                    let token =
+                        more.then(|| encode_continue(&kv.key, revision.unwrap_or(page.revision)));
+                    return Ok((items, revision.unwrap_or(page.revision), token));
+                }
+            }
+        }
+        if !page.more {
+            return Ok((items, revision.unwrap_or(page.revision), None));
+        }
+        start = last_key;
+    }
+}
+
+fn encode_continue(key: &str, revision: i64) -> String {
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": key});
+    base64::engine::general_purpose::URL_SAFE.encode(raw.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(String, i64), ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    let key = value
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(invalid)?;
+    let rv = value
+        .get("rv")
+        .and_then(Value::as_i64)
+        .ok_or_else(invalid)?;
+    Ok((key.to_string(), rv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue("/registry/core/pods/default/a", 42);
+        assert_eq!(
+            decode_continue(&token).expect("decode"),
+            ("/registry/core/pods/default/a".to_string(), 42)
+        );
+        assert!(decode_continue("garbage!").is_err());
+    }
+}

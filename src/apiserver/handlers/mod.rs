@@ -1,0 +1,235 @@
+//! Resource verbs, one file each; this file dispatches a parsed request to its
+//! verb and holds what the verbs share (loading, storing, rendering objects).
+
+pub mod create;
+mod delete;
+mod get;
+mod list;
+pub mod patch;
+mod scale;
+pub mod update;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::authn::User;
+use super::body::{TABLE, json_response, typed_response, wants_table};
+use super::request::{Query, ResourcePath};
+use crate::api::resources::{ResourceType, Subresource, Verbs};
+use crate::api::{ApiError, object};
+use crate::store::{self, KeyValue};
+
+/// One resource request, parsed and resolved against the registry.
+pub struct Request {
+    /// The resolved resource.
+    pub rt: Arc<ResourceType>,
+    /// The path parts.
+    pub path: ResourcePath,
+    /// Query parameters.
+    pub query: Query,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Who asked.
+    pub user: User,
+}
+
+impl Request {
+    /// Namespace to use: the path's, for namespaced resources.
+    pub fn namespace(&self) -> Option<&str> {
+        if self.rt.namespaced {
+            self.path.namespace.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// The object name (present for item requests).
+    pub fn name(&self) -> &str {
+        self.path.name.as_deref().unwrap_or("")
+    }
+
+    /// The store key of the named object.
+    pub fn key(&self) -> String {
+        self.rt.key(self.namespace(), self.name())
+    }
+
+    /// 404 for the named object.
+    pub fn not_found(&self) -> ApiError {
+        ApiError::not_found(&self.rt.group, &self.rt.resource, self.name())
+    }
+
+    /// The same request for another object name (and namespace).
+    pub fn for_object(&self, namespace: Option<&str>, name: &str) -> Request {
+        let mut path = self.path.clone();
+        path.name = Some(name.to_string());
+        if let Some(ns) = namespace.filter(|ns| !ns.is_empty()) {
+            path.namespace = Some(ns.to_string());
+        }
+        Request {
+            rt: self.rt.clone(),
+            path,
+            query: self.query.clone(),
+            headers: self.headers.clone(),
+            user: self.user.clone(),
+        }
+    }
+}
+
+/// Routes a resource request to its verb.
+pub async fn dispatch(
+    state: Arc<ApiState>,
+    user: User,
+    method: Method,
+    path: ResourcePath,
+    query: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let rt = state
+        .registry
+        .lookup(&path.group, &path.version, &path.resource)
+        .ok_or(ApiError::NoSuchPath)?;
+    if rt.namespaced && path.namespace.is_none() && path.name.is_some() {
+        return Err(ApiError::NoSuchPath);
+    }
+    let subresource = match path.subresource.as_deref() {
+        None => None,
+        Some(s) => Some(
+            Subresource::parse(s)
+                .filter(|s| rt.has(*s))
+                .ok_or(ApiError::NoSuchPath)?,
+        ),
+    };
+    let req = Request {
+        rt,
+        path,
+        query,
+        headers,
+        user,
+    };
+    if req.rt.verbs == Verbs::CreateOnly {
+        return match (method, req.path.name.is_none()) {
+            (Method::POST, true) => super::reviews::create(&state, &req, &body).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
+    let item = req.path.name.is_some();
+    match (subresource, method, item) {
+        (None, Method::GET, false) if req.query.flag("watch") => watch::watch(state, req).await,
+        (None, Method::GET, false) => list::list(&state, &req).await,
+        (None, Method::GET, true) => get::get(&state, &req).await,
+        (None, Method::POST, false) => create::create(&state, &req, &body).await,
+        (None, Method::PUT, true) => update::update(&state, &req, &body, false).await,
+        (None, Method::PATCH, true) => patch::patch(&state, &req, &body, false).await,
+        (None, Method::DELETE, true) => delete::delete(&state, &req, &body).await,
+        (None, Method::DELETE, false) => delete::delete_collection(&state, &req, &body).await,
+        (Some(Subresource::Status), Method::GET, true) => get::get(&state, &req).await,
+        (Some(Subresource::Status), Method::PUT, true) => {
+            update::update(&state, &req, &body, true).await
+        }
+        (Some(Subresource::Status), Method::PATCH, true) => {
+            patch::patch(&state, &req, &body, true).await
+        }
+        (Some(Subresource::Scale), Method::GET, true) => scale::get(&state, &req).await,
+        (Some(Subresource::Scale), Method::PUT, true) => scale::update(&state, &req, &body).await,
+        (Some(Subresource::Scale), Method::PATCH, true) => scale::patch(&state, &req, &body).await,
+        (Some(_), _, true) => Err(ApiError::ServiceUnavailable(format!(
+            "{}/{} is served by the node, which this server does not run yet",
+            req.rt.resource,
+            req.path.subresource.as_deref().unwrap_or("")
+        ))),
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// Maps store errors for `req`'s object to API errors.
+pub fn store_error(req: &Request, e: store::Error) -> ApiError {
+    match e {
+        store::Error::AlreadyExists(_) => {
+            ApiError::already_exists(&req.rt.group, &req.rt.resource, req.name())
+        }
+        store::Error::NotFound(_) => req.not_found(),
+        store::Error::Conflict { .. } => {
+            ApiError::conflict(&req.rt.group, &req.rt.resource, req.name())
+        }
+        store::Error::Compacted {
+            requested,
+            compacted,
+        } => ApiError::Expired {
+            requested,
+            current: compacted,
+        },
+        other => ApiError::internal(other),
+    }
+}
+
+/// Decodes a stored value into the object served at `rt`'s version.
+pub fn decode_stored(rt: &ResourceType, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+    if let Some(map) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        map.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+    }
+    super::convert::to_version(rt, &mut obj);
+    Ok(obj)
+}
+
+/// Encodes an object for storage: in the storage version, without resourceVersion.
+pub fn encode_for_store(rt: &ResourceType, obj: &Value) -> Vec<u8> {
+    let mut stored = obj.clone();
+    if let Some(map) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        map.remove("resourceVersion");
+    }
+    super::convert::to_storage(rt, &mut stored);
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+/// Loads the request's object.
+pub async fn load(state: &ApiState, req: &Request) -> Result<(Value, KeyValue), ApiError> {
+    let kv = state
+        .store
+        .get(&req.key())
+        .await
+        .map_err(|e| store_error(req, e))?
+        .ok_or_else(|| req.not_found())?;
+    Ok((decode_stored(&req.rt, &kv)?, kv))
+}
+
+/// Sets `resourceVersion` on an object after a write.
+pub fn with_revision(mut obj: Value, revision: i64) -> Value {
+    object::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    obj
+}
+
+/// Renders one object as JSON or, if asked, a one-row Table.
+pub fn render(state: &ApiState, req: &Request, status: StatusCode, obj: &Value) -> Response {
+    if wants_table(&req.headers) {
+        let table = super::table::table(
+            state,
+            &req.rt,
+            std::slice::from_ref(obj),
+            object::meta_str(obj, "resourceVersion"),
+            None,
+            &req.query,
+        );
+        return typed_response(status, TABLE, &table);
+    }
+    json_response(status, obj)
+}
+
+/// The resourceVersion precondition inside a body, if any.
+pub fn body_revision(obj: &Value) -> Result<Option<i64>, ApiError> {
+    match object::meta_str(obj, "resourceVersion") {
+        "" => Ok(None),
+        rv => rv
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
+    }
+}

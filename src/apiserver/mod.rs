@@ -1,0 +1,367 @@
+//! The Kubernetes API server: TLS listener, authentication, routing to
+//! discovery, OpenAPI, health and the resource verbs.
+
+pub mod apply;
+pub mod authn;
+pub mod body;
+pub mod convert;
+pub mod discovery;
+pub mod handlers;
+pub mod openapi;
+pub mod request;
+pub mod reviews;
+pub mod serve;
+pub mod services;
+pub mod table;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::api::resources::{Registry, ResourceType};
+use crate::api::schema::Schemas;
+use crate::api::{ApiError, object};
+use crate::pki::serviceaccount::TokenSigner;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use handlers::Request;
+use request::FieldValidation;
+
+/// Settings of the API server that handlers need.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `--service-cidr`.
+    pub service_cidr: services::Cidr,
+    /// `--service-node-port-range`.
+    pub node_port_range: (u16, u16),
+    /// The address clients reach the server at (discovery's serverAddressByClientCIDRs).
+    pub advertise: String,
+}
+
+/// Shared state of every request.
+pub struct ApiState {
+    /// The object store.
+    pub store: Arc<dyn Store>,
+    /// Served resources.
+    pub registry: Arc<Registry>,
+    /// JSON schemas of built-in kinds.
+    pub schemas: Arc<Schemas>,
+    /// Settings.
+    pub config: ApiConfig,
+    /// Signs and verifies service-account tokens.
+    pub tokens: Arc<TokenSigner>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Serialises ClusterIP / NodePort allocation.
+    pub allocation: tokio::sync::Mutex<()>,
+}
+
+/// The API router: used by the TLS listener and by tests as a tower service.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api", get(discovery::core_versions))
+        .route("/apis", get(discovery::groups))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_root))
+        .route("/openapi/v3/{*path}", get(openapi::v3_document))
+        .fallback(resource)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authn::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY + 1))
+        .with_state(state)
+}
+
+/// The Kubernetes version served: the one of the k8s-openapi feature kelp is built with.
+pub const KUBERNETES_MINOR: &str = "33";
+
+async fn version() -> Response {
+    body::json_response(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": KUBERNETES_MINOR,
+            "gitVersion": format!("v1.{KUBERNETES_MINOR}.0+kelp"),
+            "gitCommit": option_env!("KELP_GIT_COMMIT").unwrap_or("unknown"),
+            "gitTreeState": "clean",
+            "buildDate": option_env!("KELP_BUILD_DATE").unwrap_or("1970-01-01T00:00:00Z"),
+            "goVersion": "rust",
+            "compiler": "rustc",
+            "platform": format!("linux/{}", crate::cli::arch()),
+        }),
+    )
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    match state.store.current_revision().await {
+        Ok(_) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; charset=utf-8")],
+            "ok",
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            "content-type",
+            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn resource(
+    State(state): State<Arc<ApiState>>,
+    axum::Extension(user): axum::Extension<authn::User>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(path) = request::parse_path(uri.path()) else {
+        return discovery::group_or_version(&state, uri.path(), &headers)
+            .unwrap_or_else(|e| e.into_response());
+    };
+    if path.resource.is_empty() {
+        return ApiError::NoSuchPath.into_response();
+    }
+    let query = request::Query::parse(uri.query());
+    if path.name.is_none()
+        && path.namespace.is_none()
+        && !matches!(method, Method::GET | Method::POST | Method::DELETE)
+    {
+        return ApiError::MethodNotAllowed.into_response();
+    }
+    match handlers::dispatch(state, user, method, path, query, headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Records `apiserver_request_total` and `apiserver_request_duration_seconds`.
+async fn observe(
+    State(state): State<Arc<ApiState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = request::Query::parse(req.uri().query());
+    let response = next.run(req).await;
+    let parsed = request::parse_path(&path);
+    let (group, version, resource, subresource, scope) = match &parsed {
+        Some(p) => {
+            let scope = match (&p.namespace, &p.name) {
+                (_, Some(_)) => "resource",
+                (Some(_), None) => "namespace",
+                (None, None) => "cluster",
+            };
+            (
+                p.group.as_str(),
+                p.version.as_str(),
+                p.resource.as_str(),
+                p.subresource.as_deref().unwrap_or(""),
+                scope,
+            )
+        }
+        None => ("", "", "", "", ""),
+    };
+    let verb = match (method.as_str(), parsed.as_ref().map(|p| p.name.is_some())) {
+        ("GET", Some(false)) if query.flag("watch") => "WATCH",
+        ("GET", Some(false)) => "LIST",
+        ("PATCH", _)
+            if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE
+                && query.get("fieldManager").is_some_and(|m| m == "kubectl") =>
+        {
+            "APPLY"
+        }
+        (m, _) => m,
+    };
+    if parsed.is_some() {
+        state.metrics.apiserver.observe(
+            verb,
+            group,
+            version,
+            resource,
+            subresource,
+            scope,
+            "apiserver",
+            response.status().as_u16(),
+            query.dry_run().unwrap_or(false),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    tracing::debug!(verb, path = %path, code = response.status().as_u16(), "request");
+    response
+}
+
+/// Adds `Warning: 299 - "…"` headers.
+pub fn add_warnings(response: &mut Response, warnings: &[String]) {
+    for warning in warnings {
+        let text = format!("299 - \"{}\"", warning.replace('"', "'"));
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+}
+
+impl ApiState {
+    /// Field validation per `fieldValidation`: unknown and duplicate fields are
+    /// errors (Strict), warnings (Warn) or ignored. Returns the warnings.
+    pub fn validate_fields(
+        &self,
+        req: &Request,
+        obj: &Value,
+        duplicates: &[String],
+    ) -> Result<Vec<String>, ApiError> {
+        let mode = req.query.field_validation()?;
+        if mode == FieldValidation::Ignore {
+            return Ok(vec![]);
+        }
+        let mut problems: Vec<String> = duplicates
+            .iter()
+            .map(|d| format!("duplicate field \"{d}\""))
+            .collect();
+        problems.extend(
+            self.schemas
+                .unknown_fields(&req.rt, obj)
+                .into_iter()
+                .map(|f| format!("unknown field \"{f}\"")),
+        );
+        if problems.is_empty() {
+            return Ok(vec![]);
+        }
+        match mode {
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                problems.join(", ")
+            ))),
+            _ => Ok(problems),
+        }
+    }
+
+    /// Namespaced creates need their namespace to exist (and not be terminating).
+    pub async fn require_namespace(&self, ns: &str, req: &Request) -> Result<(), ApiError> {
+        let Some(namespaces) = self.registry.lookup("", "v1", "namespaces") else {
+            return Ok(());
+        };
+        let kv = self
+            .store
+            .get(&namespaces.key(None, ns))
+            .await
+            .map_err(ApiError::internal)?;
+        match kv {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(kv) => {
+                let terminating = serde_json::from_slice::<Value>(&kv.value)
+                    .ok()
+                    .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some());
+                if terminating {
+                    return Err(ApiError::Forbidden(format!(
+                        "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        req.rt.resource,
+                        req.name()
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Admission for creates: allocations that need cluster state.
+    pub async fn admit_create(
+        &self,
+        req: &Request,
+        obj: &mut Value,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
+        match (req.rt.group.as_str(), req.rt.resource.as_str()) {
+            ("", "services") => {
+                let guard = self.allocation.lock().await;
+                services::allocate(self, req, obj, None).await?;
+                Ok(Some(guard))
+            }
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                crate::api::crd::prepare(obj).map_err(|causes| {
+                    ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(obj), causes)
+                })?;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Admission for updates.
+    pub async fn admit_update(
+        &self,
+        req: &Request,
+        new: &mut Value,
+        old: &Value,
+    ) -> Result<(), ApiError> {
+        match (req.rt.group.as_str(), req.rt.resource.as_str()) {
+            ("", "services") => {
+                let _guard = self.allocation.lock().await;
+                services::allocate(self, req, new, Some(old)).await
+            }
+            ("apiextensions.k8s.io", "customresourcedefinitions") => crate::api::crd::prepare(new)
+                .map_err(|causes| {
+                    ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(new), causes)
+                }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hooks after a committed write (CRDs change what is served).
+    pub fn after_write(&self, rt: &ResourceType, obj: &Value) {
+        if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
+            crate::api::crd::register(&self.registry, obj);
+        }
+    }
+
+    /// Hooks after a committed delete.
+    pub fn after_delete(&self, rt: &ResourceType, obj: &Value) {
+        if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
+            crate::api::crd::unregister(&self.registry, obj);
+        }
+    }
+
+    /// Namespaces are finalized by the namespace controller, never deleted at once.
+    pub fn finalized_by_server(&self, rt: &ResourceType) -> bool {
+        rt.group.is_empty() && rt.resource == "namespaces"
+    }
+
+    /// Resources whose DELETE answers with the object rather than a Status.
+    pub fn returns_deleted_object(&self, rt: &ResourceType) -> bool {
+        rt.group.is_empty()
+            && matches!(
+                rt.resource.as_str(),
+                "pods" | "namespaces" | "services" | "nodes"
+            )
+    }
+
+    /// Extra changes when an object starts terminating.
+    pub fn mark_deleting(&self, rt: &ResourceType, obj: &mut Value) {
+        if rt.group.is_empty() && rt.resource == "namespaces" {
+            obj["status"] = json!({"phase": "Terminating"});
+        }
+    }
+}

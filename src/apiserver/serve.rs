@@ -1,0 +1,107 @@
+//! The HTTPS listener: rustls with optional client certificates (verified
+//! against the cluster CA), one hyper connection per client, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use super::authn::{ClientCertificate, user_from_certificate};
+use crate::pki::ClusterPki;
+
+/// TLS settings from the cluster PKI.
+pub fn tls_config(pki: &ClusterPki) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut pki.serving_cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .context("serving certificate")?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pki.serving_key.as_bytes())
+        .context("serving key")?
+        .context("no serving key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut pki.ca_cert.as_bytes()) {
+        roots
+            .add(ca.context("CA certificate")?)
+            .context("adding CA")?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("client verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("serving certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts TLS connections on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(err = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(acceptor, tcp, peer, app).await {
+                tracing::debug!(err = %e, peer = %peer, "connection ended");
+            }
+        });
+    }
+}
+
+async fn connection(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    _peer: SocketAddr,
+    app: Router,
+) -> Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let tls = acceptor.accept(tcp).await.context("TLS handshake")?;
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| user_from_certificate(cert.as_ref()))
+        .map(ClientCertificate);
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(identity) = &identity {
+                req.extensions_mut().insert(identity.clone());
+            }
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}

@@ -1,0 +1,254 @@
+//! Service admission: ClusterIP allocation from `--service-cidr` and NodePort
+//! allocation from `--service-node-port-range`, checked against existing services.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::handlers::Request;
+use crate::api::{ApiError, FieldError, object};
+
+/// An IPv4 CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address.
+    pub base: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR"))?;
+        let base: Ipv4Addr = addr.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let prefix: u8 = prefix.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        if prefix > 30 {
+            return Err(format!("{s:?}: prefix must be /30 or shorter"));
+        }
+        let mask = u32::MAX << (32 - prefix as u32);
+        Ok(Self {
+            base: Ipv4Addr::from(u32::from(base) & mask),
+            prefix,
+        })
+    }
+}
+
+impl Cidr {
+    /// The n-th address (n=1 is the first usable).
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + n)
+    }
+
+    /// Number of usable addresses.
+    pub fn size(&self) -> u32 {
+        (1u32 << (32 - self.prefix as u32)) - 2
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix as u32);
+        u32::from(ip) & mask == u32::from(self.base)
+    }
+}
+
+/// Fills in `spec.clusterIP(s)` and node ports, keeping what `old` had.
+pub async fn allocate(
+    state: &ApiState,
+    req: &Request,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let kind = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let (used_ips, used_ports) = in_use(state, req, svc).await?;
+    let mut causes = Vec::new();
+    if kind == "ExternalName" {
+        return Ok(());
+    }
+    let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).cloned();
+    let wanted = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let ip = match (wanted.as_str(), old_ip) {
+        ("", Some(old_ip)) => old_ip,
+        ("None", _) => json!("None"),
+        ("", None) => {
+            let cidr = state.config.service_cidr;
+            // Dynamic allocation from the upper part, leaving the low addresses for static ones (kube-dns at .10).
+            let start = (cidr.size() / 16).clamp(11, 256).min(cidr.size());
+            let free = (start..=cidr.size())
+                .chain(2..start)
+                .map(|n| cidr.nth(n))
+                .find(|ip| !used_ips.contains(ip));
+            match free {
+                Some(ip) => json!(ip.to_string()),
+                None => {
+                    return Err(ApiError::internal(
+                        "failed to allocate a serviceIP: range is full",
+                    ));
+                }
+            }
+        }
+        (given, old_ip) => {
+            if let Some(old_ip) = old_ip
+                && old_ip.as_str() != Some(given)
+            {
+                causes.push(FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    &json!(given),
+                    "may not change once set",
+                ));
+            }
+            match given.parse::<Ipv4Addr>() {
+                Ok(ip) if !state.config.service_cidr.contains(ip) => causes.push(FieldError::invalid(
+                    "spec.clusterIPs",
+                    &json!([given]),
+                    &format!("failed to allocate IP {given}: the provided IP ({given}) is not in the valid range. The range of valid IPs is {}/{}", state.config.service_cidr.base, state.config.service_cidr.prefix),
+                )),
+                Ok(ip) if old.is_none() && used_ips.contains(&ip) => causes.push(FieldError::invalid(
+                    "spec.clusterIPs",
+                    &json!([given]),
+                    &format!("failed to allocate IP {given}: provided IP is already allocated"),
+                )),
+                Ok(_) => {}
+                Err(_) => causes.push(FieldError::invalid("spec.clusterIPs[0]", &json!(given), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")),
+            }
+            json!(given)
+        }
+    };
+    svc["spec"]["clusterIP"] = ip.clone();
+    svc["spec"]["clusterIPs"] = json!([ip]);
+    if kind == "NodePort" || kind == "LoadBalancer" {
+        let (low, high) = state.config.node_port_range;
+        let old_ports: Vec<Value> = old
+            .and_then(|o| o.pointer("/spec/ports"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut taken = used_ports;
+        if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for (i, port) in ports.iter_mut().enumerate() {
+                if let Some(n) = port.get("nodePort").and_then(Value::as_u64) {
+                    let n = n as u16;
+                    let kept = old_ports
+                        .iter()
+                        .any(|p| p.get("nodePort").and_then(Value::as_u64) == Some(n as u64));
+                    if !(low..=high).contains(&n) {
+                        causes.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(n), &format!("provided port is not in the valid range. The range of valid ports is {low}-{high}")));
+                    } else if !kept && taken.contains(&n) {
+                        causes.push(FieldError::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            &json!(n),
+                            "provided port is already allocated",
+                        ));
+                    }
+                    taken.insert(n);
+                    continue;
+                }
+                let previous = old_ports
+                    .iter()
+                    .find(|p| p.get("port") == port.get("port"))
+                    .and_then(|p| p.get("nodePort").and_then(Value::as_u64));
+                let chosen = previous
+                    .map(|p| p as u16)
+                    .or_else(|| (low..=high).find(|p| !taken.contains(p)));
+                match chosen {
+                    Some(p) => {
+                        taken.insert(p);
+                        port["nodePort"] = json!(p);
+                    }
+                    None => {
+                        return Err(ApiError::internal(
+                            "failed to allocate a nodePort: range is full",
+                        ));
+                    }
+                }
+            }
+        }
+    } else if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            if let Some(map) = port.as_object_mut() {
+                map.remove("nodePort");
+            }
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("", "Service", object::name(svc), causes))
+    }
+}
+
+/// ClusterIPs and node ports held by other services.
+async fn in_use(
+    state: &ApiState,
+    req: &Request,
+    svc: &Value,
+) -> Result<(HashSet<Ipv4Addr>, HashSet<u16>), ApiError> {
+    let page = state
+        .store
+        .list(&req.rt.key_prefix(None), None, 0)
+        .await
+        .map_err(ApiError::internal)?;
+    let me = (
+        object::namespace(svc).to_string(),
+        object::name(svc).to_string(),
+    );
+    let mut ips = HashSet::new();
+    let mut ports = HashSet::new();
+    for kv in page.items {
+        let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        if (
+            object::namespace(&other).to_string(),
+            object::name(&other).to_string(),
+        ) == me
+        {
+            continue;
+        }
+        if let Some(ip) = other
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+        {
+            ips.insert(ip);
+        }
+        for p in other
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
+                ports.insert(n as u16);
+            }
+        }
+    }
+    Ok((ips, ports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_math() {
+        let cidr: Cidr = "10.43.0.0/16".parse().expect("cidr");
+        assert_eq!(cidr.nth(1), Ipv4Addr::new(10, 43, 0, 1));
+        assert!(cidr.contains(Ipv4Addr::new(10, 43, 200, 1)));
+        assert!(!cidr.contains(Ipv4Addr::new(10, 42, 0, 1)));
+        assert_eq!(cidr.size(), 65534);
+        assert!("10.0.0.0".parse::<Cidr>().is_err());
+    }
+}

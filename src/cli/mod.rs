@@ -1,0 +1,163 @@
+//! Command-line interface: clap definitions, and the config-file merge
+//! (flag > `KELP_<FLAG>` environment > `/etc/kelp/config.yaml`).
+
+pub mod server;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kelp: a whole Kubernetes cluster in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "kelp", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (and, later, the local node).
+    Server(ServerArgs),
+    /// Run kubectl against this cluster's admin kubeconfig.
+    Kubectl {
+        /// Arguments passed to kubectl.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Print version information.
+    Version,
+}
+
+/// Flags of `kelp server` (names as k3s's where k3s has the same knob).
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Config file.
+    #[arg(long, env = "KELP_CONFIG", default_value = "/etc/kelp/config.yaml")]
+    pub config: PathBuf,
+    /// State directory.
+    #[arg(long, env = "KELP_DATA_DIR", default_value = "/var/lib/kelp")]
+    pub data_dir: PathBuf,
+    /// Where to write the admin kubeconfig.
+    #[arg(
+        long,
+        env = "KELP_WRITE_KUBECONFIG",
+        default_value = "/etc/kelp/kelp.yaml"
+    )]
+    pub write_kubeconfig: PathBuf,
+    /// Mode of the admin kubeconfig (octal).
+    #[arg(long, env = "KELP_WRITE_KUBECONFIG_MODE", default_value = "0600")]
+    pub write_kubeconfig_mode: String,
+    /// HTTPS port of the API server.
+    #[arg(long, env = "KELP_HTTPS_LISTEN_PORT", default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "KELP_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: String,
+    /// Address advertised to clients (default: first host IP).
+    #[arg(long, env = "KELP_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// Extra names and IPs for the serving certificate.
+    #[arg(long, env = "KELP_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Node name.
+    #[arg(long, env = "KELP_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Node IP.
+    #[arg(long, env = "KELP_NODE_IP")]
+    pub node_ip: Option<String>,
+    /// Pod network.
+    #[arg(long, env = "KELP_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Service network.
+    #[arg(long, env = "KELP_SERVICE_CIDR", default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Cluster DNS service IP.
+    #[arg(long, env = "KELP_CLUSTER_DNS", default_value = "10.43.0.10")]
+    pub cluster_dns: String,
+    /// Cluster domain.
+    #[arg(long, env = "KELP_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// NodePort range.
+    #[arg(
+        long,
+        env = "KELP_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767"
+    )]
+    pub service_node_port_range: String,
+    /// Datastore: sqlite://PATH (default under the data dir).
+    #[arg(long, env = "KELP_DATASTORE_ENDPOINT")]
+    pub datastore_endpoint: Option<String>,
+    /// Do not run the local node.
+    #[arg(long, env = "KELP_DISABLE_AGENT")]
+    pub disable_agent: bool,
+    /// Log format: text (klog) or json.
+    #[arg(long, env = "KELP_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Log verbosity, as klog's -v.
+    #[arg(short = 'v', long = "v", env = "KELP_V", default_value_t = 0)]
+    pub verbosity: u8,
+    /// Write logs to this file instead of stderr.
+    #[arg(long, env = "KELP_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// The CPU architecture as Kubernetes names it.
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+/// Loads `/etc/kelp/config.yaml` (or `--config`/`KELP_CONFIG`) into `KELP_*`
+/// environment variables that are not already set, so clap's precedence gives
+/// flag > environment > file. Call before parsing, while single-threaded.
+pub fn load_config_file(args: &[String]) -> anyhow::Result<()> {
+    let explicit = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(String::from))
+        })
+        .or_else(|| std::env::var("KELP_CONFIG").ok());
+    let path = explicit
+        .clone()
+        .unwrap_or_else(|| "/etc/kelp/config.yaml".into());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(_) if explicit.is_none() => return Ok(()),
+        Err(e) => anyhow::bail!("reading config file {path}: {e}"),
+    };
+    let values: serde_json::Map<String, serde_json::Value> =
+        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {path}: {e}"))?;
+    for (key, value) in values {
+        let var = format!("KELP_{}", key.replace('-', "_").to_ascii_uppercase());
+        if std::env::var_os(&var).is_some() {
+            continue;
+        }
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        // SAFETY: called from main before any thread is started.
+        unsafe { std::env::set_var(var, text) };
+    }
+    Ok(())
+}

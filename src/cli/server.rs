@@ -1,0 +1,229 @@
+//! `kelp server`: opens the store, makes credentials, bootstraps the default
+//! objects and serves the API until SIGTERM/SIGINT.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use axum::http::{HeaderMap, Method};
+use serde_json::json;
+
+use super::ServerArgs;
+use crate::api::resources::Registry;
+use crate::api::schema::Schemas;
+use crate::apiserver::authn::User;
+use crate::apiserver::request::{Query, ResourcePath};
+use crate::apiserver::{ApiConfig, ApiState, handlers, router, serve};
+use crate::pki::serviceaccount::TokenSigner;
+use crate::pki::{ClusterPki, ServingNames, write_file_mode};
+use crate::store::sqlite::SqliteStore;
+use crate::telemetry::{LogConfig, LogFormat, Metrics, init_logging};
+
+/// Runs the server until a signal.
+pub fn run(args: ServerArgs) -> Result<()> {
+    let format = match args.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => bail!("unknown --log-format {other:?} (text or json)"),
+    };
+    init_logging(&LogConfig {
+        format,
+        verbosity: args.verbosity,
+        file: args.log_file.clone(),
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
+    runtime.block_on(serve_api(args))
+}
+
+async fn serve_api(args: ServerArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let server_dir = args.data_dir.join("server");
+    let db_path = match &args.datastore_endpoint {
+        None => server_dir.join("db").join("state.db"),
+        Some(endpoint) => match endpoint.strip_prefix("sqlite://") {
+            Some(path) => PathBuf::from(path),
+            None => bail!("datastore {endpoint:?} is not supported yet (only sqlite://)"),
+        },
+    };
+    let store = Arc::new(
+        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?,
+    );
+    let hostname = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let node_ip: Option<IpAddr> = args
+        .node_ip
+        .as_deref()
+        .or(args.advertise_address.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let service_cidr: crate::apiserver::services::Cidr = args
+        .service_cidr
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let mut names = ServingNames {
+        dns: vec![hostname.clone()],
+        ips: vec![IpAddr::V4(service_cidr.nth(1))],
+    };
+    names.ips.extend(node_ip);
+    for san in &args.tls_san {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns.push(san.clone()),
+        }
+    }
+    let pki = ClusterPki::load_or_create(&server_dir.join("tls"), &names)?;
+    let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
+        .context("--write-kubeconfig-mode")?;
+    let server_url = format!("https://127.0.0.1:{}", args.https_listen_port);
+    write_file_mode(
+        &args.write_kubeconfig,
+        &pki.admin_kubeconfig(&server_url),
+        mode,
+    )?;
+    let (low, high) = args
+        .service_node_port_range
+        .split_once('-')
+        .context("--service-node-port-range must be LOW-HIGH")?;
+    let state = Arc::new(ApiState {
+        store,
+        registry: Arc::new(Registry::new()),
+        schemas: Arc::new(Schemas::builtin()),
+        config: ApiConfig {
+            service_cidr,
+            node_port_range: (
+                low.parse().context("node port range")?,
+                high.parse().context("node port range")?,
+            ),
+            advertise: format!(
+                "{}:{}",
+                node_ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "127.0.0.1".into()),
+                args.https_listen_port
+            ),
+        },
+        tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
+        metrics: Metrics::new(),
+        allocation: tokio::sync::Mutex::new(()),
+    });
+    load_custom_resources(&state).await?;
+    bootstrap(&state, service_cidr, args.https_listen_port).await?;
+    let tls = serve::tls_config(&pki)?;
+    let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(address = %addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %args.write_kubeconfig.display(), "kelp server is ready");
+    serve::serve(listener, tls, router(state), shutdown_signal()).await?;
+    tracing::info!("kelp server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Serves every stored CRD's resources before accepting requests.
+async fn load_custom_resources(state: &ApiState) -> Result<()> {
+    let Some(crds) =
+        state
+            .registry
+            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    else {
+        return Ok(());
+    };
+    let page = state.store.list(&crds.key_prefix(None), None, 0).await?;
+    for kv in page.items {
+        if let Ok(crd) = serde_json::from_slice(&kv.value) {
+            crate::api::crd::register(&state.registry, &crd);
+        }
+    }
+    Ok(())
+}
+
+/// Creates the system namespaces and the `kubernetes` Service if missing, through the API's own create path.
+async fn bootstrap(
+    state: &ApiState,
+    service_cidr: crate::apiserver::services::Cidr,
+    port: u16,
+) -> Result<()> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        create_if_missing(
+            state,
+            "",
+            "namespaces",
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
+    }
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": service_cidr.nth(1).to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    create_if_missing(state, "", "services", Some("default"), service).await
+}
+
+async fn create_if_missing(
+    state: &ApiState,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    mut obj: serde_json::Value,
+) -> Result<()> {
+    let rt = state
+        .registry
+        .lookup(group, "v1", resource)
+        .context("bootstrap resource")?;
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if state.store.get(&rt.key(namespace, &name)).await?.is_some() {
+        return Ok(());
+    }
+    let path = ResourcePath {
+        group: group.into(),
+        version: "v1".into(),
+        namespace: namespace.map(String::from),
+        resource: resource.into(),
+        ..Default::default()
+    };
+    let req = handlers::Request {
+        rt,
+        path,
+        query: Query::default(),
+        headers: HeaderMap::new(),
+        user: User {
+            name: "system:kelp".into(),
+            groups: vec!["system:masters".into()],
+        },
+    };
+    let _ = Method::POST;
+    handlers::create::create_object(state, &req, &mut obj)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrapping {resource}/{name}: {e}"))?;
+    Ok(())
+}
+
+/// `kelp kubectl ARGS`: kubectl with the admin kubeconfig unless KUBECONFIG is set.
+pub fn kubectl(args: &[String]) -> Result<()> {
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.args(args);
+    if std::env::var_os("KUBECONFIG").is_none() {
+        cmd.env("KUBECONFIG", "/etc/kelp/kelp.yaml");
+    }
+    let status = cmd.status().context("running kubectl")?;
+    std::process::exit(status.code().unwrap_or(1));
+}

@@ -1,0 +1,12 @@
+//! kelp: a whole Kubernetes cluster in one binary for small machines.
+//!
+//! Layout (see docs/DESIGN.md): `cli` parses flags and runs commands, `store`
+//! keeps state, `api` knows the resources and their rules, `apiserver` serves
+//! them, `pki` makes certificates, `telemetry` logs and counts.
+
+pub mod api;
+pub mod apiserver;
+pub mod cli;
+pub mod pki;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,296 @@
+//! Certificates and credentials: the cluster CA, the API server's serving
+//! certificate, the admin client certificate and kubeconfig, and the
+//! service-account signing key. Made at first start, reused afterwards.
+
+pub mod serviceaccount;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Validity of the CA (10 years, as k3s).
+const CA_DAYS: i64 = 3650;
+/// Validity of leaf certificates (1 year, as k3s).
+const LEAF_DAYS: i64 = 365;
+
+/// The cluster's PEM-encoded credentials, as kept under `<data-dir>/server/tls/`.
+#[derive(Debug, Clone)]
+pub struct ClusterPki {
+    /// Directory holding the files.
+    pub dir: PathBuf,
+    /// CA certificate (PEM).
+    pub ca_cert: String,
+    /// Serving certificate chain and key (PEM).
+    pub serving_cert: String,
+    /// Serving key (PEM).
+    pub serving_key: String,
+    /// Admin client certificate (PEM), O=system:masters.
+    pub admin_cert: String,
+    /// Admin client key (PEM).
+    pub admin_key: String,
+    /// Service-account signing key (PKCS#8 PEM, ECDSA P-256).
+    pub service_account_key: String,
+}
+
+/// What the serving certificate must name.
+#[derive(Debug, Clone, Default)]
+pub struct ServingNames {
+    /// DNS names (hostname, `--tls-san` names).
+    pub dns: Vec<String>,
+    /// IP addresses (node IP, 127.0.0.1, first service IP, `--tls-san` IPs).
+    pub ips: Vec<IpAddr>,
+}
+
+impl ClusterPki {
+    /// Loads the credentials in `dir`, creating what is missing. The serving
+    /// certificate is re-issued when it lacks one of `names`.
+    pub fn load_or_create(dir: &Path, names: &ServingNames) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        restrict(dir, 0o700)?;
+        let (ca_cert, ca_key) = ensure_pair(dir, "server-ca", || {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.distinguished_name = name("kelp-server-ca", None);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            validity(&mut params, CA_DAYS);
+            let cert = params.self_signed(&key)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        })?;
+        let ca_keypair = KeyPair::from_pem(&ca_key).context("parsing CA key")?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_cert, ca_keypair).context("parsing CA certificate")?;
+
+        let wanted = serving_sans(names);
+        let serving_path = dir.join("serving-kube-apiserver.crt");
+        if let Ok(existing) = std::fs::read_to_string(&serving_path)
+            && !covers(&existing, &wanted)
+        {
+            std::fs::remove_file(&serving_path).ok();
+        }
+        let (serving_cert, serving_key) = ensure_pair(dir, "serving-kube-apiserver", || {
+            leaf(
+                &issuer,
+                "kube-apiserver",
+                None,
+                wanted.clone(),
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )
+        })?;
+        let (admin_cert, admin_key) = ensure_pair(dir, "client-admin", || {
+            leaf(
+                &issuer,
+                "system:admin",
+                Some("system:masters"),
+                vec![],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )
+        })?;
+        let sa_path = dir.join("service.key");
+        let service_account_key = match std::fs::read_to_string(&sa_path) {
+            Ok(pem) => pem,
+            Err(_) => {
+                let pem = KeyPair::generate()?.serialize_pem();
+                write_secret(&sa_path, &pem)?;
+                pem
+            }
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            ca_cert,
+            serving_cert,
+            serving_key,
+            admin_cert,
+            admin_key,
+            service_account_key,
+        })
+    }
+
+    /// An admin kubeconfig pointing at `server` (e.g. `https://127.0.0.1:6443`).
+    pub fn admin_kubeconfig(&self, server: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&self.ca_cert),
+            b64(&self.admin_cert),
+            b64(&self.admin_key)
+        )
+    }
+}
+
+/// Writes `content` to `path` with `mode`, creating parent directories.
+pub fn write_file_mode(path: &Path, content: &str, mode: u32) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+    restrict(&tmp, mode)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn write_secret(path: &Path, content: &str) -> Result<()> {
+    write_file_mode(path, content, 0o600)
+}
+
+fn restrict(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", path.display()))
+}
+
+/// Reads `<stem>.crt`/`<stem>.key` from `dir`, or makes and writes them.
+fn ensure_pair(
+    dir: &Path,
+    stem: &str,
+    make: impl FnOnce() -> Result<(String, String), rcgen::Error>,
+) -> Result<(String, String)> {
+    let cert_path = dir.join(format!("{stem}.crt"));
+    let key_path = dir.join(format!("{stem}.key"));
+    if let (Ok(cert), Ok(key)) = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+    ) {
+        return Ok((cert, key));
+    }
+    let (cert, key) = make().with_context(|| format!("generating {stem}"))?;
+    write_secret(&key_path, &key)?;
+    write_file_mode(&cert_path, &cert, 0o644)?;
+    Ok((cert, key))
+}
+
+fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    // Back-date an hour so a node with a slightly slow clock accepts the certificate.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    organization: Option<&str>,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(common_name, organization);
+    params.subject_alt_names = sans;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![usage];
+    validity(&mut params, LEAF_DAYS);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn serving_sans(names: &ServingNames) -> Vec<SanType> {
+    let mut sans = Vec::new();
+    let mut dns: Vec<String> = vec![
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    dns.extend(names.dns.iter().cloned());
+    dns.dedup();
+    for d in dns {
+        if let Ok(ia5) = d.clone().try_into() {
+            sans.push(SanType::DnsName(ia5));
+        }
+    }
+    let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
+    ips.extend(names.ips.iter().copied());
+    ips.dedup();
+    sans.extend(ips.into_iter().map(SanType::IpAddress));
+    sans
+}
+
+/// Whether the certificate in `pem` carries every SAN in `wanted`.
+fn covers(pem: &str, wanted: &[SanType]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let mut have_dns = Vec::new();
+    let mut have_ips = Vec::new();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(d) => have_dns.push(d.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => have_ips.push(IpAddr::from(
+                    <[u8; 4]>::try_from(*bytes).unwrap_or_default(),
+                )),
+                16 => have_ips.push(IpAddr::from(
+                    <[u8; 16]>::try_from(*bytes).unwrap_or_default(),
+                )),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    wanted.iter().all(|w| match w {
+        SanType::DnsName(d) => have_dns.iter().any(|h| h == d.as_str()),
+        SanType::IpAddress(ip) => have_ips.contains(ip),
+        _ => true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_then_reuses_and_reissues_for_new_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = ServingNames {
+            dns: vec!["edge-1".into()],
+            ips: vec!["10.0.0.5".parse().expect("ip")],
+        };
+        let first = ClusterPki::load_or_create(dir.path(), &names).expect("create");
+        let again = ClusterPki::load_or_create(dir.path(), &names).expect("reuse");
+        assert_eq!(first.serving_cert, again.serving_cert);
+        assert_eq!(first.ca_cert, again.ca_cert);
+        let more = ServingNames {
+            dns: vec!["edge-1".into(), "extra.example".into()],
+            ips: names.ips.clone(),
+        };
+        let reissued = ClusterPki::load_or_create(dir.path(), &more).expect("reissue");
+        assert_ne!(first.serving_cert, reissued.serving_cert);
+        assert_eq!(first.ca_cert, reissued.ca_cert);
+        assert!(
+            first
+                .admin_kubeconfig("https://127.0.0.1:6443")
+                .contains("client-certificate-data")
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The store: a key-value space with one global revision counter, optimistic
+//! concurrency, and watches that replay from any retained revision.
+//!
+//! Every API object lives under one key; the revision of its last write is its
+//! `resourceVersion`. Implementations: [`sqlite::SqliteStore`] (the default).
+//! Later: PostgreSQL and etcd, behind the same trait.
+
+pub mod sqlite;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+/// A store revision. Strictly increasing; every write gets a new one.
+pub type Revision = i64;
+
+/// One stored value with its revisions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyValue {
+    /// The full key, e.g. `/registry/apps/deployments/default/web`.
+    pub key: String,
+    /// The stored bytes (a JSON object without `metadata.resourceVersion`).
+    pub value: Vec<u8>,
+    /// Revision of the write that created the key.
+    pub create_revision: Revision,
+    /// Revision of the last write to the key.
+    pub mod_revision: Revision,
+}
+
+/// What happened to a key at a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key did not exist before.
+    Created,
+    /// The key existed and was overwritten.
+    Updated,
+    /// The key was removed; the event carries its last value.
+    Deleted,
+}
+
+/// One committed write, as delivered to watchers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The key's value after the write (for `Deleted`: its last value, with
+    /// `mod_revision` set to the deletion's revision).
+    pub kv: KeyValue,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Values in key order.
+    pub items: Vec<KeyValue>,
+    /// The store's revision when the page was read.
+    pub revision: Revision,
+    /// Whether keys remain after the last item.
+    pub more: bool,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Create of a key that exists.
+    #[error("key {0} already exists")]
+    AlreadyExists(String),
+    /// Update or delete of a key that does not exist.
+    #[error("key {0} not found")]
+    NotFound(String),
+    /// The key's revision is not the one the caller expected; carries the current value.
+    #[error("key {key} was modified (expected revision {expected}, found {found})", key = .current.key, found = .current.mod_revision)]
+    Conflict {
+        /// The revision the caller expected.
+        expected: Revision,
+        /// The current value.
+        current: Box<KeyValue>,
+    },
+    /// A watch asked for a revision older than the oldest one retained.
+    #[error("required revision {requested} has been compacted (oldest retained is {compacted})")]
+    Compacted {
+        /// The revision asked for.
+        requested: Revision,
+        /// The compaction point.
+        compacted: Revision,
+    },
+    /// A watcher fell too far behind the commit stream.
+    #[error("watcher fell behind the commit stream")]
+    Lagged,
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(String),
+}
+
+/// Result alias of the store.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A stream of committed events in revision order.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+
+/// The storage backend: keys, revisions, watches. Object semantics live above it.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The latest value of `key`.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Keys under `prefix` in order, starting after `start_after`, at most `limit` (0 = all).
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize)
+    -> Result<ListPage>;
+    /// Creates `key`; fails with `AlreadyExists` if it exists. Returns the new revision once durable.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
+    /// Replaces `key` if its mod revision is `expected`. Returns the new revision once durable.
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision>;
+    /// Removes `key`, if `expected` is given only at that revision. Returns the deletion's
+    /// revision and the last value.
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)>;
+    /// The latest committed revision.
+    async fn current_revision(&self) -> Result<Revision>;
+    /// Events for keys under `prefix` with revision greater than `after`, then live events.
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
+    /// Forgets history up to and including `revision`; watches from before it get `Compacted`.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+}
+
+/// The first key that is not under `prefix` (for range scans).
+pub fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).unwrap_or_default();
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end("/registry/pods/"), "/registry/pods0");
+        assert_eq!(prefix_end("a"), "b");
+    }
+}

@@ -1,0 +1,652 @@
+//! SQLite store: WAL mode, one writer thread with group commit, a small pool of
+//! read connections, and an in-memory broadcast of committed events.
+//!
+//! Durability: `synchronous=FULL`, so a write is acknowledged only after the WAL
+//! is fsynced; concurrent writes share one transaction (and one fsync), which is
+//! what makes many small creates cheap.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{
+    Error, Event, EventKind, KeyValue, ListPage, Result, Revision, Store, WatchStream, prefix_end,
+};
+
+/// Schema migrations, applied in order; a shipped one is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: latest values, the event log, and store metadata.
+    "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE log (rev INTEGER PRIMARY KEY, key TEXT NOT NULL, kind INTEGER NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL);
+     CREATE INDEX log_key ON log(key, rev);
+     CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     INSERT INTO meta VALUES ('compacted', 0);",
+];
+
+/// The latest revision: the newest log entry, or the compaction point if the log is empty.
+const LATEST_REVISION: &str = "SELECT MAX(COALESCE((SELECT MAX(rev) FROM log), 0), (SELECT value FROM meta WHERE name='compacted'))";
+
+/// How many writes one transaction takes at most.
+const MAX_BATCH: usize = 512;
+/// Events a watcher may fall behind before it is told to relist (410).
+const BROADCAST_CAPACITY: usize = 16 * 1024;
+/// Read connections.
+const READERS: usize = 4;
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    writer: mpsc::Sender<Request>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    events: broadcast::Sender<Arc<Event>>,
+    revision: Arc<AtomicI64>,
+}
+
+enum Op {
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+    Compact {
+        revision: Revision,
+    },
+}
+
+type Reply = oneshot::Sender<Result<(Revision, Option<KeyValue>)>>;
+
+struct Request {
+    op: Op,
+    reply: Reply,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Database(format!("creating {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path).map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
+        )
+        .map_err(db)?;
+        migrate(&mut conn)?;
+        let revision: Revision = conn
+            .query_row(LATEST_REVISION, [], |r| r.get(0))
+            .map_err(db)?;
+        let revision = Arc::new(AtomicI64::new(revision));
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path).map_err(db)?;
+            reader
+                .execute_batch("PRAGMA busy_timeout=10000; PRAGMA query_only=1;")
+                .map_err(db)?;
+            readers.push(Mutex::new(reader));
+        }
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (writer, requests) = mpsc::channel();
+        let writer_events = events.clone();
+        let writer_revision = revision.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(conn, requests, writer_events, writer_revision))
+            .map_err(|e| Error::Database(format!("starting writer thread: {e}")))?;
+        Ok(Self {
+            writer,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            events,
+            revision,
+        })
+    }
+
+    async fn submit(&self, op: Op) -> Result<(Revision, Option<KeyValue>)> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Request { op, reply })
+            .map_err(|_| Error::Database("writer thread is gone".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Database("writer thread dropped a request".into()))?
+    }
+
+    /// Runs `f` on a read connection. SQLite reads are short, so they run in
+    /// place on a worker thread (`block_in_place`) instead of a separate pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        tokio::task::block_in_place(|| {
+            let conn = self.readers[index]
+                .lock()
+                .map_err(|_| Error::Database("reader lock poisoned".into()))?;
+            f(&conn)
+        })
+    }
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::Database(e.to_string())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    for (index, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(step).map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_version VALUES (?1)",
+            params![index as i64 + 1],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The writer thread: takes every waiting request into one transaction.
+fn write_loop(
+    mut conn: Connection,
+    requests: mpsc::Receiver<Request>,
+    events: broadcast::Sender<Arc<Event>>,
+    revision: Arc<AtomicI64>,
+) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let mut rev = revision.load(Ordering::SeqCst);
+        let outcome = apply_batch(&mut conn, &batch, &mut rev);
+        match outcome {
+            Ok((results, committed)) => {
+                revision.store(rev, Ordering::SeqCst);
+                for event in committed {
+                    // No receivers is fine: nobody is watching.
+                    let _ = events.send(Arc::new(event));
+                }
+                for (req, result) in batch.into_iter().zip(results) {
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(e) => {
+                for req in batch {
+                    let _ = req.reply.send(Err(Error::Database(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+type BatchOutcome = (Vec<Result<(Revision, Option<KeyValue>)>>, Vec<Event>);
+
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[Request],
+    rev: &mut Revision,
+) -> rusqlite::Result<BatchOutcome> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut committed = Vec::new();
+    for req in batch {
+        let result = apply_op(&tx, &req.op, rev)?;
+        if let Ok((_, Some(kv))) = &result {
+            let kind = match &req.op {
+                Op::Create { .. } => EventKind::Created,
+                Op::Update { .. } => EventKind::Updated,
+                _ => EventKind::Deleted,
+            };
+            committed.push(Event {
+                kind,
+                kv: kv.clone(),
+            });
+        }
+        results.push(result);
+    }
+    tx.commit()?;
+    Ok((results, committed))
+}
+
+fn current(tx: &rusqlite::Transaction, key: &str) -> rusqlite::Result<Option<KeyValue>> {
+    tx.query_row(
+        "SELECT value, create_rev, mod_rev FROM kv WHERE key=?1",
+        params![key],
+        |r| {
+            Ok(KeyValue {
+                key: key.to_string(),
+                value: r.get(0)?,
+                create_revision: r.get(1)?,
+                mod_revision: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// One operation inside the batch transaction. Outer error = database failure
+/// (aborts the batch); inner = this operation's own outcome.
+fn apply_op(
+    tx: &rusqlite::Transaction,
+    op: &Op,
+    rev: &mut Revision,
+) -> rusqlite::Result<Result<(Revision, Option<KeyValue>)>> {
+    match op {
+        Op::Create { key, value } => {
+            if current(tx, key)?.is_some() {
+                return Ok(Err(Error::AlreadyExists(key.clone())));
+            }
+            *rev += 1;
+            let kv = KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                create_revision: *rev,
+                mod_revision: *rev,
+            };
+            write(tx, &kv, EventKind::Created)?;
+            Ok(Ok((*rev, Some(kv))))
+        }
+        Op::Update {
+            key,
+            value,
+            expected,
+        } => {
+            let Some(old) = current(tx, key)? else {
+                return Ok(Err(Error::NotFound(key.clone())));
+            };
+            if old.mod_revision != *expected {
+                return Ok(Err(Error::Conflict {
+                    expected: *expected,
+                    current: Box::new(old),
+                }));
+            }
+            *rev += 1;
+            let kv = KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                create_revision: old.create_revision,
+                mod_revision: *rev,
+            };
+            write(tx, &kv, EventKind::Updated)?;
+            Ok(Ok((*rev, Some(kv))))
+        }
+        Op::Delete { key, expected } => {
+            let Some(old) = current(tx, key)? else {
+                return Ok(Err(Error::NotFound(key.clone())));
+            };
+            if let Some(expected) = expected
+                && old.mod_revision != *expected
+            {
+                return Ok(Err(Error::Conflict {
+                    expected: *expected,
+                    current: Box::new(old),
+                }));
+            }
+            *rev += 1;
+            let kv = KeyValue {
+                mod_revision: *rev,
+                ..old
+            };
+            write(tx, &kv, EventKind::Deleted)?;
+            Ok(Ok((*rev, Some(kv))))
+        }
+        Op::Compact { revision } => {
+            tx.execute("DELETE FROM log WHERE rev <= ?1", params![revision])?;
+            tx.execute(
+                "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
+                params![revision],
+            )?;
+            Ok(Ok((*rev, None)))
+        }
+    }
+}
+
+fn write(tx: &rusqlite::Transaction, kv: &KeyValue, kind: EventKind) -> rusqlite::Result<()> {
+    let code = match kind {
+        EventKind::Created => 0,
+        EventKind::Updated => 1,
+        EventKind::Deleted => 2,
+    };
+    tx.execute(
+        "INSERT INTO log (rev, key, kind, value, create_rev) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![kv.mod_revision, kv.key, code, kv.value, kv.create_revision],
+    )?;
+    if kind == EventKind::Deleted {
+        tx.execute("DELETE FROM kv WHERE key=?1", params![kv.key])?;
+    } else {
+        tx.execute(
+            "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?4)",
+            params![kv.key, kv.value, kv.create_revision, kv.mod_revision],
+        )?;
+    }
+    Ok(())
+}
+
+fn event_kind(code: i64) -> EventKind {
+    match code {
+        0 => EventKind::Created,
+        1 => EventKind::Updated,
+        _ => EventKind::Deleted,
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT value, create_rev, mod_rev FROM kv WHERE key=?1",
+                params![key],
+                |r| {
+                    Ok(KeyValue {
+                        key: key.clone(),
+                        value: r.get(0)?,
+                        create_revision: r.get(1)?,
+                        mod_revision: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        let start = start_after
+            .map(|s| format!("{s}\0"))
+            .unwrap_or_else(|| prefix.to_string());
+        let end = prefix_end(prefix);
+        let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
+        self.read(move |conn| {
+            // Read revision and rows in one read transaction so they agree.
+            conn.execute_batch("BEGIN").map_err(db)?;
+            let result = (|| {
+                let rev: Revision = conn.query_row(LATEST_REVISION, [], |r| r.get(0)).map_err(db)?;
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT key, value, create_rev, mod_rev FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
+                    )
+                    .map_err(db)?;
+                let mut items = stmt
+                    .query_map(params![start, end, fetch], |r| {
+                        Ok(KeyValue {
+                            key: r.get(0)?,
+                            value: r.get(1)?,
+                            create_revision: r.get(2)?,
+                            mod_revision: r.get(3)?,
+                        })
+                    })
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)?;
+                let more = limit != 0 && items.len() > limit;
+                items.truncate(if limit == 0 { items.len() } else { limit });
+                Ok(ListPage { items, revision: rev, more })
+            })();
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+        .await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
+        Ok(self
+            .submit(Op::Create {
+                key: key.to_string(),
+                value,
+            })
+            .await?
+            .0)
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision> {
+        Ok(self
+            .submit(Op::Update {
+                key: key.to_string(),
+                value,
+                expected,
+            })
+            .await?
+            .0)
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
+        let (rev, kv) = self
+            .submit(Op::Delete {
+                key: key.to_string(),
+                expected,
+            })
+            .await?;
+        let kv = kv.ok_or_else(|| Error::Database("delete returned no value".into()))?;
+        Ok((rev, kv))
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.revision.load(Ordering::SeqCst))
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        // Subscribe before reading the backlog so nothing falls between them.
+        let mut live = self.events.subscribe();
+        let backlog_prefix = prefix.to_string();
+        let end = prefix_end(prefix);
+        let backlog = self
+            .read(move |conn| {
+                let compacted: Revision = conn
+                    .query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| r.get(0))
+                    .map_err(db)?;
+                if after < compacted {
+                    return Err(Error::Compacted { requested: after, compacted });
+                }
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT rev, key, kind, value, create_rev FROM log WHERE rev > ?1 AND key >= ?2 AND key < ?3 ORDER BY rev",
+                    )
+                    .map_err(db)?;
+                stmt.query_map(params![after, backlog_prefix, end], |r| {
+                    Ok(Event {
+                        kind: event_kind(r.get(2)?),
+                        kv: KeyValue { key: r.get(1)?, value: r.get(3)?, create_revision: r.get(4)?, mod_revision: r.get(0)? },
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)
+            })
+            .await?;
+        let prefix = prefix.to_string();
+        let mut last = backlog.last().map(|e| e.kv.mod_revision).unwrap_or(after);
+        let stream = async_stream(backlog, move |tx| async move {
+            loop {
+                match live.recv().await {
+                    Ok(event) => {
+                        if event.kv.mod_revision <= last || !event.kv.key.starts_with(&prefix) {
+                            continue;
+                        }
+                        last = event.kv.mod_revision;
+                        if tx.send(Ok((*event).clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx.send(Err(Error::Lagged)).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(stream)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.submit(Op::Compact { revision }).await.map(|_| ())
+    }
+}
+
+/// A stream that yields `backlog` first, then whatever `live` sends.
+fn async_stream<F, Fut>(backlog: Vec<Event>, live: F) -> WatchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(live(tx));
+    let backlog = futures::stream::iter(backlog.into_iter().map(Ok));
+    Box::pin(futures::StreamExt::chain(backlog, tokio_stream_from(rx)))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Event>>,
+) -> impl futures::Stream<Item = Result<Event>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn create_get_update_delete() {
+        let (_dir, store) = open();
+        let r1 = store.create("/a/x", b"1".to_vec()).await.expect("create");
+        assert!(matches!(
+            store.create("/a/x", b"2".to_vec()).await,
+            Err(Error::AlreadyExists(_))
+        ));
+        let got = store.get("/a/x").await.expect("get").expect("present");
+        assert_eq!(
+            (got.value.as_slice(), got.mod_revision),
+            (b"1".as_slice(), r1)
+        );
+        assert!(matches!(
+            store.update("/a/x", b"3".to_vec(), r1 + 10).await,
+            Err(Error::Conflict { .. })
+        ));
+        let r2 = store
+            .update("/a/x", b"3".to_vec(), r1)
+            .await
+            .expect("update");
+        assert!(r2 > r1);
+        let (r3, last) = store.delete("/a/x", Some(r2)).await.expect("delete");
+        assert_eq!((last.value.as_slice(), r3 > r2), (b"3".as_slice(), true));
+        assert!(store.get("/a/x").await.expect("get").is_none());
+        assert!(matches!(
+            store.delete("/a/x", None).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn list_pages_in_key_order() {
+        let (_dir, store) = open();
+        for name in ["c", "a", "b", "d"] {
+            store
+                .create(&format!("/p/{name}"), name.as_bytes().to_vec())
+                .await
+                .expect("create");
+        }
+        store.create("/q/z", b"z".to_vec()).await.expect("create");
+        let page = store.list("/p/", None, 3).await.expect("list");
+        let keys: Vec<_> = page.items.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/p/a", "/p/b", "/p/c"]);
+        assert!(page.more);
+        let rest = store.list("/p/", Some("/p/c"), 3).await.expect("list");
+        assert_eq!(rest.items.len(), 1);
+        assert!(!rest.more);
+        assert_eq!(page.revision, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn watch_replays_then_follows() {
+        let (_dir, store) = open();
+        let r1 = store.create("/w/a", b"1".to_vec()).await.expect("create");
+        store.create("/w/b", b"2".to_vec()).await.expect("create");
+        store
+            .create("/other/c", b"3".to_vec())
+            .await
+            .expect("create");
+        let mut watch = store.watch("/w/", r1).await.expect("watch");
+        let first = watch.next().await.expect("event").expect("ok");
+        assert_eq!(
+            (first.kind, first.kv.key.as_str()),
+            (EventKind::Created, "/w/b")
+        );
+        store.delete("/w/a", None).await.expect("delete");
+        let second = watch.next().await.expect("event").expect("ok");
+        assert_eq!(
+            (second.kind, second.kv.key.as_str()),
+            (EventKind::Deleted, "/w/a")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compacted_revision_is_refused() {
+        let (_dir, store) = open();
+        let r1 = store.create("/c/a", b"1".to_vec()).await.expect("create");
+        let r2 = store
+            .update("/c/a", b"2".to_vec(), r1)
+            .await
+            .expect("update");
+        store.compact(r2).await.expect("compact");
+        assert!(matches!(
+            store.watch("/c/", r1).await,
+            Err(Error::Compacted { .. })
+        ));
+        assert!(store.watch("/c/", r2).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn state_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let rev = {
+            let store = SqliteStore::open(&path).expect("open");
+            store.create("/r/a", b"1".to_vec()).await.expect("create")
+        };
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.current_revision().await.expect("rev"), rev);
+        let next = store.create("/r/b", b"2".to_vec()).await.expect("create");
+        assert_eq!(next, rev + 1);
+    }
+}

@@ -1,0 +1,718 @@
+//! The process-wide Prometheus registry, the API server's request metrics and
+//! the `process_*` metrics read from `/proc/self`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
+
+/// `Content-Type` of [`Metrics::encode`]'s output.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `Content-Type` of [`Metrics::encode_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Bucket bounds of `apiserver_request_duration_seconds`, as kube-apiserver's.
+pub const REQUEST_DURATION_BUCKETS: [f64; 23] = [
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+
+/// Process-wide metrics. Components register their families here at start.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// The API server's request counter and latency histogram.
+    pub apiserver: ApiserverMetrics,
+}
+
+impl Metrics {
+    /// A registry holding the API server's request metrics and the process
+    /// metrics.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let apiserver = ApiserverMetrics::new();
+        apiserver.register(&mut registry);
+        registry.register_collector(Box::new(ProcessCollector));
+        Arc::new(Self {
+            registry: Mutex::new(registry),
+            apiserver,
+        })
+    }
+
+    /// Registers `metric` under `name`.
+    ///
+    /// prometheus-client adds the type's suffix itself: register a counter
+    /// as `foo` to expose `foo_total`. A full stop is appended to `help`.
+    pub fn register(&self, name: impl Into<String>, help: impl Into<String>, metric: impl Metric) {
+        self.registry().register(name, help, metric);
+    }
+
+    /// Registers a collector whose metrics are produced at each scrape.
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
+        self.registry().register_collector(collector);
+    }
+
+    /// All metrics in Prometheus' text format (version 0.0.4, served as
+    /// [`PROMETHEUS_TEXT_CONTENT_TYPE`]), the format kube-apiserver serves by
+    /// default: counter families are named with their `_total` suffix.
+    pub fn encode(&self) -> String {
+        openmetrics_to_prometheus_text(&self.encode_openmetrics())
+    }
+
+    /// All metrics in the OpenMetrics text format, ending in `# EOF` (served
+    /// as [`OPENMETRICS_CONTENT_TYPE`]).
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry()).is_err() {
+            // Only a metric's own encoder can fail; what came before is kept.
+            tracing::warn!("Encoding the metrics failed");
+        }
+        out
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while registering leaves the registry usable.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// kube-apiserver's request metrics: `apiserver_request_total` and
+/// `apiserver_request_duration_seconds`.
+#[derive(Debug, Clone)]
+pub struct ApiserverMetrics {
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
+}
+
+impl ApiserverMetrics {
+    /// Counts one finished request and observes its duration.
+    ///
+    /// `verb` is upper-cased; `WATCHLIST` counts as `WATCH` and verbs outside
+    /// upstream's set (`APPLY`, `CONNECT`, `CREATE`, `DELETE`,
+    /// `DELETECOLLECTION`, `GET`, `LIST`, `PATCH`, `POST`, `PROXY`, `PUT`,
+    /// `UPDATE`, `WATCH`) as `other`. `scope` is `cluster`, `namespace`,
+    /// `resource` or empty; `component` is `apiserver` for kelp's own API.
+    /// A dry run is labelled `dry_run="All"`, other requests `dry_run=""`.
+    // The arguments are the label set upstream uses; a struct would only move
+    // the list to every call site.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &self,
+        verb: &str,
+        group: &str,
+        version: &str,
+        resource: &str,
+        subresource: &str,
+        scope: &str,
+        component: &str,
+        code: u16,
+        dry_run: bool,
+        seconds: f64,
+    ) {
+        let durations = DurationLabels {
+            component: component.into(),
+            dry_run: if dry_run { "All" } else { "" }.into(),
+            group: group.into(),
+            resource: resource.into(),
+            scope: scope.into(),
+            subresource: subresource.into(),
+            verb: clean_verb(verb).into(),
+            version: version.into(),
+        };
+        let requests = RequestLabels {
+            code: code.to_string().into(),
+            component: durations.component.clone(),
+            dry_run: durations.dry_run.clone(),
+            group: durations.group.clone(),
+            resource: durations.resource.clone(),
+            scope: durations.scope.clone(),
+            subresource: durations.subresource.clone(),
+            verb: durations.verb.clone(),
+            version: durations.version.clone(),
+        };
+        self.requests.get_or_create(&requests).inc();
+        self.durations.get_or_create(&durations).observe(seconds);
+    }
+
+    fn new() -> Self {
+        Self {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(REQUEST_DURATION_BUCKETS)),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            // prometheus-client appends `_total`.
+            "apiserver_request",
+            "Counter of API requests by verb, dry run, group, version, resource, \
+             subresource, scope, component and HTTP status code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Latency of API requests in seconds by verb, dry run, group, version, \
+             resource, subresource, scope and component",
+            self.durations.clone(),
+        );
+    }
+}
+
+/// Labels of `apiserver_request_total`, in the sorted order Prometheus'
+/// Go client prints them.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    code: LabelValue,
+    component: LabelValue,
+    dry_run: LabelValue,
+    group: LabelValue,
+    resource: LabelValue,
+    scope: LabelValue,
+    subresource: LabelValue,
+    verb: LabelValue,
+    version: LabelValue,
+}
+
+/// Labels of `apiserver_request_duration_seconds`, sorted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    component: LabelValue,
+    dry_run: LabelValue,
+    group: LabelValue,
+    resource: LabelValue,
+    scope: LabelValue,
+    subresource: LabelValue,
+    verb: LabelValue,
+    version: LabelValue,
+}
+
+/// A label value escaped for the exposition formats (prometheus-client 0.24
+/// writes `String` label values verbatim, so a `"` from a request path would
+/// break the scrape).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct LabelValue(String);
+
+impl From<&str> for LabelValue {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for LabelValue {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..i])?;
+            encoder.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
+/// Upstream's reported verb: upper case, `WATCHLIST` as `WATCH`, unknown
+/// verbs as `other` (bounds the label's cardinality).
+fn clean_verb(verb: &str) -> String {
+    const VALID: [&str; 13] = [
+        "APPLY",
+        "CONNECT",
+        "CREATE",
+        "DELETE",
+        "DELETECOLLECTION",
+        "GET",
+        "LIST",
+        "PATCH",
+        "POST",
+        "PROXY",
+        "PUT",
+        "UPDATE",
+        "WATCH",
+    ];
+    let upper = verb.to_ascii_uppercase();
+    if upper == "WATCHLIST" {
+        "WATCH".to_owned()
+    } else if VALID.contains(&upper.as_str()) {
+        upper
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text into Prometheus' 0.0.4 text
+/// format: counter and info families take their samples' names (`_total`,
+/// `_info`; info becomes a gauge), `unknown` becomes `untyped`, and the
+/// `# UNIT` and `# EOF` lines go. Sample lines are valid in both formats.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut suffixes: HashMap<&str, &str> = HashMap::new();
+    for line in openmetrics.lines() {
+        match line.strip_prefix("# TYPE ").and_then(|t| t.split_once(' ')) {
+            Some((name, "counter")) => suffixes.insert(name, "_total"),
+            Some((name, "info")) => suffixes.insert(name, "_info"),
+            _ => None,
+        };
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        let Some((prefix, rest)) = meta else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        out.push_str(prefix);
+        out.push_str(name);
+        out.push_str(suffixes.get(name).copied().unwrap_or(""));
+        out.push(' ');
+        out.push_str(match (prefix, tail) {
+            ("# TYPE ", "info") => "gauge",
+            ("# TYPE ", "unknown") => "untyped",
+            _ => tail,
+        });
+        out.push('\n');
+    }
+    out
+}
+
+/// `process_*` metrics of Prometheus' Go client, read from `/proc` at each
+/// scrape. A file that can't be read (not Linux) drops its metrics.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// `/proc` reports CPU times in USER_HZ ticks, 100 per second on every Linux
+/// architecture kelp targets (Prometheus' procfs assumes the same).
+const USER_HZ: f64 = 100.0;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        let stat = read("/proc/self/stat").and_then(|s| parse_stat(&s));
+        let status = read("/proc/self/status");
+        let field = |key: &str| status.as_deref().and_then(|s| parse_status_kb(s, key));
+        if let Some(stat) = stat {
+            let cpu = (stat.utime + stat.stime) as f64 / USER_HZ;
+            encode_const(
+                &mut encoder,
+                // Encoded as `process_cpu_seconds_total`.
+                "process_cpu_seconds",
+                "Total user and system CPU time of the process in seconds",
+                &ConstCounter::new(cpu),
+            )?;
+            if let Some(boot) = read("/proc/stat").and_then(|s| parse_btime(&s)) {
+                let start = boot as f64 + stat.starttime as f64 / USER_HZ;
+                encode_const(
+                    &mut encoder,
+                    "process_start_time_seconds",
+                    "Start time of the process in seconds since the Unix epoch",
+                    &ConstGauge::new(start),
+                )?;
+            }
+        }
+        if let Some(rss) = field("VmRSS:") {
+            encode_const(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size of the process in bytes",
+                &ConstGauge::new(rss as f64),
+            )?;
+        }
+        if let Some(vsz) = field("VmSize:") {
+            encode_const(
+                &mut encoder,
+                "process_virtual_memory_bytes",
+                "Virtual memory size of the process in bytes",
+                &ConstGauge::new(vsz as f64),
+            )?;
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            encode_const(
+                &mut encoder,
+                "process_open_fds",
+                "Number of file descriptors the process has open",
+                &ConstGauge::new(fds.count() as f64),
+            )?;
+        }
+        if let Some(max) = read("/proc/self/limits").and_then(|s| parse_max_fds(&s)) {
+            encode_const(
+                &mut encoder,
+                "process_max_fds",
+                "Limit on the number of file descriptors the process may open",
+                &ConstGauge::new(max),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_const(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let metric_encoder = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(metric_encoder)
+}
+
+/// The fields of `/proc/self/stat` the collector uses, in ticks.
+#[derive(Debug, PartialEq)]
+struct Stat {
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+}
+
+/// Parses `/proc/<pid>/stat`; the command name may hold spaces and
+/// parentheses, so fields are counted after its last `)`.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // rest starts at field 3 (state): utime is field 14, stime 15, starttime 22.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3)?.parse().ok();
+    Some(Stat {
+        utime: field(14)?,
+        stime: field(15)?,
+        starttime: field(22)?,
+    })
+}
+
+/// A `Key:   123 kB` line of `/proc/<pid>/status`, in bytes.
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+    let kb: u64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The boot time (`btime`) from `/proc/stat`, in seconds since the epoch.
+fn parse_btime(stat: &str) -> Option<u64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The soft `Max open files` limit from `/proc/<pid>/limits`.
+fn parse_max_fds(limits: &str) -> Option<f64> {
+    let rest = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    match rest.split_whitespace().next()? {
+        "unlimited" => Some(f64::INFINITY),
+        n => n.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::gauge::Gauge;
+    use regex::Regex;
+
+    fn sample_lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .collect()
+    }
+
+    #[test]
+    fn request_counter_is_named_and_labelled_like_upstream() {
+        let metrics = Metrics::new();
+        metrics.apiserver.observe(
+            "get",
+            "apps",
+            "v1",
+            "deployments",
+            "",
+            "namespace",
+            "apiserver",
+            200,
+            false,
+            0.003,
+        );
+        metrics.apiserver.observe(
+            "GET",
+            "apps",
+            "v1",
+            "deployments",
+            "",
+            "namespace",
+            "apiserver",
+            200,
+            false,
+            0.5,
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE apiserver_request_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP apiserver_request_total Counter of API requests"),
+            "{text}"
+        );
+        assert!(!text.contains("_total_total"), "{text}");
+        assert_eq!(
+            sample_lines(&text, "apiserver_request_total"),
+            [
+                "apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"apps\",resource=\"deployments\",scope=\"namespace\",subresource=\"\",verb=\"GET\",version=\"v1\"} 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn duration_histogram_has_upstream_buckets() {
+        let metrics = Metrics::new();
+        metrics.apiserver.observe(
+            "POST",
+            "",
+            "v1",
+            "pods",
+            "binding",
+            "namespace",
+            "apiserver",
+            201,
+            true,
+            0.3,
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE apiserver_request_duration_seconds histogram\n"),
+            "{text}"
+        );
+        let labels = "component=\"apiserver\",dry_run=\"All\",group=\"\",resource=\"pods\",scope=\"namespace\",subresource=\"binding\",verb=\"POST\",version=\"v1\"";
+        let buckets = sample_lines(&text, "apiserver_request_duration_seconds_bucket");
+        assert_eq!(buckets.len(), REQUEST_DURATION_BUCKETS.len() + 1, "{text}");
+        let le = Regex::new(r#"le="([^"]+)""#).unwrap();
+        let bounds: Vec<String> = buckets
+            .iter()
+            .map(|l| le.captures(l).unwrap()[1].to_owned())
+            .collect();
+        let mut expected: Vec<String> = REQUEST_DURATION_BUCKETS
+            .iter()
+            .map(|b| format!("{b:?}"))
+            .collect();
+        expected.push("+Inf".into());
+        assert_eq!(bounds, expected);
+        for (line, bound) in buckets.iter().zip(&bounds) {
+            assert!(line.contains(labels), "{line}");
+            let below = bound.parse::<f64>().map(|b| 0.3 > b).unwrap_or(false);
+            assert!(line.ends_with(if below { " 0" } else { " 1" }), "{line}");
+        }
+        assert_eq!(
+            sample_lines(&text, "apiserver_request_duration_seconds_count"),
+            [format!(
+                "apiserver_request_duration_seconds_count{{{labels}}} 1"
+            )]
+        );
+        assert_eq!(
+            sample_lines(&text, "apiserver_request_duration_seconds_sum"),
+            [format!(
+                "apiserver_request_duration_seconds_sum{{{labels}}} 0.3"
+            )]
+        );
+        assert_eq!(
+            REQUEST_DURATION_BUCKETS,
+            [
+                0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0,
+                6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0
+            ]
+        );
+    }
+
+    #[test]
+    fn verbs_are_cleaned() {
+        assert_eq!(clean_verb("list"), "LIST");
+        assert_eq!(clean_verb("WATCHLIST"), "WATCH");
+        assert_eq!(clean_verb("watch"), "WATCH");
+        assert_eq!(clean_verb("apply"), "APPLY");
+        assert_eq!(clean_verb("deletecollection"), "DELETECOLLECTION");
+        assert_eq!(clean_verb("BREW"), "other");
+        assert_eq!(clean_verb(""), "other");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::new();
+        metrics.apiserver.observe(
+            "GET",
+            "",
+            "v1",
+            "we\"ird\\na\nme",
+            "",
+            "cluster",
+            "apiserver",
+            404,
+            false,
+            0.001,
+        );
+        let text = metrics.encode();
+        assert!(text.contains(r#"resource="we\"ird\\na\nme""#), "{text}");
+        assert!(!text.contains("a\nme"), "{text}");
+    }
+
+    #[test]
+    fn registered_families_appear_once_with_prefix_free_names() {
+        let metrics = Metrics::new();
+        let evictions: Counter = Counter::default();
+        metrics.register("scheduler_evictions", "Pods evicted", evictions.clone());
+        let queue: Gauge = Gauge::default();
+        metrics.register("workqueue_depth", "Depth of the queue", queue.clone());
+        evictions.inc_by(3);
+        queue.set(5);
+        let text = metrics.encode();
+        assert!(text.contains("# HELP scheduler_evictions_total Pods evicted.\n# TYPE scheduler_evictions_total counter\nscheduler_evictions_total 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE workqueue_depth gauge\nworkqueue_depth 5\n"),
+            "{text}"
+        );
+        let om = metrics.encode_openmetrics();
+        assert!(
+            om.contains("# TYPE scheduler_evictions counter\nscheduler_evictions_total 3\n"),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn empty_families_are_not_exposed() {
+        let text = Metrics::new().encode();
+        assert!(!text.contains("apiserver_request"), "{text}");
+    }
+
+    #[test]
+    fn process_metrics_are_exposed() {
+        let text = Metrics::new().encode();
+        let value = |name: &str| -> f64 {
+            let lines = sample_lines(&text, name);
+            assert_eq!(lines.len(), 1, "{name} in {text}");
+            lines[0].rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(
+            text.contains("# TYPE process_resident_memory_bytes gauge\n"),
+            "{text}"
+        );
+        assert!(value("process_resident_memory_bytes") > 1024.0 * 1024.0);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = value("process_start_time_seconds");
+        assert!(
+            start <= now + 1.0 && start > now - 24.0 * 3600.0,
+            "start {start} now {now}"
+        );
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+    }
+
+    #[test]
+    fn proc_files_parse() {
+        let stat = "4242 (kelp (my) srv) S 1 4242 4242 0 -1 4194560 2000 0 0 0 150 25 0 0 20 0 12 0 987654 123456789 3000 18446744073709551615";
+        assert_eq!(
+            parse_stat(stat),
+            Some(Stat {
+                utime: 150,
+                stime: 25,
+                starttime: 987654
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        let status = "Name:\tkelp\nVmSize:\t  204800 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(parse_status_kb(status, "VmRSS:"), Some(10240 * 1024));
+        assert_eq!(parse_status_kb(status, "VmSize:"), Some(204800 * 1024));
+        assert_eq!(parse_status_kb(status, "VmSwap:"), None);
+        assert_eq!(
+            parse_btime("cpu 1 2 3\nbtime 1700000000\nprocesses 5\n"),
+            Some(1700000000)
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \nMax open files            1024                 524288               files     \n";
+        assert_eq!(parse_max_fds(limits), Some(1024.0));
+        assert_eq!(
+            parse_max_fds(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            Some(f64::INFINITY)
+        );
+    }
+
+    #[test]
+    fn openmetrics_conversion() {
+        let om = "# HELP a_counter Help.\n# TYPE a_counter counter\na_counter_total 1\n\
+                  # HELP build Build.\n# TYPE build info\nbuild_info{v=\"1\"} 1\n\
+                  # HELP odd Odd.\n# TYPE odd unknown\nodd 2\n\
+                  # HELP t_seconds Time.\n# TYPE t_seconds gauge\n# UNIT t_seconds seconds\nt_seconds 3.5\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus_text(om),
+            "# HELP a_counter_total Help.\n# TYPE a_counter_total counter\na_counter_total 1\n\
+             # HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1\"} 1\n\
+             # HELP odd Odd.\n# TYPE odd untyped\nodd 2\n\
+             # HELP t_seconds Time.\n# TYPE t_seconds gauge\nt_seconds 3.5\n"
+        );
+    }
+
+    #[test]
+    fn metrics_are_shared_across_threads() {
+        let metrics = Metrics::new();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let m = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        m.apiserver.observe(
+                            "LIST",
+                            "",
+                            "v1",
+                            "pods",
+                            "",
+                            "cluster",
+                            "apiserver",
+                            200,
+                            false,
+                            0.01,
+                        );
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let text = metrics.encode();
+        let line = sample_lines(&text, "apiserver_request_total")[0];
+        assert!(line.ends_with(" 400"), "{line}");
+    }
+}
