@@ -35,7 +35,12 @@ pub fn table(
                     "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
                 }),
             };
-            json!({"cells": printer.cells(obj, now), "object": object})
+            let mut row = json!({"cells": printer.cells(obj, now), "object": object});
+            let conditions = printers::row_conditions(&rt.group, &rt.kind, obj);
+            if !conditions.is_empty() {
+                row["conditions"] = json!(conditions);
+            }
+            row
         })
         .collect();
     let mut metadata = json!({"resourceVersion": resource_version});

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kelp and its tests need, if missing. Sourced by run.sh and test.sh.
+set -euo pipefail
+
+kelp_need_packages() {
+    local missing=()
+    command -v cc >/dev/null || missing+=(gcc)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v iptables >/dev/null || missing+=(iptables)
+    command -v ip >/dev/null || missing+=(iproute2)
+    if ((${#missing[@]})); then
+        echo "kelp: installing ${missing[*]}" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! command -v kubectl >/dev/null; then
+        # kubectl ships with the machine image (google-cloud-sdk's dispatcher); Debian's
+        # kubernetes-client is 1.20, too old for a 1.33 server, so say so instead of installing it.
+        echo "kelp: kubectl not found; install kubectl (1.27 or newer) and retry" >&2
+        return 1
+    fi
+}

@@ -1,0 +1,224 @@
+//! Shared helpers of the end-to-end tests: start `kelp server` on a free port in
+//! a temporary data dir, run the real kubectl against it, clean up on drop.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The kelp binary cargo built for these tests.
+pub fn kelp_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kelp"))
+}
+
+/// A running `kelp server --disable-agent`.
+pub struct Server {
+    /// The process.
+    pub child: Option<Child>,
+    /// Temporary directory holding data dir, kubeconfig, kubectl's HOME.
+    pub dir: tempfile::TempDir,
+    /// API port.
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Server {
+    /// Starts a server and waits for /readyz.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self {
+            child: None,
+            dir,
+            port: free_port(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts (again) on the same data dir and port.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("server.log"))
+            .expect("log file");
+        let child = Command::new(kelp_bin())
+            .args([
+                "server",
+                "--disable-agent",
+                "--bind-address",
+                "127.0.0.1",
+                "--config",
+                "/dev/null",
+            ])
+            .arg("--https-listen-port")
+            .arg(self.port.to_string())
+            .arg("--data-dir")
+            .arg(self.path("data"))
+            .arg("--write-kubeconfig")
+            .arg(self.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kelp server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// A path inside the test directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.path("kubeconfig.yaml")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let out = Command::new("curl")
+                .args([
+                    "-sk",
+                    "--max-time",
+                    "1",
+                    &format!("https://127.0.0.1:{}/readyz", self.port),
+                ])
+                .output();
+            if out.is_ok_and(|o| o.stdout == b"ok") && self.kubeconfig().exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kelp server did not become ready; log:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A kubectl bound to this server.
+    pub fn kubectl(&self, binary: &str) -> Kubectl {
+        let home = self.path(&format!("home-{}", binary.replace('/', "_")));
+        std::fs::create_dir_all(&home).expect("kubectl home");
+        Kubectl {
+            binary: binary.to_string(),
+            kubeconfig: self.kubeconfig(),
+            home,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM first so the server shuts down cleanly; SIGKILL if it lingers.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A kubectl binary with its own HOME (fresh discovery cache) and kubeconfig.
+pub struct Kubectl {
+    /// Binary name or path.
+    pub binary: String,
+    kubeconfig: PathBuf,
+    home: PathBuf,
+}
+
+impl Kubectl {
+    /// A command ready to take arguments.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.home)
+            .env_remove("KUBECTL_EXTERNAL_DIFF");
+        cmd
+    }
+
+    /// Runs kubectl with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run kubectl")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {:?} failed ({}):\nstdout: {}\nstderr: {}",
+            self.binary,
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "{} {:?} should have failed:\n{}",
+            self.binary,
+            args,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// Writes `content` to `dir/name`, creating directories.
+pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&path, content).expect("write manifest");
+    path
+}
+
+/// `/usr/lib/google-cloud-sdk/bin/kubectl.1.NN` (or on PATH), which must exist.
+pub fn versioned_kubectl(minor: u32) -> String {
+    let name = format!("kubectl.1.{minor}");
+    for dir in [
+        "/usr/lib/google-cloud-sdk/bin",
+        "/usr/local/bin",
+        "/usr/bin",
+    ] {
+        let path = Path::new(dir).join(&name);
+        if path.exists() {
+            return path.display().to_string();
+        }
+    }
+    panic!("{name} is not installed; the end-to-end tests run against it by name");
+}
