@@ -17,7 +17,6 @@ pub mod table;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -81,7 +80,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             authn::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY + 1))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -135,8 +134,12 @@ async fn resource(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match body::read_limited(body).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
     let Some(path) = request::parse_path(uri.path()) else {
         return discovery::group_or_version(&state, uri.path(), &headers)
             .unwrap_or_else(|e| e.into_response());

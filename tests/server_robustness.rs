@@ -1,0 +1,148 @@
+//! End-to-end: authentication, durability across SIGKILL, and bad input.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::Server;
+
+fn curl(server: &Server, args: &[&str], path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_string(), code.to_string())
+}
+
+#[test]
+fn requests_without_credentials_get_401() {
+    let server = Server::start();
+    let (body, code) = curl(&server, &[], "/api/v1/pods");
+    assert_eq!(code, "401");
+    assert!(body.contains("\"reason\":\"Unauthorized\"") && body.contains("\"kind\":\"Status\""), "{body}");
+    let (_, code) = curl(&server, &["-H", "Authorization: Bearer not-a-token"], "/api/v1/pods");
+    assert_eq!(code, "401");
+    // Health is public, as upstream's system:public-info-viewer.
+    assert_eq!(curl(&server, &[], "/readyz"), ("ok".to_string(), "200".to_string()));
+}
+
+#[test]
+fn acknowledged_creates_survive_sigkill() {
+    let mut server = Server::start();
+    let k = server.kubectl("kubectl");
+    // A stream of creates through one `kubectl create -f -` per object, in a thread,
+    // recording every name whose create was acknowledged.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        let kubeconfig = server.kubeconfig();
+        let port = server.port;
+        std::thread::spawn(move || {
+            let url = format!("https://127.0.0.1:{port}/api/v1/namespaces/default/configmaps");
+            let kc = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+            let (cert, key) = client_credentials(&kc);
+            let dir = tempfile::tempdir().expect("tmp");
+            std::fs::write(dir.path().join("c.pem"), cert).expect("cert");
+            std::fs::write(dir.path().join("k.pem"), key).expect("key");
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 5000 {
+                let name = format!("durable-{n}");
+                let body = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"n":"{n}"}}}}"#);
+                let mut child = Command::new("curl")
+                    .args(["-sk", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@-"])
+                    .arg("--cert")
+                    .arg(dir.path().join("c.pem"))
+                    .arg("--key")
+                    .arg(dir.path().join("k.pem"))
+                    .arg(&url)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("curl");
+                child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write");
+                let out = child.wait_with_output().expect("curl output");
+                if out.stdout == b"201" {
+                    acknowledged.lock().expect("lock").push(name);
+                }
+                n += 1;
+            }
+        })
+    };
+    // Let a few hundred creates through, then kill -9 mid-stream.
+    while acknowledged.lock().expect("lock").len() < 150 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.kill9();
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("writer");
+    let acked = acknowledged.lock().expect("lock").clone();
+    server.spawn();
+    let listed = k.ok(&["get", "configmaps", "-o", "name"]);
+    let missing: Vec<&String> = acked.iter().filter(|name| !listed.contains(&format!("configmap/{name}\n"))).collect();
+    assert!(missing.is_empty(), "{} acknowledged creates lost after SIGKILL: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    // The server still takes writes, and revisions keep increasing.
+    k.ok(&["create", "configmap", "after-restart", "--from-literal=a=b", "--validate=false"]);
+}
+
+/// Client certificate and key PEMs from an admin kubeconfig.
+fn client_credentials(kubeconfig: &str) -> (Vec<u8>, Vec<u8>) {
+    use base64::Engine;
+    let field = |name: &str| {
+        let line = kubeconfig.lines().find(|l| l.trim_start().starts_with(name)).expect("field");
+        let b64 = line.split_once(':').expect("value").1.trim();
+        base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
+    };
+    (field("client-certificate-data"), field("client-key-data"))
+}
+
+#[test]
+fn malformed_requests_get_status_errors() {
+    let server = Server::start();
+    let kc = std::fs::read_to_string(server.kubeconfig()).expect("kubeconfig");
+    let (cert, key) = client_credentials(&kc);
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("c.pem"), cert).expect("cert");
+    std::fs::write(dir.path().join("k.pem"), key).expect("key");
+    let c = dir.path().join("c.pem").display().to_string();
+    let kk = dir.path().join("k.pem").display().to_string();
+    let auth = ["--cert", c.as_str(), "--key", kk.as_str()];
+    let post = |body: &str, ct: &str, path: &str| {
+        let mut args: Vec<&str> = auth.to_vec();
+        args.extend(["-X", "POST", "-H"]);
+        let header = format!("Content-Type: {ct}");
+        args.push(&header);
+        args.extend(["--data-binary", body]);
+        curl(&server, &args, path)
+    };
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (body, code) = post("{not json", "application/json", cms);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("\"reason\":\"BadRequest\""), "{body}");
+    let (body, code) = post("{}", "text/plain", cms);
+    assert_eq!(code, "415", "{body}");
+    let (body, code) = post(r#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#, "application/json", cms);
+    assert_eq!(code, "400", "{body}");
+    let (body, code) = post(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#, "application/json", "/api/v1/namespaces/default/nosuchthings");
+    assert_eq!(code, "404", "{body}");
+    let big = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#, "x".repeat(4 * 1024 * 1024));
+    let big_file = dir.path().join("big.json");
+    std::fs::write(&big_file, big).expect("big");
+    let at = format!("@{}", big_file.display());
+    let (_, code) = post(&at, "application/json", cms);
+    assert_eq!(code, "413");
+    // Nothing half-written remains, and the server is still serving.
+    let mut args: Vec<&str> = auth.to_vec();
+    args.push("-s");
+    let (body, code) = curl(&server, &args, cms);
+    assert_eq!(code, "200");
+    assert!(!body.contains("\"name\":\"big\"") && !body.contains("\"name\":\"x\""), "{body}");
+}
