@@ -26,11 +26,21 @@ fn requests_without_credentials_get_401() {
     let server = Server::start();
     let (body, code) = curl(&server, &[], "/api/v1/pods");
     assert_eq!(code, "401");
-    assert!(body.contains("\"reason\":\"Unauthorized\"") && body.contains("\"kind\":\"Status\""), "{body}");
-    let (_, code) = curl(&server, &["-H", "Authorization: Bearer not-a-token"], "/api/v1/pods");
+    assert!(
+        body.contains("\"reason\":\"Unauthorized\"") && body.contains("\"kind\":\"Status\""),
+        "{body}"
+    );
+    let (_, code) = curl(
+        &server,
+        &["-H", "Authorization: Bearer not-a-token"],
+        "/api/v1/pods",
+    );
     assert_eq!(code, "401");
     // Health is public, as upstream's system:public-info-viewer.
-    assert_eq!(curl(&server, &[], "/readyz"), ("ok".to_string(), "200".to_string()));
+    assert_eq!(
+        curl(&server, &[], "/readyz"),
+        ("ok".to_string(), "200".to_string())
+    );
 }
 
 #[test]
@@ -56,9 +66,23 @@ fn acknowledged_creates_survive_sigkill() {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) && n < 5000 {
                 let name = format!("durable-{n}");
-                let body = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"n":"{n}"}}}}"#);
+                let body = format!(
+                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"n":"{n}"}}}}"#
+                );
                 let mut child = Command::new("curl")
-                    .args(["-sk", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@-"])
+                    .args([
+                        "-sk",
+                        "--max-time",
+                        "5",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "-H",
+                        "Content-Type: application/json",
+                        "--data-binary",
+                        "@-",
+                    ])
                     .arg("--cert")
                     .arg(dir.path().join("c.pem"))
                     .arg("--key")
@@ -68,7 +92,12 @@ fn acknowledged_creates_survive_sigkill() {
                     .stdout(Stdio::piped())
                     .spawn()
                     .expect("curl");
-                child.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("write");
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(body.as_bytes())
+                    .expect("write");
                 let out = child.wait_with_output().expect("curl output");
                 if out.stdout == b"201" {
                     acknowledged.lock().expect("lock").push(name);
@@ -87,19 +116,38 @@ fn acknowledged_creates_survive_sigkill() {
     let acked = acknowledged.lock().expect("lock").clone();
     server.spawn();
     let listed = k.ok(&["get", "configmaps", "-o", "name"]);
-    let missing: Vec<&String> = acked.iter().filter(|name| !listed.contains(&format!("configmap/{name}\n"))).collect();
-    assert!(missing.is_empty(), "{} acknowledged creates lost after SIGKILL: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|name| !listed.contains(&format!("configmap/{name}\n")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged creates lost after SIGKILL: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     // The server still takes writes, and revisions keep increasing.
-    k.ok(&["create", "configmap", "after-restart", "--from-literal=a=b", "--validate=false"]);
+    k.ok(&[
+        "create",
+        "configmap",
+        "after-restart",
+        "--from-literal=a=b",
+        "--validate=false",
+    ]);
 }
 
 /// Client certificate and key PEMs from an admin kubeconfig.
 fn client_credentials(kubeconfig: &str) -> (Vec<u8>, Vec<u8>) {
     use base64::Engine;
     let field = |name: &str| {
-        let line = kubeconfig.lines().find(|l| l.trim_start().starts_with(name)).expect("field");
+        let line = kubeconfig
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .expect("field");
         let b64 = line.split_once(':').expect("value").1.trim();
-        base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64")
     };
     (field("client-certificate-data"), field("client-key-data"))
 }
@@ -129,11 +177,22 @@ fn malformed_requests_get_status_errors() {
     assert!(body.contains("\"reason\":\"BadRequest\""), "{body}");
     let (body, code) = post("{}", "text/plain", cms);
     assert_eq!(code, "415", "{body}");
-    let (body, code) = post(r#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#, "application/json", cms);
+    let (body, code) = post(
+        r#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+        "application/json",
+        cms,
+    );
     assert_eq!(code, "400", "{body}");
-    let (body, code) = post(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#, "application/json", "/api/v1/namespaces/default/nosuchthings");
+    let (body, code) = post(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+        "application/json",
+        "/api/v1/namespaces/default/nosuchthings",
+    );
     assert_eq!(code, "404", "{body}");
-    let big = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#, "x".repeat(4 * 1024 * 1024));
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(4 * 1024 * 1024)
+    );
     let big_file = dir.path().join("big.json");
     std::fs::write(&big_file, big).expect("big");
     let at = format!("@{}", big_file.display());
@@ -144,5 +203,8 @@ fn malformed_requests_get_status_errors() {
     args.push("-s");
     let (body, code) = curl(&server, &args, cms);
     assert_eq!(code, "200");
-    assert!(!body.contains("\"name\":\"big\"") && !body.contains("\"name\":\"x\""), "{body}");
+    assert!(
+        !body.contains("\"name\":\"big\"") && !body.contains("\"name\":\"x\""),
+        "{body}"
+    );
 }

@@ -2,6 +2,7 @@
 
 pub mod crd;
 pub mod error;
+pub mod managed_fields;
 pub mod object;
 pub mod printers;
 pub mod protobuf;

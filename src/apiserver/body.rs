@@ -49,8 +49,11 @@ pub async fn read_limited(body: axum::body::Body) -> Result<axum::body::Bytes, A
     let mut buffer = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen += data.len();
         if seen <= MAX_BODY {
             buffer.extend_from_slice(&data);

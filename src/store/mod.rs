@@ -47,6 +47,9 @@ pub struct Event {
     /// The key's value after the write (for `Deleted`: its last value, with
     /// `mod_revision` set to the deletion's revision).
     pub kv: KeyValue,
+    /// The value before the write (for `Updated`), if still retained; lets
+    /// filtered watches see objects enter and leave their selection.
+    pub prev: Option<Vec<u8>>,
 }
 
 /// One page of a list.

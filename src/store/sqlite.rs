@@ -68,6 +68,9 @@ enum Op {
 
 type Reply = oneshot::Sender<Result<(Revision, Option<KeyValue>)>>;
 
+/// What one operation did: its revision, the key's new (or last) value, the value before.
+type OpOutcome = (Revision, Option<KeyValue>, Option<Vec<u8>>);
+
 struct Request {
     op: Op,
     reply: Reply,
@@ -217,7 +220,7 @@ fn apply_batch(
     let mut committed = Vec::new();
     for req in batch {
         let result = apply_op(&tx, &req.op, rev)?;
-        if let Ok((_, Some(kv))) = &result {
+        if let Ok((_, Some(kv), prev)) = &result {
             let kind = match &req.op {
                 Op::Create { .. } => EventKind::Created,
                 Op::Update { .. } => EventKind::Updated,
@@ -226,9 +229,10 @@ fn apply_batch(
             committed.push(Event {
                 kind,
                 kv: kv.clone(),
+                prev: prev.clone(),
             });
         }
-        results.push(result);
+        results.push(result.map(|(rev, kv, _)| (rev, kv)));
     }
     tx.commit()?;
     Ok((results, committed))
@@ -256,7 +260,7 @@ fn apply_op(
     tx: &rusqlite::Transaction,
     op: &Op,
     rev: &mut Revision,
-) -> rusqlite::Result<Result<(Revision, Option<KeyValue>)>> {
+) -> rusqlite::Result<Result<OpOutcome>> {
     match op {
         Op::Create { key, value } => {
             if current(tx, key)?.is_some() {
@@ -270,7 +274,7 @@ fn apply_op(
                 mod_revision: *rev,
             };
             write(tx, &kv, EventKind::Created)?;
-            Ok(Ok((*rev, Some(kv))))
+            Ok(Ok((*rev, Some(kv), None)))
         }
         Op::Update {
             key,
@@ -294,7 +298,7 @@ fn apply_op(
                 mod_revision: *rev,
             };
             write(tx, &kv, EventKind::Updated)?;
-            Ok(Ok((*rev, Some(kv))))
+            Ok(Ok((*rev, Some(kv), Some(old.value))))
         }
         Op::Delete { key, expected } => {
             let Some(old) = current(tx, key)? else {
@@ -314,7 +318,7 @@ fn apply_op(
                 ..old
             };
             write(tx, &kv, EventKind::Deleted)?;
-            Ok(Ok((*rev, Some(kv))))
+            Ok(Ok((*rev, Some(kv), None)))
         }
         Op::Compact { revision } => {
             tx.execute("DELETE FROM log WHERE rev <= ?1", params![revision])?;
@@ -322,7 +326,7 @@ fn apply_op(
                 "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
                 params![revision],
             )?;
-            Ok(Ok((*rev, None)))
+            Ok(Ok((*rev, None, None)))
         }
     }
 }
@@ -473,13 +477,17 @@ impl Store for SqliteStore {
                 }
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT rev, key, kind, value, create_rev FROM log WHERE rev > ?1 AND key >= ?2 AND key < ?3 ORDER BY rev",
+                        "SELECT l.rev, l.key, l.kind, l.value, l.create_rev,
+                                (SELECT p.value FROM log p WHERE p.key = l.key AND p.rev < l.rev ORDER BY p.rev DESC LIMIT 1)
+                         FROM log l WHERE l.rev > ?1 AND l.key >= ?2 AND l.key < ?3 ORDER BY l.rev",
                     )
                     .map_err(db)?;
                 stmt.query_map(params![after, backlog_prefix, end], |r| {
+                    let kind = event_kind(r.get(2)?);
                     Ok(Event {
-                        kind: event_kind(r.get(2)?),
+                        kind,
                         kv: KeyValue { key: r.get(1)?, value: r.get(3)?, create_revision: r.get(4)?, mod_revision: r.get(0)? },
+                        prev: if kind == EventKind::Updated { r.get(5)? } else { None },
                     })
                 })
                 .map_err(db)?
@@ -617,6 +625,29 @@ mod tests {
         assert_eq!(
             (second.kind, second.kv.key.as_str()),
             (EventKind::Deleted, "/w/a")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn updates_carry_the_previous_value() {
+        let (_dir, store) = open();
+        let r1 = store.create("/u/a", b"1".to_vec()).await.expect("create");
+        let r2 = store
+            .update("/u/a", b"2".to_vec(), r1)
+            .await
+            .expect("update");
+        let mut replay = store.watch("/u/", r1).await.expect("watch");
+        let event = replay.next().await.expect("event").expect("ok");
+        assert_eq!(event.prev.as_deref(), Some(b"1".as_slice()));
+        let mut live = store.watch("/u/", r2).await.expect("watch");
+        store
+            .update("/u/a", b"3".to_vec(), r2)
+            .await
+            .expect("update");
+        let event = live.next().await.expect("event").expect("ok");
+        assert_eq!(
+            (event.kind, event.prev.as_deref()),
+            (EventKind::Updated, Some(b"2".as_slice()))
         );
     }
 

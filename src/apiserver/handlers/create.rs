@@ -30,7 +30,18 @@ pub async fn create_object(
     obj: &mut Value,
 ) -> Result<(StatusCode, Value), ApiError> {
     super::super::convert::from_request(&req.rt, obj);
+    let sent = crate::api::managed_fields::fields_of(obj);
     object::before_create(&req.rt, obj, req.path.namespace.as_deref())?;
+    if let Some(manager) = req.update_manager() {
+        object::metadata_mut(obj).remove("managedFields");
+        crate::api::managed_fields::record_update(
+            obj,
+            &manager,
+            &req.rt.api_version(),
+            None,
+            &sent,
+        );
+    }
     if let Some(ns) = req.namespace() {
         state.require_namespace(ns, req).await?;
     }

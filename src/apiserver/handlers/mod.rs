@@ -64,6 +64,33 @@ impl Request {
         ApiError::not_found(&self.rt.group, &self.rt.resource, self.name())
     }
 
+    /// The field manager an Update-type write records (None for apply, which records its own):
+    /// `fieldManager`, else the User-Agent's program name, as upstream.
+    pub fn update_manager(&self) -> Option<String> {
+        if super::body::content_type(&self.headers).starts_with("application/apply-patch") {
+            return None;
+        }
+        let from_agent = || {
+            let agent = self
+                .headers
+                .get(axum::http::header::USER_AGENT)?
+                .to_str()
+                .ok()?;
+            agent
+                .split('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        };
+        Some(
+            self.query
+                .get("fieldManager")
+                .map(String::from)
+                .or_else(from_agent)
+                .unwrap_or_else(|| "unknown".into()),
+        )
+    }
+
     /// The same request for another object name (and namespace).
     pub fn for_object(&self, namespace: Option<&str>, name: &str) -> Request {
         let mut path = self.path.clone();

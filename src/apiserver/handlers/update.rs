@@ -59,6 +59,23 @@ pub async fn write_update(
     if !status_only {
         state.admit_update(req, &mut new, old).await?;
     }
+    if let Some(manager) = req.update_manager() {
+        // What the writer sent for managedFields is ignored; ownership follows the change.
+        let previous = object::metadata(old).get("managedFields").cloned();
+        match previous {
+            Some(managed) => object::metadata_mut(&mut new).insert("managedFields".into(), managed),
+            None => object::metadata_mut(&mut new).remove("managedFields"),
+        };
+        let changed = crate::api::managed_fields::changed_fields(&new, old);
+        let subresource = status_only.then_some("status");
+        crate::api::managed_fields::record_update(
+            &mut new,
+            &manager,
+            &req.rt.api_version(),
+            subresource,
+            &changed,
+        );
+    }
     let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
     let finalizers_empty = new
         .pointer("/metadata/finalizers")

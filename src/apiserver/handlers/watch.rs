@@ -120,13 +120,15 @@ pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiEr
                     };
                     last = event.kv.mod_revision;
                     let Ok(obj) = decode_stored(&rt, &event.kv) else { continue };
-                    if !filters.matches(&obj) {
-                        continue;
-                    }
-                    let kind = match event.kind {
-                        EventKind::Created => "ADDED",
-                        EventKind::Updated => "MODIFIED",
-                        EventKind::Deleted => "DELETED",
+                    let now_matches = filters.matches(&obj);
+                    let before_matched = event.prev.as_deref().and_then(|p| serde_json::from_slice::<Value>(p).ok()).map(|p| filters.matches(&p));
+                    let kind = match (event.kind, before_matched, now_matches) {
+                        (EventKind::Created, _, true) => "ADDED",
+                        (EventKind::Deleted, _, true) => "DELETED",
+                        (EventKind::Updated, Some(false), true) => "ADDED",
+                        (EventKind::Updated, Some(true), false) => "DELETED",
+                        (EventKind::Updated, _, true) => "MODIFIED",
+                        _ => continue,
                     };
                     if tx.send(Ok(line(kind, &obj))).await.is_err() {
                         return;
