@@ -112,6 +112,7 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         allocation: tokio::sync::Mutex::new(()),
     });
     load_custom_resources(&state).await?;
+    tokio::spawn(compact_periodically(state.store.clone()));
     bootstrap(&state, service_cidr, args.https_listen_port).await?;
     let tls = serve::tls_config(&pki)?;
     let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
@@ -122,6 +123,27 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
     serve::serve(listener, tls, router(state), shutdown_signal()).await?;
     tracing::info!("kelp server stopped");
     Ok(())
+}
+
+/// Revisions of history kept for watches (kine, k3s's store shim, keeps 1000; a
+/// larger window lets slow informers resume instead of relisting).
+const RETAINED_REVISIONS: i64 = 10_000;
+/// How often old revisions are compacted (kine's interval).
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Forgets history older than [`RETAINED_REVISIONS`]; watches from before get 410 Gone.
+async fn compact_periodically(store: Arc<dyn crate::store::Store>) {
+    let mut ticker = tokio::time::interval(COMPACT_EVERY);
+    loop {
+        ticker.tick().await;
+        let Ok(current) = store.current_revision().await else { continue };
+        let target = current - RETAINED_REVISIONS;
+        if target > 0
+            && let Err(e) = store.compact(target).await
+        {
+            tracing::warn!(err = %e, revision = target, "compaction failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

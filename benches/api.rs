@@ -1,0 +1,270 @@
+//! API server benchmark: starts `kelp server --disable-agent` (the release
+//! binary when run by `cargo bench`) in a temporary data dir and prints
+//! creates/s (sequential and 16 clients), GET and LIST latency with 10,000
+//! ConfigMaps stored, watch delivery latency with 100 watchers, idle RSS and
+//! time to /readyz. Figures go to docs/PERFORMANCE.md by hand.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const OBJECTS: usize = 10_000;
+const CLIENTS: usize = 16;
+const WATCHERS: usize = 100;
+
+struct Server {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+    kubeconfig: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> (Server, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--config", "/dev/null"])
+        .args(["--https-listen-port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--write-kubeconfig")
+        .arg(&kubeconfig)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kelp server");
+    loop {
+        let ok = Command::new("curl")
+            .args(["-sk", "--max-time", "1", &format!("https://127.0.0.1:{port}/readyz")])
+            .output()
+            .is_ok_and(|o| o.stdout == b"ok");
+        if ok {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ready = started.elapsed();
+    let kubeconfig = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    (Server { child, _dir: dir, port, kubeconfig }, ready)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn field(kubeconfig: &str, name: &str) -> Vec<u8> {
+    let line = kubeconfig.lines().find(|l| l.trim_start().starts_with(name)).expect("field");
+    base64::engine::general_purpose::STANDARD.decode(line.split_once(':').expect("value").1.trim()).expect("b64")
+}
+
+/// One keep-alive HTTPS/1.1 connection authenticated with the admin certificate.
+struct Client {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    async fn connect(tls: &TlsConnector, port: u16) -> Self {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let stream = tls.connect(ServerName::try_from("localhost").expect("name"), tcp).await.expect("tls");
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        Self { sender }
+    }
+
+    async fn request(&mut self, method: &str, path: &str, body: Option<String>) -> (u16, Bytes) {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request");
+        self.sender.ready().await.expect("connection ready");
+        let response = self.sender.send_request(req).await.expect("send");
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    }
+}
+
+fn tls_connector(kubeconfig: &str) -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut field(kubeconfig, "certificate-authority-data").as_slice()) {
+        roots.add(ca.expect("ca")).expect("root");
+    }
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut field(kubeconfig, "client-certificate-data").as_slice()).collect::<Result<_, _>>().expect("cert");
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut field(kubeconfig, "client-key-data").as_slice()).expect("key").expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .expect("client auth");
+    TlsConnector::from(Arc::new(config))
+}
+
+fn configmap(name: &str) -> String {
+    format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"bench":"yes"}}}},"data":{{"key":"value-{name}"}}}}"#)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+#[tokio::main]
+async fn main() {
+    let (server, ready) = start();
+    println!("time from start to /readyz ok: {}", ms(ready));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("idle RSS of kelp server --disable-agent: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    let tls = tls_connector(&server.kubeconfig);
+
+    // Sequential creates.
+    let mut client = Client::connect(&tls, server.port).await;
+    let sequential = 1000;
+    let t = Instant::now();
+    for i in 0..sequential {
+        let (status, _) = client.request("POST", CMS, Some(configmap(&format!("seq-{i}")))).await;
+        assert_eq!(status, 201);
+    }
+    let rate = sequential as f64 / t.elapsed().as_secs_f64();
+    println!("creates/s, 1 client: {rate:.0}");
+
+    // 16 concurrent clients up to OBJECTS stored.
+    let per_client = (OBJECTS - sequential) / CLIENTS;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let tls = tls.clone();
+        let port = server.port;
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(&tls, port).await;
+            for i in 0..per_client {
+                let (status, _) = client.request("POST", CMS, Some(configmap(&format!("par-{c}-{i}")))).await;
+                assert_eq!(status, 201);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    let rate = (per_client * CLIENTS) as f64 / t.elapsed().as_secs_f64();
+    println!("creates/s, {CLIENTS} clients: {rate:.0}");
+    println!("RSS with {OBJECTS} ConfigMaps stored: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+
+    // GET latency with OBJECTS stored.
+    let mut samples = Vec::new();
+    for i in 0..2000 {
+        let path = format!("{CMS}/par-{}-{}", i % CLIENTS, i % per_client);
+        let t = Instant::now();
+        let (status, _) = client.request("GET", &path, None).await;
+        samples.push(t.elapsed());
+        assert_eq!(status, 200);
+    }
+    samples.sort();
+    println!("GET latency ({OBJECTS} ConfigMaps stored): p50 {} p99 {}", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
+
+    // LIST latency: a kubectl-sized page (limit=500), and the whole namespace.
+    for (label, path, rounds) in [("LIST limit=500", format!("{CMS}?limit=500"), 200), ("LIST all", CMS.to_string(), 20)] {
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let (status, body) = client.request("GET", &path, None).await;
+            samples.push(t.elapsed());
+            assert!(status == 200 && body.len() > 1000);
+        }
+        samples.sort();
+        println!("{label} latency ({OBJECTS} stored): p50 {} p99 {}", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
+        println!("RSS after {label}: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    }
+
+    // mimalloc gives memory back after a short delay; report the settled figure.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("RSS 5 s after the LISTs: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+
+    // Watch delivery latency: WATCHERS watches, then creates; time from the
+    // create's acknowledgement to each watcher reading the event.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let (_, body) = client.request("GET", &format!("{CMS}?limit=1"), None).await;
+    let list: serde_json::Value = serde_json::from_slice(&body).expect("list");
+    let rv = list["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+    for _ in 0..WATCHERS {
+        let tls = tls.clone();
+        let port = server.port;
+        let tx = tx.clone();
+        let rv = rv.clone();
+        tokio::spawn(async move {
+            let mut client = Client::connect(&tls, port).await;
+            let req = hyper::Request::builder()
+                .uri(format!("{CMS}?watch=true&resourceVersion={rv}&labelSelector=watch%3Dyes"))
+                .header("host", "localhost")
+                .body(Full::new(Bytes::new()))
+                .expect("watch request");
+            let mut body = client.sender.send_request(req).await.expect("watch").into_body();
+            let mut pending = Vec::new();
+            while let Some(frame) = body.frame().await {
+                // The server going away at the end of the run ends the watch.
+                let Ok(frame) = frame else { return };
+                let Ok(data) = frame.into_data() else { continue };
+                let now = Instant::now();
+                pending.extend_from_slice(&data);
+                while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=pos).collect();
+                    let event: serde_json::Value = serde_json::from_slice(&line).expect("event");
+                    let name = event["object"]["metadata"]["name"].as_str().unwrap_or("").to_string();
+                    let _ = tx.send((name, now));
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut samples = Vec::new();
+    println!("RSS with {WATCHERS} watches open: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    for i in 0..50 {
+        let name = format!("watched-{i}");
+        let body = configmap(&name).replace(r#""bench":"yes""#, r#""watch":"yes""#);
+        let sent = Instant::now();
+        let (status, _) = client.request("POST", CMS, Some(body)).await;
+        assert_eq!(status, 201);
+        let mut seen = 0;
+        while seen < WATCHERS {
+            let (got, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("event");
+            if got == name {
+                samples.push(at.saturating_duration_since(sent));
+                seen += 1;
+            }
+        }
+    }
+    samples.sort();
+    println!("watch delivery latency ({WATCHERS} watchers, from sending the create): p50 {} p99 {}", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
+    println!("RSS after the run: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+}
