@@ -37,11 +37,30 @@ impl Drop for Server {
 
 fn start() -> (Server, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--config", "/dev/null"])
+    // KELP_BENCH_WRAPPER runs the server under a profiler, e.g. "heaptrack".
+    let mut command = match std::env::var("KELP_BENCH_WRAPPER") {
+        Ok(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.arg(env!("CARGO_BIN_EXE_kelp"));
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_kelp")),
+    };
+    let child = command
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--config",
+            "/dev/null",
+        ])
         .args(["--https-listen-port", &port.to_string()])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -52,30 +71,60 @@ fn start() -> (Server, Duration) {
         .expect("kelp server");
     loop {
         let ok = Command::new("curl")
-            .args(["-sk", "--max-time", "1", &format!("https://127.0.0.1:{port}/readyz")])
+            .args([
+                "-sk",
+                "--max-time",
+                "1",
+                &format!("https://127.0.0.1:{port}/readyz"),
+            ])
             .output()
             .is_ok_and(|o| o.stdout == b"ok");
         if ok {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let ready = started.elapsed();
     let kubeconfig = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
-    (Server { child, _dir: dir, port, kubeconfig }, ready)
+    (
+        Server {
+            child,
+            _dir: dir,
+            port,
+            kubeconfig,
+        },
+        ready,
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    // Under a wrapper the server is the wrapper's child.
+    let pid = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().last().and_then(|p| p.parse().ok()))
+        .unwrap_or(pid);
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn field(kubeconfig: &str, name: &str) -> Vec<u8> {
-    let line = kubeconfig.lines().find(|l| l.trim_start().starts_with(name)).expect("field");
-    base64::engine::general_purpose::STANDARD.decode(line.split_once(':').expect("value").1.trim()).expect("b64")
+    let line = kubeconfig
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .expect("field");
+    base64::engine::general_purpose::STANDARD
+        .decode(line.split_once(':').expect("value").1.trim())
+        .expect("b64")
 }
 
 /// One keep-alive HTTPS/1.1 connection authenticated with the admin certificate.
@@ -85,10 +134,18 @@ struct Client {
 
 impl Client {
     async fn connect(tls: &TlsConnector, port: u16) -> Self {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
-        let stream = tls.connect(ServerName::try_from("localhost").expect("name"), tcp).await.expect("tls");
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        let stream = tls
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("tls");
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
         tokio::spawn(conn);
         Self { sender }
     }
@@ -104,7 +161,12 @@ impl Client {
         self.sender.ready().await.expect("connection ready");
         let response = self.sender.send_request(req).await.expect("send");
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         (status, body)
     }
 }
@@ -112,11 +174,18 @@ impl Client {
 fn tls_connector(kubeconfig: &str) -> TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut field(kubeconfig, "certificate-authority-data").as_slice()) {
+    for ca in rustls_pemfile::certs(&mut field(kubeconfig, "certificate-authority-data").as_slice())
+    {
         roots.add(ca.expect("ca")).expect("root");
     }
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut field(kubeconfig, "client-certificate-data").as_slice()).collect::<Result<_, _>>().expect("cert");
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut field(kubeconfig, "client-key-data").as_slice()).expect("key").expect("key");
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut field(kubeconfig, "client-certificate-data").as_slice())
+            .collect::<Result<_, _>>()
+            .expect("cert");
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut field(kubeconfig, "client-key-data").as_slice())
+            .expect("key")
+            .expect("key");
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -127,7 +196,9 @@ fn tls_connector(kubeconfig: &str) -> TlsConnector {
 }
 
 fn configmap(name: &str) -> String {
-    format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"bench":"yes"}}}},"data":{{"key":"value-{name}"}}}}"#)
+    format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"bench":"yes"}}}},"data":{{"key":"value-{name}"}}}}"#
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -145,7 +216,10 @@ async fn main() {
     let (server, ready) = start();
     println!("time from start to /readyz ok: {}", ms(ready));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("idle RSS of kelp server --disable-agent: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    println!(
+        "idle RSS of kelp server --disable-agent: {:.1} MiB",
+        rss_kib(server.child.id()) as f64 / 1024.0
+    );
     let tls = tls_connector(&server.kubeconfig);
 
     // Sequential creates.
@@ -153,7 +227,9 @@ async fn main() {
     let sequential = 1000;
     let t = Instant::now();
     for i in 0..sequential {
-        let (status, _) = client.request("POST", CMS, Some(configmap(&format!("seq-{i}")))).await;
+        let (status, _) = client
+            .request("POST", CMS, Some(configmap(&format!("seq-{i}"))))
+            .await;
         assert_eq!(status, 201);
     }
     let rate = sequential as f64 / t.elapsed().as_secs_f64();
@@ -169,7 +245,9 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect(&tls, port).await;
             for i in 0..per_client {
-                let (status, _) = client.request("POST", CMS, Some(configmap(&format!("par-{c}-{i}")))).await;
+                let (status, _) = client
+                    .request("POST", CMS, Some(configmap(&format!("par-{c}-{i}"))))
+                    .await;
                 assert_eq!(status, 201);
             }
         }));
@@ -179,7 +257,10 @@ async fn main() {
     }
     let rate = (per_client * CLIENTS) as f64 / t.elapsed().as_secs_f64();
     println!("creates/s, {CLIENTS} clients: {rate:.0}");
-    println!("RSS with {OBJECTS} ConfigMaps stored: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    println!(
+        "RSS with {OBJECTS} ConfigMaps stored: {:.1} MiB",
+        rss_kib(server.child.id()) as f64 / 1024.0
+    );
 
     // GET latency with OBJECTS stored.
     let mut samples = Vec::new();
@@ -191,10 +272,17 @@ async fn main() {
         assert_eq!(status, 200);
     }
     samples.sort();
-    println!("GET latency ({OBJECTS} ConfigMaps stored): p50 {} p99 {}", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
+    println!(
+        "GET latency ({OBJECTS} ConfigMaps stored): p50 {} p99 {}",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99))
+    );
 
     // LIST latency: a kubectl-sized page (limit=500), and the whole namespace.
-    for (label, path, rounds) in [("LIST limit=500", format!("{CMS}?limit=500"), 200), ("LIST all", CMS.to_string(), 20)] {
+    for (label, path, rounds) in [
+        ("LIST limit=500", format!("{CMS}?limit=500"), 200),
+        ("LIST all", CMS.to_string(), 20),
+    ] {
         let mut samples = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
@@ -203,20 +291,33 @@ async fn main() {
             assert!(status == 200 && body.len() > 1000);
         }
         samples.sort();
-        println!("{label} latency ({OBJECTS} stored): p50 {} p99 {}", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
-        println!("RSS after {label}: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+        println!(
+            "{label} latency ({OBJECTS} stored): p50 {} p99 {}",
+            ms(percentile(&samples, 0.5)),
+            ms(percentile(&samples, 0.99))
+        );
+        println!(
+            "RSS after {label}: {:.1} MiB",
+            rss_kib(server.child.id()) as f64 / 1024.0
+        );
     }
 
     // mimalloc gives memory back after a short delay; report the settled figure.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    println!("RSS 5 s after the LISTs: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    println!(
+        "RSS 5 s after the LISTs: {:.1} MiB",
+        rss_kib(server.child.id()) as f64 / 1024.0
+    );
 
     // Watch delivery latency: WATCHERS watches, then creates; time from the
     // create's acknowledgement to each watcher reading the event.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let (_, body) = client.request("GET", &format!("{CMS}?limit=1"), None).await;
     let list: serde_json::Value = serde_json::from_slice(&body).expect("list");
-    let rv = list["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
     for _ in 0..WATCHERS {
         let tls = tls.clone();
         let port = server.port;
@@ -225,22 +326,34 @@ async fn main() {
         tokio::spawn(async move {
             let mut client = Client::connect(&tls, port).await;
             let req = hyper::Request::builder()
-                .uri(format!("{CMS}?watch=true&resourceVersion={rv}&labelSelector=watch%3Dyes"))
+                .uri(format!(
+                    "{CMS}?watch=true&resourceVersion={rv}&labelSelector=watch%3Dyes"
+                ))
                 .header("host", "localhost")
                 .body(Full::new(Bytes::new()))
                 .expect("watch request");
-            let mut body = client.sender.send_request(req).await.expect("watch").into_body();
+            let mut body = client
+                .sender
+                .send_request(req)
+                .await
+                .expect("watch")
+                .into_body();
             let mut pending = Vec::new();
             while let Some(frame) = body.frame().await {
                 // The server going away at the end of the run ends the watch.
                 let Ok(frame) = frame else { return };
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 let now = Instant::now();
                 pending.extend_from_slice(&data);
                 while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=pos).collect();
                     let event: serde_json::Value = serde_json::from_slice(&line).expect("event");
-                    let name = event["object"]["metadata"]["name"].as_str().unwrap_or("").to_string();
+                    let name = event["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
                     let _ = tx.send((name, now));
                 }
             }
@@ -248,7 +361,10 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut samples = Vec::new();
-    println!("RSS with {WATCHERS} watches open: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    println!(
+        "RSS with {WATCHERS} watches open: {:.1} MiB",
+        rss_kib(server.child.id()) as f64 / 1024.0
+    );
     for i in 0..50 {
         let name = format!("watched-{i}");
         let body = configmap(&name).replace(r#""bench":"yes""#, r#""watch":"yes""#);
@@ -257,7 +373,10 @@ async fn main() {
         assert_eq!(status, 201);
         let mut seen = 0;
         while seen < WATCHERS {
-            let (got, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("event");
+            let (got, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("event in time")
+                .expect("event");
             if got == name {
                 samples.push(at.saturating_duration_since(sent));
                 seen += 1;
@@ -265,6 +384,13 @@ async fn main() {
         }
     }
     samples.sort();
-    println!("watch delivery latency ({WATCHERS} watchers, from sending the create): p50 {} p99 {}", ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
-    println!("RSS after the run: {:.1} MiB", rss_kib(server.child.id()) as f64 / 1024.0);
+    println!(
+        "watch delivery latency ({WATCHERS} watchers, from sending the create): p50 {} p99 {}",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99))
+    );
+    println!(
+        "RSS after the run: {:.1} MiB",
+        rss_kib(server.child.id()) as f64 / 1024.0
+    );
 }

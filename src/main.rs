@@ -5,6 +5,7 @@ use clap::Parser;
 /// mimalloc returns freed memory to the system promptly; glibc's per-thread
 /// arenas kept the transient memory of large LISTs (1.5 GiB after a few 10k-object
 /// lists, measured by benches/api.rs), which a small device cannot afford.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kelp::cli::{self, Cli, Command};
@@ -14,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     cli::load_config_file(&args)?;
     let cli = Cli::parse();
     match cli.command {
-        Command::Server(args) => cli::server::run(args),
+        Command::Server(args) => cli::server::run(*args),
         Command::Kubectl { args } => cli::server::kubectl(&args),
         Command::Version => {
             println!(

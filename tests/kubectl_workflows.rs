@@ -107,6 +107,7 @@ fn workflows(server: &Server, k: &Kubectl) {
     watch_shows_later_change(k);
     discovery_and_explain(k);
     server_side_apply(k, &dir);
+    protobuf_creates(k);
     custom_resources(k, &dir);
     errors_are_status(k, &dir);
 }
@@ -570,6 +571,106 @@ fn server_side_apply(k: &Kubectl, dir: &std::path::Path) {
         "3"
     );
     k.ok(&["delete", "deploy", "ssa"]);
+}
+
+/// Typed-client commands send Kubernetes protobuf bodies (kubectl 1.32+).
+fn protobuf_creates(k: &Kubectl) {
+    let out = k.ok(&[
+        "create",
+        "deployment",
+        "pb-web",
+        "--image=nginx:1.27",
+        "--replicas=2",
+    ]);
+    assert!(out.contains("deployment.apps/pb-web created"), "{out}");
+    let got = k.ok(&["get", "deploy", "pb-web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.selector.matchLabels.app}"]);
+    assert_eq!(got, "2 nginx:1.27 pb-web");
+    assert!(
+        k.ok(&[
+            "create",
+            "configmap",
+            "pb-cm",
+            "--from-literal=color=blue",
+            "--from-literal=size=L"
+        ])
+        .contains("configmap/pb-cm created")
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "pb-cm",
+            "-o",
+            "jsonpath={.data.color}{.data.size}"
+        ]),
+        "blueL"
+    );
+    assert!(
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "pb-secret",
+            "--from-literal=password=s3cret"
+        ])
+        .contains("secret/pb-secret created")
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secret",
+            "pb-secret",
+            "-o",
+            "jsonpath={.data.password}"
+        ]),
+        "czNjcmV0"
+    );
+    assert!(
+        k.ok(&["create", "namespace", "pb-ns"])
+            .contains("namespace/pb-ns created")
+    );
+    assert!(
+        k.ok(&[
+            "create",
+            "job",
+            "pb-job",
+            "--image=busybox:1.36",
+            "-n",
+            "pb-ns",
+            "--",
+            "true"
+        ])
+        .contains("job.batch/pb-job created")
+    );
+    assert_eq!(k.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    let out = k.ok(&[
+        "autoscale",
+        "deployment",
+        "pb-web",
+        "--min=1",
+        "--max=3",
+        "--cpu-percent=50",
+    ]);
+    assert!(
+        out.contains("horizontalpodautoscaler.autoscaling/pb-web autoscaled"),
+        "{out}"
+    );
+    let hpa = k.ok(&[
+        "get",
+        "hpa",
+        "pb-web",
+        "-o",
+        "jsonpath={.spec.maxReplicas} {.spec.scaleTargetRef.name}",
+    ]);
+    assert_eq!(hpa, "3 pb-web");
+    let v1 = k.ok(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/pb-web",
+    ]);
+    assert!(v1.contains("\"targetCPUUtilizationPercentage\":50"), "{v1}");
+    k.ok(&["delete", "hpa", "pb-web"]);
+    k.ok(&["delete", "deploy", "pb-web"]);
 }
 
 fn custom_resources(k: &Kubectl, dir: &std::path::Path) {

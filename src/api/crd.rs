@@ -40,7 +40,7 @@ pub fn prepare(crd: &mut Value) -> Result<(), Vec<FieldError>> {
         causes.push(FieldError::invalid(
             "metadata.name",
             &json!(name),
-            &format!("must be spec.names.plural+\".\"+spec.group"),
+            "must be spec.names.plural+\".\"+spec.group",
         ));
     }
     let versions = crd

@@ -266,7 +266,7 @@ fn validate_metadata(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
                         } else if field == "labels"
                             && let Some(p) = label_value(value.as_str().unwrap_or(""))
                         {
-                            causes.push(FieldError::invalid(format!("metadata.labels"), value, &p));
+                            causes.push(FieldError::invalid("metadata.labels", value, &p));
                         }
                         if let Some(p) = qualified_name(key) {
                             causes.push(FieldError::invalid(

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane (and, later, the local node).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run kubectl against this cluster's admin kubeconfig.
     Kubectl {
         /// Arguments passed to kubectl.

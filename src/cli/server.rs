@@ -136,7 +136,9 @@ async fn compact_periodically(store: Arc<dyn crate::store::Store>) {
     let mut ticker = tokio::time::interval(COMPACT_EVERY);
     loop {
         ticker.tick().await;
-        let Ok(current) = store.current_revision().await else { continue };
+        let Ok(current) = store.current_revision().await else {
+            continue;
+        };
         let target = current - RETAINED_REVISIONS;
         if target > 0
             && let Err(e) = store.compact(target).await

@@ -1,6 +1,7 @@
 //! LIST with selectors, `limit` and `continue`.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use base64::Engine;
 use serde_json::{Value, json};
@@ -9,7 +10,8 @@ use super::{Request, decode_stored, store_error};
 use crate::api::ApiError;
 use crate::api::selectors::{FieldSelector, LabelSelector, supported_fields};
 use crate::apiserver::ApiState;
-use crate::apiserver::body::{TABLE, json_response, typed_response, wants_table};
+use crate::apiserver::body::{TABLE, typed_response, wants_table};
+use crate::apiserver::table::TableBuilder;
 
 /// The parsed filters of a list or watch.
 pub struct Filters {
@@ -38,30 +40,47 @@ impl Filters {
 }
 
 /// Lists the objects of the request's resource (in a namespace if given).
+/// Objects are decoded and written out one at a time, so memory stays near the
+/// size of the response rather than of every decoded object.
 pub async fn list(state: &ApiState, req: &Request) -> Result<Response, ApiError> {
-    let (items, revision, next) = collect(state, req).await?;
     if wants_table(&req.headers) {
-        let table = crate::apiserver::table::table(
-            state,
-            &req.rt,
-            &items,
-            &revision.to_string(),
-            next.as_deref(),
-            &req.query,
-        );
+        let mut table = TableBuilder::new(&req.rt, &req.query);
+        let (revision, next) = scan(state, req, &mut |obj| {
+            table.push(&obj);
+            Ok(())
+        })
+        .await?;
+        let table = table.finish(&revision.to_string(), next.as_deref());
         return Ok(typed_response(StatusCode::OK, TABLE, &table));
     }
+    let mut items = Vec::with_capacity(64 * 1024);
+    let mut first = true;
+    let (revision, next) = scan(state, req, &mut |obj| {
+        items.push(if first { b'[' } else { b',' });
+        first = false;
+        serde_json::to_writer(&mut items, &obj).map_err(ApiError::internal)
+    })
+    .await?;
+    if first {
+        items.push(b'[');
+    }
+    items.push(b']');
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(token) = next {
         metadata["continue"] = json!(token);
     }
-    let body = json!({
-        "kind": format!("{}List", req.rt.kind),
-        "apiVersion": req.rt.api_version(),
-        "metadata": metadata,
-        "items": items,
-    });
-    Ok(json_response(StatusCode::OK, &body))
+    let head = json!({"kind": format!("{}List", req.rt.kind), "apiVersion": req.rt.api_version(), "metadata": metadata});
+    let mut body = serde_json::to_vec(&head).map_err(ApiError::internal)?;
+    body.pop(); // the closing brace; items follow
+    body.extend_from_slice(b",\"items\":");
+    body.extend_from_slice(&items);
+    body.push(b'}');
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// Reads matching objects page by page until `limit` is reached; returns them,
@@ -70,6 +89,25 @@ pub async fn collect(
     state: &ApiState,
     req: &Request,
 ) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+    let mut items = Vec::new();
+    let (revision, next) = scan(state, req, &mut |obj| {
+        items.push(obj);
+        Ok(())
+    })
+    .await?;
+    Ok((items, revision, next))
+}
+
+/// Store page size for lists: bounds the raw values held at once.
+const PAGE: usize = 500;
+
+/// Hands each matching object to `emit`, in key order, until `limit`; returns
+/// the list's revision and a continue token if more remain.
+pub async fn scan(
+    state: &ApiState,
+    req: &Request,
+    emit: &mut (dyn FnMut(Value) -> Result<(), ApiError> + Send),
+) -> Result<(i64, Option<String>), ApiError> {
     let filters = Filters::parse(req)?;
     let limit = req
         .query
@@ -85,31 +123,30 @@ pub async fn collect(
         }
         None => (None, None),
     };
-    let mut items = Vec::new();
-    let page_size = if limit == 0 { 0 } else { limit.max(100) };
+    let mut emitted = 0;
     loop {
         let page = state
             .store
-            .list(&prefix, start.as_deref(), page_size)
+            .list(&prefix, start.as_deref(), PAGE)
             .await
             .map_err(|e| store_error(req, e))?;
-        revision.get_or_insert(page.revision);
+        let revision = *revision.get_or_insert(page.revision);
         let mut last_key = None;
-        for kv in &page.items {
+        for (index, kv) in page.items.iter().enumerate() {
             last_key = Some(kv.key.clone());
             let obj = decode_stored(&req.rt, kv)?;
-            if filters.matches(&obj) {
-                items.push(obj);
-                if limit != 0 && items.len() == limit {
-                    let more = page.more || page.items.last().map(|l| &l.key) != Some(&kv.key);
-                    let token =
-                        more.then(|| encode_continue(&kv.key, revision.unwrap_or(page.revision)));
-                    return Ok((items, revision.unwrap_or(page.revision), token));
-                }
+            if !filters.matches(&obj) {
+                continue;
+            }
+            emit(obj)?;
+            emitted += 1;
+            if limit != 0 && emitted == limit {
+                let more = page.more || index + 1 < page.items.len();
+                return Ok((revision, more.then(|| encode_continue(&kv.key, revision))));
             }
         }
         if !page.more {
-            return Ok((items, revision.unwrap_or(page.revision), None));
+            return Ok((revision, None));
         }
         start = last_key;
     }

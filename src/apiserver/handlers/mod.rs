@@ -235,14 +235,12 @@ pub fn with_revision(mut obj: Value, revision: i64) -> Value {
 }
 
 /// Renders one object as JSON or, if asked, a one-row Table.
-pub fn render(state: &ApiState, req: &Request, status: StatusCode, obj: &Value) -> Response {
+pub fn render(_state: &ApiState, req: &Request, status: StatusCode, obj: &Value) -> Response {
     if wants_table(&req.headers) {
-        let table = super::table::table(
-            state,
+        let table = super::table::single(
             &req.rt,
-            std::slice::from_ref(obj),
+            obj,
             object::meta_str(obj, "resourceVersion"),
-            None,
             &req.query,
         );
         return typed_response(status, TABLE, &table);

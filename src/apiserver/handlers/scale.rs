@@ -107,7 +107,7 @@ async fn write_scale(state: &ApiState, req: &Request, scale: Value) -> Result<Re
         ));
     }
     let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
-    if !replicas.as_i64().is_some_and(|n| n >= 0) {
+    if replicas.as_i64().is_none_or(|n| n < 0) {
         return Err(ApiError::invalid(
             "autoscaling",
             "Scale",

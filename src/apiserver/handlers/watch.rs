@@ -57,14 +57,7 @@ pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiEr
     let rt = req.rt.clone();
     let line = move |event_type: &str, obj: &Value| -> Vec<u8> {
         let object = if table && event_type != "ERROR" && event_type != "BOOKMARK" {
-            crate::apiserver::table::table(
-                &state,
-                &req.rt,
-                std::slice::from_ref(obj),
-                "",
-                None,
-                &req.query,
-            )
+            crate::apiserver::table::single(&req.rt, obj, "", &req.query)
         } else {
             obj.clone()
         };
