@@ -1,13 +1,6 @@
 //! Entry point: dispatches to the command (multi-call by argv[0] later).
 
 use clap::Parser;
-
-/// mimalloc returns freed memory to the system promptly; glibc's per-thread
-/// arenas kept the transient memory of large LISTs (1.5 GiB after a few 10k-object
-/// lists, measured by benches/api.rs), which a small device cannot afford.
-#[cfg(not(feature = "system-allocator"))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kelp::cli::{self, Cli, Command};
 
 fn main() -> anyhow::Result<()> {

@@ -41,7 +41,7 @@ const READERS: usize = 4;
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
     writer: mpsc::Sender<Request>,
-    readers: Vec<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     events: broadcast::Sender<Arc<Event>>,
     revision: Arc<AtomicI64>,
@@ -111,7 +111,7 @@ impl SqliteStore {
             .map_err(|e| Error::Database(format!("starting writer thread: {e}")))?;
         Ok(Self {
             writer,
-            readers,
+            readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             events,
             revision,
@@ -128,19 +128,22 @@ impl SqliteStore {
             .map_err(|_| Error::Database("writer thread dropped a request".into()))?
     }
 
-    /// Runs `f` on a read connection. SQLite reads are short, so they run in
-    /// place on a worker thread (`block_in_place`) instead of a separate pool.
+    /// Runs `f` on a read connection in tokio's blocking pool, so SQLite never
+    /// stalls a runtime worker.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        tokio::task::block_in_place(|| {
-            let conn = self.readers[index]
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[index]
                 .lock()
                 .map_err(|_| Error::Database("reader lock poisoned".into()))?;
             f(&conn)
         })
+        .await
+        .map_err(|e| Error::Database(format!("read task failed: {e}")))?
     }
 }
 
