@@ -208,3 +208,85 @@ fn malformed_requests_get_status_errors() {
         "{body}"
     );
 }
+
+#[test]
+fn service_account_tokens_authenticate() {
+    let server = Server::start();
+    let k = server.kubectl("kubectl");
+    assert!(
+        k.ok(&["create", "serviceaccount", "builder"])
+            .contains("serviceaccount/builder created")
+    );
+    let token = k
+        .ok(&["create", "token", "builder", "--duration=15m"])
+        .trim()
+        .to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let bearer = format!("Authorization: Bearer {token}");
+    let (body, code) = curl(
+        &server,
+        &["-H", &bearer],
+        "/api/v1/namespaces/default/serviceaccounts/builder",
+    );
+    assert_eq!(code, "200", "{body}");
+    let (body, code) = curl(
+        &server,
+        &[
+            "-H",
+            &bearer,
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+        ],
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    );
+    assert_eq!(code, "201", "{body}");
+    assert!(
+        body.contains("system:serviceaccount:default:builder"),
+        "{body}"
+    );
+    let stderr = k.fails(&["create", "token", "nosuch"]);
+    assert!(
+        stderr.contains("serviceaccounts \"nosuch\" not found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_and_request_metrics() {
+    let server = Server::start_with(&["--log-format", "json", "-v", "4"]);
+    let k = server.kubectl("kubectl");
+    k.ok(&["get", "configmaps"]);
+    let metrics = k.ok(&["get", "--raw", "/metrics"]);
+    let listed = metrics.lines().any(|l| {
+        l.starts_with("apiserver_request_total{")
+            && l.contains("verb=\"LIST\"")
+            && l.contains("resource=\"configmaps\"")
+            && l.contains("code=\"200\"")
+    });
+    assert!(listed, "no LIST configmaps counter in:\n{metrics}");
+    assert!(
+        metrics.contains("apiserver_request_duration_seconds_bucket{"),
+        "no latency histogram"
+    );
+    assert!(metrics.contains("process_resident_memory_bytes"));
+    let log = server.log();
+    let ready = log
+        .lines()
+        .find(|l| l.contains("kelp server is ready"))
+        .expect("ready line");
+    let line: serde_json::Value = serde_json::from_str(ready).expect("a JSON log line");
+    assert!(
+        line["ts"].is_f64() && line["v"] == 0 && line["msg"] == "kelp server is ready",
+        "{ready}"
+    );
+    // -v 4 shows per-request debug lines.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"msg\":\"request\"") && l.contains("\"v\":4")),
+        "{log}"
+    );
+}

@@ -21,6 +21,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     /// API port.
     pub port: u16,
+    /// Extra `kelp server` arguments.
+    pub args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -33,11 +35,18 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts a server and waits for /readyz.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `kelp server` arguments.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let args = args.iter().map(|a| a.to_string()).collect();
         let mut server = Self {
             child: None,
             dir,
             port: free_port(),
+            args,
         };
         server.spawn();
         server
@@ -65,6 +74,7 @@ impl Server {
             .arg(self.path("data"))
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

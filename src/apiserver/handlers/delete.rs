@@ -19,7 +19,7 @@ const ORPHAN: &str = "orphan";
 
 /// Parsed DeleteOptions (body and query).
 #[derive(Debug, Default)]
-struct DeleteOptions {
+pub struct DeleteOptions {
     propagation: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
@@ -104,7 +104,7 @@ pub async fn delete_collection(
 
 /// Deletes now, or marks for deletion when finalizers must run first. Returns
 /// the object still present (marked), or None when it is gone.
-async fn delete_one(
+pub async fn delete_one(
     state: &ApiState,
     req: &Request,
     opts: &DeleteOptions,

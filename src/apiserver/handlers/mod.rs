@@ -6,7 +6,9 @@ mod delete;
 mod get;
 mod list;
 pub mod patch;
+mod pods;
 mod scale;
+mod token;
 pub mod update;
 mod watch;
 
@@ -166,6 +168,9 @@ pub async fn dispatch(
         (Some(Subresource::Scale), Method::GET, true) => scale::get(&state, &req).await,
         (Some(Subresource::Scale), Method::PUT, true) => scale::update(&state, &req, &body).await,
         (Some(Subresource::Scale), Method::PATCH, true) => scale::patch(&state, &req, &body).await,
+        (Some(Subresource::Binding), Method::POST, true) => pods::bind(&state, &req, &body).await,
+        (Some(Subresource::Eviction), Method::POST, true) => pods::evict(&state, &req).await,
+        (Some(Subresource::Token), Method::POST, true) => token::create(&state, &req, &body).await,
         (Some(_), _, true) => Err(ApiError::ServiceUnavailable(format!(
             "{}/{} is served by the node, which this server does not run yet",
             req.rt.resource,

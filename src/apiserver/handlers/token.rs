@@ -1,0 +1,88 @@
+//! `serviceaccounts/token` (TokenRequest): a signed, expiring service-account
+//! token, optionally bound to a pod or secret.
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{Request, load};
+use crate::api::{ApiError, FieldError, object};
+use crate::apiserver::ApiState;
+use crate::apiserver::body::{decode_object, json_response};
+use crate::pki::serviceaccount::{Claims, ISSUER, KubernetesClaims, Ref};
+
+/// Upstream's default token lifetime (1 hour) and its minimum (10 minutes).
+const DEFAULT_SECONDS: i64 = 3600;
+const MIN_SECONDS: i64 = 600;
+
+/// Issues a token for the named service account.
+pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Response, ApiError> {
+    let (mut request, _) = decode_object(&req.headers, body)?;
+    let (account, _) = load(state, req).await?;
+    let seconds = request
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(DEFAULT_SECONDS);
+    if seconds < MIN_SECONDS {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            req.name(),
+            vec![FieldError::invalid(
+                "spec.expirationSeconds",
+                &json!(seconds),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
+    }
+    let audiences: Vec<String> = request
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![ISSUER.to_string()]);
+    let pod = request
+        .pointer("/spec/boundObjectRef")
+        .filter(|r| r.get("kind").and_then(Value::as_str) == Some("Pod"))
+        .map(|r| Ref {
+            name: r.get("name").and_then(Value::as_str).unwrap_or("").into(),
+            uid: r.get("uid").and_then(Value::as_str).unwrap_or("").into(),
+        });
+    let namespace = object::namespace(&account).to_string();
+    let now = chrono::Utc::now();
+    let claims = Claims {
+        sub: format!("system:serviceaccount:{namespace}:{}", req.name()),
+        iss: ISSUER.into(),
+        aud: audiences.clone(),
+        exp: now.timestamp() + seconds,
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        kubernetes: KubernetesClaims {
+            namespace,
+            serviceaccount: Ref {
+                name: req.name().into(),
+                uid: object::meta_str(&account, "uid").into(),
+            },
+            pod,
+        },
+    };
+    let token = state.tokens.sign(&claims).map_err(ApiError::internal)?;
+    let expires = (now + chrono::Duration::seconds(seconds))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    request["spec"]["audiences"] = json!(audiences);
+    request["spec"]["expirationSeconds"] = json!(seconds);
+    request["status"] = json!({"token": token, "expirationTimestamp": expires});
+    let meta = object::metadata_mut(&mut request);
+    meta.insert("name".into(), json!(req.name()));
+    meta.insert("namespace".into(), json!(object::namespace(&account)));
+    meta.insert("creationTimestamp".into(), Value::Null);
+    Ok(json_response(StatusCode::CREATED, &request))
+}
