@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! I1025 00:15:15.525108   12345 server.rs:79] "Serving" address="0.0.0.0:6443" workers=4
-//! {"ts":1761351315525.108,"caller":"apiserver/server.rs:79","msg":"Serving","v":0,"address":"0.0.0.0:6443","workers":4}
+//! {"ts":1761351315.525108,"caller":"apiserver/server.rs:79","msg":"Serving","v":0,"address":"0.0.0.0:6443","workers":4}
 //! ```
 //!
 //! ## Verbosity (`-v N`)
