@@ -110,6 +110,57 @@ fn workflows(server: &Server, k: &Kubectl) {
     protobuf_creates(k);
     custom_resources(k, &dir);
     errors_are_status(k, &dir);
+    dry_run_generate_name_and_warnings(k, &dir);
+}
+
+fn dry_run_generate_name_and_warnings(k: &Kubectl, dir: &std::path::Path) {
+    let cm = write(
+        dir,
+        "dry.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dry\ndata:\n  a: b\n",
+    );
+    let out = k.ok(&[
+        "create",
+        "-f",
+        cm.to_str().expect("path"),
+        "--dry-run=server",
+    ]);
+    assert!(
+        out.contains("configmap/dry created (server dry run)"),
+        "{out}"
+    );
+    assert!(k.fails(&["get", "cm", "dry"]).contains("NotFound"));
+    let generated = write(
+        dir,
+        "gen.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: gen-\n",
+    );
+    let out = k.ok(&["create", "-f", generated.to_str().expect("path")]);
+    let name = out
+        .trim()
+        .trim_start_matches("configmap/")
+        .trim_end_matches(" created")
+        .to_string();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{out}");
+    k.ok(&["delete", "cm", &name]);
+    let unknown = write(
+        dir,
+        "warn.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: warned\nbogus: 1\n",
+    );
+    let out = k.run(&[
+        "create",
+        "-f",
+        unknown.to_str().expect("path"),
+        "--validate=warn",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Warning: unknown field \"bogus\""),
+        "{stderr}"
+    );
+    k.ok(&["delete", "cm", "warned"]);
 }
 
 fn apply_and_delete(k: &Kubectl, dir: &std::path::Path) {

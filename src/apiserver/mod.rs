@@ -221,7 +221,10 @@ async fn observe(
 /// Adds `Warning: 299 - "…"` headers.
 pub fn add_warnings(response: &mut Response, warnings: &[String]) {
     for warning in warnings {
-        let text = format!("299 - \"{}\"", warning.replace('"', "'"));
+        let text = format!(
+            "299 - \"{}\"",
+            warning.replace('\\', "\\\\").replace('"', "\\\"")
+        );
         if let Ok(value) = HeaderValue::from_str(&text) {
             response.headers_mut().append("warning", value);
         }
