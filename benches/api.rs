@@ -1,15 +1,12 @@
 //! API server benchmark: starts `kelp server --disable-agent` (the release
-//! binary when run by `cargo bench`) in a temporary data dir and prints
+//! binary when run by `cargo bench`) through the tests' `common::Server` and prints
 //! creates/s (sequential and 16 clients), GET and LIST latency with 10,000
 //! ConfigMaps stored, watch delivery latency with 100 watchers, idle RSS and
 //! time to /readyz. Figures go to docs/PERFORMANCE.md by hand.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -17,96 +14,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Server;
+
 const OBJECTS: usize = 10_000;
 const CLIENTS: usize = 16;
 const WATCHERS: usize = 100;
 
-struct Server {
-    child: Child,
-    _dir: tempfile::TempDir,
-    port: u16,
-    kubeconfig: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> (Server, Duration) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let kubeconfig = dir.path().join("kubeconfig.yaml");
-    let started = Instant::now();
-    // KELP_BENCH_WRAPPER runs the server under a profiler, e.g. "heaptrack".
-    let mut command = match std::env::var("KELP_BENCH_WRAPPER") {
-        Ok(wrapper) => {
-            let mut c = Command::new(wrapper);
-            c.arg(env!("CARGO_BIN_EXE_kelp"));
-            c
-        }
-        Err(_) => Command::new(env!("CARGO_BIN_EXE_kelp")),
-    };
-    let child = command
-        .args([
-            "server",
-            "--disable-agent",
-            "--bind-address",
-            "127.0.0.1",
-            "--config",
-            "/dev/null",
-        ])
-        .args(["--https-listen-port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--write-kubeconfig")
-        .arg(&kubeconfig)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kelp server");
-    loop {
-        let ok = Command::new("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "1",
-                &format!("https://127.0.0.1:{port}/readyz"),
-            ])
-            .output()
-            .is_ok_and(|o| o.stdout == b"ok");
-        if ok {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let ready = started.elapsed();
-    let kubeconfig = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
-    (
-        Server {
-            child,
-            _dir: dir,
-            port,
-            kubeconfig,
-        },
-        ready,
-    )
-}
-
 fn rss_kib(pid: u32) -> u64 {
-    // Under a wrapper the server is the wrapper's child.
-    let pid = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()
-        .and_then(|c| c.split_whitespace().last().and_then(|p| p.parse().ok()))
-        .unwrap_or(pid);
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -115,16 +32,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn field(kubeconfig: &str, name: &str) -> Vec<u8> {
-    let line = kubeconfig
-        .lines()
-        .find(|l| l.trim_start().starts_with(name))
-        .expect("field");
-    base64::engine::general_purpose::STANDARD
-        .decode(line.split_once(':').expect("value").1.trim())
-        .expect("b64")
 }
 
 /// One keep-alive HTTPS/1.1 connection authenticated with the admin certificate.
@@ -171,21 +78,19 @@ impl Client {
     }
 }
 
-fn tls_connector(kubeconfig: &str) -> TlsConnector {
+fn tls_connector(server: &Server) -> TlsConnector {
+    let (ca, cert, key) = server.admin_credentials();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut field(kubeconfig, "certificate-authority-data").as_slice())
-    {
+    for ca in rustls_pemfile::certs(&mut ca.as_slice()) {
         roots.add(ca.expect("ca")).expect("root");
     }
-    let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut field(kubeconfig, "client-certificate-data").as_slice())
-            .collect::<Result<_, _>>()
-            .expect("cert");
-    let key: PrivateKeyDer<'static> =
-        rustls_pemfile::private_key(&mut field(kubeconfig, "client-key-data").as_slice())
-            .expect("key")
-            .expect("key");
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert.as_slice())
+        .collect::<Result<_, _>>()
+        .expect("cert");
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_slice())
+        .expect("key")
+        .expect("key");
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -213,14 +118,16 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
 #[tokio::main]
 async fn main() {
-    let (server, ready) = start();
+    let started = Instant::now();
+    let server = Server::start();
+    let ready = started.elapsed();
     println!("time from start to /readyz ok: {}", ms(ready));
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
         "idle RSS of kelp server --disable-agent: {:.1} MiB",
-        rss_kib(server.child.id()) as f64 / 1024.0
+        rss_kib(server.pid()) as f64 / 1024.0
     );
-    let tls = tls_connector(&server.kubeconfig);
+    let tls = tls_connector(&server);
 
     // Sequential creates.
     let mut client = Client::connect(&tls, server.port).await;
@@ -259,7 +166,7 @@ async fn main() {
     println!("creates/s, {CLIENTS} clients: {rate:.0}");
     println!(
         "RSS with {OBJECTS} ConfigMaps stored: {:.1} MiB",
-        rss_kib(server.child.id()) as f64 / 1024.0
+        rss_kib(server.pid()) as f64 / 1024.0
     );
 
     // GET latency with OBJECTS stored.
@@ -298,7 +205,7 @@ async fn main() {
         );
         println!(
             "RSS after {label}: {:.1} MiB",
-            rss_kib(server.child.id()) as f64 / 1024.0
+            rss_kib(server.pid()) as f64 / 1024.0
         );
     }
 
@@ -306,7 +213,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
         "RSS 5 s after the LISTs: {:.1} MiB",
-        rss_kib(server.child.id()) as f64 / 1024.0
+        rss_kib(server.pid()) as f64 / 1024.0
     );
 
     // Watch delivery latency: WATCHERS watches, then creates; time from the
@@ -363,7 +270,7 @@ async fn main() {
     let mut samples = Vec::new();
     println!(
         "RSS with {WATCHERS} watches open: {:.1} MiB",
-        rss_kib(server.child.id()) as f64 / 1024.0
+        rss_kib(server.pid()) as f64 / 1024.0
     );
     for i in 0..50 {
         let name = format!("watched-{i}");
@@ -391,6 +298,6 @@ async fn main() {
     );
     println!(
         "RSS after the run: {:.1} MiB",
-        rss_kib(server.child.id()) as f64 / 1024.0
+        rss_kib(server.pid()) as f64 / 1024.0
     );
 }

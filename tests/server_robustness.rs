@@ -54,12 +54,12 @@ fn acknowledged_creates_survive_sigkill() {
     let writer = {
         let acknowledged = acknowledged.clone();
         let stop = stop.clone();
-        let kubeconfig = server.kubeconfig();
+        let (_, cert, key) = server.admin_credentials();
+        let credentials = (cert, key);
         let port = server.port;
         std::thread::spawn(move || {
             let url = format!("https://127.0.0.1:{port}/api/v1/namespaces/default/configmaps");
-            let kc = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
-            let (cert, key) = client_credentials(&kc);
+            let (cert, key) = credentials;
             let dir = tempfile::tempdir().expect("tmp");
             std::fs::write(dir.path().join("c.pem"), cert).expect("cert");
             std::fs::write(dir.path().join("k.pem"), key).expect("key");
@@ -136,27 +136,10 @@ fn acknowledged_creates_survive_sigkill() {
     ]);
 }
 
-/// Client certificate and key PEMs from an admin kubeconfig.
-fn client_credentials(kubeconfig: &str) -> (Vec<u8>, Vec<u8>) {
-    use base64::Engine;
-    let field = |name: &str| {
-        let line = kubeconfig
-            .lines()
-            .find(|l| l.trim_start().starts_with(name))
-            .expect("field");
-        let b64 = line.split_once(':').expect("value").1.trim();
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .expect("base64")
-    };
-    (field("client-certificate-data"), field("client-key-data"))
-}
-
 #[test]
 fn malformed_requests_get_status_errors() {
     let server = Server::start();
-    let kc = std::fs::read_to_string(server.kubeconfig()).expect("kubeconfig");
-    let (cert, key) = client_credentials(&kc);
+    let (_, cert, key) = server.admin_credentials();
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("c.pem"), cert).expect("cert");
     std::fs::write(dir.path().join("k.pem"), key).expect("key");

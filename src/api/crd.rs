@@ -11,14 +11,7 @@ use super::resources::{CustomResource, Registry, ResourceType, Subresource, Verb
 /// Checks a CRD and fills in its status (names accepted, established).
 pub fn prepare(crd: &mut Value) -> Result<(), Vec<FieldError>> {
     let mut causes = Vec::new();
-    let group = crd
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let plural = crd
-        .pointer("/spec/names/plural")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let (group, plural) = group_and_plural(crd);
     let name = crd
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -198,16 +191,15 @@ pub fn register(registry: &Registry, crd: &Value) {
     registry.set_custom(&group, &plural, served);
 }
 
+/// `spec.group` and `spec.names.plural` ("" when missing).
+fn group_and_plural(crd: &Value) -> (&str, &str) {
+    let text = |pointer: &str| crd.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+    (text("/spec/group"), text("/spec/names/plural"))
+}
+
 /// Stops serving the CRD's resources.
 pub fn unregister(registry: &Registry, crd: &Value) {
-    let group = crd
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let plural = crd
-        .pointer("/spec/names/plural")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let (group, plural) = group_and_plural(crd);
     registry.set_custom(group, plural, vec![]);
 }
 

@@ -241,8 +241,9 @@ fn apply_batch(
     Ok((results, committed))
 }
 
-fn current(tx: &rusqlite::Transaction, key: &str) -> rusqlite::Result<Option<KeyValue>> {
-    tx.query_row(
+/// The latest value of `key` (a transaction derefs to its connection).
+fn current(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
+    conn.query_row(
         "SELECT value, create_rev, mod_rev FROM kv WHERE key=?1",
         params![key],
         |r| {
@@ -367,23 +368,7 @@ fn event_kind(code: i64) -> EventKind {
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_string();
-        self.read(move |conn| {
-            conn.query_row(
-                "SELECT value, create_rev, mod_rev FROM kv WHERE key=?1",
-                params![key],
-                |r| {
-                    Ok(KeyValue {
-                        key: key.clone(),
-                        value: r.get(0)?,
-                        create_revision: r.get(1)?,
-                        mod_revision: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(db)
-        })
-        .await
+        self.read(move |conn| current(conn, &key).map_err(db)).await
     }
 
     async fn list(

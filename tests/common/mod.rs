@@ -107,9 +107,35 @@ impl Server {
             if out.is_ok_and(|o| o.stdout == b"ok") && self.kubeconfig().exists() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
         panic!("kelp server did not become ready; log:\n{}", self.log());
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// CA certificate, client certificate and client key (PEM) of the admin kubeconfig.
+    pub fn admin_credentials(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        use base64::Engine;
+        let kubeconfig = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        let field = |name: &str| {
+            let line = kubeconfig
+                .lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .expect("kubeconfig field");
+            let b64 = line.split_once(':').expect("value").1.trim();
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .expect("base64")
+        };
+        (
+            field("certificate-authority-data"),
+            field("client-certificate-data"),
+            field("client-key-data"),
+        )
     }
 
     /// The server's log so far.
