@@ -161,6 +161,25 @@ fn dry_run_generate_name_and_warnings(k: &Kubectl, dir: &std::path::Path) {
         "{stderr}"
     );
     k.ok(&["delete", "cm", "warned"]);
+
+    // core/v1 and events.k8s.io/v1 Events are one store, two shapes.
+    let event = write(
+        dir,
+        "event.yaml",
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: web.1\ninvolvedObject:\n  kind: Deployment\n  name: web\n  namespace: default\nreason: ScalingReplicaSet\nmessage: Scaled up\ntype: Normal\n",
+    );
+    k.ok(&["create", "-f", event.to_str().expect("path")]);
+    let note = k.ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "web.1",
+        "-o",
+        "jsonpath={.note}|{.regarding.name}",
+    ]);
+    assert_eq!(note, "Scaled up|web");
+    assert!(k.ok(&["get", "events"]).contains("ScalingReplicaSet"));
+    k.ok(&["delete", "events.v1.events.k8s.io", "web.1"]);
+    assert!(k.fails(&["get", "event", "web.1"]).contains("NotFound"));
 }
 
 fn apply_and_delete(k: &Kubectl, dir: &std::path::Path) {

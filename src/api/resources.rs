@@ -710,6 +710,11 @@ fn builtin(row: &Row) -> ResourceType {
         .find(|r| r.0 == group && r.2 == resource)
         .map(|r| r.1)
         .unwrap_or(version);
+    // events.k8s.io/v1 Events are core Events in another shape, stored once (as upstream).
+    let (storage_group, storage_version) = match (group, resource) {
+        ("events.k8s.io", "events") => ("", "v1"),
+        _ => (group, storage_version),
+    };
     ResourceType {
         group: group.into(),
         version: version.into(),
@@ -726,7 +731,7 @@ fn builtin(row: &Row) -> ResourceType {
             Verbs::All
         },
         tracks_generation: GENERATION_TRACKED.contains(&resource),
-        storage_group: group.into(),
+        storage_group: storage_group.into(),
         storage_version: storage_version.into(),
         custom: None,
     }
@@ -823,6 +828,19 @@ mod tests {
             .expect("v2");
         assert_eq!(v1.key(Some("default"), "x"), v2.key(Some("default"), "x"));
         assert_eq!(v1.storage_version, "v2");
+    }
+
+    #[test]
+    fn both_event_apis_share_storage() {
+        let registry = Registry::new();
+        let core = registry.lookup("", "v1", "events").expect("core");
+        let events = registry
+            .lookup("events.k8s.io", "v1", "events")
+            .expect("events.k8s.io");
+        assert_eq!(
+            core.key(Some("default"), "e"),
+            events.key(Some("default"), "e")
+        );
     }
 
     #[test]

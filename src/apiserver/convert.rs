@@ -1,6 +1,7 @@
 //! Conversion between served versions of one resource and its storage version.
 //! Most differ only in `apiVersion`; autoscaling/v1 HPAs are converted to and
-//! from the stored autoscaling/v2 shape.
+//! from the stored autoscaling/v2 shape, events.k8s.io/v1 Events to and from
+//! the stored core/v1 shape.
 
 use serde_json::{Value, json};
 
@@ -10,6 +11,9 @@ use crate::api::resources::ResourceType;
 pub fn to_version(rt: &ResourceType, obj: &mut Value) {
     if rt.group == "autoscaling" && rt.version == "v1" {
         hpa_v2_to_v1(obj);
+    }
+    if rt.group == "events.k8s.io" {
+        rename_fields(obj, EVENT_FIELDS, false);
     }
     obj["apiVersion"] = json!(rt.api_version());
     obj["kind"] = json!(rt.kind);
@@ -23,6 +27,37 @@ pub fn from_request(rt: &ResourceType, obj: &mut Value) {
         && obj.get("apiVersion").and_then(Value::as_str) != Some("autoscaling/v2")
     {
         hpa_v1_to_v2(obj);
+    }
+    if rt.group == "events.k8s.io" && obj.get("apiVersion").and_then(Value::as_str) != Some("v1") {
+        rename_fields(obj, EVENT_FIELDS, true);
+    }
+}
+
+/// core/v1 Event field ⇄ events.k8s.io/v1 Event field.
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+    ("reportingComponent", "reportingController"),
+];
+
+/// Renames top-level fields: core names to events.k8s.io names, or back when `to_core`.
+fn rename_fields(obj: &mut Value, fields: &[(&str, &str)], to_core: bool) {
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    for (core, events) in fields {
+        let (from, to) = if to_core {
+            (events, core)
+        } else {
+            (core, events)
+        };
+        if let Some(value) = map.remove(*from) {
+            map.insert((*to).to_string(), value);
+        }
     }
 }
 
@@ -86,6 +121,18 @@ fn hpa_v2_to_v1(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_fields_round_trip() {
+        let mut event = json!({"regarding": {"kind": "Pod", "name": "p"}, "note": "pulled", "reason": "Pulled"});
+        rename_fields(&mut event, EVENT_FIELDS, true);
+        assert_eq!(
+            event,
+            json!({"reason": "Pulled", "involvedObject": {"kind": "Pod", "name": "p"}, "message": "pulled"})
+        );
+        rename_fields(&mut event, EVENT_FIELDS, false);
+        assert_eq!(event["note"], "pulled");
+    }
 
     #[test]
     fn hpa_round_trip() {
