@@ -821,6 +821,8 @@ fn errors_are_status(k: &Kubectl, dir: &std::path::Path) {
     );
     let stderr = k.fails(&["create", "-f", unknown.to_str().expect("path")]);
     assert!(stderr.contains("unknown field \"bogus\""), "{stderr}");
+    let stderr = k.fails(&["delete", "namespace", "kube-system"]);
+    assert!(stderr.contains("Error from server (Forbidden): namespaces \"kube-system\" is forbidden: this namespace may not be deleted"), "{stderr}");
     let stderr = k.fails(&["delete", "configmap", "nosuch"]);
     assert!(stderr.contains("NotFound"), "{stderr}");
     let missing_ns = write(

@@ -17,6 +17,9 @@ const FOREGROUND: &str = "foregroundDeletion";
 /// The finalizer that makes the garbage collector orphan dependents.
 const ORPHAN: &str = "orphan";
 
+/// Namespaces the server needs; upstream refuses to delete them.
+const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// Parsed DeleteOptions (body and query).
 #[derive(Debug, Default)]
 pub struct DeleteOptions {
@@ -109,6 +112,15 @@ pub async fn delete_one(
     req: &Request,
     opts: &DeleteOptions,
 ) -> Result<(StatusCode, Option<Value>), ApiError> {
+    if req.rt.group.is_empty()
+        && req.rt.resource == "namespaces"
+        && PROTECTED_NAMESPACES.contains(&req.name())
+    {
+        return Err(ApiError::Forbidden(format!(
+            "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+            req.name()
+        )));
+    }
     let dry_run = req.query.dry_run()?;
     for _ in 0..5 {
         let (obj, kv) = load(state, req).await?;
