@@ -4,6 +4,8 @@
 //! keeps state, `api` knows the resources and their rules, `apiserver` serves
 //! them, `pki` makes certificates, `telemetry` logs and counts.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod apiserver;
 pub mod cli;

@@ -90,8 +90,11 @@ pub enum ApiError {
     /// 404 for a named object.
     #[error("{} \"{name}\" not found", qualified(.group, .resource))]
     NotFound {
+        /// API group ("" for core).
         group: String,
+        /// Plural resource.
         resource: String,
+        /// Object name.
         name: String,
     },
     /// 404 for a path the server does not serve.
@@ -100,25 +103,37 @@ pub enum ApiError {
     /// 409 on create of an existing name.
     #[error("{} \"{name}\" already exists", qualified(.group, .resource))]
     AlreadyExists {
+        /// API group ("" for core).
         group: String,
+        /// Plural resource.
         resource: String,
+        /// Object name.
         name: String,
     },
     /// 409 on a stale resourceVersion or an apply conflict.
     #[error("Operation cannot be fulfilled on {} \"{name}\": {detail}", qualified(.group, .resource))]
     Conflict {
+        /// API group ("" for core).
         group: String,
+        /// Plural resource.
         resource: String,
+        /// Object name.
         name: String,
+        /// What went wrong, after the colon.
         detail: String,
+        /// Field-level causes.
         causes: Vec<FieldError>,
     },
     /// 422 with field causes.
     #[error("{} \"{name}\" is invalid: {}", qualified_kind(.group, .kind), render_causes(.causes))]
     Invalid {
+        /// API group ("" for core).
         group: String,
+        /// Kind.
         kind: String,
+        /// Object name.
         name: String,
+        /// Field-level causes.
         causes: Vec<FieldError>,
     },
     /// 400.
@@ -138,7 +153,12 @@ pub enum ApiError {
     NotAcceptable(String),
     /// 410 for a compacted resourceVersion.
     #[error("too old resource version: {requested} ({current})")]
-    Expired { requested: i64, current: i64 },
+    Expired {
+        /// The resourceVersion asked for.
+        requested: i64,
+        /// The oldest still retained.
+        current: i64,
+    },
     /// 413.
     #[error("the request is too large: {0}")]
     TooLarge(String),

@@ -156,6 +156,8 @@ fn lookup<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(value, |v, key| v.get(key))
 }
 
+/// Fields `manager`'s applied configuration would change that other managers own:
+/// (other manager, dotted path) pairs.
 pub fn conflicts(
     managed: &[Value],
     manager: &str,
