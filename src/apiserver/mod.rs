@@ -371,3 +371,184 @@ impl ApiState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn state(dir: &std::path::Path) -> Arc<ApiState> {
+        let key = rcgen::KeyPair::generate().expect("key").serialize_pem();
+        Arc::new(ApiState {
+            store: Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store")),
+            registry: Arc::new(Registry::new()),
+            schemas: Arc::new(Schemas::builtin()),
+            config: ApiConfig {
+                service_cidr: "10.43.0.0/16".parse().expect("cidr"),
+                node_port_range: (30000, 32767),
+                advertise: "127.0.0.1:6443".into(),
+            },
+            tokens: Arc::new(TokenSigner::from_pem(&key).expect("signer")),
+            metrics: Metrics::new(),
+            allocation: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Sends one request through the router as the admin, without a socket.
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .expect("request");
+        let admin = authn::User {
+            name: "admin".into(),
+            groups: vec!["system:masters".into()],
+        };
+        req.extensions_mut().insert(authn::ClientCertificate(admin));
+        let response = app.clone().oneshot(req).await.expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        (status, bytes)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn watch_from_a_compacted_revision_gets_410() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path());
+        let app = router(state.clone());
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/api/v1/namespaces",
+            Some(json!({"metadata": {"name": "default"}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"n": "0"}});
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(cm),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let created: Value = serde_json::from_slice(&body).expect("json");
+        let first_rv = created["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("rv")
+            .to_string();
+        for n in 1..4 {
+            let patch = json!({"data": {"n": n.to_string()}});
+            let mut req = axum::http::Request::builder()
+                .method("PATCH")
+                .uri("/api/v1/namespaces/default/configmaps/c")
+                .header("content-type", "application/merge-patch+json")
+                .body(Body::from(patch.to_string()))
+                .expect("request");
+            req.extensions_mut()
+                .insert(authn::ClientCertificate(authn::User {
+                    name: "admin".into(),
+                    groups: vec![],
+                }));
+            assert_eq!(
+                app.clone().oneshot(req).await.expect("patch").status(),
+                StatusCode::OK
+            );
+        }
+        let current = state.store.current_revision().await.expect("rev");
+        state.store.compact(current - 1).await.expect("compact");
+        let uri =
+            format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={first_rv}");
+        let (status, body) = call(&app, "GET", &uri, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let event: Value =
+            serde_json::from_slice(body.split(|b| *b == b'\n').next().expect("line"))
+                .expect("event");
+        assert_eq!(event["type"], "ERROR");
+        assert_eq!(
+            (
+                event["object"]["code"].as_i64(),
+                event["object"]["reason"].as_str()
+            ),
+            (Some(410), Some("Expired"))
+        );
+        // From a retained revision the watch replays what followed it.
+        let uri = format!(
+            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={}&timeoutSeconds=1",
+            current - 1
+        );
+        let (_, body) = call(&app, "GET", &uri, None).await;
+        let event: Value =
+            serde_json::from_slice(body.split(|b| *b == b'\n').next().expect("line"))
+                .expect("event");
+        assert_eq!(
+            (
+                event["type"].as_str(),
+                event["object"]["data"]["n"].as_str()
+            ),
+            (Some("MODIFIED"), Some("3"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn list_pages_with_continue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = router(state(dir.path()));
+        call(
+            &app,
+            "POST",
+            "/api/v1/namespaces",
+            Some(json!({"metadata": {"name": "default"}})),
+        )
+        .await;
+        for n in 0..5 {
+            let cm = json!({"metadata": {"name": format!("c{n}")}});
+            call(
+                &app,
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                Some(cm),
+            )
+            .await;
+        }
+        let mut names = Vec::new();
+        let mut uri = "/api/v1/namespaces/default/configmaps?limit=2".to_string();
+        loop {
+            let (status, body) = call(&app, "GET", &uri, None).await;
+            assert_eq!(status, StatusCode::OK);
+            let list: Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(list["kind"], "ConfigMapList");
+            names.extend(
+                list["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .map(|i| i["metadata"]["name"].as_str().unwrap_or("").to_string()),
+            );
+            match list["metadata"]["continue"].as_str() {
+                Some(token) => {
+                    uri = format!("/api/v1/namespaces/default/configmaps?limit=2&continue={token}")
+                }
+                None => break,
+            }
+        }
+        assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    }
+}
