@@ -162,6 +162,37 @@ fn dry_run_generate_name_and_warnings(k: &Kubectl, dir: &std::path::Path) {
     );
     k.ok(&["delete", "cm", "warned"]);
 
+    // stringData is folded into data; immutable config stays put.
+    let secret = write(
+        dir,
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  user: admin\nimmutable: true\n",
+    );
+    k.ok(&["apply", "-f", secret.to_str().expect("path")]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secret",
+            "creds",
+            "-o",
+            "jsonpath={.data.user}|{.stringData}"
+        ]),
+        "YWRtaW4=|"
+    );
+    let stderr = k.fails(&[
+        "patch",
+        "secret",
+        "creds",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"user":"cm9vdA=="}}"#,
+    ]);
+    assert!(
+        stderr.contains("field is immutable when `immutable` is set"),
+        "{stderr}"
+    );
+    k.ok(&["delete", "secret", "creds"]);
+
     // core/v1 and events.k8s.io/v1 Events are one store, two shapes.
     let event = write(
         dir,

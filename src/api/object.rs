@@ -191,6 +191,7 @@ pub fn before_update(
     }
     let mut causes = validate_metadata(rt, new);
     causes.extend(strategy::validate(rt, new));
+    causes.extend(strategy::validate_update(rt, new, old));
     if !causes.is_empty() {
         return Err(ApiError::invalid(&rt.group, &rt.kind, name(new), causes));
     }

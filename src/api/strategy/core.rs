@@ -127,6 +127,58 @@ fn validate_keys(obj: &Value, fields: &[&str]) -> Vec<FieldError> {
     causes
 }
 
+/// `stringData` is write-only: its entries are base64-encoded into `data`
+/// (winning over the same keys there) and the field is dropped, as upstream.
+pub fn fold_string_data(secret: &mut Value) {
+    let Some(Value::Object(strings)) = secret.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if !secret.get("data").is_some_and(Value::is_object) {
+        secret["data"] = json!({});
+    }
+    if let Some(data) = secret.get_mut("data").and_then(Value::as_object_mut) {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            data.insert(
+                key,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+}
+
+/// An `immutable: true` ConfigMap or Secret keeps its data (and stays immutable).
+pub fn validate_immutable_data(new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut causes = Vec::new();
+    if old.get("immutable").and_then(Value::as_bool) == Some(true) {
+        if new.get("immutable") != old.get("immutable") {
+            causes.push(FieldError::forbidden(
+                "immutable",
+                "field is immutable when `immutable` is set",
+            ));
+        }
+        for field in ["data", "binaryData"] {
+            if new.get(field) != old.get(field) {
+                causes.push(FieldError::forbidden(
+                    field,
+                    "field is immutable when `immutable` is set",
+                ));
+            }
+        }
+    }
+    if old.get("kind").and_then(Value::as_str) == Some("Secret")
+        && new.get("type") != old.get("type")
+    {
+        causes.push(FieldError::invalid(
+            "type",
+            new.get("type").unwrap_or(&Value::Null),
+            "field is immutable",
+        ));
+    }
+    causes
+}
+
 /// ConfigMap keys.
 pub fn validate_configmap(cm: &Value) -> Vec<FieldError> {
     validate_keys(cm, &["data", "binaryData"])
@@ -150,6 +202,21 @@ mod tests {
         assert!(validate_service(&svc).is_empty());
         let bad = json!({"spec": {"type": "Weird", "ports": [{"port": 0}]}});
         assert_eq!(validate_service(&bad).len(), 2);
+    }
+
+    #[test]
+    fn string_data_folds_into_data() {
+        let mut secret = json!({"data": {"a": "eA=="}, "stringData": {"b": "hi", "a": "y"}});
+        fold_string_data(&mut secret);
+        assert_eq!(secret, json!({"data": {"a": "eQ==", "b": "aGk="}}));
+    }
+
+    #[test]
+    fn immutable_data_stays() {
+        let old = json!({"kind": "ConfigMap", "immutable": true, "data": {"a": "1"}});
+        assert!(validate_immutable_data(&old, &old).is_empty());
+        let changed = json!({"kind": "ConfigMap", "immutable": true, "data": {"a": "2"}});
+        assert_eq!(validate_immutable_data(&changed, &old)[0].field, "data");
     }
 
     #[test]

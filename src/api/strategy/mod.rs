@@ -23,6 +23,7 @@ pub fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
         ("", "pods") => pod::prepare_for_create(obj),
         ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
         ("batch", "jobs") => batch::prepare_job_for_create(obj),
+        ("", "secrets") => core::fold_string_data(obj),
         _ => {}
     }
 }
@@ -37,8 +38,18 @@ pub fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value) {
             None => map.remove("status"),
         };
     }
-    if (rt.group.as_str(), rt.resource.as_str()) == ("batch", "jobs") {
-        batch::prepare_job_for_update(new, old);
+    match (rt.group.as_str(), rt.resource.as_str()) {
+        ("batch", "jobs") => batch::prepare_job_for_update(new, old),
+        ("", "secrets") => core::fold_string_data(new),
+        _ => {}
+    }
+}
+
+/// Update-only checks: what may not change once set.
+pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<FieldError> {
+    match (rt.group.as_str(), rt.resource.as_str()) {
+        ("", "configmaps" | "secrets") => core::validate_immutable_data(new, old),
+        _ => vec![],
     }
 }
 
