@@ -170,6 +170,7 @@ async fn observe(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = request::Query::parse(req.uri().query());
+    let is_apply = body::content_type(req.headers()).starts_with("application/apply-patch");
     let response = next.run(req).await;
     let parsed = request::parse_path(&path);
     let (group, version, resource, subresource, scope) = match &parsed {
@@ -192,12 +193,7 @@ async fn observe(
     let verb = match (method.as_str(), parsed.as_ref().map(|p| p.name.is_some())) {
         ("GET", Some(false)) if query.flag("watch") => "WATCH",
         ("GET", Some(false)) => "LIST",
-        ("PATCH", _)
-            if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE
-                && query.get("fieldManager").is_some_and(|m| m == "kubectl") =>
-        {
-            "APPLY"
-        }
+        ("PATCH", _) if is_apply => "APPLY",
         (m, _) => m,
     };
     if parsed.is_some() {

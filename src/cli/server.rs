@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use serde_json::json;
 
 use super::ServerArgs;
@@ -234,7 +234,6 @@ async fn create_if_missing(
             groups: vec!["system:masters".into()],
         },
     };
-    let _ = Method::POST;
     handlers::create::create_object(state, &req, &mut obj)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping {resource}/{name}: {e}"))?;

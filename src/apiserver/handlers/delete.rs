@@ -149,9 +149,7 @@ pub async fn delete_one(
             Some("Foreground") if !finalizers.contains(&json!(FOREGROUND)) => {
                 finalizers.push(json!(FOREGROUND))
             }
-            Some("Orphan")
-                if !finalizers.contains(&json!(ORPHAN)) && has_dependents_policy(req) =>
-            {
+            Some("Orphan") if !finalizers.contains(&json!(ORPHAN)) => {
                 finalizers.push(json!(ORPHAN))
             }
             _ => {}
@@ -215,11 +213,6 @@ pub async fn delete_one(
         &req.rt.resource,
         req.name(),
     ))
-}
-
-/// Orphaning only matters for kinds that own others; upstream adds the finalizer regardless.
-fn has_dependents_policy(_req: &Request) -> bool {
-    true
 }
 
 fn precondition(req: &Request, what: &str, wanted: &str, actual: &str) -> ApiError {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::patch::{PatchType, apply_patch};
 use super::update::write_update;
-use super::{Request, load, store_error};
+use super::{Request, load};
 use crate::api::selectors::LabelSelector;
 use crate::api::{ApiError, object};
 use crate::apiserver::ApiState;
@@ -125,11 +125,6 @@ async fn write_scale(state: &ApiState, req: &Request, scale: Value) -> Result<Re
         Some(slot) => *slot = replicas,
         None => crate::api::strategy::default_field(&mut new, &spec_path, replicas),
     }
-    let (_, updated) = write_update(state, req, new, &old, kv.mod_revision, false)
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound { .. } => store_error(req, crate::store::Error::NotFound(req.key())),
-            other => other,
-        })?;
+    let (_, updated) = write_update(state, req, new, &old, kv.mod_revision, false).await?;
     Ok(json_response(StatusCode::OK, &scale_of(req, &updated)))
 }
