@@ -111,6 +111,15 @@ pub trait Store: Send + Sync {
     /// Keys under `prefix` in order, starting after `start_after`, at most `limit` (0 = all).
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize)
     -> Result<ListPage>;
+    /// Like `list`, but as the range was at `revision` (None = latest); `Compacted`
+    /// if that revision is no longer retained. Pages of one LIST read at one revision.
+    async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        revision: Option<Revision>,
+    ) -> Result<ListPage>;
     /// Creates `key`; fails with `AlreadyExists` if it exists. Returns the new revision once durable.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
     /// Replaces `key` if its mod revision is `expected`. Returns the new revision once durable.

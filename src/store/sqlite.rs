@@ -31,6 +31,20 @@ const MIGRATIONS: &[&str] = &[
 /// The latest revision: the newest log entry, or the compaction point if the log is empty.
 const LATEST_REVISION: &str = "SELECT MAX(COALESCE((SELECT MAX(rev) FROM log), 0), (SELECT value FROM meta WHERE name='compacted'))";
 
+/// Latest values in a key range (?4, the revision, is unused but keeps one parameter list).
+const LIST_LATEST: &str = "SELECT key, value, create_rev, mod_rev FROM kv WHERE key >= ?1 AND key < ?2 AND ?4 = ?4 ORDER BY key LIMIT ?3";
+
+/// Values in a key range as they were at revision ?4: unchanged keys from `kv`,
+/// keys changed (or deleted) since from their last log entry at or before ?4.
+const LIST_AT: &str = "SELECT key, value, create_rev, mod_rev FROM (
+        SELECT key, value, create_rev, mod_rev FROM kv WHERE key >= ?1 AND key < ?2 AND mod_rev <= ?4
+        UNION ALL
+        SELECT l.key, l.value, l.create_rev, l.rev FROM log l
+         WHERE l.key >= ?1 AND l.key < ?2 AND l.rev <= ?4 AND l.kind != 2
+           AND l.rev = (SELECT MAX(x.rev) FROM log x WHERE x.key = l.key AND x.rev <= ?4)
+           AND NOT EXISTS (SELECT 1 FROM kv k WHERE k.key = l.key AND k.mod_rev <= ?4)
+    ) ORDER BY key LIMIT ?3";
+
 /// How many writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
 /// Events a watcher may fall behind before it is told to relist (410).
@@ -325,7 +339,12 @@ fn apply_op(
             Ok(Ok((*rev, Some(kv), None)))
         }
         Op::Compact { revision } => {
-            tx.execute("DELETE FROM log WHERE rev <= ?1", params![revision])?;
+            // Like etcd, keep each live key's latest entry so lists at any retained
+            // revision can still be served; older entries and tombstones go.
+            tx.execute(
+                "DELETE FROM log WHERE rev <= ?1 AND (kind = 2 OR rev < (SELECT MAX(x.rev) FROM log x WHERE x.key = log.key AND x.rev <= ?1))",
+                params![revision],
+            )?;
             tx.execute(
                 "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
                 params![revision],
@@ -377,6 +396,16 @@ impl Store for SqliteStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage> {
+        self.list_at(prefix, start_after, limit, None).await
+    }
+
+    async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        at: Option<Revision>,
+    ) -> Result<ListPage> {
         let start = start_after
             .map(|s| format!("{s}\0"))
             .unwrap_or_else(|| prefix.to_string());
@@ -386,14 +415,29 @@ impl Store for SqliteStore {
             // Read revision and rows in one read transaction so they agree.
             conn.execute_batch("BEGIN").map_err(db)?;
             let result = (|| {
-                let rev: Revision = conn.query_row(LATEST_REVISION, [], |r| r.get(0)).map_err(db)?;
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT key, value, create_rev, mod_rev FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
-                    )
+                let latest: Revision = conn
+                    .query_row(LATEST_REVISION, [], |r| r.get(0))
                     .map_err(db)?;
+                let revision = at.unwrap_or(latest).min(latest);
+                let sql = if revision == latest {
+                    LIST_LATEST
+                } else {
+                    let compacted: Revision = conn
+                        .query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
+                            r.get(0)
+                        })
+                        .map_err(db)?;
+                    if revision < compacted {
+                        return Err(Error::Compacted {
+                            requested: revision,
+                            compacted,
+                        });
+                    }
+                    LIST_AT
+                };
+                let mut stmt = conn.prepare_cached(sql).map_err(db)?;
                 let mut items = stmt
-                    .query_map(params![start, end, fetch], |r| {
+                    .query_map(params![start, end, fetch, revision], |r| {
                         Ok(KeyValue {
                             key: r.get(0)?,
                             value: r.get(1)?,
@@ -406,7 +450,11 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 let more = limit != 0 && items.len() > limit;
                 items.truncate(if limit == 0 { items.len() } else { limit });
-                Ok(ListPage { items, revision: rev, more })
+                Ok(ListPage {
+                    items,
+                    revision,
+                    more,
+                })
             })();
             let _ = conn.execute_batch("COMMIT");
             result
@@ -591,6 +639,53 @@ mod tests {
         assert_eq!(rest.items.len(), 1);
         assert!(!rest.more);
         assert_eq!(page.revision, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn lists_at_an_earlier_revision() {
+        let (_dir, store) = open();
+        let a = store.create("/s/a", b"a1".to_vec()).await.expect("create");
+        store.create("/s/b", b"b1".to_vec()).await.expect("create");
+        let c = store.create("/s/c", b"c1".to_vec()).await.expect("create");
+        let snapshot = store.current_revision().await.expect("rev");
+        store
+            .update("/s/a", b"a2".to_vec(), a)
+            .await
+            .expect("update");
+        store.delete("/s/c", Some(c)).await.expect("delete");
+        store.create("/s/d", b"d1".to_vec()).await.expect("create");
+        store.compact(snapshot).await.expect("compact");
+        let page = store
+            .list_at("/s/", None, 0, Some(snapshot))
+            .await
+            .expect("list");
+        let seen: Vec<(&str, &[u8])> = page
+            .items
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("/s/a", b"a1".as_slice()),
+                ("/s/b", b"b1".as_slice()),
+                ("/s/c", b"c1".as_slice())
+            ]
+        );
+        assert_eq!(page.revision, snapshot);
+        let rest = store
+            .list_at("/s/", Some("/s/a"), 1, Some(snapshot))
+            .await
+            .expect("list");
+        assert_eq!((rest.items[0].key.as_str(), rest.more), ("/s/b", true));
+        let now = store.list("/s/", None, 0).await.expect("list");
+        let keys: Vec<&str> = now.items.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/s/a", "/s/b", "/s/d"]);
+        store.compact(snapshot + 1).await.expect("compact");
+        assert!(matches!(
+            store.list_at("/s/", None, 0, Some(snapshot)).await,
+            Err(Error::Compacted { .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -127,7 +127,7 @@ pub async fn scan(
     loop {
         let page = state
             .store
-            .list(&prefix, start.as_deref(), PAGE)
+            .list_at(&prefix, start.as_deref(), PAGE, revision)
             .await
             .map_err(|e| store_error(req, e))?;
         let revision = *revision.get_or_insert(page.revision);
