@@ -9,6 +9,8 @@
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod kubelet;
+pub mod network;
 pub mod pki;
 pub mod store;
 pub mod telemetry;

@@ -1,10 +1,21 @@
-//! Entry point: dispatches to the command (multi-call by argv[0] later).
+//! Entry point: dispatches by the name the binary was invoked as (`kelp-cni`,
+//! `pause`), else by subcommand.
 
 use clap::Parser;
 use kelp::cli::{self, Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("kelp");
+    match invoked_as {
+        "kelp-cni" => std::process::exit(kelp::network::cni::run()),
+        "pause" => std::process::exit(kelp::kubelet::pause::run()),
+        _ => {}
+    }
     cli::load_config_file(&args)?;
     let cli = Cli::parse();
     match cli.command {

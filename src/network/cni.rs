@@ -1,0 +1,252 @@
+//! The CNI plugin protocol (kelp invoked as `kelp-cni`): the invocation read
+//! from the environment and stdin, typed; results and errors written as the
+//! CNI 1.0 specification says. VERSION is answered here; ADD, DEL and CHECK
+//! need the bridge and veth work that is still to come (see network/mod.rs).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The CNI spec versions kelp speaks.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+
+/// What the runtime asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Attach the container to the network.
+    Add,
+    /// Detach it (must succeed even if parts are already gone).
+    Del,
+    /// Verify the attachment.
+    Check,
+    /// Report supported versions.
+    Version,
+}
+
+/// One invocation: the environment variables of the CNI spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    /// CNI_COMMAND.
+    pub command: Command,
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_NETNS: path of the network namespace.
+    pub netns: PathBuf,
+    /// CNI_IFNAME: interface name inside the container.
+    pub ifname: String,
+}
+
+/// kelp's network configuration (the JSON on stdin).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    /// Spec version the runtime uses.
+    pub cni_version: String,
+    /// Network name.
+    pub name: String,
+    /// The plugin type (`kelp-cni`).
+    #[serde(rename = "type")]
+    pub plugin: String,
+    /// Bridge device name.
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// This node's pod CIDR.
+    pub subnet: String,
+    /// The whole cluster's pod CIDR (traffic leaving it is masqueraded).
+    #[serde(default)]
+    pub cluster_cidr: Option<String>,
+    /// Where IPAM state lives.
+    #[serde(default = "default_state_dir")]
+    pub data_dir: PathBuf,
+    /// MTU of veth and bridge.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+fn default_bridge() -> String {
+    "cni0".into()
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/kelp/agent/cni/networks")
+}
+
+/// A CNI error: a code from the spec and a message, printed as JSON on stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[error("{msg}")]
+pub struct CniError {
+    /// Spec code: 1 incompatible version, 4 invalid environment, 6 decode failure,
+    /// 7 invalid network config, 100+ plugin-specific.
+    pub code: u32,
+    /// What went wrong.
+    pub msg: String,
+    /// More detail.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl CniError {
+    fn new(code: u32, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+}
+
+/// Reads the invocation from an environment lookup.
+pub fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Invocation, CniError> {
+    let command = match get("CNI_COMMAND").as_deref() {
+        Some("ADD") => Command::Add,
+        Some("DEL") => Command::Del,
+        Some("CHECK") => Command::Check,
+        Some("VERSION") => Command::Version,
+        Some(other) => return Err(CniError::new(4, format!("unknown CNI_COMMAND {other:?}"))),
+        None => return Err(CniError::new(4, "CNI_COMMAND is not set")),
+    };
+    let required = |name: &str| -> Result<String, CniError> {
+        match get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ if command == Command::Version => Ok(String::new()),
+            // DEL may come without a netns when the namespace is already gone.
+            _ if command == Command::Del && name == "CNI_NETNS" => Ok(String::new()),
+            _ => Err(CniError::new(4, format!("{name} is required"))),
+        }
+    };
+    Ok(Invocation {
+        command,
+        container_id: required("CNI_CONTAINERID")?,
+        netns: PathBuf::from(required("CNI_NETNS")?),
+        ifname: required("CNI_IFNAME")?,
+    })
+}
+
+/// Parses the network configuration and checks its version.
+pub fn parse_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
+    let conf: NetConf = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(6, format!("decoding network configuration: {e}")))?;
+    if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
+        return Err(CniError::new(
+            1,
+            format!("incompatible CNI version {:?}", conf.cni_version),
+        ));
+    }
+    if conf.subnet.parse::<super::cidr::Cidr>().is_err() {
+        return Err(CniError::new(
+            7,
+            format!("subnet {:?} is not an IPv4 CIDR", conf.subnet),
+        ));
+    }
+    Ok(conf)
+}
+
+/// The VERSION answer.
+pub fn version_result() -> serde_json::Value {
+    json!({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED_VERSIONS})
+}
+
+/// Entry point of `kelp-cni`: returns the process exit code.
+pub fn run() -> i32 {
+    let mut stdout = std::io::stdout();
+    match handle(|name| std::env::var(name).ok(), std::io::stdin()) {
+        Ok(result) => {
+            let _ = writeln!(stdout, "{result}");
+            0
+        }
+        Err(e) => {
+            let mut body = serde_json::to_value(&e).unwrap_or_default();
+            body["cniVersion"] = json!("1.0.0");
+            let _ = writeln!(stdout, "{body}");
+            1
+        }
+    }
+}
+
+fn handle(
+    env: impl Fn(&str) -> Option<String>,
+    mut stdin: impl Read,
+) -> Result<serde_json::Value, CniError> {
+    let invocation = parse_env(env)?;
+    if invocation.command == Command::Version {
+        return Ok(version_result());
+    }
+    let mut input = Vec::new();
+    stdin
+        .read_to_end(&mut input)
+        .map_err(|e| CniError::new(5, format!("reading stdin: {e}")))?;
+    let _conf = parse_conf(&input)?;
+    Err(CniError {
+        code: 100,
+        msg: "kelp-cni cannot attach or detach pods yet".into(),
+        details: "bridge, veth and masquerade support is part of the node work still to come"
+            .into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn version_needs_nothing_else() {
+        let result = handle(env(&[("CNI_COMMAND", "VERSION")]), std::io::empty()).expect("version");
+        assert_eq!(result["supportedVersions"][3], "1.0.0");
+    }
+
+    #[test]
+    fn environment_is_checked() {
+        assert_eq!(parse_env(env(&[])).expect_err("no command").code, 4);
+        assert_eq!(
+            parse_env(env(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c")]))
+                .expect_err("missing")
+                .code,
+            4
+        );
+        let del = parse_env(env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_IFNAME", "eth0"),
+        ]))
+        .expect("del");
+        assert_eq!((del.command, del.netns), (Command::Del, PathBuf::new()));
+    }
+
+    #[test]
+    fn configuration_is_typed() {
+        let conf = parse_conf(
+            br#"{"cniVersion":"1.0.0","name":"kelp","type":"kelp-cni","subnet":"10.42.0.0/24"}"#,
+        )
+        .expect("conf");
+        assert_eq!(
+            (conf.bridge.as_str(), conf.subnet.as_str()),
+            ("cni0", "10.42.0.0/24")
+        );
+        assert_eq!(parse_conf(b"{").expect_err("garbage").code, 6);
+        assert_eq!(
+            parse_conf(
+                br#"{"cniVersion":"9.9.9","name":"k","type":"kelp-cni","subnet":"10.42.0.0/24"}"#
+            )
+            .expect_err("version")
+            .code,
+            1
+        );
+        assert_eq!(
+            parse_conf(br#"{"cniVersion":"1.0.0","name":"k","type":"kelp-cni","subnet":"nope"}"#)
+                .expect_err("subnet")
+                .code,
+            7
+        );
+    }
+}
