@@ -8,6 +8,7 @@ kelp_need_packages() {
     command -v curl >/dev/null || missing+=(curl)
     command -v iptables >/dev/null || missing+=(iptables)
     command -v ip >/dev/null || missing+=(iproute2)
+    command -v ping >/dev/null || missing+=(iputils-ping)
     if ((${#missing[@]})); then
         echo "kelp: installing ${missing[*]}" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -1,12 +1,17 @@
 //! The CNI plugin protocol (kelp invoked as `kelp-cni`): the invocation read
 //! from the environment and stdin, typed; results and errors written as the
-//! CNI 1.0 specification says. VERSION is answered here; ADD, DEL and CHECK
-//! need the bridge and veth work that is still to come (see network/mod.rs).
+//! CNI 1.0 specification says. ADD allocates an address (ipam.rs) and wires the
+//! pod to the node bridge (bridge.rs); DEL undoes both; CHECK confirms the
+//! allocation. Masquerading of traffic leaving `clusterCIDR` is not done yet.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use super::bridge;
+use super::cidr::Cidr;
+use super::ipam::Ipam;
 use serde_json::json;
 
 /// The CNI spec versions kelp speaks.
@@ -177,13 +182,84 @@ fn handle(
     stdin
         .read_to_end(&mut input)
         .map_err(|e| CniError::new(5, format!("reading stdin: {e}")))?;
-    let _conf = parse_conf(&input)?;
-    Err(CniError {
-        code: 100,
-        msg: "kelp-cni cannot attach or detach pods yet".into(),
-        details: "bridge, veth and masquerade support is part of the node work still to come"
-            .into(),
-    })
+    let conf = parse_conf(&input)?;
+    let subnet: Cidr = conf
+        .subnet
+        .parse()
+        .map_err(|e: String| CniError::new(7, e))?;
+    let ipam = Ipam::open(&conf.data_dir.join(&conf.name), subnet)
+        .map_err(|e| CniError::new(5, e.to_string()))?;
+    match invocation.command {
+        Command::Add => add(&conf, &invocation, &ipam, subnet),
+        Command::Del => {
+            // DEL succeeds when things are already gone, as the spec asks.
+            bridge::detach(&invocation.container_id, &invocation.ifname)
+                .map_err(|e| CniError::new(100, e.to_string()))?;
+            ipam.release(&invocation.container_id, &invocation.ifname)
+                .map_err(|e| CniError::new(5, e.to_string()))?;
+            Ok(json!({}))
+        }
+        Command::Check => {
+            let known = ipam
+                .allocated()
+                .map_err(|e| CniError::new(5, e.to_string()))?
+                .iter()
+                .any(|(_, c, i)| *c == invocation.container_id && *i == invocation.ifname);
+            if known {
+                Ok(json!({}))
+            } else {
+                Err(CniError::new(3, "container unknown to kelp-cni"))
+            }
+        }
+        Command::Version => Ok(version_result()),
+    }
+}
+
+fn add(
+    conf: &NetConf,
+    invocation: &Invocation,
+    ipam: &Ipam,
+    subnet: Cidr,
+) -> Result<serde_json::Value, CniError> {
+    let address = ipam
+        .allocate(&invocation.container_id, &invocation.ifname)
+        .map_err(|e| CniError::new(5, e.to_string()))?;
+    let attached = bridge::attach(
+        &conf.bridge,
+        &invocation.netns,
+        &invocation.container_id,
+        &invocation.ifname,
+        address,
+        ipam.gateway(),
+        subnet.prefix,
+    );
+    let attachment = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            // Leave nothing behind: the runtime will retry ADD from scratch.
+            let _ = bridge::detach(&invocation.container_id, &invocation.ifname);
+            let _ = ipam.release(&invocation.container_id, &invocation.ifname);
+            return Err(CniError::new(100, e.to_string()));
+        }
+    };
+    // Pods reach other nodes and the outside through the host.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| CniError::new(5, format!("enabling ip_forward: {e}")))?;
+    Ok(json!({
+        "cniVersion": conf.cni_version,
+        "interfaces": [
+            {"name": conf.bridge},
+            {"name": attachment.host_veth},
+            {"name": invocation.ifname, "sandbox": invocation.netns},
+        ],
+        "ips": [{
+            "address": format!("{}/{}", attachment.address, attachment.prefix),
+            "gateway": attachment.gateway.to_string(),
+            "interface": 2,
+        }],
+        "routes": [{"dst": "0.0.0.0/0", "gw": attachment.gateway.to_string()}],
+        "dns": {},
+    }))
 }
 
 #[cfg(test)]

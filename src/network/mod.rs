@@ -2,6 +2,7 @@
 //! address management. The bridge, veth and masquerade work come with the
 //! node issue.
 
+pub mod bridge;
 pub mod cidr;
 pub mod cni;
 pub mod ipam;
