@@ -7,6 +7,9 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+/// The test's own pod network (inside kelp's default 10.42.0.0/16).
+const CLUSTER_CIDR: &str = "10.42.250.0/24";
+
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// The namespace and bridge of one test run, removed on drop.
@@ -58,6 +61,7 @@ impl Fixture {
             "cniVersion": "1.0.0", "name": "kelp-test", "type": "kelp-cni",
             "bridge": self.bridge, "subnet": "10.42.250.0/24",
             "dataDir": self.dir.path().join("state"),
+            "clusterCIDR": CLUSTER_CIDR,
         });
         let mut child = Command::new(&self.cni)
             .env("CNI_COMMAND", command)
@@ -99,6 +103,7 @@ impl Drop for Fixture {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::write(IP_FORWARD, &self.ip_forward);
+        let _ = kelp::network::masquerade::remove(CLUSTER_CIDR);
     }
 }
 
@@ -134,6 +139,17 @@ fn add_check_del_wire_a_pod_to_the_bridge() {
         fx.in_netns(0, &["ping", "-c", "1", "-W", "2", "10.42.250.1"])
             .status
             .success()
+    );
+
+    // Traffic leaving the cluster CIDR is masqueraded, in kelp's own chain.
+    let nat = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", kelp::network::masquerade::CHAIN])
+        .output()
+        .expect("iptables");
+    let rules = String::from_utf8_lossy(&nat.stdout).into_owned();
+    assert!(
+        rules.contains("-s 10.42.250.0/24 ! -d 10.42.250.0/24") && rules.contains("-j MASQUERADE"),
+        "{rules}"
     );
 
     // A second pod gets the next address; ADD again is idempotent.

@@ -2,7 +2,8 @@
 //! from the environment and stdin, typed; results and errors written as the
 //! CNI 1.0 specification says. ADD allocates an address (ipam.rs) and wires the
 //! pod to the node bridge (bridge.rs); DEL undoes both; CHECK confirms the
-//! allocation. Masquerading of traffic leaving `clusterCIDR` is not done yet.
+//! allocation. With `clusterCIDR` set, ADD also ensures MASQUERADE for traffic
+//! leaving it (masquerade.rs).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::bridge;
 use super::cidr::Cidr;
 use super::ipam::Ipam;
+use super::masquerade;
 use serde_json::json;
 
 /// The CNI spec versions kelp speaks.
@@ -60,7 +62,7 @@ pub struct NetConf {
     /// This node's pod CIDR.
     pub subnet: String,
     /// The whole cluster's pod CIDR (traffic leaving it is masqueraded).
-    #[serde(default)]
+    #[serde(default, rename = "clusterCIDR")]
     pub cluster_cidr: Option<String>,
     /// Where IPAM state lives.
     #[serde(default = "default_state_dir")]
@@ -245,6 +247,10 @@ fn add(
     // Pods reach other nodes and the outside through the host.
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| CniError::new(5, format!("enabling ip_forward: {e}")))?;
+    if let Some(cluster) = &conf.cluster_cidr {
+        let _lock = ipam.lock().map_err(|e| CniError::new(5, e.to_string()))?;
+        masquerade::ensure(cluster).map_err(|e| CniError::new(100, e))?;
+    }
     Ok(json!({
         "cniVersion": conf.cni_version,
         "interfaces": [
@@ -309,6 +315,12 @@ mod tests {
             (conf.bridge.as_str(), conf.subnet.as_str()),
             ("cni0", "10.42.0.0/24")
         );
+        assert_eq!(conf.cluster_cidr, None);
+        let with_cluster = parse_conf(
+            br#"{"cniVersion":"1.0.0","name":"kelp","type":"kelp-cni","subnet":"10.42.0.0/24","clusterCIDR":"10.42.0.0/16"}"#,
+        )
+        .expect("conf");
+        assert_eq!(with_cluster.cluster_cidr.as_deref(), Some("10.42.0.0/16"));
         assert_eq!(parse_conf(b"{").expect_err("garbage").code, 6);
         assert_eq!(
             parse_conf(

@@ -149,7 +149,8 @@ impl Ipam {
             .then(|| u32::from(ip) - u32::from(self.subnet.base))
     }
 
-    fn lock(&self) -> Result<Flock<File>> {
+    /// The state directory's exclusive lock (also serialises node-wide rule changes).
+    pub fn lock(&self) -> Result<Flock<File>> {
         let path = self.dir.join("lock");
         let file = OpenOptions::new()
             .create(true)

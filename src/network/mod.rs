@@ -6,3 +6,4 @@ pub mod bridge;
 pub mod cidr;
 pub mod cni;
 pub mod ipam;
+pub mod masquerade;
