@@ -25,16 +25,27 @@ pub(crate) const DEPLOYMENT: Table = Table {
     columns: &[
         NAME,
         text("Ready", "Number of the pod with ready state"),
-        text("Up-to-date", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-        text("Available", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+        text(
+            "Up-to-date",
+            "Up-to-date of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Available",
+            "Available of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
         CONTAINERS,
         IMAGES,
-        text("Selector", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.").wide(),
+        text(
+            "Selector",
+            "Selector of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: |d, now| {
         let (names, images) = template_containers(d, "/spec/template/spec");
-        let selector = selector_string(at(d, "/spec/selector")).unwrap_or_else(|_| "<invalid>".to_string());
+        let selector =
+            selector_string(at(d, "/spec/selector")).unwrap_or_else(|_| "<invalid>".to_string());
         row![
             name(d),
             format!("{}/{}", int_at(d, "/status/readyReplicas"), desired(d)),
@@ -51,13 +62,26 @@ pub(crate) const DEPLOYMENT: Table = Table {
 pub(crate) const REPLICA_SET: Table = Table {
     columns: &[
         NAME,
-        int("Desired", "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller/#what-is-a-replicationcontroller"),
-        int("Current", "Replicas is the most recently oberved number of replicas. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller/#what-is-a-replicationcontroller"),
-        int("Ready", "The number of ready replicas for this replica set."),
+        int(
+            "Desired",
+            "Desired of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Current",
+            "Current of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Ready",
+            "The number of ready replicas for this replica set.",
+        ),
         AGE,
         CONTAINERS,
         IMAGES,
-        text("Selector", "Selector is a label query over pods that should match the replica count. If the selector is empty, it is defaulted to the labels present on the pod template. Label keys and values that must match in order to be controlled by this replica set. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors").wide(),
+        text(
+            "Selector",
+            "Selector of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: |rs, now| {
         let (names, images) = template_containers(rs, "/spec/template/spec");
@@ -92,16 +116,38 @@ pub(crate) const STATEFUL_SET: Table = Table {
 pub(crate) const DAEMON_SET: Table = Table {
     columns: &[
         NAME,
-        int("Desired", "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod). More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/"),
-        int("Current", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod. More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/"),
-        int("Ready", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
-        int("Up-to-date", "The total number of nodes that are running updated daemon pod"),
-        int("Available", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
-        text("Node Selector", "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node. More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/"),
+        int(
+            "Desired",
+            "Desired of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Current",
+            "Current of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Ready",
+            "Ready of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Up-to-date",
+            "Up-to-date of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Available",
+            "Available of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Node Selector",
+            "Node Selector of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
         CONTAINERS,
         IMAGES,
-        text("Selector", "A label query over pods that are managed by the daemon set. Must match in order to be controlled. If empty, defaulted to labels on Pod template. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors").wide(),
+        text(
+            "Selector",
+            "Selector of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: |ds, now| {
         let (names, images) = template_containers(ds, "/spec/template/spec");
@@ -127,7 +173,7 @@ pub(crate) const CONTROLLER_REVISION: Table = Table {
         text("Controller", "Controller of the object"),
         text(
             "Revision",
-            "Revision indicates the revision of the state represented by Data.",
+            "Revision of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -164,12 +210,19 @@ pub(crate) const JOB: Table = Table {
     columns: &[
         NAME,
         text("Status", "Status of the job."),
-        text("Completions", "The number of pods which reached phase Succeeded. The value increases monotonically for a given spec. However, it may decrease in reaction to scale down of elastic indexed jobs."),
+        text(
+            "Completions",
+            "Completions of the object, as kubectl shows it (upstream column)",
+        ),
         text("Duration", "Time required to complete the job."),
         AGE,
         CONTAINERS,
         IMAGES,
-        text("Selector", "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors").wide(),
+        text(
+            "Selector",
+            "Selector of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: job_cells,
 };
@@ -229,18 +282,36 @@ fn job_cells(job: &Value, now: DateTime<Utc>) -> Vec<Value> {
 pub(crate) const CRON_JOB: Table = Table {
     columns: &[
         NAME,
-        text("Schedule", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
-        text("Timezone", "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones. If not specified, this will default to the time zone of the kube-controller-manager process. The set of valid time zone names and the time zone offset is loaded from the system-wide time zone database by the API server during CronJob validation and the controller manager during execution. If no system-wide time zone database can be found a bundled version of the database is used instead. If the time zone name becomes invalid during the lifetime of a CronJob or due to a change in host configuration, the controller will stop creating new new Jobs and will create a system event with the reason UnknownTimeZone. More information can be found in https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/#time-zones"),
-        super::col("Suspend", "boolean", "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false."),
+        text(
+            "Schedule",
+            "Schedule of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Timezone",
+            "Timezone of the object, as kubectl shows it (upstream column)",
+        ),
+        super::col(
+            "Suspend",
+            "boolean",
+            "Suspend of the object, as kubectl shows it (upstream column)",
+        ),
         int("Active", "A list of pointers to currently running jobs."),
-        text("Last Schedule", "Information when was the last time the job was successfully scheduled."),
+        text(
+            "Last Schedule",
+            "Last Schedule of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
         CONTAINERS,
         IMAGES,
-        text("Selector", "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors").wide(),
+        text(
+            "Selector",
+            "Selector of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: |cj, now| {
-        let last = time_at(cj, "/status/lastScheduleTime").map_or_else(|| NONE.to_string(), |t| since(Some(t), now));
+        let last = time_at(cj, "/status/lastScheduleTime")
+            .map_or_else(|| NONE.to_string(), |t| since(Some(t), now));
         let (names, images) = template_containers(cj, "/spec/jobTemplate/spec/template/spec");
         row![
             name(cj),

@@ -17,23 +17,23 @@ pub(crate) const HPA: Table = Table {
         NAME,
         text(
             "Reference",
-            "reference to scaled resource; horizontal pod autoscaler will learn the current resource consumption and will set the desired number of pods by using its Scale subresource.",
+            "Reference of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Targets",
-            "metrics contains the specifications for which to use to calculate the desired replica count (the maximum replica count across all metrics will be used).  The desired replica count is calculated multiplying the ratio between the target value and the current value by the current number of pods.  Ergo, metrics used must decrease as the pod count is increased, and vice-versa.  See the individual metric source types for more information about how each type of metric must respond.",
+            "Targets of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "MinPods",
-            "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down.  It defaults to 1 pod.  minReplicas is allowed to be 0 if the alpha feature gate HPAScaleToZero is enabled and at least one Object or External metric is configured.  Scaling is active as long as at least one metric value is available.",
+            "MinPods of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "MaxPods",
-            "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up. It cannot be less that minReplicas.",
+            "MaxPods of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Replicas",
-            "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler.",
+            "Replicas of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -166,7 +166,7 @@ pub(crate) const PDB: Table = Table {
         ),
         int(
             "Allowed Disruptions",
-            "Calculated number of pods that may be disrupted at this time.",
+            "Allowed Disruptions of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -187,15 +187,15 @@ pub(crate) const INGRESS: Table = Table {
         NAME,
         text(
             "Class",
-            "The name of the IngressClass resource that should be used for additional configuration",
+            "Class of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Hosts",
-            "Hosts that incoming requests are matched against before the ingress rule",
+            "Hosts of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Address",
-            "Address is a list containing ingress points for the load-balancer",
+            "Address of the object, as kubectl shows it (upstream column)",
         ),
         text("Ports", "Ports of TLS configurations that open"),
         AGE,
@@ -271,7 +271,7 @@ pub(crate) const NETWORK_POLICY: Table = Table {
         NAME,
         text(
             "Pod-Selector",
-            "Selects the pods to which this NetworkPolicy object applies. The array of ingress rules is applied to any pods selected by this field. Multiple network policies can select the same set of pods. In this case, the ingress rules for each are combined additively. This field is NOT optional and follows standard label selector semantics. An empty podSelector matches all pods in this namespace.",
+            "Pod-Selector of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -289,15 +289,15 @@ pub(crate) const ENDPOINT_SLICE: Table = Table {
         NAME,
         text(
             "AddressType",
-            "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type. This field is immutable after creation. The following address types are currently supported: * IPv4: Represents an IPv4 Address. * IPv6: Represents an IPv6 Address. * FQDN: Represents a Fully Qualified Domain Name.",
+            "AddressType of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Ports",
-            "ports specifies the list of network ports exposed by each endpoint in this slice. Each port must have a unique name. When ports is empty, it indicates that there are no defined ports. When a port is defined with a nil port value, it indicates \"all ports\". Each slice may include a maximum of 100 ports.",
+            "Ports of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Endpoints",
-            "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 endpoints.",
+            "Endpoints of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -333,7 +333,7 @@ pub(crate) const LEASE: Table = Table {
         NAME,
         text(
             "Holder",
-            "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.",
+            "Holder of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -345,17 +345,17 @@ pub(crate) const PRIORITY_CLASS: Table = Table {
         NAME,
         int(
             "Value",
-            "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec.",
+            "Value of the object, as kubectl shows it (upstream column)",
         ),
         col(
             "Global-Default",
             "boolean",
-            "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class. Only one PriorityClass can be marked as `globalDefault`. However, if more than one PriorityClasses exists with their `globalDefault` field set to true, the smallest value of such global default PriorityClasses will be used as the default priority.",
+            "Global-Default of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
         text(
             "PreemptionPolicy",
-            "preemptionPolicy is the Policy for preempting pods with lower priority. One of Never, PreemptLowerPriority. Defaults to PreemptLowerPriority if unset.",
+            "PreemptionPolicy of the object, as kubectl shows it (upstream column)",
         ),
     ],
     cells: |pc, now| {
@@ -374,7 +374,7 @@ pub(crate) const RUNTIME_CLASS: Table = Table {
         NAME,
         text(
             "Handler",
-            "handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class.",
+            "Handler of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -386,7 +386,10 @@ macro_rules! binding_columns {
     ($kind:literal) => {
         &[
             NAME,
-            text("Role", "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable."),
+            text(
+                "Role",
+                "Role of the object, as kubectl shows it (upstream column)",
+            ),
             AGE,
             text("Users", concat!("Users in the ", $kind)).wide(),
             text("Groups", concat!("Groups in the ", $kind)).wide(),
@@ -440,16 +443,16 @@ pub(crate) const CSR: Table = Table {
         AGE,
         text(
             "SignerName",
-            "Requested signer for the request. It is a qualified name in the form: `scope-hostname.io/name`. If empty, it will be defaulted:\n 1. If it's a kubelet client certificate, it is assigned\n    \"kubernetes.io/kube-apiserver-client-kubelet\".\n 2. If it's a kubelet serving certificate, it is assigned\n    \"kubernetes.io/kubelet-serving\".\n 3. Otherwise, it is assigned \"kubernetes.io/legacy-unknown\".\nDistribution of trust for signers happens out of band. You can select on this field using `spec.signerName`.",
+            "SignerName of the object, as kubectl shows it (upstream column)",
         ),
         text("Requestor", "Base64-encoded PKCS#10 CSR data"),
         text(
             "RequestedDuration",
-            "expirationSeconds is the requested duration of validity of the issued certificate. The certificate signer may issue a certificate with a different validity duration so a client must check the delta between the notBefore and and notAfter fields in the issued certificate to determine the actual duration.",
+            "RequestedDuration of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Condition",
-            "Conditions applied to the request, such as approval or denial.",
+            "Condition of the object, as kubectl shows it (upstream column)",
         ),
     ],
     cells: |csr, now| {
@@ -494,20 +497,20 @@ pub(crate) const FLOW_SCHEMA: Table = Table {
         NAME,
         text(
             "PriorityLevel",
-            "`name` is the name of the priority level configuration being referenced Required.",
+            "PriorityLevel of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "MatchingPrecedence",
-            "`matchingPrecedence` is used to choose among the FlowSchemas that match a given request. The chosen FlowSchema is among those with the numerically lowest (which we take to be logically highest) MatchingPrecedence.  Each MatchingPrecedence value must be ranged in [1,10000]. Note that if the precedence is not specified, it will be set to 1000 as default.",
+            "MatchingPrecedence of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "DistinguisherMethod",
-            "`distinguisherMethod` defines how to compute the flow distinguisher for requests that match this schema. `nil` specifies that the distinguisher is disabled and thus will always be the empty string.",
+            "DistinguisherMethod of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
         text(
             "MissingPL",
-            "references a broken or non-existent PriorityLevelConfiguration",
+            "MissingPL of the object, as kubectl shows it (upstream column)",
         ),
     ],
     cells: |fs, now| {
@@ -531,23 +534,23 @@ pub(crate) const PRIORITY_LEVEL: Table = Table {
         NAME,
         text(
             "Type",
-            "`type` indicates whether this priority level is subject to limitation on request execution.  A value of `\"Exempt\"` means that requests of this priority level are not subject to a limit (and thus are never queued) and do not detract from the capacity made available to other priority levels.  A value of `\"Limited\"` means that (a) requests of this priority level _are_ subject to limits and (b) some of the server's limited capacity is made available exclusively to this priority level. Required.",
+            "Type of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "NominalConcurrencyShares",
-            "`nominalConcurrencyShares` (NCS) contributes to the computation of the NominalConcurrencyLimit (NominalCL) of this level. This is the number of execution seats available at this priority level.",
+            "NominalConcurrencyShares of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Queues",
-            "`queues` is the number of queues for this priority level. The queues exist independently at each apiserver. The value must be positive.  Setting it to 1 effectively precludes shufflesharding and thus makes the distinguisher method of associated flow schemas irrelevant.  This field has a default value of 64.",
+            "Queues of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "HandSize",
-            "`handSize` is a small positive number that configures the shuffle sharding of requests into queues.  When enqueuing a request at this priority level the request's flow identifier (a string pair) is hashed and the hash value is used to shuffle the list of queues and deal a hand of the size specified here.  The request is put into one of the shortest queues in that hand. `handSize` must be no larger than `queues`, and should be significantly smaller (so that a few heavy flows do not saturate most of the queues).  See the user-facing documentation for more extensive guidance on setting this field.  This field has a default value of 8.",
+            "HandSize of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "QueueLengthLimit",
-            "`queueLengthLimit` is the maximum number of requests allowed to be waiting in a given queue of this priority level at a time; excess requests are rejected.  This value must be positive.  If not specified, it will be defaulted to 50.",
+            "QueueLengthLimit of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -580,7 +583,7 @@ pub(crate) const WEBHOOKS: Table = Table {
         NAME,
         int(
             "Webhooks",
-            "Webhooks indicates the number of webhooks registered in this configuration",
+            "Webhooks of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],

@@ -16,14 +16,39 @@ use super::{AGE, CONTAINERS, IMAGES, NAME, Table, int, row, text};
 pub(crate) const POD: Table = Table {
     columns: &[
         NAME,
-        text("Ready", "The aggregate readiness state of this pod for accepting traffic."),
-        text("Status", "The aggregate status of the containers in this pod."),
-        text("Restarts", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+        text(
+            "Ready",
+            "Ready of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Status",
+            "The aggregate status of the containers in this pod.",
+        ),
+        text(
+            "Restarts",
+            "Restarts of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
-        text("IP", "podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.").wide(),
-        text("Node", "NodeName indicates in which node this pod is scheduled. If empty, this pod is a candidate for scheduling by the scheduler defined in schedulerName. Once this field is set, the kubelet for this node becomes responsible for the lifecycle of this pod. This field should not be used to express a desire for the pod to be scheduled on a specific node. https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#nodename").wide(),
-        text("Nominated Node", "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods. This field does not guarantee that the pod will be scheduled on this node. Scheduler may decide to place the pod elsewhere if other nodes become available sooner. Scheduler may also decide to give the resources on this node to a higher priority pod that is created after preemption. As a result, this field may be different than PodSpec.nodeName when the pod is scheduled.").wide(),
-        text("Readiness Gates", "If specified, all readiness gates will be evaluated for pod readiness. A pod is ready when all its containers are ready AND all conditions specified in the readiness gates have status equal to \"True\" More info: https://git.k8s.io/enhancements/keps/sig-network/580-pod-readiness-gates").wide(),
+        text(
+            "IP",
+            "IP of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
+        text(
+            "Node",
+            "Node of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
+        text(
+            "Nominated Node",
+            "Nominated Node of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
+        text(
+            "Readiness Gates",
+            "Readiness Gates of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: pod_cells,
 };
@@ -232,12 +257,28 @@ pub(crate) const POD_TEMPLATE: Table = Table {
 pub(crate) const SERVICE: Table = Table {
     columns: &[
         NAME,
-        text("Type", "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types"),
-        text("Cluster-IP", "clusterIP is the IP address of the service and is usually assigned randomly. If an address is specified manually, is in-range (as per system configuration), and is not in use, it will be allocated to the service; otherwise creation of the service will fail. This field may not be changed through updates unless the type field is also being changed to ExternalName (which requires this field to be blank) or the type field is being changed from ExternalName (in which case this field may optionally be specified, as describe above).  Valid values are \"None\", empty string (\"\"), or a valid IP address. Setting this to \"None\" makes a \"headless service\" (no virtual IP), which is useful when direct endpoint connections are preferred and proxying is not required.  Only applies to types ClusterIP, NodePort, and LoadBalancer. If this field is specified when creating a Service of type ExternalName, creation will fail. This field will be wiped when updating a Service to type ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies"),
-        text("External-IP", "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system."),
-        text("Port(s)", "The list of ports that are exposed by this service. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies"),
+        text(
+            "Type",
+            "Type of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Cluster-IP",
+            "Cluster-IP of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "External-IP",
+            "External-IP of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Port(s)",
+            "Port(s) of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
-        text("Selector", "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/").wide(),
+        text(
+            "Selector",
+            "Selector of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: service_cells,
 };
@@ -313,7 +354,7 @@ pub(crate) const ENDPOINTS: Table = Table {
         NAME,
         text(
             "Endpoints",
-            "The set of all endpoints is the union of all subsets. Addresses are placed into subsets according to the IPs they share. A single address with multiple ports, some of which are ready and some of which are not (because they come from different containers) will result in the address being displayed in different subsets for the different ports. No address will appear in both Addresses and NotReadyAddresses in the same subset. Sets of addresses and ports that comprise a service.",
+            "Endpoints of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -360,7 +401,7 @@ pub(crate) const NAMESPACE: Table = Table {
     cells: |ns, now| row![name(ns), str_at(ns, "/status/phase"), age(ns, now)],
 };
 
-const ADDRESSES_DESC: &str = "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/concepts/nodes/node/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).";
+const ADDRESSES_DESC: &str = "An address the node reports in status.addresses.";
 
 pub(crate) const NODE: Table = Table {
     columns: &[
@@ -371,9 +412,21 @@ pub(crate) const NODE: Table = Table {
         text("Version", "Kubelet Version reported by the node."),
         text("Internal-IP", ADDRESSES_DESC).wide(),
         text("External-IP", ADDRESSES_DESC).wide(),
-        text("OS-Image", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).").wide(),
-        text("Kernel-Version", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).").wide(),
-        text("Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).").wide(),
+        text(
+            "OS-Image",
+            "OS-Image of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
+        text(
+            "Kernel-Version",
+            "Kernel-Version of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
+        text(
+            "Container-Runtime",
+            "Container-Runtime of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: node_cells,
 };
@@ -437,7 +490,7 @@ pub(crate) const CONFIG_MAP: Table = Table {
         NAME,
         text(
             "Data",
-            "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.",
+            "Data of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -455,11 +508,11 @@ pub(crate) const SECRET: Table = Table {
         NAME,
         text(
             "Type",
-            "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types",
+            "Type of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Data",
-            "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string, representing the arbitrary (possibly non-string) data value here. Described in https://tools.ietf.org/html/rfc4648#section-4",
+            "Data of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -474,7 +527,7 @@ pub(crate) const SERVICE_ACCOUNT: Table = Table {
         NAME,
         text(
             "Secrets",
-            "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use. Pods are only limited to this list if this service account has a \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". This field should not be used to find auto-generated service account token secrets for use outside of pods. Instead, tokens can be requested directly using the TokenRequest API, or service account token secrets can be manually created. More info: https://kubernetes.io/docs/concepts/configuration/secret",
+            "Secrets of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -484,13 +537,26 @@ pub(crate) const SERVICE_ACCOUNT: Table = Table {
 pub(crate) const REPLICATION_CONTROLLER: Table = Table {
     columns: &[
         NAME,
-        int("Desired", "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller#what-is-a-replicationcontroller"),
-        int("Current", "Replicas is the most recently observed number of replicas. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller#what-is-a-replicationcontroller"),
-        int("Ready", "The number of ready replicas for this replication controller."),
+        int(
+            "Desired",
+            "Desired of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Current",
+            "Current of the object, as kubectl shows it (upstream column)",
+        ),
+        int(
+            "Ready",
+            "Ready of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
         CONTAINERS,
         IMAGES,
-        text("Selector", "Selector is a label query over pods that should match the Replicas count. If Selector is empty, it is defaulted to the labels present on the Pod template. Label keys and values that must match in order to be controlled by this replication controller, if empty defaulted to labels on Pod template. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors").wide(),
+        text(
+            "Selector",
+            "Selector of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: |rc, now| {
         let (names, images) = containers(at_or_null(rc, "/spec/template/spec"));
@@ -512,11 +578,11 @@ pub(crate) const RESOURCE_QUOTA: Table = Table {
         NAME,
         text(
             "Request",
-            "Request represents a minimum amount of cpu/memory that a container may consume.",
+            "Request of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Limit",
-            "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+            "Limit of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],

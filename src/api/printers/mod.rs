@@ -167,9 +167,11 @@ impl Col {
 }
 
 /// metav1.ObjectMeta's description of `name`.
-pub(crate) const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+pub(crate) const NAME_DESC: &str =
+    "Name of the object, unique among objects of its kind in its namespace.";
 /// metav1.ObjectMeta's description of `creationTimestamp`.
-pub(crate) const CREATED_DESC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
+pub(crate) const CREATED_DESC: &str =
+    "When the object was created (metadata.creationTimestamp), shown as an age.";
 
 /// The object-name column every printer starts with.
 pub(crate) const NAME: Col = text("Name", NAME_DESC).format("name");

@@ -38,16 +38,38 @@ fn storage_class(v: &Value) -> String {
 pub(crate) const PERSISTENT_VOLUME: Table = Table {
     columns: &[
         NAME,
-        text("Capacity", "capacity is the description of the persistent volume's resources and capacity. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#capacity"),
-        text("Access Modes", "accessModes contains all ways the volume can be mounted. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes"),
-        text("Reclaim Policy", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim. Valid options are Retain (default for manually created PersistentVolumes), Delete (default for dynamically provisioned PersistentVolumes), and Recycle (deprecated). Recycle must be supported by the volume plugin underlying this PersistentVolume. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#reclaiming"),
-        text("Status", "phase indicates if a volume is available, bound to a claim, or released by a claim. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#phase"),
-        text("Claim", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim. Expected to be non-nil when bound. claim.VolumeName is the authoritative bind between PV and PVC. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#binding"),
+        text(
+            "Capacity",
+            "Capacity of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Access Modes",
+            "Access Modes of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Reclaim Policy",
+            "Reclaim Policy of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Status",
+            "Status of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Claim",
+            "Claim of the object, as kubectl shows it (upstream column)",
+        ),
         text("StorageClass", "StorageClass of the pv"),
         text("VolumeAttributesClass", "VolumeAttributesClass of the pv"),
-        text("Reason", "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI."),
+        text(
+            "Reason",
+            "Reason of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
-        text("VolumeMode", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state. Value of Filesystem is implied when not included in spec.").wide(),
+        text(
+            "VolumeMode",
+            "VolumeMode of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: pv_cells,
 };
@@ -79,14 +101,30 @@ fn pv_cells(pv: &Value, now: DateTime<Utc>) -> Vec<Value> {
 pub(crate) const PERSISTENT_VOLUME_CLAIM: Table = Table {
     columns: &[
         NAME,
-        text("Status", "phase represents the current phase of PersistentVolumeClaim."),
-        text("Volume", "volumeName is the binding reference to the PersistentVolume backing this claim."),
-        text("Capacity", "capacity represents the actual resources of the underlying volume."),
-        text("Access Modes", "accessModes contains the actual access modes the volume backing the PVC has. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1"),
+        text(
+            "Status",
+            "phase represents the current phase of PersistentVolumeClaim.",
+        ),
+        text(
+            "Volume",
+            "Volume of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Capacity",
+            "Capacity of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Access Modes",
+            "Access Modes of the object, as kubectl shows it (upstream column)",
+        ),
         text("StorageClass", "StorageClass of the pvc"),
         text("VolumeAttributesClass", "VolumeAttributesClass of the pvc"),
         AGE,
-        text("VolumeMode", "volumeMode defines what type of volume is required by the claim. Value of Filesystem is implied when not included in claim spec.").wide(),
+        text(
+            "VolumeMode",
+            "VolumeMode of the object, as kubectl shows it (upstream column)",
+        )
+        .wide(),
     ],
     cells: pvc_cells,
 };
@@ -138,15 +176,15 @@ pub(crate) const STORAGE_CLASS: Table = Table {
         ),
         text(
             "ReclaimPolicy",
-            "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class. Defaults to Delete.",
+            "ReclaimPolicy of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "VolumeBindingMode",
-            "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.",
+            "VolumeBindingMode of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "AllowVolumeExpansion",
-            "allowVolumeExpansion shows whether the storage class allow volume expand.",
+            "AllowVolumeExpansion of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -172,30 +210,30 @@ pub(crate) const CSI_DRIVER: Table = Table {
         col(
             "AttachRequired",
             "boolean",
-            "attachRequired indicates this CSI volume driver requires an attach operation (because it implements the CSI ControllerPublishVolume() method), and that the Kubernetes attach detach controller should call the attach volume interface which checks the volumeattachment status and waits until the volume is attached before proceeding to mounting.",
+            "AttachRequired of the object, as kubectl shows it (upstream column)",
         ),
         col(
             "PodInfoOnMount",
             "boolean",
-            "podInfoOnMount indicates this CSI volume driver requires additional pod information (like podName, podUID, etc.) during mount operations, if set to true.",
+            "PodInfoOnMount of the object, as kubectl shows it (upstream column)",
         ),
         col(
             "StorageCapacity",
             "boolean",
-            "storageCapacity indicates that the CSI volume driver wants pod scheduling to consider the storage capacity that the driver deployment will report by creating CSIStorageCapacity objects with capacity information, if set to true.",
+            "StorageCapacity of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "TokenRequests",
-            "tokenRequests indicates the CSI driver needs pods' service account tokens it is mounting volume for to do necessary authentication.",
+            "TokenRequests of the object, as kubectl shows it (upstream column)",
         ),
         col(
             "RequiresRepublish",
             "boolean",
-            "requiresRepublish indicates the CSI driver wants `NodePublishVolume` being periodically called to reflect any possible change in the mounted volume.",
+            "RequiresRepublish of the object, as kubectl shows it (upstream column)",
         ),
         text(
             "Modes",
-            "volumeLifecycleModes defines what kind of volumes this CSI volume driver supports.",
+            "Modes of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -233,7 +271,7 @@ pub(crate) const CSI_NODE: Table = Table {
         NAME,
         int(
             "Drivers",
-            "Drivers indicates the number of CSI drivers registered on the node",
+            "Drivers of the object, as kubectl shows it (upstream column)",
         ),
         AGE,
     ],
@@ -243,10 +281,24 @@ pub(crate) const CSI_NODE: Table = Table {
 pub(crate) const VOLUME_ATTACHMENT: Table = Table {
     columns: &[
         NAME,
-        text("Attacher", "attacher indicates the name of the volume driver that MUST handle this request. This is the name returned by GetPluginName().").format("name"),
-        text("PV", "persistentVolumeName represents the name of the persistent volume to attach."),
-        text("Node", "nodeName represents the node that the volume should be attached to."),
-        col("Attached", "boolean", "attached indicates the volume is successfully attached. This field must only be set by the entity completing the attach operation, i.e. the external-attacher."),
+        text(
+            "Attacher",
+            "Attacher of the object, as kubectl shows it (upstream column)",
+        )
+        .format("name"),
+        text(
+            "PV",
+            "PV of the object, as kubectl shows it (upstream column)",
+        ),
+        text(
+            "Node",
+            "Node of the object, as kubectl shows it (upstream column)",
+        ),
+        col(
+            "Attached",
+            "boolean",
+            "Attached of the object, as kubectl shows it (upstream column)",
+        ),
         AGE,
     ],
     cells: |va, now| {
