@@ -7,6 +7,7 @@ pub mod body;
 pub mod convert;
 pub mod discovery;
 pub mod handlers;
+pub mod nodes;
 pub mod openapi;
 pub mod request;
 pub mod reviews;
@@ -37,6 +38,8 @@ use request::FieldValidation;
 pub struct ApiConfig {
     /// `--service-cidr`.
     pub service_cidr: services::Cidr,
+    /// `--cluster-cidr`: nodes' pod CIDRs are cut from it.
+    pub cluster_cidr: services::Cidr,
     /// `--service-node-port-range`.
     pub node_port_range: (u16, u16),
     /// The address clients reach the server at (discovery's serverAddressByClientCIDRs).
@@ -302,6 +305,11 @@ impl ApiState {
                 services::allocate(self, req, obj, None).await?;
                 Ok(Some(guard))
             }
+            ("", "nodes") => {
+                let guard = self.allocation.lock().await;
+                nodes::allocate_pod_cidr(self, req, obj, None).await?;
+                Ok(Some(guard))
+            }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 crate::api::crd::prepare(obj).map_err(|causes| {
                     ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(obj), causes)
@@ -323,6 +331,10 @@ impl ApiState {
             ("", "services") => {
                 let _guard = self.allocation.lock().await;
                 services::allocate(self, req, new, Some(old)).await
+            }
+            ("", "nodes") => {
+                let _guard = self.allocation.lock().await;
+                nodes::allocate_pod_cidr(self, req, new, Some(old)).await
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => crate::api::crd::prepare(new)
                 .map_err(|causes| {
@@ -384,6 +396,7 @@ mod tests {
             schemas: Arc::new(Schemas::builtin()),
             config: ApiConfig {
                 service_cidr: "10.43.0.0/16".parse().expect("cidr"),
+                cluster_cidr: "10.42.0.0/16".parse().expect("cidr"),
                 node_port_range: (30000, 32767),
                 advertise: "127.0.0.1:6443".into(),
             },
@@ -564,5 +577,34 @@ mod tests {
             }
         }
         assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn nodes_get_distinct_pod_cidrs_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = router(state(dir.path()));
+        let mut cidrs = Vec::new();
+        for name in ["edge-1", "edge-2"] {
+            let (status, body) = call(
+                &app,
+                "POST",
+                "/api/v1/nodes",
+                Some(json!({"metadata": {"name": name}})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+            let node: Value = serde_json::from_slice(&body).expect("json");
+            cidrs.push(node["spec"]["podCIDR"].as_str().unwrap_or("").to_string());
+            assert_eq!(node["spec"]["podCIDRs"][0], node["spec"]["podCIDR"]);
+        }
+        assert_eq!(cidrs, ["10.42.0.0/24", "10.42.1.0/24"]);
+        let moved = json!({"metadata": {"name": "edge-1"}, "spec": {"podCIDR": "10.42.9.0/24"}});
+        let (status, _) = call(&app, "PUT", "/api/v1/nodes/edge-1", Some(moved)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let relabelled = json!({"metadata": {"name": "edge-1", "labels": {"role": "edge"}}});
+        let (status, body) = call(&app, "PUT", "/api/v1/nodes/edge-1", Some(relabelled)).await;
+        assert_eq!(status, StatusCode::OK);
+        let node: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(node["spec"]["podCIDR"], "10.42.0.0/24");
     }
 }

@@ -95,6 +95,10 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         schemas: Arc::new(Schemas::builtin()),
         config: ApiConfig {
             service_cidr,
+            cluster_cidr: args
+                .cluster_cidr
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--cluster-cidr: {e}"))?,
             node_port_range: (
                 low.parse().context("node port range")?,
                 high.parse().context("node port range")?,
