@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 kelp_need_packages
 cargo build --release
-echo "kelp: starting; in another shell run:  sudo KUBECONFIG=/etc/kelp/kelp.yaml kubectl get nodes   (or: sudo target/release/kelp kubectl get ns)" >&2
+echo "kelp: starting; in another shell run:  sudo KUBECONFIG=/etc/kelp/kelp.yaml kubectl get ns   (or: sudo target/release/kelp kubectl get ns)" >&2
 exec target/release/kelp server "$@"
