@@ -25,22 +25,12 @@ pub(crate) const DEPLOYMENT: Table = Table {
     columns: &[
         NAME,
         text("Ready", "Number of the pod with ready state"),
-        text(
-            "Up-to-date",
-            "Up-to-date of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Available",
-            "Available of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Up-to-date", ""),
+        text("Available", ""),
         AGE,
         CONTAINERS,
         IMAGES,
-        text(
-            "Selector",
-            "Selector of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("Selector", "").wide(),
     ],
     cells: |d, now| {
         let (names, images) = template_containers(d, "/spec/template/spec");
@@ -62,14 +52,8 @@ pub(crate) const DEPLOYMENT: Table = Table {
 pub(crate) const REPLICA_SET: Table = Table {
     columns: &[
         NAME,
-        int(
-            "Desired",
-            "Desired of the object, as kubectl shows it (upstream column)",
-        ),
-        int(
-            "Current",
-            "Current of the object, as kubectl shows it (upstream column)",
-        ),
+        int("Desired", ""),
+        int("Current", ""),
         int(
             "Ready",
             "The number of ready replicas for this replica set.",
@@ -77,11 +61,7 @@ pub(crate) const REPLICA_SET: Table = Table {
         AGE,
         CONTAINERS,
         IMAGES,
-        text(
-            "Selector",
-            "Selector of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("Selector", "").wide(),
     ],
     cells: |rs, now| {
         let (names, images) = template_containers(rs, "/spec/template/spec");
@@ -116,38 +96,16 @@ pub(crate) const STATEFUL_SET: Table = Table {
 pub(crate) const DAEMON_SET: Table = Table {
     columns: &[
         NAME,
-        int(
-            "Desired",
-            "Desired of the object, as kubectl shows it (upstream column)",
-        ),
-        int(
-            "Current",
-            "Current of the object, as kubectl shows it (upstream column)",
-        ),
-        int(
-            "Ready",
-            "Ready of the object, as kubectl shows it (upstream column)",
-        ),
-        int(
-            "Up-to-date",
-            "Up-to-date of the object, as kubectl shows it (upstream column)",
-        ),
-        int(
-            "Available",
-            "Available of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Node Selector",
-            "Node Selector of the object, as kubectl shows it (upstream column)",
-        ),
+        int("Desired", ""),
+        int("Current", ""),
+        int("Ready", ""),
+        int("Up-to-date", ""),
+        int("Available", ""),
+        text("Node Selector", ""),
         AGE,
         CONTAINERS,
         IMAGES,
-        text(
-            "Selector",
-            "Selector of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("Selector", "").wide(),
     ],
     cells: |ds, now| {
         let (names, images) = template_containers(ds, "/spec/template/spec");
@@ -171,10 +129,7 @@ pub(crate) const CONTROLLER_REVISION: Table = Table {
     columns: &[
         NAME,
         text("Controller", "Controller of the object"),
-        text(
-            "Revision",
-            "Revision of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Revision", ""),
         AGE,
     ],
     cells: |cr, now| {
@@ -210,19 +165,12 @@ pub(crate) const JOB: Table = Table {
     columns: &[
         NAME,
         text("Status", "Status of the job."),
-        text(
-            "Completions",
-            "Completions of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Completions", ""),
         text("Duration", "Time required to complete the job."),
         AGE,
         CONTAINERS,
         IMAGES,
-        text(
-            "Selector",
-            "Selector of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("Selector", "").wide(),
     ],
     cells: job_cells,
 };
@@ -282,32 +230,15 @@ fn job_cells(job: &Value, now: DateTime<Utc>) -> Vec<Value> {
 pub(crate) const CRON_JOB: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Schedule",
-            "Schedule of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Timezone",
-            "Timezone of the object, as kubectl shows it (upstream column)",
-        ),
-        super::col(
-            "Suspend",
-            "boolean",
-            "Suspend of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Schedule", ""),
+        text("Timezone", ""),
+        super::col("Suspend", "boolean", ""),
         int("Active", "A list of pointers to currently running jobs."),
-        text(
-            "Last Schedule",
-            "Last Schedule of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Last Schedule", ""),
         AGE,
         CONTAINERS,
         IMAGES,
-        text(
-            "Selector",
-            "Selector of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("Selector", "").wide(),
     ],
     cells: |cj, now| {
         let last = time_at(cj, "/status/lastScheduleTime")

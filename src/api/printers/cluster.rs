@@ -15,26 +15,11 @@ use super::{AGE, NAME, Table, col, human_duration, int, row, text};
 pub(crate) const HPA: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Reference",
-            "Reference of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Targets",
-            "Targets of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "MinPods",
-            "MinPods of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "MaxPods",
-            "MaxPods of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Replicas",
-            "Replicas of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Reference", ""),
+        text("Targets", ""),
+        text("MinPods", ""),
+        text("MaxPods", ""),
+        text("Replicas", ""),
         AGE,
     ],
     cells: |hpa, now| {
@@ -164,10 +149,7 @@ pub(crate) const PDB: Table = Table {
             "Max Unavailable",
             "The maximum number of pods that may be unavailable.",
         ),
-        int(
-            "Allowed Disruptions",
-            "Allowed Disruptions of the object, as kubectl shows it (upstream column)",
-        ),
+        int("Allowed Disruptions", ""),
         AGE,
     ],
     cells: |pdb, now| {
@@ -185,18 +167,9 @@ pub(crate) const PDB: Table = Table {
 pub(crate) const INGRESS: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Class",
-            "Class of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Hosts",
-            "Hosts of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Address",
-            "Address of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Class", ""),
+        text("Hosts", ""),
+        text("Address", ""),
         text("Ports", "Ports of TLS configurations that open"),
         AGE,
     ],
@@ -267,14 +240,7 @@ pub(crate) const INGRESS_CLASS: Table = Table {
 };
 
 pub(crate) const NETWORK_POLICY: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Pod-Selector",
-            "Pod-Selector of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Pod-Selector", ""), AGE],
     cells: |np, now| {
         row![
             name(np),
@@ -287,18 +253,9 @@ pub(crate) const NETWORK_POLICY: Table = Table {
 pub(crate) const ENDPOINT_SLICE: Table = Table {
     columns: &[
         NAME,
-        text(
-            "AddressType",
-            "AddressType of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Ports",
-            "Ports of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Endpoints",
-            "Endpoints of the object, as kubectl shows it (upstream column)",
-        ),
+        text("AddressType", ""),
+        text("Ports", ""),
+        text("Endpoints", ""),
         AGE,
     ],
     cells: |es, now| {
@@ -329,34 +286,17 @@ pub(crate) const ENDPOINT_SLICE: Table = Table {
 };
 
 pub(crate) const LEASE: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Holder",
-            "Holder of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Holder", ""), AGE],
     cells: |l, now| row![name(l), str_at(l, "/spec/holderIdentity"), age(l, now)],
 };
 
 pub(crate) const PRIORITY_CLASS: Table = Table {
     columns: &[
         NAME,
-        int(
-            "Value",
-            "Value of the object, as kubectl shows it (upstream column)",
-        ),
-        col(
-            "Global-Default",
-            "boolean",
-            "Global-Default of the object, as kubectl shows it (upstream column)",
-        ),
+        int("Value", ""),
+        col("Global-Default", "boolean", ""),
         AGE,
-        text(
-            "PreemptionPolicy",
-            "PreemptionPolicy of the object, as kubectl shows it (upstream column)",
-        ),
+        text("PreemptionPolicy", ""),
     ],
     cells: |pc, now| {
         row![
@@ -370,14 +310,7 @@ pub(crate) const PRIORITY_CLASS: Table = Table {
 };
 
 pub(crate) const RUNTIME_CLASS: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Handler",
-            "Handler of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Handler", ""), AGE],
     cells: |rc, now| row![name(rc), str_at(rc, "/handler"), age(rc, now)],
 };
 
@@ -386,10 +319,7 @@ macro_rules! binding_columns {
     ($kind:literal) => {
         &[
             NAME,
-            text(
-                "Role",
-                "Role of the object, as kubectl shows it (upstream column)",
-            ),
+            text("Role", ""),
             AGE,
             text("Users", concat!("Users in the ", $kind)).wide(),
             text("Groups", concat!("Groups in the ", $kind)).wide(),
@@ -441,19 +371,10 @@ pub(crate) const CSR: Table = Table {
     columns: &[
         NAME,
         AGE,
-        text(
-            "SignerName",
-            "SignerName of the object, as kubectl shows it (upstream column)",
-        ),
+        text("SignerName", ""),
         text("Requestor", "Base64-encoded PKCS#10 CSR data"),
-        text(
-            "RequestedDuration",
-            "RequestedDuration of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Condition",
-            "Condition of the object, as kubectl shows it (upstream column)",
-        ),
+        text("RequestedDuration", ""),
+        text("Condition", ""),
     ],
     cells: |csr, now| {
         let duration = opt_int(csr, "/spec/expirationSeconds").map_or_else(
@@ -495,23 +416,11 @@ fn csr_condition(csr: &Value) -> String {
 pub(crate) const FLOW_SCHEMA: Table = Table {
     columns: &[
         NAME,
-        text(
-            "PriorityLevel",
-            "PriorityLevel of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "MatchingPrecedence",
-            "MatchingPrecedence of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "DistinguisherMethod",
-            "DistinguisherMethod of the object, as kubectl shows it (upstream column)",
-        ),
+        text("PriorityLevel", ""),
+        text("MatchingPrecedence", ""),
+        text("DistinguisherMethod", ""),
         AGE,
-        text(
-            "MissingPL",
-            "MissingPL of the object, as kubectl shows it (upstream column)",
-        ),
+        text("MissingPL", ""),
     ],
     cells: |fs, now| {
         let missing = arr(fs, "/status/conditions")
@@ -532,26 +441,11 @@ pub(crate) const FLOW_SCHEMA: Table = Table {
 pub(crate) const PRIORITY_LEVEL: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Type",
-            "Type of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "NominalConcurrencyShares",
-            "NominalConcurrencyShares of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Queues",
-            "Queues of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "HandSize",
-            "HandSize of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "QueueLengthLimit",
-            "QueueLengthLimit of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Type", ""),
+        text("NominalConcurrencyShares", ""),
+        text("Queues", ""),
+        text("HandSize", ""),
+        text("QueueLengthLimit", ""),
         AGE,
     ],
     cells: |pl, now| {
@@ -579,14 +473,7 @@ pub(crate) const PRIORITY_LEVEL: Table = Table {
 };
 
 pub(crate) const WEBHOOKS: Table = Table {
-    columns: &[
-        NAME,
-        int(
-            "Webhooks",
-            "Webhooks of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, int("Webhooks", ""), AGE],
     cells: |w, now| row![name(w), len_at(w, "/webhooks"), age(w, now)],
 };
 

@@ -16,39 +16,17 @@ use super::{AGE, CONTAINERS, IMAGES, NAME, Table, int, row, text};
 pub(crate) const POD: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Ready",
-            "Ready of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Ready", ""),
         text(
             "Status",
             "The aggregate status of the containers in this pod.",
         ),
-        text(
-            "Restarts",
-            "Restarts of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Restarts", ""),
         AGE,
-        text(
-            "IP",
-            "IP of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
-        text(
-            "Node",
-            "Node of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
-        text(
-            "Nominated Node",
-            "Nominated Node of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
-        text(
-            "Readiness Gates",
-            "Readiness Gates of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("IP", "").wide(),
+        text("Node", "").wide(),
+        text("Nominated Node", "").wide(),
+        text("Readiness Gates", "").wide(),
     ],
     cells: pod_cells,
 };
@@ -257,28 +235,12 @@ pub(crate) const POD_TEMPLATE: Table = Table {
 pub(crate) const SERVICE: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Type",
-            "Type of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Cluster-IP",
-            "Cluster-IP of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "External-IP",
-            "External-IP of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Port(s)",
-            "Port(s) of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Type", ""),
+        text("Cluster-IP", ""),
+        text("External-IP", ""),
+        text("Port(s)", ""),
         AGE,
-        text(
-            "Selector",
-            "Selector of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("Selector", "").wide(),
     ],
     cells: service_cells,
 };
@@ -350,14 +312,7 @@ fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 pub(crate) const ENDPOINTS: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Endpoints",
-            "Endpoints of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Endpoints", ""), AGE],
     cells: |e, now| row![name(e), format_endpoints(e), age(e, now)],
 };
 
@@ -412,21 +367,9 @@ pub(crate) const NODE: Table = Table {
         text("Version", "Kubelet Version reported by the node."),
         text("Internal-IP", ADDRESSES_DESC).wide(),
         text("External-IP", ADDRESSES_DESC).wide(),
-        text(
-            "OS-Image",
-            "OS-Image of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
-        text(
-            "Kernel-Version",
-            "Kernel-Version of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
-        text(
-            "Container-Runtime",
-            "Container-Runtime of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("OS-Image", "").wide(),
+        text("Kernel-Version", "").wide(),
+        text("Container-Runtime", "").wide(),
     ],
     cells: node_cells,
 };
@@ -486,14 +429,7 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 pub(crate) const CONFIG_MAP: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Data",
-            "Data of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Data", ""), AGE],
     cells: |cm, now| {
         row![
             name(cm),
@@ -504,18 +440,7 @@ pub(crate) const CONFIG_MAP: Table = Table {
 };
 
 pub(crate) const SECRET: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Type",
-            "Type of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Data",
-            "Data of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Type", ""), text("Data", ""), AGE],
     cells: |s, now| {
         let kind = opt_str(s, "/type").unwrap_or("Opaque");
         row![name(s), kind, len_at(s, "/data"), age(s, now)]
@@ -523,40 +448,20 @@ pub(crate) const SECRET: Table = Table {
 };
 
 pub(crate) const SERVICE_ACCOUNT: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Secrets",
-            "Secrets of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Secrets", ""), AGE],
     cells: |sa, now| row![name(sa), len_at(sa, "/secrets"), age(sa, now)],
 };
 
 pub(crate) const REPLICATION_CONTROLLER: Table = Table {
     columns: &[
         NAME,
-        int(
-            "Desired",
-            "Desired of the object, as kubectl shows it (upstream column)",
-        ),
-        int(
-            "Current",
-            "Current of the object, as kubectl shows it (upstream column)",
-        ),
-        int(
-            "Ready",
-            "Ready of the object, as kubectl shows it (upstream column)",
-        ),
+        int("Desired", ""),
+        int("Current", ""),
+        int("Ready", ""),
         AGE,
         CONTAINERS,
         IMAGES,
-        text(
-            "Selector",
-            "Selector of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("Selector", "").wide(),
     ],
     cells: |rc, now| {
         let (names, images) = containers(at_or_null(rc, "/spec/template/spec"));
@@ -574,18 +479,7 @@ pub(crate) const REPLICATION_CONTROLLER: Table = Table {
 };
 
 pub(crate) const RESOURCE_QUOTA: Table = Table {
-    columns: &[
-        NAME,
-        text(
-            "Request",
-            "Request of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Limit",
-            "Limit of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, text("Request", ""), text("Limit", ""), AGE],
     cells: |rq, now| {
         let mut hard: Vec<(&String, &Value)> =
             obj(rq, "/status/hard").into_iter().flatten().collect();

@@ -8,38 +8,14 @@ use super::helpers::{at, at_or_null, int_at, name, non_empty_or, since, str_at, 
 use super::{Col, NAME, Table, row, text};
 
 const EVENT_COLUMNS: &[Col] = &[
-    text(
-        "Last Seen",
-        "Last Seen of the object, as kubectl shows it (upstream column)",
-    ),
-    text(
-        "Type",
-        "Type of the object, as kubectl shows it (upstream column)",
-    ),
-    text(
-        "Reason",
-        "Reason of the object, as kubectl shows it (upstream column)",
-    ),
+    text("Last Seen", ""),
+    text("Type", ""),
+    text("Reason", ""),
     text("Object", "The object that this event is about."),
-    text(
-        "Subobject",
-        "Subobject of the object, as kubectl shows it (upstream column)",
-    )
-    .wide(),
-    text(
-        "Source",
-        "Source of the object, as kubectl shows it (upstream column)",
-    )
-    .wide(),
-    text(
-        "Message",
-        "Message of the object, as kubectl shows it (upstream column)",
-    ),
-    text(
-        "First Seen",
-        "First Seen of the object, as kubectl shows it (upstream column)",
-    )
-    .wide(),
+    text("Subobject", "").wide(),
+    text("Source", "").wide(),
+    text("Message", ""),
+    text("First Seen", "").wide(),
     text("Count", "The number of times this event has occurred.").wide(),
     NAME.wide(),
 ];

@@ -120,7 +120,8 @@ pub(crate) struct Col {
     priority: i32,
 }
 
-/// A column of type `ty` with the given description, shown by default.
+/// A column of type `ty` with the given description (empty: a generic one
+/// naming the column), shown by default.
 pub(crate) const fn col(name: &'static str, ty: &'static str, desc: &'static str) -> Col {
     Col {
         name,
@@ -160,7 +161,15 @@ impl Col {
             name: self.name.to_string(),
             type_: self.ty.to_string(),
             format: self.format.to_string(),
-            description: self.desc.to_string(),
+            description: if self.desc.is_empty() {
+                // One wording for every column without a description of its own.
+                format!(
+                    "{} of the object, as kubectl shows it (upstream column)",
+                    self.name
+                )
+            } else {
+                self.desc.to_string()
+            },
             priority: self.priority,
         }
     }

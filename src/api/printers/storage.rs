@@ -38,38 +38,16 @@ fn storage_class(v: &Value) -> String {
 pub(crate) const PERSISTENT_VOLUME: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Capacity",
-            "Capacity of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Access Modes",
-            "Access Modes of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Reclaim Policy",
-            "Reclaim Policy of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Status",
-            "Status of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Claim",
-            "Claim of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Capacity", ""),
+        text("Access Modes", ""),
+        text("Reclaim Policy", ""),
+        text("Status", ""),
+        text("Claim", ""),
         text("StorageClass", "StorageClass of the pv"),
         text("VolumeAttributesClass", "VolumeAttributesClass of the pv"),
-        text(
-            "Reason",
-            "Reason of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Reason", ""),
         AGE,
-        text(
-            "VolumeMode",
-            "VolumeMode of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("VolumeMode", "").wide(),
     ],
     cells: pv_cells,
 };
@@ -105,26 +83,13 @@ pub(crate) const PERSISTENT_VOLUME_CLAIM: Table = Table {
             "Status",
             "phase represents the current phase of PersistentVolumeClaim.",
         ),
-        text(
-            "Volume",
-            "Volume of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Capacity",
-            "Capacity of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Access Modes",
-            "Access Modes of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Volume", ""),
+        text("Capacity", ""),
+        text("Access Modes", ""),
         text("StorageClass", "StorageClass of the pvc"),
         text("VolumeAttributesClass", "VolumeAttributesClass of the pvc"),
         AGE,
-        text(
-            "VolumeMode",
-            "VolumeMode of the object, as kubectl shows it (upstream column)",
-        )
-        .wide(),
+        text("VolumeMode", "").wide(),
     ],
     cells: pvc_cells,
 };
@@ -174,18 +139,9 @@ pub(crate) const STORAGE_CLASS: Table = Table {
             "Provisioner",
             "provisioner indicates the type of the provisioner.",
         ),
-        text(
-            "ReclaimPolicy",
-            "ReclaimPolicy of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "VolumeBindingMode",
-            "VolumeBindingMode of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "AllowVolumeExpansion",
-            "AllowVolumeExpansion of the object, as kubectl shows it (upstream column)",
-        ),
+        text("ReclaimPolicy", ""),
+        text("VolumeBindingMode", ""),
+        text("AllowVolumeExpansion", ""),
         AGE,
     ],
     cells: |sc, now| {
@@ -207,34 +163,12 @@ pub(crate) const STORAGE_CLASS: Table = Table {
 pub(crate) const CSI_DRIVER: Table = Table {
     columns: &[
         NAME,
-        col(
-            "AttachRequired",
-            "boolean",
-            "AttachRequired of the object, as kubectl shows it (upstream column)",
-        ),
-        col(
-            "PodInfoOnMount",
-            "boolean",
-            "PodInfoOnMount of the object, as kubectl shows it (upstream column)",
-        ),
-        col(
-            "StorageCapacity",
-            "boolean",
-            "StorageCapacity of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "TokenRequests",
-            "TokenRequests of the object, as kubectl shows it (upstream column)",
-        ),
-        col(
-            "RequiresRepublish",
-            "boolean",
-            "RequiresRepublish of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Modes",
-            "Modes of the object, as kubectl shows it (upstream column)",
-        ),
+        col("AttachRequired", "boolean", ""),
+        col("PodInfoOnMount", "boolean", ""),
+        col("StorageCapacity", "boolean", ""),
+        text("TokenRequests", ""),
+        col("RequiresRepublish", "boolean", ""),
+        text("Modes", ""),
         AGE,
     ],
     cells: |d, now| {
@@ -267,38 +201,17 @@ pub(crate) const CSI_DRIVER: Table = Table {
 };
 
 pub(crate) const CSI_NODE: Table = Table {
-    columns: &[
-        NAME,
-        int(
-            "Drivers",
-            "Drivers of the object, as kubectl shows it (upstream column)",
-        ),
-        AGE,
-    ],
+    columns: &[NAME, int("Drivers", ""), AGE],
     cells: |n, now| row![name(n), len_at(n, "/spec/drivers"), age(n, now)],
 };
 
 pub(crate) const VOLUME_ATTACHMENT: Table = Table {
     columns: &[
         NAME,
-        text(
-            "Attacher",
-            "Attacher of the object, as kubectl shows it (upstream column)",
-        )
-        .format("name"),
-        text(
-            "PV",
-            "PV of the object, as kubectl shows it (upstream column)",
-        ),
-        text(
-            "Node",
-            "Node of the object, as kubectl shows it (upstream column)",
-        ),
-        col(
-            "Attached",
-            "boolean",
-            "Attached of the object, as kubectl shows it (upstream column)",
-        ),
+        text("Attacher", "").format("name"),
+        text("PV", ""),
+        text("Node", ""),
+        col("Attached", "boolean", ""),
         AGE,
     ],
     cells: |va, now| {
