@@ -1,5 +1,5 @@
 //! Entry point: dispatches by the name the binary was invoked as (`kelp-cni`,
-//! `pause`), else by subcommand.
+//! `loopback`, `pause`), else by subcommand.
 
 use clap::Parser;
 use kelp::cli::{self, Cli, Command};
@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or("kelp");
     match invoked_as {
         "kelp-cni" => std::process::exit(kelp::network::cni::run()),
+        "loopback" => std::process::exit(kelp::network::cni::run_loopback()),
         "pause" => std::process::exit(kelp::kubelet::pause::run()),
         _ => {}
     }

@@ -6,6 +6,7 @@ pub mod managed_fields;
 pub mod object;
 pub mod printers;
 pub mod protobuf;
+pub mod quantity;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

@@ -21,9 +21,10 @@ pub struct User {
     pub groups: Vec<String>,
 }
 
-/// The identity a verified TLS client certificate carries; set per connection.
+/// The identity the connection itself proves: a verified TLS client certificate,
+/// or an in-process client (see `client.rs`). Never read from the request.
 #[derive(Debug, Clone)]
-pub struct ClientCertificate(pub User);
+pub struct ConnectionIdentity(pub User);
 
 /// Paths anyone may read (upstream's system:public-info-viewer).
 const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
@@ -34,7 +35,8 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let user = if let Some(ClientCertificate(user)) = req.extensions().get::<ClientCertificate>() {
+    let user = if let Some(ConnectionIdentity(user)) = req.extensions().get::<ConnectionIdentity>()
+    {
         Some(user.clone())
     } else if let Some(token) = bearer(&req) {
         match state.tokens.verify(token) {

@@ -4,9 +4,11 @@
 pub mod apply;
 pub mod authn;
 pub mod body;
+pub mod client;
 pub mod convert;
 pub mod discovery;
 pub mod handlers;
+pub mod kubelet;
 pub mod nodes;
 pub mod openapi;
 pub mod request;
@@ -62,6 +64,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Serialises ClusterIP / NodePort allocation.
     pub allocation: tokio::sync::Mutex<()>,
+    /// TLS for calling kubelets (logs, exec, port-forward); None: not reachable.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
@@ -358,6 +362,18 @@ impl ApiState {
         }
     }
 
+    /// Seconds a DELETE leaves the object for its owner to wind down (pods
+    /// on a node), or None for resources deleted at once.
+    pub fn deletion_grace(
+        &self,
+        rt: &ResourceType,
+        obj: &Value,
+        requested: Option<i64>,
+    ) -> Option<i64> {
+        (rt.group.is_empty() && rt.resource == "pods")
+            .then(|| crate::api::strategy::pod::deletion_grace(obj, requested))
+    }
+
     /// Namespaces are finalized by the namespace controller, never deleted at once.
     pub fn finalized_by_server(&self, rt: &ResourceType) -> bool {
         rt.group.is_empty() && rt.resource == "namespaces"
@@ -403,6 +419,7 @@ mod tests {
             tokens: Arc::new(TokenSigner::from_pem(&key).expect("signer")),
             metrics: Metrics::new(),
             allocation: tokio::sync::Mutex::new(()),
+            kubelet_tls: None,
         })
     }
 
@@ -423,7 +440,8 @@ mod tests {
             name: "admin".into(),
             groups: vec!["system:masters".into()],
         };
-        req.extensions_mut().insert(authn::ClientCertificate(admin));
+        req.extensions_mut()
+            .insert(authn::ConnectionIdentity(admin));
         let response = app.clone().oneshot(req).await.expect("response");
         let status = response.status();
         let bytes = response
@@ -472,7 +490,7 @@ mod tests {
                 .body(Body::from(patch.to_string()))
                 .expect("request");
             req.extensions_mut()
-                .insert(authn::ClientCertificate(authn::User {
+                .insert(authn::ConnectionIdentity(authn::User {
                     name: "admin".into(),
                     groups: vec![],
                 }));

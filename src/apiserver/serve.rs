@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::authn::{ClientCertificate, user_from_certificate};
+use super::authn::{ConnectionIdentity, user_from_certificate};
 use crate::pki::ClusterPki;
 
 /// TLS settings from the cluster PKI.
@@ -92,7 +92,7 @@ async fn connection(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|cert| user_from_certificate(cert.as_ref()))
-        .map(ClientCertificate);
+        .map(ConnectionIdentity);
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             if let Some(identity) = &identity {

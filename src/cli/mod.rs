@@ -68,6 +68,21 @@ pub struct ServerArgs {
     /// Node IP.
     #[arg(long, env = "KELP_NODE_IP")]
     pub node_ip: Option<String>,
+    /// Labels for the Node, key=value (repeatable).
+    #[arg(long, env = "KELP_NODE_LABEL", value_delimiter = ',')]
+    pub node_label: Vec<String>,
+    /// Taints for the Node, key=value:Effect (repeatable).
+    #[arg(long, env = "KELP_NODE_TAINT", value_delimiter = ',')]
+    pub node_taint: Vec<String>,
+    /// CRI socket of a runtime kelp does not manage (unset: kelp runs containerd).
+    #[arg(long, env = "KELP_CONTAINER_RUNTIME_ENDPOINT")]
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// Rotate a container's log once it is larger than this.
+    #[arg(long, env = "KELP_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi")]
+    pub container_log_max_size: String,
+    /// Log files kept per container, the live one included.
+    #[arg(long, env = "KELP_CONTAINER_LOG_MAX_FILES", default_value_t = 5)]
+    pub container_log_max_files: usize,
     /// Pod network.
     #[arg(long, env = "KELP_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,

@@ -56,11 +56,17 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into());
-    let node_ip: Option<IpAddr> = args
+    let node_ip: IpAddr = args
         .node_ip
         .as_deref()
         .or(args.advertise_address.as_deref())
-        .and_then(|ip| ip.parse().ok());
+        .and_then(|ip| ip.parse().ok())
+        .or_else(|| crate::network::host::default_ipv4().map(IpAddr::V4))
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let node_name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(|| hostname.to_lowercase());
     let service_cidr: crate::apiserver::services::Cidr = args
         .service_cidr
         .parse()
@@ -69,7 +75,8 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         dns: vec![hostname.clone()],
         ips: vec![IpAddr::V4(service_cidr.nth(1))],
     };
-    names.ips.extend(node_ip);
+    names.ips.push(node_ip);
+    names.ips.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     for san in &args.tls_san {
         match san.parse::<IpAddr>() {
             Ok(ip) => names.ips.push(ip),
@@ -103,17 +110,12 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
                 low.parse().context("node port range")?,
                 high.parse().context("node port range")?,
             ),
-            advertise: format!(
-                "{}:{}",
-                node_ip
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_else(|| "127.0.0.1".into()),
-                args.https_listen_port
-            ),
+            advertise: format!("{node_ip}:{}", args.https_listen_port),
         },
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics: Metrics::new(),
         allocation: tokio::sync::Mutex::new(()),
+        kubelet_tls: Some(crate::apiserver::kubelet::client_config(&pki)?),
     });
     load_custom_resources(&state).await?;
     tokio::spawn(compact_periodically(state.store.clone()));
@@ -124,9 +126,59 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(address = %addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %args.write_kubeconfig.display(), "kelp server is ready");
+    let agent = if args.disable_agent {
+        None
+    } else {
+        let config = agent_config(&args, &node_name, node_ip)?;
+        let client = crate::apiserver::client::in_process(
+            state.clone(),
+            User {
+                name: format!("system:node:{node_name}"),
+                groups: vec!["system:nodes".into(), "system:authenticated".into()],
+            },
+        );
+        let tls = tls.clone();
+        Some(tokio::spawn(async move {
+            crate::kubelet::start(config, client, tls)
+                .await
+                .inspect_err(|e| tracing::error!(err = %format!("{e:#}"), "the node agent failed; serving the API only"))
+                .ok()
+        }))
+    };
     serve::serve(listener, tls, router(state), shutdown_signal()).await?;
+    if let Some(agent) = agent
+        && let Ok(Ok(Some(agent))) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), agent).await
+    {
+        agent.stop().await;
+    }
     tracing::info!("kelp server stopped");
     Ok(())
+}
+
+/// The local node's settings from the server's flags.
+fn agent_config(
+    args: &ServerArgs,
+    node_name: &str,
+    node_ip: IpAddr,
+) -> Result<crate::kubelet::AgentConfig> {
+    Ok(crate::kubelet::AgentConfig {
+        node: crate::kubelet::node::NodeConfig {
+            name: node_name.to_string(),
+            ip: node_ip.to_string(),
+            labels: args.node_label.clone(),
+            taints: args.node_taint.clone(),
+            control_plane: true,
+            data_dir: args.data_dir.clone(),
+        },
+        runtime_endpoint: args.container_runtime_endpoint.clone(),
+        cluster_cidr: args.cluster_cidr.clone(),
+        cluster_dns: args.cluster_dns.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        log_max_size: crate::kubelet::logs::parse_size(&args.container_log_max_size)
+            .context("--container-log-max-size")?,
+        log_max_files: args.container_log_max_files.max(2),
+    })
 }
 
 /// Revisions of history kept for watches (kine, k3s's store shim, keeps 1000; a

@@ -1,4 +1,246 @@
-//! The node agent. So far: the pod sandbox process (`pause`). Pod workers, the
-//! CRI client and the 10250 server come with the node issue.
+//! The node agent: supervises containerd, imports images, registers the
+//! Node, runs a worker per pod over CRI, rotates logs and serves the kubelet
+//! API on 10250. Also the pod sandbox process (`pause`).
 
+pub mod container;
+pub mod containerd;
+pub mod cri;
+pub mod events;
+pub mod images;
+pub mod logs;
+pub mod node;
 pub mod pause;
+pub mod pods;
+pub mod probes;
+pub mod server;
+pub mod status;
+pub mod volumes;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use tokio::sync::watch;
+
+use self::container::NodeSettings;
+use self::node::NodeConfig;
+
+/// Everything the agent is told at start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node.
+    pub node: NodeConfig,
+    /// `--container-runtime-endpoint` (unset: kelp runs containerd).
+    pub runtime_endpoint: Option<PathBuf>,
+    /// `--cluster-cidr`, masqueraded when leaving.
+    pub cluster_cidr: String,
+    /// `--cluster-dns`.
+    pub cluster_dns: String,
+    /// `--cluster-domain`.
+    pub cluster_domain: String,
+    /// `--container-log-max-size`, bytes.
+    pub log_max_size: u64,
+    /// `--container-log-max-files`.
+    pub log_max_files: usize,
+}
+
+/// A running agent; [`Agent::stop`] stops containerd (pods keep running).
+pub struct Agent {
+    stop: watch::Sender<bool>,
+    supervisor: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Stops what the agent started, waiting for containerd to exit.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.supervisor {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the node. `client` acts as the node; `tls` is the serving
+/// configuration of the kubelet API.
+pub async fn start(
+    config: AgentConfig,
+    client: kube::Client,
+    tls: Arc<rustls::ServerConfig>,
+) -> Result<Agent> {
+    let data_dir = config.node.data_dir.clone();
+    let layout = containerd::Layout::new(&data_dir);
+    let (stop, stop_rx) = watch::channel(false);
+    let (socket, supervisor) = match &config.runtime_endpoint {
+        Some(endpoint) => {
+            let path = endpoint.to_string_lossy();
+            (PathBuf::from(path.trim_start_matches("unix://")), None)
+        }
+        None => {
+            layout.prepare(images::PAUSE_IMAGE)?;
+            let task = tokio::spawn(containerd::supervise(layout.clone(), stop_rx));
+            (layout.socket.clone(), Some(task))
+        }
+    };
+    let agent = Agent { stop, supervisor };
+    let channel = containerd::connect(&socket, Duration::from_secs(60)).await?;
+    let importer = images::ImageImporter::new(channel.clone());
+    let agent_dir = data_dir.join("agent");
+    let started = std::time::Instant::now();
+    importer
+        .ensure_pause(&agent_dir)
+        .await
+        .context("importing the pause image")?;
+    tracing::info!(
+        image = images::PAUSE_IMAGE,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "pause image ready"
+    );
+    import_image_dir(&importer, &agent_dir).await;
+    let cri = cri::Cri::new(channel);
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pod_cidr = loop {
+        match node::register(&nodes, &config.node).await {
+            Ok(Some(cidr)) => break cidr,
+            Ok(None) => anyhow::bail!("the server gave the Node no podCIDR"),
+            Err(e) => {
+                tracing::warn!(err = %format!("{e:#}"), "registering the node; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    if config.runtime_endpoint.is_none() {
+        let conf = crate::network::cni::conflist(
+            "cni0",
+            &pod_cidr,
+            &config.cluster_cidr,
+            &layout.cni_state,
+        );
+        std::fs::write(
+            layout.cni_conf.join("10-kelp.conflist"),
+            serde_json::to_vec_pretty(&conf)?,
+        )
+        .context("writing the CNI configuration")?;
+    }
+    tracing::info!(node = %config.node.name, pod_cidr = %pod_cidr, "node registered");
+    tokio::spawn(node::heartbeat(
+        client.clone(),
+        config.node.clone(),
+        cri.clone(),
+    ));
+
+    let readings = node::Readings::take(&data_dir);
+    let ctx = Arc::new(worker::NodeContext {
+        client,
+        cri: cri.clone(),
+        settings: NodeSettings {
+            cluster_dns: config.cluster_dns.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+            node_ip: config.node.ip.clone(),
+            allocatable: (readings.cpus as f64, readings.memory_total as f64),
+        },
+        data_dir: data_dir.clone(),
+        node_name: config.node.name.clone(),
+    });
+    tokio::spawn(pods::run(ctx));
+    tokio::spawn(rotate_logs(
+        cri.clone(),
+        config.log_max_size,
+        config.log_max_files,
+    ));
+
+    let kubelet = server::router(Arc::new(server::KubeletApi { cri }));
+    let addr = format!("0.0.0.0:{}", server::PORT);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("listening on {addr} (kubelet API)"))?;
+    tokio::spawn(async move {
+        if let Err(e) =
+            crate::apiserver::serve::serve(listener, tls, kubelet, std::future::pending()).await
+        {
+            tracing::error!(err = %e, "kubelet API stopped");
+        }
+    });
+    Ok(agent)
+}
+
+/// Imports the tarballs in `<data-dir>/agent/images/` (air-gap images).
+async fn import_image_dir(importer: &images::ImageImporter, agent_dir: &std::path::Path) {
+    let dir = agent_dir.join("images");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    files.sort();
+    for file in files {
+        let started = std::time::Instant::now();
+        match importer.import_tarball(&file, agent_dir).await {
+            Ok(names) => {
+                tracing::info!(file = %file.display(), images = ?names, elapsed_ms = started.elapsed().as_millis() as u64, "imported images")
+            }
+            Err(e) => {
+                tracing::error!(file = %file.display(), err = %format!("{e:#}"), "importing images")
+            }
+        }
+    }
+}
+
+/// Every 10 s, rotates the log of each running container that grew past the limit.
+async fn rotate_logs(cri: cri::Cri, max_size: u64, max_files: usize) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        ticker.tick().await;
+        let mut runtime = cri.runtime.clone();
+        let filter = cri::api::ContainerFilter {
+            state: Some(cri::api::ContainerStateValue {
+                state: cri::api::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        };
+        let Ok(list) = runtime
+            .list_containers(cri::api::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+        else {
+            continue;
+        };
+        for c in list.into_inner().containers {
+            let Ok(status) = runtime
+                .container_status(cri::api::ContainerStatusRequest {
+                    container_id: c.id.clone(),
+                    verbose: false,
+                })
+                .await
+            else {
+                continue;
+            };
+            let Some(status) = status.into_inner().status else {
+                continue;
+            };
+            let path = PathBuf::from(&status.log_path);
+            let reopen = || {
+                let mut runtime = cri.runtime.clone();
+                let id = c.id.clone();
+                async move {
+                    runtime
+                        .reopen_container_log(cri::api::ReopenContainerLogRequest {
+                            container_id: id,
+                        })
+                        .await
+                        .is_ok()
+                }
+            };
+            if logs::rotate_if_needed(&path, max_size, max_files, reopen).await {
+                tracing::debug!(container = %c.id, "rotated container log");
+            }
+        }
+    }
+}

@@ -201,14 +201,7 @@ pub fn attach(
         let ifname = ifname.to_string();
         move || {
             with_handle(async move |handle| {
-                if let Some(lo) = index_of(&handle, "lo").await? {
-                    handle
-                        .link()
-                        .set(LinkUnspec::new_with_index(lo).up().build())
-                        .execute()
-                        .await
-                        .map_err(netlink("setting lo up"))?;
-                }
+                set_loopback_up(&handle).await?;
                 let index = match index_of(&handle, &temporary).await? {
                     Some(index) => {
                         handle
@@ -279,6 +272,30 @@ pub fn detach(container: &str, ifname: &str) -> Result<()> {
                 .map_err(netlink("deleting the veth pair"))?;
         }
         Ok(())
+    })
+}
+
+async fn set_loopback_up(handle: &Handle) -> Result<()> {
+    if let Some(lo) = index_of(handle, "lo").await? {
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(netlink("setting lo up"))?;
+    }
+    Ok(())
+}
+
+/// Sets the loopback interface of the namespace at `netns` up (the CNI
+/// `loopback` plugin's job, which containerd runs for every pod).
+pub fn loopback_up(netns: &Path) -> Result<()> {
+    let ns = std::fs::File::open(netns).map_err(|e| Error::Namespace {
+        path: netns.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    in_namespace(netns, ns, || {
+        with_handle(async move |handle| set_loopback_up(&handle).await)
     })
 }
 

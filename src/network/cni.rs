@@ -157,8 +157,36 @@ pub fn version_result() -> serde_json::Value {
 
 /// Entry point of `kelp-cni`: returns the process exit code.
 pub fn run() -> i32 {
+    respond(handle(|name| std::env::var(name).ok(), std::io::stdin()))
+}
+
+/// The `loopback` plugin (kelp invoked as `loopback`): containerd runs it
+/// for every pod to bring `lo` up.
+pub fn run_loopback() -> i32 {
+    respond(handle_loopback(|name| std::env::var(name).ok()))
+}
+
+fn handle_loopback(env: impl Fn(&str) -> Option<String>) -> Result<serde_json::Value, CniError> {
+    let invocation = parse_env(env)?;
+    match invocation.command {
+        Command::Version => Ok(version_result()),
+        Command::Add => {
+            bridge::loopback_up(&invocation.netns)
+                .map_err(|e| CniError::new(100, e.to_string()))?;
+            Ok(json!({
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "lo", "sandbox": invocation.netns}],
+                "ips": [{"address": "127.0.0.1/8", "interface": 0}],
+            }))
+        }
+        // Nothing to undo: lo goes with the namespace.
+        Command::Del | Command::Check => Ok(json!({})),
+    }
+}
+
+fn respond(outcome: Result<serde_json::Value, CniError>) -> i32 {
     let mut stdout = std::io::stdout();
-    match handle(|name| std::env::var(name).ok(), std::io::stdin()) {
+    match outcome {
         Ok(result) => {
             let _ = writeln!(stdout, "{result}");
             0
@@ -266,6 +294,27 @@ fn add(
         "routes": [{"dst": "0.0.0.0/0", "gw": attachment.gateway.to_string()}],
         "dns": {},
     }))
+}
+
+/// The network configuration list containerd reads (`10-kelp.conflist`):
+/// kelp-cni on `bridge` with the node's pod CIDR.
+pub fn conflist(
+    bridge: &str,
+    subnet: &str,
+    cluster_cidr: &str,
+    data_dir: &std::path::Path,
+) -> serde_json::Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "kelp",
+        "plugins": [{
+            "type": "kelp-cni",
+            "bridge": bridge,
+            "subnet": subnet,
+            "clusterCIDR": cluster_cidr,
+            "dataDir": data_dir,
+        }],
+    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! Pod networking: the CNI plugin (kelp invoked as `kelp-cni`) and its IP
-//! address management. The bridge, veth and masquerade work come with the
-//! node issue.
+//! Pod networking: the CNI plugin (kelp invoked as `kelp-cni`), its IP
+//! address management, the bridge and veth pairs, masquerading, and the
+//! host's own addresses.
 
 pub mod bridge;
 pub mod cidr;
 pub mod cni;
+pub mod host;
 pub mod ipam;
 pub mod masquerade;

@@ -74,6 +74,30 @@ fn pull_policy(image: &str) -> &'static str {
     }
 }
 
+/// The grace period of a pod's deletion: none for pods no node runs (not
+/// scheduled, or finished), else the requested one or the pod's
+/// `terminationGracePeriodSeconds` (30 by default).
+pub fn deletion_grace(pod: &Value, requested: Option<i64>) -> i64 {
+    let on_node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !on_node || finished {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
 /// A new pod starts Pending with its QoS class.
 pub fn prepare_for_create(pod: &mut Value) {
     let qos = pod.get("spec").map(qos_class).unwrap_or("BestEffort");

@@ -26,11 +26,16 @@ pub struct DeleteOptions {
     propagation: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
+    grace_period: Option<i64>,
 }
 
 fn options(req: &Request, body: &Bytes) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions {
         propagation: req.query.get("propagationPolicy").map(String::from),
+        grace_period: req
+            .query
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok()),
         ..Default::default()
     };
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -49,6 +54,9 @@ fn options(req: &Request, body: &Bytes) -> Result<DeleteOptions, ApiError> {
         && opts.propagation.is_none()
     {
         opts.propagation = Some("Orphan".into());
+    }
+    if let Some(g) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        opts.grace_period = Some(g);
     }
     opts.uid = value
         .pointer("/preconditions/uid")
@@ -140,6 +148,44 @@ pub async fn delete_one(
             ));
         }
         let mut marked = obj.clone();
+        if let Some(grace) = state.deletion_grace(&req.rt, &obj, opts.grace_period)
+            && grace > 0
+        {
+            // Graceful: the node stops the pod, then deletes it with grace 0.
+            let current = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            if current.is_some_and(|c| c <= grace) {
+                return Ok((StatusCode::OK, Some(obj)));
+            }
+            let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            let meta = object::metadata_mut(&mut marked);
+            meta.insert(
+                "deletionTimestamp".into(),
+                json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            );
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            if dry_run {
+                return Ok((StatusCode::OK, Some(marked)));
+            }
+            match state
+                .store
+                .update(
+                    &req.key(),
+                    encode_for_store(&req.rt, &marked),
+                    kv.mod_revision,
+                )
+                .await
+            {
+                Ok(rev) => {
+                    let marked = with_revision(marked, rev);
+                    state.after_write(&req.rt, &marked);
+                    return Ok((StatusCode::OK, Some(marked)));
+                }
+                Err(crate::store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(req, e)),
+            }
+        }
         let mut finalizers: Vec<Value> = object::metadata(&obj)
             .get("finalizers")
             .and_then(Value::as_array)
@@ -185,7 +231,7 @@ pub async fn delete_one(
         meta.insert("finalizers".into(), Value::Array(finalizers));
         meta.entry("deletionTimestamp")
             .or_insert_with(|| json!(object::now()));
-        meta.entry("deletionGracePeriodSeconds").or_insert(json!(0));
+        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
         state.mark_deleting(&req.rt, &mut marked);
         if dry_run {
             return Ok((StatusCode::ACCEPTED, Some(marked)));

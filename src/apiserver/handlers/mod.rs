@@ -171,6 +171,9 @@ pub async fn dispatch(
         (Some(Subresource::Binding), Method::POST, true) => pods::bind(&state, &req, &body).await,
         (Some(Subresource::Eviction), Method::POST, true) => pods::evict(&state, &req).await,
         (Some(Subresource::Token), Method::POST, true) => token::create(&state, &req, &body).await,
+        (Some(Subresource::Log), Method::GET, true) => {
+            crate::apiserver::kubelet::pod_log(&state, &req).await
+        }
         (Some(_), _, true) => Err(ApiError::ServiceUnavailable(format!(
             "{}/{} is served by the node, which this server does not run yet",
             req.rt.resource,

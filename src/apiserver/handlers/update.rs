@@ -76,7 +76,17 @@ pub async fn write_update(
             &changed,
         );
     }
-    let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+    // Deleted once its last finalizer goes, unless a graceful period still runs.
+    let deleting = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
+        && old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
     let finalizers_empty = new
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)

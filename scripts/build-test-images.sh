@@ -1,0 +1,59 @@
+#!/bin/sh
+# Builds the OCI-layout image tarballs the tests use, from Debian's busybox-static:
+#   kelp.test/busybox:1   /bin/busybox and its applets (sh, httpd, nc, wget, sleep, ...)
+# Usage: scripts/build-test-images.sh [OUT_DIR]   (default: target/test-images)
+# The tarballs are reproducible (fixed mtimes, owners and order), so rebuilding
+# gives the same image digest.
+set -eu
+out=${1:-target/test-images}
+busybox=/bin/busybox
+[ -x "$busybox" ] || { echo "missing $busybox: apt-get install busybox-static" >&2; exit 1; }
+file -L "$busybox" 2>/dev/null | grep -q "statically linked" || ldd "$busybox" 2>&1 | grep -q "not a dynamic" \
+  || { echo "$busybox is not static: apt-get install busybox-static" >&2; exit 1; }
+
+case "$(uname -m)" in
+  x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; armv7l|armv6l) arch=arm ;; *) arch=$(uname -m) ;;
+esac
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Root filesystem: busybox plus one link per applet, /tmp, /etc/passwd for user lookups.
+root=$work/rootfs
+mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/var/www"
+cp "$busybox" "$root/bin/busybox"
+for applet in $("$busybox" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnobody:x:65534:\n' > "$root/etc/group"
+chmod 1777 "$root/tmp"
+
+blob() { # blob FILE -> prints the digest's hex and moves FILE into blobs/sha256
+  d=$(sha256sum "$1" | cut -d' ' -f1)
+  mv "$1" "$layout/blobs/sha256/$d"
+  echo "$d"
+}
+
+layout=$work/layout
+mkdir -p "$layout/blobs/sha256"
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$work/layer.tar" .
+layer_size=$(stat -c %s "$work/layer.tar")
+layer=$(blob "$work/layer.tar")
+
+printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"kelp scripts/build-test-images.sh"}]}' \
+  "$arch" "$layer" > "$work/config.json"
+config_size=$(stat -c %s "$work/config.json")
+config=$(blob "$work/config.json")
+
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+  "$config" "$config_size" "$layer" "$layer_size" > "$work/manifest.json"
+manifest_size=$(stat -c %s "$work/manifest.json")
+manifest=$(blob "$work/manifest.json")
+
+name=kelp.test/busybox:1
+printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"1"}}]}' \
+  "$manifest" "$manifest_size" "$name" > "$layout/index.json"
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$layout" -cf "$out/busybox.tar" .
+echo "$out/busybox.tar  $name  sha256:$manifest"

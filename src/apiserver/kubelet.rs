@@ -1,0 +1,216 @@
+//! The API server's side of node subresources: finds the pod's node, calls
+//! its kubelet API over HTTPS (client certificate from the cluster CA) and
+//! streams the answer back (`pods/log`).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use super::ApiState;
+use super::handlers::{Request, load};
+use crate::api::ApiError;
+use crate::pki::ClusterPki;
+
+/// TLS settings for calling kubelets: trust the cluster CA, present the
+/// admin client certificate (group system:masters).
+pub fn client_config(pki: &ClusterPki) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut pki.ca_cert.as_bytes()) {
+        roots
+            .add(ca.context("CA certificate")?)
+            .context("adding CA")?;
+    }
+    let certs = rustls_pemfile::certs(&mut pki.admin_cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("client certificate")?;
+    let key = rustls_pemfile::private_key(&mut pki.admin_key.as_bytes())
+        .context("client key")?
+        .context("no client key")?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .context("client certificate")?;
+    Ok(Arc::new(config))
+}
+
+/// The container a request names (or the pod's only one), validated as upstream does.
+fn container_of(pod: &Value, pod_name: &str, requested: Option<&str>) -> Result<String, ApiError> {
+    let containers: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| pod["spec"][k].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    match requested.filter(|c| !c.is_empty()) {
+        Some(c) if containers.contains(&c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {pod_name}"
+        ))),
+        None => {
+            let regular: Vec<&str> = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            match regular.as_slice() {
+                [only] => Ok(only.to_string()),
+                many => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                    many.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+/// Host and port of a node's kubelet API.
+async fn kubelet_address(state: &ApiState, node: &str) -> Result<(String, u16), ApiError> {
+    let rt = state
+        .registry
+        .lookup("", "v1", "nodes")
+        .ok_or_else(|| ApiError::Internal("nodes are not served".into()))?;
+    let kv = state
+        .store
+        .get(&rt.key(None, node))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found("", "nodes", node))?;
+    let obj: Value =
+        serde_json::from_slice(&kv.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let addresses = obj["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let address = ["InternalIP", "ExternalIP", "Hostname"]
+        .iter()
+        .find_map(|kind| addresses.iter().find(|a| a["type"] == *kind))
+        .and_then(|a| a["address"].as_str())
+        .ok_or_else(|| ApiError::ServiceUnavailable(format!("node {node:?} has no address yet")))?;
+    let port = obj["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap_or(10250) as u16;
+    Ok((address.to_string(), port))
+}
+
+/// GET `path` on the node's kubelet; the response streams.
+async fn kubelet_get(
+    state: &ApiState,
+    node: &str,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+    let tls = state.kubelet_tls.clone().ok_or_else(|| {
+        ApiError::ServiceUnavailable("this server does not reach kubelets".into())
+    })?;
+    let (host, port) = kubelet_address(state, node).await?;
+    let unreachable =
+        |e: String| ApiError::ServiceUnavailable(format!("error dialing backend: {e}"));
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = hyper::Request::get(path)
+        .header(header::HOST, format!("{host}:{port}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| unreachable(e.to_string()))
+}
+
+/// `GET pods/{name}/log`.
+pub async fn pod_log(state: &ApiState, req: &Request) -> Result<Response, ApiError> {
+    let (pod, _) = load(state, req).await?;
+    let container = container_of(&pod, req.name(), req.query.get("container"))?;
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {} does not have a host assigned",
+            req.name()
+        )));
+    }
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for key in [
+            "follow",
+            "previous",
+            "timestamps",
+            "tailLines",
+            "sinceSeconds",
+            "sinceTime",
+            "limitBytes",
+        ] {
+            if let Some(v) = req.query.get(key) {
+                query.append_pair(key, v);
+            }
+        }
+        query.finish()
+    };
+    let path = format!(
+        "/containerLogs/{}/{}/{container}?{query}",
+        req.path.namespace.as_deref().unwrap_or_default(),
+        req.name(),
+    );
+    let response = kubelet_get(state, node, &path).await?;
+    if response.status() != StatusCode::OK {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message = String::from_utf8_lossy(&body).trim().to_string();
+        return Err(match status {
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(message),
+            _ => ApiError::Internal(format!("kubelet answered {status}: {message}")),
+        });
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::new(response.into_body()))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_defaults_only_when_there_is_one() {
+        let pod = serde_json::json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        assert_eq!(container_of(&pod, "p", Some("b")).unwrap(), "b");
+        assert_eq!(container_of(&pod, "p", Some("i")).unwrap(), "i");
+        assert_eq!(
+            container_of(&pod, "p", None).unwrap_err().to_string(),
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
+        assert_eq!(
+            container_of(&pod, "p", Some("z")).unwrap_err().to_string(),
+            "container z is not valid for pod p"
+        );
+        let single = serde_json::json!({"spec": {"containers": [{"name": "only"}]}});
+        assert_eq!(container_of(&single, "p", Some("")).unwrap(), "only");
+    }
+}

@@ -1,0 +1,415 @@
+//! Pod volumes on the node, under `<data-dir>/agent/pods/<uid>/volumes/`:
+//! emptyDir, hostPath, configMap, secret, downwardAPI and projected (with
+//! service-account tokens). Each is a directory (or file) mounted into the
+//! containers; they are removed with the pod.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccount, Volume,
+};
+use kube::Api;
+use serde_json::json;
+
+/// Why a volume could not be prepared (the pod waits, with this as message).
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// A referenced ConfigMap, Secret or key is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// The API could not be reached or refused.
+    #[error("{0}")]
+    Api(String),
+    /// The node's file system refused.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The volume type is not supported by kelp.
+    #[error("volume {0:?}: this volume type is not supported by kelp")]
+    Unsupported(String),
+}
+
+/// The directory of a pod's volumes.
+pub fn pod_dir(data_dir: &Path, uid: &str) -> PathBuf {
+    data_dir.join("agent").join("pods").join(uid)
+}
+
+/// Prepares every volume of the pod; returns name → host path.
+pub async fn prepare(
+    client: &kube::Client,
+    pod: &Pod,
+    data_dir: &Path,
+    field: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<HashMap<String, PathBuf>, VolumeError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let base = pod_dir(data_dir, &uid).join("volumes");
+    let mut paths = HashMap::new();
+    for volume in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+    {
+        let path = prepare_one(client, pod, &namespace, &base, &volume, field).await?;
+        paths.insert(volume.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+async fn prepare_one(
+    client: &kube::Client,
+    pod: &Pod,
+    namespace: &str,
+    base: &Path,
+    volume: &Volume,
+    field: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<PathBuf, VolumeError> {
+    let dir = |kind: &str| base.join(kind).join(&volume.name);
+    if volume.empty_dir.is_some() {
+        let d = dir("kubernetes.io~empty-dir");
+        std::fs::create_dir_all(&d)?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))?;
+        return Ok(d);
+    }
+    if let Some(host) = &volume.host_path {
+        let path = PathBuf::from(&host.path);
+        match host.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => std::fs::create_dir_all(&path)?,
+            "FileOrCreate" if !path.exists() => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, b"")?;
+            }
+            "Directory" if !path.is_dir() => {
+                return Err(VolumeError::Missing(format!(
+                    "hostPath type check failed: {} is not a directory",
+                    host.path
+                )));
+            }
+            "File" if !path.is_file() => {
+                return Err(VolumeError::Missing(format!(
+                    "hostPath type check failed: {} is not a file",
+                    host.path
+                )));
+            }
+            _ => {}
+        }
+        return Ok(path);
+    }
+    let mut files: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
+    let kind;
+    if let Some(cm) = &volume.config_map {
+        kind = "kubernetes.io~configmap";
+        let mode = cm.default_mode.unwrap_or(0o644) as u32;
+        config_map_files(
+            client,
+            namespace,
+            &cm.name,
+            cm.items.as_deref(),
+            cm.optional,
+            mode,
+            &mut files,
+        )
+        .await?;
+    } else if let Some(secret) = &volume.secret {
+        kind = "kubernetes.io~secret";
+        let mode = secret.default_mode.unwrap_or(0o644) as u32;
+        let name = secret.secret_name.clone().unwrap_or_default();
+        secret_files(
+            client,
+            namespace,
+            &name,
+            secret.items.as_deref(),
+            secret.optional,
+            mode,
+            &mut files,
+        )
+        .await?;
+    } else if let Some(downward) = &volume.downward_api {
+        kind = "kubernetes.io~downward-api";
+        let mode = downward.default_mode.unwrap_or(0o644) as u32;
+        downward_files(
+            downward.items.as_deref().unwrap_or_default(),
+            mode,
+            field,
+            &mut files,
+        )?;
+    } else if let Some(projected) = &volume.projected {
+        kind = "kubernetes.io~projected";
+        let mode = projected.default_mode.unwrap_or(0o644) as u32;
+        for source in projected.sources.as_deref().unwrap_or_default() {
+            if let Some(cm) = &source.config_map {
+                config_map_files(
+                    client,
+                    namespace,
+                    &cm.name,
+                    cm.items.as_deref(),
+                    cm.optional,
+                    mode,
+                    &mut files,
+                )
+                .await?;
+            }
+            if let Some(secret) = &source.secret {
+                secret_files(
+                    client,
+                    namespace,
+                    &secret.name,
+                    secret.items.as_deref(),
+                    secret.optional,
+                    mode,
+                    &mut files,
+                )
+                .await?;
+            }
+            if let Some(downward) = &source.downward_api {
+                downward_files(
+                    downward.items.as_deref().unwrap_or_default(),
+                    mode,
+                    field,
+                    &mut files,
+                )?;
+            }
+            if let Some(token) = &source.service_account_token {
+                let sa = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .unwrap_or_else(|| "default".into());
+                let jwt = service_account_token(
+                    client,
+                    namespace,
+                    &sa,
+                    pod,
+                    token.audience.clone(),
+                    token.expiration_seconds.unwrap_or(3607),
+                )
+                .await?;
+                files.insert(token.path.clone(), (jwt.into_bytes(), mode));
+            }
+        }
+    } else {
+        return Err(VolumeError::Unsupported(volume.name.clone()));
+    }
+    let d = dir(kind);
+    write_files(&d, &files)?;
+    Ok(d)
+}
+
+/// Replaces the directory's contents with `files` (path → bytes, mode).
+fn write_files(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> std::io::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    for (path, (bytes, mode)) in files {
+        if path.split('/').any(|part| part == "..") || path.starts_with('/') {
+            continue;
+        }
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&target, bytes)?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))?;
+    }
+    Ok(())
+}
+
+fn select(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    what: &str,
+    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), VolumeError> {
+    match items {
+        None => {
+            for (k, v) in data {
+                files.insert(k, (v, mode));
+            }
+        }
+        Some(items) => {
+            for item in items {
+                let value = data.get(&item.key).ok_or_else(|| {
+                    VolumeError::Missing(format!("{what}: key {:?} not found", item.key))
+                })?;
+                let m = item.mode.map(|m| m as u32).unwrap_or(mode);
+                files.insert(item.path.clone(), (value.clone(), m));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn config_map_files(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    mode: u32,
+    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), VolumeError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(cm)) => {
+            let mut data: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.unwrap_or_default() {
+                data.insert(k, v.0);
+            }
+            select(data, items, mode, &format!("configmap {name:?}"), files)
+        }
+        Ok(None) if optional == Some(true) => Ok(()),
+        Ok(None) => Err(VolumeError::Missing(format!(
+            "configmap \"{name}\" not found"
+        ))),
+        Err(e) => Err(VolumeError::Api(e.to_string())),
+    }
+}
+
+async fn secret_files(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    optional: Option<bool>,
+    mode: u32,
+    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), VolumeError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(secret)) => {
+            let data = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            select(data, items, mode, &format!("secret {name:?}"), files)
+        }
+        Ok(None) if optional == Some(true) => Ok(()),
+        Ok(None) => Err(VolumeError::Missing(format!("secret \"{name}\" not found"))),
+        Err(e) => Err(VolumeError::Api(e.to_string())),
+    }
+}
+
+fn downward_files(
+    items: &[DownwardAPIVolumeFile],
+    mode: u32,
+    field: &(dyn Fn(&str) -> Option<String> + Sync),
+    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), VolumeError> {
+    for item in items {
+        let value = if let Some(f) = &item.field_ref {
+            field(&f.field_path)
+        } else if let Some(r) = &item.resource_field_ref {
+            field(&format!("resource:{}", r.resource))
+        } else {
+            None
+        };
+        let value = value.ok_or_else(|| {
+            VolumeError::Missing(format!(
+                "downward API file {:?}: unsupported field",
+                item.path
+            ))
+        })?;
+        let m = item.mode.map(|m| m as u32).unwrap_or(mode);
+        files.insert(item.path.clone(), (value.into_bytes(), m));
+    }
+    Ok(())
+}
+
+/// A token bound to the pod, from the TokenRequest API.
+async fn service_account_token(
+    client: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+    pod: &Pod,
+    audience: Option<String>,
+    expiration: i64,
+) -> Result<String, VolumeError> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request: TokenRequest = serde_json::from_value(json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {
+            "audiences": audience.into_iter().collect::<Vec<_>>(),
+            "expirationSeconds": expiration,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid},
+        },
+    }))
+    .map_err(|e| VolumeError::Api(e.to_string()))?;
+    let response: TokenRequest = api
+        .create_subresource("token", service_account, &Default::default(), &request)
+        .await
+        .map_err(|e| {
+            VolumeError::Api(format!(
+                "requesting a token for service account {service_account:?}: {e}"
+            ))
+        })?;
+    Ok(response.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// Removes the pod's volume directories (host paths are left alone).
+pub fn remove(data_dir: &Path, uid: &str) {
+    let dir = pod_dir(data_dir, uid);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), err = %e, "removing pod volumes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_replace_the_directory_and_stay_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("v");
+        let mut files = BTreeMap::new();
+        files.insert("a".to_string(), (b"1".to_vec(), 0o600));
+        files.insert("sub/b".to_string(), (b"2".to_vec(), 0o644));
+        files.insert("../escape".to_string(), (b"x".to_vec(), 0o644));
+        write_files(&target, &files).unwrap();
+        assert_eq!(std::fs::read(target.join("a")).unwrap(), b"1");
+        assert_eq!(std::fs::read(target.join("sub/b")).unwrap(), b"2");
+        assert!(!dir.path().join("escape").exists());
+        let mode = std::fs::metadata(target.join("a"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        files.remove("a");
+        write_files(&target, &files).unwrap();
+        assert!(!target.join("a").exists());
+    }
+
+    #[test]
+    fn items_pick_keys_and_missing_keys_are_errors() {
+        let data = BTreeMap::from([("k".to_string(), b"v".to_vec())]);
+        let mut files = BTreeMap::new();
+        let items = [KeyToPath {
+            key: "k".into(),
+            path: "renamed".into(),
+            mode: None,
+        }];
+        select(data.clone(), Some(&items), 0o644, "cm", &mut files).unwrap();
+        assert_eq!(files["renamed"].0, b"v");
+        let bad = [KeyToPath {
+            key: "nope".into(),
+            path: "x".into(),
+            mode: None,
+        }];
+        assert!(select(data, Some(&bad), 0o644, "cm", &mut files).is_err());
+    }
+}
