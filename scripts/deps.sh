@@ -9,6 +9,13 @@ kelp_need_packages() {
     command -v iptables >/dev/null || missing+=(iptables)
     command -v ip >/dev/null || missing+=(iproute2)
     command -v ping >/dev/null || missing+=(iputils-ping)
+    # The node: containerd (kelp supervises its own instance) and runc.
+    command -v containerd >/dev/null || missing+=(containerd)
+    command -v runc >/dev/null || missing+=(runc)
+    # protoc compiles the CRI and containerd API definitions at build time.
+    command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    # Test images are built from busybox-static (scripts/build-test-images.sh).
+    ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || missing+=(busybox-static)
     if ((${#missing[@]})); then
         echo "kelp: installing ${missing[*]}" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -13,7 +13,7 @@ pub fn kelp_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kelp"))
 }
 
-/// A running `kelp server --disable-agent`.
+/// A running `kelp server` (API only unless started with [`Server::start_node`]).
 pub struct Server {
     /// The process.
     pub child: Option<Child>,
@@ -23,6 +23,38 @@ pub struct Server {
     pub port: u16,
     /// Extra `kelp server` arguments.
     pub args: Vec<String>,
+    /// Runs the local node (containerd, pods); cleaned up with kelp-killall.sh.
+    pub node: bool,
+    /// Entries of /var/log/pods before the server started (the rest are ours).
+    pod_logs_before: Vec<PathBuf>,
+}
+
+/// The node name node tests use.
+pub const NODE: &str = "kelp-e2e";
+
+/// The test image tarball (built by scripts/build-test-images.sh).
+pub fn test_image_tarball() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images");
+    let tarball = dir.join("busybox.tar");
+    if !tarball.exists() {
+        let status = Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-images.sh"),
+        )
+        .arg(&dir)
+        .status()
+        .expect("run build-test-images.sh");
+        assert!(status.success(), "building test images failed");
+    }
+    tarball
+}
+
+/// The test image's reference.
+pub const BUSYBOX: &str = "kelp.test/busybox:1";
+
+fn pod_log_dirs() -> Vec<PathBuf> {
+    std::fs::read_dir("/var/log/pods")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
 }
 
 fn free_port() -> u16 {
@@ -47,9 +79,74 @@ impl Server {
             dir,
             port: free_port(),
             args,
+            node: false,
+            pod_logs_before: Vec::new(),
         };
         server.spawn();
         server
+    }
+
+    /// Starts a server that also runs the local node (`NODE`, with the test
+    /// image imported) and waits until the Node is Ready.
+    pub fn start_node(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let images = dir.path().join("data/agent/images");
+        std::fs::create_dir_all(&images).expect("images dir");
+        std::fs::copy(test_image_tarball(), images.join("busybox.tar")).expect("copy test image");
+        let mut all = vec![
+            "--node-name".to_string(),
+            NODE.to_string(),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut server = Self {
+            child: None,
+            dir,
+            port: free_port(),
+            args: all,
+            node: true,
+            pod_logs_before: pod_log_dirs(),
+        };
+        server.spawn();
+        server.wait_node_ready();
+        server
+    }
+
+    /// Waits until the Node reports Ready.
+    pub fn wait_node_ready(&self) {
+        let kubectl = self.kubectl("kubectl");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let out = kubectl.run(&[
+                "get",
+                "node",
+                NODE,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            if out.stdout == b"True" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node did not become Ready; log:\n{}", self.log());
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Starts (again) on the same data dir and port.
@@ -59,15 +156,18 @@ impl Server {
             .append(true)
             .open(self.path("server.log"))
             .expect("log file");
-        let child = Command::new(kelp_bin())
-            .args([
-                "server",
-                "--disable-agent",
-                "--bind-address",
-                "127.0.0.1",
-                "--config",
-                "/dev/null",
-            ])
+        let mut cmd = Command::new(kelp_bin());
+        cmd.args([
+            "server",
+            "--bind-address",
+            "127.0.0.1",
+            "--config",
+            "/dev/null",
+        ]);
+        if !self.node {
+            cmd.arg("--disable-agent");
+        }
+        let child = cmd
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--data-dir")
@@ -165,18 +265,22 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM first so the server shuts down cleanly; SIGKILL if it lingers.
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        // SIGTERM first so the server shuts down cleanly; SIGKILL if it lingers.
+        self.stop();
+        if self.node {
+            // Pods outlive kelp by design: kelp-killall.sh is what stops them.
+            let status =
+                Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kelp-killall.sh"))
+                    .env("KELP_DATA_DIR", self.path("data"))
+                    .status();
+            if !status.is_ok_and(|s| s.success()) {
+                eprintln!("kelp-killall.sh failed");
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            for dir in pod_log_dirs() {
+                if !self.pod_logs_before.contains(&dir) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
         }
     }
 }
@@ -217,6 +321,32 @@ impl Kubectl {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `args` until its stdout satisfies `done` (returned), or panics
+    /// after `seconds` with the last output.
+    pub fn wait_for(&self, args: &[&str], seconds: u64, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let out = self.run(args);
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() && done(&String::from_utf8_lossy(&out.stdout)) {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out waiting on kubectl {args:?}; last output:\n{last}");
+    }
+
+    /// Applies a manifest given as text.
+    pub fn apply(&self, dir: &Path, name: &str, manifest: &str) -> String {
+        let path = write(dir, name, manifest);
+        self.ok(&["apply", "-f", path.to_str().expect("utf-8 path")])
     }
 
     /// Runs and asserts failure; returns stderr.

@@ -1,0 +1,77 @@
+#!/bin/sh
+# Stops kelp and everything it started on this host: the kelp server, its
+# supervised containerd, every pod (shims and their processes), and removes
+# what kelp made: pod network namespaces, mounts under the data dir and
+# /run/kelp, the cni0 bridge, the KELP-* iptables chains and the CNI address
+# allocations. Touches nothing that belongs to another containerd or runtime.
+#
+#   KELP_DATA_DIR   data dir of the kelp to stop (default /var/lib/kelp)
+set -u
+DATA_DIR=${KELP_DATA_DIR:-/var/lib/kelp}
+DATA_DIR=$(realpath -m "$DATA_DIR")
+SOCKET=/run/kelp/containerd/containerd.sock
+[ "$(id -u)" = 0 ] || { echo "kelp-killall.sh must run as root" >&2; exit 1; }
+
+# 1. The kelp server of this data dir.
+for pid in $(pgrep -x kelp); do
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+  case "$cmd" in
+    *" server "*|*" server") ;;
+    *) continue ;;
+  esac
+  case "$cmd" in
+    *"--data-dir $DATA_DIR "*|*"--data-dir=$DATA_DIR "*) ;;
+    *--data-dir*) continue ;;
+    *) [ "$DATA_DIR" = /var/lib/kelp ] || continue ;;
+  esac
+  kill -TERM "$pid" 2>/dev/null
+done
+for _ in $(seq 50); do
+  pgrep -x kelp >/dev/null || break
+  sleep 0.1
+done
+
+# 2. The pods: shims serving kelp's containerd, their containers' processes
+#    (noting each pod's network namespace first), then the shims.
+netns_names=""
+for shim in $(pgrep -f "containerd-shim-runc-v2 .*-address $SOCKET"); do
+  for child in $(pgrep -P "$shim"); do
+    ns=$(ip netns identify "$child" 2>/dev/null)
+    [ -n "$ns" ] && netns_names="$netns_names $ns"
+    kill -KILL "$child" 2>/dev/null
+  done
+done
+for shim in $(pgrep -f "containerd-shim-runc-v2 .*-address $SOCKET"); do
+  kill -KILL "$shim" 2>/dev/null
+done
+
+# 3. kelp's containerd.
+pidfile=$DATA_DIR/agent/containerd/containerd.pid
+if [ -f "$pidfile" ]; then
+  pid=$(cat "$pidfile")
+  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "$DATA_DIR/agent/containerd/config.toml"; then
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+fi
+
+# 4. Mounts kelp's containerd made (rootfs overlays, shm, sandbox files), deepest first.
+awk -v a="$DATA_DIR/agent/" -v b="/run/kelp/" '
+  { p = $2; gsub(/\\040/, " ", p) }
+  index(p, a) == 1 || index(p, b) == 1 { print p }' /proc/self/mounts | sort -r |
+  while read -r m; do umount -l "$m" 2>/dev/null; done
+
+# 5. Pod network namespaces (found above) and their veths.
+for ns in $netns_names; do
+  ip netns delete "$ns" 2>/dev/null
+done
+
+# 6. The bridge, the masquerade chain and the address allocations.
+ip link delete cni0 2>/dev/null
+while iptables -w -t nat -D POSTROUTING -m comment --comment "kelp pod masquerade" -j KELP-POSTROUTING 2>/dev/null; do :; done
+iptables -w -t nat -F KELP-POSTROUTING 2>/dev/null
+iptables -w -t nat -X KELP-POSTROUTING 2>/dev/null
+rm -rf "$DATA_DIR/agent/cni/networks" /run/kelp
+exit 0

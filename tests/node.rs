@@ -1,0 +1,372 @@
+//! End-to-end tests of the node (root: real containerd + runc, real bridge,
+//! veths and iptables): pods run, get addresses from the node's podCIDR,
+//! talk to each other, log, restart, back off, are probed, survive a kelp
+//! restart, and kelp-killall.sh removes everything kelp made.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BUSYBOX, NODE, Server};
+
+fn pod(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 2\n{spec}"
+    )
+}
+
+fn jsonpath(kubectl: &common::Kubectl, pod: &str, path: &str) -> String {
+    kubectl.ok(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
+}
+
+fn wait_ready(kubectl: &common::Kubectl, pod: &str) {
+    kubectl.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{pod}"),
+        "--timeout=90s",
+    ]);
+}
+
+fn http_get(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
+    let mut server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+    let dir = server.path("manifests");
+
+    // A web server pod: Running, with an address from the node's podCIDR.
+    kubectl.apply(&dir, "web.yaml", &pod("web", &format!(
+        "  containers:\n  - name: web\n    image: {BUSYBOX}\n    command: [sh, -c, 'echo hello-from-web > /var/www/index.html; exec httpd -f -p 8080 -h /var/www']\n"
+    )));
+    wait_ready(&kubectl, "web");
+    let cidr = kubectl.ok(&["get", "node", NODE, "-o", "jsonpath={.spec.podCIDR}"]);
+    let ip = jsonpath(&kubectl, "web", "{.status.podIP}");
+    let prefix = cidr.rsplit_once('.').expect("cidr").0;
+    assert!(
+        ip.starts_with(&format!("{prefix}.")),
+        "pod IP {ip} outside the node's podCIDR {cidr}"
+    );
+    assert_eq!(jsonpath(&kubectl, "web", "{.status.phase}"), "Running");
+    assert_eq!(jsonpath(&kubectl, "web", "{.status.hostIP}"), "127.0.0.1");
+
+    // Node to pod, by pod IP.
+    assert_eq!(
+        http_get(&format!("http://{ip}:8080/")).trim(),
+        "hello-from-web"
+    );
+
+    // Pod to pod, by pod IP.
+    kubectl.apply(&dir, "client.yaml", &pod("client", &format!(
+        "  containers:\n  - name: client\n    image: {BUSYBOX}\n    command: [sh, -c, 'until wget -qO- http://{ip}:8080/; do sleep 0.5; done; sleep 3600']\n"
+    )));
+    kubectl.wait_for(&["logs", "client"], 60, |out| {
+        out.contains("hello-from-web")
+    });
+
+    // Two containers of one pod over localhost.
+    kubectl.apply(&dir, "duo.yaml", &pod("duo", &format!(
+        "  containers:\n  - name: server\n    image: {BUSYBOX}\n    command: [sh, -c, 'echo duo-ok > /tmp/index.html; exec httpd -f -p 8081 -h /tmp']\n  - name: caller\n    image: {BUSYBOX}\n    command: [sh, -c, 'until wget -qO- http://127.0.0.1:8081/; do sleep 0.5; done; sleep 3600']\n"
+    )));
+    kubectl.wait_for(&["logs", "duo", "-c", "caller"], 60, |out| {
+        out.contains("duo-ok")
+    });
+    let no_container = kubectl.fails(&["get", "--raw", "/api/v1/namespaces/default/pods/duo/log"]);
+    assert!(
+        no_container.contains(
+            "a container name must be specified for pod duo, choose one of: [server caller]"
+        ),
+        "{no_container}"
+    );
+
+    // The guide's counter pod.
+    kubectl.apply(&dir, "counter.yaml", &pod("counter", &format!(
+        "  containers:\n  - name: count\n    image: {BUSYBOX}\n    args: [/bin/sh, -c, 'i=0; while true; do echo \"$i: $(date)\"; i=$((i+1)); sleep 1; done']\n"
+    )));
+    let logs = kubectl.wait_for(&["logs", "counter"], 60, |out| out.contains("1: "));
+    assert!(logs.starts_with("0: "), "{logs}");
+    let tail = kubectl.ok(&["logs", "counter", "--tail", "1"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    let stamped = kubectl.ok(&["logs", "counter", "--tail", "1", "--timestamps"]);
+    assert!(
+        stamped.starts_with("20") && stamped.contains("Z "),
+        "{stamped}"
+    );
+    let follow = Command::new("timeout")
+        .args(["3", "kubectl", "logs", "-f", "--tail", "1", "counter"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("kubectl logs -f");
+    let followed = String::from_utf8_lossy(&follow.stdout);
+    assert!(
+        followed.lines().count() >= 2,
+        "-f streams new lines: {followed:?}"
+    );
+
+    // The guide's counter with two sidecars tailing files in an emptyDir.
+    let sidecars = format!(
+        "  containers:\n  - name: count\n    image: {BUSYBOX}\n    args: [/bin/sh, -c, 'i=0; while true; do echo \"$i: $(date)\" >> /var/log/1.log; echo \"$(date) INFO $i\" >> /var/log/2.log; i=$((i+1)); sleep 1; done']\n    volumeMounts:\n    - name: varlog\n      mountPath: /var/log\n  - name: count-log-1\n    image: {BUSYBOX}\n    args: [/bin/sh, -c, 'tail -n+1 -F /var/log/1.log']\n    volumeMounts:\n    - name: varlog\n      mountPath: /var/log\n  - name: count-log-2\n    image: {BUSYBOX}\n    args: [/bin/sh, -c, 'tail -n+1 -F /var/log/2.log']\n    volumeMounts:\n    - name: varlog\n      mountPath: /var/log\n  volumes:\n  - name: varlog\n    emptyDir: {{}}\n"
+    );
+    kubectl.apply(&dir, "sidecars.yaml", &pod("counter-sidecars", &sidecars));
+    kubectl.wait_for(&["logs", "counter-sidecars", "count-log-1"], 60, |out| {
+        out.starts_with("0: ")
+    });
+    kubectl.wait_for(
+        &["logs", "counter-sidecars", "-c", "count-log-2"],
+        60,
+        |out| out.contains("INFO 0"),
+    );
+
+    // Log files where upstream puts them.
+    let uid = jsonpath(&kubectl, "counter", "{.metadata.uid}");
+    let log_file = format!("/var/log/pods/default_counter_{uid}/count/0.log");
+    let raw = std::fs::read_to_string(&log_file).expect("CRI log file");
+    assert!(
+        raw.lines()
+            .next()
+            .is_some_and(|l| l.contains(" stdout F 0: ")),
+        "{raw}"
+    );
+
+    // A kelp restart keeps the running pod: same container, IP, restart count.
+    let before = jsonpath(
+        &kubectl,
+        "web",
+        "{.status.containerStatuses[0].containerID} {.status.podIP} {.status.containerStatuses[0].restartCount}",
+    );
+    server.stop();
+    assert_eq!(
+        http_get(&format!("http://{ip}:8080/")).trim(),
+        "hello-from-web",
+        "pods run on while kelp is down"
+    );
+    server.spawn();
+    server.wait_node_ready();
+    // Give the pod worker a sync round after the restart.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = jsonpath(
+        &kubectl,
+        "web",
+        "{.status.containerStatuses[0].containerID} {.status.podIP} {.status.containerStatuses[0].restartCount}",
+    );
+    assert_eq!(before, after);
+    assert_eq!(jsonpath(&kubectl, "web", "{.status.phase}"), "Running");
+
+    // Graceful deletion: the pod is Terminating, then gone, and so are its containers.
+    kubectl.ok(&["delete", "pod", "web", "--wait=false"]);
+    kubectl.wait_for(&["get", "pods", "-o", "name"], 60, |out| {
+        !out.contains("pod/web\n")
+    });
+    assert_eq!(
+        http_get(&format!("http://{ip}:8080/")),
+        "",
+        "web's container is gone"
+    );
+}
+
+#[test]
+fn failing_containers_back_off_and_probes_restart_and_unready_them() {
+    let server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+    let dir = server.path("manifests");
+
+    kubectl.apply(&dir, "crash.yaml", &pod("crash", &format!(
+        "  containers:\n  - name: crash\n    image: {BUSYBOX}\n    command: [sh, -c, 'echo crashed-at-$(date +%s); exit 3']\n"
+    )));
+    kubectl.apply(&dir, "live.yaml", &pod("live", &format!(
+        "  containers:\n  - name: live\n    image: {BUSYBOX}\n    command: [sh, -c, 'touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600']\n    livenessProbe:\n      exec:\n        command: [cat, /tmp/healthy]\n      periodSeconds: 1\n      failureThreshold: 2\n"
+    )));
+    kubectl.apply(&dir, "ready.yaml", &pod("ready", &format!(
+        "  containers:\n  - name: ready\n    image: {BUSYBOX}\n    command: [sh, -c, 'touch /tmp/ready; sleep 6; rm /tmp/ready; sleep 3600']\n    readinessProbe:\n      exec:\n        command: [cat, /tmp/ready]\n      periodSeconds: 1\n      failureThreshold: 1\n"
+    )));
+
+    // A crashing container: restarted, then CrashLoopBackOff, with its last state.
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+        ],
+        60,
+        |r| r == "CrashLoopBackOff",
+    );
+    assert_eq!(
+        jsonpath(
+            &kubectl,
+            "crash",
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "3"
+    );
+    let restarts: u32 = jsonpath(
+        &kubectl,
+        "crash",
+        "{.status.containerStatuses[0].restartCount}",
+    )
+    .parse()
+    .expect("count");
+    assert!(restarts >= 1);
+    let table = kubectl.ok(&["get", "pod", "crash"]);
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+    let previous = kubectl.ok(&["logs", "crash", "--previous"]);
+    assert!(previous.starts_with("crashed-at-"), "{previous}");
+
+    // The readiness probe passes, then fails: Ready turns False, no restart.
+    wait_ready(&kubectl, "ready");
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "ready",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        60,
+        |s| s == "False",
+    );
+    assert_eq!(
+        jsonpath(
+            &kubectl,
+            "ready",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+    assert_eq!(jsonpath(&kubectl, "ready", "{.status.phase}"), "Running");
+
+    // The liveness probe fails: the container is restarted.
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "live",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        60,
+        |c| c.parse::<u32>().unwrap_or(0) >= 1,
+    );
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=live",
+    ]);
+    assert!(events.contains("failed liveness probe"), "{events}");
+}
+
+fn netns_list() -> String {
+    String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns")
+            .stdout,
+    )
+    .into_owned()
+}
+
+#[test]
+fn pods_deleted_while_the_node_was_down_are_torn_down_and_killall_leaves_nothing() {
+    let netns_before = netns_list();
+    let data_dir;
+    {
+        let mut server = Server::start_node(&[]);
+        data_dir = server.path("data");
+        let kubectl = server.kubectl("kubectl");
+        let dir = server.path("manifests");
+        for name in ["keep", "gone"] {
+            kubectl.apply(&dir, &format!("{name}.yaml"), &pod(name, &format!(
+                "  containers:\n  - name: c\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n"
+            )));
+        }
+        wait_ready(&kubectl, "keep");
+        wait_ready(&kubectl, "gone");
+        let gone_ip = jsonpath(&kubectl, "gone", "{.status.podIP}");
+
+        // Delete `gone` while no node runs (the API alone, force: grace 0).
+        server.stop();
+        let node_args = server.args.clone();
+        server.args.clear();
+        server.node = false;
+        server.spawn();
+        kubectl.ok(&["delete", "pod", "gone", "--grace-period=0", "--force"]);
+        server.stop();
+        server.args = node_args;
+        server.node = true;
+        server.spawn();
+        server.wait_node_ready();
+        let out = Command::new("ping")
+            .args(["-c", "1", "-W", "1", &gone_ip])
+            .output()
+            .expect("ping");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut alive = out.status.success();
+        while alive && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            alive = Command::new("ping")
+                .args(["-c", "1", "-W", "1", &gone_ip])
+                .output()
+                .expect("ping")
+                .status
+                .success();
+        }
+        assert!(
+            !alive,
+            "the sandbox of the pod deleted while the node was down is gone"
+        );
+        assert_eq!(jsonpath(&kubectl, "keep", "{.status.phase}"), "Running");
+    }
+    // Dropping the server ran kelp-killall.sh.
+    let shims = Command::new("pgrep")
+        .args([
+            "-f",
+            "containerd-shim-runc-v2 .*-address /run/kelp/containerd",
+        ])
+        .output()
+        .expect("pgrep");
+    assert!(
+        shims.stdout.is_empty(),
+        "shims left: {}",
+        String::from_utf8_lossy(&shims.stdout)
+    );
+    let kelp = Command::new("pgrep")
+        .args(["-x", "kelp"])
+        .output()
+        .expect("pgrep");
+    assert!(kelp.stdout.is_empty(), "kelp left running");
+    assert_eq!(netns_list(), netns_before, "pod network namespaces left");
+    let links = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-br", "link"])
+            .output()
+            .expect("ip link")
+            .stdout,
+    )
+    .into_owned();
+    assert!(!links.contains("cni0"), "bridge left: {links}");
+    let nat = String::from_utf8_lossy(
+        &Command::new("iptables")
+            .args(["-w", "-t", "nat", "-S"])
+            .output()
+            .expect("iptables")
+            .stdout,
+    )
+    .into_owned();
+    assert!(!nat.contains("KELP"), "chains left: {nat}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(
+        !mounts.contains(&*data_dir.to_string_lossy()),
+        "mounts left under the data dir"
+    );
+    assert!(!mounts.contains("/run/kelp"), "mounts left under /run/kelp");
+}
