@@ -16,102 +16,19 @@ use tokio_rustls::TlsConnector;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::Server;
+use support::{Client, ms, percentile, rss_kib, tls_connector};
 
 const OBJECTS: usize = 10_000;
 const CLIENTS: usize = 16;
 const WATCHERS: usize = 100;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// One keep-alive HTTPS/1.1 connection authenticated with the admin certificate.
-struct Client {
-    sender: SendRequest<Full<Bytes>>,
-}
-
-impl Client {
-    async fn connect(tls: &TlsConnector, port: u16) -> Self {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        tcp.set_nodelay(true).expect("nodelay");
-        let stream = tls
-            .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await
-            .expect("tls");
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("handshake");
-        tokio::spawn(conn);
-        Self { sender }
-    }
-
-    async fn request(&mut self, method: &str, path: &str, body: Option<String>) -> (u16, Bytes) {
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("request");
-        self.sender.ready().await.expect("connection ready");
-        let response = self.sender.send_request(req).await.expect("send");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, body)
-    }
-}
-
-fn tls_connector(server: &Server) -> TlsConnector {
-    let (ca, cert, key) = server.admin_credentials();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut ca.as_slice()) {
-        roots.add(ca.expect("ca")).expect("root");
-    }
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert.as_slice())
-        .collect::<Result<_, _>>()
-        .expect("cert");
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_slice())
-        .expect("key")
-        .expect("key");
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client auth");
-    TlsConnector::from(Arc::new(config))
-}
-
 fn configmap(name: &str) -> String {
     format!(
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"bench":"yes"}}}},"data":{{"key":"value-{name}"}}}}"#
     )
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";

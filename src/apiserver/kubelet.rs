@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::ApiState;
 use super::handlers::{Request, load};
+use super::request::ResourcePath;
 use crate::api::ApiError;
 use crate::pki::ClusterPki;
 
@@ -107,6 +108,19 @@ async fn kubelet_get(
     node: &str,
     path: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+    let request = hyper::Request::get(path)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    kubelet_request(state, node, request).await
+}
+
+/// Sends `request` to the node's kubelet on a fresh connection (which stays
+/// usable for an upgrade).
+async fn kubelet_request(
+    state: &ApiState,
+    node: &str,
+    mut request: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
     let tls = state.kubelet_tls.clone().ok_or_else(|| {
         ApiError::ServiceUnavailable("this server does not reach kubelets".into())
     })?;
@@ -126,12 +140,12 @@ async fn kubelet_get(
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     tokio::spawn(async move {
-        let _ = connection.await;
+        let _ = connection.with_upgrades().await;
     });
-    let request = hyper::Request::get(path)
-        .header(header::HOST, format!("{host}:{port}"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let host_header = format!("{host}:{port}")
+        .parse()
+        .map_err(|_| ApiError::Internal("kubelet address".into()))?;
+    request.headers_mut().insert(header::HOST, host_header);
     sender
         .send_request(request)
         .await
@@ -190,6 +204,139 @@ pub async fn pod_log(state: &ApiState, req: &Request) -> Result<Response, ApiErr
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::new(response.into_body()))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Whether the path is a streaming pod subresource.
+pub fn is_stream(path: &ResourcePath) -> bool {
+    path.group.is_empty()
+        && path.resource == "pods"
+        && path.name.is_some()
+        && matches!(
+            path.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward")
+        )
+}
+
+/// Headers of the upgrade handshake passed between client and kubelet.
+const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+    "sec-websocket-extensions",
+    "x-stream-protocol-version",
+];
+
+/// The kubelet path for a streaming request (upstream's names: `input`,
+/// `output`, `error` for the stdio switches).
+fn kubelet_stream_path(path: &ResourcePath, container: &str, query: Option<&str>) -> String {
+    let namespace = path.namespace.as_deref().unwrap_or_default();
+    let pod = path.name.as_deref().unwrap_or_default();
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let key = match k.as_ref() {
+            "stdin" => "input",
+            "stdout" => "output",
+            "stderr" => "error",
+            "container" => continue,
+            other => other,
+        };
+        out.append_pair(key, &v);
+    }
+    let query = out.finish();
+    match path.subresource.as_deref() {
+        Some("portforward") => format!("/portForward/{namespace}/{pod}?{query}"),
+        Some(kind) => format!("/{kind}/{namespace}/{pod}/{container}?{query}"),
+        None => String::new(),
+    }
+}
+
+/// Relays an exec, attach or port-forward request to the pod's kubelet: the
+/// handshake goes through, then bytes flow both ways until either side closes.
+pub async fn stream(
+    state: &ApiState,
+    user: crate::apiserver::authn::User,
+    path: ResourcePath,
+    parts: &axum::http::request::Parts,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response, ApiError> {
+    let rt = state
+        .registry
+        .lookup("", "v1", "pods")
+        .ok_or_else(|| ApiError::Internal("pods are not served".into()))?;
+    let req = Request {
+        rt,
+        path: path.clone(),
+        query: crate::apiserver::request::Query::parse(parts.uri.query()),
+        headers: parts.headers.clone(),
+        user,
+    };
+    let (pod, _) = load(state, &req).await?;
+    let container = if path.subresource.as_deref() == Some("portforward") {
+        String::new()
+    } else {
+        container_of(&pod, req.name(), req.query.get("container"))?
+    };
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {} does not have a host assigned",
+            req.name()
+        )));
+    }
+    if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
+        return Err(ApiError::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let mut request = hyper::Request::builder()
+        .method(parts.method.clone())
+        .uri(kubelet_stream_path(&path, &container, parts.uri.query()));
+    for name in UPGRADE_HEADERS {
+        for value in parts.headers.get_all(*name) {
+            request = request.header(*name, value);
+        }
+    }
+    let request = request
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = kubelet_request(state, node, request).await?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message = String::from_utf8_lossy(&body).trim().to_string();
+        return Err(match status {
+            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(message),
+            _ => ApiError::Internal(format!("kubelet answered {status}: {message}")),
+        });
+    }
+    let client =
+        upgrade.ok_or_else(|| ApiError::bad_request("this request must be an HTTP/1.1 upgrade"))?;
+    let mut reply = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    for name in UPGRADE_HEADERS {
+        for value in response.headers().get_all(*name) {
+            reply = reply.header(*name, value);
+        }
+    }
+    let kubelet = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(kubelet)) = (client.await, kubelet.await) else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut kubelet = TokioIo::new(kubelet);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+    });
+    reply
+        .body(Body::empty())
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -138,11 +138,23 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 async fn resource(
     State(state): State<Arc<ApiState>>,
     axum::Extension(user): axum::Extension<authn::User>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Body,
+    req: axum::extract::Request,
 ) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let (method, uri, headers) = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.headers.clone(),
+    );
+    if let Some(path) = request::parse_path(uri.path())
+        && kubelet::is_stream(&path)
+    {
+        // exec, attach, port-forward: an upgraded connection relayed to the kubelet.
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        return kubelet::stream(&state, user, path, &parts, upgrade)
+            .await
+            .unwrap_or_else(|e| e.into_response());
+    }
     let body = match body::read_limited(body).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),

@@ -6,6 +6,7 @@ pub mod container;
 pub mod containerd;
 pub mod cri;
 pub mod events;
+pub mod exec;
 pub mod images;
 pub mod logs;
 pub mod node;
@@ -14,6 +15,7 @@ pub mod pods;
 pub mod probes;
 pub mod server;
 pub mod status;
+pub mod streaming;
 pub mod volumes;
 pub mod worker;
 
@@ -100,6 +102,7 @@ pub async fn start(
         "pause image ready"
     );
     import_image_dir(&importer, &agent_dir).await;
+    let channel_for_exec = channel.clone();
     let cri = cri::Cri::new(channel);
 
     let nodes: Api<Node> = Api::all(client.clone());
@@ -153,7 +156,10 @@ pub async fn start(
         config.log_max_files,
     ));
 
-    let kubelet = server::router(Arc::new(server::KubeletApi { cri }));
+    let kubelet = server::router(Arc::new(server::KubeletApi {
+        cri,
+        containerd: channel_for_exec,
+    }));
     let addr = format!("0.0.0.0:{}", server::PORT);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

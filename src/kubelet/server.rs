@@ -1,6 +1,5 @@
 //! The kubelet API on port 10250 (HTTPS; callers present a client
-//! certificate from the cluster CA): container logs now; exec, attach and
-//! port-forward are answered 501 until they are built.
+//! certificate from the cluster CA): container logs and exec.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,9 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::mpsc;
 
+use axum::extract::FromRequestParts;
+use axum::extract::ws::WebSocketUpgrade;
+
 use super::container::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE};
 use super::cri::{Cri, api};
+use super::exec::{ExecOptions, ExecProcess, error_status};
 use super::logs::{self, LogOptions};
+use super::streaming;
 use crate::apiserver::authn::ConnectionIdentity;
 
 /// The kubelet's port (upstream's).
@@ -26,6 +30,8 @@ pub const PORT: i32 = 10250;
 pub struct KubeletApi {
     /// The runtime.
     pub cri: Cri,
+    /// containerd's API (exec runs through its task service).
+    pub containerd: tonic::transport::Channel,
 }
 
 /// The 10250 router.
@@ -36,6 +42,7 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
         .layer(axum::middleware::from_fn(require_client_certificate))
         .with_state(state)
@@ -169,4 +176,73 @@ async fn container_logs(
         .header("content-type", "text/plain")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Exec options from the query: upstream's kubelet names (`input`, `output`,
+/// `error`) or the API's (`stdin`, `stdout`, `stderr`), repeated `command`.
+pub fn exec_options(query: &str) -> ExecOptions {
+    let mut options = ExecOptions::default();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let on = v == "1" || v == "true";
+        match k.as_ref() {
+            "command" => options.command.push(v.into_owned()),
+            "input" | "stdin" => options.stdin = on,
+            "output" | "stdout" => options.stdout = on,
+            "error" | "stderr" => options.stderr = on,
+            "tty" => options.tty = on,
+            _ => {}
+        }
+    }
+    options
+}
+
+async fn exec(
+    State(state): State<Arc<KubeletApi>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let options = exec_options(req.uri().query().unwrap_or_default());
+    let running = attempts(&state.cri, &namespace, &pod, &container)
+        .await
+        .into_iter()
+        .find(|c| c.state == api::ContainerState::ContainerRunning as i32);
+    let Some(target) = running else {
+        return bad_request(format!("container {container} is not running in pod {pod}"));
+    };
+    let (mut parts, _body) = req.into_parts();
+    let websocket = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if websocket {
+        let offered = parts
+            .headers
+            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(str::trim))
+            .any(|p| p == streaming::V5);
+        if !offered {
+            return bad_request(format!(
+                "the websocket protocol {} is required",
+                streaming::V5
+            ));
+        }
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(u) => u.protocols([streaming::V5]),
+            Err(e) => return e.into_response(),
+        };
+        let channel = state.containerd.clone();
+        return upgrade.on_upgrade(move |socket| async move {
+            match ExecProcess::start(&channel, &target.id, &options).await {
+                Ok(process) => streaming::exec_websocket(socket, process, options.command).await,
+                Err(e) => streaming::fail_websocket(socket, error_status(&format!("{e:#}"))).await,
+            }
+        });
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        "exec needs a WebSocket (v5.channel.k8s.io) or SPDY/3.1 upgrade\n",
+    )
+        .into_response()
 }

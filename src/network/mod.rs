@@ -8,3 +8,4 @@ pub mod cni;
 pub mod host;
 pub mod ipam;
 pub mod masquerade;
+pub mod netns;
