@@ -720,7 +720,12 @@ fn runtime_files(exe: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
         .collect();
     libs.sort();
     libs.dedup();
-    Ok((elf_interpreter(&std::fs::read(exe)?), libs))
+    // The program headers and the interpreter path sit at the start of the file.
+    let mut head = Vec::with_capacity(64 * 1024);
+    std::fs::File::open(exe)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    Ok((elf_interpreter(&head), libs))
 }
 
 /// PT_INTERP of an ELF file (32- or 64-bit, little-endian).

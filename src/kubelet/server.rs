@@ -1,5 +1,5 @@
 //! The kubelet API on port 10250 (HTTPS; callers present a client
-//! certificate from the cluster CA): container logs and exec.
+//! certificate from the cluster CA): container logs, exec and port-forward.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use super::cri::{Cri, api};
 use super::exec::{ExecOptions, ExecProcess, error_status};
 use super::logs::{self, LogOptions};
 use super::streaming;
+use super::{portforward, spdy};
 use crate::apiserver::authn::ConnectionIdentity;
 
 /// The kubelet's port (upstream's).
@@ -43,6 +44,10 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
             get(container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(port_forward).post(port_forward),
+        )
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
         .layer(axum::middleware::from_fn(require_client_certificate))
         .with_state(state)
@@ -240,9 +245,145 @@ async fn exec(
             }
         });
     }
-    (
-        StatusCode::BAD_REQUEST,
-        "exec needs a WebSocket (v5.channel.k8s.io) or SPDY/3.1 upgrade\n",
-    )
-        .into_response()
+    let spdy = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"SPDY/3.1"));
+    if !spdy {
+        return bad_request(
+            "exec needs a WebSocket (v5.channel.k8s.io) or SPDY/3.1 upgrade".into(),
+        );
+    }
+    let versions: Vec<&str> = parts
+        .headers
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim))
+        .collect();
+    if !versions.contains(&streaming::SPDY_V4) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "no supported protocol among {versions:?}; kelp speaks {}\n",
+                streaming::SPDY_V4
+            ),
+        )
+            .into_response();
+    }
+    let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return bad_request("this request must be an HTTP/1.1 upgrade".into());
+    };
+    let channel = state.containerd.clone();
+    tokio::spawn(async move {
+        if let Ok(io) = upgrade.await {
+            let session = spdy::Session::serve(hyper_util::rt::TokioIo::new(io));
+            streaming::exec_spdy(session, channel, target.id, options).await;
+        }
+    });
+    spdy_switch(streaming::SPDY_V4)
+}
+
+/// The 101 answer that turns the connection into a SPDY/3.1 session.
+fn spdy_switch(protocol: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "Upgrade")
+        .header(axum::http::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", protocol)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The network namespace of the pod's running sandbox.
+async fn pod_netns(state: &KubeletApi, namespace: &str, pod: &str) -> Option<std::path::PathBuf> {
+    let mut runtime = state.cri.runtime.clone();
+    let filter = api::PodSandboxFilter {
+        state: Some(api::PodSandboxStateValue {
+            state: api::PodSandboxState::SandboxReady as i32,
+        }),
+        label_selector: HashMap::from([
+            (POD_NAMESPACE.to_string(), namespace.to_string()),
+            (POD_NAME.to_string(), pod.to_string()),
+        ]),
+        ..Default::default()
+    };
+    let sandbox = runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest {
+            filter: Some(filter),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .items
+        .into_iter()
+        .max_by_key(|s| s.created_at)?;
+    let mut tasks =
+        containerd_client::services::v1::tasks_client::TasksClient::new(state.containerd.clone());
+    let task = tasks
+        .get(super::containerd::namespaced(
+            containerd_client::services::v1::GetRequest {
+                container_id: sandbox.id,
+                exec_id: String::new(),
+            },
+        ))
+        .await
+        .ok()?
+        .into_inner()
+        .process?;
+    Some(crate::network::netns::of_process(task.pid))
+}
+
+async fn port_forward(
+    State(state): State<Arc<KubeletApi>>,
+    Path((namespace, pod)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let Some(netns) = pod_netns(&state, &namespace, &pod).await else {
+        return bad_request(format!("pod {pod} has no running sandbox"));
+    };
+    let (mut parts, _body) = req.into_parts();
+    let upgrade_to = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|u| u.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let pod_name = format!("{namespace}/{pod}");
+    if upgrade_to == "websocket" {
+        let offered = parts
+            .headers
+            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(str::trim))
+            .any(|p| p == portforward::TUNNEL_PROTOCOL);
+        if !offered {
+            return bad_request(format!(
+                "the websocket protocol {} is required",
+                portforward::TUNNEL_PROTOCOL
+            ));
+        }
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(u) => u.protocols([portforward::TUNNEL_PROTOCOL]),
+            Err(e) => return e.into_response(),
+        };
+        return upgrade.on_upgrade(move |socket| async move {
+            let session = spdy::Session::serve(portforward::tunnel(socket));
+            portforward::serve(session, netns, pod_name).await;
+        });
+    }
+    if upgrade_to != "spdy/3.1" {
+        return bad_request("port-forward needs a SPDY/3.1 or WebSocket upgrade".into());
+    }
+    let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return bad_request("this request must be an HTTP/1.1 upgrade".into());
+    };
+    tokio::spawn(async move {
+        if let Ok(io) = upgrade.await {
+            let session = spdy::Session::serve(hyper_util::rt::TokioIo::new(io));
+            portforward::serve(session, netns, pod_name).await;
+        }
+    });
+    spdy_switch(portforward::PROTOCOL)
 }

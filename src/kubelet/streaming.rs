@@ -1,8 +1,8 @@
 //! Remote command streams of `kubectl exec`: the WebSocket protocol
 //! `v5.channel.k8s.io` (one binary message per chunk, first byte the channel:
 //! 0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize, 255 close) and, over
-//! SPDY (see spdy.rs), `v4.channel.k8s.io` (one stream per channel). Both end
-//! with a metav1.Status carrying the exit code.
+//! SPDY (see spdy.rs), `v4.channel.k8s.io` (one stream per channel, kubectl's
+//! fallback). Both end with a metav1.Status carrying the exit code.
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
@@ -11,7 +11,8 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::exec::{ExecProcess, exit_status};
+use super::exec::{ExecOptions, ExecProcess, error_status, exit_status};
+use super::spdy::{Session, Stream, StreamWriter};
 
 /// The WebSocket subprotocol kelp speaks for exec and attach.
 pub const V5: &str = "v5.channel.k8s.io";
@@ -146,6 +147,151 @@ pub async fn fail_websocket(socket: WebSocket, status: Value) {
     frame.extend_from_slice(&serde_json::to_vec(&status).unwrap_or_default());
     let _ = sink.send(Message::Binary(frame.into())).await;
     let _ = sink.send(normal_close()).await;
+}
+
+/// The remotecommand protocol kelp chooses over SPDY.
+pub const SPDY_V4: &str = "v4.channel.k8s.io";
+
+/// Copies a pipe into a SPDY stream, then ends the stream.
+async fn pipe_to_stream(mut pipe: tokio::net::unix::pipe::Receiver, writer: StreamWriter) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !writer.send(&buf[..n]).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Collects the streams kubectl opens for a remote command (error first,
+/// then stdin, stdout, stderr, resize as requested), by `streamtype`.
+async fn remotecommand_streams(
+    session: &mut Session,
+    options: &ExecOptions,
+) -> Option<std::collections::HashMap<String, Stream>> {
+    let expected = 1
+        + usize::from(options.stdin)
+        + usize::from(options.stdout || options.tty)
+        + usize::from(options.stderr && !options.tty)
+        + usize::from(options.tty);
+    let mut streams = std::collections::HashMap::new();
+    let deadline = tokio::time::sleep(std::time::Duration::from_secs(30));
+    tokio::pin!(deadline);
+    while streams.len() < expected {
+        tokio::select! {
+            stream = session.streams.recv() => {
+                let stream = stream?;
+                let kind = stream.headers.get("streamtype").cloned().unwrap_or_default();
+                streams.insert(kind, stream);
+            }
+            _ = &mut deadline => return None,
+        }
+    }
+    Some(streams)
+}
+
+/// Runs an exec session over SPDY (remotecommand v4).
+pub async fn exec_spdy(
+    mut session: Session,
+    channel: tonic::transport::Channel,
+    container_id: String,
+    options: ExecOptions,
+) {
+    let Some(mut streams) = remotecommand_streams(&mut session, &options).await else {
+        session.close().await;
+        return;
+    };
+    let Some(error) = streams.remove("error") else {
+        session.close().await;
+        return;
+    };
+    let finish_all = |streams: &std::collections::HashMap<String, Stream>| {
+        streams
+            .values()
+            .map(|s| s.writer.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut process = match ExecProcess::start(&channel, &container_id, &options).await {
+        Ok(p) => p,
+        Err(e) => {
+            let status = error_status(&format!("{e:#}"));
+            error
+                .writer
+                .send(&serde_json::to_vec(&status).unwrap_or_default())
+                .await;
+            error.writer.finish().await;
+            for w in finish_all(&streams) {
+                w.finish().await;
+            }
+            session.close().await;
+            return;
+        }
+    };
+    let mut tasks = Vec::new();
+    if let (Some(out), Some(stream)) = (process.stdout.take(), streams.get("stdout")) {
+        tasks.push(tokio::spawn(pipe_to_stream(out, stream.writer.clone())));
+    }
+    if let (Some(err), Some(stream)) = (process.stderr.take(), streams.get("stderr")) {
+        tasks.push(tokio::spawn(pipe_to_stream(err, stream.writer.clone())));
+    }
+    let mut stdin_stream = streams.remove("stdin");
+    let mut resize_stream = streams.remove("resize");
+    let exit = process.wait();
+    tokio::pin!(exit);
+    let code = loop {
+        tokio::select! {
+            code = &mut exit => break code.unwrap_or(255),
+            data = async { stdin_stream.as_mut()?.incoming.recv().await }, if stdin_stream.is_some() => {
+                match (data, process.stdin.as_mut()) {
+                    (Some(data), Some(stdin)) => {
+                        use tokio::io::AsyncWriteExt;
+                        if stdin.write_all(&data).await.is_err() {
+                            process.close_stdin().await;
+                        }
+                    }
+                    _ => {
+                        stdin_stream = None;
+                        process.close_stdin().await;
+                    }
+                }
+            }
+            data = async { resize_stream.as_mut()?.incoming.recv().await }, if resize_stream.is_some() => {
+                match data {
+                    Some(data) => {
+                        // One JSON object per resize event; they may arrive together.
+                        let sizes: Vec<(u32, u32)> = serde_json::Deserializer::from_slice(&data)
+                            .into_iter::<Value>()
+                            .flatten()
+                            .filter_map(|e| Some((e["Width"].as_u64()? as u32, e["Height"].as_u64()? as u32)))
+                            .collect();
+                        for (w, h) in sizes {
+                            process.resize(w, h).await;
+                        }
+                    }
+                    None => resize_stream = None,
+                }
+            }
+        }
+    };
+    // Output written before the exit still drains to the client.
+    for task in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
+    let status = exit_status(&options.command, code);
+    error
+        .writer
+        .send(&serde_json::to_vec(&status).unwrap_or_default())
+        .await;
+    error.writer.finish().await;
+    for w in finish_all(&streams) {
+        w.finish().await;
+    }
+    process.cleanup().await;
+    session.close().await;
 }
 
 #[cfg(test)]
