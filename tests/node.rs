@@ -135,6 +135,85 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
         "{raw}"
     );
 
+    // kubectl exec, over WebSocket (v5) and over the SPDY fallback: output,
+    // stdin, and exit codes.
+    for websockets in ["true", "false"] {
+        let exec = |args: &[&str], stdin: Option<&str>| {
+            let mut cmd = kubectl.command();
+            cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+                .args(args);
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().expect("kubectl exec");
+            if let Some(input) = stdin {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(input.as_bytes())
+                    .expect("write stdin");
+            } else {
+                drop(child.stdin.take());
+            }
+            child.wait_with_output().expect("kubectl exec output")
+        };
+        let ok = exec(&["exec", "web", "--", "sh", "-c", "echo ok"], None);
+        assert!(
+            ok.status.success(),
+            "websockets={websockets}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+        let failed = exec(
+            &["exec", "web", "--", "sh", "-c", "echo oops >&2; exit 3"],
+            None,
+        );
+        assert_eq!(failed.status.code(), Some(3), "websockets={websockets}");
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            stderr.contains("oops") && stderr.contains("command terminated with exit code 3"),
+            "{stderr}"
+        );
+        let echoed = exec(
+            &["exec", "-i", "web", "--", "sh", "-c", "tr a-z A-Z"],
+            Some("piped input\n"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&echoed.stdout),
+            "PIPED INPUT\n",
+            "websockets={websockets}"
+        );
+    }
+
+    // kubectl port-forward, tunnelled in a WebSocket and over plain SPDY.
+    for (websockets, local) in [("true", "18480"), ("false", "18481")] {
+        let mut forward = kubectl
+            .command()
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+            .args(["port-forward", "pod/web", &format!("{local}:8080")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl port-forward");
+        let mut body = String::new();
+        for _ in 0..50 {
+            body = http_get(&format!("http://127.0.0.1:{local}/"));
+            if !body.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let _ = forward.kill();
+        let _ = forward.wait();
+        assert_eq!(
+            body.trim(),
+            "hello-from-web",
+            "port-forward, websockets={websockets}"
+        );
+    }
+
     // A kelp restart keeps the running pod: same container, IP, restart count.
     let before = jsonpath(
         &kubectl,
