@@ -1,6 +1,8 @@
 #!/bin/sh
-# Builds the OCI-layout image tarballs the tests use, from Debian's busybox-static:
-#   kelp.test/busybox:1   /bin/busybox and its applets (sh, httpd, nc, wget, sleep, ...)
+# Builds the image tarballs the tests use, from Debian's busybox-static:
+#   busybox.tar          OCI layout,     kelp.test/busybox:1
+#   busybox-docker.tar   docker-archive, kelp.test/busybox-docker:1 (same content)
+# Both hold /bin/busybox and its applets (sh, httpd, nc, wget, sleep, ...).
 # Usage: scripts/build-test-images.sh [OUT_DIR]   (default: target/test-images)
 # The tarballs are reproducible (fixed mtimes, owners and order), so rebuilding
 # gives the same image digest.
@@ -57,3 +59,13 @@ printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"
   "$manifest" "$manifest_size" "$name" > "$layout/index.json"
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$layout" -cf "$out/busybox.tar" .
 echo "$out/busybox.tar  $name  sha256:$manifest"
+
+# The same image as `docker save` writes it (manifest.json, <id>/layer.tar).
+docker=$work/docker
+mkdir -p "$docker/$layer"
+cp "$layout/blobs/sha256/$layer" "$docker/$layer/layer.tar"
+cp "$layout/blobs/sha256/$config" "$docker/$config.json"
+printf '[{"Config":"%s.json","RepoTags":["kelp.test/busybox-docker:1"],"Layers":["%s/layer.tar"]}]' \
+  "$config" "$layer" > "$docker/manifest.json"
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$docker" -cf "$out/busybox-docker.tar" .
+echo "$out/busybox-docker.tar  kelp.test/busybox-docker:1"

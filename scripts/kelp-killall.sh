@@ -2,7 +2,7 @@
 # Stops kelp and everything it started on this host: the kelp server, its
 # supervised containerd, every pod (shims and their processes), and removes
 # what kelp made: pod network namespaces, mounts under the data dir and
-# /run/kelp, the cni0 bridge, the KELP-* iptables chains and the CNI address
+# /run/kelp, the cni0 bridge, the KELP-* iptables chains (masquerade, hostPort) and the CNI address
 # allocations. Touches nothing that belongs to another containerd or runtime.
 #
 #   KELP_DATA_DIR   data dir of the kelp to stop (default /var/lib/kelp)
@@ -71,7 +71,12 @@ done
 # 6. The bridge, the masquerade chain and the address allocations.
 ip link delete cni0 2>/dev/null
 while iptables -w -t nat -D POSTROUTING -m comment --comment "kelp pod masquerade" -j KELP-POSTROUTING 2>/dev/null; do :; done
-iptables -w -t nat -F KELP-POSTROUTING 2>/dev/null
-iptables -w -t nat -X KELP-POSTROUTING 2>/dev/null
+for chain in PREROUTING OUTPUT; do
+  while iptables -w -t nat -D "$chain" -m addrtype --dst-type LOCAL -m comment --comment "kelp hostports" -j KELP-HOSTPORTS 2>/dev/null; do :; done
+done
+for chain in KELP-POSTROUTING KELP-HOSTPORTS; do
+  iptables -w -t nat -F "$chain" 2>/dev/null
+  iptables -w -t nat -X "$chain" 2>/dev/null
+done
 rm -rf "$DATA_DIR/agent/cni/networks" /run/kelp
 exit 0

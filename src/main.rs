@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => cli::server::run(*args),
         Command::Kubectl { args } => cli::server::kubectl(&args),
+        Command::Images { command } => cli::images::run(command),
         Command::Version => {
             println!(
                 "kelp version v{} ({})",

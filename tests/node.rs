@@ -256,8 +256,24 @@ fn failing_containers_back_off_and_probes_restart_and_unready_them() {
     let kubectl = server.kubectl("kubectl");
     let dir = server.path("manifests");
 
+    // `kelp images import` loads a docker-archive tarball; the crashing pod runs it.
+    let import = Command::new(common::kelp_bin())
+        .args(["images", "import", "--data-dir"])
+        .arg(server.path("data"))
+        .arg(common::test_images_dir().join("busybox-docker.tar"))
+        .output()
+        .expect("kelp images import");
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&import.stdout),
+        "imported kelp.test/busybox-docker:1\n"
+    );
     kubectl.apply(&dir, "crash.yaml", &pod("crash", &format!(
-        "  containers:\n  - name: crash\n    image: {BUSYBOX}\n    command: [sh, -c, 'echo crashed-at-$(date +%s); exit 3']\n"
+        "  containers:\n  - name: crash\n    image: kelp.test/busybox-docker:1\n    imagePullPolicy: Never\n    command: [sh, -c, 'echo crashed-at-$(date +%s); exit 3']\n"
     )));
     kubectl.apply(&dir, "live.yaml", &pod("live", &format!(
         "  containers:\n  - name: live\n    image: {BUSYBOX}\n    command: [sh, -c, 'touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600']\n    livenessProbe:\n      exec:\n        command: [cat, /tmp/healthy]\n      periodSeconds: 1\n      failureThreshold: 2\n"
@@ -368,8 +384,26 @@ fn pods_deleted_while_the_node_was_down_are_torn_down_and_killall_leaves_nothing
                 "  containers:\n  - name: c\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n"
             )));
         }
+        // hostPort (DNAT from the node) and hostNetwork (the node's address).
+        kubectl.apply(&dir, "ports.yaml", &pod("ports", &format!(
+            "  containers:\n  - name: web\n    image: {BUSYBOX}\n    command: [sh, -c, 'echo via-hostport > /tmp/index.html; exec httpd -f -p 8080 -h /tmp']\n    ports:\n    - containerPort: 8080\n      hostPort: 18090\n"
+        )));
+        kubectl.apply(&dir, "hostnet.yaml", &pod("hostnet", &format!(
+            "  hostNetwork: true\n  containers:\n  - name: web\n    image: {BUSYBOX}\n    command: [sh, -c, 'echo via-host-network > /tmp/index.html; exec httpd -f -p 18091 -h /tmp']\n"
+        )));
         wait_ready(&kubectl, "keep");
         wait_ready(&kubectl, "gone");
+        wait_ready(&kubectl, "ports");
+        wait_ready(&kubectl, "hostnet");
+        assert_eq!(http_get("http://127.0.0.1:18090/").trim(), "via-hostport");
+        assert_eq!(
+            jsonpath(&kubectl, "hostnet", "{.status.podIP}"),
+            "127.0.0.1"
+        );
+        assert_eq!(
+            http_get("http://127.0.0.1:18091/").trim(),
+            "via-host-network"
+        );
         let gone_ip = jsonpath(&kubectl, "gone", "{.status.podIP}");
 
         // Delete `gone` while no node runs (the API alone, force: grace 0).

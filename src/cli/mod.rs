@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, and the config-file merge
 //! (flag > `KELP_<FLAG>` environment > `/etc/kelp/config.yaml`).
 
+pub mod images;
 pub mod server;
 
 use std::path::PathBuf;
@@ -19,8 +20,14 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the control plane (and, later, the local node).
+    /// Run the control plane and the local node.
     Server(Box<ServerArgs>),
+    /// Manage the node's images.
+    Images {
+        /// What to do.
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
     /// Run kubectl against this cluster's admin kubeconfig.
     Kubectl {
         /// Arguments passed to kubectl.
@@ -29,6 +36,23 @@ pub enum Command {
     },
     /// Print version information.
     Version,
+}
+
+/// `kelp images` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Load docker-archive or OCI-layout tarballs into the node's containerd.
+    Import {
+        /// Tarballs to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// State directory (scratch space for unpacking).
+        #[arg(long, env = "KELP_DATA_DIR", default_value = "/var/lib/kelp")]
+        data_dir: PathBuf,
+        /// containerd socket (default: the one kelp supervises).
+        #[arg(long, env = "KELP_CONTAINER_RUNTIME_ENDPOINT")]
+        container_runtime_endpoint: Option<PathBuf>,
+    },
 }
 
 /// Flags of `kelp server` (names as k3s's where k3s has the same knob).

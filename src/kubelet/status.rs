@@ -339,11 +339,15 @@ pub fn pod_status(o: &Observed) -> Value {
     if !init.is_empty() {
         status["initContainerStatuses"] = json!(init);
     }
-    let ip = o
-        .sandbox
-        .as_ref()
-        .and_then(|s| s.ip.clone())
-        .or_else(|| previous["podIP"].as_str().map(String::from));
+    // Host-network pods have the node's address.
+    let ip = if spec.host_network == Some(true) {
+        Some(o.host_ip.to_string())
+    } else {
+        o.sandbox
+            .as_ref()
+            .and_then(|s| s.ip.clone())
+            .or_else(|| previous["podIP"].as_str().map(String::from))
+    };
     if let Some(ip) = ip.filter(|ip| !ip.is_empty()) {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{"ip": ip}]);

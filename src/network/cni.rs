@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::bridge;
 use super::cidr::Cidr;
 use super::ipam::Ipam;
-use super::masquerade;
+use super::{hostport, masquerade};
 use serde_json::json;
 
 /// The CNI spec versions kelp speaks.
@@ -70,6 +70,18 @@ pub struct NetConf {
     /// MTU of veth and bridge.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// What the runtime passes for declared capabilities (hostPort mappings).
+    #[serde(default, rename = "runtimeConfig")]
+    pub runtime_config: RuntimeConfig,
+}
+
+/// `runtimeConfig` of the network configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    /// hostPort mappings of the pod.
+    #[serde(default)]
+    pub port_mappings: Vec<super::hostport::PortMapping>,
 }
 
 fn default_bridge() -> String {
@@ -223,6 +235,10 @@ fn handle(
         Command::Add => add(&conf, &invocation, &ipam, subnet),
         Command::Del => {
             // DEL succeeds when things are already gone, as the spec asks.
+            {
+                let _lock = ipam.lock().map_err(|e| CniError::new(5, e.to_string()))?;
+                hostport::remove(&invocation.container_id);
+            }
             bridge::detach(&invocation.container_id, &invocation.ifname)
                 .map_err(|e| CniError::new(100, e.to_string()))?;
             ipam.release(&invocation.container_id, &invocation.ifname)
@@ -279,6 +295,16 @@ fn add(
         let _lock = ipam.lock().map_err(|e| CniError::new(5, e.to_string()))?;
         masquerade::ensure(cluster).map_err(|e| CniError::new(100, e))?;
     }
+    if !conf.runtime_config.port_mappings.is_empty() {
+        let _lock = ipam.lock().map_err(|e| CniError::new(5, e.to_string()))?;
+        hostport::add(
+            &invocation.container_id,
+            &attachment.address.to_string(),
+            &conf.bridge,
+            &conf.runtime_config.port_mappings,
+        )
+        .map_err(|e| CniError::new(100, e))?;
+    }
     Ok(json!({
         "cniVersion": conf.cni_version,
         "interfaces": [
@@ -313,6 +339,7 @@ pub fn conflist(
             "subnet": subnet,
             "clusterCIDR": cluster_cidr,
             "dataDir": data_dir,
+            "capabilities": {"portMappings": true},
         }],
     })
 }

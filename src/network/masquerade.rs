@@ -2,19 +2,11 @@
 //! chain (`KELP-POSTROUTING`, jumped to from POSTROUTING). Only this chain and
 //! the one jump rule are ever touched.
 
-use std::process::Command;
+use super::iptables::{ensure_rule, iptables};
 
 /// kelp's nat chain.
 pub const CHAIN: &str = "KELP-POSTROUTING";
 const COMMENT: &str = "kelp pod masquerade";
-
-fn iptables(args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new("iptables")
-        .arg("-w")
-        .args(["-t", "nat"])
-        .args(args)
-        .output()
-}
 
 fn rule(cluster_cidr: &str) -> Vec<&str> {
     vec![
@@ -37,36 +29,39 @@ fn jump() -> Vec<&'static str> {
 }
 
 /// Appends `args` to `chain` unless an identical rule is there.
-fn ensure_rule(chain: &str, args: &[&str]) -> Result<(), String> {
-    let mut check = vec!["-C", chain];
-    check.extend_from_slice(args);
-    if iptables(&check)
-        .map_err(|e| format!("running iptables: {e}"))?
-        .status
-        .success()
-    {
-        return Ok(());
-    }
-    let mut append = vec!["-A", chain];
-    append.extend_from_slice(args);
-    let out = iptables(&append).map_err(|e| format!("running iptables: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "iptables -t nat -A {chain}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Makes traffic from `cluster_cidr` to outside it leave with the node's address.
 /// Idempotent. Callers serialise concurrent calls (the plugin holds its lock).
 pub fn ensure(cluster_cidr: &str) -> Result<(), String> {
+    ensure_chain()?;
+    ensure_rule(CHAIN, &rule(cluster_cidr))
+}
+
+/// kelp's chain and the jump to it from POSTROUTING.
+fn ensure_chain() -> Result<(), String> {
     // Creating an existing chain fails harmlessly; the checks below decide.
     let _ = iptables(&["-N", CHAIN]);
-    ensure_rule("POSTROUTING", &jump())?;
-    ensure_rule(CHAIN, &rule(cluster_cidr))
+    ensure_rule("POSTROUTING", &jump())
+}
+
+/// Masquerades the node's own connections from 127.0.0.0/8 that DNAT sends
+/// out through `bridge` (hostPort reached at 127.0.0.1).
+pub fn ensure_localhost(bridge: &str) -> Result<(), String> {
+    ensure_chain()?;
+    ensure_rule(
+        CHAIN,
+        &[
+            "-s",
+            "127.0.0.0/8",
+            "-o",
+            bridge,
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT,
+            "-j",
+            "MASQUERADE",
+        ],
+    )
 }
 
 /// Removes the rule for `cluster_cidr`; when kelp's chain is left empty, the

@@ -6,6 +6,8 @@ pub mod bridge;
 pub mod cidr;
 pub mod cni;
 pub mod host;
+pub mod hostport;
 pub mod ipam;
+pub mod iptables;
 pub mod masquerade;
 pub mod netns;

@@ -34,9 +34,13 @@ pub const NODE: &str = "kelp-e2e";
 
 /// The test image tarball (built by scripts/build-test-images.sh).
 pub fn test_image_tarball() -> PathBuf {
+    test_images_dir().join("busybox.tar")
+}
+
+/// Where scripts/build-test-images.sh puts the test images (built on first use).
+pub fn test_images_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images");
-    let tarball = dir.join("busybox.tar");
-    if !tarball.exists() {
+    if !dir.join("busybox-docker.tar").exists() {
         let status = Command::new(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-images.sh"),
         )
@@ -45,7 +49,7 @@ pub fn test_image_tarball() -> PathBuf {
         .expect("run build-test-images.sh");
         assert!(status.success(), "building test images failed");
     }
-    tarball
+    dir
 }
 
 /// The test image's reference.
