@@ -4,15 +4,10 @@
 //! ConfigMaps stored, watch delivery latency with 100 watchers, idle RSS and
 //! time to /readyz. Figures go to docs/PERFORMANCE.md by hand.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 #[path = "../tests/common/mod.rs"]
 mod common;

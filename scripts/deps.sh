@@ -16,6 +16,8 @@ kelp_need_packages() {
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
     # Test images are built from busybox-static (scripts/build-test-images.sh).
     ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || missing+=(busybox-static)
+    # Registry pulls are tested against a local registry on loopback.
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
     if ((${#missing[@]})); then
         echo "kelp: installing ${missing[*]}" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq

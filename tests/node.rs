@@ -250,11 +250,201 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
     );
 }
 
+/// Debian's docker-registry on loopback, holding the test image as
+/// `kelp/busybox:1`; stopped on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let config = common::write(
+            dir.path(),
+            "config.yml",
+            &format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        );
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry)");
+        let registry = LocalRegistry {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if !http_get(&format!("http://127.0.0.1:{port}/v2/")).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        registry.push_test_image();
+        registry
+    }
+
+    /// Pushes the OCI layout's blobs and manifest with the registry HTTP API.
+    fn push_test_image(&self) {
+        let layout = self._dir.path().join("layout");
+        std::fs::create_dir_all(&layout).expect("layout dir");
+        let status = Command::new("tar")
+            .arg("-xf")
+            .arg(common::test_image_tarball())
+            .arg("-C")
+            .arg(&layout)
+            .status()
+            .expect("tar");
+        assert!(status.success());
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index"))
+                .expect("json");
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .expect("digest")
+            .to_string();
+        let blob = |digest: &str| {
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).expect("manifest"))
+                .expect("json");
+        let mut digests = vec![
+            manifest["config"]["digest"]
+                .as_str()
+                .expect("config")
+                .to_string(),
+        ];
+        digests.extend(
+            manifest["layers"]
+                .as_array()
+                .expect("layers")
+                .iter()
+                .map(|l| l["digest"].as_str().expect("layer").to_string()),
+        );
+        let base = format!("http://127.0.0.1:{}/v2/kelp/busybox", self.port);
+        for digest in digests {
+            // Start an upload, then finish it in one PUT carrying the blob.
+            let started = Command::new("curl")
+                .args(["-sf", "-D", "-", "-o", "/dev/null", "-X", "POST"])
+                .arg(format!("{base}/blobs/uploads/"))
+                .output()
+                .expect("curl");
+            let headers = String::from_utf8_lossy(&started.stdout).into_owned();
+            let location = headers
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Location: ")
+                        .or_else(|| l.strip_prefix("location: "))
+                })
+                .expect("upload location")
+                .trim()
+                .to_string();
+            let separator = if location.contains('?') { '&' } else { '?' };
+            let out = Command::new("curl")
+                .args([
+                    "-sf",
+                    "-X",
+                    "PUT",
+                    "-H",
+                    "Content-Type: application/octet-stream",
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", blob(&digest).display()))
+                .arg(format!("{location}{separator}digest={digest}"))
+                .output()
+                .expect("curl");
+            assert!(out.status.success(), "uploading {digest}");
+        }
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/vnd.oci.image.manifest.v1+json",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", blob(&manifest_digest).display()))
+            .arg(format!("{base}/manifests/1"))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "pushing the manifest");
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
-fn failing_containers_back_off_and_probes_restart_and_unready_them() {
-    let server = Server::start_node(&[]);
+fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_probes_act() {
+    let registry = LocalRegistry::start();
+    let config = tempfile::tempdir().expect("tempdir");
+    let registries = common::write(
+        config.path(),
+        "registries.yaml",
+        &format!(
+            "mirrors:\n  mirror.test:\n    endpoint: [\"http://127.0.0.1:{}\"]\n",
+            registry.port
+        ),
+    );
+    let server = Server::start_node(&["--private-registry", registries.to_str().expect("path")]);
     let kubectl = server.kubectl("kubectl");
     let dir = server.path("manifests");
+
+    // A pull (imagePullPolicy Always) that registries.yaml sends to the local registry.
+    kubectl.apply(&dir, "pulled.yaml", &pod("pulled", "  containers:\n  - name: c\n    image: mirror.test/kelp/busybox:1\n    imagePullPolicy: Always\n    command: [sleep, '3600']\n"));
+    wait_ready(&kubectl, "pulled");
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pulled",
+    ]);
+    assert!(
+        events.contains("Successfully pulled image \"mirror.test/kelp/busybox:1\""),
+        "{events}"
+    );
+    assert!(
+        jsonpath(&kubectl, "pulled", "{.status.containerStatuses[0].imageID}").contains("sha256:")
+    );
+    // A missing image fails to pull and backs off.
+    kubectl.apply(
+        &dir,
+        "missing.yaml",
+        &pod(
+            "missing",
+            "  containers:\n  - name: c\n    image: mirror.test/kelp/nothing:1\n",
+        ),
+    );
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "missing",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+        ],
+        60,
+        |r| r == "ErrImagePull" || r == "ImagePullBackOff",
+    );
 
     // `kelp images import` loads a docker-archive tarball; the crashing pod runs it.
     let import = Command::new(common::kelp_bin())
@@ -272,9 +462,9 @@ fn failing_containers_back_off_and_probes_restart_and_unready_them() {
         String::from_utf8_lossy(&import.stdout),
         "imported kelp.test/busybox-docker:1\n"
     );
-    kubectl.apply(&dir, "crash.yaml", &pod("crash", &format!(
+    kubectl.apply(&dir, "crash.yaml", &pod("crash",
         "  containers:\n  - name: crash\n    image: kelp.test/busybox-docker:1\n    imagePullPolicy: Never\n    command: [sh, -c, 'echo crashed-at-$(date +%s); exit 3']\n"
-    )));
+    ));
     kubectl.apply(&dir, "live.yaml", &pod("live", &format!(
         "  containers:\n  - name: live\n    image: {BUSYBOX}\n    command: [sh, -c, 'touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600']\n    livenessProbe:\n      exec:\n        command: [cat, /tmp/healthy]\n      periodSeconds: 1\n      failureThreshold: 2\n"
     )));

@@ -29,7 +29,8 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// One keep-alive HTTPS/1.1 connection authenticated with the admin certificate.
 pub struct Client {
-    sender: SendRequest<Full<Bytes>>,
+    /// The connection (for requests that stream, like watches).
+    pub sender: SendRequest<Full<Bytes>>,
 }
 
 impl Client {

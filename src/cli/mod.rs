@@ -104,6 +104,13 @@ pub struct ServerArgs {
     /// Rotate a container's log once it is larger than this.
     #[arg(long, env = "KELP_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi")]
     pub container_log_max_size: String,
+    /// Registry mirrors and credentials (k3s's registries.yaml format).
+    #[arg(
+        long,
+        env = "KELP_PRIVATE_REGISTRY",
+        default_value = "/etc/kelp/registries.yaml"
+    )]
+    pub private_registry: PathBuf,
     /// Log files kept per container, the live one included.
     #[arg(long, env = "KELP_CONTAINER_LOG_MAX_FILES", default_value_t = 5)]
     pub container_log_max_files: usize,

@@ -178,6 +178,7 @@ fn agent_config(
         log_max_size: crate::kubelet::logs::parse_size(&args.container_log_max_size)
             .context("--container-log-max-size")?,
         log_max_files: args.container_log_max_files.max(2),
+        private_registry: args.private_registry.clone(),
     })
 }
 

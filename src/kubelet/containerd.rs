@@ -88,8 +88,13 @@ state = "{state}"
         )
     }
 
-    /// Writes the config and the CNI plugin links (`kelp-cni`, `loopback`).
-    pub fn prepare(&self, sandbox_image: &str) -> Result<()> {
+    /// Writes the config (with the registries' credentials), the registry
+    /// hosts files and the CNI plugin links (`kelp-cni`, `loopback`).
+    pub fn prepare(
+        &self,
+        sandbox_image: &str,
+        registries: &super::registries::Registries,
+    ) -> Result<()> {
         for dir in [
             &self.dir,
             &self.cni_bin,
@@ -109,8 +114,10 @@ state = "{state}"
                 "no CAP_SYS_RESOURCE: pods keep containerd's oom_score_adj as their lowest"
             );
         }
-        std::fs::write(self.config_path(), self.config(sandbox_image, restrict))
-            .context("writing containerd config")?;
+        let mut config = self.config(sandbox_image, restrict);
+        config.push_str(&registries.auth_config());
+        std::fs::write(self.config_path(), config).context("writing containerd config")?;
+        registries.write_hosts(&self.registry_hosts())?;
         // The CNI plugins containerd runs are kelp itself, by name.
         let exe = std::env::current_exe().context("locating the kelp binary")?;
         for plugin in ["kelp-cni", "loopback"] {

@@ -14,6 +14,7 @@ pub mod pause;
 pub mod pods;
 pub mod portforward;
 pub mod probes;
+pub mod registries;
 pub mod server;
 pub mod spdy;
 pub mod status;
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub log_max_size: u64,
     /// `--container-log-max-files`.
     pub log_max_files: usize,
+    /// `--private-registry`: mirrors and credentials (k3s's registries.yaml format).
+    pub private_registry: PathBuf,
 }
 
 /// A running agent; [`Agent::stop`] stops containerd (pods keep running).
@@ -84,7 +87,8 @@ pub async fn start(
             (PathBuf::from(path.trim_start_matches("unix://")), None)
         }
         None => {
-            layout.prepare(images::PAUSE_IMAGE)?;
+            let registries = registries::Registries::load(&config.private_registry)?;
+            layout.prepare(images::PAUSE_IMAGE, &registries)?;
             let task = tokio::spawn(containerd::supervise(layout.clone(), stop_rx));
             (layout.socket.clone(), Some(task))
         }

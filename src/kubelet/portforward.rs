@@ -143,11 +143,7 @@ pub fn tunnel(socket: WebSocket) -> tokio::io::DuplexStream {
     tokio::spawn(async move {
         while let Some(Ok(message)) = source.next().await {
             match message {
-                Message::Binary(data) => {
-                    if write_half.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(data) if write_half.write_all(&data).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }

@@ -106,7 +106,7 @@ pub fn add(
 pub fn remove(container: &str) {
     let marker = comment(container);
     for rule in rules(CHAIN) {
-        if rule.iter().any(|w| *w == marker) {
+        if rule.contains(&marker) {
             let mut args: Vec<&str> = rule.iter().map(String::as_str).collect();
             args[0] = "-D";
             let _ = iptables(&args);
