@@ -110,6 +110,18 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
         "-f streams new lines: {followed:?}"
     );
 
+    // kubectl attach joins the running container's output.
+    let attached = Command::new("timeout")
+        .args(["4", "kubectl", "attach", "counter"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("kubectl attach");
+    let attached = String::from_utf8_lossy(&attached.stdout);
+    assert!(
+        attached.lines().any(|l| l.contains(": ")),
+        "attach shows new lines: {attached:?}"
+    );
+
     // The guide's counter with two sidecars tailing files in an emptyDir.
     let sidecars = format!(
         "  containers:\n  - name: count\n    image: {BUSYBOX}\n    args: [/bin/sh, -c, 'i=0; while true; do echo \"$i: $(date)\" >> /var/log/1.log; echo \"$(date) INFO $i\" >> /var/log/2.log; i=$((i+1)); sleep 1; done']\n    volumeMounts:\n    - name: varlog\n      mountPath: /var/log\n  - name: count-log-1\n    image: {BUSYBOX}\n    args: [/bin/sh, -c, 'tail -n+1 -F /var/log/1.log']\n    volumeMounts:\n    - name: varlog\n      mountPath: /var/log\n  - name: count-log-2\n    image: {BUSYBOX}\n    args: [/bin/sh, -c, 'tail -n+1 -F /var/log/2.log']\n    volumeMounts:\n    - name: varlog\n      mountPath: /var/log\n  volumes:\n  - name: varlog\n    emptyDir: {{}}\n"

@@ -218,18 +218,6 @@ pub fn is_stream(path: &ResourcePath) -> bool {
         )
 }
 
-/// Headers of the upgrade handshake passed between client and kubelet.
-const UPGRADE_HEADERS: &[&str] = &[
-    "connection",
-    "upgrade",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "sec-websocket-accept",
-    "sec-websocket-extensions",
-    "x-stream-protocol-version",
-];
-
 /// The kubelet path for a streaming request (upstream's names: `input`,
 /// `output`, `error` for the stdio switches).
 fn kubelet_stream_path(path: &ResourcePath, container: &str, query: Option<&str>) -> String {
@@ -292,17 +280,12 @@ pub async fn stream(
             "cannot exec into a container in a completed pod; current phase is {phase}"
         )));
     }
-    let mut request = hyper::Request::builder()
-        .method(parts.method.clone())
-        .uri(kubelet_stream_path(&path, &container, parts.uri.query()));
-    for name in UPGRADE_HEADERS {
-        for value in parts.headers.get_all(*name) {
-            request = request.header(*name, value);
-        }
-    }
-    let request = request
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let request = super::upgrade::backend_request(
+        parts.method.clone(),
+        &kubelet_stream_path(&path, &container, parts.uri.query()),
+        &parts.headers,
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = kubelet_request(state, node, request).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status();
@@ -320,24 +303,7 @@ pub async fn stream(
     }
     let client =
         upgrade.ok_or_else(|| ApiError::bad_request("this request must be an HTTP/1.1 upgrade"))?;
-    let mut reply = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-    for name in UPGRADE_HEADERS {
-        for value in response.headers().get_all(*name) {
-            reply = reply.header(*name, value);
-        }
-    }
-    let kubelet = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
-        let (Ok(client), Ok(kubelet)) = (client.await, kubelet.await) else {
-            return;
-        };
-        let mut client = TokioIo::new(client);
-        let mut kubelet = TokioIo::new(kubelet);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
-    });
-    reply
-        .body(Body::empty())
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    super::upgrade::splice(&mut response, client).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

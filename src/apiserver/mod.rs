@@ -16,6 +16,7 @@ pub mod reviews;
 pub mod serve;
 pub mod services;
 pub mod table;
+pub mod upgrade;
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! The kubelet API on port 10250 (HTTPS; callers present a client
-//! certificate from the cluster CA): container logs, exec and port-forward.
+//! certificate from the cluster CA): container logs, exec, attach and
+//! port-forward.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,10 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
             get(container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", get(exec).post(exec))
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(attach).post(attach),
+        )
         .route(
             "/portForward/{namespace}/{pod}",
             get(port_forward).post(port_forward),
@@ -386,4 +391,93 @@ async fn port_forward(
         }
     });
     spdy_switch(portforward::PROTOCOL)
+}
+
+/// Attach joins the container's own stdio, which CRI holds: the SPDY
+/// session is relayed to containerd's streaming server (CRI `Attach` gives
+/// its URL). WebSocket attempts are refused, so kubectl falls back to SPDY.
+async fn attach(
+    State(state): State<Arc<KubeletApi>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let options = exec_options(req.uri().query().unwrap_or_default());
+    let running = attempts(&state.cri, &namespace, &pod, &container)
+        .await
+        .into_iter()
+        .find(|c| c.state == api::ContainerState::ContainerRunning as i32);
+    let Some(target) = running else {
+        return bad_request(format!("container {container} is not running in pod {pod}"));
+    };
+    let (mut parts, _body) = req.into_parts();
+    let spdy = parts
+        .headers
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"SPDY/3.1"));
+    if !spdy {
+        return bad_request("attach is served over SPDY/3.1".into());
+    }
+    let Some(client) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return bad_request("this request must be an HTTP/1.1 upgrade".into());
+    };
+    let mut runtime = state.cri.runtime.clone();
+    let url = match runtime
+        .attach(api::AttachRequest {
+            container_id: target.id,
+            stdin: options.stdin,
+            tty: options.tty,
+            stdout: options.stdout,
+            stderr: options.stderr,
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().url,
+        Err(e) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, e.message().to_string()).into_response();
+        }
+    };
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("runtime gave a bad URL {url:?}"),
+        )
+            .into_response();
+    };
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    let relayed = async {
+        let tcp = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut request =
+            crate::apiserver::upgrade::backend_request(parts.method.clone(), path, &parts.headers)
+                .map_err(|e| e.to_string())?;
+        request.headers_mut().insert(
+            axum::http::header::HOST,
+            authority.parse().map_err(|_| "bad authority".to_string())?,
+        );
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match relayed.await {
+        Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            crate::apiserver::upgrade::splice(&mut response, client)
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Ok(response) => (response.status(), "the runtime refused the attach\n").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("attaching: {e}\n"),
+        )
+            .into_response(),
+    }
 }

@@ -79,8 +79,8 @@ mod tests {
         let words = split_words(
             r#"-A KELP-HOSTPORTS -p tcp -m comment --comment "kelp hostport abc" -j DNAT"#,
         );
-        assert_eq!(words[5], "--comment");
-        assert_eq!(words[6], "kelp hostport abc");
-        assert_eq!(words.len(), 9);
+        assert_eq!(words[6], "--comment");
+        assert_eq!(words[7], "kelp hostport abc");
+        assert_eq!(words.len(), 10);
     }
 }
