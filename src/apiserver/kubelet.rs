@@ -152,6 +152,23 @@ async fn kubelet_request(
         .map_err(|e| unreachable(e.to_string()))
 }
 
+/// The API error for a kubelet's refusal: its text, as BadRequest when the
+/// request was at fault.
+async fn kubelet_error(response: hyper::Response<hyper::body::Incoming>) -> ApiError {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(message),
+        _ => ApiError::Internal(format!("kubelet answered {status}: {message}")),
+    }
+}
+
 /// `GET pods/{name}/log`.
 pub async fn pod_log(state: &ApiState, req: &Request) -> Result<Response, ApiError> {
     let (pod, _) = load(state, req).await?;
@@ -187,18 +204,7 @@ pub async fn pod_log(state: &ApiState, req: &Request) -> Result<Response, ApiErr
     );
     let response = kubelet_get(state, node, &path).await?;
     if response.status() != StatusCode::OK {
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let message = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(match status {
-            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(message),
-            _ => ApiError::Internal(format!("kubelet answered {status}: {message}")),
-        });
+        return Err(kubelet_error(response).await);
     }
     Response::builder()
         .status(StatusCode::OK)
@@ -288,18 +294,7 @@ pub async fn stream(
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = kubelet_request(state, node, request).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let message = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(match status {
-            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND => ApiError::bad_request(message),
-            _ => ApiError::Internal(format!("kubelet answered {status}: {message}")),
-        });
+        return Err(kubelet_error(response).await);
     }
     let client =
         upgrade.ok_or_else(|| ApiError::bad_request("this request must be an HTTP/1.1 upgrade"))?;

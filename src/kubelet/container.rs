@@ -322,6 +322,76 @@ pub fn resource_value(
     Some(((value / divisor) - 1e-9).ceil().max(0.0).to_string())
 }
 
+/// Where keyed data comes from: a ConfigMap (data and binaryData) or a Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSource {
+    /// A ConfigMap.
+    ConfigMap,
+    /// A Secret.
+    Secret,
+}
+
+impl DataSource {
+    /// The kind's name, as messages give it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            DataSource::ConfigMap => "ConfigMap",
+            DataSource::Secret => "Secret",
+        }
+    }
+
+    /// Upstream's message for a missing object.
+    pub fn not_found(self, name: &str) -> String {
+        format!("{} \"{name}\" not found", self.kind().to_lowercase())
+    }
+
+    /// The object's keys and values, or None if it does not exist.
+    pub async fn data(
+        self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let found = match self {
+            DataSource::ConfigMap => {
+                let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+                api.get_opt(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|cm| {
+                        let mut data: BTreeMap<String, Vec<u8>> = cm
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()))
+                            .collect();
+                        data.extend(
+                            cm.binary_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0)),
+                        );
+                        data
+                    })
+            }
+            DataSource::Secret => {
+                let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+                api.get_opt(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect()
+                    })
+            }
+        };
+        Ok(found)
+    }
+}
+
 /// Expands `$(VAR)` references as upstream does (`$$(` escapes).
 pub fn expand(value: &str, env: &HashMap<String, String>) -> String {
     let mut out = String::new();
@@ -448,39 +518,28 @@ pub async fn environment(
     for (k, v) in service_env(&services) {
         set(&mut order, &mut values, k, v);
     }
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     for from in c.env_from.clone().unwrap_or_default() {
         let prefix = from.prefix.unwrap_or_default();
-        if let Some(r) = from.config_map_ref {
-            match configmaps
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(cm) => {
-                    for (k, v) in cm.data.unwrap_or_default() {
-                        set(&mut order, &mut values, format!("{prefix}{k}"), v);
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(format!("configmap \"{}\" not found", r.name)),
-            }
-        }
-        if let Some(r) = from.secret_ref {
-            match secrets.get_opt(&r.name).await.map_err(|e| e.to_string())? {
-                Some(s) => {
-                    for (k, v) in s.data.unwrap_or_default() {
+        let sources = [
+            from.config_map_ref
+                .map(|r| (DataSource::ConfigMap, r.name, r.optional)),
+            from.secret_ref
+                .map(|r| (DataSource::Secret, r.name, r.optional)),
+        ];
+        for (kind, name, optional) in sources.into_iter().flatten() {
+            match kind.data(client, &namespace, &name).await? {
+                Some(data) => {
+                    for (k, v) in data {
                         set(
                             &mut order,
                             &mut values,
                             format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v.0).into_owned(),
+                            String::from_utf8_lossy(&v).into_owned(),
                         );
                     }
                 }
-                None if r.optional == Some(true) => {}
-                None => return Err(format!("secret \"{}\" not found", r.name)),
+                None if optional == Some(true) => {}
+                None => return Err(kind.not_found(&name)),
             }
         }
     }
@@ -488,39 +547,29 @@ pub async fn environment(
         let value = if let Some(v) = var.value {
             expand(&v, &values)
         } else if let Some(from) = var.value_from {
-            if let Some(r) = from.config_map_key_ref {
-                match configmaps
-                    .get_opt(&r.name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(cm) => match cm.data.unwrap_or_default().get(&r.key) {
-                        Some(v) => v.clone(),
-                        None if r.optional == Some(true) => continue,
+            let key_ref = from
+                .config_map_key_ref
+                .clone()
+                .map(|r| (DataSource::ConfigMap, r.name, r.key, r.optional))
+                .or_else(|| {
+                    from.secret_key_ref
+                        .clone()
+                        .map(|r| (DataSource::Secret, r.name, r.key, r.optional))
+                });
+            if let Some((kind, name, key, optional)) = key_ref {
+                match kind.data(client, &namespace, &name).await? {
+                    Some(data) => match data.get(&key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if optional == Some(true) => continue,
                         None => {
                             return Err(format!(
-                                "couldn't find key {} in ConfigMap {namespace}/{}",
-                                r.key, r.name
+                                "couldn't find key {key} in {} {namespace}/{name}",
+                                kind.kind()
                             ));
                         }
                     },
-                    None if r.optional == Some(true) => continue,
-                    None => return Err(format!("configmap \"{}\" not found", r.name)),
-                }
-            } else if let Some(r) = from.secret_key_ref {
-                match secrets.get_opt(&r.name).await.map_err(|e| e.to_string())? {
-                    Some(s) => match s.data.unwrap_or_default().get(&r.key) {
-                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
-                        None if r.optional == Some(true) => continue,
-                        None => {
-                            return Err(format!(
-                                "couldn't find key {} in Secret {namespace}/{}",
-                                r.key, r.name
-                            ));
-                        }
-                    },
-                    None if r.optional == Some(true) => continue,
-                    None => return Err(format!("secret \"{}\" not found", r.name)),
+                    None if optional == Some(true) => continue,
+                    None => return Err(kind.not_found(&name)),
                 }
             } else if let Some(r) = from.field_ref {
                 field_value(pod, pod_ip, node, &r.field_path)

@@ -188,6 +188,37 @@ async fn container_logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// The newest running attempt of a container, or the refusal to answer.
+async fn running_container(
+    state: &KubeletApi,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> Result<api::ContainerStatus, Response> {
+    attempts(&state.cri, namespace, pod, container)
+        .await
+        .into_iter()
+        .find(|c| c.state == api::ContainerState::ContainerRunning as i32)
+        .ok_or_else(|| bad_request(format!("container {container} is not running in pod {pod}")))
+}
+
+/// Whether the request asks to upgrade to `protocol`.
+fn upgrade_to(headers: &axum::http::HeaderMap, protocol: &str) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(protocol.as_bytes()))
+}
+
+/// Whether a (repeatable, comma-separated) header offers `value`.
+fn offers(headers: &axum::http::HeaderMap, name: &str, value: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim))
+        .any(|v| v == value)
+}
+
 /// Exec options from the query: upstream's kubelet names (`input`, `output`,
 /// `error`) or the API's (`stdin`, `stdout`, `stderr`), repeated `command`.
 pub fn exec_options(query: &str) -> ExecOptions {
@@ -212,26 +243,18 @@ async fn exec(
     req: Request,
 ) -> Response {
     let options = exec_options(req.uri().query().unwrap_or_default());
-    let running = attempts(&state.cri, &namespace, &pod, &container)
-        .await
-        .into_iter()
-        .find(|c| c.state == api::ContainerState::ContainerRunning as i32);
-    let Some(target) = running else {
-        return bad_request(format!("container {container} is not running in pod {pod}"));
+    let target = match running_container(&state, &namespace, &pod, &container).await {
+        Ok(target) => target,
+        Err(refused) => return refused,
     };
     let (mut parts, _body) = req.into_parts();
-    let websocket = parts
-        .headers
-        .get(axum::http::header::UPGRADE)
-        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let websocket = upgrade_to(&parts.headers, "websocket");
     if websocket {
-        let offered = parts
-            .headers
-            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(str::trim))
-            .any(|p| p == streaming::V5);
+        let offered = offers(
+            &parts.headers,
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL.as_str(),
+            streaming::V5,
+        );
         if !offered {
             return bad_request(format!(
                 "the websocket protocol {} is required",
@@ -250,10 +273,7 @@ async fn exec(
             }
         });
     }
-    let spdy = parts
-        .headers
-        .get(axum::http::header::UPGRADE)
-        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"SPDY/3.1"));
+    let spdy = upgrade_to(&parts.headers, "SPDY/3.1");
     if !spdy {
         return bad_request(
             "exec needs a WebSocket (v5.channel.k8s.io) or SPDY/3.1 upgrade".into(),
@@ -348,21 +368,14 @@ async fn port_forward(
         return bad_request(format!("pod {pod} has no running sandbox"));
     };
     let (mut parts, _body) = req.into_parts();
-    let upgrade_to = parts
-        .headers
-        .get(axum::http::header::UPGRADE)
-        .and_then(|u| u.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+
     let pod_name = format!("{namespace}/{pod}");
-    if upgrade_to == "websocket" {
-        let offered = parts
-            .headers
-            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(str::trim))
-            .any(|p| p == portforward::TUNNEL_PROTOCOL);
+    if upgrade_to(&parts.headers, "websocket") {
+        let offered = offers(
+            &parts.headers,
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL.as_str(),
+            portforward::TUNNEL_PROTOCOL,
+        );
         if !offered {
             return bad_request(format!(
                 "the websocket protocol {} is required",
@@ -378,7 +391,7 @@ async fn port_forward(
             portforward::serve(session, netns, pod_name).await;
         });
     }
-    if upgrade_to != "spdy/3.1" {
+    if !upgrade_to(&parts.headers, "SPDY/3.1") {
         return bad_request("port-forward needs a SPDY/3.1 or WebSocket upgrade".into());
     }
     let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
@@ -402,18 +415,12 @@ async fn attach(
     req: Request,
 ) -> Response {
     let options = exec_options(req.uri().query().unwrap_or_default());
-    let running = attempts(&state.cri, &namespace, &pod, &container)
-        .await
-        .into_iter()
-        .find(|c| c.state == api::ContainerState::ContainerRunning as i32);
-    let Some(target) = running else {
-        return bad_request(format!("container {container} is not running in pod {pod}"));
+    let target = match running_container(&state, &namespace, &pod, &container).await {
+        Ok(target) => target,
+        Err(refused) => return refused,
     };
     let (mut parts, _body) = req.into_parts();
-    let spdy = parts
-        .headers
-        .get(axum::http::header::UPGRADE)
-        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"SPDY/3.1"));
+    let spdy = upgrade_to(&parts.headers, "SPDY/3.1");
     if !spdy {
         return bad_request("attach is served over SPDY/3.1".into());
     }

@@ -8,11 +8,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccount, Volume,
-};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccount, Volume};
+
 use kube::Api;
 use serde_json::json;
+
+use super::container::DataSource;
 
 /// Why a volume could not be prepared (the pod waits, with this as message).
 #[derive(Debug, thiserror::Error)]
@@ -105,12 +106,15 @@ async fn prepare_one(
     if let Some(cm) = &volume.config_map {
         kind = "kubernetes.io~configmap";
         let mode = cm.default_mode.unwrap_or(0o644) as u32;
-        config_map_files(
+        keyed_files(
             client,
             namespace,
-            &cm.name,
-            cm.items.as_deref(),
-            cm.optional,
+            (
+                DataSource::ConfigMap,
+                &cm.name,
+                cm.items.as_deref(),
+                cm.optional,
+            ),
             mode,
             &mut files,
         )
@@ -119,12 +123,15 @@ async fn prepare_one(
         kind = "kubernetes.io~secret";
         let mode = secret.default_mode.unwrap_or(0o644) as u32;
         let name = secret.secret_name.clone().unwrap_or_default();
-        secret_files(
+        keyed_files(
             client,
             namespace,
-            &name,
-            secret.items.as_deref(),
-            secret.optional,
+            (
+                DataSource::Secret,
+                &name,
+                secret.items.as_deref(),
+                secret.optional,
+            ),
             mode,
             &mut files,
         )
@@ -143,24 +150,30 @@ async fn prepare_one(
         let mode = projected.default_mode.unwrap_or(0o644) as u32;
         for source in projected.sources.as_deref().unwrap_or_default() {
             if let Some(cm) = &source.config_map {
-                config_map_files(
+                keyed_files(
                     client,
                     namespace,
-                    &cm.name,
-                    cm.items.as_deref(),
-                    cm.optional,
+                    (
+                        DataSource::ConfigMap,
+                        &cm.name,
+                        cm.items.as_deref(),
+                        cm.optional,
+                    ),
                     mode,
                     &mut files,
                 )
                 .await?;
             }
             if let Some(secret) = &source.secret {
-                secret_files(
+                keyed_files(
                     client,
                     namespace,
-                    &secret.name,
-                    secret.items.as_deref(),
-                    secret.optional,
+                    (
+                        DataSource::Secret,
+                        &secret.name,
+                        secret.items.as_deref(),
+                        secret.optional,
+                    ),
                     mode,
                     &mut files,
                 )
@@ -244,60 +257,29 @@ fn select(
     Ok(())
 }
 
-async fn config_map_files(
+/// The keys of a ConfigMap or Secret as files (all, or the listed items).
+async fn keyed_files(
     client: &kube::Client,
     namespace: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    optional: Option<bool>,
+    source: (DataSource, &str, Option<&[KeyToPath]>, Option<bool>),
     mode: u32,
     files: &mut BTreeMap<String, (Vec<u8>, u32)>,
 ) -> Result<(), VolumeError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(Some(cm)) => {
-            let mut data: BTreeMap<String, Vec<u8>> = cm
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            for (k, v) in cm.binary_data.unwrap_or_default() {
-                data.insert(k, v.0);
-            }
-            select(data, items, mode, &format!("configmap {name:?}"), files)
-        }
-        Ok(None) if optional == Some(true) => Ok(()),
-        Ok(None) => Err(VolumeError::Missing(format!(
-            "configmap \"{name}\" not found"
-        ))),
-        Err(e) => Err(VolumeError::Api(e.to_string())),
-    }
-}
-
-async fn secret_files(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    optional: Option<bool>,
-    mode: u32,
-    files: &mut BTreeMap<String, (Vec<u8>, u32)>,
-) -> Result<(), VolumeError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(Some(secret)) => {
-            let data = secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            select(data, items, mode, &format!("secret {name:?}"), files)
-        }
-        Ok(None) if optional == Some(true) => Ok(()),
-        Ok(None) => Err(VolumeError::Missing(format!("secret \"{name}\" not found"))),
-        Err(e) => Err(VolumeError::Api(e.to_string())),
+    let (kind, name, items, optional) = source;
+    match kind
+        .data(client, namespace, name)
+        .await
+        .map_err(VolumeError::Api)?
+    {
+        Some(data) => select(
+            data,
+            items,
+            mode,
+            &format!("{} {name:?}", kind.kind()),
+            files,
+        ),
+        None if optional == Some(true) => Ok(()),
+        None => Err(VolumeError::Missing(kind.not_found(name))),
     }
 }
 

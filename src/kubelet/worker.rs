@@ -276,15 +276,7 @@ impl PodWorker {
                             ("ContainerCreating".into(), message.clone()),
                         );
                     }
-                    events::record(
-                        &self.ctx.client,
-                        &self.ctx.node_name,
-                        pod,
-                        "Warning",
-                        "FailedMount",
-                        &message,
-                    )
-                    .await;
+                    self.event(pod, "Warning", "FailedMount", &message).await;
                     self.report(pod, None, &HashMap::new()).await;
                     return Ok(Duration::from_secs(5));
                 }
@@ -327,15 +319,8 @@ impl PodWorker {
                             });
                         self.sandbox_backoff = Some((std::time::Instant::now() + delay, delay));
                         let message = format!("Failed to create pod sandbox: {}", e.message());
-                        events::record(
-                            &self.ctx.client,
-                            &self.ctx.node_name,
-                            pod,
-                            "Warning",
-                            "FailedCreatePodSandBox",
-                            &message,
-                        )
-                        .await;
+                        self.event(pod, "Warning", "FailedCreatePodSandBox", &message)
+                            .await;
                         for c in &spec.containers {
                             self.waiting.insert(
                                 c.name.clone(),
@@ -414,15 +399,7 @@ impl PodWorker {
                                     c.name
                                 )
                             };
-                            events::record(
-                                &self.ctx.client,
-                                &self.ctx.node_name,
-                                pod,
-                                "Normal",
-                                "Killing",
-                                &why,
-                            )
-                            .await;
+                            self.event(pod, "Normal", "Killing", &why).await;
                             let grace = spec.termination_grace_period_seconds.unwrap_or(30);
                             self.stop_container(pod, c, &r.id, grace).await;
                             self.probe_results.forget(&r.id);
@@ -505,9 +482,7 @@ impl PodWorker {
                     pod_ref(pod)
                 );
                 if self.waiting.get(&c.name).map(|(r, _)| r.as_str()) != Some("CrashLoopBackOff") {
-                    events::record(
-                        &self.ctx.client,
-                        &self.ctx.node_name,
+                    self.event(
                         pod,
                         "Warning",
                         "BackOff",
@@ -528,6 +503,28 @@ impl PodWorker {
         }
     }
 
+    /// Records an event about the pod from this node.
+    async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
+        events::record(
+            &self.ctx.client,
+            &self.ctx.node_name,
+            pod,
+            kind,
+            reason,
+            message,
+        )
+        .await;
+    }
+
+    /// A container could not be created or started: a Failed event, and the
+    /// container waits with `reason`.
+    async fn fail(&mut self, pod: &Pod, container: &str, reason: &str, message: String) {
+        self.event(pod, "Warning", "Failed", &format!("Error: {message}"))
+            .await;
+        self.waiting
+            .insert(container.to_string(), (reason.to_string(), message));
+    }
+
     /// Makes sure the image is there (by pull policy), then creates and starts the container.
     async fn start(&mut self, pod: &Pod, sandbox: &str, c: &Container, attempt: u32) {
         let image = c.image.clone().unwrap_or_default();
@@ -538,19 +535,8 @@ impl PodWorker {
         let config = match self.container_config(pod, c, attempt, &image).await {
             Ok(config) => config,
             Err(message) => {
-                events::record(
-                    &self.ctx.client,
-                    &self.ctx.node_name,
-                    pod,
-                    "Warning",
-                    "Failed",
-                    &format!("Error: {message}"),
-                )
-                .await;
-                self.waiting.insert(
-                    c.name.clone(),
-                    ("CreateContainerConfigError".into(), message),
-                );
+                self.fail(pod, &c.name, "CreateContainerConfigError", message)
+                    .await;
                 return;
             }
         };
@@ -566,24 +552,17 @@ impl PodWorker {
         let id = match created {
             Ok(r) => r.into_inner().container_id,
             Err(e) => {
-                let message = e.message().to_string();
-                events::record(
-                    &self.ctx.client,
-                    &self.ctx.node_name,
+                self.fail(
                     pod,
-                    "Warning",
-                    "Failed",
-                    &format!("Error: {message}"),
+                    &c.name,
+                    "CreateContainerError",
+                    e.message().to_string(),
                 )
                 .await;
-                self.waiting
-                    .insert(c.name.clone(), ("CreateContainerError".into(), message));
                 return;
             }
         };
-        events::record(
-            &self.ctx.client,
-            &self.ctx.node_name,
+        self.event(
             pod,
             "Normal",
             "Created",
@@ -596,24 +575,12 @@ impl PodWorker {
             })
             .await
         {
-            let message = e.message().to_string();
-            events::record(
-                &self.ctx.client,
-                &self.ctx.node_name,
-                pod,
-                "Warning",
-                "Failed",
-                &format!("Error: {message}"),
-            )
-            .await;
-            self.waiting
-                .insert(c.name.clone(), ("RunContainerError".into(), message));
+            self.fail(pod, &c.name, "RunContainerError", e.message().to_string())
+                .await;
             return;
         }
         self.waiting.remove(&c.name);
-        events::record(
-            &self.ctx.client,
-            &self.ctx.node_name,
+        self.event(
             pod,
             "Normal",
             "Started",
@@ -666,9 +633,7 @@ impl PodWorker {
                 format!("Back-off pulling image \"{image}\""),
             ));
         }
-        events::record(
-            &self.ctx.client,
-            &self.ctx.node_name,
+        self.event(
             pod,
             "Normal",
             "Pulling",
@@ -686,9 +651,7 @@ impl PodWorker {
         {
             Ok(_) => {
                 self.pull_backoff.remove(&c.name);
-                events::record(
-                    &self.ctx.client,
-                    &self.ctx.node_name,
+                self.event(
                     pod,
                     "Normal",
                     "Pulled",
@@ -708,15 +671,7 @@ impl PodWorker {
                 self.pull_backoff
                     .insert(c.name.clone(), (std::time::Instant::now() + delay, delay));
                 let message = format!("Failed to pull image \"{image}\": {}", e.message());
-                events::record(
-                    &self.ctx.client,
-                    &self.ctx.node_name,
-                    pod,
-                    "Warning",
-                    "Failed",
-                    &message,
-                )
-                .await;
+                self.event(pod, "Warning", "Failed", &message).await;
                 Err(("ErrImagePull".into(), message))
             }
         }
@@ -962,9 +917,7 @@ impl PodWorker {
                 });
                 let stops: Vec<_> = stops.collect();
                 if !stops.is_empty() {
-                    events::record(
-                        &self.ctx.client,
-                        &self.ctx.node_name,
+                    self.event(
                         pod,
                         "Normal",
                         "Killing",
