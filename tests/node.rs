@@ -110,6 +110,31 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
         "-f streams new lines: {followed:?}"
     );
 
+    // The kubelet API itself: 401 without credentials, logs for a token the
+    // API server vouches for.
+    let kubelet_logs = "https://127.0.0.1:10250/containerLogs/default/counter/count?tailLines=1";
+    let anonymous = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", kubelet_logs])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
+    kubectl.ok(&["create", "serviceaccount", "log-reader"]);
+    let token = kubectl.ok(&["create", "token", "log-reader"]);
+    let with_token = Command::new("curl")
+        .args([
+            "-sk",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            kubelet_logs,
+        ])
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&with_token.stdout).contains(": "),
+        "{:?}",
+        with_token
+    );
+
     // kubectl attach joins the running container's output.
     let attached = Command::new("timeout")
         .args(["4", "kubectl", "attach", "counter"])

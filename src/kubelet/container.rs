@@ -102,17 +102,13 @@ fn dns_config(pod: &Pod, node: &NodeSettings) -> Option<api::DnsConfig> {
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let domain = &node.cluster_domain;
+    let cluster_first = match policy {
+        "ClusterFirst" => !host_network(pod),
+        "ClusterFirstWithHostNet" => true,
+        _ => false,
+    };
     let mut config = match policy {
-        "ClusterFirst" if !host_network(pod) => api::DnsConfig {
-            servers: vec![node.cluster_dns.clone()],
-            searches: vec![
-                format!("{namespace}.svc.{domain}"),
-                format!("svc.{domain}"),
-                domain.clone(),
-            ],
-            options: vec!["ndots:5".into()],
-        },
-        "ClusterFirstWithHostNet" => api::DnsConfig {
+        _ if cluster_first => api::DnsConfig {
             servers: vec![node.cluster_dns.clone()],
             searches: vec![
                 format!("{namespace}.svc.{domain}"),

@@ -143,6 +143,7 @@ pub async fn start(
     ));
 
     let readings = node::Readings::take(&data_dir);
+    let kubelet_client = client.clone();
     let ctx = Arc::new(worker::NodeContext {
         client,
         cri: cri.clone(),
@@ -165,6 +166,7 @@ pub async fn start(
     let kubelet = server::router(Arc::new(server::KubeletApi {
         cri,
         containerd: channel_for_exec,
+        client: kubelet_client,
     }));
     let addr = format!("0.0.0.0:{}", server::PORT);
     let listener = tokio::net::TcpListener::bind(&addr)

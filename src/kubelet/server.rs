@@ -34,6 +34,8 @@ pub struct KubeletApi {
     pub cri: Cri,
     /// containerd's API (exec runs through its task service).
     pub containerd: tonic::transport::Channel,
+    /// The API, which vouches for bearer tokens (TokenReview).
+    pub client: kube::Client,
 }
 
 /// The 10250 router.
@@ -54,15 +56,49 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
             get(port_forward).post(port_forward),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
-        .layer(axum::middleware::from_fn(require_client_certificate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .with_state(state)
 }
 
-async fn require_client_certificate(req: Request, next: Next) -> Response {
-    if req.extensions().get::<ConnectionIdentity>().is_none() {
-        return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+/// Callers present a client certificate from the cluster CA, or a bearer
+/// token the API server vouches for (TokenReview), as upstream's kubelet
+/// accepts with webhook authentication.
+async fn authenticate(State(state): State<Arc<KubeletApi>>, req: Request, next: Next) -> Response {
+    if req.extensions().get::<ConnectionIdentity>().is_some() {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(token) = token
+        && token_vouched_for(&state.client, token).await
+    {
+        return next.run(req).await;
+    }
+    (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response()
+}
+
+async fn token_vouched_for(client: &kube::Client, token: &str) -> bool {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    let review: TokenReview =
+        match serde_json::from_value(serde_json::json!({"spec": {"token": token}})) {
+            Ok(r) => r,
+            Err(_) => return false,
+        };
+    kube::Api::<TokenReview>::all(client.clone())
+        .create(&Default::default(), &review)
+        .await
+        .ok()
+        .and_then(|r| r.status)
+        .and_then(|s| s.authenticated)
+        .unwrap_or(false)
 }
 
 fn bad_request(message: String) -> Response {
@@ -202,6 +238,24 @@ async fn running_container(
         .ok_or_else(|| bad_request(format!("container {container} is not running in pod {pod}")))
 }
 
+/// The WebSocket upgrade speaking `protocol`, or the refusal when the client
+/// does not offer it.
+async fn websocket(
+    parts: &mut axum::http::request::Parts,
+    protocol: &'static str,
+) -> Result<WebSocketUpgrade, Response> {
+    let header = axum::http::header::SEC_WEBSOCKET_PROTOCOL.as_str();
+    if !offers(&parts.headers, header, protocol) {
+        return Err(bad_request(format!(
+            "the websocket protocol {protocol} is required"
+        )));
+    }
+    WebSocketUpgrade::from_request_parts(parts, &())
+        .await
+        .map(|u| u.protocols([protocol]))
+        .map_err(IntoResponse::into_response)
+}
+
 /// Whether the request asks to upgrade to `protocol`.
 fn upgrade_to(headers: &axum::http::HeaderMap, protocol: &str) -> bool {
     headers
@@ -248,22 +302,10 @@ async fn exec(
         Err(refused) => return refused,
     };
     let (mut parts, _body) = req.into_parts();
-    let websocket = upgrade_to(&parts.headers, "websocket");
-    if websocket {
-        let offered = offers(
-            &parts.headers,
-            axum::http::header::SEC_WEBSOCKET_PROTOCOL.as_str(),
-            streaming::V5,
-        );
-        if !offered {
-            return bad_request(format!(
-                "the websocket protocol {} is required",
-                streaming::V5
-            ));
-        }
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(u) => u.protocols([streaming::V5]),
-            Err(e) => return e.into_response(),
+    if upgrade_to(&parts.headers, "websocket") {
+        let upgrade = match websocket(&mut parts, streaming::V5).await {
+            Ok(upgrade) => upgrade,
+            Err(refused) => return refused,
         };
         let channel = state.containerd.clone();
         return upgrade.on_upgrade(move |socket| async move {
@@ -371,20 +413,9 @@ async fn port_forward(
 
     let pod_name = format!("{namespace}/{pod}");
     if upgrade_to(&parts.headers, "websocket") {
-        let offered = offers(
-            &parts.headers,
-            axum::http::header::SEC_WEBSOCKET_PROTOCOL.as_str(),
-            portforward::TUNNEL_PROTOCOL,
-        );
-        if !offered {
-            return bad_request(format!(
-                "the websocket protocol {} is required",
-                portforward::TUNNEL_PROTOCOL
-            ));
-        }
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(u) => u.protocols([portforward::TUNNEL_PROTOCOL]),
-            Err(e) => return e.into_response(),
+        let upgrade = match websocket(&mut parts, portforward::TUNNEL_PROTOCOL).await {
+            Ok(upgrade) => upgrade,
+            Err(refused) => return refused,
         };
         return upgrade.on_upgrade(move |socket| async move {
             let session = spdy::Session::serve(portforward::tunnel(socket));

@@ -209,25 +209,11 @@ pub async fn exec_spdy(
         session.close().await;
         return;
     };
-    let finish_all = |streams: &std::collections::HashMap<String, Stream>| {
-        streams
-            .values()
-            .map(|s| s.writer.clone())
-            .collect::<Vec<_>>()
-    };
     let mut process = match ExecProcess::start(&channel, &container_id, &options).await {
         Ok(p) => p,
         Err(e) => {
             let status = error_status(&format!("{e:#}"));
-            error
-                .writer
-                .send(&serde_json::to_vec(&status).unwrap_or_default())
-                .await;
-            error.writer.finish().await;
-            for w in finish_all(&streams) {
-                w.finish().await;
-            }
-            session.close().await;
+            finish_remotecommand(&session, &error, &streams, &status).await;
             return;
         }
     };
@@ -282,15 +268,25 @@ pub async fn exec_spdy(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     let status = exit_status(&options.command, code);
+    finish_remotecommand(&session, &error, &streams, &status).await;
+    process.cleanup().await;
+}
+
+/// Sends the final Status on the error stream, ends every stream and the session.
+async fn finish_remotecommand(
+    session: &Session,
+    error: &Stream,
+    streams: &std::collections::HashMap<String, Stream>,
+    status: &Value,
+) {
     error
         .writer
-        .send(&serde_json::to_vec(&status).unwrap_or_default())
+        .send(&serde_json::to_vec(status).unwrap_or_default())
         .await;
     error.writer.finish().await;
-    for w in finish_all(&streams) {
-        w.finish().await;
+    for stream in streams.values() {
+        stream.writer.finish().await;
     }
-    process.cleanup().await;
     session.close().await;
 }
 

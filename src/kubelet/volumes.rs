@@ -102,90 +102,57 @@ async fn prepare_one(
         return Ok(path);
     }
     let mut files: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
+    // ConfigMap and Secret keys to write.
+    let mut keyed: Vec<Keyed> = Vec::new();
     let kind;
+    let mode;
     if let Some(cm) = &volume.config_map {
         kind = "kubernetes.io~configmap";
-        let mode = cm.default_mode.unwrap_or(0o644) as u32;
-        keyed_files(
-            client,
-            namespace,
-            (
-                DataSource::ConfigMap,
-                &cm.name,
-                cm.items.as_deref(),
-                cm.optional,
-            ),
-            mode,
-            &mut files,
-        )
-        .await?;
+        mode = cm.default_mode;
+        keyed.push((
+            DataSource::ConfigMap,
+            cm.name.clone(),
+            cm.items.clone(),
+            cm.optional,
+        ));
     } else if let Some(secret) = &volume.secret {
         kind = "kubernetes.io~secret";
-        let mode = secret.default_mode.unwrap_or(0o644) as u32;
+        mode = secret.default_mode;
         let name = secret.secret_name.clone().unwrap_or_default();
-        keyed_files(
-            client,
-            namespace,
-            (
-                DataSource::Secret,
-                &name,
-                secret.items.as_deref(),
-                secret.optional,
-            ),
-            mode,
-            &mut files,
-        )
-        .await?;
+        keyed.push((
+            DataSource::Secret,
+            name,
+            secret.items.clone(),
+            secret.optional,
+        ));
     } else if let Some(downward) = &volume.downward_api {
         kind = "kubernetes.io~downward-api";
-        let mode = downward.default_mode.unwrap_or(0o644) as u32;
-        downward_files(
-            downward.items.as_deref().unwrap_or_default(),
-            mode,
-            field,
-            &mut files,
-        )?;
+        mode = downward.default_mode;
+        let items = downward.items.as_deref().unwrap_or_default();
+        downward_files(items, mode_or_default(mode), field, &mut files)?;
     } else if let Some(projected) = &volume.projected {
         kind = "kubernetes.io~projected";
-        let mode = projected.default_mode.unwrap_or(0o644) as u32;
+        mode = projected.default_mode;
         for source in projected.sources.as_deref().unwrap_or_default() {
             if let Some(cm) = &source.config_map {
-                keyed_files(
-                    client,
-                    namespace,
-                    (
-                        DataSource::ConfigMap,
-                        &cm.name,
-                        cm.items.as_deref(),
-                        cm.optional,
-                    ),
-                    mode,
-                    &mut files,
-                )
-                .await?;
+                keyed.push((
+                    DataSource::ConfigMap,
+                    cm.name.clone(),
+                    cm.items.clone(),
+                    cm.optional,
+                ));
             }
             if let Some(secret) = &source.secret {
-                keyed_files(
-                    client,
-                    namespace,
-                    (
-                        DataSource::Secret,
-                        &secret.name,
-                        secret.items.as_deref(),
-                        secret.optional,
-                    ),
-                    mode,
-                    &mut files,
-                )
-                .await?;
+                keyed.push((
+                    DataSource::Secret,
+                    secret.name.clone(),
+                    secret.items.clone(),
+                    secret.optional,
+                ));
             }
             if let Some(downward) = &source.downward_api {
-                downward_files(
-                    downward.items.as_deref().unwrap_or_default(),
-                    mode,
-                    field,
-                    &mut files,
-                )?;
+                let items = downward.items.as_deref().unwrap_or_default();
+                downward_files(items, mode_or_default(mode), field, &mut files)?;
             }
             if let Some(token) = &source.service_account_token {
                 let sa = pod
@@ -202,15 +169,31 @@ async fn prepare_one(
                     token.expiration_seconds.unwrap_or(3607),
                 )
                 .await?;
-                files.insert(token.path.clone(), (jwt.into_bytes(), mode));
+                files.insert(
+                    token.path.clone(),
+                    (jwt.into_bytes(), mode_or_default(mode)),
+                );
             }
         }
     } else {
         return Err(VolumeError::Unsupported(volume.name.clone()));
     }
+    for (source, name, items, optional) in keyed {
+        let what = (source, name.as_str(), items.as_deref(), optional);
+        keyed_files(client, namespace, what, mode_or_default(mode), &mut files).await?;
+    }
     let d = dir(kind);
     write_files(&d, &files)?;
     Ok(d)
+}
+
+/// A ConfigMap or Secret whose keys become files: source, name, the items
+/// to pick (all if None), optional.
+type Keyed = (DataSource, String, Option<Vec<KeyToPath>>, Option<bool>);
+
+/// A volume's defaultMode, 0644 unless set.
+fn mode_or_default(mode: Option<i32>) -> u32 {
+    mode.unwrap_or(0o644) as u32
 }
 
 /// Replaces the directory's contents with `files` (path → bytes, mode).

@@ -165,25 +165,9 @@ pub async fn delete_one(
                 json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             );
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            if dry_run {
-                return Ok((StatusCode::OK, Some(marked)));
-            }
-            match state
-                .store
-                .update(
-                    &req.key(),
-                    encode_for_store(&req.rt, &marked),
-                    kv.mod_revision,
-                )
-                .await
-            {
-                Ok(rev) => {
-                    let marked = with_revision(marked, rev);
-                    state.after_write(&req.rt, &marked);
-                    return Ok((StatusCode::OK, Some(marked)));
-                }
-                Err(crate::store::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(store_error(req, e)),
+            match write_marked(state, req, marked, kv.mod_revision, dry_run).await? {
+                Some(marked) => return Ok((StatusCode::OK, Some(marked))),
+                None => continue,
             }
         }
         let mut finalizers: Vec<Value> = object::metadata(&obj)
@@ -233,25 +217,9 @@ pub async fn delete_one(
             .or_insert_with(|| json!(object::now()));
         meta.insert("deletionGracePeriodSeconds".into(), json!(0));
         state.mark_deleting(&req.rt, &mut marked);
-        if dry_run {
-            return Ok((StatusCode::ACCEPTED, Some(marked)));
-        }
-        match state
-            .store
-            .update(
-                &req.key(),
-                encode_for_store(&req.rt, &marked),
-                kv.mod_revision,
-            )
-            .await
-        {
-            Ok(rev) => {
-                let marked = with_revision(marked, rev);
-                state.after_write(&req.rt, &marked);
-                return Ok((StatusCode::ACCEPTED, Some(marked)));
-            }
-            Err(crate::store::Error::Conflict { .. }) => continue,
-            Err(e) => return Err(store_error(req, e)),
+        match write_marked(state, req, marked, kv.mod_revision, dry_run).await? {
+            Some(marked) => return Ok((StatusCode::ACCEPTED, Some(marked))),
+            None => continue,
         }
     }
     Err(ApiError::conflict(
@@ -259,6 +227,33 @@ pub async fn delete_one(
         &req.rt.resource,
         req.name(),
     ))
+}
+
+/// Stores the object marked for deletion if it is still at `revision`;
+/// None on a conflict (the caller re-reads and retries).
+async fn write_marked(
+    state: &ApiState,
+    req: &Request,
+    marked: Value,
+    revision: i64,
+    dry_run: bool,
+) -> Result<Option<Value>, ApiError> {
+    if dry_run {
+        return Ok(Some(marked));
+    }
+    match state
+        .store
+        .update(&req.key(), encode_for_store(&req.rt, &marked), revision)
+        .await
+    {
+        Ok(rev) => {
+            let marked = with_revision(marked, rev);
+            state.after_write(&req.rt, &marked);
+            Ok(Some(marked))
+        }
+        Err(crate::store::Error::Conflict { .. }) => Ok(None),
+        Err(e) => Err(store_error(req, e)),
+    }
 }
 
 fn precondition(req: &Request, what: &str, wanted: &str, actual: &str) -> ApiError {
