@@ -442,7 +442,14 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
             registry.port
         ),
     );
-    let server = Server::start_node(&["--private-registry", registries.to_str().expect("path")]);
+    let server = Server::start_node(&[
+        "--private-registry",
+        registries.to_str().expect("path"),
+        "--container-log-max-size",
+        "2Ki",
+        "--container-log-max-files",
+        "2",
+    ]);
     let kubectl = server.kubectl("kubectl");
     let dir = server.path("manifests");
 
@@ -584,6 +591,63 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
         "involvedObject.name=live",
     ]);
     assert!(events.contains("failed liveness probe"), "{events}");
+
+    // Settings from the spec reach the container: user, read-only root,
+    // memory limit, env from a ConfigMap and the downward API, a downward
+    // API volume.
+    kubectl.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=greeting=hello-from-cm",
+    ]);
+    kubectl.apply(&dir, "settings.yaml", &pod("settings", &format!(
+        "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 3000\n  containers:\n  - name: c\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n    securityContext:\n      readOnlyRootFilesystem: true\n    resources:\n      limits:\n        memory: 64Mi\n    env:\n    - name: GREETING\n      valueFrom:\n        configMapKeyRef: {{name: settings, key: greeting}}\n    - name: MY_POD\n      valueFrom:\n        fieldRef: {{fieldPath: metadata.name}}\n    - name: COMBINED\n      value: $(MY_POD)-$(GREETING)\n    volumeMounts:\n    - {{name: info, mountPath: /etc/podinfo}}\n  volumes:\n  - name: info\n    downwardAPI:\n      items:\n      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}\n      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}\n"
+    )));
+    wait_ready(&kubectl, "settings");
+    let run = |script: &str| kubectl.ok(&["exec", "settings", "--", "sh", "-c", script]);
+    assert_eq!(run("id -u; id -g").trim(), "1000\n3000");
+    assert_eq!(
+        run("touch /newfile 2>/dev/null && echo writable || echo read-only").trim(),
+        "read-only"
+    );
+    let limit = run(
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    );
+    assert_eq!(limit.trim(), "67108864");
+    assert_eq!(run("echo $COMBINED").trim(), "settings-hello-from-cm");
+    assert_eq!(run("cat /etc/podinfo/name"), "settings");
+
+    // Logs rotate by size (--container-log-max-size 2Ki, max-files 2) and
+    // kubectl logs still reads the live file.
+    kubectl.apply(&dir, "chatty.yaml", &pod("chatty", &format!(
+        "  containers:\n  - name: c\n    image: {BUSYBOX}\n    command: [sh, -c, 'i=0; while true; do echo \"line $i ........................................\"; i=$((i+1)); sleep 0.05; done']\n"
+    )));
+    wait_ready(&kubectl, "chatty");
+    let uid = jsonpath(&kubectl, "chatty", "{.metadata.uid}");
+    let log_dir = format!("/var/log/pods/default_chatty_{uid}/c");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut files = Vec::new();
+    while std::time::Instant::now() < deadline {
+        files = std::fs::read_dir(&log_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if files.iter().any(|f| f.starts_with("0.log.")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        files.iter().any(|f| f.starts_with("0.log.")),
+        "rotated: {files:?}"
+    );
+    assert!(files.len() <= 2, "at most max-files: {files:?}");
+    let tail = kubectl.ok(&["logs", "chatty", "--tail", "1"]);
+    assert!(tail.starts_with("line "), "{tail}");
 }
 
 fn netns_list() -> String {
