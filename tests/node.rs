@@ -697,6 +697,37 @@ fn pods_deleted_while_the_node_was_down_are_torn_down_and_killall_leaves_nothing
         );
         let gone_ip = jsonpath(&kubectl, "gone", "{.status.podIP}");
 
+        // A preStop hook runs before the container is stopped; the pod is
+        // Terminating meanwhile, then gone.
+        let hook_dir = server.path("hook");
+        std::fs::create_dir_all(&hook_dir).expect("hook dir");
+        kubectl.apply(&dir, "hooked.yaml", &pod("hooked", &format!(
+            "  containers:\n  - name: c\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n    lifecycle:\n      preStop:\n        exec:\n          command: [sh, -c, 'echo ran-before-stop > /out/prestop']\n    volumeMounts:\n    - {{name: out, mountPath: /out}}\n  volumes:\n  - name: out\n    hostPath: {{path: {}}}\n",
+            hook_dir.display()
+        )));
+        wait_ready(&kubectl, "hooked");
+        kubectl.ok(&["delete", "pod", "hooked", "--wait=false"]);
+        let terminating = kubectl.ok(&[
+            "get",
+            "pod",
+            "hooked",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ]);
+        assert!(
+            !terminating.is_empty(),
+            "graceful deletion marks the pod first"
+        );
+        kubectl.wait_for(&["get", "pods", "-o", "name"], 60, |out| {
+            !out.contains("pod/hooked\n")
+        });
+        assert_eq!(
+            std::fs::read_to_string(hook_dir.join("prestop"))
+                .expect("preStop output")
+                .trim(),
+            "ran-before-stop"
+        );
+
         // Delete `gone` while no node runs (the API alone, force: grace 0).
         server.stop();
         let node_args = server.args.clone();
