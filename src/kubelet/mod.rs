@@ -123,12 +123,7 @@ pub async fn start(
         }
     };
     if config.runtime_endpoint.is_none() {
-        let conf = crate::network::cni::conflist(
-            "cni0",
-            &pod_cidr,
-            &config.cluster_cidr,
-            &layout.cni_state,
-        );
+        let conf = crate::network::cni::conflist("cni0", &pod_cidr, &layout.cni_state);
         std::fs::write(
             layout.cni_conf.join("10-kelp.conflist"),
             serde_json::to_vec_pretty(&conf)?,
@@ -136,6 +131,7 @@ pub async fn start(
         .context("writing the CNI configuration")?;
     }
     tracing::info!(node = %config.node.name, pod_cidr = %pod_cidr, "node registered");
+    tokio::spawn(keep_masquerade(config.cluster_cidr.clone()));
     tokio::spawn(node::heartbeat(
         client.clone(),
         config.node.clone(),
@@ -180,6 +176,21 @@ pub async fn start(
         }
     });
     Ok(agent)
+}
+
+/// Keeps the MASQUERADE rule for pod traffic leaving `--cluster-cidr`:
+/// made at start, repaired every minute if something removed it.
+async fn keep_masquerade(cluster_cidr: String) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        let cidr = cluster_cidr.clone();
+        match tokio::task::spawn_blocking(move || crate::network::masquerade::ensure(&cidr)).await {
+            Ok(Err(e)) => tracing::warn!(err = %e, "ensuring MASQUERADE for the cluster CIDR"),
+            Err(e) => tracing::warn!(err = %e, "ensuring MASQUERADE for the cluster CIDR"),
+            Ok(Ok(())) => {}
+        }
+    }
 }
 
 /// Imports the tarballs in `<data-dir>/agent/images/` (air-gap images).

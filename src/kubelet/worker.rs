@@ -503,17 +503,26 @@ impl PodWorker {
         }
     }
 
-    /// Records an event about the pod from this node.
+    /// Records an event about the pod from this node, without waiting for
+    /// the write (events never hold up a pod).
     async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
-        events::record(
-            &self.ctx.client,
-            &self.ctx.node_name,
-            pod,
-            kind,
-            reason,
-            message,
-        )
-        .await;
+        let ctx = self.ctx.clone();
+        let about = Pod {
+            metadata: pod.metadata.clone(),
+            ..Default::default()
+        };
+        let (kind, reason, message) = (kind.to_string(), reason.to_string(), message.to_string());
+        tokio::spawn(async move {
+            events::record(
+                &ctx.client,
+                &ctx.node_name,
+                &about,
+                &kind,
+                &reason,
+                &message,
+            )
+            .await;
+        });
     }
 
     /// A container could not be created or started: a Failed event, and the

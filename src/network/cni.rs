@@ -323,13 +323,9 @@ fn add(
 }
 
 /// The network configuration list containerd reads (`10-kelp.conflist`):
-/// kelp-cni on `bridge` with the node's pod CIDR.
-pub fn conflist(
-    bridge: &str,
-    subnet: &str,
-    cluster_cidr: &str,
-    data_dir: &std::path::Path,
-) -> serde_json::Value {
+/// kelp-cni on `bridge` with the node's pod CIDR. The cluster's MASQUERADE
+/// rule is kept by the agent (see kubelet), not ensured on every ADD.
+pub fn conflist(bridge: &str, subnet: &str, data_dir: &std::path::Path) -> serde_json::Value {
     json!({
         "cniVersion": "1.0.0",
         "name": "kelp",
@@ -337,7 +333,6 @@ pub fn conflist(
             "type": "kelp-cni",
             "bridge": bridge,
             "subnet": subnet,
-            "clusterCIDR": cluster_cidr,
             "dataDir": data_dir,
             "capabilities": {"portMappings": true},
         }],
