@@ -12,5 +12,6 @@ pub mod cli;
 pub mod kubelet;
 pub mod network;
 pub mod pki;
+pub mod scheduler;
 pub mod store;
 pub mod telemetry;

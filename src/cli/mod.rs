@@ -139,6 +139,9 @@ pub struct ServerArgs {
     /// Do not run the local node.
     #[arg(long, env = "KELP_DISABLE_AGENT")]
     pub disable_agent: bool,
+    /// Components not to run (repeatable): scheduler.
+    #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
+    pub disable: Vec<String>,
     /// Log format: text (klog) or json.
     #[arg(long, env = "KELP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

@@ -126,6 +126,22 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(address = %addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %args.write_kubeconfig.display(), "kelp server is ready");
+    for component in &args.disable {
+        anyhow::ensure!(
+            component == "scheduler",
+            "--disable {component:?}: kelp can disable: scheduler"
+        );
+    }
+    if !args.disable.iter().any(|c| c == "scheduler") {
+        let client = crate::apiserver::client::in_process(
+            state.clone(),
+            User {
+                name: "system:kube-scheduler".into(),
+                groups: vec!["system:authenticated".into()],
+            },
+        );
+        tokio::spawn(crate::scheduler::run(client));
+    }
     let agent = if args.disable_agent {
         None
     } else {

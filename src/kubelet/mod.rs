@@ -5,7 +5,6 @@
 pub mod container;
 pub mod containerd;
 pub mod cri;
-pub mod events;
 pub mod exec;
 pub mod images;
 pub mod logs;

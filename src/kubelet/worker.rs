@@ -16,10 +16,10 @@ use tokio::sync::{Notify, watch};
 
 use super::container::{self, CONTAINER_HASH, CONTAINER_NAME, NodeSettings, POD_UID};
 use super::cri::{Cri, api};
-use super::events;
 use super::probes::{ProbeResults, Prober};
 use super::status::{self, ContainerRun, ContainerView, RunState, SandboxView};
 use super::volumes;
+use crate::telemetry::events;
 
 /// What every worker shares.
 pub struct NodeContext {
@@ -513,15 +513,11 @@ impl PodWorker {
         };
         let (kind, reason, message) = (kind.to_string(), reason.to_string(), message.to_string());
         tokio::spawn(async move {
-            events::record(
-                &ctx.client,
-                &ctx.node_name,
-                &about,
-                &kind,
-                &reason,
-                &message,
-            )
-            .await;
+            let source = events::Source {
+                component: "kubelet".into(),
+                host: Some(ctx.node_name.clone()),
+            };
+            events::record(&ctx.client, &source, &about, &kind, &reason, &message).await;
         });
     }
 

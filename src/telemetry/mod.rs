@@ -63,6 +63,7 @@
 //! [`Metrics::encode`] gives Prometheus' text format and
 //! [`Metrics::encode_openmetrics`] the OpenMetrics text format.
 
+pub mod events;
 mod logging;
 mod metrics;
 

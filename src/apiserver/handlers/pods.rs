@@ -59,6 +59,18 @@ pub async fn bind(state: &ApiState, req: &Request, body: &Bytes) -> Result<Respo
     }
     let mut bound = pod.clone();
     bound["spec"]["nodeName"] = json!(node);
+    // As upstream's binding storage: the pod is now scheduled.
+    let mut conditions: Vec<Value> = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    conditions.retain(|c| c["type"] != "PodScheduled");
+    conditions.push(
+        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                           "lastTransitionTime": crate::api::object::now()}),
+    );
+    bound["status"]["conditions"] = json!(conditions);
     write_update(state, req, bound, &pod, kv.mod_revision, false).await?;
     Ok(json_response(StatusCode::CREATED, &success()))
 }

@@ -1,15 +1,25 @@
-//! Events about pods (Pulled, Created, Started, Killing, BackOff, ...), as
-//! `kubectl describe` and `kubectl events` show them. Best effort: a failed
-//! event write is logged, never retried.
+//! Events about pods (Scheduled, FailedScheduling, Pulled, Created, Started,
+//! Killing, BackOff, ...), as `kubectl describe` and `kubectl events` show
+//! them, from any component. Best effort: a failed write is logged, never
+//! retried.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use serde_json::json;
 
-/// Records an event about `pod` from this node's kubelet.
+/// Who reports an event: the component and, for a kubelet, its node.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// `kubelet`, `default-scheduler`, a controller's name.
+    pub component: String,
+    /// The node, for a kubelet.
+    pub host: Option<String>,
+}
+
+/// Records an event about `pod`.
 pub async fn record(
     client: &kube::Client,
-    node: &str,
+    source: &Source,
     pod: &Pod,
     kind: &str,
     reason: &str,
@@ -26,9 +36,9 @@ pub async fn record(
         "reason": reason,
         "message": message,
         "type": kind,
-        "source": {"component": "kubelet", "host": node},
-        "reportingComponent": "kubelet",
-        "reportingInstance": node,
+        "source": {"component": source.component, "host": source.host},
+        "reportingComponent": source.component,
+        "reportingInstance": source.host.clone().unwrap_or_else(|| source.component.clone()),
         "firstTimestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "lastTimestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "count": 1,

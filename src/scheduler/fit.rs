@@ -1,0 +1,594 @@
+//! Whether a pod fits a node, and how well: upstream's filters (node ready
+//! and schedulable, nodeSelector and required node affinity, taints and
+//! tolerations, resources against allocatable, pod count, host ports,
+//! required pod anti-affinity) and scores (least allocated, spread of a
+//! workload's pods, preferred node affinity). Pure functions over API
+//! objects; the scheduler loop feeds them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Container, Node, NodeSelectorTerm, Pod, Taint, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::api::quantity;
+
+/// Why a node was filtered out (counted per reason in the pod's condition).
+pub type Reason = String;
+
+/// Resources a pod asks for: cpu in millicores, memory and ephemeral storage in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Requests {
+    /// Millicores.
+    pub cpu: i64,
+    /// Bytes.
+    pub memory: i64,
+    /// Bytes.
+    pub storage: i64,
+}
+
+impl std::ops::AddAssign for Requests {
+    fn add_assign(&mut self, o: Requests) {
+        self.cpu += o.cpu;
+        self.memory += o.memory;
+        self.storage += o.storage;
+    }
+}
+
+fn container_requests(c: &Container) -> Requests {
+    let resources = c.resources.clone().unwrap_or_default();
+    let get = |key: &str| -> Option<String> {
+        resources
+            .requests
+            .as_ref()
+            .and_then(|r| r.get(key))
+            .or_else(|| resources.limits.as_ref().and_then(|l| l.get(key)))
+            .map(|q| q.0.clone())
+    };
+    Requests {
+        cpu: get("cpu").and_then(|q| quantity::milli(&q)).unwrap_or(0),
+        memory: get("memory")
+            .and_then(|q| quantity::parse(&q))
+            .unwrap_or(0.0) as i64,
+        storage: get("ephemeral-storage")
+            .and_then(|q| quantity::parse(&q))
+            .unwrap_or(0.0) as i64,
+    }
+}
+
+/// What the pod requests: the larger of its containers' sum and its
+/// largest init container, plus overhead (upstream's rule).
+pub fn pod_requests(pod: &Pod) -> Requests {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut sum = Requests::default();
+    for c in &spec.containers {
+        sum += container_requests(c);
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_requests(c);
+        sum.cpu = sum.cpu.max(r.cpu);
+        sum.memory = sum.memory.max(r.memory);
+        sum.storage = sum.storage.max(r.storage);
+    }
+    if let Some(overhead) = &spec.overhead {
+        sum += Requests {
+            cpu: overhead
+                .get("cpu")
+                .and_then(|q| quantity::milli(&q.0))
+                .unwrap_or(0),
+            memory: overhead
+                .get("memory")
+                .and_then(|q| quantity::parse(&q.0))
+                .unwrap_or(0.0) as i64,
+            storage: 0,
+        };
+    }
+    sum
+}
+
+fn allocatable(node: &Node) -> (Requests, i64) {
+    let empty = BTreeMap::new();
+    let a: &BTreeMap<String, Quantity> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .unwrap_or(&empty);
+    let get = |k: &str| a.get(k).map(|q| q.0.clone());
+    (
+        Requests {
+            cpu: get("cpu").and_then(|q| quantity::milli(&q)).unwrap_or(0),
+            memory: get("memory")
+                .and_then(|q| quantity::parse(&q))
+                .unwrap_or(0.0) as i64,
+            storage: get("ephemeral-storage")
+                .and_then(|q| quantity::parse(&q))
+                .unwrap_or(0.0) as i64,
+        },
+        get("pods")
+            .and_then(|q| quantity::parse(&q))
+            .unwrap_or(110.0) as i64,
+    )
+}
+
+fn labels(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> BTreeMap<String, String> {
+    meta.labels.clone().unwrap_or_default()
+}
+
+/// A toleration matching a taint (empty key with Exists matches every taint).
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
+        && effect != taint.effect
+    {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or("");
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => key.is_empty() || key == taint.key,
+        _ => {
+            key == taint.key
+                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+    }
+}
+
+fn requirement_matches(operator: &str, values: &[String], value: Option<&String>) -> bool {
+    match operator {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A node selector term: all its expressions and fields hold.
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let node_labels = labels(&node.metadata);
+    let expressions = term.match_expressions.iter().flatten().all(|r| {
+        requirement_matches(
+            &r.operator,
+            r.values.as_deref().unwrap_or_default(),
+            node_labels.get(&r.key),
+        )
+    });
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let fields = term.match_fields.iter().flatten().all(|r| {
+        let value = (r.key == "metadata.name").then(|| name.clone());
+        requirement_matches(
+            &r.operator,
+            r.values.as_deref().unwrap_or_default(),
+            value.as_ref(),
+        )
+    });
+    (term.match_expressions.is_some() || term.match_fields.is_some()) && expressions && fields
+}
+
+/// A label selector matching labels (empty selector matches everything).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|r| {
+        requirement_matches(
+            &r.operator,
+            r.values.as_deref().unwrap_or_default(),
+            labels.get(&r.key),
+        )
+    });
+    by_labels && by_expressions
+}
+
+fn host_ports(pod: &Pod) -> Vec<(i32, String, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|p| *p > 0)?;
+            Some((
+                port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                p.host_ip.clone().unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether `pod` fits `node`, given the pods bound to each node.
+pub fn fits(
+    pod: &Pod,
+    node: &Node,
+    pods_by_node: &HashMap<String, Vec<&Pod>>,
+    nodes: &[Node],
+) -> Result<(), Reason> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let node_name = node.metadata.name.clone().unwrap_or_default();
+    let node_spec = node.spec.clone().unwrap_or_default();
+    let tolerations = spec.tolerations.clone().unwrap_or_default();
+    let tolerated = |key: &str, effect: &str| {
+        let taint = Taint {
+            key: key.into(),
+            effect: effect.into(),
+            ..Default::default()
+        };
+        tolerations.iter().any(|t| tolerates(t, &taint))
+    };
+    if node_spec.unschedulable == Some(true)
+        && !tolerated("node.kubernetes.io/unschedulable", "NoSchedule")
+    {
+        return Err("node(s) were unschedulable".into());
+    }
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    if !ready && !tolerated("node.kubernetes.io/not-ready", "NoSchedule") {
+        return Err("node(s) were not ready".into());
+    }
+    let node_labels = labels(&node.metadata);
+    if let Some(selector) = &spec.node_selector
+        && !selector.iter().all(|(k, v)| node_labels.get(k) == Some(v))
+    {
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    if let Some(required) = required
+        && !required
+            .node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, node))
+    {
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    for taint in node_spec.taints.iter().flatten() {
+        if matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+            && !tolerations.iter().any(|t| tolerates(t, taint))
+        {
+            return Err(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let on_node: Vec<&Pod> = pods_by_node
+        .get(&node_name)
+        .map(|v| v.iter().copied().filter(|p| !terminal(p)).collect())
+        .unwrap_or_default();
+    let (capacity, max_pods) = allocatable(node);
+    if on_node.len() as i64 + 1 > max_pods {
+        return Err("Too many pods".into());
+    }
+    let mut used = Requests::default();
+    for p in &on_node {
+        used += pod_requests(p);
+    }
+    let wanted = pod_requests(pod);
+    if wanted.cpu > 0 && used.cpu + wanted.cpu > capacity.cpu {
+        return Err("Insufficient cpu".into());
+    }
+    if wanted.memory > 0 && used.memory + wanted.memory > capacity.memory {
+        return Err("Insufficient memory".into());
+    }
+    if wanted.storage > 0 && used.storage + wanted.storage > capacity.storage {
+        return Err("Insufficient ephemeral-storage".into());
+    }
+    let taken: Vec<(i32, String, String)> = on_node.iter().flat_map(|p| host_ports(p)).collect();
+    for (port, protocol, ip) in host_ports(pod) {
+        let clash = taken.iter().any(|(p, proto, other_ip)| {
+            *p == port
+                && *proto == protocol
+                && (ip.is_empty()
+                    || other_ip.is_empty()
+                    || ip == "0.0.0.0"
+                    || other_ip == "0.0.0.0"
+                    || *other_ip == ip)
+        });
+        if clash {
+            return Err("node(s) didn't have free ports for the requested pod ports".into());
+        }
+    }
+    let anti = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
+        .unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    for term in &anti {
+        let Some(domain) = node_labels.get(&term.topology_key) else {
+            continue;
+        };
+        let namespaces = term
+            .namespaces
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| vec![namespace.clone()]);
+        let selector = term.label_selector.clone().unwrap_or_default();
+        let conflict = nodes
+            .iter()
+            .filter(|n| labels(&n.metadata).get(&term.topology_key) == Some(domain))
+            .flat_map(|n| {
+                pods_by_node
+                    .get(n.metadata.name.as_deref().unwrap_or_default())
+                    .into_iter()
+                    .flatten()
+            })
+            .filter(|p| !terminal(p))
+            .any(|p| {
+                namespaces.contains(p.metadata.namespace.as_ref().unwrap_or(&String::new()))
+                    && selector_matches(&selector, &labels(&p.metadata))
+            });
+        if conflict {
+            return Err("node(s) didn't match pod anti-affinity rules".into());
+        }
+    }
+    Ok(())
+}
+
+/// How good a node is for the pod (higher is better): free resources after
+/// placing it, fewer pods of the same workload, preferred node affinity.
+pub fn score(pod: &Pod, node: &Node, pods_by_node: &HashMap<String, Vec<&Pod>>) -> i64 {
+    let node_name = node.metadata.name.clone().unwrap_or_default();
+    let on_node: Vec<&Pod> = pods_by_node
+        .get(&node_name)
+        .map(|v| v.iter().copied().filter(|p| !terminal(p)).collect())
+        .unwrap_or_default();
+    let (capacity, _) = allocatable(node);
+    let mut used = pod_requests(pod);
+    for p in &on_node {
+        used += pod_requests(p);
+    }
+    let free = |cap: i64, used: i64| {
+        if cap <= 0 {
+            0
+        } else {
+            ((cap - used).max(0) * 100) / cap
+        }
+    };
+    let least_allocated = (free(capacity.cpu, used.cpu) + free(capacity.memory, used.memory)) / 2;
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone());
+    let siblings = owner.map_or(0, |uid| {
+        on_node
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == uid)
+            })
+            .count() as i64
+    });
+    let spread = 100 / (1 + siblings);
+    let preferred: i64 = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|terms| {
+            terms
+                .iter()
+                .filter(|t| term_matches(&t.preference, node))
+                .map(|t| i64::from(t.weight))
+                .sum()
+        })
+        .unwrap_or(0);
+    least_allocated + spread + preferred
+}
+
+/// The PodScheduled message upstream writes: `0/N nodes are available: …`.
+pub fn unschedulable_message(nodes: usize, reasons: &[Reason]) -> String {
+    if nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons {
+        *counts.entry(r.as_str()).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    if parts.is_empty() {
+        format!("0/{nodes} nodes are available.")
+    } else {
+        format!("0/{nodes} nodes are available: {}.", parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, extra: serde_json::Value) -> Node {
+        let mut n = json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "zone": "a"}},
+            "spec": {},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "3", "ephemeral-storage": "10Gi"},
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        merge(&mut n, extra);
+        serde_json::from_value(n).unwrap()
+    }
+
+    fn pod(name: &str, extra: serde_json::Value) -> Pod {
+        let mut p = json!({"metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+                           "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        merge(&mut p, extra);
+        serde_json::from_value(p).unwrap()
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b.clone()) {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                    _ => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(p: &Pod, n: &Node, bound: &[Pod]) -> Result<(), Reason> {
+        let mut by_node: HashMap<String, Vec<&Pod>> = HashMap::new();
+        for b in bound {
+            by_node
+                .entry(n.metadata.name.clone().unwrap())
+                .or_default()
+                .push(b);
+        }
+        fits(p, n, &by_node, std::slice::from_ref(n))
+    }
+
+    #[test]
+    fn selectors_affinity_and_taints_filter_nodes() {
+        let n = node(
+            "n1",
+            json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}),
+        );
+        assert_eq!(
+            check(&pod("p", json!({})), &n, &[]).unwrap_err(),
+            "node(s) had untolerated taint {dedicated: db}"
+        );
+        let tolerant = pod(
+            "p",
+            json!({"spec": {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}),
+        );
+        assert!(check(&tolerant, &n, &[]).is_ok());
+        let plain = node("n2", json!({}));
+        let selector = pod("p", json!({"spec": {"nodeSelector": {"zone": "b"}}}));
+        assert_eq!(
+            check(&selector, &plain, &[]).unwrap_err(),
+            "node(s) didn't match Pod's node affinity/selector"
+        );
+        let affinity = pod(
+            "p",
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}}),
+        );
+        assert!(check(&affinity, &plain, &[]).is_ok());
+        let unschedulable = node("n3", json!({"spec": {"unschedulable": true}}));
+        assert_eq!(
+            check(&pod("p", json!({})), &unschedulable, &[]).unwrap_err(),
+            "node(s) were unschedulable"
+        );
+    }
+
+    #[test]
+    fn resources_pod_count_and_ports_are_counted() {
+        let n = node("n1", json!({}));
+        let big = pod(
+            "big",
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "1500m"}}}]}}),
+        );
+        assert!(check(&big, &n, &[]).is_ok());
+        assert_eq!(
+            check(&big, &n, std::slice::from_ref(&big)).unwrap_err(),
+            "Insufficient cpu"
+        );
+        let small = pod("s", json!({}));
+        assert_eq!(
+            check(&small, &n, &[small.clone(), small.clone(), small.clone()]).unwrap_err(),
+            "Too many pods"
+        );
+        let ported = pod(
+            "w",
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}),
+        );
+        assert_eq!(
+            check(&ported, &n, std::slice::from_ref(&ported)).unwrap_err(),
+            "node(s) didn't have free ports for the requested pod ports"
+        );
+        let init = pod(
+            "i",
+            json!({"spec": {"initContainers": [{"name": "i", "image": "i", "resources": {"requests": {"memory": "1Gi"}}}],
+            "containers": [{"name": "c", "image": "i", "resources": {"requests": {"memory": "100Mi"}}}]}}),
+        );
+        assert_eq!(pod_requests(&init).memory, 1 << 30);
+    }
+
+    #[test]
+    fn required_anti_affinity_keeps_matching_pods_apart() {
+        let n = node("n1", json!({}));
+        let term = json!({"spec": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}]}}}});
+        let p = pod("p2", term);
+        assert!(check(&p, &n, &[]).is_ok());
+        assert_eq!(
+            check(&p, &n, &[pod("p1", json!({}))]).unwrap_err(),
+            "node(s) didn't match pod anti-affinity rules"
+        );
+    }
+
+    #[test]
+    fn emptier_nodes_score_higher_and_messages_count_reasons() {
+        let n = node("n1", json!({}));
+        let p = pod(
+            "p",
+            json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}}),
+        );
+        let empty = HashMap::new();
+        let mut busy: HashMap<String, Vec<&Pod>> = HashMap::new();
+        busy.entry("n1".into()).or_default().push(&p);
+        assert!(score(&p, &n, &empty) > score(&p, &n, &busy));
+        let msg = unschedulable_message(
+            3,
+            &[
+                "Insufficient cpu".into(),
+                "Insufficient cpu".into(),
+                "node(s) were unschedulable".into(),
+            ],
+        );
+        assert_eq!(
+            msg,
+            "0/3 nodes are available: 2 Insufficient cpu, 1 node(s) were unschedulable."
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! The scheduler: binds pending pods (`spec.schedulerName` default, no node
+//! yet) to nodes through `pods/binding`. Nodes and pods come from reflectors
+//! (kube-rs watch caches) over the in-process client; a pass runs after any
+//! change and every few seconds, so unschedulable pods are retried when
+//! nodes or pods change. The rules are in `fit.rs`.
+
+pub mod fit;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+use crate::telemetry::events;
+
+/// The scheduler's name in pods and events.
+pub const NAME: &str = "default-scheduler";
+/// Pods that did not fit are retried at least this often.
+const RETRY: Duration = Duration::from_secs(5);
+
+fn pending(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let node = spec.and_then(|s| s.node_name.as_deref()).unwrap_or("");
+    let scheduler = spec
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or(NAME);
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
+    node.is_empty()
+        && scheduler == NAME
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(phase, "Succeeded" | "Failed")
+}
+
+/// Runs until the process ends.
+pub async fn run(client: kube::Client) {
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), Default::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let node_events = reflector::reflector(
+        node_writer,
+        watcher(Api::<Node>::all(client.clone()), Default::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let mut changes =
+        futures::stream::select(pod_events.map(|_| ()), node_events.map(|_| ())).boxed();
+    let mut scheduler = Scheduler {
+        client,
+        reported: HashMap::new(),
+        assumed: HashMap::new(),
+    };
+    let mut retry = tokio::time::interval(RETRY);
+    loop {
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    return;
+                }
+                // Let a burst of events settle into one pass.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ = retry.tick() => {}
+        }
+        if pods.is_empty() && nodes.is_empty() {
+            continue;
+        }
+        scheduler.pass(&pods, &nodes).await;
+    }
+}
+
+struct Scheduler {
+    client: kube::Client,
+    /// The last unschedulable message reported per pod uid.
+    reported: HashMap<String, String>,
+    /// Pods bound in earlier passes whose binding the cache has not shown yet.
+    assumed: HashMap<String, (String, Pod)>,
+}
+
+impl Scheduler {
+    /// Places every pending pod it can, oldest first.
+    async fn pass(&mut self, pods: &Store<Pod>, nodes: &Store<Node>) {
+        let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+        let all: Vec<std::sync::Arc<Pod>> = pods.state();
+        let bound: HashSet<String> = all
+            .iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| !n.is_empty())
+            })
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        self.assumed.retain(|uid, _| !bound.contains(uid));
+        let mut by_node: HashMap<String, Vec<Pod>> = HashMap::new();
+        for p in &all {
+            if let Some(node) = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty())
+            {
+                by_node.entry(node).or_default().push((**p).clone());
+            }
+        }
+        for (node, pod) in self.assumed.values() {
+            by_node.entry(node.clone()).or_default().push(pod.clone());
+        }
+        let mut queue: Vec<&std::sync::Arc<Pod>> = all
+            .iter()
+            .filter(|p| pending(p))
+            .filter(|p| {
+                !self
+                    .assumed
+                    .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
+            })
+            .collect();
+        queue.sort_by_key(|p| {
+            let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            (
+                std::cmp::Reverse(priority),
+                p.metadata.creation_timestamp.clone().map(|t| t.0),
+            )
+        });
+        let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        self.reported.retain(|uid, _| live.contains(uid));
+        for pod in queue {
+            let refs: HashMap<String, Vec<&Pod>> = by_node
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().collect()))
+                .collect();
+            let mut reasons = Vec::new();
+            let mut best: Option<(i64, &Node)> = None;
+            for node in &nodes {
+                match fit::fits(pod, node, &refs, &nodes) {
+                    Ok(()) => {
+                        let score = fit::score(pod, node, &refs);
+                        let better = match best {
+                            None => true,
+                            Some((s, n)) => {
+                                score > s || (score == s && node.metadata.name < n.metadata.name)
+                            }
+                        };
+                        if better {
+                            best = Some((score, node));
+                        }
+                    }
+                    Err(reason) => reasons.push(reason),
+                }
+            }
+            match best {
+                Some((_, node)) => {
+                    let node_name = node.metadata.name.clone().unwrap_or_default();
+                    if self.bind(pod, &node_name).await {
+                        by_node
+                            .entry(node_name.clone())
+                            .or_default()
+                            .push((**pod).clone());
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        self.assumed.insert(uid, (node_name, (**pod).clone()));
+                    }
+                }
+                None => {
+                    self.unschedulable(pod, fit::unschedulable_message(nodes.len(), &reasons))
+                        .await
+                }
+            }
+        }
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) -> bool {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": pod.metadata.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let result: Result<serde_json::Value, _> = api
+            .create_subresource("binding", &name, &PostParams::default(), &binding)
+            .await;
+        match result {
+            Ok(_) => {
+                let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                self.event(pod, "Normal", "Scheduled", &message).await;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(pod = %format!("{namespace}/{name}"), err = %e, "binding failed");
+                false
+            }
+        }
+    }
+
+    /// PodScheduled=False with upstream's message, and a FailedScheduling
+    /// event when the message changes.
+    async fn unschedulable(&mut self, pod: &Pod, message: String) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if self.reported.get(&uid) == Some(&message) {
+            return;
+        }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let now = crate::api::object::now();
+        let mut conditions: Vec<serde_json::Value> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_ != "PodScheduled")
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+        conditions.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                               "message": message, "lastProbeTime": null, "lastTransitionTime": now}));
+        let patch = json!({"status": {"conditions": conditions}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(pod = %format!("{namespace}/{name}"), err = %e, "reporting unschedulable");
+            return;
+        }
+        self.event(pod, "Warning", "FailedScheduling", &message)
+            .await;
+        self.reported.insert(uid, message);
+    }
+
+    async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
+        let source = events::Source {
+            component: NAME.into(),
+            host: None,
+        };
+        events::record(&self.client, &source, pod, kind, reason, message).await;
+    }
+}

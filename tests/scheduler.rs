@@ -1,0 +1,146 @@
+//! End-to-end tests of the scheduler (root: it binds pods that then run on
+//! the real node): pods without a node are placed, pods that fit nowhere
+//! wait with PodScheduled=False and a FailedScheduling event, and are placed
+//! once the cluster changes.
+
+mod common;
+
+use common::{BUSYBOX, NODE, Server};
+
+fn node_of(kubectl: &common::Kubectl, pod: &str) -> String {
+    kubectl.ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+}
+
+#[test]
+fn pods_are_scheduled_and_unschedulable_pods_wait_for_a_fitting_node() {
+    let server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+
+    // kubectl run, no node named: scheduled, then running.
+    kubectl.ok(&[
+        "run",
+        "hello",
+        "--image",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        "echo hello; sleep 3600",
+    ]);
+    kubectl.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/hello",
+        "--timeout=60s",
+    ]);
+    assert_eq!(node_of(&kubectl, "hello"), NODE);
+    assert_eq!(kubectl.ok(&["logs", "hello"]), "hello\n");
+    let scheduled = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=hello,reason=Scheduled",
+        "-o",
+        "jsonpath={.items[0].message}",
+    ]);
+    assert_eq!(
+        scheduled,
+        format!("Successfully assigned default/hello to {NODE}")
+    );
+
+    // No node matches the selector: Pending, PodScheduled=False, FailedScheduling.
+    kubectl.ok(&[
+        "run",
+        "picky",
+        "--image",
+        BUSYBOX,
+        "--overrides",
+        r#"{"spec":{"nodeSelector":{"disk":"ssd"}}}"#,
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let condition = kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "picky",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ],
+        30,
+        |m| !m.is_empty(),
+    );
+    assert_eq!(
+        condition,
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+    );
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=picky",
+    ]);
+    assert!(events.contains("FailedScheduling"), "{events}");
+    assert_eq!(node_of(&kubectl, "picky"), "");
+
+    // The node changes to fit: the pod is placed.
+    kubectl.ok(&["label", "node", NODE, "disk=ssd"]);
+    kubectl.wait_for(
+        &["get", "pod", "picky", "-o", "jsonpath={.spec.nodeName}"],
+        30,
+        |n| n == NODE,
+    );
+
+    // A NoSchedule taint keeps new pods off, unless they tolerate it.
+    kubectl.ok(&["taint", "node", NODE, "dedicated=db:NoSchedule"]);
+    kubectl.ok(&[
+        "run",
+        "untolerated",
+        "--image",
+        BUSYBOX,
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "untolerated",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ],
+        30,
+        |m| m.contains("untolerated taint {dedicated: db}"),
+    );
+    let tolerant = r#"{"spec":{"tolerations":[{"key":"dedicated","operator":"Equal","value":"db","effect":"NoSchedule"}]}}"#;
+    kubectl.ok(&[
+        "run",
+        "tolerant",
+        "--image",
+        BUSYBOX,
+        "--overrides",
+        tolerant,
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    kubectl.wait_for(
+        &["get", "pod", "tolerant", "-o", "jsonpath={.spec.nodeName}"],
+        30,
+        |n| n == NODE,
+    );
+    kubectl.ok(&["taint", "node", NODE, "dedicated=db:NoSchedule-"]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "untolerated",
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ],
+        30,
+        |n| n == NODE,
+    );
+}
