@@ -9,6 +9,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod controllers;
 pub mod kubelet;
 pub mod network;
 pub mod pki;

@@ -126,6 +126,16 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(address = %addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %args.write_kubeconfig.display(), "kelp server is ready");
+    crate::controllers::start(crate::controllers::Context {
+        client: crate::apiserver::client::in_process(
+            state.clone(),
+            User {
+                name: "system:kube-controller-manager".into(),
+                groups: vec!["system:authenticated".into()],
+            },
+        ),
+        ca_pem: pki.ca_cert.clone(),
+    });
     for component in &args.disable {
         anyhow::ensure!(
             component == "scheduler",

@@ -1,0 +1,100 @@
+//! The `kube-root-ca.crt` ConfigMap in every namespace (upstream's
+//! root-ca-cert-publisher): the cluster CA, for clients in pods to verify
+//! the API server; kept equal to the CA, re-created if deleted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error, already_exists};
+
+/// The ConfigMap's name.
+pub const NAME: &str = "kube-root-ca.crt";
+const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+/// Runs the controller.
+pub async fn run(context: Arc<Context>) {
+    let client = context.client.clone();
+    Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<ConfigMap>::all(client),
+        watcher::Config::default(),
+        |cm| (cm.name_any() == NAME).then(|| ObjectRef::new(&cm.namespace().unwrap_or_default())),
+    )
+    .run(reconcile, retry, context)
+    .for_each(|_| async {})
+    .await;
+}
+
+fn desired(ca_pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(NAME.into()),
+            annotations: Some(BTreeMap::from([(
+                "kubernetes.io/description".to_string(),
+                DESCRIPTION.to_string(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("ca.crt".to_string(), ca_pem.to_string())])),
+        ..Default::default()
+    }
+}
+
+async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, Error> {
+    if namespace.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let api: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace.name_any());
+    let want = desired(&context.ca_pem);
+    match api.get_opt(NAME).await? {
+        None => match api.create(&PostParams::default(), &want).await {
+            Ok(_) => {}
+            Err(e) if already_exists(&e) => {}
+            Err(e) => return Err(e.into()),
+        },
+        Some(found) if found.data != want.data => {
+            let patch = serde_json::json!({"data": want.data});
+            api.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Some(_) => {}
+    }
+    Ok(Action::await_change())
+}
+
+fn retry(_: Arc<Namespace>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::debug!(err = %error, "root CA publisher");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configmap_carries_the_ca_under_ca_crt() {
+        let cm = desired("-----BEGIN CERTIFICATE-----\n...");
+        assert_eq!(
+            cm.data.unwrap()["ca.crt"],
+            "-----BEGIN CERTIFICATE-----\n..."
+        );
+        assert!(
+            cm.metadata
+                .annotations
+                .unwrap()
+                .contains_key("kubernetes.io/description")
+        );
+    }
+}

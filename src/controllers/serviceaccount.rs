@@ -1,0 +1,65 @@
+//! The `default` ServiceAccount in every namespace (upstream's
+//! serviceaccounts-controller): created with the namespace, re-created if
+//! deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::PostParams;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error, already_exists};
+
+/// The account every pod runs as unless it names another.
+pub const DEFAULT: &str = "default";
+
+/// Runs the controller.
+pub async fn run(context: Arc<Context>) {
+    let client = context.client.clone();
+    Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<ServiceAccount>::all(client),
+        watcher::Config::default(),
+        |sa| {
+            (sa.name_any() == DEFAULT).then(|| ObjectRef::new(&sa.namespace().unwrap_or_default()))
+        },
+    )
+    .run(reconcile, retry, context)
+    .for_each(|_| async {})
+    .await;
+}
+
+async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, Error> {
+    if namespace.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let api: Api<ServiceAccount> = Api::namespaced(context.client.clone(), &namespace.name_any());
+    if api.get_opt(DEFAULT).await?.is_none() {
+        let account = ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some(DEFAULT.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &account).await {
+            Ok(_) => {}
+            Err(e) if already_exists(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn retry(_: Arc<Namespace>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::debug!(err = %error, "serviceaccount controller");
+    Action::requeue(Duration::from_secs(5))
+}
