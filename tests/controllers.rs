@@ -68,3 +68,50 @@ fn namespaces_get_the_default_service_account_and_the_root_ca() {
         |o| o.trim() == "configmap/kube-root-ca.crt",
     );
 }
+
+#[test]
+fn deleting_a_namespace_deletes_its_contents_and_then_the_namespace() {
+    let server = Server::start();
+    let kubectl = server.kubectl("kubectl");
+    kubectl.ok(&["create", "namespace", "doomed"]);
+    kubectl.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "configmap",
+        "c1",
+        "--from-literal=a=b",
+    ]);
+    kubectl.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=a=b",
+    ]);
+    kubectl.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "deployment",
+        "d1",
+        "--image=kelp.test/busybox:1",
+    ]);
+    // kubectl waits until the namespace is gone.
+    kubectl.ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
+    let missing = kubectl.fails(&["get", "namespace", "doomed"]);
+    assert!(missing.contains("NotFound"), "{missing}");
+    assert_eq!(
+        kubectl.ok(&[
+            "get",
+            "configmaps,secrets,deployments",
+            "-n",
+            "doomed",
+            "-o",
+            "name"
+        ]),
+        ""
+    );
+}

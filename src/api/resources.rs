@@ -33,6 +33,8 @@ pub enum Subresource {
     Proxy,
     /// `pods/ephemeralcontainers`.
     EphemeralContainers,
+    /// `namespaces/finalize`: update of `.spec.finalizers` only.
+    Finalize,
 }
 
 impl Subresource {
@@ -50,6 +52,7 @@ impl Subresource {
             Self::PortForward => "portforward",
             Self::Proxy => "proxy",
             Self::EphemeralContainers => "ephemeralcontainers",
+            Self::Finalize => "finalize",
         }
     }
 
@@ -69,6 +72,7 @@ impl Subresource {
             Self::Log => &["get"],
             Self::Exec | Self::Attach | Self::PortForward => &["create", "get"],
             Self::Proxy => &["create", "delete", "get", "patch", "update"],
+            Self::Finalize => &["update"],
         }
     }
 
@@ -108,6 +112,7 @@ const ALL_SUBRESOURCES: &[Subresource] = &[
     Subresource::PortForward,
     Subresource::Proxy,
     Subresource::EphemeralContainers,
+    Subresource::Finalize,
 ];
 
 /// Which verbs a resource serves.
@@ -245,7 +250,7 @@ const BUILTIN: &[Row] = &[
         false,
         &["ns"],
         NONE,
-        &[Status],
+        &[Status, Finalize],
     ),
     (
         "",

@@ -1,6 +1,7 @@
 //! Control loops, each its own file, all kube-rs controllers over the
 //! in-process client (user `system:kube-controller-manager`).
 
+pub mod namespace;
 pub mod root_ca;
 pub mod serviceaccount;
 
@@ -19,7 +20,8 @@ pub struct Context {
 pub fn start(context: Context) {
     let context = Arc::new(context);
     tokio::spawn(serviceaccount::run(context.clone()));
-    tokio::spawn(root_ca::run(context));
+    tokio::spawn(root_ca::run(context.clone()));
+    tokio::spawn(namespace::run(context));
 }
 
 /// Errors a reconcile reports (retried after a pause).

@@ -5,6 +5,7 @@ pub mod create;
 mod delete;
 mod get;
 mod list;
+mod namespaces;
 pub mod patch;
 mod pods;
 mod scale;
@@ -171,6 +172,9 @@ pub async fn dispatch(
         (Some(Subresource::Binding), Method::POST, true) => pods::bind(&state, &req, &body).await,
         (Some(Subresource::Eviction), Method::POST, true) => pods::evict(&state, &req).await,
         (Some(Subresource::Token), Method::POST, true) => token::create(&state, &req, &body).await,
+        (Some(Subresource::Finalize), Method::PUT, true) => {
+            namespaces::finalize(&state, &req, &body).await
+        }
         (Some(Subresource::Log), Method::GET, true) => {
             crate::apiserver::kubelet::pod_log(&state, &req).await
         }
