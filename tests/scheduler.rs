@@ -144,3 +144,42 @@ fn pods_are_scheduled_and_unschedulable_pods_wait_for_a_fitting_node() {
         |n| n == NODE,
     );
 }
+
+#[test]
+fn replicasets_keep_their_pods_running() {
+    let server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {BUSYBOX}\n        command: [sleep, '3600']\n"
+    );
+    let path = common::write(&server.path("manifests"), "rs.yaml", &manifest);
+    kubectl.ok(&["apply", "-f", path.to_str().expect("path")]);
+    kubectl.wait_for(
+        &["get", "rs", "web", "-o", "jsonpath={.status.readyReplicas}"],
+        60,
+        |r| r == "3",
+    );
+    let pods = kubectl.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.ownerReferences[0].name}",
+    ]);
+    assert_eq!(pods, "web web web");
+    kubectl.ok(&["scale", "rs", "web", "--replicas=1"]);
+    kubectl.wait_for(&["get", "pods", "-l", "app=web", "-o", "name"], 60, |p| {
+        p.lines().count() == 1
+    });
+    let survivor = kubectl.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+    kubectl.ok(&["delete", survivor.trim(), "--wait=false"]);
+    kubectl.wait_for(&["get", "pods", "-l", "app=web", "-o", "name"], 60, |p| {
+        p.lines().count() == 1 && p.trim() != survivor.trim()
+    });
+    kubectl.wait_for(
+        &["get", "rs", "web", "-o", "jsonpath={.status.readyReplicas}"],
+        60,
+        |r| r == "1",
+    );
+}

@@ -2,6 +2,7 @@
 //! in-process client (user `system:kube-controller-manager`).
 
 pub mod namespace;
+pub mod replicaset;
 pub mod root_ca;
 pub mod serviceaccount;
 
@@ -21,7 +22,8 @@ pub fn start(context: Context) {
     let context = Arc::new(context);
     tokio::spawn(serviceaccount::run(context.clone()));
     tokio::spawn(root_ca::run(context.clone()));
-    tokio::spawn(namespace::run(context));
+    tokio::spawn(namespace::run(context.clone()));
+    tokio::spawn(replicaset::run(context));
 }
 
 /// Errors a reconcile reports (retried after a pause).

@@ -1,0 +1,247 @@
+//! ReplicaSets: keep `spec.replicas` pods matching the selector, made from
+//! the template and owned by the ReplicaSet (adopting matching orphans,
+//! deleting the surplus, not-ready pods first), and report replica counts in
+//! the status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error};
+
+/// Runs the controller.
+pub async fn run(context: Arc<Context>) {
+    let client = context.client.clone();
+    Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(reconcile, retry, context)
+    .for_each(|_| async {})
+    .await;
+}
+
+/// A label selector as the API's `labelSelector` query string.
+pub fn selector_string(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for r in selector.match_expressions.iter().flatten() {
+        let values = r.values.clone().unwrap_or_default().join(",");
+        parts.push(match r.operator.as_str() {
+            "In" => format!("{} in ({values})", r.key),
+            "NotIn" => format!("{} notin ({values})", r.key),
+            "Exists" => r.key.clone(),
+            _ => format!("!{}", r.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// The controller reference a ReplicaSet puts on its pods.
+pub fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.name_any(),
+        uid: rs.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn active(pod: &Pod) -> bool {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, "Succeeded" | "Failed")
+}
+
+/// Which pods to delete first when scaling down: unscheduled, then pending,
+/// then not ready, then the newest.
+pub fn deletion_order(pods: &mut [Pod]) {
+    pods.sort_by_key(|p| {
+        let unscheduled = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or("")
+            .is_empty();
+        let pending = p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running");
+        let created = p.metadata.creation_timestamp.clone().map(|t| t.0);
+        (!unscheduled, !pending, ready(p), std::cmp::Reverse(created))
+    });
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Error> {
+    if rs.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = rs.namespace().unwrap_or_default();
+    let spec = rs.spec.clone().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let selector = selector_string(&spec.selector);
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let matching = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    let mut owned = Vec::new();
+    for pod in matching {
+        let controller = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .cloned();
+        match controller {
+            Some(o) if o.uid == uid => owned.push(pod),
+            Some(_) => {}
+            None if active(&pod) => {
+                // Adopt the orphan.
+                let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+                refs.push(controller_ref(&rs));
+                let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
+                if pods_api
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .is_ok()
+                {
+                    owned.push(pod);
+                }
+            }
+            None => {}
+        }
+    }
+    let mut live: Vec<Pod> = owned.iter().filter(|p| active(p)).cloned().collect();
+    let wanted = spec.replicas.unwrap_or(1).max(0) as usize;
+    if live.len() < wanted {
+        let template = spec.template.clone().unwrap_or_default();
+        for _ in live.len()..wanted {
+            let mut metadata = template.metadata.clone().unwrap_or_default();
+            metadata.generate_name = Some(format!("{}-", rs.name_any()));
+            metadata.namespace = Some(namespace.clone());
+            metadata.owner_references = Some(vec![controller_ref(&rs)]);
+            let pod = Pod {
+                metadata,
+                spec: template.spec.clone(),
+                ..Default::default()
+            };
+            pods_api.create(&PostParams::default(), &pod).await?;
+        }
+    } else if live.len() > wanted {
+        deletion_order(&mut live);
+        let surplus = live.len() - wanted;
+        for pod in live.drain(..surplus) {
+            let _ = pods_api
+                .delete(&pod.name_any(), &DeleteParams::default())
+                .await;
+        }
+    }
+    let labels: BTreeMap<String, String> = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let running: Vec<&Pod> = owned.iter().filter(|p| active(p)).collect();
+    let status = json!({
+        "replicas": running.len(),
+        "fullyLabeledReplicas": running.iter().filter(|p| labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count(),
+        "readyReplicas": running.iter().filter(|p| ready(p)).count(),
+        "availableReplicas": running.iter().filter(|p| ready(p)).count(),
+        "observedGeneration": rs.meta().generation,
+    });
+    let current = rs
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    let changed = [
+        "replicas",
+        "fullyLabeledReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "observedGeneration",
+    ]
+    .iter()
+    .any(|k| current.get(*k).cloned().unwrap_or(json!(0)) != status[*k]);
+    if changed {
+        let api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
+        api.patch_status(
+            &rs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+fn retry(_: Arc<ReplicaSet>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::debug!(err = %error, "replicaset controller");
+    Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_become_query_strings() {
+        let selector: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "canary", "operator": "DoesNotExist"}]
+        }))
+        .unwrap();
+        assert_eq!(selector_string(&selector), "app=web,tier in (a,b),!canary");
+    }
+
+    #[test]
+    fn scale_down_removes_unscheduled_and_unready_pods_first() {
+        let pod = |name: &str, node: &str, phase: &str, ready: bool| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": node, "containers": []},
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+            }))
+            .unwrap()
+        };
+        let mut pods = vec![
+            pod("ready", "n", "Running", true),
+            pod("unready", "n", "Running", false),
+            pod("floating", "", "Pending", false),
+        ];
+        deletion_order(&mut pods);
+        let names: Vec<_> = pods.iter().map(|p| p.name_any()).collect();
+        assert_eq!(names, ["floating", "unready", "ready"]);
+    }
+}
