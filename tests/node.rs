@@ -391,36 +391,33 @@ impl LocalRegistry {
                 .trim()
                 .to_string();
             let separator = if location.contains('?') { '&' } else { '?' };
-            let out = Command::new("curl")
-                .args([
-                    "-sf",
-                    "-X",
-                    "PUT",
-                    "-H",
-                    "Content-Type: application/octet-stream",
-                    "--data-binary",
-                ])
-                .arg(format!("@{}", blob(&digest).display()))
-                .arg(format!("{location}{separator}digest={digest}"))
-                .output()
-                .expect("curl");
-            assert!(out.status.success(), "uploading {digest}");
+            let url = format!("{location}{separator}digest={digest}");
+            curl_put("application/octet-stream", &blob(&digest), &url);
         }
-        let out = Command::new("curl")
-            .args([
-                "-sf",
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/vnd.oci.image.manifest.v1+json",
-                "--data-binary",
-            ])
-            .arg(format!("@{}", blob(&manifest_digest).display()))
-            .arg(format!("{base}/manifests/1"))
-            .output()
-            .expect("curl");
-        assert!(out.status.success(), "pushing the manifest");
+        curl_put(
+            "application/vnd.oci.image.manifest.v1+json",
+            &blob(&manifest_digest),
+            &format!("{base}/manifests/1"),
+        );
     }
+}
+
+/// PUTs a file's contents to a URL, asserting success.
+fn curl_put(content_type: &str, file: &std::path::Path, url: &str) {
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {content_type}"),
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.display()))
+        .arg(url)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "PUT {url}");
 }
 
 impl Drop for LocalRegistry {

@@ -34,6 +34,39 @@ pub enum Error {
     Api(#[from] kube::Error),
 }
 
+/// A controller over namespaces that also wakes for a namespace when its
+/// object of kind `K` named `name` changes (or goes): the shape of the
+/// "one object in every namespace" controllers.
+pub fn per_namespace<K>(
+    client: &kube::Client,
+    name: &'static str,
+) -> kube::runtime::Controller<k8s_openapi::api::core::v1::Namespace>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+{
+    use kube::ResourceExt;
+    use kube::runtime::reflector::ObjectRef;
+    kube::runtime::Controller::new(
+        kube::Api::all(client.clone()),
+        kube::runtime::watcher::Config::default(),
+    )
+    .watches(
+        kube::Api::<K>::all(client.clone()),
+        kube::runtime::watcher::Config::default(),
+        move |object: K| {
+            (object.name_any() == name)
+                .then(|| ObjectRef::new(&object.namespace().unwrap_or_default()))
+        },
+    )
+}
+
 /// Whether an API error says the object already exists (a race with
 /// another writer, harmless for "ensure" loops).
 pub fn already_exists(e: &kube::Error) -> bool {

@@ -9,9 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, already_exists};
@@ -22,19 +20,10 @@ const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the k
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    Controller::new(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<ConfigMap>::all(client),
-        watcher::Config::default(),
-        |cm| (cm.name_any() == NAME).then(|| ObjectRef::new(&cm.namespace().unwrap_or_default())),
-    )
-    .run(reconcile, retry, context)
-    .for_each(|_| async {})
-    .await;
+    super::per_namespace::<ConfigMap>(&context.client, NAME)
+        .run(reconcile, retry, context.clone())
+        .for_each(|_| async {})
+        .await;
 }
 
 fn desired(ca_pem: &str) -> ConfigMap {

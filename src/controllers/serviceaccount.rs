@@ -8,9 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::PostParams;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, already_exists};
@@ -20,21 +18,10 @@ pub const DEFAULT: &str = "default";
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    Controller::new(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<ServiceAccount>::all(client),
-        watcher::Config::default(),
-        |sa| {
-            (sa.name_any() == DEFAULT).then(|| ObjectRef::new(&sa.namespace().unwrap_or_default()))
-        },
-    )
-    .run(reconcile, retry, context)
-    .for_each(|_| async {})
-    .await;
+    super::per_namespace::<ServiceAccount>(&context.client, DEFAULT)
+        .run(reconcile, retry, context.clone())
+        .for_each(|_| async {})
+        .await;
 }
 
 async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, Error> {
