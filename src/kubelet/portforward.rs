@@ -33,7 +33,7 @@ pub async fn serve(mut session: Session, netns: PathBuf, pod: String) {
         let request = stream.headers.get("requestid").cloned().unwrap_or_else(|| {
             // Clients before request ids: the error stream precedes its data stream.
             let id = if stream.headers.get("streamtype").map(String::as_str) == Some("data") {
-                stream.id - 2
+                stream.id.saturating_sub(2)
             } else {
                 stream.id
             };

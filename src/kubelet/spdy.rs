@@ -25,6 +25,8 @@ const WINDOW_UPDATE: u16 = 9;
 const FLAG_FIN: u8 = 0x01;
 /// Largest frame accepted (header blocks and data are far smaller in practice).
 const MAX_FRAME: usize = 16 << 20;
+/// Largest decompressed header block accepted.
+const MAX_HEADER_BLOCK: usize = 1 << 20;
 /// Largest DATA payload sent in one frame.
 const MAX_DATA: usize = 32 * 1024;
 
@@ -102,6 +104,9 @@ impl HeaderCodec {
         let mut out = Vec::with_capacity(block.len() * 4 + 64);
         let mut input = block;
         loop {
+            if out.len() > MAX_HEADER_BLOCK {
+                return Err(SpdyError::Protocol("header block too large".into()));
+            }
             if out.capacity() - out.len() < 256 {
                 out.reserve(4096);
             }
