@@ -115,3 +115,72 @@ fn deleting_a_namespace_deletes_its_contents_and_then_the_namespace() {
         ""
     );
 }
+
+#[test]
+fn deleting_an_owner_cascades_as_its_propagation_policy_says() {
+    let server = Server::start();
+    let kubectl = server.kubectl("kubectl");
+    let manifest = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: c, image: kelp.test/busybox:1}\n";
+    let path = common::write(&server.path("manifests"), "rs.yaml", manifest);
+    let path = path.to_str().expect("path");
+    let pods = |kubectl: &common::Kubectl| {
+        kubectl
+            .ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .lines()
+            .count()
+    };
+
+    // Background (the default): the pods go after the ReplicaSet.
+    kubectl.ok(&["apply", "-f", path]);
+    kubectl.wait_for(&["get", "pods", "-l", "app=web", "-o", "name"], 30, |o| {
+        o.lines().count() == 2
+    });
+    kubectl.ok(&["delete", "rs", "web"]);
+    kubectl.wait_for(&["get", "pods", "-l", "app=web", "-o", "name"], 30, |o| {
+        o.is_empty()
+    });
+
+    // Orphan: the pods stay, without their owner.
+    kubectl.ok(&["apply", "-f", path]);
+    kubectl.wait_for(&["get", "pods", "-l", "app=web", "-o", "name"], 30, |o| {
+        o.lines().count() == 2
+    });
+    kubectl.ok(&["delete", "rs", "web", "--cascade=orphan"]);
+    kubectl.wait_for(&["get", "rs", "-o", "name"], 30, |o| o.is_empty());
+    let owners = kubectl.wait_for(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences}",
+        ],
+        30,
+        |o| !o.contains("ReplicaSet"),
+    );
+    assert!(!owners.contains("web"), "{owners}");
+    assert_eq!(pods(&kubectl), 2);
+
+    // A new ReplicaSet adopts the orphans; Foreground deletes them before itself.
+    kubectl.ok(&["apply", "-f", path]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences[0].name}",
+        ],
+        30,
+        |o| o == "web web",
+    );
+    kubectl.ok(&["delete", "rs", "web", "--cascade=foreground"]);
+    kubectl.wait_for(
+        &["get", "rs,pods", "-l", "app=web", "-o", "name"],
+        30,
+        |o| o.is_empty(),
+    );
+    kubectl.wait_for(&["get", "rs", "-o", "name"], 30, |o| o.is_empty());
+}

@@ -1,6 +1,7 @@
 //! Control loops, each its own file, all kube-rs controllers over the
 //! in-process client (user `system:kube-controller-manager`).
 
+pub mod garbage_collector;
 pub mod namespace;
 pub mod replicaset;
 pub mod root_ca;
@@ -23,7 +24,8 @@ pub fn start(context: Context) {
     tokio::spawn(serviceaccount::run(context.clone()));
     tokio::spawn(root_ca::run(context.clone()));
     tokio::spawn(namespace::run(context.clone()));
-    tokio::spawn(replicaset::run(context));
+    tokio::spawn(replicaset::run(context.clone()));
+    tokio::spawn(garbage_collector::run(context));
 }
 
 /// Errors a reconcile reports (retried after a pause).

@@ -1,0 +1,176 @@
+//! The garbage collector, for the workload kinds (pods, ReplicaSets,
+//! Deployments, DaemonSets, StatefulSets, ControllerRevisions, Jobs,
+//! CronJobs): an object whose owners are all gone is deleted (background
+//! cascading); while an owner is deleted with `propagationPolicy: Foreground`
+//! its dependents are deleted first and its `foregroundDeletion` finalizer
+//! goes when none is left; with `Orphan` the dependents lose their owner
+//! reference and the `orphan` finalizer goes. Watch caches of those kinds
+//! drive passes after changes and every few seconds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions,
+};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::Context;
+
+/// Kinds whose owner references the collector follows: group, version, kind, plural.
+const KINDS: &[(&str, &str, &str, &str)] = &[
+    ("", "v1", "Pod", "pods"),
+    ("apps", "v1", "ReplicaSet", "replicasets"),
+    ("apps", "v1", "Deployment", "deployments"),
+    ("apps", "v1", "DaemonSet", "daemonsets"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("apps", "v1", "ControllerRevision", "controllerrevisions"),
+    ("batch", "v1", "Job", "jobs"),
+    ("batch", "v1", "CronJob", "cronjobs"),
+];
+const FOREGROUND: &str = "foregroundDeletion";
+const ORPHAN: &str = "orphan";
+const PASS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the collector.
+pub async fn run(context: Arc<Context>) {
+    let mut stores = Vec::new();
+    let mut streams = Vec::new();
+    for (group, version, kind, plural) in KINDS {
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(context.client.clone(), &resource);
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .map(|_| ())
+            .boxed();
+        streams.push(stream);
+        stores.push((resource, store));
+    }
+    let mut changes = futures::stream::select_all(streams);
+    let mut ticker = tokio::time::interval(PASS_EVERY);
+    loop {
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = ticker.tick() => {}
+        }
+        pass(&context.client, &stores).await;
+    }
+}
+
+fn finalizers(object: &DynamicObject) -> Vec<String> {
+    object.metadata.finalizers.clone().unwrap_or_default()
+}
+
+async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject>)]) {
+    let objects: Vec<(&ApiResource, Arc<DynamicObject>)> = stores
+        .iter()
+        .flat_map(|(resource, store)| store.state().into_iter().map(move |o| (resource, o)))
+        .collect();
+    if objects.is_empty() {
+        return;
+    }
+    let by_uid: HashMap<String, &DynamicObject> = objects
+        .iter()
+        .filter_map(|(_, o)| Some((o.metadata.uid.clone()?, o.as_ref())))
+        .collect();
+    let tracked_kinds: HashSet<&str> = KINDS.iter().map(|(_, _, kind, _)| *kind).collect();
+    let mut referenced: HashSet<String> = HashSet::new();
+    for (resource, object) in &objects {
+        let refs = object.metadata.owner_references.clone().unwrap_or_default();
+        if refs.is_empty() {
+            continue;
+        }
+        for r in &refs {
+            referenced.insert(r.uid.clone());
+        }
+        let namespace = object.namespace().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, *resource);
+        let name = object.name_any();
+        let owner_of = |uid: &str| by_uid.get(uid).copied();
+        // Owners being deleted with Orphan: let go of them.
+        let orphaned: Vec<&str> = refs
+            .iter()
+            .filter(|r| {
+                owner_of(&r.uid).is_some_and(|o| {
+                    o.metadata.deletion_timestamp.is_some()
+                        && finalizers(o).iter().any(|f| f == ORPHAN)
+                })
+            })
+            .map(|r| r.uid.as_str())
+            .collect();
+        if !orphaned.is_empty() {
+            let kept: Vec<_> = refs
+                .iter()
+                .filter(|r| !orphaned.contains(&r.uid.as_str()))
+                .collect();
+            let patch = json!({"metadata": {"ownerReferences": kept}});
+            let _ = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            continue;
+        }
+        let gone = refs
+            .iter()
+            .all(|r| tracked_kinds.contains(r.kind.as_str()) && owner_of(&r.uid).is_none());
+        let owner_in_foreground = refs.iter().any(|r| {
+            owner_of(&r.uid).is_some_and(|o| {
+                o.metadata.deletion_timestamp.is_some()
+                    && finalizers(o).iter().any(|f| f == FOREGROUND)
+            })
+        });
+        if (gone || owner_in_foreground) && object.metadata.deletion_timestamp.is_none() {
+            let params = DeleteParams {
+                propagation_policy: Some(if owner_in_foreground {
+                    kube::api::PropagationPolicy::Foreground
+                } else {
+                    kube::api::PropagationPolicy::Background
+                }),
+                preconditions: Some(Preconditions {
+                    uid: object.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            let _ = api.delete(&name, &params).await;
+        }
+    }
+    // Owners whose cascading is done lose their GC finalizer (and then go).
+    for (resource, object) in &objects {
+        let uid = object.metadata.uid.clone().unwrap_or_default();
+        let current = finalizers(object);
+        if object.metadata.deletion_timestamp.is_none()
+            || !current.iter().any(|f| f == FOREGROUND || f == ORPHAN)
+            || referenced.contains(&uid)
+        {
+            continue;
+        }
+        let remaining: Vec<&String> = current
+            .iter()
+            .filter(|f| *f != FOREGROUND && *f != ORPHAN)
+            .collect();
+        let namespace = object.namespace().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, *resource);
+        let patch = json!({"metadata": {"finalizers": remaining}});
+        let _ = api
+            .patch(
+                &object.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await;
+    }
+}
