@@ -57,13 +57,14 @@ if [ -f "$pidfile" ]; then
   rm -f "$pidfile"
 fi
 
-# 4. Mounts kelp's containerd made (rootfs overlays, shm, sandbox files), deepest first.
+# 4. Mounts kelp's containerd made (rootfs overlays, shm, sandbox files, pod
+#    network namespaces, which kelp's containerd keeps under its state dir), deepest first.
 awk -v a="$DATA_DIR/agent/" -v b="/run/kelp/" '
   { p = $2; gsub(/\\040/, " ", p) }
   index(p, a) == 1 || index(p, b) == 1 { print p }' /proc/self/mounts | sort -r |
   while read -r m; do umount -l "$m" 2>/dev/null; done
 
-# 5. Pod network namespaces (found above) and their veths.
+# 5. Pod network namespaces named in /run/netns (found above), and their veths.
 for ns in $netns_names; do
   ip netns delete "$ns" 2>/dev/null
 done

@@ -71,6 +71,9 @@ state = "{state}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
   restrict_oom_score_adj = {restrict_oom_score_adj}
+  # Pod network namespaces under the state dir: kelp-killall.sh finds and
+  # removes exactly kelp's, even those of sandboxes that never started.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
   [plugins."io.containerd.grpc.v1.cri".cni]
