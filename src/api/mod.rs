@@ -4,6 +4,7 @@ pub mod crd;
 pub mod error;
 pub mod managed_fields;
 pub mod object;
+pub mod pods;
 pub mod printers;
 pub mod protobuf;
 pub mod quantity;

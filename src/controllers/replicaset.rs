@@ -18,6 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error};
+use crate::api::pods;
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
@@ -64,20 +65,8 @@ pub fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
     }
 }
 
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn active(pod: &Pod) -> bool {
-    let phase = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("");
-    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, "Succeeded" | "Failed")
+    pod.metadata.deletion_timestamp.is_none() && !pods::is_terminal(pod)
 }
 
 /// Which pods to delete first when scaling down: unscheduled, then pending,
@@ -92,7 +81,12 @@ pub fn deletion_order(pods: &mut [Pod]) {
             .is_empty();
         let pending = p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running");
         let created = p.metadata.creation_timestamp.clone().map(|t| t.0);
-        (!unscheduled, !pending, ready(p), std::cmp::Reverse(created))
+        (
+            !unscheduled,
+            !pending,
+            pods::is_ready(p),
+            std::cmp::Reverse(created),
+        )
     });
 }
 
@@ -111,13 +105,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         .items;
     let mut owned = Vec::new();
     for pod in matching {
-        let controller = pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .cloned();
+        let controller = pods::controller_of(&pod.metadata).cloned();
         match controller {
             Some(o) if o.uid == uid => owned.push(pod),
             Some(_) => {}
@@ -176,8 +164,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     let status = json!({
         "replicas": running.len(),
         "fullyLabeledReplicas": running.iter().filter(|p| labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count(),
-        "readyReplicas": running.iter().filter(|p| ready(p)).count(),
-        "availableReplicas": running.iter().filter(|p| ready(p)).count(),
+        "readyReplicas": running.iter().filter(|p| pods::is_ready(p)).count(),
+        "availableReplicas": running.iter().filter(|p| pods::is_ready(p)).count(),
         "observedGeneration": rs.meta().generation,
     });
     let current = rs

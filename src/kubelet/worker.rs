@@ -233,12 +233,7 @@ impl PodWorker {
     async fn sync(&mut self, pod: &Pod) -> anyhow::Result<Duration> {
         let uid = Self::uid(pod);
         let spec = pod.spec.clone().unwrap_or_default();
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        let terminal = matches!(phase.as_str(), "Succeeded" | "Failed");
+        let terminal = crate::api::pods::is_terminal(pod);
         let sandboxes = self.sandboxes(&uid).await?;
         let ready = sandboxes
             .iter()

@@ -11,7 +11,10 @@ use k8s_openapi::api::core::v1::{Container, Node, NodeSelectorTerm, Pod, Taint, 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::quantity;
+use crate::api::{pods, quantity};
+
+/// The pods bound to each node, by node name.
+pub type PodsByNode = HashMap<String, Vec<Pod>>;
 
 /// Why a node was filtered out (counted per reason in the pod's condition).
 pub type Reason = String;
@@ -211,18 +214,19 @@ fn host_ports(pod: &Pod) -> Vec<(i32, String, String)> {
         .collect()
 }
 
-fn terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+/// The pods bound to a node that still run there.
+fn running_on<'a>(pods_by_node: &'a PodsByNode, node: &str) -> Vec<&'a Pod> {
+    pods_by_node
+        .get(node)
+        .map(|v| v.iter().filter(|p| !pods::is_terminal(p)).collect())
+        .unwrap_or_default()
 }
 
 /// Whether `pod` fits `node`, given the pods bound to each node.
 pub fn fits(
     pod: &Pod,
     node: &Node,
-    pods_by_node: &HashMap<String, Vec<&Pod>>,
+    pods_by_node: &PodsByNode,
     nodes: &[Node],
 ) -> Result<(), Reason> {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -284,10 +288,7 @@ pub fn fits(
             ));
         }
     }
-    let on_node: Vec<&Pod> = pods_by_node
-        .get(&node_name)
-        .map(|v| v.iter().copied().filter(|p| !terminal(p)).collect())
-        .unwrap_or_default();
+    let on_node = running_on(pods_by_node, &node_name);
     let (capacity, max_pods) = allocatable(node);
     if on_node.len() as i64 + 1 > max_pods {
         return Err("Too many pods".into());
@@ -350,7 +351,7 @@ pub fn fits(
                     .into_iter()
                     .flatten()
             })
-            .filter(|p| !terminal(p))
+            .filter(|p| !pods::is_terminal(p))
             .any(|p| {
                 namespaces.contains(p.metadata.namespace.as_ref().unwrap_or(&String::new()))
                     && selector_matches(&selector, &labels(&p.metadata))
@@ -364,12 +365,9 @@ pub fn fits(
 
 /// How good a node is for the pod (higher is better): free resources after
 /// placing it, fewer pods of the same workload, preferred node affinity.
-pub fn score(pod: &Pod, node: &Node, pods_by_node: &HashMap<String, Vec<&Pod>>) -> i64 {
+pub fn score(pod: &Pod, node: &Node, pods_by_node: &PodsByNode) -> i64 {
     let node_name = node.metadata.name.clone().unwrap_or_default();
-    let on_node: Vec<&Pod> = pods_by_node
-        .get(&node_name)
-        .map(|v| v.iter().copied().filter(|p| !terminal(p)).collect())
-        .unwrap_or_default();
+    let on_node = running_on(pods_by_node, &node_name);
     let (capacity, _) = allocatable(node);
     let mut used = pod_requests(pod);
     for p in &on_node {
@@ -383,13 +381,7 @@ pub fn score(pod: &Pod, node: &Node, pods_by_node: &HashMap<String, Vec<&Pod>>) 
         }
     };
     let least_allocated = (free(capacity.cpu, used.cpu) + free(capacity.memory, used.memory)) / 2;
-    let owner = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.clone());
+    let owner = pods::controller_of(&pod.metadata).map(|o| o.uid.clone());
     let siblings = owner.map_or(0, |uid| {
         on_node
             .iter()
@@ -477,13 +469,8 @@ mod tests {
     }
 
     fn check(p: &Pod, n: &Node, bound: &[Pod]) -> Result<(), Reason> {
-        let mut by_node: HashMap<String, Vec<&Pod>> = HashMap::new();
-        for b in bound {
-            by_node
-                .entry(n.metadata.name.clone().unwrap())
-                .or_default()
-                .push(b);
-        }
+        let mut by_node = PodsByNode::new();
+        by_node.insert(n.metadata.name.clone().unwrap(), bound.to_vec());
         fits(p, n, &by_node, std::slice::from_ref(n))
     }
 
@@ -575,8 +562,7 @@ mod tests {
             json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}}),
         );
         let empty = HashMap::new();
-        let mut busy: HashMap<String, Vec<&Pod>> = HashMap::new();
-        busy.entry("n1".into()).or_default().push(&p);
+        let busy = PodsByNode::from([("n1".to_string(), vec![p.clone()])]);
         assert!(score(&p, &n, &empty) > score(&p, &n, &busy));
         let msg = unschedulable_message(
             3,

@@ -30,15 +30,10 @@ fn pending(pod: &Pod) -> bool {
     let scheduler = spec
         .and_then(|s| s.scheduler_name.as_deref())
         .unwrap_or(NAME);
-    let phase = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("");
     node.is_empty()
         && scheduler == NAME
         && pod.metadata.deletion_timestamp.is_none()
-        && !matches!(phase, "Succeeded" | "Failed")
+        && !crate::api::pods::is_terminal(pod)
 }
 
 /// Runs until the process ends.
@@ -140,16 +135,12 @@ impl Scheduler {
         let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         self.reported.retain(|uid, _| live.contains(uid));
         for pod in queue {
-            let refs: HashMap<String, Vec<&Pod>> = by_node
-                .iter()
-                .map(|(k, v)| (k.clone(), v.iter().collect()))
-                .collect();
             let mut reasons = Vec::new();
             let mut best: Option<(i64, &Node)> = None;
             for node in &nodes {
-                match fit::fits(pod, node, &refs, &nodes) {
+                match fit::fits(pod, node, &by_node, &nodes) {
                     Ok(()) => {
-                        let score = fit::score(pod, node, &refs);
+                        let score = fit::score(pod, node, &by_node);
                         let better = match best {
                             None => true,
                             Some((s, n)) => {
