@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds the image tarballs the tests use, from Debian's busybox-static:
-#   busybox.tar          OCI layout,     kelp.test/busybox:1
+#   busybox.tar          OCI layout,     kelp.test/busybox:1, and kelp.test/nginx:1.14.2
+#                        and :1.16.1 (httpd on port 80 answering "nginx <version>")
 #   busybox-docker.tar   docker-archive, kelp.test/busybox-docker:1 (same content)
 # Both hold /bin/busybox and its applets (sh, httpd, nc, wget, sleep, ...).
 # Usage: scripts/build-test-images.sh [OUT_DIR]   (default: target/test-images)
@@ -43,22 +44,34 @@ tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$
 layer_size=$(stat -c %s "$work/layer.tar")
 layer=$(blob "$work/layer.tar")
 
-printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"kelp scripts/build-test-images.sh"}]}' \
-  "$arch" "$layer" > "$work/config.json"
-config_size=$(stat -c %s "$work/config.json")
-config=$(blob "$work/config.json")
+image() { # image NAME CONFIG-EXTRA -> sets $config and $manifest, adds NAME to the index
+  printf '{"architecture":"%s","os":"linux","config":{%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"kelp scripts/build-test-images.sh"}]}' \
+    "$arch" "$2" "$layer" > "$work/config.json"
+  config_size=$(stat -c %s "$work/config.json")
+  config=$(blob "$work/config.json")
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "$config" "$config_size" "$layer" "$layer_size" > "$work/manifest.json"
+  manifest_size=$(stat -c %s "$work/manifest.json")
+  manifest=$(blob "$work/manifest.json")
+  entry=$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}' \
+    "$manifest" "$manifest_size" "$1" "${1##*:}")
+  index=${index:+$index,}$entry
+  echo "$out/busybox.tar  $1  sha256:$manifest"
+}
+path_env='"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"'
+# Stand-ins for the guide's nginx images: an httpd on port 80 whose page
+# names the version, so a rollout's progress shows in the answers. The shell
+# stays PID 1 to end on SIGTERM (httpd as PID 1 would ignore it).
+for version in 1.14.2 1.16.1; do
+  image "kelp.test/nginx:$version" \
+    "$path_env,\"NGINX_VERSION=$version\"],\"ExposedPorts\":{\"80/tcp\":{}},\"Cmd\":[\"sh\",\"-c\",\"echo nginx \$NGINX_VERSION > /tmp/index.html; httpd -f -p 80 -h /tmp & trap 'exit 0' TERM; wait\"]"
+done
+# Last, so that $config and $layer below are busybox's.
+image kelp.test/busybox:1 "$path_env],\"Cmd\":[\"sh\"]"
 
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-  "$config" "$config_size" "$layer" "$layer_size" > "$work/manifest.json"
-manifest_size=$(stat -c %s "$work/manifest.json")
-manifest=$(blob "$work/manifest.json")
-
-name=kelp.test/busybox:1
 printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"1"}}]}' \
-  "$manifest" "$manifest_size" "$name" > "$layout/index.json"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s]}' "$index" > "$layout/index.json"
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$layout" -cf "$out/busybox.tar" .
-echo "$out/busybox.tar  $name  sha256:$manifest"
 
 # The same image as `docker save` writes it (manifest.json, <id>/layer.tar).
 docker=$work/docker

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BUSYBOX, NODE, Server};
+use common::{BUSYBOX, NODE, Server, http_get};
 
 fn pod(name: &str, spec: &str) -> String {
     format!(
@@ -26,14 +26,6 @@ fn wait_ready(kubectl: &common::Kubectl, pod: &str) {
         &format!("pod/{pod}"),
         "--timeout=90s",
     ]);
-}
-
-fn http_get(url: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -117,6 +117,12 @@ async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject
                 .iter()
                 .filter(|r| !orphaned.contains(&r.uid.as_str()))
                 .collect();
+            // None left: the field goes, as upstream's objects show it.
+            let kept = if kept.is_empty() {
+                json!(null)
+            } else {
+                json!(kept)
+            };
             let patch = json!({"metadata": {"ownerReferences": kept}});
             let _ = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -1,6 +1,7 @@
 //! Control loops, each its own file, all kube-rs controllers over the
 //! in-process client (user `system:kube-controller-manager`).
 
+pub mod deployment;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod replicaset;
@@ -25,6 +26,7 @@ pub fn start(context: Context) {
     tokio::spawn(root_ca::run(context.clone()));
     tokio::spawn(namespace::run(context.clone()));
     tokio::spawn(replicaset::run(context.clone()));
+    tokio::spawn(deployment::run(context.clone()));
     tokio::spawn(garbage_collector::run(context));
 }
 

@@ -65,10 +65,6 @@ pub fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
     }
 }
 
-fn active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none() && !pods::is_terminal(pod)
-}
-
 /// Which pods to delete first when scaling down: unscheduled, then pending,
 /// then not ready, then the newest.
 pub fn deletion_order(pods: &mut [Pod]) {
@@ -109,7 +105,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         match controller {
             Some(o) if o.uid == uid => owned.push(pod),
             Some(_) => {}
-            None if active(&pod) => {
+            None if pods::is_active(&pod) => {
                 // Adopt the orphan.
                 let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(controller_ref(&rs));
@@ -129,7 +125,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
             None => {}
         }
     }
-    let mut live: Vec<Pod> = owned.iter().filter(|p| active(p)).cloned().collect();
+    let mut live: Vec<Pod> = owned
+        .iter()
+        .filter(|p| pods::is_active(p))
+        .cloned()
+        .collect();
     let wanted = spec.replicas.unwrap_or(1).max(0) as usize;
     if live.len() < wanted {
         let template = spec.template.clone().unwrap_or_default();
@@ -160,12 +160,20 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let running: Vec<&Pod> = owned.iter().filter(|p| active(p)).collect();
+    let running: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    // A Ready pod becomes available minReadySeconds later: look again then.
+    let next_check = running
+        .iter()
+        .filter_map(|p| pods::available_in(p, min_ready, now))
+        .filter(|d| !d.is_zero())
+        .min();
     let status = json!({
         "replicas": running.len(),
         "fullyLabeledReplicas": running.iter().filter(|p| labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count(),
         "readyReplicas": running.iter().filter(|p| pods::is_ready(p)).count(),
-        "availableReplicas": running.iter().filter(|p| pods::is_ready(p)).count(),
+        "availableReplicas": running.iter().filter(|p| pods::is_available(p, min_ready, now)).count(),
         "observedGeneration": rs.meta().generation,
     });
     let current = rs
@@ -191,7 +199,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         )
         .await?;
     }
-    Ok(Action::await_change())
+    Ok(next_check.map_or_else(Action::await_change, |d| {
+        Action::requeue(d + Duration::from_millis(100))
+    }))
 }
 
 fn retry(_: Arc<ReplicaSet>, error: &Error, _: Arc<Context>) -> Action {

@@ -1,10 +1,10 @@
-//! Events about pods (Scheduled, FailedScheduling, Pulled, Created, Started,
-//! Killing, BackOff, ...), as `kubectl describe` and `kubectl events` show
-//! them, from any component. Best effort: a failed write is logged, never
-//! retried.
+//! Events about objects (a pod's Scheduled, Pulled, Started, BackOff; a
+//! Deployment's ScalingReplicaSet; ...), as `kubectl describe` and `kubectl
+//! events` show them, from any component. Best effort: a failed write is
+//! logged, never retried.
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::Api;
+use k8s_openapi::api::core::v1::Event;
+use kube::{Api, Resource};
 use serde_json::json;
 
 /// Who reports an event: the component and, for a kubelet, its node.
@@ -16,23 +16,24 @@ pub struct Source {
     pub host: Option<String>,
 }
 
-/// Records an event about `pod`.
-pub async fn record(
+/// Records an event about `object`.
+pub async fn record<K: Resource<DynamicType = ()>>(
     client: &kube::Client,
     source: &Source,
-    pod: &Pod,
+    object: &K,
     kind: &str,
     reason: &str,
     message: &str,
 ) {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let meta = object.meta();
+    let namespace = meta.namespace.clone().unwrap_or_default();
     let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
     let now = chrono::Utc::now();
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
     let event = json!({
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": format!("{pod_name}.{:x}", now.timestamp_nanos_opt().unwrap_or_default()), "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "namespace": namespace, "uid": pod.metadata.uid},
+        "metadata": {"name": format!("{name}.{:x}", now.timestamp_nanos_opt().unwrap_or_default()), "namespace": namespace},
+        "involvedObject": {"apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": name, "namespace": namespace, "uid": meta.uid},
         "reason": reason,
         "message": message,
         "type": kind,

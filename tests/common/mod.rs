@@ -367,6 +367,15 @@ impl Kubectl {
     }
 }
 
+/// The body curl gets from `url` (empty on failure), within 5 s.
+pub fn http_get(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Writes `content` to `dir/name`, creating directories.
 pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let path = dir.join(name);

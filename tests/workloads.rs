@@ -1,0 +1,233 @@
+//! End-to-end tests of the workload controllers on a real node (root):
+//! the Cluster Administration guide's Deployment update flow, rollbacks and
+//! cascading deletion.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::{Kubectl, Server, http_get};
+
+const NGINX_1: &str = "kelp.test/nginx:1.14.2";
+const NGINX_2: &str = "kelp.test/nginx:1.16.1";
+
+/// What every pod of `selector` answers on port 80.
+fn pages(kubectl: &Kubectl, selector: &str) -> Vec<String> {
+    let ips = kubectl.ok(&[
+        "get",
+        "pods",
+        "-l",
+        selector,
+        "--field-selector",
+        "status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].status.podIP}",
+    ]);
+    ips.split_whitespace()
+        .map(|ip| http_get(&format!("http://{ip}/")).trim().to_string())
+        .collect()
+}
+
+/// Checks a `kubectl get pods --watch` transcript (name, deletion time,
+/// Ready per line) against the rollout's bounds: once all `replicas` pods
+/// were available, never fewer than `replicas - unavailable` available and
+/// never more than `replicas + surge` pods (terminating ones aside).
+fn check_bounds(transcript: &str, replicas: usize, surge: usize, unavailable: usize) -> usize {
+    let mut pods: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut started = false;
+    let mut events = 0;
+    for line in transcript.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [name, deleted, ready] = fields[..] else {
+            panic!("unexpected watch line {line:?}");
+        };
+        pods.insert(name.to_string(), (!deleted.is_empty(), ready == "True"));
+        let live = pods
+            .values()
+            .filter(|(terminating, _)| !terminating)
+            .count();
+        let available = pods
+            .values()
+            .filter(|(terminating, ready)| !terminating && *ready)
+            .count();
+        started |= available == replicas;
+        if started {
+            events += 1;
+            assert!(
+                available >= replicas - unavailable,
+                "only {available} available at {line:?}:\n{transcript}"
+            );
+            assert!(
+                live <= replicas + surge,
+                "{live} pods at {line:?}:\n{transcript}"
+            );
+        }
+    }
+    events
+}
+
+#[test]
+fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
+    let server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+    kubectl.ok(&["create", "deployment", "my-nginx", "--image", NGINX_1]);
+    kubectl.ok(&[
+        "scale",
+        "deployment",
+        "my-nginx",
+        "--current-replicas=1",
+        "--replicas=3",
+    ]);
+    kubectl.ok(&["rollout", "status", "deployment/my-nginx", "--timeout=90s"]);
+    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.14.2"; 3]);
+
+    // Image changed with `kubectl edit`, watched throughout the rollout.
+    let mut watch = kubectl
+        .command()
+        .args([
+            "get",
+            "pods",
+            "-l",
+            "app=my-nginx",
+            "--watch",
+            "-o",
+            r#"jsonpath={.metadata.name} {.metadata.deletionTimestamp} {.status.conditions[?(@.type=="Ready")].status}{"\n"}"#,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("kubectl get --watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let edited = kubectl
+        .command()
+        .env("KUBE_EDITOR", format!("sed -i s|{NGINX_1}|{NGINX_2}|"))
+        .args(["edit", "deployment", "my-nginx"])
+        .output()
+        .expect("kubectl edit");
+    assert!(edited.status.success(), "{edited:?}");
+    kubectl.ok(&["rollout", "status", "deployment/my-nginx", "--timeout=90s"]);
+    // Let the old pods' deletions reach the watch.
+    kubectl.wait_for(
+        &["get", "pods", "-l", "app=my-nginx", "-o", "name"],
+        60,
+        |o| o.lines().count() == 3,
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let transcript = reader.join().expect("watch reader");
+    // 25% of 3: maxSurge rounds up to 1, maxUnavailable down to 0.
+    let events = check_bounds(&transcript, 3, 1, 0);
+    assert!(events > 6, "the watch saw too little:\n{transcript}");
+    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.16.1"; 3]);
+
+    let history = kubectl.ok(&["rollout", "history", "deployment/my-nginx"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let first = kubectl.ok(&["rollout", "history", "deployment/my-nginx", "--revision=1"]);
+    assert!(first.contains(NGINX_1), "{first}");
+
+    // Undo returns to the first image, as revision 3.
+    kubectl.ok(&["rollout", "undo", "deployment/my-nginx"]);
+    kubectl.ok(&["rollout", "status", "deployment/my-nginx", "--timeout=90s"]);
+    assert_eq!(
+        kubectl.ok(&[
+            "get",
+            "deployment",
+            "my-nginx",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+        ]),
+        format!("{NGINX_1} 3")
+    );
+    kubectl.wait_for(
+        &["get", "pods", "-l", "app=my-nginx", "-o", "name"],
+        60,
+        |o| o.lines().count() == 3,
+    );
+    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.14.2"; 3]);
+
+    // Paused, a template change waits; resumed, it rolls out.
+    kubectl.ok(&["rollout", "pause", "deployment/my-nginx"]);
+    kubectl.ok(&[
+        "set",
+        "image",
+        "deployment/my-nginx",
+        &format!("nginx={NGINX_2}"),
+    ]);
+    let paused = kubectl.wait_for(
+        &[
+            "get",
+            "deployment",
+            "my-nginx",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ],
+        30,
+        |o| o == "DeploymentPaused",
+    );
+    assert_eq!(paused, "DeploymentPaused");
+    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.14.2"; 3]);
+    kubectl.ok(&["rollout", "resume", "deployment/my-nginx"]);
+    kubectl.ok(&["rollout", "status", "deployment/my-nginx", "--timeout=90s"]);
+    kubectl.ok(&["rollout", "restart", "deployment/my-nginx"]);
+    kubectl.ok(&["rollout", "status", "deployment/my-nginx", "--timeout=90s"]);
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Deployment,reason=ScalingReplicaSet",
+        "-o",
+        "name",
+    ]);
+    assert!(events.lines().count() >= 6, "{events}");
+
+    // Deleting with --cascade=orphan keeps the ReplicaSets and pods; a plain
+    // delete of a Deployment takes both.
+    let replica_sets = kubectl.ok(&["get", "rs", "-l", "app=my-nginx", "-o", "name"]);
+    kubectl.ok(&["delete", "deployment", "my-nginx", "--cascade=orphan"]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "rs",
+            "-l",
+            "app=my-nginx",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences}",
+        ],
+        30,
+        |o| o.is_empty(),
+    );
+    assert_eq!(
+        kubectl.ok(&["get", "rs", "-l", "app=my-nginx", "-o", "name"]),
+        replica_sets
+    );
+    assert_eq!(pages(&kubectl, "app=my-nginx").len(), 3);
+    kubectl.ok(&["delete", "rs", "-l", "app=my-nginx"]);
+    kubectl.ok(&[
+        "create",
+        "deployment",
+        "gone",
+        "--image",
+        NGINX_1,
+        "--replicas=2",
+    ]);
+    kubectl.ok(&["rollout", "status", "deployment/gone", "--timeout=90s"]);
+    kubectl.ok(&["delete", "deployment", "gone"]);
+    kubectl.wait_for(
+        &["get", "rs,pods", "-l", "app=gone", "-o", "name"],
+        60,
+        |o| o.is_empty(),
+    );
+}
