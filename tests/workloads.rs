@@ -8,16 +8,18 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{Kubectl, Server, http_get};
+use common::{BUSYBOX, Kubectl, Server, http_get};
 
 const NGINX_1: &str = "kelp.test/nginx:1.14.2";
 const NGINX_2: &str = "kelp.test/nginx:1.16.1";
 
-/// What every pod of `selector` answers on port 80.
-fn pages(kubectl: &Kubectl, selector: &str) -> Vec<String> {
+/// What every running pod of `selector` in `namespace` answers on port 80.
+fn pages(kubectl: &Kubectl, namespace: &str, selector: &str) -> Vec<String> {
     let ips = kubectl.ok(&[
         "get",
         "pods",
+        "-n",
+        namespace,
         "-l",
         selector,
         "--field-selector",
@@ -81,7 +83,10 @@ fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
         "--replicas=3",
     ]);
     kubectl.ok(&["rollout", "status", "deployment/my-nginx", "--timeout=90s"]);
-    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.14.2"; 3]);
+    assert_eq!(
+        pages(&kubectl, "default", "app=my-nginx"),
+        ["nginx 1.14.2"; 3]
+    );
 
     // Image changed with `kubectl edit`, watched throughout the rollout.
     let mut watch = kubectl
@@ -126,7 +131,10 @@ fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
     // 25% of 3: maxSurge rounds up to 1, maxUnavailable down to 0.
     let events = check_bounds(&transcript, 3, 1, 0);
     assert!(events > 6, "the watch saw too little:\n{transcript}");
-    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.16.1"; 3]);
+    assert_eq!(
+        pages(&kubectl, "default", "app=my-nginx"),
+        ["nginx 1.16.1"; 3]
+    );
 
     let history = kubectl.ok(&["rollout", "history", "deployment/my-nginx"]);
     let revisions: Vec<&str> = history
@@ -156,7 +164,10 @@ fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
         60,
         |o| o.lines().count() == 3,
     );
-    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.14.2"; 3]);
+    assert_eq!(
+        pages(&kubectl, "default", "app=my-nginx"),
+        ["nginx 1.14.2"; 3]
+    );
 
     // Paused, a template change waits; resumed, it rolls out.
     kubectl.ok(&["rollout", "pause", "deployment/my-nginx"]);
@@ -178,7 +189,10 @@ fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
         |o| o == "DeploymentPaused",
     );
     assert_eq!(paused, "DeploymentPaused");
-    assert_eq!(pages(&kubectl, "app=my-nginx"), ["nginx 1.14.2"; 3]);
+    assert_eq!(
+        pages(&kubectl, "default", "app=my-nginx"),
+        ["nginx 1.14.2"; 3]
+    );
     kubectl.ok(&["rollout", "resume", "deployment/my-nginx"]);
     kubectl.ok(&["rollout", "status", "deployment/my-nginx", "--timeout=90s"]);
     kubectl.ok(&["rollout", "restart", "deployment/my-nginx"]);
@@ -213,7 +227,7 @@ fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
         kubectl.ok(&["get", "rs", "-l", "app=my-nginx", "-o", "name"]),
         replica_sets
     );
-    assert_eq!(pages(&kubectl, "app=my-nginx").len(), 3);
+    assert_eq!(pages(&kubectl, "default", "app=my-nginx").len(), 3);
     kubectl.ok(&["delete", "rs", "-l", "app=my-nginx"]);
     kubectl.ok(&[
         "create",
@@ -230,4 +244,157 @@ fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
         60,
         |o| o.is_empty(),
     );
+}
+
+#[test]
+fn daemon_sets_stateful_sets_jobs_and_cron_jobs_reach_their_documented_state() {
+    let server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+    let dir = server.path("manifests");
+    // The CronJob first: its first run waits for the next minute.
+    kubectl.apply(
+        &dir,
+        "cronjob.yaml",
+        &format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: hello}}\nspec:\n  schedule: \"* * * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers: [{{name: hello, image: {BUSYBOX}, command: [sh, -c, 'date; echo Hello from the Kubernetes cluster']}}]\n"
+        ),
+    );
+    kubectl.apply(
+        &dir,
+        "daemonset.yaml",
+        &format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent, namespace: kube-system}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      containers: [{{name: agent, image: {NGINX_1}}}]\n"
+        ),
+    );
+    kubectl.apply(
+        &dir,
+        "statefulset.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: nginx}}\nspec:\n  clusterIP: None\n  selector: {{app: nginx}}\n  ports: [{{port: 80, name: web}}]\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: web}}\nspec:\n  serviceName: nginx\n  replicas: 2\n  selector: {{matchLabels: {{app: nginx}}}}\n  template:\n    metadata: {{labels: {{app: nginx}}}}\n    spec:\n      containers: [{{name: nginx, image: {NGINX_1}, ports: [{{containerPort: 80, name: web}}]}}]\n"
+        ),
+    );
+    kubectl.apply(
+        &dir,
+        "job.yaml",
+        &format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: three}}\nspec:\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: work, image: {BUSYBOX}, command: [sh, -c, 'echo working; sleep 1']}}]\n"
+        ),
+    );
+
+    // DaemonSet: one pod on the (only) node, rolled to a new image.
+    kubectl.ok(&[
+        "rollout",
+        "status",
+        "ds/agent",
+        "-n",
+        "kube-system",
+        "--timeout=90s",
+    ]);
+    let placed = kubectl.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        "app=agent",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    assert_eq!(placed, common::NODE);
+    kubectl.ok(&[
+        "set",
+        "image",
+        "ds/agent",
+        "-n",
+        "kube-system",
+        &format!("agent={NGINX_2}"),
+    ]);
+    kubectl.ok(&[
+        "rollout",
+        "status",
+        "ds/agent",
+        "-n",
+        "kube-system",
+        "--timeout=90s",
+    ]);
+    assert_eq!(
+        pages(&kubectl, "kube-system", "app=agent"),
+        ["nginx 1.16.1"]
+    );
+    let history = kubectl.ok(&["rollout", "history", "ds/agent", "-n", "kube-system"]);
+    assert_eq!(
+        history.lines().skip(2).filter(|l| !l.is_empty()).count(),
+        2,
+        "{history}"
+    );
+
+    // StatefulSet: web-0, then web-1 once web-0 is Ready; stable hostnames.
+    kubectl.ok(&["rollout", "status", "sts/web", "--timeout=90s"]);
+    let timing =
+        |pod: &str, path: &str| kubectl.ok(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
+    let web0_ready = timing(
+        "web-0",
+        r#"{.status.conditions[?(@.type=="Ready")].lastTransitionTime}"#,
+    );
+    let web1_created = timing("web-1", "{.metadata.creationTimestamp}");
+    assert!(
+        web1_created >= web0_ready,
+        "web-1 made at {web1_created}, web-0 ready at {web0_ready}"
+    );
+    let hostname = kubectl.ok(&["exec", "web-1", "--", "hostname"]);
+    assert_eq!(hostname.trim(), "web-1");
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web,reason=SuccessfulCreate",
+        "--sort-by=.metadata.creationTimestamp",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.starts_with("create Pod web-0 in StatefulSet web successful create Pod web-1"),
+        "{events}"
+    );
+
+    // Job: three completions, at most two at a time.
+    kubectl.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/three",
+        "--timeout=90s",
+    ]);
+    assert_eq!(
+        kubectl.ok(&["get", "job", "three", "-o", "jsonpath={.status.succeeded}"]),
+        "3"
+    );
+    let logs = kubectl.ok(&["logs", "-l", "job-name=three"]);
+    assert_eq!(logs.matches("working").count(), 3, "{logs}");
+
+    // CronJob: a Job at the minute, completed, listed as the last schedule.
+    let jobs = kubectl.wait_for(&["get", "jobs", "-o", "name"], 90, |o| {
+        o.contains("job.batch/hello-")
+    });
+    let job = jobs
+        .lines()
+        .filter_map(|l| l.strip_prefix("job.batch/"))
+        .find(|j| j.starts_with("hello-"))
+        .expect("the CronJob's job")
+        .to_string();
+    kubectl.ok(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{job}"),
+        "--timeout=60s",
+    ]);
+    let out = kubectl.ok(&["logs", &format!("job/{job}")]);
+    assert!(out.contains("Hello from the Kubernetes cluster"), "{out}");
+    let last = kubectl.ok(&[
+        "get",
+        "cronjob",
+        "hello",
+        "-o",
+        "jsonpath={.status.lastScheduleTime}",
+    ]);
+    assert!(last.ends_with(":00Z"), "{last}");
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet,
 };
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -57,28 +57,6 @@ pub async fn run(context: Arc<Context>) {
     .run(reconcile, retry, context)
     .for_each(|_| async {})
     .await;
-}
-
-/// The template's hash as upstream renders it: FNV-1a over the template
-/// (and the collision count), its decimal digits spelled in an alphabet
-/// without vowels.
-pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let mut hash: u32 = 0x811c_9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u32::from(*b);
-            hash = hash.wrapping_mul(0x0100_0193);
-        }
-    };
-    feed(&serde_json::to_vec(template).unwrap_or_default());
-    if let Some(count) = collision_count {
-        feed(&count.to_le_bytes());
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    hash.to_string()
-        .bytes()
-        .map(|d| ALPHABET[usize::from(d) % ALPHABET.len()] as char)
-        .collect()
 }
 
 /// The template without the hash label, for comparing a ReplicaSet's
@@ -226,17 +204,6 @@ fn revision(rs: &ReplicaSet) -> i64 {
         .unwrap_or(0)
 }
 
-fn controller_ref(d: &Deployment) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name: d.name_any(),
-        uid: d.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// What one pass works with.
 struct Rollout<'a> {
     d: &'a Deployment,
@@ -355,7 +322,7 @@ impl Rollout<'_> {
         }
         let collision_count = self.d.status.as_ref().and_then(|s| s.collision_count);
         let mut template = self.spec.template.clone();
-        let hash = template_hash(&template, collision_count);
+        let hash = super::history::hash(&template, collision_count);
         let meta = template.metadata.get_or_insert_default();
         meta.labels
             .get_or_insert_default()
@@ -376,7 +343,7 @@ impl Rollout<'_> {
                 "namespace": self.d.namespace(),
                 "labels": meta.labels,
                 "annotations": annotations,
-                "ownerReferences": [controller_ref(self.d)],
+                "ownerReferences": [super::controller_ref(self.d)],
             },
             "spec": {
                 "replicas": initial,
@@ -433,7 +400,6 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
     let rs_api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
     let pod_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let selector = selector_string(&spec.selector);
-    let uid = d.metadata.uid.clone().unwrap_or_default();
     let rollout = Rollout {
         d: &d,
         replicas: spec.replicas.unwrap_or(1),
@@ -445,34 +411,12 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
 
     // The ReplicaSets it controls (adopting orphans its selector matches),
     // oldest first.
-    let mut owned = Vec::new();
-    let listed = rollout
-        .rs_api
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    for rs in listed.items {
-        match pods::controller_of(&rs.metadata) {
-            Some(o) if o.uid == uid => owned.push(rs),
-            Some(_) => {}
-            None if rs.metadata.deletion_timestamp.is_none() => {
-                let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(controller_ref(&d));
-                let patch = json!({"metadata": {"ownerReferences": refs, "uid": rs.metadata.uid}});
-                if let Ok(rs) = rollout
-                    .rs_api
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    owned.push(rs);
-                }
-            }
-            None => {}
-        }
-    }
+    let mut owned = super::claim(
+        &rollout.rs_api,
+        &spec.selector,
+        &super::controller_ref(d.as_ref()),
+    )
+    .await?;
     owned.sort_by_key(|rs| rs.metadata.creation_timestamp.clone().map(|t| t.0));
 
     // Their pods, counted per ReplicaSet.
@@ -748,15 +692,8 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
         )
         .await?;
     }
-    if serde_json::to_value(&status).ok() != serde_json::to_value(&previous).ok() {
-        let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
-        api.patch_status(
-            &d.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await?;
-    }
+    let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    super::write_status(&api, &d.name_any(), &previous, &status).await?;
     if complete && !paused {
         cleanup(&rollout, &olds).await;
     }
@@ -871,24 +808,6 @@ mod tests {
         assert_eq!(
             surge_and_unavailable(&spec(json!({"type": "Recreate"}))),
             (0, 4)
-        );
-    }
-
-    #[test]
-    fn hashes_differ_by_template_and_collision_count() {
-        let a: PodTemplateSpec =
-            serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "image": "a"}]}}))
-                .unwrap();
-        let b: PodTemplateSpec =
-            serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "image": "b"}]}}))
-                .unwrap();
-        let h = template_hash(&a, None);
-        assert_eq!(h, template_hash(&a, None));
-        assert_ne!(h, template_hash(&b, None));
-        assert_ne!(h, template_hash(&a, Some(1)));
-        assert!(
-            h.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
-            "{h}"
         );
     }
 

@@ -1,12 +1,17 @@
 //! Control loops, each its own file, all kube-rs controllers over the
 //! in-process client (user `system:kube-controller-manager`).
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod garbage_collector;
+pub mod history;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -27,6 +32,10 @@ pub fn start(context: Context) {
     tokio::spawn(namespace::run(context.clone()));
     tokio::spawn(replicaset::run(context.clone()));
     tokio::spawn(deployment::run(context.clone()));
+    tokio::spawn(job::run(context.clone()));
+    tokio::spawn(daemonset::run(context.clone()));
+    tokio::spawn(statefulset::run(context.clone()));
+    tokio::spawn(cronjob::run(context.clone()));
     tokio::spawn(garbage_collector::run(context));
 }
 
@@ -71,8 +80,142 @@ where
     )
 }
 
+/// The objects `owner` controls among those its selector matches, adopting
+/// matching orphans (as upstream's controller-ref manager does); objects
+/// controlled by someone else are left alone.
+pub async fn claim<K>(
+    api: &kube::Api<K>,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> Result<Vec<K>, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::ResourceExt;
+    use kube::api::{ListParams, Patch, PatchParams};
+    let listed = api
+        .list(&ListParams::default().labels(&replicaset::selector_string(selector)))
+        .await?;
+    let mut owned = Vec::new();
+    for object in listed.items {
+        let meta = object.meta();
+        match crate::api::pods::controller_of(meta) {
+            Some(o) if o.uid == owner.uid => owned.push(object),
+            Some(_) => {}
+            None if meta.deletion_timestamp.is_none() => {
+                let mut refs = meta.owner_references.clone().unwrap_or_default();
+                refs.push(owner.clone());
+                // The uid precondition keeps a replaced object from being adopted.
+                let patch =
+                    serde_json::json!({"metadata": {"ownerReferences": refs, "uid": meta.uid}});
+                if let Ok(adopted) = api
+                    .patch(
+                        &object.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    owned.push(adopted);
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(owned)
+}
+
+/// The controller reference `owner` puts on what it makes.
+pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(
+    owner: &K,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A pod made from a workload's template, controlled by `owner`.
+pub fn pod_from_template(
+    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    namespace: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    let template = template.cloned().unwrap_or_default();
+    let mut metadata = template.metadata.unwrap_or_default();
+    metadata.generate_name = Some(format!("{}-", owner.name));
+    metadata.namespace = Some(namespace.to_string());
+    metadata.owner_references = Some(vec![owner]);
+    k8s_openapi::api::core::v1::Pod {
+        metadata,
+        spec: template.spec,
+        ..Default::default()
+    }
+}
+
+/// Writes `status` over `previous` with a merge patch when they differ;
+/// fields `status` no longer has are sent as null so that they go.
+pub async fn write_status<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    previous: &impl serde::Serialize,
+    status: &impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(patch) = status_patch(previous, status) else {
+        return Ok(());
+    };
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&serde_json::json!({"status": patch})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The merge patch from `previous` to `status`, or None when equal.
+pub fn status_patch(
+    previous: &impl serde::Serialize,
+    status: &impl serde::Serialize,
+) -> Option<serde_json::Value> {
+    let before = serde_json::to_value(previous).ok()?;
+    let mut after = serde_json::to_value(status).ok()?;
+    if before == after {
+        return None;
+    }
+    if let (Some(before), Some(after)) = (before.as_object(), after.as_object_mut()) {
+        for key in before.keys() {
+            after.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    Some(after)
+}
+
 /// Whether an API error says the object already exists (a race with
 /// another writer, harmless for "ensure" loops).
 pub fn already_exists(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patches_remove_what_is_gone() {
+        let before = serde_json::json!({"active": 3, "succeeded": 1});
+        let after = serde_json::json!({"succeeded": 3});
+        assert_eq!(
+            status_patch(&before, &after),
+            Some(serde_json::json!({"succeeded": 3, "active": null}))
+        );
+        assert_eq!(status_patch(&after, &after), None);
+    }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -53,18 +53,6 @@ pub fn selector_string(selector: &LabelSelector) -> String {
     parts.join(",")
 }
 
-/// The controller reference a ReplicaSet puts on its pods.
-pub fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: rs.name_any(),
-        uid: rs.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// Which pods to delete first when scaling down: unscheduled, then pending,
 /// then not ready, then the newest.
 pub fn deletion_order(pods: &mut [Pod]) {
@@ -93,38 +81,12 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     let namespace = rs.namespace().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let selector = selector_string(&spec.selector);
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let matching = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
-    let mut owned = Vec::new();
-    for pod in matching {
-        let controller = pods::controller_of(&pod.metadata).cloned();
-        match controller {
-            Some(o) if o.uid == uid => owned.push(pod),
-            Some(_) => {}
-            None if pods::is_active(&pod) => {
-                // Adopt the orphan.
-                let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(controller_ref(&rs));
-                let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
-                if pods_api
-                    .patch(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                    .is_ok()
-                {
-                    owned.push(pod);
-                }
-            }
-            None => {}
-        }
-    }
+    let owned = super::claim(
+        &pods_api,
+        &spec.selector,
+        &super::controller_ref(rs.as_ref()),
+    )
+    .await?;
     let mut live: Vec<Pod> = owned
         .iter()
         .filter(|p| pods::is_active(p))
@@ -132,17 +94,12 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         .collect();
     let wanted = spec.replicas.unwrap_or(1).max(0) as usize;
     if live.len() < wanted {
-        let template = spec.template.clone().unwrap_or_default();
         for _ in live.len()..wanted {
-            let mut metadata = template.metadata.clone().unwrap_or_default();
-            metadata.generate_name = Some(format!("{}-", rs.name_any()));
-            metadata.namespace = Some(namespace.clone());
-            metadata.owner_references = Some(vec![controller_ref(&rs)]);
-            let pod = Pod {
-                metadata,
-                spec: template.spec.clone(),
-                ..Default::default()
-            };
+            let pod = super::pod_from_template(
+                spec.template.as_ref(),
+                super::controller_ref(rs.as_ref()),
+                &namespace,
+            );
             pods_api.create(&PostParams::default(), &pod).await?;
         }
     } else if live.len() > wanted {

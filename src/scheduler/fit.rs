@@ -222,15 +222,12 @@ fn running_on<'a>(pods_by_node: &'a PodsByNode, node: &str) -> Vec<&'a Pod> {
         .unwrap_or_default()
 }
 
-/// Whether `pod` fits `node`, given the pods bound to each node.
-pub fn fits(
-    pod: &Pod,
-    node: &Node,
-    pods_by_node: &PodsByNode,
-    nodes: &[Node],
-) -> Result<(), Reason> {
+/// Whether `pod` may go to `node` at all: the node is schedulable and
+/// ready (or the pod tolerates that), matches the pod's node selector and
+/// required node affinity, and has no taint the pod does not tolerate.
+/// Resources aside, this is also where a DaemonSet's pods may run.
+pub fn node_allows(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let spec = pod.spec.clone().unwrap_or_default();
-    let node_name = node.metadata.name.clone().unwrap_or_default();
     let node_spec = node.spec.clone().unwrap_or_default();
     let tolerations = spec.tolerations.clone().unwrap_or_default();
     let tolerated = |key: &str, effect: &str| {
@@ -288,6 +285,20 @@ pub fn fits(
             ));
         }
     }
+    Ok(())
+}
+
+/// Whether `pod` fits `node`, given the pods bound to each node.
+pub fn fits(
+    pod: &Pod,
+    node: &Node,
+    pods_by_node: &PodsByNode,
+    nodes: &[Node],
+) -> Result<(), Reason> {
+    node_allows(pod, node)?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let node_name = node.metadata.name.clone().unwrap_or_default();
+    let node_labels = labels(&node.metadata);
     let on_node = running_on(pods_by_node, &node_name);
     let (capacity, max_pods) = allocatable(node);
     if on_node.len() as i64 + 1 > max_pods {

@@ -103,15 +103,46 @@ pub fn validate_job(job: &Value) -> Vec<FieldError> {
     causes
 }
 
+/// A CronJob's schedule as upstream's standard parser reads it: five
+/// fields (minute hour day-of-month month day-of-week; day-of-month and
+/// day-of-week match either) or a macro such as `@hourly`.
+pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
+    if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
+        return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into());
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(schedule)
+        .map_err(|e| format!("unparseable schedule: {e}"))
+}
+
+/// A CronJob's `timeZone` (unset: the node's local time).
+pub fn time_zone(name: Option<&str>) -> Result<jiff::tz::TimeZone, String> {
+    match name {
+        None => Ok(jiff::tz::TimeZone::system()),
+        Some(name) => {
+            jiff::tz::TimeZone::get(name).map_err(|_| format!("unknown time zone {name}"))
+        }
+    }
+}
+
 /// CronJob checks.
 pub fn validate_cronjob(cj: &Value) -> Vec<FieldError> {
     let mut causes = Vec::new();
-    if cj
-        .pointer("/spec/schedule")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
+    match cj.pointer("/spec/schedule").and_then(Value::as_str) {
+        None | Some("") => causes.push(FieldError::required("spec.schedule", "")),
+        Some(schedule) => {
+            if let Err(e) = parse_schedule(schedule) {
+                causes.push(FieldError::invalid("spec.schedule", &json!(schedule), &e));
+            }
+        }
+    }
+    if let Some(zone) = cj.pointer("/spec/timeZone").and_then(Value::as_str)
+        && let Err(e) = time_zone(Some(zone))
     {
-        causes.push(FieldError::required("spec.schedule", ""));
+        causes.push(FieldError::invalid("spec.timeZone", &json!(zone), &e));
     }
     causes.extend(validate_template(
         cj.pointer("/spec/jobTemplate/spec/template/spec"),
@@ -158,6 +189,21 @@ mod tests {
         );
         assert_eq!(job["spec"]["completions"], 1);
         assert!(validate_job(&job).is_empty());
+    }
+
+    #[test]
+    fn schedules_parse_as_standard_cron() {
+        assert!(parse_schedule("*/1 * * * *").is_ok());
+        assert!(parse_schedule("0 3 * * MON-FRI").is_ok());
+        assert!(parse_schedule("@hourly").is_ok());
+        assert!(
+            parse_schedule("* * * * * *").is_err(),
+            "seconds are not standard"
+        );
+        assert!(parse_schedule("61 * * * *").is_err());
+        assert!(parse_schedule("TZ=UTC * * * * *").is_err());
+        assert!(time_zone(Some("Etc/UTC")).is_ok());
+        assert!(time_zone(Some("Mars/Olympus")).is_err());
     }
 
     #[test]

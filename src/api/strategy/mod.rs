@@ -3,7 +3,7 @@
 //! dispatches by resource and holds the rules shared by all.
 
 mod apps;
-mod batch;
+pub mod batch;
 mod core;
 pub mod pod;
 
