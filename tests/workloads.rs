@@ -398,3 +398,111 @@ fn daemon_sets_stateful_sets_jobs_and_cron_jobs_reach_their_documented_state() {
     ]);
     assert!(last.ends_with(":00Z"), "{last}");
 }
+
+#[test]
+fn the_canary_layout_gives_endpoints_from_both_tracks() {
+    let server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+    let track = |name: &str, track: &str, replicas: u32, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: guestbook, tier: frontend, track: {track}}}\n  template:\n    metadata:\n      labels: {{app: guestbook, tier: frontend, track: {track}}}\n    spec:\n      containers: [{{name: php-redis, image: {image}, ports: [{{name: http, containerPort: 80}}]}}]\n---\n"
+        )
+    };
+    let manifest = format!(
+        "{}{}apiVersion: v1\nkind: Service\nmetadata: {{name: frontend}}\nspec:\n  selector: {{app: guestbook, tier: frontend}}\n  ports: [{{port: 80, targetPort: http}}]\n",
+        track("frontend-stable", "stable", 3, NGINX_1),
+        track("frontend-canary", "canary", 1, NGINX_2),
+    );
+    kubectl.apply(&server.path("manifests"), "guestbook.yaml", &manifest);
+    kubectl.ok(&[
+        "rollout",
+        "status",
+        "deployment/frontend-stable",
+        "--timeout=90s",
+    ]);
+    kubectl.ok(&[
+        "rollout",
+        "status",
+        "deployment/frontend-canary",
+        "--timeout=90s",
+    ]);
+    let targets = kubectl.wait_for(
+        &[
+            "get",
+            "endpoints",
+            "frontend",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].targetRef.name}",
+        ],
+        30,
+        |o| o.split_whitespace().count() == 4,
+    );
+    let stable = targets
+        .split_whitespace()
+        .filter(|n| n.starts_with("frontend-stable-"))
+        .count();
+    let canary = targets
+        .split_whitespace()
+        .filter(|n| n.starts_with("frontend-canary-"))
+        .count();
+    assert_eq!((stable, canary), (3, 1), "{targets}");
+    let port = kubectl.ok(&[
+        "get",
+        "endpoints",
+        "frontend",
+        "-o",
+        "jsonpath={.subsets[0].ports[0].port}",
+    ]);
+    assert_eq!(port, "80");
+    // Every address answers, and both versions are among them.
+    let ips = kubectl.ok(&[
+        "get",
+        "endpoints",
+        "frontend",
+        "-o",
+        "jsonpath={.subsets[*].addresses[*].ip}",
+    ]);
+    let mut answers: Vec<String> = ips
+        .split_whitespace()
+        .map(|ip| http_get(&format!("http://{ip}/")).trim().to_string())
+        .collect();
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            "nginx 1.14.2",
+            "nginx 1.14.2",
+            "nginx 1.14.2",
+            "nginx 1.16.1"
+        ]
+    );
+    // The EndpointSlice says the same, with conditions.
+    let slice = kubectl.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=frontend",
+        "-o",
+        "jsonpath={.items[0].endpoints[*].conditions.ready}",
+    ]);
+    assert_eq!(slice, "true true true true");
+    // Scaled to zero, the canary leaves the Service.
+    kubectl.ok(&["scale", "deployment/frontend-canary", "--replicas=0"]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "endpoints",
+            "frontend",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].targetRef.name}",
+        ],
+        30,
+        |o| o.split_whitespace().count() == 3 && !o.contains("canary"),
+    );
+    kubectl.ok(&["delete", "service", "frontend"]);
+    kubectl.wait_for(
+        &["get", "endpoints,endpointslices", "-o", "name"],
+        30,
+        |o| !o.contains("frontend"),
+    );
+}

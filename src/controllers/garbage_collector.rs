@@ -1,6 +1,6 @@
 //! The garbage collector, for the workload kinds (pods, ReplicaSets,
 //! Deployments, DaemonSets, StatefulSets, ControllerRevisions, Jobs,
-//! CronJobs): an object whose owners are all gone is deleted (background
+//! CronJobs, Services and their EndpointSlices): an object whose owners are all gone is deleted (background
 //! cascading); while an owner is deleted with `propagationPolicy: Foreground`
 //! its dependents are deleted first and its `foregroundDeletion` finalizer
 //! goes when none is left; with `Orphan` the dependents lose their owner
@@ -32,6 +32,8 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ("apps", "v1", "ControllerRevision", "controllerrevisions"),
     ("batch", "v1", "Job", "jobs"),
     ("batch", "v1", "CronJob", "cronjobs"),
+    ("", "v1", "Service", "services"),
+    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
 ];
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";

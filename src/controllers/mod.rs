@@ -4,6 +4,8 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbage_collector;
 pub mod history;
 pub mod job;
@@ -35,6 +37,7 @@ pub fn start(context: Context) {
     tokio::spawn(job::run(context.clone()));
     tokio::spawn(daemonset::run(context.clone()));
     tokio::spawn(statefulset::run(context.clone()));
+    tokio::spawn(endpoints::run(context.clone()));
     tokio::spawn(cronjob::run(context.clone()));
     tokio::spawn(garbage_collector::run(context));
 }
