@@ -184,3 +184,82 @@ fn deleting_an_owner_cascades_as_its_propagation_policy_says() {
     );
     kubectl.wait_for(&["get", "rs", "-o", "name"], 30, |o| o.is_empty());
 }
+
+#[test]
+fn a_silent_node_becomes_unknown_is_tainted_and_loses_its_pods() {
+    let server = Server::start();
+    let kubectl = server.kubectl("kubectl");
+    let dir = server.path("manifests");
+    // A node that posted Ready once, long ago, and has no Lease.
+    kubectl.apply(
+        &dir,
+        "ghost.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: ghost}\n",
+    );
+    kubectl.ok(&[
+        "patch",
+        "node",
+        "ghost",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":"2020-01-01T00:00:00Z","lastTransitionTime":"2020-01-01T00:00:00Z"}]}}"#,
+    ]);
+    // Pods bound there: one tolerating unreachability for a second, one for ever.
+    let pod = |name: &str, toleration: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: ghost\n  tolerations: [{toleration}]\n  containers: [{{name: c, image: {}}}]\n---\n",
+            common::BUSYBOX
+        )
+    };
+    kubectl.apply(
+        &dir,
+        "pods.yaml",
+        &format!(
+            "{}{}",
+            pod(
+                "brief",
+                "{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}"
+            ),
+            pod("loyal", "{operator: Exists}"),
+        ),
+    );
+    kubectl.wait_for(
+        &[
+            "get",
+            "node",
+            "ghost",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints[*].key}",
+        ],
+        30,
+        |o| o == "Unknown node.kubernetes.io/unreachable node.kubernetes.io/unreachable",
+    );
+    assert!(
+        kubectl.ok(&["get", "node", "ghost"]).contains("NotReady"),
+        "kubectl shows the node NotReady"
+    );
+    // The pod that tolerated for a second is evicted (it stays Terminating:
+    // no kubelet confirms); the other stays.
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "brief",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ],
+        30,
+        |o| !o.is_empty(),
+    );
+    assert_eq!(
+        kubectl.ok(&[
+            "get",
+            "pod",
+            "loyal",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}"
+        ]),
+        ""
+    );
+}

@@ -10,6 +10,8 @@ pub mod garbage_collector;
 pub mod history;
 pub mod job;
 pub mod namespace;
+pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod replicaset;
 pub mod root_ca;
 pub mod serviceaccount;
@@ -38,6 +40,8 @@ pub fn start(context: Context) {
     tokio::spawn(daemonset::run(context.clone()));
     tokio::spawn(statefulset::run(context.clone()));
     tokio::spawn(endpoints::run(context.clone()));
+    tokio::spawn(node_lifecycle::run(context.clone()));
+    tokio::spawn(pod_gc::run(context.clone()));
     tokio::spawn(cronjob::run(context.clone()));
     tokio::spawn(garbage_collector::run(context));
 }

@@ -39,22 +39,22 @@ impl std::ops::AddAssign for Requests {
 }
 
 fn container_requests(c: &Container) -> Requests {
-    let resources = c.resources.clone().unwrap_or_default();
-    let get = |key: &str| -> Option<String> {
+    let Some(resources) = c.resources.as_ref() else {
+        return Requests::default();
+    };
+    let get = |key: &str| -> Option<&str> {
         resources
             .requests
             .as_ref()
             .and_then(|r| r.get(key))
             .or_else(|| resources.limits.as_ref().and_then(|l| l.get(key)))
-            .map(|q| q.0.clone())
+            .map(|q| q.0.as_str())
     };
     Requests {
-        cpu: get("cpu").and_then(|q| quantity::milli(&q)).unwrap_or(0),
-        memory: get("memory")
-            .and_then(|q| quantity::parse(&q))
-            .unwrap_or(0.0) as i64,
+        cpu: get("cpu").and_then(quantity::milli).unwrap_or(0),
+        memory: get("memory").and_then(quantity::parse).unwrap_or(0.0) as i64,
         storage: get("ephemeral-storage")
-            .and_then(|q| quantity::parse(&q))
+            .and_then(quantity::parse)
             .unwrap_or(0.0) as i64,
     }
 }
@@ -62,7 +62,9 @@ fn container_requests(c: &Container) -> Requests {
 /// What the pod requests: the larger of its containers' sum and its
 /// largest init container, plus overhead (upstream's rule).
 pub fn pod_requests(pod: &Pod) -> Requests {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let Some(spec) = pod.spec.as_ref() else {
+        return Requests::default();
+    };
     let mut sum = Requests::default();
     for c in &spec.containers {
         sum += container_requests(c);
@@ -111,6 +113,49 @@ fn allocatable(node: &Node) -> (Requests, i64) {
             .and_then(|q| quantity::parse(&q))
             .unwrap_or(110.0) as i64,
     )
+}
+
+/// One node as a scheduling pass sees it: what it can hold and what the
+/// pods bound there already take, kept current as the pass places pods
+/// (so filters and scores need not walk the node's pods again).
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    /// Allocatable cpu, memory, ephemeral storage.
+    pub allocatable: Requests,
+    /// Allocatable pod count.
+    pub max_pods: i64,
+    /// What the running pods bound there request.
+    pub used: Requests,
+    /// How many running pods are bound there.
+    pub pods: i64,
+    /// Host ports taken: (port, protocol, host IP).
+    pub ports: Vec<(i32, String, String)>,
+}
+
+impl NodeInfo {
+    /// The node with the pods bound to it.
+    pub fn new(node: &Node, pods_by_node: &PodsByNode) -> Self {
+        let (allocatable, max_pods) = allocatable(node);
+        let mut info = Self {
+            allocatable,
+            max_pods,
+            ..Self::default()
+        };
+        for pod in running_on(
+            pods_by_node,
+            node.metadata.name.as_deref().unwrap_or_default(),
+        ) {
+            info.add(pod, pod_requests(pod));
+        }
+        info
+    }
+
+    /// Counts a pod placed on the node.
+    pub fn add(&mut self, pod: &Pod, requests: Requests) {
+        self.used += requests;
+        self.pods += 1;
+        self.ports.extend(host_ports(pod));
+    }
 }
 
 fn labels(
@@ -215,11 +260,12 @@ fn host_ports(pod: &Pod) -> Vec<(i32, String, String)> {
 }
 
 /// The pods bound to a node that still run there.
-fn running_on<'a>(pods_by_node: &'a PodsByNode, node: &str) -> Vec<&'a Pod> {
+fn running_on<'a>(pods_by_node: &'a PodsByNode, node: &str) -> impl Iterator<Item = &'a Pod> {
     pods_by_node
         .get(node)
-        .map(|v| v.iter().filter(|p| !pods::is_terminal(p)).collect())
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter(|p| !pods::is_terminal(p))
 }
 
 /// Whether `pod` may go to `node` at all: the node is schedulable and
@@ -227,9 +273,12 @@ fn running_on<'a>(pods_by_node: &'a PodsByNode, node: &str) -> Vec<&'a Pod> {
 /// required node affinity, and has no taint the pod does not tolerate.
 /// Resources aside, this is also where a DaemonSet's pods may run.
 pub fn node_allows(pod: &Pod, node: &Node) -> Result<(), Reason> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let node_spec = node.spec.clone().unwrap_or_default();
-    let tolerations = spec.tolerations.clone().unwrap_or_default();
+    let default_spec = Default::default();
+    let spec = pod.spec.as_ref().unwrap_or(&default_spec);
+    let default_node_spec = Default::default();
+    let node_spec = node.spec.as_ref().unwrap_or(&default_node_spec);
+    let no_tolerations = Vec::new();
+    let tolerations = spec.tolerations.as_ref().unwrap_or(&no_tolerations);
     let tolerated = |key: &str, effect: &str| {
         let taint = Taint {
             key: key.into(),
@@ -252,7 +301,8 @@ pub fn node_allows(pod: &Pod, node: &Node) -> Result<(), Reason> {
     if !ready && !tolerated("node.kubernetes.io/not-ready", "NoSchedule") {
         return Err("node(s) were not ready".into());
     }
-    let node_labels = labels(&node.metadata);
+    let no_labels = BTreeMap::new();
+    let node_labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
     if let Some(selector) = &spec.node_selector
         && !selector.iter().all(|(k, v)| node_labels.get(k) == Some(v))
     {
@@ -288,27 +338,23 @@ pub fn node_allows(pod: &Pod, node: &Node) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Whether `pod` fits `node`, given the pods bound to each node.
+/// Whether `pod` (requesting `wanted`) fits `node`, whose bound pods
+/// `info` sums up; `pods_by_node` and `nodes` serve pod anti-affinity.
 pub fn fits(
     pod: &Pod,
+    wanted: Requests,
     node: &Node,
+    info: &NodeInfo,
     pods_by_node: &PodsByNode,
     nodes: &[Node],
 ) -> Result<(), Reason> {
     node_allows(pod, node)?;
-    let spec = pod.spec.clone().unwrap_or_default();
-    let node_name = node.metadata.name.clone().unwrap_or_default();
-    let node_labels = labels(&node.metadata);
-    let on_node = running_on(pods_by_node, &node_name);
-    let (capacity, max_pods) = allocatable(node);
-    if on_node.len() as i64 + 1 > max_pods {
+    let default_spec = Default::default();
+    let spec = pod.spec.as_ref().unwrap_or(&default_spec);
+    if info.pods + 1 > info.max_pods {
         return Err("Too many pods".into());
     }
-    let mut used = Requests::default();
-    for p in &on_node {
-        used += pod_requests(p);
-    }
-    let wanted = pod_requests(pod);
+    let (used, capacity) = (info.used, info.allocatable);
     if wanted.cpu > 0 && used.cpu + wanted.cpu > capacity.cpu {
         return Err("Insufficient cpu".into());
     }
@@ -318,9 +364,8 @@ pub fn fits(
     if wanted.storage > 0 && used.storage + wanted.storage > capacity.storage {
         return Err("Insufficient ephemeral-storage".into());
     }
-    let taken: Vec<(i32, String, String)> = on_node.iter().flat_map(|p| host_ports(p)).collect();
     for (port, protocol, ip) in host_ports(pod) {
-        let clash = taken.iter().any(|(p, proto, other_ip)| {
+        let clash = info.ports.iter().any(|(p, proto, other_ip)| {
             *p == port
                 && *proto == protocol
                 && (ip.is_empty()
@@ -333,6 +378,7 @@ pub fn fits(
             return Err("node(s) didn't have free ports for the requested pod ports".into());
         }
     }
+    let node_labels = labels(&node.metadata);
     let anti = spec
         .affinity
         .as_ref()
@@ -376,26 +422,29 @@ pub fn fits(
 
 /// How good a node is for the pod (higher is better): free resources after
 /// placing it, fewer pods of the same workload, preferred node affinity.
-pub fn score(pod: &Pod, node: &Node, pods_by_node: &PodsByNode) -> i64 {
-    let node_name = node.metadata.name.clone().unwrap_or_default();
-    let on_node = running_on(pods_by_node, &node_name);
-    let (capacity, _) = allocatable(node);
-    let mut used = pod_requests(pod);
-    for p in &on_node {
-        used += pod_requests(p);
-    }
+pub fn score(
+    pod: &Pod,
+    wanted: Requests,
+    node: &Node,
+    info: &NodeInfo,
+    pods_by_node: &PodsByNode,
+) -> i64 {
+    let capacity = info.allocatable;
+    let mut used = wanted;
+    used += info.used;
+    // Per mille, so that small requests still tell nodes apart.
     let free = |cap: i64, used: i64| {
         if cap <= 0 {
             0
         } else {
-            ((cap - used).max(0) * 100) / cap
+            ((cap - used).max(0) * 1000) / cap
         }
     };
     let least_allocated = (free(capacity.cpu, used.cpu) + free(capacity.memory, used.memory)) / 2;
+    let node_name = node.metadata.name.as_deref().unwrap_or_default();
     let owner = pods::controller_of(&pod.metadata).map(|o| o.uid.clone());
     let siblings = owner.map_or(0, |uid| {
-        on_node
-            .iter()
+        running_on(pods_by_node, node_name)
             .filter(|p| {
                 p.metadata
                     .owner_references
@@ -405,7 +454,7 @@ pub fn score(pod: &Pod, node: &Node, pods_by_node: &PodsByNode) -> i64 {
             })
             .count() as i64
     });
-    let spread = 100 / (1 + siblings);
+    let spread = 1000 / (1 + siblings);
     let preferred: i64 = pod
         .spec
         .as_ref()
@@ -419,7 +468,7 @@ pub fn score(pod: &Pod, node: &Node, pods_by_node: &PodsByNode) -> i64 {
             terms
                 .iter()
                 .filter(|t| term_matches(&t.preference, node))
-                .map(|t| i64::from(t.weight))
+                .map(|t| i64::from(t.weight) * 10)
                 .sum()
         })
         .unwrap_or(0);
@@ -482,7 +531,15 @@ mod tests {
     fn check(p: &Pod, n: &Node, bound: &[Pod]) -> Result<(), Reason> {
         let mut by_node = PodsByNode::new();
         by_node.insert(n.metadata.name.clone().unwrap(), bound.to_vec());
-        fits(p, n, &by_node, std::slice::from_ref(n))
+        let info = NodeInfo::new(n, &by_node);
+        fits(
+            p,
+            pod_requests(p),
+            n,
+            &info,
+            &by_node,
+            std::slice::from_ref(n),
+        )
     }
 
     #[test]
@@ -574,7 +631,16 @@ mod tests {
         );
         let empty = HashMap::new();
         let busy = PodsByNode::from([("n1".to_string(), vec![p.clone()])]);
-        assert!(score(&p, &n, &empty) > score(&p, &n, &busy));
+        let score_on = |by_node: &PodsByNode| {
+            score(
+                &p,
+                pod_requests(&p),
+                &n,
+                &NodeInfo::new(&n, by_node),
+                by_node,
+            )
+        };
+        assert!(score_on(&empty) > score_on(&busy));
         let msg = unschedulable_message(
             3,
             &[

@@ -36,6 +36,9 @@ fn pending(pod: &Pod) -> bool {
         && !crate::api::pods::is_terminal(pod)
 }
 
+/// Bindings written concurrently in one pass.
+const BINDINGS_IN_FLIGHT: usize = 32;
+
 /// Runs until the process ends.
 pub async fn run(client: kube::Client) {
     let (pods, pod_writer) = reflector::store::<Pod>();
@@ -52,8 +55,23 @@ pub async fn run(client: kube::Client) {
     )
     .default_backoff()
     .touched_objects();
-    let mut changes =
-        futures::stream::select(pod_events.map(|_| ()), node_events.map(|_| ())).boxed();
+    // The watches run on their own, keeping the caches current; any number
+    // of changes during a pass make one more pass.
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    for events in [
+        pod_events.map(|_| ()).boxed(),
+        node_events.map(|_| ()).boxed(),
+    ] {
+        let changed = changed.clone();
+        tokio::spawn(events.for_each(move |_| {
+            changed.notify_one();
+            std::future::ready(())
+        }));
+    }
+    // A pass before both caches are filled would find pods and no nodes.
+    if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
+        return;
+    }
     let mut scheduler = Scheduler {
         client,
         reported: HashMap::new(),
@@ -62,17 +80,11 @@ pub async fn run(client: kube::Client) {
     let mut retry = tokio::time::interval(RETRY);
     loop {
         tokio::select! {
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
+            _ = changed.notified() => {
                 // Let a burst of events settle into one pass.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             _ = retry.tick() => {}
-        }
-        if pods.is_empty() && nodes.is_empty() {
-            continue;
         }
         scheduler.pass(&pods, &nodes).await;
     }
@@ -134,43 +146,70 @@ impl Scheduler {
         });
         let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         self.reported.retain(|uid, _| live.contains(uid));
+        let mut infos: Vec<fit::NodeInfo> = nodes
+            .iter()
+            .map(|n| fit::NodeInfo::new(n, &by_node))
+            .collect();
+        let mut decisions: Vec<(std::sync::Arc<Pod>, String)> = Vec::new();
         for pod in queue {
             let mut reasons = Vec::new();
-            let mut best: Option<(i64, &Node)> = None;
-            for node in &nodes {
-                match fit::fits(pod, node, &by_node, &nodes) {
+            let wanted = fit::pod_requests(pod);
+            // Highest score; then fewer pods; then the name, for a stable choice.
+            let mut best: Option<((i64, i64), usize)> = None;
+            for (i, node) in nodes.iter().enumerate() {
+                match fit::fits(pod, wanted, node, &infos[i], &by_node, &nodes) {
                     Ok(()) => {
-                        let score = fit::score(pod, node, &by_node);
+                        let key = (
+                            fit::score(pod, wanted, node, &infos[i], &by_node),
+                            -infos[i].pods,
+                        );
                         let better = match best {
                             None => true,
-                            Some((s, n)) => {
-                                score > s || (score == s && node.metadata.name < n.metadata.name)
+                            Some((k, j)) => {
+                                key > k || (key == k && node.metadata.name < nodes[j].metadata.name)
                             }
                         };
                         if better {
-                            best = Some((score, node));
+                            best = Some((key, i));
                         }
                     }
                     Err(reason) => reasons.push(reason),
                 }
             }
             match best {
-                Some((_, node)) => {
-                    let node_name = node.metadata.name.clone().unwrap_or_default();
-                    if self.bind(pod, &node_name).await {
-                        by_node
-                            .entry(node_name.clone())
-                            .or_default()
-                            .push((**pod).clone());
-                        let uid = pod.metadata.uid.clone().unwrap_or_default();
-                        self.assumed.insert(uid, (node_name, (**pod).clone()));
-                    }
+                Some((_, i)) => {
+                    // Assumed bound at once, so the next pods see it there;
+                    // the bindings themselves are written together below.
+                    let node_name = nodes[i].metadata.name.clone().unwrap_or_default();
+                    infos[i].add(pod, wanted);
+                    by_node
+                        .entry(node_name.clone())
+                        .or_default()
+                        .push((**pod).clone());
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    self.assumed
+                        .insert(uid, (node_name.clone(), (**pod).clone()));
+                    decisions.push((pod.clone(), node_name));
                 }
                 None => {
                     self.unschedulable(pod, fit::unschedulable_message(nodes.len(), &reasons))
                         .await
                 }
             }
+        }
+        // Bindings are independent writes: many in flight at once.
+        let this = &*self;
+        let failed: Vec<String> = futures::stream::iter(decisions)
+            .map(|(pod, node)| async move {
+                let ok = this.bind(&pod, &node).await;
+                (!ok).then(|| pod.metadata.uid.clone().unwrap_or_default())
+            })
+            .buffer_unordered(BINDINGS_IN_FLIGHT)
+            .filter_map(|failed| async move { failed })
+            .collect()
+            .await;
+        for uid in failed {
+            self.assumed.remove(&uid);
         }
     }
 
@@ -189,7 +228,14 @@ impl Scheduler {
         match result {
             Ok(_) => {
                 let message = format!("Successfully assigned {namespace}/{name} to {node}");
-                self.event(pod, "Normal", "Scheduled", &message).await;
+                let (client, pod) = (self.client.clone(), pod.clone());
+                tokio::spawn(async move {
+                    let source = events::Source {
+                        component: NAME.into(),
+                        host: None,
+                    };
+                    events::record(&client, &source, &pod, "Normal", "Scheduled", &message).await;
+                });
                 true
             }
             Err(e) => {

@@ -1,0 +1,348 @@
+//! Node lifecycle: a node whose kubelet stops renewing its Lease (and
+//! posting status) for the grace period has its conditions set to Unknown
+//! and its pods marked not ready; nodes that are not ready or unreachable
+//! carry upstream's `node.kubernetes.io/not-ready` / `unreachable` taints
+//! (NoSchedule and NoExecute), removed when the node is Ready again; pods on
+//! a node with a NoExecute taint they do not tolerate are evicted, at once or
+//! after their `tolerationSeconds`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::Context;
+use crate::scheduler::fit::tolerates;
+use crate::telemetry::events::{self, Source};
+
+/// How long a node may go without a heartbeat (upstream's
+/// `--node-monitor-grace-period`).
+pub const GRACE: Duration = Duration::from_secs(40);
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+const NOT_READY: &str = "node.kubernetes.io/not-ready";
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+/// Runs until the process ends.
+pub async fn run(context: Arc<Context>) {
+    let client = context.client.clone();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let (leases, lease_writer) = reflector::store::<Lease>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let streams = [
+        reflector::reflector(
+            node_writer,
+            watcher(Api::all(client.clone()), Default::default()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ())
+        .boxed(),
+        reflector::reflector(
+            lease_writer,
+            watcher(
+                Api::namespaced(client.clone(), "kube-node-lease"),
+                Default::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ())
+        .boxed(),
+        reflector::reflector(
+            pod_writer,
+            watcher(Api::all(client.clone()), Default::default()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ())
+        .boxed(),
+    ];
+    let mut changes = futures::stream::select_all(streams);
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    loop {
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = tick.tick() => {}
+        }
+        pass(&client, &nodes, &leases, &pods).await;
+    }
+}
+
+/// The node's last sign of life: its Lease renewal or Ready heartbeat.
+fn last_heartbeat(node: &Node, lease: Option<&Lease>) -> Option<Timestamp> {
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
+        .map(|t| t.0);
+    let posted = ready_condition(node).and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
+    renewed.max(posted)
+}
+
+fn ready_condition(node: &Node) -> Option<&k8s_openapi::api::core::v1::NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
+/// The taints the node's readiness calls for (`Ready` True, False or Unknown).
+pub fn readiness_taints(ready: &str, added: Timestamp) -> Vec<Taint> {
+    let key = match ready {
+        "True" => return Vec::new(),
+        "False" => NOT_READY,
+        _ => UNREACHABLE,
+    };
+    ["NoSchedule", "NoExecute"]
+        .into_iter()
+        .map(|effect| Taint {
+            key: key.into(),
+            effect: effect.into(),
+            time_added: (effect == "NoExecute").then_some(Time(added)),
+            value: None,
+        })
+        .collect()
+}
+
+/// When a pod on a node with `taints` must go: now (`Some(0)`), after a
+/// while, or never (`None`).
+pub fn eviction_due(pod: &Pod, taints: &[Taint], now: Timestamp) -> Option<Duration> {
+    let tolerations = pod.spec.as_ref()?.tolerations.clone().unwrap_or_default();
+    let mut due: Option<Duration> = None;
+    for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
+        let Some(toleration) = tolerations.iter().find(|t| tolerates(t, taint)) else {
+            return Some(Duration::ZERO);
+        };
+        let Some(seconds) = toleration.toleration_seconds else {
+            continue;
+        };
+        let added = taint.time_added.as_ref().map_or(now, |t| t.0);
+        let at = added.as_second() + seconds.max(0);
+        let left = Duration::from_secs(u64::try_from(at - now.as_second()).unwrap_or(0));
+        due = Some(due.map_or(left, |d| d.min(left)));
+    }
+    due
+}
+
+async fn pass(
+    client: &kube::Client,
+    nodes: &Store<Node>,
+    leases: &Store<Lease>,
+    pods: &Store<Pod>,
+) {
+    let now = Timestamp::now();
+    let node_api: Api<Node> = Api::all(client.clone());
+    let leases = leases.state();
+    let pods = pods.state();
+    let source = Source {
+        component: "node-controller".into(),
+        host: None,
+    };
+    for node in nodes.state() {
+        let name = node.name_any();
+        let lease = leases.iter().find(|l| l.name_any() == name);
+        let mut ready = ready_condition(&node).map_or("Unknown".to_string(), |c| c.status.clone());
+        let silent = last_heartbeat(&node, lease.map(|l| l.as_ref()))
+            .is_none_or(|t| now.as_second() - t.as_second() > GRACE.as_secs() as i64);
+        if silent && ready != "Unknown" {
+            // The kubelet is gone: every condition becomes Unknown.
+            let conditions: Vec<_> = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut c| {
+                    c.status = "Unknown".into();
+                    c.reason = Some("NodeStatusUnknown".into());
+                    c.message = Some("Kubelet stopped posting node status.".into());
+                    c.last_transition_time = Some(Time(now));
+                    c
+                })
+                .collect();
+            let patch = json!({"status": {"conditions": conditions}});
+            if node_api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            ready = "Unknown".into();
+            events::record(
+                client,
+                &source,
+                node.as_ref(),
+                "Normal",
+                "NodeNotReady",
+                &format!("Node {name} status is now: NodeNotReady"),
+            )
+            .await;
+            mark_pods_not_ready(client, &pods, &name, now).await;
+        }
+
+        // Taints follow readiness; others are kept as they are.
+        let current: Vec<Taint> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        let ours = |t: &Taint| t.key == NOT_READY || t.key == UNREACHABLE;
+        let mut wanted = readiness_taints(&ready, now);
+        for w in wanted.iter_mut() {
+            if let Some(existing) = current
+                .iter()
+                .find(|c| c.key == w.key && c.effect == w.effect)
+            {
+                w.time_added = existing.time_added.clone();
+            }
+        }
+        let kept: Vec<Taint> = current.iter().filter(|t| !ours(t)).cloned().collect();
+        let had: Vec<Taint> = current.iter().filter(|t| ours(t)).cloned().collect();
+        if had != wanted {
+            let mut taints = kept;
+            taints.extend(wanted.iter().cloned());
+            let taints = if taints.is_empty() {
+                json!(null)
+            } else {
+                json!(taints)
+            };
+            let _ = node_api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"spec": {"taints": taints}})),
+                )
+                .await;
+        }
+
+        // Eviction of pods that do not tolerate the NoExecute taints.
+        let no_execute: Vec<Taint> = current
+            .iter()
+            .filter(|t| t.effect == "NoExecute")
+            .cloned()
+            .collect();
+        if no_execute.is_empty() {
+            continue;
+        }
+        for pod in pods.iter().filter(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+                && p.metadata.deletion_timestamp.is_none()
+        }) {
+            if eviction_due(pod, &no_execute, now) == Some(Duration::ZERO) {
+                let api: Api<Pod> =
+                    Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+                if api
+                    .delete(&pod.name_any(), &DeleteParams::default())
+                    .await
+                    .is_ok()
+                {
+                    events::record(
+                        client,
+                        &Source {
+                            component: "taint-eviction-controller".into(),
+                            host: None,
+                        },
+                        pod.as_ref(),
+                        "Normal",
+                        "TaintManagerEviction",
+                        &format!(
+                            "Marking for deletion Pod {}/{}",
+                            pod.namespace().unwrap_or_default(),
+                            pod.name_any()
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// Pods on an unreachable node stop being Ready (so Services drop them).
+async fn mark_pods_not_ready(client: &kube::Client, pods: &[Arc<Pod>], node: &str, now: Timestamp) {
+    for pod in pods
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .filter(|p| crate::api::pods::is_ready(p))
+    {
+        let conditions: Vec<_> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut c| {
+                if c.type_ == "Ready" {
+                    c.status = "False".into();
+                    c.last_transition_time = Some(Time(now));
+                }
+                c
+            })
+            .collect();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        let _ = api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"conditions": conditions}})),
+            )
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_decides_the_taints() {
+        let now = Timestamp::now();
+        assert!(readiness_taints("True", now).is_empty());
+        let t = readiness_taints("Unknown", now);
+        assert_eq!(t.len(), 2);
+        assert!(t.iter().all(|t| t.key == UNREACHABLE));
+        assert!(
+            t.iter()
+                .any(|t| t.effect == "NoExecute" && t.time_added.is_some())
+        );
+        assert_eq!(readiness_taints("False", now)[0].key, NOT_READY);
+    }
+
+    #[test]
+    fn pods_leave_unless_they_tolerate_and_then_after_their_seconds() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let taints = readiness_taints("Unknown", Timestamp::from_second(999_900).unwrap());
+        let pod = |tolerations: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"spec": {"containers": [], "tolerations": tolerations}}))
+                .unwrap()
+        };
+        assert_eq!(
+            eviction_due(&pod(json!([])), &taints, now),
+            Some(Duration::ZERO)
+        );
+        let for_300 = pod(
+            json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]),
+        );
+        assert_eq!(
+            eviction_due(&for_300, &taints, now),
+            Some(Duration::from_secs(200))
+        );
+        let forever = pod(json!([{"operator": "Exists"}]));
+        assert_eq!(eviction_due(&forever, &taints, now), None);
+    }
+}
