@@ -22,7 +22,7 @@ use super::job::finished;
 use super::{Context, Error};
 use crate::api::pods;
 use crate::api::strategy::batch::{parse_schedule, time_zone};
-use crate::telemetry::events::{self, Source};
+use crate::telemetry::events::Recorder;
 
 /// The annotation holding the time a Job was scheduled for.
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -36,7 +36,7 @@ pub async fn run(context: Arc<Context>) {
         watcher::Config::default(),
     )
     .owns(Api::<Job>::all(client), watcher::Config::default())
-    .run(reconcile, retry, context)
+    .run(reconcile, super::retry, context)
     .for_each(|_| async {})
     .await;
 }
@@ -96,16 +96,7 @@ async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Er
         .filter(|j| pods::controller_of(&j.metadata).is_some_and(|o| o.uid == uid))
         .collect();
     jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
-    let source = Source {
-        component: COMPONENT.into(),
-        host: None,
-    };
-    let event = |kind: &'static str, reason: &'static str, message: String| {
-        let client = context.client.clone();
-        let source = source.clone();
-        let cj = cj.clone();
-        async move { events::record(&client, &source, cj.as_ref(), kind, reason, &message).await }
-    };
+    let recorder = Recorder::new(context.client.clone(), COMPONENT, None);
 
     // History: the oldest finished Jobs beyond the limits go.
     for (kind, limit) in [
@@ -124,12 +115,14 @@ async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Er
                 .await
                 .is_ok()
             {
-                event(
-                    "Normal",
-                    "SuccessfulDelete",
-                    format!("Deleted job {}", job.name_any()),
-                )
-                .await;
+                recorder
+                    .record(
+                        cj.as_ref(),
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("Deleted job {}", job.name_any()),
+                    )
+                    .await;
             }
         }
     }
@@ -177,12 +170,14 @@ async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Er
                 .starting_deadline_seconds
                 .is_some_and(|d| scheduled.as_second() + d < now.as_second());
             if too_late {
-                event(
-                    "Warning",
-                    "MissSchedule",
-                    format!("Missed scheduled time to start a job: {scheduled}"),
-                )
-                .await;
+                recorder
+                    .record(
+                        cj.as_ref(),
+                        "Warning",
+                        "MissSchedule",
+                        &format!("Missed scheduled time to start a job: {scheduled}"),
+                    )
+                    .await;
                 status.last_schedule_time = Some(Time(scheduled));
             } else if spec.concurrency_policy.as_deref() == Some("Forbid") && !active.is_empty() {
                 // Tried again when the running Job finishes (or at the next time).
@@ -191,16 +186,25 @@ async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Er
                     for job in active.drain(..) {
                         let name = job.name.unwrap_or_default();
                         let _ = jobs_api.delete(&name, &DeleteParams::background()).await;
-                        event("Normal", "SuccessfulDelete", format!("Deleted job {name}")).await;
+                        recorder
+                            .record(
+                                cj.as_ref(),
+                                "Normal",
+                                "SuccessfulDelete",
+                                &format!("Deleted job {name}"),
+                            )
+                            .await;
                     }
                 }
                 let created = create_job(&jobs_api, &cj, scheduled).await?;
-                event(
-                    "Normal",
-                    "SuccessfulCreate",
-                    format!("Created job {}", created.name_any()),
-                )
-                .await;
+                recorder
+                    .record(
+                        cj.as_ref(),
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created job {}", created.name_any()),
+                    )
+                    .await;
                 status.last_schedule_time = Some(Time(scheduled));
                 active.push(reference(&created));
             }
@@ -241,11 +245,6 @@ async fn create_job(jobs: &Api<Job>, cj: &CronJob, scheduled: Timestamp) -> Resu
         Err(e) if super::already_exists(&e) => Ok(jobs.get(&name).await?),
         Err(e) => Err(e.into()),
     }
-}
-
-fn retry(_: Arc<CronJob>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "cronjob controller");
-    Action::requeue(Duration::from_secs(2))
 }
 
 #[cfg(test)]

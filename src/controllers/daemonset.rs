@@ -42,7 +42,7 @@ pub async fn run(context: Arc<Context>) {
     )
     .owns(Api::<Pod>::all(client), watcher::Config::default())
     .reconcile_all_on(node_changes)
-    .run(reconcile, retry, context)
+    .run(reconcile, super::retry, context)
     .for_each(|_| async {})
     .await;
 }
@@ -311,11 +311,6 @@ fn target_node(pod: &Pod) -> Option<String> {
         .flat_map(|t| t.match_fields.iter().flatten())
         .find(|r| r.key == "metadata.name" && r.operator == "In")
         .and_then(|r| r.values.as_ref()?.first().cloned())
-}
-
-fn retry(_: Arc<DaemonSet>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "daemonset controller");
-    Action::requeue(Duration::from_secs(2))
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub async fn run(context: Arc<Context>) {
         watcher::Config::default(),
     )
     .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-    .run(reconcile, retry, context)
+    .run(reconcile, super::retry, context)
     .for_each(|_| async {})
     .await;
 }
@@ -770,11 +770,6 @@ fn made_progress(before: &DeploymentStatus, after: &DeploymentStatus) -> bool {
         || after.ready_replicas > before.ready_replicas
         || after.available_replicas > before.available_replicas
         || old(after) < old(before)
-}
-
-fn retry(_: Arc<Deployment>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "deployment controller");
-    Action::requeue(Duration::from_secs(1))
 }
 
 #[cfg(test)]

@@ -16,8 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 
 use super::Context;
@@ -166,43 +165,15 @@ fn labels(service: &Service) -> BTreeMap<String, String> {
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (services, service_writer) = reflector::store::<Service>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (endpoints, endpoints_writer) = reflector::store::<Endpoints>();
-    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let (services, service_changes) = super::cache(Api::<Service>::all(client.clone()));
+    let (pods, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
+    let (endpoints, endpoint_changes) = super::cache(Api::<Endpoints>::all(client.clone()));
+    let (slices, slice_changes) = super::cache(Api::<EndpointSlice>::all(client.clone()));
     let streams = [
-        reflector::reflector(
-            service_writer,
-            watcher(Api::all(client.clone()), Default::default()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ())
-        .boxed(),
-        reflector::reflector(
-            pod_writer,
-            watcher(Api::all(client.clone()), Default::default()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ())
-        .boxed(),
-        reflector::reflector(
-            endpoints_writer,
-            watcher(Api::all(client.clone()), Default::default()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ())
-        .boxed(),
-        reflector::reflector(
-            slice_writer,
-            watcher(Api::all(client.clone()), Default::default()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ())
-        .boxed(),
+        service_changes,
+        pod_changes,
+        endpoint_changes,
+        slice_changes,
     ];
     let mut changes = futures::stream::select_all(streams);
     let mut resync = tokio::time::interval(Duration::from_secs(30));

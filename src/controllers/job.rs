@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::{Context, Error};
 use crate::api::pods;
-use crate::telemetry::events::{self, Source};
+use crate::telemetry::events::Recorder;
 
 /// Annotation and label naming an Indexed Job pod's index.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -36,7 +36,7 @@ pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(reconcile, retry, context)
+        .run(reconcile, super::retry, context)
         .for_each(|_| async {})
         .await;
 }
@@ -149,16 +149,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
     let selector = spec.selector.clone().unwrap_or_default();
     let owner = super::controller_ref(job.as_ref());
     let owned = super::claim(&pods_api, &selector, &owner).await?;
-    let source = Source {
-        component: COMPONENT.into(),
-        host: None,
-    };
-    let event = |kind: &'static str, reason: &'static str, message: String| {
-        let client = context.client.clone();
-        let source = source.clone();
-        let job = job.clone();
-        async move { events::record(&client, &source, job.as_ref(), kind, reason, &message).await }
-    };
+    let recorder = Recorder::new(context.client.clone(), COMPONENT, None);
 
     let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone());
     let mut active: Vec<&Pod> = owned.iter().filter(|p| pods::is_active(p)).collect();
@@ -228,31 +219,31 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
         set_condition(&mut status, condition("Complete", reason, message, now));
         status.completion_time = Some(Time(now));
         stop_all = true;
-        event("Normal", "Completed", "Job completed".into()).await;
-    } else if failures > spec.backoff_limit.unwrap_or(6) {
-        let (reason, message) = (
+        recorder
+            .record(job.as_ref(), "Normal", "Completed", "Job completed")
+            .await;
+    } else if let Some((reason, message)) = if failures > spec.backoff_limit.unwrap_or(6) {
+        Some((
             "BackoffLimitExceeded",
             "Job has reached the specified backoff limit",
-        );
-        set_condition(
-            &mut status,
-            condition("FailureTarget", reason, message, now),
-        );
-        set_condition(&mut status, condition("Failed", reason, message, now));
-        stop_all = true;
-        event("Warning", reason, message.into()).await;
+        ))
     } else if deadline_passed && !suspended {
-        let (reason, message) = (
+        Some((
             "DeadlineExceeded",
             "Job was active longer than specified deadline",
-        );
+        ))
+    } else {
+        None
+    } {
         set_condition(
             &mut status,
             condition("FailureTarget", reason, message, now),
         );
         set_condition(&mut status, condition("Failed", reason, message, now));
         stop_all = true;
-        event("Warning", reason, message.into()).await;
+        recorder
+            .record(job.as_ref(), "Warning", reason, message)
+            .await;
     } else if suspended {
         set_condition(
             &mut status,
@@ -305,12 +296,14 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
             for index in free {
                 let pod = job_pod(&job, &owner, &namespace, index);
                 let created = pods_api.create(&PostParams::default(), &pod).await?;
-                event(
-                    "Normal",
-                    "SuccessfulCreate",
-                    format!("Created pod: {}", created.name_any()),
-                )
-                .await;
+                recorder
+                    .record(
+                        job.as_ref(),
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", created.name_any()),
+                    )
+                    .await;
             }
         } else if active.len() > wanted {
             // The newest go first.
@@ -423,11 +416,6 @@ async fn expire(
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
         Err(e) => Err(e.into()),
     }
-}
-
-fn retry(_: Arc<Job>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "job controller");
-    Action::requeue(Duration::from_secs(2))
 }
 
 #[cfg(test)]

@@ -46,6 +46,44 @@ pub fn start(context: Context) {
     tokio::spawn(garbage_collector::run(context));
 }
 
+/// The error policy of every reconciler: log, look again in 2 s.
+pub fn retry<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> kube::runtime::controller::Action {
+    tracing::debug!(err = %error, controller = std::any::type_name::<K>(), "reconcile failed");
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(2))
+}
+
+/// A watch cache of `api`'s objects and a stream that yields once per
+/// change, for loops that recompute from caches (one pass per burst).
+pub fn cache<K>(
+    api: kube::Api<K>,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    futures::stream::BoxStream<'static, ()>,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    let changes = kube::runtime::reflector::reflector(
+        writer,
+        kube::runtime::watcher(api, Default::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ())
+    .boxed();
+    (store, changes)
+}
+
 /// Errors a reconcile reports (retried after a pause).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

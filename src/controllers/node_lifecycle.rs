@@ -15,8 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -34,38 +33,11 @@ const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let (leases, lease_writer) = reflector::store::<Lease>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let streams = [
-        reflector::reflector(
-            node_writer,
-            watcher(Api::all(client.clone()), Default::default()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ())
-        .boxed(),
-        reflector::reflector(
-            lease_writer,
-            watcher(
-                Api::namespaced(client.clone(), "kube-node-lease"),
-                Default::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ())
-        .boxed(),
-        reflector::reflector(
-            pod_writer,
-            watcher(Api::all(client.clone()), Default::default()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ())
-        .boxed(),
-    ];
+    let (nodes, node_changes) = super::cache(Api::<Node>::all(client.clone()));
+    let (leases, lease_changes) =
+        super::cache(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
+    let (pods, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
+    let streams = [node_changes, lease_changes, pod_changes];
     let mut changes = futures::stream::select_all(streams);
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {

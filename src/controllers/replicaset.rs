@@ -28,7 +28,7 @@ pub async fn run(context: Arc<Context>) {
         watcher::Config::default(),
     )
     .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(reconcile, retry, context)
+    .run(reconcile, super::retry, context)
     .for_each(|_| async {})
     .await;
 }
@@ -159,11 +159,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     Ok(next_check.map_or_else(Action::await_change, |d| {
         Action::requeue(d + Duration::from_millis(100))
     }))
-}
-
-fn retry(_: Arc<ReplicaSet>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "replicaset controller");
-    Action::requeue(Duration::from_secs(2))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub async fn run(context: Arc<Context>) {
         watcher::Config::default(),
     )
     .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(reconcile, retry, context)
+    .run(reconcile, super::retry, context)
     .for_each(|_| async {})
     .await;
 }
@@ -282,11 +282,6 @@ fn partition_of(set: &StatefulSet) -> i32 {
         .and_then(|u| u.rolling_update.as_ref())
         .and_then(|r| r.partition)
         .unwrap_or(0)
-}
-
-fn retry(_: Arc<StatefulSet>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "statefulset controller");
-    Action::requeue(Duration::from_secs(2))
 }
 
 #[cfg(test)]

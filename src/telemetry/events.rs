@@ -16,6 +16,37 @@ pub struct Source {
     pub host: Option<String>,
 }
 
+/// Records events for one component (upstream's EventRecorder).
+#[derive(Clone)]
+pub struct Recorder {
+    client: kube::Client,
+    source: Source,
+}
+
+impl Recorder {
+    /// A recorder for `component` (running on `host`, for a kubelet).
+    pub fn new(client: kube::Client, component: &str, host: Option<String>) -> Self {
+        Self {
+            client,
+            source: Source {
+                component: component.into(),
+                host,
+            },
+        }
+    }
+
+    /// Records an event about `object`.
+    pub async fn record<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        kind: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        record(&self.client, &self.source, object, kind, reason, message).await;
+    }
+}
+
 /// Records an event about `object`.
 pub async fn record<K: Resource<DynamicType = ()>>(
     client: &kube::Client,
