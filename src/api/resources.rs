@@ -122,6 +122,8 @@ pub enum Verbs {
     All,
     /// Only create (reviews, bindings).
     CreateOnly,
+    /// get and list: figures computed at request time (`metrics.k8s.io`).
+    GetList,
 }
 
 impl Verbs {
@@ -139,6 +141,7 @@ impl Verbs {
                 "watch",
             ],
             Self::CreateOnly => &["create"],
+            Self::GetList => &["get", "list"],
         }
     }
 }
@@ -677,7 +680,30 @@ const BUILTIN: &[Row] = &[
         NONE,
         &[],
     ),
+    (
+        "metrics.k8s.io",
+        "v1beta1",
+        "nodes",
+        "NodeMetrics",
+        false,
+        NONE,
+        NONE,
+        &[],
+    ),
+    (
+        "metrics.k8s.io",
+        "v1beta1",
+        "pods",
+        "PodMetrics",
+        true,
+        NONE,
+        NONE,
+        &[],
+    ),
 ];
+
+/// Kinds computed from the nodes' kubelets at each request, never stored.
+const METRICS_KINDS: &[&str] = &["NodeMetrics", "PodMetrics"];
 
 /// Kinds whose objects are requests answered in place, never stored.
 const REVIEW_KINDS: &[&str] = &[
@@ -732,6 +758,8 @@ fn builtin(row: &Row) -> ResourceType {
         subresources: subresources.to_vec(),
         verbs: if REVIEW_KINDS.contains(&kind) {
             Verbs::CreateOnly
+        } else if METRICS_KINDS.contains(&kind) {
+            Verbs::GetList
         } else {
             Verbs::All
         },

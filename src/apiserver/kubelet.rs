@@ -1,6 +1,7 @@
 //! The API server's side of node subresources: finds the pod's node, calls
 //! its kubelet API over HTTPS (client certificate from the cluster CA) and
-//! streams the answer back (`pods/log`).
+//! streams the answer back (`pods/log`); also fetches kubelets' JSON
+//! (`/stats/summary` for `metrics.k8s.io`).
 
 use std::sync::Arc;
 
@@ -112,6 +113,36 @@ async fn kubelet_get(
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     kubelet_request(state, node, request).await
+}
+
+/// GETs `path` on the node's kubelet and decodes its JSON answer, within
+/// `timeout` (a node that is down must not hold up a request about others).
+pub async fn kubelet_json<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    node: &str,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<T, ApiError> {
+    let fetch = async {
+        let response = kubelet_get(state, node, path).await?;
+        if response.status() != StatusCode::OK {
+            return Err(kubelet_error(response).await);
+        }
+        response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| ApiError::ServiceUnavailable(format!("reading from kubelet: {e}")))
+    };
+    let body = tokio::time::timeout(timeout, fetch).await.map_err(|_| {
+        ApiError::ServiceUnavailable(format!("the kubelet of node {node:?} did not answer"))
+    })??;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Internal(format!(
+            "the kubelet of node {node:?} answered {path} with bad JSON: {e}"
+        ))
+    })
 }
 
 /// Sends `request` to the node's kubelet on a fresh connection (which stays

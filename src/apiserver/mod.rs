@@ -12,6 +12,7 @@ pub mod kubelet;
 pub mod nodes;
 pub mod openapi;
 pub mod request;
+pub mod resource_metrics;
 pub mod reviews;
 pub mod serve;
 pub mod services;

@@ -151,6 +151,25 @@ pub struct ServerArgs {
     /// Write logs to this file instead of stderr.
     #[arg(long, env = "KELP_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+    /// How often each HorizontalPodAutoscaler is synced (kube-controller-manager's flag).
+    #[arg(
+        long,
+        env = "KELP_HORIZONTAL_POD_AUTOSCALER_SYNC_PERIOD",
+        default_value = "15s",
+        value_parser = parse_duration
+    )]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+}
+
+/// A duration as Kubernetes flags write them (`15s`, `1m30s`, `500ms`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let parsed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    std::time::Duration::try_from(parsed)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("invalid duration {text:?}: must be positive"))
 }
 
 /// The CPU architecture as Kubernetes names it.
@@ -209,4 +228,20 @@ pub fn load_config_file(args: &[String]) -> anyhow::Result<()> {
         unsafe { std::env::set_var(var, text) };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_kubernetes_flags_write_them() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 }

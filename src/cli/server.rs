@@ -135,6 +135,7 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
             },
         ),
         ca_pem: pki.ca_cert.clone(),
+        hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
     });
     for component in &args.disable {
         anyhow::ensure!(

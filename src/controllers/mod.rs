@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
 pub mod history;
+pub mod horizontal_pod_autoscaler;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -26,6 +27,9 @@ pub struct Context {
     pub client: kube::Client,
     /// The cluster CA certificate (PEM), published in every namespace.
     pub ca_pem: String,
+    /// How often each HorizontalPodAutoscaler syncs
+    /// (`--horizontal-pod-autoscaler-sync-period`).
+    pub hpa_sync_period: std::time::Duration,
 }
 
 /// Starts every controller; they run until the process ends.
@@ -43,6 +47,7 @@ pub fn start(context: Context) {
     tokio::spawn(node_lifecycle::run(context.clone()));
     tokio::spawn(pod_gc::run(context.clone()));
     tokio::spawn(cronjob::run(context.clone()));
+    tokio::spawn(horizontal_pod_autoscaler::run(context.clone()));
     tokio::spawn(garbage_collector::run(context));
 }
 

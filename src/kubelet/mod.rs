@@ -1,7 +1,8 @@
 //! The node agent: supervises containerd, imports images, registers the
-//! Node, runs a worker per pod over CRI, rotates logs and serves the kubelet
-//! API on 10250. Also the pod sandbox process (`pause`).
+//! Node, runs a worker per pod over CRI, rotates logs, samples resource usage
+//! and serves the kubelet API on 10250. Also the pod sandbox process (`pause`).
 
+pub mod cgroup;
 pub mod container;
 pub mod containerd;
 pub mod cri;
@@ -16,6 +17,7 @@ pub mod probes;
 pub mod registries;
 pub mod server;
 pub mod spdy;
+pub mod stats;
 pub mod status;
 pub mod streaming;
 pub mod volumes;
@@ -158,10 +160,17 @@ pub async fn start(
         config.log_max_files,
     ));
 
+    let collector = stats::Collector::new(
+        cri.clone(),
+        channel_for_exec.clone(),
+        config.node.name.clone(),
+    );
+    tokio::spawn(collector.clone().run());
     let kubelet = server::router(Arc::new(server::KubeletApi {
         cri,
         containerd: channel_for_exec,
         client: kubelet_client,
+        stats: collector,
     }));
     let addr = format!("0.0.0.0:{}", server::PORT);
     let listener = tokio::net::TcpListener::bind(&addr)

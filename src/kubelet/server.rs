@@ -1,6 +1,6 @@
 //! The kubelet API on port 10250 (HTTPS; callers present a client
-//! certificate from the cluster CA): container logs, exec, attach and
-//! port-forward.
+//! certificate from the cluster CA): container logs, exec, attach,
+//! port-forward, and resource usage (`/stats/summary`, `/metrics/resource`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,12 +36,16 @@ pub struct KubeletApi {
     pub containerd: tonic::transport::Channel,
     /// The API, which vouches for bearer tokens (TokenReview).
     pub client: kube::Client,
+    /// Resource usage of the node, pods and containers.
+    pub stats: Arc<super::stats::Collector>,
 }
 
 /// The 10250 router.
 pub fn router(state: Arc<KubeletApi>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics/resource", get(resource_metrics))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -99,6 +103,24 @@ async fn token_vouched_for(client: &kube::Client, token: &str) -> bool {
         .and_then(|r| r.status)
         .and_then(|s| s.authenticated)
         .unwrap_or(false)
+}
+
+/// The Summary API: CPU and memory of the node, its pods and containers.
+async fn stats_summary(State(state): State<Arc<KubeletApi>>) -> Response {
+    axum::Json(state.stats.summary()).into_response()
+}
+
+/// Upstream's resource metrics (what metrics-server scrapes), Prometheus text.
+async fn resource_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
+        )],
+        state.stats.resource_metrics(),
+    )
+        .into_response()
 }
 
 fn bad_request(message: String) -> Response {

@@ -87,6 +87,16 @@ impl Metrics {
     }
 }
 
+/// `registry` in Prometheus' text format (version 0.0.4), for metrics
+/// built afresh at each scrape (the kubelet's `/metrics/resource`).
+pub fn prometheus_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        tracing::warn!("Encoding the metrics failed");
+    }
+    openmetrics_to_prometheus_text(&out)
+}
+
 /// kube-apiserver's request metrics: `apiserver_request_total` and
 /// `apiserver_request_duration_seconds`.
 #[derive(Debug, Clone)]

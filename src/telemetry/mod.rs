@@ -70,5 +70,5 @@ mod metrics;
 pub use logging::{LogConfig, LogFormat, LogLayer, init_logging};
 pub use metrics::{
     ApiserverMetrics, Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
-    REQUEST_DURATION_BUCKETS,
+    REQUEST_DURATION_BUCKETS, prometheus_text,
 };

@@ -149,6 +149,9 @@ pub async fn dispatch(
             _ => Err(ApiError::MethodNotAllowed),
         };
     }
+    if req.rt.verbs == Verbs::GetList {
+        return super::resource_metrics::serve(&state, &req, &method).await;
+    }
     let item = req.path.name.is_some();
     match (subresource, method, item) {
         (None, Method::GET, false) if req.query.flag("watch") => watch::watch(state, req).await,

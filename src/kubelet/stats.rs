@@ -1,0 +1,774 @@
+//! Resource usage of the node, its pods and their containers, sampled every
+//! [`SAMPLE_PERIOD`]: CPU (cumulative, and a rate in nano-cores from the last
+//! two samples) and memory working set. Containers' figures come from CRI
+//! (`ListContainerStats`, what upstream's kubelet uses with containerd), or
+//! from their cgroups when CRI has none; the node's from the root cgroup.
+//! Served on 10250 as the Summary API (`/stats/summary`) and as Prometheus
+//! text (`/metrics/resource`); the API server's `metrics.k8s.io` reads the
+//! summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::{self, Mounts, Usage};
+use super::container::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
+use super::cri::{Cri, api};
+
+/// How often usage is sampled (cAdvisor's housekeeping interval); CPU rates
+/// are averages over this window.
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(10);
+
+/// The Summary API's document (upstream's `stats/v1alpha1` Summary, the
+/// parts kelp fills: CPU and memory of node, pods and containers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// The node's figures.
+    pub node: NodeStats,
+    /// One entry per pod with running containers.
+    #[serde(default)]
+    pub pods: Vec<PodStats>,
+}
+
+/// Node-level figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStats {
+    /// The Node's name.
+    pub node_name: String,
+    /// Boot time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    /// CPU usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuStats>,
+    /// Memory usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryStats>,
+}
+
+/// Pod-level figures: the sums of its containers'.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStats {
+    /// Which pod.
+    pub pod_ref: PodReference,
+    /// When its sandbox was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    /// Its running containers.
+    #[serde(default)]
+    pub containers: Vec<ContainerStats>,
+    /// CPU usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuStats>,
+    /// Memory usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryStats>,
+}
+
+/// Namespace, name and uid of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PodReference {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// UID.
+    pub uid: String,
+}
+
+/// One container's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStats {
+    /// The container's name in the pod spec.
+    pub name: String,
+    /// When the container was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    /// CPU usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuStats>,
+    /// Memory usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryStats>,
+}
+
+/// CPU usage at a time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuStats {
+    /// When it was read.
+    pub time: DateTime<Utc>,
+    /// Average rate over the last sample period, in billionths of a core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_nano_cores: Option<u64>,
+    /// Cumulative CPU time, nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_core_nano_seconds: Option<u64>,
+}
+
+/// Memory usage at a time, bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryStats {
+    /// When it was read.
+    pub time: DateTime<Utc>,
+    /// What is left before the limit (the node's: its capacity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    /// All memory charged, page cache included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_bytes: Option<u64>,
+    /// Usage less inactive file pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_set_bytes: Option<u64>,
+    /// Anonymous memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+}
+
+/// One reading of something's usage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Reading {
+    at: DateTime<Utc>,
+    usage: Usage,
+}
+
+/// A running container's reading and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+struct ContainerSample {
+    pod: PodReference,
+    name: String,
+    started: DateTime<Utc>,
+    reading: Reading,
+}
+
+/// Everything read in one sampling round.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Round {
+    node: Option<Reading>,
+    /// Container id → sample.
+    containers: HashMap<String, ContainerSample>,
+    /// Pod uid → sandbox creation.
+    pod_started: HashMap<String, DateTime<Utc>>,
+}
+
+/// The last two rounds.
+#[derive(Debug, Default)]
+struct Samples {
+    previous: Option<Round>,
+    latest: Option<Round>,
+}
+
+/// Samples usage and renders it; shared by the sampling task and the
+/// 10250 handlers.
+pub struct Collector {
+    cri: Cri,
+    containerd: tonic::transport::Channel,
+    node_name: String,
+    mounts: Mounts,
+    boot: Option<DateTime<Utc>>,
+    memory_capacity: Option<u64>,
+    // A std mutex: nothing awaits while it is held, and it is held only to
+    // swap a round in or clone the two out.
+    samples: Mutex<Samples>,
+}
+
+impl Collector {
+    /// A collector for this node (nothing sampled yet).
+    pub fn new(cri: Cri, containerd: tonic::transport::Channel, node_name: String) -> Arc<Self> {
+        let proc_stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Arc::new(Collector {
+            cri,
+            containerd,
+            node_name,
+            mounts: Mounts::discover(),
+            boot: cgroup::boot_time(&proc_stat).and_then(|s| DateTime::from_timestamp(s, 0)),
+            memory_capacity: cgroup::parse_meminfo(&meminfo).get("MemTotal").copied(),
+            samples: Mutex::new(Samples::default()),
+        })
+    }
+
+    /// Samples every [`SAMPLE_PERIOD`], keeping the last two rounds.
+    pub async fn run(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(SAMPLE_PERIOD);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let round = self.sample().await;
+            let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+            samples.previous = samples.latest.replace(round);
+        }
+    }
+
+    /// The Summary API document from the last two rounds.
+    pub fn summary(&self) -> Summary {
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut summary = summarize(
+            samples.previous.as_ref(),
+            samples.latest.as_ref(),
+            self.memory_capacity,
+        );
+        summary.node.node_name = self.node_name.clone();
+        summary.node.start_time = self.boot;
+        summary
+    }
+
+    /// One round: the node, then every running container.
+    async fn sample(&self) -> Round {
+        let node = Some(Reading {
+            at: Utc::now(),
+            usage: self.mounts.node_usage(),
+        });
+        let mut round = Round {
+            node,
+            ..Default::default()
+        };
+        let mut runtime = self.cri.runtime.clone();
+        let running = api::ContainerFilter {
+            state: Some(api::ContainerStateValue {
+                state: api::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        };
+        let containers = match runtime
+            .list_containers(api::ListContainersRequest {
+                filter: Some(running),
+            })
+            .await
+        {
+            Ok(list) => list.into_inner().containers,
+            Err(e) => {
+                tracing::debug!(err = %e.message(), "listing containers for stats");
+                return round;
+            }
+        };
+        let mut stats: HashMap<String, api::ContainerStats> = match runtime
+            .list_container_stats(api::ListContainerStatsRequest::default())
+            .await
+        {
+            Ok(list) => list
+                .into_inner()
+                .stats
+                .into_iter()
+                .filter_map(|s| Some((s.attributes.as_ref()?.id.clone(), s)))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(err = %e.message(), "CRI container stats; reading cgroups");
+                HashMap::new()
+            }
+        };
+        if let Ok(list) = runtime
+            .list_pod_sandbox(api::ListPodSandboxRequest::default())
+            .await
+        {
+            for sandbox in list.into_inner().items {
+                if let Some(uid) = sandbox.labels.get(POD_UID) {
+                    let created = from_nanos(sandbox.created_at);
+                    let entry = round.pod_started.entry(uid.clone()).or_insert(created);
+                    *entry = (*entry).max(created);
+                }
+            }
+        }
+        for container in containers {
+            let label = |key: &str| container.labels.get(key).cloned().unwrap_or_default();
+            let pod = PodReference {
+                name: label(POD_NAME),
+                namespace: label(POD_NAMESPACE),
+                uid: label(POD_UID),
+            };
+            if pod.name.is_empty() {
+                continue;
+            }
+            let mut reading = stats
+                .remove(&container.id)
+                .map(from_cri)
+                .unwrap_or(Reading {
+                    at: Utc::now(),
+                    usage: Usage::default(),
+                });
+            if (reading.usage.cpu_ns.is_none() || reading.usage.memory.is_none())
+                && let Some(usage) = self.cgroup_usage(&container.id).await
+            {
+                reading.usage.cpu_ns = reading.usage.cpu_ns.or(usage.cpu_ns);
+                reading.usage.memory = reading.usage.memory.or(usage.memory);
+            }
+            round.containers.insert(
+                container.id.clone(),
+                ContainerSample {
+                    pod,
+                    name: label(CONTAINER_NAME),
+                    started: from_nanos(container.created_at),
+                    reading,
+                },
+            );
+        }
+        round
+    }
+
+    /// A container's usage from its cgroups, through its init process.
+    async fn cgroup_usage(&self, id: &str) -> Option<Usage> {
+        let mut tasks = containerd_client::services::v1::tasks_client::TasksClient::new(
+            self.containerd.clone(),
+        );
+        let pid = tasks
+            .get(super::containerd::namespaced(
+                containerd_client::services::v1::GetRequest {
+                    container_id: id.to_string(),
+                    exec_id: String::new(),
+                },
+            ))
+            .await
+            .ok()?
+            .into_inner()
+            .process?
+            .pid;
+        self.mounts.process_usage(pid)
+    }
+
+    /// `/metrics/resource`: upstream's resource metrics in Prometheus text.
+    pub fn resource_metrics(&self) -> String {
+        resource_metrics(&self.summary())
+    }
+}
+
+fn from_nanos(ns: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(ns)
+}
+
+/// A reading from CRI's container stats (its own timestamps when given).
+fn from_cri(stats: api::ContainerStats) -> Reading {
+    let cpu = stats.cpu.unwrap_or_default();
+    let memory = stats.memory;
+    let at = if cpu.timestamp > 0 {
+        from_nanos(cpu.timestamp)
+    } else {
+        Utc::now()
+    };
+    let value = |v: &Option<api::UInt64Value>| v.as_ref().map(|v| v.value);
+    Reading {
+        at,
+        usage: Usage {
+            cpu_ns: value(&cpu.usage_core_nano_seconds),
+            memory: memory.and_then(|m| {
+                let working_set = value(&m.working_set_bytes)?;
+                Some(cgroup::Memory {
+                    usage: value(&m.usage_bytes).unwrap_or(working_set),
+                    working_set,
+                    rss: value(&m.rss_bytes).unwrap_or(0),
+                })
+            }),
+        },
+    }
+}
+
+/// The average rate between two readings, in nano-cores.
+fn rate(previous: Option<&Reading>, latest: &Reading) -> Option<u64> {
+    let previous = previous?;
+    let (before, after) = (previous.usage.cpu_ns?, latest.usage.cpu_ns?);
+    let elapsed = (latest.at - previous.at).num_nanoseconds()?;
+    if elapsed <= 0 || after < before {
+        return None;
+    }
+    Some(((after - before) as u128 * 1_000_000_000 / elapsed as u128) as u64)
+}
+
+fn cpu_stats(previous: Option<&Reading>, latest: &Reading) -> Option<CpuStats> {
+    latest.usage.cpu_ns.map(|total| CpuStats {
+        time: latest.at,
+        usage_nano_cores: rate(previous, latest),
+        usage_core_nano_seconds: Some(total),
+    })
+}
+
+fn memory_stats(latest: &Reading, capacity: Option<u64>) -> Option<MemoryStats> {
+    latest.usage.memory.map(|m| MemoryStats {
+        time: latest.at,
+        available_bytes: capacity.map(|c| c.saturating_sub(m.working_set)),
+        usage_bytes: Some(m.usage),
+        working_set_bytes: Some(m.working_set),
+        rss_bytes: Some(m.rss),
+    })
+}
+
+/// The Summary from the last two rounds: rates where both rounds read the
+/// same thing; pods sum their containers (a pod's rate only when every
+/// container has one).
+fn summarize(
+    previous: Option<&Round>,
+    latest: Option<&Round>,
+    memory_capacity: Option<u64>,
+) -> Summary {
+    let Some(latest) = latest else {
+        return Summary::default();
+    };
+    let node_previous = previous.and_then(|p| p.node.as_ref());
+    let node = NodeStats {
+        cpu: latest
+            .node
+            .as_ref()
+            .and_then(|n| cpu_stats(node_previous, n)),
+        memory: latest
+            .node
+            .as_ref()
+            .and_then(|n| memory_stats(n, memory_capacity)),
+        ..Default::default()
+    };
+    let mut pods: BTreeMap<PodReference, Vec<ContainerStats>> = BTreeMap::new();
+    for (id, sample) in &latest.containers {
+        let before = previous
+            .and_then(|p| p.containers.get(id))
+            .map(|s| &s.reading);
+        pods.entry(sample.pod.clone())
+            .or_default()
+            .push(ContainerStats {
+                name: sample.name.clone(),
+                start_time: Some(sample.started),
+                cpu: cpu_stats(before, &sample.reading),
+                memory: memory_stats(&sample.reading, None),
+            });
+    }
+    let pods = pods
+        .into_iter()
+        .map(|(pod_ref, mut containers)| {
+            containers.sort_by(|a, b| a.name.cmp(&b.name));
+            PodStats {
+                start_time: latest.pod_started.get(&pod_ref.uid).copied(),
+                cpu: sum_cpu(&containers),
+                memory: sum_memory(&containers),
+                pod_ref,
+                containers,
+            }
+        })
+        .collect();
+    Summary { node, pods }
+}
+
+fn sum_cpu(containers: &[ContainerStats]) -> Option<CpuStats> {
+    let all: Vec<&CpuStats> = containers.iter().filter_map(|c| c.cpu.as_ref()).collect();
+    if all.len() != containers.len() || all.is_empty() {
+        return None;
+    }
+    Some(CpuStats {
+        time: all.iter().map(|c| c.time).max()?,
+        usage_nano_cores: all.iter().map(|c| c.usage_nano_cores).sum(),
+        usage_core_nano_seconds: all.iter().map(|c| c.usage_core_nano_seconds).sum(),
+    })
+}
+
+fn sum_memory(containers: &[ContainerStats]) -> Option<MemoryStats> {
+    let all: Vec<&MemoryStats> = containers
+        .iter()
+        .filter_map(|c| c.memory.as_ref())
+        .collect();
+    if all.len() != containers.len() || all.is_empty() {
+        return None;
+    }
+    Some(MemoryStats {
+        time: all.iter().map(|m| m.time).max()?,
+        available_bytes: None,
+        usage_bytes: all.iter().map(|m| m.usage_bytes).sum(),
+        working_set_bytes: all.iter().map(|m| m.working_set_bytes).sum(),
+        rss_bytes: all.iter().map(|m| m.rss_bytes).sum(),
+    })
+}
+
+/// Labels of the container series, in the order upstream prints them.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerLabels {
+    container: String,
+    namespace: String,
+    pod: String,
+}
+
+/// Labels of the pod series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodLabels {
+    namespace: String,
+    pod: String,
+}
+
+type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Upstream kubelet's `/metrics/resource` series from a summary (without
+/// sample timestamps, which prometheus-client does not write).
+fn resource_metrics(summary: &Summary) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let seconds = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e9);
+    let bytes = |m: &Option<MemoryStats>| {
+        m.as_ref()
+            .and_then(|m| m.working_set_bytes)
+            .map(|b| b as f64)
+    };
+    let container_cpu = Family::<ContainerLabels, FloatCounter>::default();
+    let container_memory = Family::<ContainerLabels, FloatGauge>::default();
+    let container_start = Family::<ContainerLabels, FloatGauge>::default();
+    let pod_cpu = Family::<PodLabels, FloatCounter>::default();
+    let pod_memory = Family::<PodLabels, FloatGauge>::default();
+    for pod in &summary.pods {
+        let labels = PodLabels {
+            namespace: pod.pod_ref.namespace.clone(),
+            pod: pod.pod_ref.name.clone(),
+        };
+        if let Some(v) = seconds(pod.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds)) {
+            pod_cpu.get_or_create(&labels).inc_by(v);
+        }
+        if let Some(v) = bytes(&pod.memory) {
+            pod_memory.get_or_create(&labels).set(v);
+        }
+        for c in &pod.containers {
+            let labels = ContainerLabels {
+                container: c.name.clone(),
+                namespace: labels.namespace.clone(),
+                pod: labels.pod.clone(),
+            };
+            if let Some(v) = seconds(c.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds)) {
+                container_cpu.get_or_create(&labels).inc_by(v);
+            }
+            if let Some(v) = bytes(&c.memory) {
+                container_memory.get_or_create(&labels).set(v);
+            }
+            if let Some(t) = c.start_time {
+                container_start
+                    .get_or_create(&labels)
+                    .set(t.timestamp_micros() as f64 / 1e6);
+            }
+        }
+    }
+    // prometheus-client appends `_total` to counters.
+    registry.register(
+        "container_cpu_usage_seconds",
+        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+        container_cpu,
+    );
+    registry.register(
+        "container_memory_working_set_bytes",
+        "[STABLE] Current working set of the container in bytes",
+        container_memory,
+    );
+    registry.register(
+        "container_start_time_seconds",
+        "[STABLE] Start time of the container since unix epoch in seconds",
+        container_start,
+    );
+    let node_cpu = FloatCounter::default();
+    if let Some(v) = seconds(
+        summary
+            .node
+            .cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds),
+    ) {
+        node_cpu.inc_by(v);
+        registry.register(
+            "node_cpu_usage_seconds",
+            "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+            node_cpu,
+        );
+    }
+    if let Some(v) = bytes(&summary.node.memory) {
+        let gauge = FloatGauge::default();
+        gauge.set(v);
+        registry.register(
+            "node_memory_working_set_bytes",
+            "[STABLE] Current working set of the node in bytes",
+            gauge,
+        );
+    }
+    registry.register(
+        "pod_cpu_usage_seconds",
+        "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+        pod_cpu,
+    );
+    registry.register(
+        "pod_memory_working_set_bytes",
+        "[STABLE] Current working set of the pod in bytes",
+        pod_memory,
+    );
+    let scrape_error = Gauge::<i64>::default();
+    scrape_error.set(i64::from(summary.node.cpu.is_none()));
+    registry.register(
+        "resource_scrape_error",
+        "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise",
+        scrape_error,
+    );
+    crate::telemetry::prometheus_text(&registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("time")
+    }
+
+    fn reading(secs: i64, cpu_ns: u64, working_set: u64) -> Reading {
+        Reading {
+            at: at(secs),
+            usage: Usage {
+                cpu_ns: Some(cpu_ns),
+                memory: Some(cgroup::Memory {
+                    usage: working_set + 100,
+                    working_set,
+                    rss: working_set / 2,
+                }),
+            },
+        }
+    }
+
+    fn round(secs: i64, node_cpu: u64, containers: &[(&str, &str, &str, u64, u64)]) -> Round {
+        Round {
+            node: Some(reading(secs, node_cpu, 1 << 30)),
+            containers: containers
+                .iter()
+                .map(|(id, pod, name, cpu, mem)| {
+                    (
+                        id.to_string(),
+                        ContainerSample {
+                            pod: PodReference {
+                                name: pod.to_string(),
+                                namespace: "default".into(),
+                                uid: format!("uid-{pod}"),
+                            },
+                            name: name.to_string(),
+                            started: at(-100),
+                            reading: reading(secs, *cpu, *mem),
+                        },
+                    )
+                })
+                .collect(),
+            pod_started: HashMap::from([("uid-web".to_string(), at(-120))]),
+        }
+    }
+
+    #[test]
+    fn rates_come_from_the_last_two_rounds() {
+        let first = round(
+            0,
+            1_000_000_000,
+            &[("a", "web", "app", 0, 10), ("b", "web", "side", 0, 5)],
+        );
+        // 10 s later: node used 5 s of CPU (half a core... times one), app 2.5 s, side 0.5 s.
+        let second = round(
+            10,
+            6_000_000_000,
+            &[
+                ("a", "web", "app", 2_500_000_000, 20),
+                ("b", "web", "side", 500_000_000, 6),
+                ("c", "db", "db", 1_000, 7),
+            ],
+        );
+        let summary = summarize(Some(&first), Some(&second), Some(1 << 31));
+        let node_cpu = summary.node.cpu.as_ref().expect("node cpu");
+        assert_eq!(node_cpu.usage_nano_cores, Some(500_000_000));
+        assert_eq!(node_cpu.usage_core_nano_seconds, Some(6_000_000_000));
+        let node_memory = summary.node.memory.as_ref().expect("node memory");
+        assert_eq!(node_memory.working_set_bytes, Some(1 << 30));
+        assert_eq!(node_memory.available_bytes, Some(1 << 30));
+
+        let names: Vec<&str> = summary
+            .pods
+            .iter()
+            .map(|p| p.pod_ref.name.as_str())
+            .collect();
+        assert_eq!(names, ["db", "web"]);
+        let web = &summary.pods[1];
+        assert_eq!(web.start_time, Some(at(-120)));
+        assert_eq!(web.containers[0].name, "app");
+        assert_eq!(
+            web.containers[0]
+                .cpu
+                .as_ref()
+                .and_then(|c| c.usage_nano_cores),
+            Some(250_000_000)
+        );
+        let cpu = web.cpu.as_ref().expect("pod cpu");
+        assert_eq!(cpu.usage_nano_cores, Some(300_000_000));
+        assert_eq!(cpu.usage_core_nano_seconds, Some(3_000_000_000));
+        assert_eq!(
+            web.memory.as_ref().and_then(|m| m.working_set_bytes),
+            Some(26)
+        );
+        // A container seen once has a total but no rate yet; nor has its pod.
+        let db = &summary.pods[0];
+        let db_cpu = db.containers[0].cpu.as_ref().expect("db cpu");
+        assert_eq!(
+            (db_cpu.usage_nano_cores, db_cpu.usage_core_nano_seconds),
+            (None, Some(1_000))
+        );
+        assert_eq!(db.cpu.as_ref().and_then(|c| c.usage_nano_cores), None);
+    }
+
+    #[test]
+    fn a_restarted_counter_gives_no_rate() {
+        let before = reading(0, 5_000, 1);
+        let after = reading(10, 1_000, 1);
+        assert_eq!(rate(Some(&before), &after), None);
+        assert_eq!(rate(Some(&after), &after), None);
+        assert_eq!(rate(None, &after), None);
+    }
+
+    #[test]
+    fn summary_json_has_upstreams_field_names() {
+        let summary = summarize(
+            Some(&round(0, 0, &[("a", "web", "app", 0, 10)])),
+            Some(&round(10, 10, &[("a", "web", "app", 10, 10)])),
+            None,
+        );
+        let json = serde_json::to_value(&summary).expect("json");
+        let pod = &json["pods"][0];
+        assert_eq!(pod["podRef"]["name"], "web");
+        assert_eq!(pod["containers"][0]["cpu"]["usageNanoCores"], 1);
+        assert_eq!(pod["containers"][0]["memory"]["workingSetBytes"], 10);
+        assert!(pod["startTime"].is_string());
+        assert!(json["node"]["cpu"]["usageCoreNanoSeconds"].is_u64());
+        let back: Summary = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, summary);
+    }
+
+    #[test]
+    fn resource_metrics_use_upstreams_names_and_labels() {
+        let mut summary = summarize(
+            Some(&round(0, 0, &[("a", "web", "app", 0, 10)])),
+            Some(&round(
+                10,
+                2_000_000_000,
+                &[("a", "web", "app", 1_500_000_000, 4096)],
+            )),
+            None,
+        );
+        summary.node.node_name = "n".into();
+        let text = resource_metrics(&summary);
+        for line in [
+            "# TYPE container_cpu_usage_seconds_total counter",
+            "container_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"web\"} 1.5",
+            "container_memory_working_set_bytes{container=\"app\",namespace=\"default\",pod=\"web\"} 4096",
+            "node_cpu_usage_seconds_total 2",
+            "# TYPE node_memory_working_set_bytes gauge",
+            "node_memory_working_set_bytes 1073741824",
+            "pod_cpu_usage_seconds_total{namespace=\"default\",pod=\"web\"} 1.5",
+            "pod_memory_working_set_bytes{namespace=\"default\",pod=\"web\"} 4096",
+            "resource_scrape_error 0",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l == line || l.starts_with(&format!("{line}.0"))),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(!text.contains("# EOF"));
+    }
+}
