@@ -533,6 +533,23 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
     .parse()
     .expect("count");
     assert!(restarts >= 1);
+    // Each restart repeats the Started event: one Event, counted.
+    let counts = kubectl.wait_for(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=crash,reason=Started",
+            "-o",
+            "jsonpath={.items[*].count}",
+        ],
+        30,
+        |c| c.parse::<u32>().is_ok_and(|n| n >= 2),
+    );
+    assert!(
+        !counts.contains(' '),
+        "one Started event, counted: {counts}"
+    );
     let table = kubectl.ok(&["get", "pod", "crash"]);
     assert!(table.contains("CrashLoopBackOff"), "{table}");
     let previous = kubectl.ok(&["logs", "crash", "--previous"]);

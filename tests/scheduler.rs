@@ -143,6 +143,40 @@ fn pods_are_scheduled_and_unschedulable_pods_wait_for_a_fitting_node() {
         30,
         |n| n == NODE,
     );
+
+    // The scheduler's and controller-manager's secure ports: /healthz for
+    // anyone, /metrics and /metrics/resources for authenticated callers.
+    let on = |port: u16, path: &str| {
+        kubectl.run(&[
+            "--server",
+            &format!("https://127.0.0.1:{port}"),
+            "get",
+            "--raw",
+            path,
+        ])
+    };
+    let metrics = String::from_utf8_lossy(&on(10259, "/metrics").stdout).to_string();
+    for series in [
+        "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"}",
+        "scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"unschedulable\"}",
+        "scheduler_scheduling_attempt_duration_seconds_bucket{",
+        "scheduler_pending_pods{queue=\"unschedulable\"} 0",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    let resources = String::from_utf8_lossy(&on(10259, "/metrics/resources").stdout).to_string();
+    assert!(
+        resources.contains("# TYPE kube_pod_resource_request gauge"),
+        "{resources}"
+    );
+    let manager = String::from_utf8_lossy(&on(10257, "/metrics").stdout).to_string();
+    assert!(manager.contains("process_start_time_seconds"), "{manager}");
+    let health = common::https_get_anonymous(10257, "/healthz");
+    assert_eq!(health, (200, "ok".to_string()));
+    assert_eq!(common::https_get_anonymous(10259, "/metrics").0, 401);
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod authn;
 pub mod body;
 pub mod client;
+pub mod components;
 pub mod convert;
 pub mod discovery;
 pub mod handlers;

@@ -126,6 +126,12 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(address = %addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %args.write_kubeconfig.display(), "kelp server is ready");
+    crate::apiserver::components::spawn(
+        crate::apiserver::components::CONTROLLER_MANAGER_PORT,
+        tls.clone(),
+        crate::apiserver::components::router(state.clone()),
+    )
+    .await;
     crate::controllers::start(crate::controllers::Context {
         client: crate::apiserver::client::in_process(
             state.clone(),
@@ -151,7 +157,13 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
                 groups: vec!["system:authenticated".into()],
             },
         );
-        tokio::spawn(crate::scheduler::run(client));
+        let pods = crate::scheduler::start(client, &state.metrics);
+        crate::apiserver::components::spawn(
+            crate::apiserver::components::SCHEDULER_PORT,
+            tls.clone(),
+            crate::apiserver::components::scheduler_router(state.clone(), pods),
+        )
+        .await;
     }
     let agent = if args.disable_agent {
         None

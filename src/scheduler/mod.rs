@@ -5,6 +5,7 @@
 //! nodes or pods change. The rules are in `fit.rs`.
 
 pub mod fit;
+pub mod metrics;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -17,7 +18,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use crate::telemetry::events;
+use self::metrics::{Outcome, SchedulerMetrics};
+use crate::telemetry::{Metrics, events};
 
 /// The scheduler's name in pods and events.
 pub const NAME: &str = "default-scheduler";
@@ -39,9 +41,26 @@ fn pending(pod: &Pod) -> bool {
 /// Bindings written concurrently in one pass.
 const BINDINGS_IN_FLIGHT: usize = 32;
 
-/// Runs until the process ends.
-pub async fn run(client: kube::Client) {
+/// Starts the scheduler, its series registered in `metrics`; returns its
+/// pod cache (which `/metrics/resources` reads).
+pub fn start(client: kube::Client, metrics: &Metrics) -> Store<Pod> {
     let (pods, pod_writer) = reflector::store::<Pod>();
+    tokio::spawn(run(
+        client,
+        SchedulerMetrics::new(metrics),
+        pods.clone(),
+        pod_writer,
+    ));
+    pods
+}
+
+/// Runs until the process ends.
+async fn run(
+    client: kube::Client,
+    metrics: SchedulerMetrics,
+    pods: Store<Pod>,
+    pod_writer: reflector::store::Writer<Pod>,
+) {
     let (nodes, node_writer) = reflector::store::<Node>();
     let pod_events = reflector::reflector(
         pod_writer,
@@ -74,6 +93,7 @@ pub async fn run(client: kube::Client) {
     }
     let mut scheduler = Scheduler {
         client,
+        metrics,
         reported: HashMap::new(),
         assumed: HashMap::new(),
     };
@@ -92,6 +112,7 @@ pub async fn run(client: kube::Client) {
 
 struct Scheduler {
     client: kube::Client,
+    metrics: SchedulerMetrics,
     /// The last unschedulable message reported per pod uid.
     reported: HashMap<String, String>,
     /// Pods bound in earlier passes whose binding the cache has not shown yet.
@@ -150,8 +171,10 @@ impl Scheduler {
             .iter()
             .map(|n| fit::NodeInfo::new(n, &by_node))
             .collect();
-        let mut decisions: Vec<(std::sync::Arc<Pod>, String)> = Vec::new();
+        let mut decisions: Vec<(std::sync::Arc<Pod>, String, f64)> = Vec::new();
+        let mut unschedulable = 0;
         for pod in queue {
+            let started = std::time::Instant::now();
             let mut reasons = Vec::new();
             let wanted = fit::pod_requests(pod);
             // Highest score; then fewer pods; then the name, for a stable choice.
@@ -189,9 +212,12 @@ impl Scheduler {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     self.assumed
                         .insert(uid, (node_name.clone(), (**pod).clone()));
-                    decisions.push((pod.clone(), node_name));
+                    decisions.push((pod.clone(), node_name, started.elapsed().as_secs_f64()));
                 }
                 None => {
+                    unschedulable += 1;
+                    self.metrics
+                        .attempt(Outcome::Unschedulable, started.elapsed().as_secs_f64());
                     self.unschedulable(pod, fit::unschedulable_message(nodes.len(), &reasons))
                         .await
                 }
@@ -200,14 +226,23 @@ impl Scheduler {
         // Bindings are independent writes: many in flight at once.
         let this = &*self;
         let failed: Vec<String> = futures::stream::iter(decisions)
-            .map(|(pod, node)| async move {
+            .map(|(pod, node, deciding)| async move {
+                let started = std::time::Instant::now();
                 let ok = this.bind(&pod, &node).await;
+                let outcome = if ok {
+                    Outcome::Scheduled
+                } else {
+                    Outcome::Error
+                };
+                this.metrics
+                    .attempt(outcome, deciding + started.elapsed().as_secs_f64());
                 (!ok).then(|| pod.metadata.uid.clone().unwrap_or_default())
             })
             .buffer_unordered(BINDINGS_IN_FLIGHT)
             .filter_map(|failed| async move { failed })
             .collect()
             .await;
+        self.metrics.pending(failed.len(), unschedulable);
         for uid in failed {
             self.assumed.remove(&uid);
         }

@@ -376,6 +376,19 @@ pub fn http_get(url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Status and body of an HTTPS GET on 127.0.0.1:`port` without
+/// credentials (the serving certificate is not checked), within 5 s.
+pub fn https_get_anonymous(port: u16, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.parse().unwrap_or(0), body.to_string())
+}
+
 /// Writes `content` to `dir/name`, creating directories.
 pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let path = dir.join(name);
