@@ -2,7 +2,8 @@
 # Stops kelp and everything it started on this host: the kelp server, its
 # supervised containerd, every pod (shims and their processes), and removes
 # what kelp made: pod network namespaces, mounts under the data dir and
-# /run/kelp, the cni0 bridge, the KELP-* iptables chains (masquerade, hostPort) and the CNI address
+# /run/kelp, the cni0 bridge, the KELP-* iptables chains (masquerade, hostPort), the
+# service proxy's KUBE-* chains and the CNI address
 # allocations. Touches nothing that belongs to another containerd or runtime.
 #
 #   KELP_DATA_DIR   data dir of the kelp to stop (default /var/lib/kelp)
@@ -79,5 +80,25 @@ for chain in KELP-POSTROUTING KELP-HOSTPORTS; do
   iptables -w -t nat -F "$chain" 2>/dev/null
   iptables -w -t nat -X "$chain" 2>/dev/null
 done
+
+# 7. The service proxy's chains (kube-proxy's names) and the jumps to them.
+unjump() { # table chain target comment [match...]
+  t=$1 c=$2 j=$3 m=$4; shift 4
+  while iptables -w -t "$t" -D "$c" "$@" -m comment --comment "$m" -j "$j" 2>/dev/null; do :; done
+}
+unjump nat PREROUTING KUBE-SERVICES "kubernetes service portals"
+unjump nat OUTPUT KUBE-SERVICES "kubernetes service portals"
+unjump nat POSTROUTING KUBE-POSTROUTING "kubernetes postrouting rules"
+unjump filter FORWARD KUBE-FORWARD "kubernetes forwarding rules"
+unjump filter INPUT KUBE-EXTERNAL-SERVICES "kubernetes externally-visible service portals" -m conntrack --ctstate NEW
+unjump filter FORWARD KUBE-EXTERNAL-SERVICES "kubernetes externally-visible service portals" -m conntrack --ctstate NEW
+unjump filter FORWARD KUBE-SERVICES "kubernetes service portals" -m conntrack --ctstate NEW
+unjump filter OUTPUT KUBE-SERVICES "kubernetes service portals" -m conntrack --ctstate NEW
+for table in nat filter; do
+  chains=$(iptables-save -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[A-Z0-9-]*\) .*/\1/p')
+  for chain in $chains; do iptables -w -t "$table" -F "$chain" 2>/dev/null; done
+  for chain in $chains; do iptables -w -t "$table" -X "$chain" 2>/dev/null; done
+done
+
 rm -rf "$DATA_DIR/agent/cni/networks" /run/kelp
 exit 0

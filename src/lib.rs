@@ -13,6 +13,7 @@ pub mod controllers;
 pub mod kubelet;
 pub mod network;
 pub mod pki;
+pub mod proxy;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

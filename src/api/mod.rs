@@ -3,6 +3,7 @@
 pub mod crd;
 pub mod error;
 pub mod managed_fields;
+pub mod nodes;
 pub mod object;
 pub mod pods;
 pub mod printers;

@@ -176,6 +176,21 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
                 groups: vec!["system:nodes".into(), "system:authenticated".into()],
             },
         );
+        crate::proxy::start(
+            crate::apiserver::client::in_process(
+                state.clone(),
+                User {
+                    name: "system:kube-proxy".into(),
+                    groups: vec!["system:authenticated".into()],
+                },
+            ),
+            crate::proxy::ProxyConfig {
+                node_name: node_name.clone(),
+                cluster_cidr: args.cluster_cidr.clone(),
+                bridge: crate::network::cni::default_bridge(),
+            },
+            state.metrics.clone(),
+        );
         let tls = tls.clone();
         Some(tokio::spawn(async move {
             crate::kubelet::start(config, client, tls)

@@ -15,6 +15,7 @@ pub mod node_lifecycle;
 pub mod pod_gc;
 pub mod replicaset;
 pub mod root_ca;
+pub mod service_lb;
 pub mod serviceaccount;
 pub mod statefulset;
 
@@ -44,6 +45,7 @@ pub fn start(context: Context) {
     tokio::spawn(daemonset::run(context.clone()));
     tokio::spawn(statefulset::run(context.clone()));
     tokio::spawn(endpoints::run(context.clone()));
+    tokio::spawn(service_lb::run(context.clone()));
     tokio::spawn(node_lifecycle::run(context.clone()));
     tokio::spawn(pod_gc::run(context.clone()));
     tokio::spawn(cronjob::run(context.clone()));

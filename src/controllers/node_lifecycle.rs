@@ -20,6 +20,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::Context;
+use crate::api::nodes::ready_condition;
 use crate::scheduler::fit::tolerates;
 use crate::telemetry::events::{self, Source};
 
@@ -61,15 +62,6 @@ fn last_heartbeat(node: &Node, lease: Option<&Lease>) -> Option<Timestamp> {
         .map(|t| t.0);
     let posted = ready_condition(node).and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
     renewed.max(posted)
-}
-
-fn ready_condition(node: &Node) -> Option<&k8s_openapi::api::core::v1::NodeCondition> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
 }
 
 /// The taints the node's readiness calls for (`Ready` True, False or Unknown).

@@ -124,7 +124,11 @@ pub async fn start(
         }
     };
     if config.runtime_endpoint.is_none() {
-        let conf = crate::network::cni::conflist("cni0", &pod_cidr, &layout.cni_state);
+        let conf = crate::network::cni::conflist(
+            &crate::network::cni::default_bridge(),
+            &pod_cidr,
+            &layout.cni_state,
+        );
         std::fs::write(
             layout.cni_conf.join("10-kelp.conflist"),
             serde_json::to_vec_pretty(&conf)?,

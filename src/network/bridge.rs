@@ -186,6 +186,13 @@ pub fn attach(
                 .execute()
                 .await
                 .map_err(netlink("enslaving the host veth"))?;
+            // Hairpin: a pod reaching itself through its Service gets its
+            // own (DNATed, masqueraded) packets back out of the same port.
+            let hairpin = format!("/sys/class/net/{host_veth}/brport/hairpin_mode");
+            std::fs::write(&hairpin, "1").map_err(|e| Error::Netlink {
+                what: hairpin.clone(),
+                detail: e.to_string(),
+            })?;
             if let Some(peer) = index_of(&handle, &temporary).await? {
                 handle
                     .link()

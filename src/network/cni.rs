@@ -84,7 +84,8 @@ pub struct RuntimeConfig {
     pub port_mappings: Vec<super::hostport::PortMapping>,
 }
 
-fn default_bridge() -> String {
+/// The pod bridge's name (`cni0`, as k3s's flannel bridge).
+pub fn default_bridge() -> String {
     "cni0".into()
 }
 

@@ -292,12 +292,7 @@ pub fn node_allows(pod: &Pod, node: &Node) -> Result<(), Reason> {
     {
         return Err("node(s) were unschedulable".into());
     }
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
+    let ready = crate::api::nodes::is_ready(node);
     if !ready && !tolerated("node.kubernetes.io/not-ready", "NoSchedule") {
         return Err("node(s) were not ready".into());
     }
