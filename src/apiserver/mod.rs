@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod kubelet;
 pub mod nodes;
 pub mod openapi;
+pub mod proxy;
 pub mod request;
 pub mod resource_metrics;
 pub mod reviews;
@@ -142,6 +143,11 @@ async fn resource(
     axum::Extension(user): axum::Extension<authn::User>,
     req: axum::extract::Request,
 ) -> Response {
+    if let Some(path) = proxy::route(&state, req.uri().path()) {
+        // services|pods|nodes/proxy: the body streams to the backend unread.
+        let (parts, body) = req.into_parts();
+        return proxy::serve(&state, path, parts, body).await;
+    }
     let (mut parts, body) = req.into_parts();
     let (method, uri, headers) = (
         parts.method.clone(),
