@@ -424,7 +424,8 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    fn state(dir: &std::path::Path) -> Arc<ApiState> {
+    /// An API server state over a fresh store in `dir` (shared by handler tests).
+    pub(crate) fn state(dir: &std::path::Path) -> Arc<ApiState> {
         let key = rcgen::KeyPair::generate().expect("key").serialize_pem();
         Arc::new(ApiState {
             store: Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store")),
@@ -444,7 +445,7 @@ mod tests {
     }
 
     /// Sends one request through the router as the admin, without a socket.
-    async fn call(
+    pub(crate) async fn call(
         app: &Router,
         method: &str,
         uri: &str,
