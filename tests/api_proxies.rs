@@ -185,6 +185,27 @@ fn services_pods_and_nodes_proxies() {
     );
     drop(proxy);
 
+    // Discovery lists the three subresources with upstream's verbs and kinds.
+    let discovery: serde_json::Value =
+        serde_json::from_str(&kubectl.ok(&["get", "--raw", "/api/v1"])).expect("discovery");
+    for (name, kind) in [
+        ("services/proxy", "ServiceProxyOptions"),
+        ("pods/proxy", "PodProxyOptions"),
+        ("nodes/proxy", "NodeProxyOptions"),
+    ] {
+        let entry = discovery["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not in discovery"));
+        assert_eq!(entry["kind"], kind);
+        assert_eq!(
+            entry["verbs"],
+            serde_json::json!(["create", "delete", "get", "patch", "update"])
+        );
+    }
+
     // Errors: no ready endpoint (503) and no such Service (404).
     let err = kubectl.fails(&["get", "--raw", &format!("{svc}/idle-svc:80/proxy/")]);
     assert!(
