@@ -87,10 +87,16 @@ impl Subresource {
                 "v1".into(),
                 "TokenRequest".into(),
             ),
-            Self::Exec | Self::Attach | Self::Log => (String::new(), "v1".into(), "Pod".into()),
-            Self::PortForward | Self::Proxy if parent.kind == "Node" => {
-                (String::new(), "v1".into(), "NodeProxyOptions".into())
-            }
+            Self::Log => (String::new(), "v1".into(), "Pod".into()),
+            // Connect subresources answer with their options kind, as upstream's discovery lists them.
+            Self::Exec => (String::new(), "v1".into(), "PodExecOptions".into()),
+            Self::Attach => (String::new(), "v1".into(), "PodAttachOptions".into()),
+            Self::PortForward => (String::new(), "v1".into(), "PodPortForwardOptions".into()),
+            Self::Proxy => (
+                String::new(),
+                "v1".into(),
+                format!("{}ProxyOptions", parent.kind),
+            ),
             _ => (
                 parent.group.clone(),
                 parent.version.clone(),
@@ -887,6 +893,27 @@ mod tests {
         assert_eq!(pods.key_prefix(None), "/registry/core/pods/");
         let ns = registry.lookup("", "v1", "namespaces").expect("ns");
         assert_eq!(ns.key(Some("ignored"), "a"), "/registry/core/namespaces/a");
+    }
+
+    #[test]
+    fn connect_subresources_answer_with_their_options_kinds() {
+        let registry = Registry::new();
+        for (resource, kind) in [
+            ("services", "ServiceProxyOptions"),
+            ("pods", "PodProxyOptions"),
+            ("nodes", "NodeProxyOptions"),
+        ] {
+            let rt = registry.lookup("", "v1", resource).expect(resource);
+            assert!(rt.has(Subresource::Proxy), "{resource}");
+            assert_eq!(Subresource::Proxy.response_kind(&rt).2, kind);
+        }
+        let pods = registry.lookup("", "v1", "pods").expect("pods");
+        assert_eq!(Subresource::Exec.response_kind(&pods).2, "PodExecOptions");
+        assert_eq!(Subresource::Log.response_kind(&pods).2, "Pod");
+        assert_eq!(
+            Subresource::Proxy.verbs(),
+            ["create", "delete", "get", "patch", "update"]
+        );
     }
 
     #[test]

@@ -74,8 +74,11 @@ fn container_of(pod: &Value, pod_name: &str, requested: Option<&str>) -> Result<
     }
 }
 
-/// Host and port of a node's kubelet API.
-async fn kubelet_address(state: &ApiState, node: &str) -> Result<(String, u16), ApiError> {
+/// Host and port of a node's kubelet API (also where `nodes/proxy` goes).
+pub(crate) async fn kubelet_address(
+    state: &ApiState,
+    node: &str,
+) -> Result<(String, u16), ApiError> {
     let rt = state
         .registry
         .lookup("", "v1", "nodes")

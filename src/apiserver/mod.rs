@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod kubelet;
 pub mod nodes;
 pub mod openapi;
+pub mod proxy;
 pub mod request;
 pub mod resource_metrics;
 pub mod reviews;
@@ -143,6 +144,11 @@ async fn resource(
     axum::Extension(user): axum::Extension<authn::User>,
     req: axum::extract::Request,
 ) -> Response {
+    if let Some(path) = proxy::route(&state, req.uri().path()) {
+        // services|pods|nodes/proxy: the body streams to the backend unread.
+        let (parts, body) = req.into_parts();
+        return proxy::serve(&state, path, parts, body).await;
+    }
     let (mut parts, body) = req.into_parts();
     let (method, uri, headers) = (
         parts.method.clone(),
@@ -419,7 +425,8 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    fn state(dir: &std::path::Path) -> Arc<ApiState> {
+    /// An API server state over a fresh store in `dir` (shared by handler tests).
+    pub(crate) fn state(dir: &std::path::Path) -> Arc<ApiState> {
         let key = rcgen::KeyPair::generate().expect("key").serialize_pem();
         Arc::new(ApiState {
             store: Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store")),
@@ -439,7 +446,7 @@ mod tests {
     }
 
     /// Sends one request through the router as the admin, without a socket.
-    async fn call(
+    pub(crate) async fn call(
         app: &Router,
         method: &str,
         uri: &str,

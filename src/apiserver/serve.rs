@@ -81,7 +81,7 @@ pub async fn serve(
 async fn connection(
     acceptor: TlsAcceptor,
     tcp: tokio::net::TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     app: Router,
 ) -> Result<()> {
     let _ = tcp.set_nodelay(true);
@@ -98,6 +98,9 @@ async fn connection(
             if let Some(identity) = &identity {
                 req.extensions_mut().insert(identity.clone());
             }
+            // The client's address, for X-Forwarded-For on proxied requests.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -47,14 +47,19 @@ pub fn splice(
             reply = reply.header(*name, value);
         }
     }
-    let upstream = hyper::upgrade::on(backend);
+    relay(hyper::upgrade::on(backend), client);
+    reply.body(Body::empty())
+}
+
+/// Once both sides have switched protocols, copies bytes both ways until
+/// either closes (in a task of its own: the 101 must reach the client first).
+pub fn relay(backend: hyper::upgrade::OnUpgrade, client: hyper::upgrade::OnUpgrade) {
     tokio::spawn(async move {
-        let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        let (Ok(client), Ok(upstream)) = (client.await, backend.await) else {
             return;
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     });
-    reply.body(Body::empty())
 }
