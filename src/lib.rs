@@ -10,6 +10,7 @@ pub mod api;
 pub mod apiserver;
 pub mod cli;
 pub mod controllers;
+pub mod dns;
 pub mod kubelet;
 pub mod network;
 pub mod pki;

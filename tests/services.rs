@@ -66,6 +66,13 @@ fn answers(url: &str, n: usize) -> Vec<String> {
     (0..n).map(|_| get(url)).collect()
 }
 
+/// busybox `nslookup NAME` in `pod`: its output (it tries every search
+/// domain and exits 1 when any is NXDOMAIN, so the status says nothing).
+fn nslookup(kubectl: &common::Kubectl, pod: &str, name: &str) -> String {
+    let out = kubectl.run(&["exec", pod, "--", "nslookup", name]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn iptables_save() -> String {
     let out = Command::new("iptables-save")
         .output()
@@ -144,6 +151,81 @@ fn load_balancer_service_reaches_ready_endpoints_by_every_address() {
         &format!("timeout 5 wget -qO- http://{cluster_ip}/"),
     ]);
     assert!(pods.contains(from_pod.trim()), "{from_pod}");
+
+    // By name, through the cluster DNS, itself reached over UDP (and TCP)
+    // through the kube-dns Service at 10.43.0.10.
+    for name in ["my-nginx-svc", "my-nginx-svc.default.svc.cluster.local"] {
+        let answer = kubectl.ok(&[
+            "exec",
+            &client,
+            "--",
+            "sh",
+            "-c",
+            &format!("timeout 5 wget -qO- http://{name}/"),
+        ]);
+        assert!(pods.contains(answer.trim()), "{name}: {answer}");
+    }
+    let lookup = nslookup(&kubectl, &client, "my-nginx-svc");
+    assert!(
+        lookup.contains("10.43.0.10") && lookup.contains(&format!("Address: {cluster_ip}")),
+        "{lookup}"
+    );
+    // A headless StatefulSet's pods by name.
+    kubectl.apply(
+        dir.path(),
+        "web.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: nginx
+spec:
+  clusterIP: None
+  selector: {{app: web}}
+  ports:
+  - name: web
+    port: 80
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  serviceName: nginx
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: {BUSYBOX}
+        command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+"#
+        ),
+    );
+    kubectl.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/web-0",
+        "--timeout=60s",
+    ]);
+    let web_ip = kubectl.ok(&["get", "pod", "web-0", "-o", "jsonpath={.status.podIP}"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lookup = loop {
+        let lookup = nslookup(&kubectl, &client, "web-0.nginx.default.svc.cluster.local");
+        if lookup.contains(&format!("Address: {web_ip}")) || Instant::now() > deadline {
+            break lookup;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        lookup.contains("10.43.0.10") && lookup.contains(&format!("Address: {web_ip}")),
+        "{lookup}"
+    );
 
     // Hairpin: a pod reaches itself through its Service.
     let mut hairpin = false;

@@ -126,6 +126,12 @@ pub struct ServerArgs {
     /// Cluster domain.
     #[arg(long, env = "KELP_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The node's resolv.conf: upstream servers for pods with dnsPolicy
+    /// Default and for names the cluster DNS forwards (k3s's flag; unset:
+    /// /etc/resolv.conf, or systemd-resolved's list when that names only
+    /// loopback servers).
+    #[arg(long, env = "KELP_RESOLV_CONF")]
+    pub resolv_conf: Option<PathBuf>,
     /// NodePort range.
     #[arg(
         long,

@@ -145,8 +145,8 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
     });
     for component in &args.disable {
         anyhow::ensure!(
-            component == "scheduler",
-            "--disable {component:?}: kelp can disable: scheduler"
+            component == "scheduler" || component == "coredns",
+            "--disable {component:?}: kelp can disable: scheduler, coredns (the cluster DNS)"
         );
     }
     if !args.disable.iter().any(|c| c == "scheduler") {
@@ -192,11 +192,31 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
             state.metrics.clone(),
         );
         let tls = tls.clone();
+        // The cluster DNS runs with the node: it listens on the node's bridge
+        // address, known once the node has its pod CIDR (k3s's name for it
+        // in --disable is "coredns").
+        let dns = (!args.disable.iter().any(|c| c == "coredns")).then(|| {
+            let client = crate::apiserver::client::in_process(
+                state.clone(),
+                User {
+                    name: "system:kube-dns".into(),
+                    groups: vec!["system:authenticated".into()],
+                },
+            );
+            (dns_config(&args, &node_name), client)
+        });
         Some(tokio::spawn(async move {
-            crate::kubelet::start(config, client, tls)
+            let agent = crate::kubelet::start(config, client, tls)
                 .await
                 .inspect_err(|e| tracing::error!(err = %format!("{e:#}"), "the node agent failed; serving the API only"))
-                .ok()
+                .ok()?;
+            if let Some((mut dns, client)) = dns {
+                dns.pod_cidr = agent.pod_cidr.clone();
+                if let Err(e) = crate::dns::start(dns, client).await {
+                    tracing::error!(err = %format!("{e:#}"), "the cluster DNS failed to start");
+                }
+            }
+            Some(agent)
         }))
     };
     serve::serve(listener, tls, router(state), shutdown_signal()).await?;
@@ -229,11 +249,30 @@ fn agent_config(
         cluster_cidr: args.cluster_cidr.clone(),
         cluster_dns: args.cluster_dns.clone(),
         cluster_domain: args.cluster_domain.clone(),
+        resolv_conf: resolv_conf(args),
         log_max_size: crate::kubelet::logs::parse_size(&args.container_log_max_size)
             .context("--container-log-max-size")?,
         log_max_files: args.container_log_max_files.max(2),
         private_registry: args.private_registry.clone(),
     })
+}
+
+/// The node's resolv.conf: `--resolv-conf`, else the file k3s would pick.
+fn resolv_conf(args: &ServerArgs) -> PathBuf {
+    args.resolv_conf
+        .clone()
+        .unwrap_or_else(crate::network::resolv::host_resolv_conf)
+}
+
+/// The cluster DNS's settings (the pod CIDR is filled in once the node has one).
+fn dns_config(args: &ServerArgs, node_name: &str) -> crate::dns::Config {
+    crate::dns::Config {
+        node: node_name.to_string(),
+        pod_cidr: String::new(),
+        cluster_dns: args.cluster_dns.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        resolv_conf: resolv_conf(args),
+    }
 }
 
 /// Revisions of history kept for watches (kine, k3s's store shim, keeps 1000; a

@@ -205,10 +205,13 @@ async fn pass(
         .into_iter()
         .map(|e| ((e.namespace().unwrap_or_default(), e.name_any()), e))
         .collect();
-    let mut wanted = std::collections::HashSet::new();
+    let mut existing = std::collections::HashSet::new();
     for service in services.state() {
         let namespace = service.namespace().unwrap_or_default();
         let name = service.name_any();
+        existing.insert((namespace.clone(), name.clone()));
+        // A Service without a selector has its endpoints kept by someone
+        // else (the user, or kelp's DNS for kube-dns): left alone, as upstream.
         let has_selector = service
             .spec
             .as_ref()
@@ -217,7 +220,6 @@ async fn pass(
         if !has_selector {
             continue;
         }
-        wanted.insert((namespace.clone(), name.clone()));
         let backends = backends(&service, all_pods.iter().map(|p| p.as_ref()));
         let existing = current.get(&(namespace.clone(), name.clone()));
         if let Err(e) =
@@ -231,7 +233,7 @@ async fn pass(
     }
     // Endpoints this controller made for Services that are gone.
     for ((namespace, name), e) in &current {
-        if !wanted.contains(&(namespace.clone(), name.clone()))
+        if !existing.contains(&(namespace.clone(), name.clone()))
             && e.annotations().contains_key(TRIGGER_TIME)
         {
             let api: Api<Endpoints> = Api::namespaced(client.clone(), namespace);

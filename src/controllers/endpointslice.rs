@@ -74,8 +74,12 @@ pub async fn sync(
         labels.insert(HEADLESS.into(), String::new());
     }
     let (endpoints, ports) = contents(backends);
-    // Extra slices (from an earlier layout) go.
-    for extra in ours.iter().skip(1) {
+    // One name per Service, so a pass that runs before the cache has seen
+    // the slice an earlier pass created gets a conflict instead of making a
+    // duplicate (a generated name made one per pass under load).
+    let slice_name = slice_name(service);
+    // Extra slices (an earlier layout, or such duplicates) go.
+    for extra in ours.iter().filter(|s| s.name_any() != slice_name) {
         let _ = api
             .delete(&extra.name_any(), &DeleteParams::default())
             .await;
@@ -83,7 +87,7 @@ pub async fn sync(
     let owner = super::controller_ref(service);
     let mut slice = EndpointSlice {
         metadata: kube::api::ObjectMeta {
-            generate_name: Some(format!("{name}-")),
+            name: Some(slice_name.clone()),
             namespace: Some(namespace),
             labels: Some(labels),
             owner_references: Some(vec![owner]),
@@ -93,7 +97,7 @@ pub async fn sync(
         endpoints,
         ports,
     };
-    match ours.first() {
+    match ours.iter().find(|s| s.name_any() == slice_name) {
         Some(current)
             if current.endpoints == slice.endpoints
                 && current.ports == slice.ports
@@ -102,12 +106,24 @@ pub async fn sync(
             Ok(())
         }
         Some(current) => {
-            slice.metadata.name = current.metadata.name.clone();
             slice.metadata.resource_version = current.metadata.resource_version.clone();
-            api.replace(&current.name_any(), &PostParams::default(), &slice)
+            api.replace(&slice_name, &PostParams::default(), &slice)
                 .await
                 .map(|_| ())
         }
-        None => api.create(&PostParams::default(), &slice).await.map(|_| ()),
+        None => match api.create(&PostParams::default(), &slice).await {
+            // The cache has not caught up with an earlier pass: next time.
+            Err(e) if super::already_exists(&e) => Ok(()),
+            other => other.map(|_| ()),
+        },
     }
+}
+
+/// The Service's slice name: `<service>-<5 hex digits of its uid>`, shaped
+/// like upstream's generated names but the same on every pass.
+pub fn slice_name(service: &Service) -> String {
+    use sha2::Digest;
+    let uid = service.metadata.uid.clone().unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(uid.as_bytes()));
+    format!("{}-{}", service.name_any(), &digest[..5])
 }

@@ -1,6 +1,6 @@
 //! The garbage collector, for the workload kinds (pods, ReplicaSets,
 //! Deployments, DaemonSets, StatefulSets, ControllerRevisions, Jobs,
-//! CronJobs, Services and their EndpointSlices): an object whose owners are all gone is deleted (background
+//! CronJobs, Services and their EndpointSlices; Nodes as owners): an object whose owners are all gone is deleted (background
 //! cascading); while an owner is deleted with `propagationPolicy: Foreground`
 //! its dependents are deleted first and its `foregroundDeletion` finalizer
 //! goes when none is left; with `Orphan` the dependents lose their owner
@@ -34,6 +34,8 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ("batch", "v1", "CronJob", "cronjobs"),
     ("", "v1", "Service", "services"),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    // Owners only: each node's slice of the kube-dns Service (src/dns/service.rs).
+    ("", "v1", "Node", "nodes"),
 ];
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";

@@ -29,6 +29,9 @@ pub struct NodeSettings {
     pub cluster_dns: String,
     /// Cluster domain (`--cluster-domain`).
     pub cluster_domain: String,
+    /// The node's resolver configuration (`--resolv-conf`), for pods that
+    /// use the node's DNS.
+    pub resolv_conf: PathBuf,
     /// Node IP (status.hostIP).
     pub node_ip: String,
     /// Allocatable CPU cores and memory bytes, the default for limits in the downward API.
@@ -95,9 +98,20 @@ fn namespace_options(pod: &Pod) -> api::NamespaceOption {
     }
 }
 
-/// DNS for the pod by its dnsPolicy (ClusterFirst: the cluster DNS and
-/// search domains; Default and host networking: the node's resolv.conf).
-fn dns_config(pod: &Pod, node: &NodeSettings) -> Option<api::DnsConfig> {
+/// Upstream's limits on what a pod's resolv.conf may hold (nameservers, and
+/// search domains by count and by total length).
+const MAX_NAMESERVERS: usize = 3;
+const MAX_SEARCHES: usize = 32;
+const MAX_SEARCH_CHARS: usize = 2048;
+
+/// DNS for the pod by its dnsPolicy, as upstream's kubelet forms it:
+/// ClusterFirst (host networking excepted) and ClusterFirstWithHostNet get
+/// the cluster DNS, the namespace's search list followed by the node's,
+/// and `ndots:5`; Default (and ClusterFirst with host networking) gets the
+/// node's resolv.conf (`--resolv-conf`); None starts empty. The pod's
+/// `dnsConfig` is then appended (duplicates dropped, options by name), and
+/// the result trimmed to the resolver's limits.
+fn dns_config(pod: &Pod, node: &NodeSettings) -> api::DnsConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
@@ -107,19 +121,34 @@ fn dns_config(pod: &Pod, node: &NodeSettings) -> Option<api::DnsConfig> {
         "ClusterFirstWithHostNet" => true,
         _ => false,
     };
-    let mut config = match policy {
-        _ if cluster_first => api::DnsConfig {
+    let host = || {
+        crate::network::resolv::ResolvConf::read(&node.resolv_conf)
+            .inspect_err(|e| {
+                tracing::warn!(path = %node.resolv_conf.display(), err = %e, "reading the node's resolv.conf")
+            })
+            .unwrap_or_default()
+    };
+    let mut config = if cluster_first && !node.cluster_dns.is_empty() {
+        let mut searches = vec![
+            format!("{namespace}.svc.{domain}"),
+            format!("svc.{domain}"),
+            domain.clone(),
+        ];
+        searches.extend(host().searches);
+        api::DnsConfig {
             servers: vec![node.cluster_dns.clone()],
-            searches: vec![
-                format!("{namespace}.svc.{domain}"),
-                format!("svc.{domain}"),
-                domain.clone(),
-            ],
+            searches,
             options: vec!["ndots:5".into()],
-        },
-        "None" => api::DnsConfig::default(),
-        // Default (and ClusterFirst with host networking): CRI copies the host's.
-        _ => return None,
+        }
+    } else if policy == "None" {
+        api::DnsConfig::default()
+    } else {
+        let host = host();
+        api::DnsConfig {
+            servers: host.nameservers.iter().map(|ip| ip.to_string()).collect(),
+            searches: host.searches,
+            options: host.options,
+        }
     };
     if let Some(custom) = &spec.dns_config {
         config
@@ -130,16 +159,29 @@ fn dns_config(pod: &Pod, node: &NodeSettings) -> Option<api::DnsConfig> {
             .extend(custom.searches.clone().unwrap_or_default());
         for option in custom.options.clone().unwrap_or_default() {
             let name = option.name.unwrap_or_default();
-            config
-                .options
-                .retain(|o| o.split(':').next() != Some(name.as_str()));
-            config.options.push(match option.value {
+            let option = match option.value {
                 Some(v) => format!("{name}:{v}"),
                 None => name,
-            });
+            };
+            crate::network::resolv::merge_option(&mut config.options, &option);
         }
     }
-    Some(config)
+    dedup(&mut config.servers);
+    dedup(&mut config.searches);
+    config.servers.truncate(MAX_NAMESERVERS);
+    config.searches.truncate(MAX_SEARCHES);
+    let mut chars = 0;
+    config.searches.retain(|s| {
+        chars += s.len() + 1;
+        chars <= MAX_SEARCH_CHARS
+    });
+    config
+}
+
+/// Drops later duplicates, keeping the order.
+fn dedup(items: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|i| seen.insert(i.clone()));
 }
 
 /// The sandbox configuration of a pod.
@@ -180,7 +222,7 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, node: &NodeSettings) -> api::PodS
             hostname
         },
         log_directory: log_directory(pod).display().to_string(),
-        dns_config: dns_config(pod, node),
+        dns_config: Some(dns_config(pod, node)),
         port_mappings,
         labels: pod_labels(pod),
         annotations: pod
@@ -711,6 +753,7 @@ mod tests {
         NodeSettings {
             cluster_dns: "10.43.0.10".into(),
             cluster_domain: "cluster.local".into(),
+            resolv_conf: PathBuf::from("/nonexistent/resolv.conf"),
             node_ip: "192.0.2.1".into(),
             allocatable: (2.0, 4e9),
         }
@@ -732,14 +775,66 @@ mod tests {
     #[test]
     fn cluster_first_dns_searches_the_namespace_first() {
         let p = pod(json!({"containers": [{"name": "c", "image": "i"}]}));
-        let dns = dns_config(&p, &node()).unwrap();
+        let dns = dns_config(&p, &node());
         assert_eq!(dns.servers, ["10.43.0.10"]);
         assert_eq!(
             dns.searches,
             ["ns.svc.cluster.local", "svc.cluster.local", "cluster.local"]
         );
-        let host = pod(json!({"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}));
-        assert!(dns_config(&host, &node()).is_none());
+        assert_eq!(dns.options, ["ndots:5"]);
+    }
+
+    #[test]
+    fn dns_policies_follow_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = node();
+        settings.resolv_conf = dir.path().join("resolv.conf");
+        std::fs::write(
+            &settings.resolv_conf,
+            "nameserver 192.0.2.53\nsearch corp.example\noptions timeout:2\n",
+        )
+        .unwrap();
+        let containers = json!([{"name": "c", "image": "i"}]);
+        // ClusterFirst appends the node's search domains after the cluster's.
+        let dns = dns_config(&pod(json!({"containers": containers})), &settings);
+        assert_eq!(
+            dns.searches,
+            [
+                "ns.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+                "corp.example"
+            ]
+        );
+        assert_eq!(dns.options, ["ndots:5"]);
+        // Host networking falls back to the node's configuration...
+        let host = json!({"hostNetwork": true, "containers": containers});
+        let dns = dns_config(&pod(host), &settings);
+        assert_eq!(dns.servers, ["192.0.2.53"]);
+        assert_eq!(dns.searches, ["corp.example"]);
+        assert_eq!(dns.options, ["timeout:2"]);
+        // ...unless it asks for the cluster's.
+        let with_net = json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet", "containers": containers});
+        assert_eq!(
+            dns_config(&pod(with_net), &settings).servers,
+            ["10.43.0.10"]
+        );
+        let default = json!({"dnsPolicy": "Default", "containers": containers});
+        assert_eq!(dns_config(&pod(default), &settings).servers, ["192.0.2.53"]);
+        // None: only what dnsConfig says; options merge by name.
+        let none = json!({"dnsPolicy": "None", "containers": containers, "dnsConfig": {
+            "nameservers": ["10.42.0.1", "10.42.0.1"], "searches": ["ns.svc.cluster.local"],
+            "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}, {"name": "ndots", "value": "3"}]}});
+        let dns = dns_config(&pod(none), &settings);
+        assert_eq!(dns.servers, ["10.42.0.1"]);
+        assert_eq!(dns.searches, ["ns.svc.cluster.local"]);
+        assert_eq!(dns.options, ["edns0", "ndots:3"]);
+        // dnsConfig extends ClusterFirst; at most three nameservers.
+        let extra = json!({"containers": containers, "dnsConfig": {
+            "nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3"], "options": [{"name": "ndots", "value": "1"}]}});
+        let dns = dns_config(&pod(extra), &settings);
+        assert_eq!(dns.servers, ["10.43.0.10", "1.1.1.1", "2.2.2.2"]);
+        assert_eq!(dns.options, ["ndots:1"]);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub cluster_dns: String,
     /// `--cluster-domain`.
     pub cluster_domain: String,
+    /// `--resolv-conf` (or the file k3s would choose).
+    pub resolv_conf: PathBuf,
     /// `--container-log-max-size`, bytes.
     pub log_max_size: u64,
     /// `--container-log-max-files`.
@@ -58,6 +60,8 @@ pub struct AgentConfig {
 
 /// A running agent; [`Agent::stop`] stops containerd (pods keep running).
 pub struct Agent {
+    /// The pod CIDR the API server gave this node.
+    pub pod_cidr: String,
     stop: watch::Sender<bool>,
     supervisor: Option<tokio::task::JoinHandle<()>>,
 }
@@ -94,7 +98,11 @@ pub async fn start(
             (layout.socket.clone(), Some(task))
         }
     };
-    let agent = Agent { stop, supervisor };
+    let mut agent = Agent {
+        pod_cidr: String::new(),
+        stop,
+        supervisor,
+    };
     let channel = containerd::connect(&socket, Duration::from_secs(60)).await?;
     let importer = images::ImageImporter::new(channel.clone());
     let agent_dir = data_dir.join("agent");
@@ -136,6 +144,7 @@ pub async fn start(
         .context("writing the CNI configuration")?;
     }
     tracing::info!(node = %config.node.name, pod_cidr = %pod_cidr, "node registered");
+    agent.pod_cidr = pod_cidr.clone();
     tokio::spawn(keep_masquerade(config.cluster_cidr.clone()));
     tokio::spawn(node::heartbeat(
         client.clone(),
@@ -151,6 +160,7 @@ pub async fn start(
         settings: NodeSettings {
             cluster_dns: config.cluster_dns.clone(),
             cluster_domain: config.cluster_domain.clone(),
+            resolv_conf: config.resolv_conf.clone(),
             node_ip: config.node.ip.clone(),
             allocatable: (readings.cpus as f64, readings.memory_total as f64),
         },

@@ -1,6 +1,6 @@
 //! Pod networking: the CNI plugin (kelp invoked as `kelp-cni`), its IP
 //! address management, the bridge and veth pairs, masquerading, and the
-//! host's own addresses.
+//! host's own addresses and resolver configuration.
 
 pub mod bridge;
 pub mod cidr;
@@ -11,3 +11,4 @@ pub mod ipam;
 pub mod iptables;
 pub mod masquerade;
 pub mod netns;
+pub mod resolv;

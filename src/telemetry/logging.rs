@@ -314,8 +314,24 @@ impl Visit for FieldCollector {
 /// always can; debug and trace ones of this crate whenever `-v` is above 0
 /// (their `v` override is only known per event); other crates' only when
 /// their fixed level is within `verbosity`.
+/// Dependencies that log every request at INFO (hickory's DNS server logs
+/// each query and answer): their INFO lines count as klog verbosity 4.
+const CHATTY_AT_INFO: &[&str] = &[
+    "hickory_server",
+    "hickory_resolver",
+    "hickory_proto",
+    "hickory_net",
+];
+
 fn callsite_enabled(metadata: &Metadata<'_>, verbosity: u8, own_crate: &str) -> bool {
     let level = *metadata.level();
+    if level == Level::INFO
+        && CHATTY_AT_INFO.contains(&crate_of(
+            metadata.module_path().unwrap_or(metadata.target()),
+        ))
+    {
+        return verbosity >= 4;
+    }
     if is_warn_or_error(level) || level == Level::INFO {
         return true;
     }

@@ -103,6 +103,15 @@ impl Server {
             "--node-ip".into(),
             "127.0.0.1".into(),
         ];
+        if !args.contains(&"--resolv-conf") {
+            // Names the cluster DNS forwards, and pods' host search domains,
+            // must never reach the machine's real resolvers: a loopback
+            // address nothing answers on, and no search domains.
+            let resolv_conf = dir.path().join("resolv.conf");
+            std::fs::write(&resolv_conf, "nameserver 127.0.0.154\n").expect("resolv.conf");
+            all.push("--resolv-conf".into());
+            all.push(resolv_conf.display().to_string());
+        }
         all.extend(args.iter().map(|a| a.to_string()));
         let mut server = Self {
             child: None,
@@ -413,4 +422,53 @@ pub fn versioned_kubectl(minor: u32) -> String {
         }
     }
     panic!("{name} is not installed; the end-to-end tests run against it by name");
+}
+
+/// A DNS question for `name` (recursion desired), as sent on the wire.
+pub fn dns_question(id: u16, name: &str, qtype: hickory_proto::rr::RecordType) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(
+        hickory_proto::rr::Name::from_ascii(name).expect("dns name"),
+        qtype,
+    ));
+    message.to_vec().expect("encode dns question")
+}
+
+/// Asks `server` about `name` over UDP, or TCP with `tcp`; None when no
+/// answer came within 3 s.
+pub fn dns_query(
+    server: std::net::SocketAddr,
+    name: &str,
+    qtype: hickory_proto::rr::RecordType,
+    tcp: bool,
+) -> Option<hickory_proto::op::Message> {
+    use std::io::{Read, Write};
+    static NEXT_ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let question = dns_question(id, name, qtype);
+    let timeout = Some(Duration::from_secs(3));
+    let bytes = if tcp {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3)).ok()?;
+        stream.set_read_timeout(timeout).ok()?;
+        let mut framed = (question.len() as u16).to_be_bytes().to_vec();
+        framed.extend(&question);
+        stream.write_all(&framed).ok()?;
+        let mut length = [0u8; 2];
+        stream.read_exact(&mut length).ok()?;
+        let mut body = vec![0u8; u16::from_be_bytes(length) as usize];
+        stream.read_exact(&mut body).ok()?;
+        body
+    } else {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        socket.set_read_timeout(timeout).ok()?;
+        socket.send_to(&question, server).ok()?;
+        let mut buffer = [0u8; 4096];
+        let (n, _) = socket.recv_from(&mut buffer).ok()?;
+        buffer[..n].to_vec()
+    };
+    let answer = hickory_proto::op::Message::from_vec(&bytes).ok()?;
+    (answer.metadata.id == id).then_some(answer)
 }
