@@ -445,6 +445,19 @@ mod tests {
         })
     }
 
+    /// The router over a fresh store in `dir` with the `default` namespace.
+    pub(crate) async fn app_with_default_namespace(dir: &std::path::Path) -> Router {
+        let app = router(state(dir));
+        call(
+            &app,
+            "POST",
+            "/api/v1/namespaces",
+            Some(json!({"metadata": {"name": "default"}})),
+        )
+        .await;
+        app
+    }
+
     /// Sends one request through the router as the admin, without a socket.
     pub(crate) async fn call(
         app: &Router,
@@ -559,14 +572,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn list_pages_with_continue() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let app = router(state(dir.path()));
-        call(
-            &app,
-            "POST",
-            "/api/v1/namespaces",
-            Some(json!({"metadata": {"name": "default"}})),
-        )
-        .await;
+        let app = app_with_default_namespace(dir.path()).await;
         for n in 0..5 {
             let cm = json!({"metadata": {"name": format!("c{n}")}});
             call(

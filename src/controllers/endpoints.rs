@@ -175,19 +175,9 @@ pub async fn run(context: Arc<Context>) {
         endpoint_changes,
         slice_changes,
     ];
-    let mut changes = futures::stream::select_all(streams);
-    let mut resync = tokio::time::interval(Duration::from_secs(30));
-    loop {
-        tokio::select! {
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
-                // Let a burst of events settle into one pass.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            _ = resync.tick() => {}
-        }
+    let changes = futures::stream::select_all(streams).boxed();
+    let mut passes = super::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
+    while passes.next().await.is_some() {
         pass(&client, &services, &pods, &endpoints, &slices).await;
     }
 }

@@ -59,18 +59,9 @@ pub async fn run(context: Arc<Context>) {
         streams.push(stream);
         stores.push((resource, store));
     }
-    let mut changes = futures::stream::select_all(streams);
-    let mut ticker = tokio::time::interval(PASS_EVERY);
-    loop {
-        tokio::select! {
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ = ticker.tick() => {}
-        }
+    let changes = futures::stream::select_all(streams).boxed();
+    let mut passes = super::passes(changes, PASS_EVERY, Duration::from_millis(20));
+    while passes.next().await.is_some() {
         pass(&context.client, &stores).await;
     }
 }

@@ -91,6 +91,39 @@ where
     (store, changes)
 }
 
+/// Why a pass of a cache-driven loop is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Something in the caches changed (a burst counts once).
+    Change,
+    /// The periodic resync.
+    Resync,
+}
+
+/// When the passes of a loop that recomputes from caches are due: once
+/// per burst of `changes` (after `settle`, so a burst makes one pass) and
+/// every `resync` (the first at once). Ends when the changes end.
+pub fn passes(
+    changes: futures::stream::BoxStream<'static, ()>,
+    resync: std::time::Duration,
+    settle: std::time::Duration,
+) -> futures::stream::BoxStream<'static, Due> {
+    use futures::StreamExt;
+    let ticker = tokio::time::interval(resync);
+    futures::stream::unfold((changes, ticker), move |(mut changes, mut ticker)| async move {
+        let due = tokio::select! {
+            change = changes.next() => {
+                change?;
+                tokio::time::sleep(settle).await;
+                Due::Change
+            }
+            _ = ticker.tick() => Due::Resync,
+        };
+        Some((due, (changes, ticker)))
+    })
+    .boxed()
+}
+
 /// Errors a reconcile reports (retried after a pause).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -39,18 +39,9 @@ pub async fn run(context: Arc<Context>) {
         super::cache(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
     let (pods, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
     let streams = [node_changes, lease_changes, pod_changes];
-    let mut changes = futures::stream::select_all(streams);
-    let mut tick = tokio::time::interval(CHECK_EVERY);
-    loop {
-        tokio::select! {
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ = tick.tick() => {}
-        }
+    let changes = futures::stream::select_all(streams).boxed();
+    let mut passes = super::passes(changes, CHECK_EVERY, Duration::from_millis(20));
+    while passes.next().await.is_some() {
         pass(&client, &nodes, &leases, &pods).await;
     }
 }

@@ -63,18 +63,9 @@ pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     let (services, service_changes) = super::cache(Api::<Service>::all(client.clone()));
     let (nodes, node_changes) = super::cache(Api::<Node>::all(client.clone()));
-    let mut changes = futures::stream::select_all([service_changes, node_changes]);
-    let mut resync = tokio::time::interval(Duration::from_secs(30));
-    loop {
-        tokio::select! {
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            _ = resync.tick() => {}
-        }
+    let changes = futures::stream::select_all([service_changes, node_changes]).boxed();
+    let mut passes = super::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
+    while passes.next().await.is_some() {
         let addresses = node_addresses(&nodes.state());
         for service in services.state() {
             let current = service

@@ -146,17 +146,11 @@ async fn run(
         .filter(|c| rules::PER_SERVICE_PREFIXES.iter().any(|p| c.starts_with(p)))
         .collect();
     let mut jumps_checked: Option<Instant> = None;
-    let mut resync = tokio::time::interval(RESYNC);
-    loop {
-        tokio::select! {
-            change = changes.next() => {
-                if change.is_none() {
-                    return;
-                }
-                // Let a burst of events settle into one pass.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            _ = resync.tick() => jumps_checked = None,
+    let mut passes =
+        crate::controllers::passes(changes.boxed(), RESYNC, Duration::from_millis(10));
+    while let Some(due) = passes.next().await {
+        if due == crate::controllers::Due::Resync {
+            jumps_checked = None;
         }
         let started = Instant::now();
         // The bridge appears with the first pod: checked at every pass.

@@ -104,8 +104,8 @@ mod tests {
     use serde_json::json;
     use tower::ServiceExt;
 
-    use crate::apiserver::tests::{call, state};
-    use crate::apiserver::{authn, router};
+    use crate::apiserver::tests::{app_with_default_namespace, call};
+    use crate::apiserver::authn;
 
     /// A backend that answers with what it was sent; `/redirect` redirects,
     /// `/ws` echoes WebSocket text messages.
@@ -246,14 +246,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn services_proxy_relays_to_a_ready_endpoint() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let app = router(state(dir.path()));
-        call(
-            &app,
-            "POST",
-            "/api/v1/namespaces",
-            Some(json!({"metadata": {"name": "default"}})),
-        )
-        .await;
+        let app = app_with_default_namespace(dir.path()).await;
         let port = echo_backend().await;
         service(&app, "web", Some(port)).await;
         service(&app, "idle", None).await;
@@ -362,14 +355,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn pods_and_nodes_proxy_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let app = router(state(dir.path()));
-        call(
-            &app,
-            "POST",
-            "/api/v1/namespaces",
-            Some(json!({"metadata": {"name": "default"}})),
-        )
-        .await;
+        let app = app_with_default_namespace(dir.path()).await;
         let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
         let (status, _) = call(&app, "POST", "/api/v1/namespaces/default/pods", Some(pod)).await;
         assert_eq!(status, StatusCode::CREATED);
@@ -446,14 +432,7 @@ mod tests {
     async fn websocket_upgrades_are_spliced_to_the_backend() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let dir = tempfile::tempdir().expect("tempdir");
-        let app = router(state(dir.path()));
-        call(
-            &app,
-            "POST",
-            "/api/v1/namespaces",
-            Some(json!({"metadata": {"name": "default"}})),
-        )
-        .await;
+        let app = app_with_default_namespace(dir.path()).await;
         service(&app, "web", Some(echo_backend().await)).await;
         let api = serve_plain(app).await;
 
