@@ -1,7 +1,6 @@
 //! Entry point: dispatches by the name the binary was invoked as (`kelp-cni`,
 //! `loopback`, `pause`), else by subcommand.
 
-use clap::Parser;
 use kelp::cli::{self, Cli, Command};
 
 fn main() -> anyhow::Result<()> {
@@ -17,8 +16,7 @@ fn main() -> anyhow::Result<()> {
         "pause" => std::process::exit(kelp::kubelet::pause::run()),
         _ => {}
     }
-    cli::load_config_file(&args)?;
-    let cli = Cli::parse();
+    let cli: Cli = cli::config::parse(&args)?;
     match cli.command {
         Command::Server(args) => cli::server::run(*args),
         Command::Kubectl { args } => cli::server::kubectl(&args),

@@ -1,6 +1,8 @@
 //! Command-line interface: clap definitions, and the config-file merge
-//! (flag > `KELP_<FLAG>` environment > `/etc/kelp/config.yaml`).
+//! (flag > `KELP_<FLAG>` environment > `/etc/kelp/config.yaml` and its
+//! `config.yaml.d/` drop-ins, see [`config`]).
 
+pub mod config;
 pub mod images;
 pub mod server;
 
@@ -186,54 +188,6 @@ pub fn arch() -> &'static str {
         "arm" => "arm",
         other => other,
     }
-}
-
-/// Loads `/etc/kelp/config.yaml` (or `--config`/`KELP_CONFIG`) into `KELP_*`
-/// environment variables that are not already set, so clap's precedence gives
-/// flag > environment > file. Call before parsing, while single-threaded.
-pub fn load_config_file(args: &[String]) -> anyhow::Result<()> {
-    let explicit = args
-        .iter()
-        .position(|a| a == "--config")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .or_else(|| {
-            args.iter()
-                .find_map(|a| a.strip_prefix("--config=").map(String::from))
-        })
-        .or_else(|| std::env::var("KELP_CONFIG").ok());
-    let path = explicit
-        .clone()
-        .unwrap_or_else(|| "/etc/kelp/config.yaml".into());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(_) if explicit.is_none() => return Ok(()),
-        Err(e) => anyhow::bail!("reading config file {path}: {e}"),
-    };
-    let values: serde_json::Map<String, serde_json::Value> =
-        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {path}: {e}"))?;
-    for (key, value) in values {
-        let var = format!("KELP_{}", key.replace('-', "_").to_ascii_uppercase());
-        if std::env::var_os(&var).is_some() {
-            continue;
-        }
-        let text = match value {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Array(items) => items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(String::from)
-                        .unwrap_or_else(|| i.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            other => other.to_string(),
-        };
-        // SAFETY: called from main before any thread is started.
-        unsafe { std::env::set_var(var, text) };
-    }
-    Ok(())
 }
 
 #[cfg(test)]
