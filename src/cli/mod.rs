@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod images;
+pub mod notify;
 pub mod server;
 
 use std::path::PathBuf;

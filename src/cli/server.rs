@@ -22,6 +22,8 @@ use crate::telemetry::{LogConfig, LogFormat, Metrics, init_logging};
 
 /// Runs the server until a signal.
 pub fn run(args: ServerArgs) -> Result<()> {
+    // SAFETY: nothing has started a thread yet (logging and the runtime come next).
+    let notifier = unsafe { super::notify::Notifier::from_env() };
     let format = match args.log_format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -36,10 +38,10 @@ pub fn run(args: ServerArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting runtime")?;
-    runtime.block_on(serve_api(args))
+    runtime.block_on(serve_api(args, notifier))
 }
 
-async fn serve_api(args: ServerArgs) -> Result<()> {
+async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Result<()> {
     let started = std::time::Instant::now();
     let server_dir = args.data_dir.join("server");
     let db_path = match &args.datastore_endpoint {
@@ -143,6 +145,21 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
         ca_pem: pki.ca_cert.clone(),
         hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
     });
+    // Add-on manifests, applied as an administrator (they may hold anything).
+    let manifests = server_dir.join("manifests");
+    if let Err(e) = std::fs::create_dir_all(&manifests) {
+        tracing::warn!(err = %e, dir = %manifests.display(), "creating the add-on manifests directory");
+    }
+    tokio::spawn(crate::controllers::addons::run(
+        crate::apiserver::client::in_process(
+            state.clone(),
+            User {
+                name: "system:kelp-deploy".into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            },
+        ),
+        manifests,
+    ));
     for component in &args.disable {
         anyhow::ensure!(
             component == "scheduler" || component == "coredns",
@@ -192,6 +209,7 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
             state.metrics.clone(),
         );
         let tls = tls.clone();
+        let notifier = notifier.clone();
         // The cluster DNS runs with the node: it listens on the node's bridge
         // address, known once the node has its pod CIDR (k3s's name for it
         // in --disable is "coredns").
@@ -206,8 +224,14 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
             (dns_config(&args, &node_name), client)
         });
         Some(tokio::spawn(async move {
-            let agent = crate::kubelet::start(config, client, tls)
-                .await
+            let agent = crate::kubelet::start(config, client, tls).await;
+            // Ready once the node is registered, or known not to come up
+            // (then the API serves alone, which systemd should know too).
+            match &agent {
+                Ok(_) => notifier.ready("serving; node registered"),
+                Err(_) => notifier.ready("serving the API only: the node agent failed"),
+            }
+            let agent = agent
                 .inspect_err(|e| tracing::error!(err = %format!("{e:#}"), "the node agent failed; serving the API only"))
                 .ok()?;
             if let Some((mut dns, client)) = dns {
@@ -219,7 +243,10 @@ async fn serve_api(args: ServerArgs) -> Result<()> {
             Some(agent)
         }))
     };
-    serve::serve(listener, tls, router(state), shutdown_signal()).await?;
+    if args.disable_agent {
+        notifier.ready("serving");
+    }
+    serve::serve(listener, tls, router(state), shutdown_signal(notifier)).await?;
     if let Some(agent) = agent
         && let Ok(Ok(Some(agent))) =
             tokio::time::timeout(std::time::Duration::from_secs(5), agent).await
@@ -298,7 +325,8 @@ async fn compact_periodically(store: Arc<dyn crate::store::Store>) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT, telling systemd the server is stopping.
+async fn shutdown_signal(notifier: super::notify::Notifier) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -308,6 +336,8 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    tracing::info!("stopping: signal received");
+    notifier.stopping();
 }
 
 /// Serves every stored CRD's resources before accepting requests.

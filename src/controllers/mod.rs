@@ -1,6 +1,7 @@
 //! Control loops, each its own file, all kube-rs controllers over the
 //! in-process client (user `system:kube-controller-manager`).
 
+pub mod addons;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
