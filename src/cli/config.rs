@@ -139,10 +139,8 @@ pub fn read_all(config: &Path, explicit: bool) -> Result<Vec<Entry>> {
         let mut paths: Vec<PathBuf> = listing
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml")
-                ) && p.is_file()
+                matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                    && p.is_file()
             })
             .collect();
         paths.sort();
@@ -184,27 +182,28 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Entry>> {
 
 /// The 1-based line where top-level `key` is set in `text`.
 pub fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let rest = if let Some(r) = line.strip_prefix(key) {
-            r
-        } else if let Some(r) = line
-            .strip_prefix('"')
-            .and_then(|l| l.strip_prefix(key))
-            .and_then(|l| l.strip_prefix('"'))
-        {
-            r
-        } else if let Some(r) = line
-            .strip_prefix('\'')
-            .and_then(|l| l.strip_prefix(key))
-            .and_then(|l| l.strip_prefix('\''))
-        {
-            r
-        } else {
-            return false;
-        };
-        rest.trim_start().starts_with(':')
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|line| {
+            let rest = if let Some(r) = line.strip_prefix(key) {
+                r
+            } else if let Some(r) = line
+                .strip_prefix('"')
+                .and_then(|l| l.strip_prefix(key))
+                .and_then(|l| l.strip_prefix('"'))
+            {
+                r
+            } else if let Some(r) = line
+                .strip_prefix('\'')
+                .and_then(|l| l.strip_prefix(key))
+                .and_then(|l| l.strip_prefix('\''))
+            {
+                r
+            } else {
+                return false;
+            };
+            rest.trim_start().starts_with(':')
+        })
+        .map(|i| i + 1)
 }
 
 /// Merges files in order: a later key replaces an earlier one; `KEY+`
@@ -465,7 +464,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_with_file_and_line() {
         let err = flags_for(
-            &[("/etc/kelp/config.yaml.d/10-x.yaml", "# c\ndata-dir: /x\nfoo: 1\n")],
+            &[(
+                "/etc/kelp/config.yaml.d/10-x.yaml",
+                "# c\ndata-dir: /x\nfoo: 1\n",
+            )],
             &[],
         )
         .unwrap_err()
@@ -533,7 +535,10 @@ mod tests {
             .find(|e| e.key == "https-listen-port")
             .unwrap();
         assert_eq!(port.value, Value::Number(3.into()));
-        assert_eq!(port.location(), format!("{}:1", d.join("20-b.yaml").display()));
+        assert_eq!(
+            port.location(),
+            format!("{}:1", d.join("20-b.yaml").display())
+        );
         assert_eq!(entries.len(), 2);
     }
 }

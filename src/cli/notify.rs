@@ -18,7 +18,9 @@ impl Notifier {
     /// # Safety
     /// Changes the environment: call while the process has one thread.
     pub unsafe fn from_env() -> Self {
-        let address = std::env::var("NOTIFY_SOCKET").ok().filter(|a| !a.is_empty());
+        let address = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|a| !a.is_empty());
         if address.is_some() {
             // SAFETY: the caller guarantees no other thread runs.
             unsafe { std::env::remove_var("NOTIFY_SOCKET") };

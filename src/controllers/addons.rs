@@ -169,8 +169,8 @@ pub fn documents(text: &str) -> Result<Vec<Value>> {
     use serde::Deserialize as _;
     let mut objects = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document)
-            .map_err(|e| anyhow!("document {}: {e}", index + 1))?;
+        let value =
+            Value::deserialize(document).map_err(|e| anyhow!("document {}: {e}", index + 1))?;
         match value {
             Value::Null => {}
             Value::Object(ref map) => {
@@ -187,7 +187,11 @@ pub fn documents(text: &str) -> Result<Vec<Value>> {
     }
     for (index, object) in objects.iter().enumerate() {
         for field in ["apiVersion", "kind"] {
-            if object.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+            if object
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 bail!("object {}: no {field}", index + 1);
             }
         }
@@ -234,8 +238,7 @@ pub async fn run(client: kube::Client, dir: PathBuf) {
         tracing::warn!(err = %e, "registering the Addon CRD; retrying");
         tokio::time::sleep(POLL).await;
     }
-    let recorder =
-        crate::telemetry::events::Recorder::new(client.clone(), "deploy", None);
+    let recorder = crate::telemetry::events::Recorder::new(client.clone(), "deploy", None);
     let mut known: HashMap<PathBuf, Known> = HashMap::new();
     loop {
         for path in scan(&dir) {
@@ -449,12 +452,7 @@ mod tests {
         }
         let found: Vec<_> = scan(dir.path())
             .iter()
-            .map(|p| {
-                p.strip_prefix(dir.path())
-                    .unwrap()
-                    .display()
-                    .to_string()
-            })
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
             .collect();
         assert_eq!(found, ["a.yml", "b.yaml", "c.json", "sub/d.yaml"]);
         assert!(scan(&dir.path().join("missing")).is_empty());
