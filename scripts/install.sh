@@ -62,7 +62,7 @@ if [ -n "${KELP_URL:-}" ]; then
 fi
 # The extra flags as words, quotes honoured as a shell would (no expansion).
 words=$(printf '%s' "${INSTALL_KELP_EXEC:-}" | xargs printf '%s\n') ||
-    fatal "INSTALL_KELP_EXEC: unbalanced quotes"
+    fatal "INSTALL_KELP_EXEC: cannot split it into words (unbalanced quotes?)"
 set --
 while IFS= read -r word; do
     [ -n "$word" ] && set -- "$@" "$word"

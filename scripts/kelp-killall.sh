@@ -35,6 +35,8 @@ done
 # 2. The pods: shims serving kelp's containerd, their containers' processes
 #    (noting each pod's network namespace first), then the shims.
 netns_names=""
+# The containers' ids (kelp's containerd's task state), for their cgroups in 3b.
+ids=$(ls "$DATA_DIR/agent/containerd/state/io.containerd.runtime.v2.task/k8s.io" 2>/dev/null)
 for shim in $(pgrep -f "containerd-shim-runc-v2 .*-address $SOCKET"); do
   for child in $(pgrep -P "$shim"); do
     ns=$(ip netns identify "$child" 2>/dev/null)
@@ -57,6 +59,15 @@ if [ -f "$pidfile" ]; then
   fi
   rm -f "$pidfile"
 fi
+
+# 3b. The cgroups runc made for those containers (containerd's default path
+#     /k8s.io/<id>, in each v1 hierarchy or in the v2 tree): empty now.
+for id in $ids; do
+  for cg in /sys/fs/cgroup/k8s.io/"$id" /sys/fs/cgroup/*/k8s.io/"$id"; do
+    [ -d "$cg" ] || continue
+    for _ in $(seq 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+  done
+done
 
 # 4. Mounts kelp's containerd made (rootfs overlays, shm, sandbox files, pod
 #    network namespaces, which kelp's containerd keeps under its state dir), deepest first.

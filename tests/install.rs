@@ -1,0 +1,670 @@
+//! The appliance on this machine: `install.sh` installs the test binary with
+//! its unit and env file, a re-run changes nothing, a missing prerequisite is
+//! reported with its fix, kelp runs from the installed unit as systemd would
+//! start it (a node with a pod), and `kelp-uninstall.sh` leaves nothing behind.
+//!
+//! It installs into the real places (/usr/local/bin, /etc/systemd/system,
+//! /etc/kelp, /var/lib/kelp), so it runs as root on a throw-away machine (CI)
+//! and refuses to run where kelp is already installed. It holds
+//! /tmp/kelp-node.lock itself (or runs under `flock /tmp/kelp-node.lock`):
+//! only one kelp node may run on a machine.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const BIN_DIR: &str = "/usr/local/bin";
+const UNIT: &str = "/etc/systemd/system/kelp.service";
+const ENV_FILE: &str = "/etc/systemd/system/kelp.service.env";
+const AGENT_UNIT: &str = "/etc/systemd/system/kelp-agent.service";
+const DATA_DIR: &str = "/var/lib/kelp";
+/// Files or dirs an install owns; none may exist before the test.
+const INSTALLED: &[&str] = &[
+    "/usr/local/bin/kelp",
+    "/usr/local/bin/kelp-killall.sh",
+    "/usr/local/bin/kelp-uninstall.sh",
+    UNIT,
+    ENV_FILE,
+    AGENT_UNIT,
+    "/etc/systemd/system/kelp-agent.service.env",
+    "/etc/systemd/system/multi-user.target.wants/kelp.service",
+    "/etc/kelp",
+    DATA_DIR,
+    "/run/kelp",
+];
+/// Conveniences kelp does not provide, so install.sh must not link them.
+const NOT_LINKED: &[&str] = &[
+    "/usr/local/bin/kubectl",
+    "/usr/local/bin/crictl",
+    "/usr/local/bin/ctr",
+];
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn exists(path: &str) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Holds /tmp/kelp-node.lock unless this process already inherited it from
+/// `flock /tmp/kelp-node.lock cargo test …` (locking it again would wait forever).
+fn node_lock() -> Option<nix::fcntl::Flock<File>> {
+    const LOCK: &str = "/tmp/kelp-node.lock";
+    let inherited = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == Path::new(LOCK)));
+    if inherited {
+        return None;
+    }
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(LOCK)
+        .expect("open the node lock");
+    Some(
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("lock /tmp/kelp-node.lock"),
+    )
+}
+
+/// Runs install.sh (the packaging/ copy, as a device gets it) with `env`.
+fn install(env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg(repo("packaging/install.sh"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run install.sh")
+}
+
+/// Bytes (as a digest), mode and mtime of every installed file.
+fn snapshot() -> BTreeMap<String, (String, u32, SystemTime)> {
+    use sha2::Digest;
+    let mut files = BTreeMap::new();
+    for path in INSTALLED {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if meta.is_file() {
+            let digest = hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()));
+            let mtime = meta.modified().unwrap();
+            files.insert(path.to_string(), (digest, meta.mode() & 0o7777, mtime));
+        }
+    }
+    files
+}
+
+/// Splits a unit's ExecStart the way systemd does for what install.sh writes:
+/// words, double-quoted words with \\ and \" escapes, %% and $$.
+fn unit_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else { break };
+        let mut word = String::new();
+        if first == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => word.extend(chars.next()),
+                    c => word.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                word.push(c);
+            }
+        }
+        words.push(word.replace("%%", "%").replace("$$", "$"));
+    }
+    words
+}
+
+/// The KEY="VALUE" lines of an env file.
+fn env_file_vars(path: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v
+                .trim_matches('"')
+                .replace("\\\"", "\"")
+                .replace("\\\\", "\\");
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// Cleans up whatever the test installed or started, even when it fails.
+struct Guard {
+    kelp_pid: Option<i32>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.kelp_pid.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let installed = Path::new("/usr/local/bin/kelp-uninstall.sh");
+        let script = if installed.exists() {
+            installed.to_path_buf()
+        } else {
+            repo("scripts/kelp-uninstall.sh")
+        };
+        if exists(UNIT) || exists(AGENT_UNIT) || exists(DATA_DIR) || exists("/run/kelp") {
+            let _ = Command::new("sh").arg(&script).status();
+        }
+        for path in INSTALLED {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_dir_all(path);
+        }
+        let _ = self.dir.path();
+    }
+}
+
+fn kelp_kubectl(home: &Path, args: &[&str]) -> Output {
+    Command::new("/usr/local/bin/kelp")
+        .arg("kubectl")
+        .args(args)
+        .env("HOME", home)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("kelp kubectl")
+}
+
+/// Pids whose command line mentions one of `needles`.
+fn pids_mentioning(needles: &[&str]) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if needles.iter().any(|n| cmdline.contains(n)) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn iptables_kelp_lines() -> Vec<String> {
+    let out = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("KUBE-") || l.contains("KELP"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn netns_list() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cmd_ok(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(out.status.success(), "{cmd} {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "tests/install.rs installs kelp into /usr/local/bin and /etc: it must run as root"
+    );
+    // (/run/kelp belongs to whichever kelp node ran last; it is checked below.)
+    for path in INSTALLED
+        .iter()
+        .chain(NOT_LINKED)
+        .filter(|p| **p != "/run/kelp")
+    {
+        assert!(
+            !exists(path),
+            "{path} exists: kelp (or something in its place) is installed on this machine; \
+             tests/install.rs installs into the real paths and runs only where nothing is \
+             installed (a throw-away machine), so it will not clobber {path}"
+        );
+    }
+    let _lock = node_lock();
+    let iptables_before = iptables_kelp_lines();
+    let netns_before = netns_list();
+    let mut guard = Guard {
+        kelp_pid: None,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let tmp = guard.dir.path().to_path_buf();
+    let resolv_conf = tmp.join("resolv.conf");
+    std::fs::write(&resolv_conf, "nameserver 127.0.0.154\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    let exec = format!(
+        "--resolv-conf {} --node-name {} --node-ip 127.0.0.1 --bind-address 127.0.0.1 \
+         --https-listen-port {port}",
+        resolv_conf.display(),
+        common::NODE
+    );
+    let binary = common::kelp_bin().display().to_string();
+    let inputs = [
+        ("INSTALL_KELP_BINARY", binary.as_str()),
+        ("INSTALL_KELP_EXEC", exec.as_str()),
+        ("KELP_NODE_LABEL", "kelp.test/installed=yes"),
+        ("NO_PROXY", "127.0.0.1,localhost"),
+    ];
+
+    // 1. A missing prerequisite stops the install before anything is written,
+    //    with its fix: here runc is not on PATH.
+    let shims = tmp.join("path-without-runc");
+    std::fs::create_dir(&shims).unwrap();
+    for tool in [
+        "containerd",
+        "iptables",
+        "iptables-restore",
+        "id",
+        "grep",
+        "awk",
+        "tr",
+        "xargs",
+        "printf",
+        "dirname",
+        "cat",
+        "mktemp",
+        "rm",
+    ] {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} not found"));
+        std::os::unix::fs::symlink(found, shims.join(tool)).unwrap();
+    }
+    let mut without_runc = inputs.to_vec();
+    let shim_path = shims.display().to_string();
+    without_runc.push(("PATH", &shim_path));
+    let out = install(&without_runc);
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("runc not found")
+            && report.contains("fix: apt-get install containerd runc"),
+        "{report}"
+    );
+    for path in INSTALLED.iter().filter(|p| **p != "/run/kelp") {
+        assert!(!exists(path), "{path} written despite a failed preflight");
+    }
+
+    // 2. The install: binary, scripts, unit, env file; systemd is not PID 1
+    //    here, so nothing is enabled or started.
+    let out = install(&inputs);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let systemd = Path::new("/run/systemd/system").is_dir();
+    if !systemd {
+        assert!(report.contains("systemd is not running"), "{report}");
+    }
+    for path in ["kelp", "kelp-killall.sh", "kelp-uninstall.sh"] {
+        let meta = std::fs::metadata(Path::new(BIN_DIR).join(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{path}");
+    }
+    assert_eq!(
+        std::fs::metadata("/usr/local/bin/kelp").unwrap().len(),
+        std::fs::metadata(common::kelp_bin()).unwrap().len()
+    );
+    for path in NOT_LINKED {
+        assert!(!exists(path), "{path}: kelp provides no such command");
+    }
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    for line in [
+        "Type=notify",
+        "KillMode=process",
+        "Delegate=yes",
+        "Restart=always",
+        "RestartSec=5s",
+        "LimitNOFILE=1048576",
+        "LimitNPROC=infinity",
+        "LimitCORE=infinity",
+        "TasksMax=infinity",
+        "TimeoutStartSec=0",
+        "ExecStartPre=-/sbin/modprobe br_netfilter",
+        "ExecStartPre=-/sbin/modprobe overlay",
+        "EnvironmentFile=-/etc/systemd/system/kelp.service.env",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "WantedBy=multi-user.target",
+        &format!("ExecStart=/usr/local/bin/kelp server {exec}"),
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line:?} in\n{unit}");
+    }
+    let env_meta = std::fs::metadata(ENV_FILE).unwrap();
+    assert_eq!(env_meta.permissions().mode() & 0o777, 0o600);
+    let vars = env_file_vars(ENV_FILE);
+    assert!(vars.contains(&("KELP_NODE_LABEL".into(), "kelp.test/installed=yes".into())));
+    assert!(vars.contains(&("NO_PROXY".into(), "127.0.0.1,localhost".into())));
+    assert!(
+        !vars.iter().any(|(k, _)| k.starts_with("INSTALL_KELP")),
+        "{vars:?}"
+    );
+
+    // 3. systemd-analyze accepts both units, without a warning.
+    let agent_unit = tmp.join("kelp-agent.service");
+    let template = std::fs::read_to_string(repo("systemd/kelp-agent.service")).unwrap();
+    assert!(template.contains("\nExecStart=/usr/local/bin/kelp agent\n"));
+    std::fs::write(&agent_unit, &template).unwrap();
+    for unit in [Path::new(UNIT), &agent_unit] {
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze");
+        assert!(
+            out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
+            "systemd-analyze verify {}: {}",
+            unit.display(),
+            text(&out)
+        );
+    }
+
+    // 4. An agent install where the binary cannot be an agent is refused
+    //    before anything is written.
+    let before = snapshot();
+    let can_be_agent = Command::new(common::kelp_bin())
+        .args(["agent", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    if !can_be_agent {
+        let mut agent = inputs.to_vec();
+        agent.extend([("KELP_URL", "https://127.0.0.1:1"), ("KELP_TOKEN", "t")]);
+        let out = install(&agent);
+        let report = text(&out);
+        assert!(!out.status.success(), "{report}");
+        assert!(report.contains("cannot run as an agent"), "{report}");
+        assert!(!exists(AGENT_UNIT));
+    }
+
+    // 5. A re-run with the same inputs writes nothing (bytes, modes, mtimes).
+    let out = install(&inputs);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(!report.contains("wrote"), "{report}");
+    assert_eq!(snapshot(), before, "a re-run changed files:\n{report}");
+
+    // ... and a changed input rewrites only what it changes (here the env file).
+    let mut changed = inputs.to_vec();
+    changed.push(("KELP_V", "0"));
+    let out = install(&changed);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let after = snapshot();
+    for (path, state) in &before {
+        if path == ENV_FILE {
+            assert_ne!(after.get(path), Some(state), "{report}");
+        } else {
+            assert_eq!(after.get(path), Some(state), "{path} rewritten:\n{report}");
+        }
+    }
+    assert!(env_file_vars(ENV_FILE).contains(&("KELP_V".into(), "0".into())));
+
+    // 6. Start kelp as systemd would: ExecStartPre, then ExecStart with the
+    //    env file's settings in a clean environment (no NOTIFY_SOCKET here).
+    let images = Path::new(DATA_DIR).join("agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(common::test_image_tarball(), images.join("busybox.tar")).unwrap();
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    for pre in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStartPre=-"))
+    {
+        let words = unit_words(pre);
+        let _ = Command::new(&words[0]).args(&words[1..]).status();
+    }
+    let exec_start = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let words = unit_words(exec_start);
+    let log = File::create(tmp.join("kelp.log")).unwrap();
+    let mut child = Command::new(&words[0])
+        .args(&words[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .envs(env_file_vars(ENV_FILE))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kelp from the unit's ExecStart");
+    guard.kelp_pid = Some(child.id() as i32);
+    let kelp_pid = child.id() as i32;
+    // Reap it when kelp-uninstall.sh stops it (a zombie would look alive).
+    std::thread::spawn(move || child.wait());
+    let kelp_log = || std::fs::read_to_string(tmp.join("kelp.log")).unwrap_or_default();
+
+    let home = tmp.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = kelp_kubectl(
+            &home,
+            &[
+                "get",
+                "node",
+                common::NODE,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        );
+        if out.stdout == b"True" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node not Ready; log:\n{}",
+            kelp_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mode = std::fs::metadata("/etc/kelp/kelp.yaml")
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin kubeconfig");
+    let labels = kelp_kubectl(
+        &home,
+        &[
+            "get",
+            "node",
+            common::NODE,
+            "-o",
+            "jsonpath={.metadata.labels}",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&labels.stdout).contains("\"kelp.test/installed\":\"yes\""),
+        "the env file's KELP_NODE_LABEL: {}",
+        text(&labels)
+    );
+    let out = kelp_kubectl(
+        &home,
+        &[
+            "run",
+            "installed",
+            &format!("--image={}", common::BUSYBOX),
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "sleep",
+            "3600",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = kelp_kubectl(
+        &home,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/installed",
+            "--timeout=90s",
+        ],
+    );
+    assert!(out.status.success(), "{}\nlog:\n{}", text(&out), kelp_log());
+    let uid = kelp_kubectl(
+        &home,
+        &["get", "pod", "installed", "-o", "jsonpath={.metadata.uid}"],
+    );
+    let pod_log_dir = format!(
+        "/var/log/pods/default_installed_{}",
+        String::from_utf8_lossy(&uid.stdout)
+    );
+    assert!(Path::new(&pod_log_dir).is_dir(), "{pod_log_dir}");
+
+    // What kelp made on the host while it runs.
+    cmd_ok("ip", &["link", "show", "cni0"]);
+    let veths: Vec<String> = cmd_ok("ip", &["-o", "link", "show", "master", "cni0"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect();
+    assert!(!veths.is_empty(), "no veth on cni0");
+    let chains = iptables_kelp_lines();
+    assert!(
+        chains.iter().any(|l| l.starts_with(":KUBE-SERVICES")),
+        "{chains:?}"
+    );
+    assert!(
+        chains.iter().any(|l| l.starts_with(":KELP-POSTROUTING")),
+        "{chains:?}"
+    );
+    let ours = pids_mentioning(&[DATA_DIR, "/run/kelp/containerd"]);
+    assert!(
+        ours.iter().any(|(_, c)| c.contains("containerd-shim")),
+        "no shim: {ours:?}"
+    );
+    let mut our_pids: Vec<i32> = ours.iter().map(|(p, _)| *p).collect();
+    our_pids.push(kelp_pid);
+    for (pid, _) in &ours {
+        // the shims' children: pause and the pod's sleep
+        for child in cmd_ok("sh", &["-c", &format!("pgrep -P {pid} || true")]).lines() {
+            our_pids.push(child.parse().unwrap());
+        }
+    }
+    let task_dir =
+        Path::new(DATA_DIR).join("agent/containerd/state/io.containerd.runtime.v2.task/k8s.io");
+    let container_ids: Vec<String> = std::fs::read_dir(&task_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!container_ids.is_empty());
+
+    // 7. Uninstall, as installed, and look for anything left.
+    let out = Command::new("/usr/local/bin/kelp-uninstall.sh")
+        .output()
+        .expect("kelp-uninstall.sh");
+    assert!(out.status.success(), "{}", text(&out));
+    guard.kelp_pid = None;
+    let report = text(&out);
+    for path in INSTALLED.iter().chain(NOT_LINKED) {
+        assert!(!exists(path), "{path} left behind:\n{report}");
+    }
+    assert!(
+        !Path::new(&pod_log_dir).exists(),
+        "{pod_log_dir} left behind"
+    );
+    let link = Command::new("ip")
+        .args(["link", "show", "cni0"])
+        .output()
+        .unwrap();
+    assert!(!link.status.success(), "cni0 left behind");
+    for veth in &veths {
+        let out = Command::new("ip")
+            .args(["link", "show", veth])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "veth {veth} left behind");
+    }
+    let left: Vec<String> = iptables_kelp_lines()
+        .into_iter()
+        .filter(|l| !iptables_before.contains(l))
+        .collect();
+    assert!(left.is_empty(), "iptables left behind: {left:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    for pid in &our_pids {
+        let alive = std::fs::read(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !String::from_utf8_lossy(&s).contains(") Z "));
+        assert!(!alive, "process {pid} left behind");
+    }
+    let left = pids_mentioning(&[DATA_DIR, "/run/kelp"]);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(" /var/lib/kelp") || l.contains(" /run/kelp"))
+        .collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+    let netns: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| !netns_before.contains(n))
+        .collect();
+    assert!(
+        netns.is_empty(),
+        "network namespaces left behind: {netns:?}"
+    );
+    for id in &container_ids {
+        let cgroups = cmd_ok(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "ls -d /sys/fs/cgroup/k8s.io/{id} /sys/fs/cgroup/*/k8s.io/{id} 2>/dev/null || true"
+                ),
+            ],
+        );
+        assert!(cgroups.trim().is_empty(), "cgroups left behind: {cgroups}");
+    }
+}
