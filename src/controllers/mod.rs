@@ -111,17 +111,20 @@ pub fn passes(
 ) -> futures::stream::BoxStream<'static, Due> {
     use futures::StreamExt;
     let ticker = tokio::time::interval(resync);
-    futures::stream::unfold((changes, ticker), move |(mut changes, mut ticker)| async move {
-        let due = tokio::select! {
-            change = changes.next() => {
-                change?;
-                tokio::time::sleep(settle).await;
-                Due::Change
-            }
-            _ = ticker.tick() => Due::Resync,
-        };
-        Some((due, (changes, ticker)))
-    })
+    futures::stream::unfold(
+        (changes, ticker),
+        move |(mut changes, mut ticker)| async move {
+            let due = tokio::select! {
+                change = changes.next() => {
+                    change?;
+                    tokio::time::sleep(settle).await;
+                    Due::Change
+                }
+                _ = ticker.tick() => Due::Resync,
+            };
+            Some((due, (changes, ticker)))
+        },
+    )
     .boxed()
 }
 

@@ -146,8 +146,7 @@ async fn run(
         .filter(|c| rules::PER_SERVICE_PREFIXES.iter().any(|p| c.starts_with(p)))
         .collect();
     let mut jumps_checked: Option<Instant> = None;
-    let mut passes =
-        crate::controllers::passes(changes.boxed(), RESYNC, Duration::from_millis(10));
+    let mut passes = crate::controllers::passes(changes.boxed(), RESYNC, Duration::from_millis(10));
     while let Some(due) = passes.next().await {
         if due == crate::controllers::Due::Resync {
             jumps_checked = None;

@@ -104,8 +104,8 @@ mod tests {
     use serde_json::json;
     use tower::ServiceExt;
 
-    use crate::apiserver::tests::{app_with_default_namespace, call};
     use crate::apiserver::authn;
+    use crate::apiserver::tests::{app_with_default_namespace, call};
 
     /// A backend that answers with what it was sent; `/redirect` redirects,
     /// `/ws` echoes WebSocket text messages.
