@@ -119,6 +119,21 @@ fn config_path(matches: &ArgMatches) -> (PathBuf, bool) {
     }
 }
 
+/// A server flag's value as the config files set it (`KELP_CONFIG` or the
+/// default file, and drop-ins), for commands that use the server's files
+/// without taking its flags: `kelp kubectl` finds the admin kubeconfig so.
+pub fn server_setting(key: &str) -> Option<String> {
+    let (config, explicit) = match std::env::var_os("KELP_CONFIG") {
+        Some(path) => (PathBuf::from(path), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let entries = read_all(&config, explicit).ok()?;
+    entries
+        .into_iter()
+        .find(|e| e.key == key)
+        .and_then(|e| scalar(&e.value))
+}
+
 /// The drop-in directory of a config file: `<config>.d`.
 pub fn drop_in_dir(config: &Path) -> PathBuf {
     let mut dir = config.as_os_str().to_owned();

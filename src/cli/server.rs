@@ -425,7 +425,13 @@ pub fn kubectl(args: &[String]) -> Result<()> {
     let mut cmd = std::process::Command::new("kubectl");
     cmd.args(args);
     if std::env::var_os("KUBECONFIG").is_none() {
-        cmd.env("KUBECONFIG", "/etc/kelp/kelp.yaml");
+        // Where the server writes it: --write-kubeconfig's environment
+        // variable, else the config files, else the default.
+        let kubeconfig = std::env::var("KELP_WRITE_KUBECONFIG")
+            .ok()
+            .or_else(|| super::config::server_setting("write-kubeconfig"))
+            .unwrap_or_else(|| "/etc/kelp/kelp.yaml".into());
+        cmd.env("KUBECONFIG", kubeconfig);
     }
     let status = cmd.status().context("running kubectl")?;
     std::process::exit(status.code().unwrap_or(1));
