@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, kelp_bin, write};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use common::{Server, free_port, kelp_bin, write};
 
 /// Starts `kelp server ARGS` with `envs`, stderr to `log`.
 fn spawn(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Child {
@@ -184,6 +177,19 @@ fn config_file_drop_ins_environment_and_flags_in_that_order() {
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "10.100.0.1");
+    // `kelp kubectl` finds the admin kubeconfig where the files put it.
+    let out = Command::new(kelp_bin())
+        .args(["kubectl", "get", "namespace", "default", "-o", "name"])
+        .env("KELP_CONFIG", &config)
+        .env_remove("KUBECONFIG")
+        .env("HOME", tmp)
+        .output()
+        .expect("kelp kubectl");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "namespace/default"
+    );
     // List values from YAML lists, appended to by a drop-in.
     let ca = tmp.join("ca.pem");
     std::fs::write(&ca, ca_pem(&kubeconfig)).expect("ca");

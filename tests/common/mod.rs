@@ -61,7 +61,8 @@ fn pod_log_dirs() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-fn free_port() -> u16 {
+/// A TCP port on loopback nobody listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
