@@ -161,6 +161,7 @@ fn env_file_vars(path: &str) -> Vec<(String, String)> {
 /// Cleans up whatever the test installed or started, even when it fails.
 struct Guard {
     kelp_pid: Option<i32>,
+    /// Scratch files (resolv.conf, PATH shims, kelp's log), removed last.
     dir: tempfile::TempDir,
 }
 
@@ -185,7 +186,6 @@ impl Drop for Guard {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_dir_all(path);
         }
-        let _ = self.dir.path();
     }
 }
 
