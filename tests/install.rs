@@ -273,11 +273,7 @@ fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
     let tmp = guard.dir.path().to_path_buf();
     let resolv_conf = tmp.join("resolv.conf");
     std::fs::write(&resolv_conf, "nameserver 127.0.0.154\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-        .to_string();
+    let port = common::free_port().to_string();
     let exec = format!(
         "--resolv-conf {} --node-name {} --node-ip 127.0.0.1 --bind-address 127.0.0.1 \
          --https-listen-port {port}",
