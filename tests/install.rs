@@ -5,7 +5,9 @@
 //!
 //! It installs into the real places (/usr/local/bin, /etc/systemd/system,
 //! /etc/kelp, /var/lib/kelp), so it runs as root on a throw-away machine (CI)
-//! and refuses to run where kelp is already installed. It holds
+//! and refuses to run where kelp is already installed; what `scripts/run.sh`
+//! leaves (/etc/kelp, /var/lib/kelp, kelp stopped) is set aside and put back
+//! afterwards. It holds
 //! /tmp/kelp-node.lock itself (or runs under `flock /tmp/kelp-node.lock`):
 //! only one kelp node may run on a machine.
 
@@ -37,6 +39,10 @@ const INSTALLED: &[&str] = &[
     DATA_DIR,
     "/run/kelp",
 ];
+/// What `scripts/run.sh` leaves behind (admin kubeconfig, data dir) without an
+/// install: set aside for the test and put back afterwards, so running kelp
+/// and then the tests works on one machine.
+const SET_ASIDE: &[&str] = &["/etc/kelp", DATA_DIR];
 /// Conveniences kelp does not provide, so install.sh must not link them.
 const NOT_LINKED: &[&str] = &[
     "/usr/local/bin/kubectl",
@@ -163,6 +169,22 @@ struct Guard {
     kelp_pid: Option<i32>,
     /// Scratch files (resolv.conf, PATH shims, kelp's log), removed last.
     dir: tempfile::TempDir,
+    /// Paths of [`SET_ASIDE`] moved away (from, to), put back last.
+    saved: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The saved name of a path set aside.
+fn saved_name(path: &str) -> PathBuf {
+    PathBuf::from(format!("{path}.saved-by-kelp-install-test"))
+}
+
+/// Whether anything is mounted at or below `path`.
+fn mounted_below(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == path || m.starts_with(&format!("{path}/")))
 }
 
 impl Drop for Guard {
@@ -185,6 +207,15 @@ impl Drop for Guard {
         for path in INSTALLED {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_dir_all(path);
+        }
+        for (from, to) in self.saved.drain(..) {
+            if let Err(e) = std::fs::rename(&to, &from) {
+                eprintln!(
+                    "putting back {}: {e} (it is at {})",
+                    from.display(),
+                    to.display()
+                );
+            }
         }
     }
 }
@@ -254,7 +285,7 @@ fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
     for path in INSTALLED
         .iter()
         .chain(NOT_LINKED)
-        .filter(|p| **p != "/run/kelp")
+        .filter(|p| **p != "/run/kelp" && !SET_ASIDE.contains(p))
     {
         assert!(
             !exists(path),
@@ -266,9 +297,36 @@ fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
     let _lock = node_lock();
     let iptables_before = iptables_kelp_lines();
     let netns_before = netns_list();
+    // Set aside before the guard exists: the guard removes those paths.
+    let running = pids_mentioning(&["kelp server"]);
+    for path in SET_ASIDE.iter().filter(|p| exists(p)) {
+        assert!(
+            running.is_empty() && !mounted_below(path),
+            "{path} is in use (kelp running: {running:?}, or pods' mounts below it): \
+             stop kelp and run scripts/kelp-killall.sh before the tests"
+        );
+        let to = saved_name(path);
+        assert!(
+            !exists(to.to_str().unwrap()),
+            "{} exists: put it back first",
+            to.display()
+        );
+    }
+    let mut saved = Vec::new();
+    for path in SET_ASIDE.iter().filter(|p| exists(p)) {
+        let to = saved_name(path);
+        if let Err(e) = std::fs::rename(path, &to) {
+            for (from, to) in saved {
+                let _ = std::fs::rename(to, from);
+            }
+            panic!("setting {path} aside: {e}");
+        }
+        saved.push((PathBuf::from(path), to));
+    }
     let mut guard = Guard {
         kelp_pid: None,
         dir: tempfile::tempdir().unwrap(),
+        saved,
     };
     let tmp = guard.dir.path().to_path_buf();
     let resolv_conf = tmp.join("resolv.conf");
