@@ -16,27 +16,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-target=${TARGET:-}
-while (($#)); do
-    case "$1" in
-        --target) target=${2:?--target needs a triple}; shift 2 ;;
-        --target=*) target=${1#--target=}; shift ;;
-        *) echo "build-deb.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
+source scripts/release-common.sh
+release_target_args "$@"
 [[ -n "$target" ]] || target=$(uname -m)-unknown-linux-gnu
 bin=target/$target/release/kelp
 if [[ ! -x "$bin" ]]; then
     scripts/build-release.sh --target "$target"
 fi
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-case "${target%%-*}" in
-    x86_64) arch=amd64 ;;
-    aarch64) arch=arm64 ;;
-    armv7) arch=armhf ;;
-    *) echo "build-deb.sh: no Debian architecture for $target" >&2; exit 2 ;;
-esac
+version=$(kelp_version)
+arch=$(debian_arch "$target") || { echo "build-deb.sh: no Debian architecture for $target" >&2; exit 2; }
 
 root=target/deb/kelp_${version}_$arch
 rm -rf "$root"

@@ -17,15 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-target=${TARGET:-}
-while (($#)); do
-    case "$1" in
-        --target) target=${2:?--target needs a triple}; shift 2 ;;
-        --target=*) target=${1#--target=}; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build-release.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
+source scripts/release-common.sh
+release_target_args "$@"
 
 host_arch=$(uname -m)
 installed=$(rustup target list --installed 2>/dev/null || true)
@@ -97,10 +90,8 @@ case "$out" in
 esac
 echo "ldd $bin: $(ldd "$bin" 2>&1 | head -1 | sed 's/^[[:space:]]*//')"
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-case "$target_arch" in
-    x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; armv7) arch=armhf ;; *) arch=$target_arch ;;
-esac
+version=$(kelp_version)
+arch=$(debian_arch "$target") || arch=$target_arch
 bundle=target/dist/kelp-$version-$arch
 rm -rf "$bundle"
 mkdir -p "$bundle/systemd"
