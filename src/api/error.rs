@@ -142,9 +142,19 @@ pub enum ApiError {
     /// 401.
     #[error("Unauthorized")]
     Unauthorized,
-    /// 403.
-    #[error("{0}")]
-    Forbidden(String),
+    /// 403, shaped as upstream's `NewForbidden`: `<resource.group> "<name>" is
+    /// forbidden: <detail>` (no resource: `forbidden: <detail>`).
+    #[error("{}", forbidden_message(.group, .resource, .name, .detail))]
+    Forbidden {
+        /// API group ("" for core).
+        group: String,
+        /// Plural resource ("" for a non-resource path).
+        resource: String,
+        /// Object name ("" for collections).
+        name: String,
+        /// Why, after the colon.
+        detail: String,
+    },
     /// 405.
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
@@ -183,6 +193,17 @@ fn qualified(group: &str, resource: &str) -> String {
         resource.to_string()
     } else {
         format!("{resource}.{group}")
+    }
+}
+
+fn forbidden_message(group: &str, resource: &str, name: &str, detail: &str) -> String {
+    match (resource, name) {
+        ("", _) => format!("forbidden: {detail}"),
+        (_, "") => format!("{} is forbidden: {detail}", qualified(group, resource)),
+        _ => format!(
+            "{} \"{name}\" is forbidden: {detail}",
+            qualified(group, resource)
+        ),
     }
 }
 
@@ -244,6 +265,16 @@ impl ApiError {
         }
     }
 
+    /// 403 Forbidden for `group`/`resource` (and `name`, if one), with the reason after the colon.
+    pub fn forbidden(group: &str, resource: &str, name: &str, detail: impl Into<String>) -> Self {
+        Self::Forbidden {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+            detail: detail.into(),
+        }
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest(message.into())
@@ -263,7 +294,7 @@ impl ApiError {
             Self::Invalid { .. } => (422, "Invalid"),
             Self::BadRequest(_) => (400, "BadRequest"),
             Self::Unauthorized => (401, "Unauthorized"),
-            Self::Forbidden(_) => (403, "Forbidden"),
+            Self::Forbidden { .. } => (403, "Forbidden"),
             Self::MethodNotAllowed => (405, "MethodNotAllowed"),
             Self::NotAcceptable(_) => (406, "NotAcceptable"),
             Self::Expired { .. } => (410, "Expired"),
@@ -297,6 +328,12 @@ impl ApiError {
                 group,
                 resource,
                 name,
+            }
+            | Self::Forbidden {
+                group,
+                resource,
+                name,
+                ..
             }
             | Self::Conflict {
                 group,
@@ -393,7 +430,7 @@ mod tests {
             ApiError::conflict("apps", "deployments", "web"),
             ApiError::bad_request("x"),
             ApiError::Unauthorized,
-            ApiError::Forbidden("no".into()),
+            ApiError::forbidden("", "pods", "", "no"),
             ApiError::MethodNotAllowed,
             ApiError::NotAcceptable("application/json".into()),
             ApiError::Expired {

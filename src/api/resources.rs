@@ -687,6 +687,16 @@ const BUILTIN: &[Row] = &[
         &[],
     ),
     (
+        "authorization.k8s.io",
+        "v1",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+        NONE,
+        NONE,
+        &[],
+    ),
+    (
         "metrics.k8s.io",
         "v1beta1",
         "nodes",
@@ -719,6 +729,7 @@ const REVIEW_KINDS: &[&str] = &[
     "SelfSubjectAccessReview",
     "SelfSubjectRulesReview",
     "SubjectAccessReview",
+    "LocalSubjectAccessReview",
 ];
 
 /// Resources whose `metadata.generation` follows spec changes.

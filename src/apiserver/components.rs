@@ -13,7 +13,7 @@ use axum::routing::get;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 
-use super::{ApiState, authn, serve};
+use super::{ApiState, authn, authz, serve};
 use crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE;
 
 /// kube-controller-manager's secure port.
@@ -34,9 +34,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
             }),
         )
         .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state,
             authn::authenticate,
         ))
+        .layer(axum::middleware::from_fn(super::parse_request))
 }
 
 /// The scheduler's: also `/metrics/resources` from its pod cache.
@@ -51,8 +56,13 @@ pub fn scheduler_router(state: Arc<ApiState>, pods: Store<Pod>) -> Router {
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             authn::authenticate,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(super::parse_request));
     router(state).merge(resources)
 }
 

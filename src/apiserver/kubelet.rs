@@ -301,6 +301,7 @@ pub async fn stream(
         query: crate::apiserver::request::Query::parse(parts.uri.query()),
         headers: parts.headers.clone(),
         user,
+        warnings: Default::default(),
     };
     let (pod, _) = load(state, &req).await?;
     let container = if path.subresource.as_deref() == Some("portforward") {

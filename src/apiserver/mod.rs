@@ -1,8 +1,10 @@
 //! The Kubernetes API server: TLS listener, authentication, routing to
 //! discovery, OpenAPI, health and the resource verbs.
 
+pub mod admission;
 pub mod apply;
 pub mod authn;
+pub mod authz;
 pub mod body;
 pub mod client;
 pub mod components;
@@ -10,6 +12,7 @@ pub mod convert;
 pub mod discovery;
 pub mod handlers;
 pub mod kubelet;
+pub mod mirror;
 pub mod nodes;
 pub mod openapi;
 pub mod proxy;
@@ -34,7 +37,7 @@ use crate::api::resources::{Registry, ResourceType};
 use crate::api::schema::Schemas;
 use crate::api::{ApiError, object};
 use crate::pki::serviceaccount::TokenSigner;
-use crate::store::Store;
+use crate::store::{Revision, Store};
 use crate::telemetry::Metrics;
 use handlers::Request;
 use request::FieldValidation;
@@ -70,11 +73,13 @@ pub struct ApiState {
     pub allocation: tokio::sync::Mutex<()>,
     /// TLS for calling kubelets (logs, exec, port-forward); None: not reachable.
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Decides who may do what (system:masters, node authorizer, RBAC).
+    pub authorizer: Arc<authz::Authorizer>,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/version", get(version))
         .route("/healthz", get(health))
         .route("/livez", get(health))
@@ -85,14 +90,28 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*path}", get(openapi::v3_document))
-        .fallback(resource)
+        .fallback(resource);
+    // Outermost last: parse once, observe, authenticate (and impersonate),
+    // then authorize; handlers see only allowed requests.
+    guard(routes, &state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn(parse_request))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Authentication then authorization around `routes` (which must run
+/// inside [`parse_request`]).
+pub fn guard(routes: Router<Arc<ApiState>>, state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authn::authenticate,
         ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
 }
 
 /// The Kubernetes version served: the one of the k8s-openapi feature kelp is built with.
@@ -139,25 +158,36 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
+/// Middleware: parses the request once into a [`request::RequestInfo`]
+/// that every later layer and handler reads.
+pub async fn parse_request(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let info = request::RequestInfo::new(req.method(), req.uri());
+    req.extensions_mut().insert(Arc::new(info));
+    next.run(req).await
+}
+
 async fn resource(
     State(state): State<Arc<ApiState>>,
     axum::Extension(user): axum::Extension<authn::User>,
+    axum::Extension(info): axum::Extension<Arc<request::RequestInfo>>,
     req: axum::extract::Request,
 ) -> Response {
-    if let Some(path) = proxy::route(&state, req.uri().path()) {
+    let Some(path) = info.resource.clone() else {
+        return discovery::group_or_version(&state, &info.path, req.headers())
+            .unwrap_or_else(|e| e.into_response());
+    };
+    if path.subresource.as_deref() == Some("proxy")
+        && let Some(proxy_path) = proxy::route(&state, req.uri().path())
+    {
         // services|pods|nodes/proxy: the body streams to the backend unread.
         let (parts, body) = req.into_parts();
-        return proxy::serve(&state, path, parts, body).await;
+        return proxy::serve(&state, proxy_path, parts, body).await;
     }
     let (mut parts, body) = req.into_parts();
-    let (method, uri, headers) = (
-        parts.method.clone(),
-        parts.uri.clone(),
-        parts.headers.clone(),
-    );
-    if let Some(path) = request::parse_path(uri.path())
-        && kubelet::is_stream(&path)
-    {
+    if kubelet::is_stream(&path) {
         // exec, attach, port-forward: an upgraded connection relayed to the kubelet.
         let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         return kubelet::stream(&state, user, path, &parts, upgrade)
@@ -168,21 +198,15 @@ async fn resource(
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };
-    let Some(path) = request::parse_path(uri.path()) else {
-        return discovery::group_or_version(&state, uri.path(), &headers)
-            .unwrap_or_else(|e| e.into_response());
-    };
-    if path.resource.is_empty() {
-        return ApiError::NoSuchPath.into_response();
-    }
-    let query = request::Query::parse(uri.query());
+    let method = parts.method.clone();
     if path.name.is_none()
         && path.namespace.is_none()
         && !matches!(method, Method::GET | Method::POST | Method::DELETE)
     {
         return ApiError::MethodNotAllowed.into_response();
     }
-    match handlers::dispatch(state, user, method, path, query, headers, body).await {
+    let query = info.query.clone();
+    match handlers::dispatch(state, user, method, path, query, parts.headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -195,50 +219,40 @@ async fn observe(
     next: axum::middleware::Next,
 ) -> Response {
     let started = std::time::Instant::now();
+    let info = req.extensions().get::<Arc<request::RequestInfo>>().cloned();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = request::Query::parse(req.uri().query());
     let is_apply = body::content_type(req.headers()).starts_with("application/apply-patch");
     let response = next.run(req).await;
-    let parsed = request::parse_path(&path);
-    let (group, version, resource, subresource, scope) = match &parsed {
-        Some(p) => {
-            let scope = match (&p.namespace, &p.name) {
-                (_, Some(_)) => "resource",
-                (Some(_), None) => "namespace",
-                (None, None) => "cluster",
-            };
-            (
-                p.group.as_str(),
-                p.version.as_str(),
-                p.resource.as_str(),
-                p.subresource.as_deref().unwrap_or(""),
-                scope,
-            )
-        }
-        None => ("", "", "", "", ""),
+    let Some(info) = info else {
+        return response;
     };
-    let verb = match (method.as_str(), parsed.as_ref().map(|p| p.name.is_some())) {
-        ("GET", Some(false)) if query.flag("watch") => "WATCH",
-        ("GET", Some(false)) => "LIST",
-        ("PATCH", _) if is_apply => "APPLY",
-        (m, _) => m,
-    };
-    if parsed.is_some() {
+    if let Some(p) = &info.resource {
+        let scope = match (&p.namespace, &p.name) {
+            (_, Some(_)) => "resource",
+            (Some(_), None) => "namespace",
+            (None, None) => "cluster",
+        };
+        // Upstream's metric verbs: the method, but LIST, WATCH and APPLY.
+        let verb = match info.verb.as_str() {
+            "list" => "LIST",
+            "watch" => "WATCH",
+            "patch" if is_apply => "APPLY",
+            _ => method.as_str(),
+        };
         state.metrics.apiserver.observe(
             verb,
-            group,
-            version,
-            resource,
-            subresource,
+            &p.group,
+            &p.version,
+            &p.resource,
+            p.subresource.as_deref().unwrap_or(""),
             scope,
             "apiserver",
             response.status().as_u16(),
-            query.dry_run().unwrap_or(false),
+            info.query.dry_run().unwrap_or(false),
             started.elapsed().as_secs_f64(),
         );
     }
-    tracing::debug!(verb, path = %path, code = response.status().as_u16(), "request");
+    tracing::debug!(verb = %info.verb, path = %info.path, code = response.status().as_u16(), "request");
     response
 }
 
@@ -307,23 +321,28 @@ impl ApiState {
                     .ok()
                     .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some());
                 if terminating {
-                    return Err(ApiError::Forbidden(format!(
-                        "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                        req.rt.resource,
-                        req.name()
-                    )));
+                    return Err(ApiError::forbidden(
+                        &req.rt.group,
+                        &req.rt.resource,
+                        req.name(),
+                        format!(
+                            "unable to create new content in namespace {ns} because it is being terminated"
+                        ),
+                    ));
                 }
                 Ok(())
             }
         }
     }
 
-    /// Admission for creates: allocations that need cluster state.
+    /// Admission for creates: who may write it, then allocations that need cluster state.
     pub async fn admit_create(
         &self,
         req: &Request,
         obj: &mut Value,
     ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
+        self.admit_identity(req, "create", obj, None)?;
+        self.admit_pod_security(req, obj, None).await?;
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
             ("", "services") => {
                 let guard = self.allocation.lock().await;
@@ -345,13 +364,20 @@ impl ApiState {
         }
     }
 
-    /// Admission for updates.
+    /// Admission for updates (`status_only`: a status write, which only
+    /// the identity checks see).
     pub async fn admit_update(
         &self,
         req: &Request,
         new: &mut Value,
         old: &Value,
+        status_only: bool,
     ) -> Result<(), ApiError> {
+        self.admit_identity(req, "update", new, Some(old))?;
+        if status_only {
+            return Ok(());
+        }
+        self.admit_pod_security(req, new, Some(old)).await?;
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
             ("", "services") => {
                 let _guard = self.allocation.lock().await;
@@ -369,17 +395,107 @@ impl ApiState {
         }
     }
 
-    /// Hooks after a committed write (CRDs change what is served).
-    pub fn after_write(&self, rt: &ResourceType, obj: &Value) {
+    /// Pod Security admission for pods and workloads with pod templates.
+    async fn admit_pod_security(
+        &self,
+        req: &Request,
+        new: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let kind = req.rt.kind.as_str();
+        if kind == "Namespace" {
+            let labels_changed = old.is_none_or(|old| {
+                old.pointer("/metadata/labels") != new.pointer("/metadata/labels")
+            });
+            return match labels_changed {
+                true => admission::pod_security_labels(new),
+                false => Ok(()),
+            };
+        }
+        let applies = kind == "Pod" || admission::pod_security::POD_TEMPLATE_KINDS.contains(&kind);
+        let Some(ns) = req.namespace().filter(|_| applies) else {
+            return Ok(());
+        };
+        let Some(namespaces) = self.registry.lookup("", "v1", "namespaces") else {
+            return Ok(());
+        };
+        let Some(kv) = self
+            .store
+            .get(&namespaces.key(None, ns))
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Ok(());
+        };
+        let namespace: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let name = object::name(new);
+        for warning in admission::pod_security(kind, name, &namespace, new, old)? {
+            req.warnings.push(warning);
+        }
+        Ok(())
+    }
+
+    /// Admission for deletes.
+    pub fn admit_delete(&self, req: &Request, obj: &Value) -> Result<(), ApiError> {
+        self.admit_identity(req, "delete", obj, Some(obj))
+    }
+
+    /// The checks that depend on who writes: RBAC escalation and NodeRestriction.
+    fn admit_identity(
+        &self,
+        req: &Request,
+        verb: &str,
+        new: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if req.rt.group == "rbac.authorization.k8s.io" && verb != "delete" {
+            authz::escalation::check(
+                &self.authorizer,
+                &req.user,
+                &req.rt.resource,
+                req.namespace(),
+                new,
+            )?;
+        }
+        if let Some(node) = authz::node::node_name(&req.user)
+            && req.rt.group.is_empty()
+        {
+            admission::node_restriction::admit(&admission::node_restriction::Write {
+                node,
+                verb,
+                resource: &req.rt.resource,
+                subresource: req.path.subresource.as_deref().unwrap_or(""),
+                name: object::name(new),
+                new,
+                old,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Hooks after a committed write at `revision`: CRDs change what is
+    /// served; a policy write is in force before its writer hears back.
+    pub async fn after_write(&self, rt: &ResourceType, obj: &Value, revision: Revision) {
         if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
             crate::api::crd::register(&self.registry, obj);
         }
+        self.policy_written(rt, revision).await;
     }
 
-    /// Hooks after a committed delete.
-    pub fn after_delete(&self, rt: &ResourceType, obj: &Value) {
+    /// Hooks after a committed delete at `revision`.
+    pub async fn after_delete(&self, rt: &ResourceType, obj: &Value, revision: Revision) {
         if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
             crate::api::crd::unregister(&self.registry, obj);
+        }
+        self.policy_written(rt, revision).await;
+    }
+
+    /// Waits for the authorizers' mirrors to hold a write they judge by.
+    async fn policy_written(&self, rt: &ResourceType, revision: Revision) {
+        if rt.group == "rbac.authorization.k8s.io" {
+            self.authorizer.rbac().caught_up(revision).await;
+        } else if rt.group.is_empty() && rt.resource == "pods" {
+            self.authorizer.nodes().caught_up(revision).await;
         }
     }
 
@@ -442,6 +558,10 @@ mod tests {
             metrics: Metrics::new(),
             allocation: tokio::sync::Mutex::new(()),
             kubelet_tls: None,
+            authorizer: Arc::new(authz::Authorizer::new(
+                Arc::new(authz::policy::RbacPolicy::default()),
+                Arc::new(authz::node::NodeGraph::default()),
+            )),
         })
     }
 
@@ -527,7 +647,7 @@ mod tests {
             req.extensions_mut()
                 .insert(authn::ConnectionIdentity(authn::User {
                     name: "admin".into(),
-                    groups: vec![],
+                    groups: vec!["system:masters".into()],
                 }));
             assert_eq!(
                 app.clone().oneshot(req).await.expect("patch").status(),

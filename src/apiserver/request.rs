@@ -3,7 +3,105 @@
 
 use std::collections::HashMap;
 
+use axum::http::{Method, Uri};
+
 use crate::api::ApiError;
+
+/// What a request asks for, parsed once from its method, path and query
+/// (upstream's RequestInfo); every layer after parsing reads this.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The raw path.
+    pub path: String,
+    /// The authorization verb: get, list, watch, create, update, patch,
+    /// delete, deletecollection for resources; the lower-case method otherwise.
+    pub verb: String,
+    /// The resource named by the path; None for non-resource paths
+    /// (discovery, health, metrics, OpenAPI).
+    pub resource: Option<ResourcePath>,
+    /// The query string.
+    pub query: Query,
+}
+
+impl RequestInfo {
+    /// Parses a request as upstream's RequestInfoFactory does.
+    pub fn new(method: &Method, uri: &Uri) -> Self {
+        let query = Query::parse(uri.query());
+        let resource = parse_path(uri.path()).filter(|p| !p.resource.is_empty());
+        let verb = match &resource {
+            None => method.as_str().to_ascii_lowercase(),
+            Some(p) => resource_verb(method, p, &query).to_string(),
+        };
+        Self {
+            path: uri.path().to_string(),
+            verb,
+            resource,
+            query,
+        }
+    }
+
+    /// The object name authorization sees: the path's, or for list and watch
+    /// the one a `metadata.name=` field selector pins (as upstream).
+    pub fn name(&self) -> Option<&str> {
+        let path = self.resource.as_ref()?;
+        if let Some(name) = path.name.as_deref() {
+            return Some(name);
+        }
+        if !matches!(self.verb.as_str(), "list" | "watch") {
+            return None;
+        }
+        let selector = self.query.get("fieldSelector")?;
+        let mut terms = selector.split(',');
+        let only = terms.next()?;
+        if terms.next().is_some() {
+            return None;
+        }
+        only.strip_prefix("metadata.name==")
+            .or_else(|| only.strip_prefix("metadata.name="))
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Requests that hold their connection open (watches, streams, proxies):
+    /// exempt from request timeouts and in-flight limits.
+    pub fn is_long_running(&self) -> bool {
+        self.verb == "watch"
+            || self.resource.as_ref().is_some_and(|p| {
+                matches!(
+                    p.subresource.as_deref(),
+                    Some("proxy" | "log" | "exec" | "attach" | "portforward")
+                )
+            })
+    }
+}
+
+/// The verb of a resource request.
+fn resource_verb(method: &Method, path: &ResourcePath, query: &Query) -> &'static str {
+    let item = path.name.is_some();
+    match *method {
+        Method::GET | Method::HEAD => {
+            // WebSocket exec, attach and port-forward are GETs that act like
+            // POSTs; upstream (1.30+) authorizes them as create.
+            if matches!(
+                path.subresource.as_deref(),
+                Some("exec" | "attach" | "portforward")
+            ) {
+                "create"
+            } else if !item && query.flag("watch") {
+                "watch"
+            } else if !item {
+                "list"
+            } else {
+                "get"
+            }
+        }
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if item => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "",
+    }
+}
 
 /// What a resource path names.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -180,6 +278,47 @@ mod tests {
         assert_eq!(proxy.rest, ["a", "b"]);
         assert!(parse_path("/healthz").is_none());
         assert!(parse_path("/apis/apps").is_none());
+    }
+
+    #[test]
+    fn request_info_verbs() {
+        let info = |method: Method, uri: &str| {
+            let info = RequestInfo::new(&method, &uri.parse().expect("uri"));
+            (info.verb.clone(), info.name().map(String::from))
+        };
+        assert_eq!(info(Method::GET, "/api/v1/pods").0, "list");
+        assert_eq!(info(Method::GET, "/api/v1/pods?watch=1").0, "watch");
+        assert_eq!(
+            info(
+                Method::GET,
+                "/api/v1/namespaces/d/secrets?watch=true&fieldSelector=metadata.name%3Ds"
+            ),
+            ("watch".into(), Some("s".into()))
+        );
+        assert_eq!(
+            info(Method::GET, "/api/v1/namespaces/d/pods/p"),
+            ("get".into(), Some("p".into()))
+        );
+        assert_eq!(
+            info(Method::DELETE, "/api/v1/namespaces/d/pods").0,
+            "deletecollection"
+        );
+        assert_eq!(
+            info(Method::GET, "/api/v1/namespaces/d/pods/p/exec").0,
+            "create"
+        );
+        assert_eq!(
+            info(Method::PATCH, "/apis/apps/v1/namespaces/d/deployments/x").0,
+            "patch"
+        );
+        let discovery = RequestInfo::new(&Method::GET, &"/apis/apps/v1".parse().expect("uri"));
+        assert!(discovery.resource.is_none());
+        assert_eq!(discovery.verb, "get");
+        let watch = RequestInfo::new(
+            &Method::GET,
+            &"/api/v1/pods?watch=true".parse().expect("uri"),
+        );
+        assert!(watch.is_long_running());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Review kinds answered in place and never stored: access reviews (every
-//! authenticated user is allowed until RBAC exists), self-subject review, token review.
+//! Review kinds answered in place and never stored: access and rules
+//! reviews (answered by the authorizer), self-subject review, token review.
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -7,6 +7,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::ApiState;
+use super::authn::User;
+use super::authz::{Attributes, Decision, ResourceAttributes};
 use super::body::{decode_object, json_response};
 use super::handlers::Request;
 use crate::api::ApiError;
@@ -18,15 +20,63 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
     review["apiVersion"] = json!(req.rt.api_version());
     review["kind"] = json!(req.rt.kind);
     match req.rt.kind.as_str() {
-        "SelfSubjectAccessReview" | "SubjectAccessReview" => {
-            review["status"] = json!({"allowed": true, "reason": "kelp allows every authenticated user (RBAC is not enforced yet)"});
+        "SelfSubjectAccessReview" => {
+            review["status"] = access(state, user, &review["spec"], None);
+        }
+        "SubjectAccessReview" | "LocalSubjectAccessReview" => {
+            let spec = &review["spec"];
+            let subject = User {
+                name: spec["user"].as_str().unwrap_or("").to_string(),
+                groups: strings(&spec["groups"]),
+            };
+            if subject.name.is_empty() && subject.groups.is_empty() {
+                return Err(ApiError::invalid(
+                    &req.rt.group,
+                    &req.rt.kind,
+                    "",
+                    vec![crate::api::FieldError::invalid(
+                        "spec.user",
+                        &json!(""),
+                        "at least one of user or group must be specified",
+                    )],
+                ));
+            }
+            let local = req.namespace();
+            if let Some(ns) = local
+                && spec
+                    .pointer("/resourceAttributes/namespace")
+                    .and_then(Value::as_str)
+                    != Some(ns)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "spec.resourceAttributes.namespace must match namespace: {ns}"
+                )));
+            }
+            review["status"] = access(state, &subject, spec, local);
         }
         "SelfSubjectRulesReview" => {
-            review["status"] = json!({
-                "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                "incomplete": false,
+            let namespace = review
+                .pointer("/spec/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let rules = state.authorizer.rules_for(user, namespace);
+            let mut status = json!({
+                "resourceRules": rules.resource_rules.iter().map(|r| json!({
+                    "verbs": r.verbs,
+                    "apiGroups": r.api_groups.clone().unwrap_or_default(),
+                    "resources": r.resources.clone().unwrap_or_default(),
+                    "resourceNames": r.resource_names.clone().unwrap_or_default(),
+                })).collect::<Vec<_>>(),
+                "nonResourceRules": rules.non_resource_rules.iter().map(|r| json!({
+                    "verbs": r.verbs,
+                    "nonResourceURLs": r.non_resource_urls.clone().unwrap_or_default(),
+                })).collect::<Vec<_>>(),
+                "incomplete": rules.incomplete,
             });
+            if !rules.evaluation_error.is_empty() {
+                status["evaluationError"] = json!(rules.evaluation_error);
+            }
+            review["status"] = status;
         }
         "SelfSubjectReview" => {
             review["status"] = json!({"userInfo": {"username": user.name, "groups": user.groups}});
@@ -39,7 +89,7 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
             review["status"] = match state.tokens.verify(token) {
                 Ok(claims) => json!({
                     "authenticated": true,
-                    "user": {"username": claims.sub, "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", claims.kubernetes.namespace), "system:authenticated"]},
+                    "user": {"username": claims.sub, "groups": super::authn::service_account_groups(&claims.kubernetes.namespace)},
                     "audiences": claims.aud,
                 }),
                 Err(e) => json!({"authenticated": false, "error": e.to_string()}),
@@ -47,8 +97,56 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
         }
         _ => return Err(ApiError::MethodNotAllowed),
     }
-    if review.get("metadata").is_none() {
+    if review.get("metadata").is_none() || review["metadata"].is_null() {
         review["metadata"] = json!({});
     }
     Ok(json_response(StatusCode::CREATED, &review))
+}
+
+/// The status of an access review of `spec` for `user`.
+fn access(state: &ApiState, user: &User, spec: &Value, namespace: Option<&str>) -> Value {
+    let resource = spec.get("resourceAttributes").filter(|r| r.is_object());
+    let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("").to_string();
+    let (verb, path, resource) = match resource {
+        Some(r) => (
+            text(r, "verb"),
+            String::new(),
+            Some(ResourceAttributes {
+                group: text(r, "group"),
+                version: text(r, "version"),
+                resource: text(r, "resource"),
+                subresource: text(r, "subresource"),
+                namespace: namespace
+                    .map(String::from)
+                    .unwrap_or_else(|| text(r, "namespace")),
+                name: text(r, "name"),
+            }),
+        ),
+        None => {
+            let n = &spec["nonResourceAttributes"];
+            (text(n, "verb"), text(n, "path"), None)
+        }
+    };
+    let decision = state.authorizer.authorize(&Attributes {
+        user,
+        verb: &verb,
+        resource,
+        path: &path,
+    });
+    match decision {
+        Decision::Allow(reason) => json!({"allowed": true, "reason": reason}),
+        Decision::Deny(reason) => json!({"allowed": false, "denied": true, "reason": reason}),
+        Decision::NoOpinion(reason) if reason.is_empty() => json!({"allowed": false}),
+        Decision::NoOpinion(reason) => json!({"allowed": false, "reason": reason}),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }

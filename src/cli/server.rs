@@ -6,14 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use axum::http::HeaderMap;
 use serde_json::json;
 
 use super::ServerArgs;
 use crate::api::resources::Registry;
 use crate::api::schema::Schemas;
 use crate::apiserver::authn::User;
-use crate::apiserver::request::{Query, ResourcePath};
 use crate::apiserver::{ApiConfig, ApiState, handlers, router, serve};
 use crate::pki::serviceaccount::TokenSigner;
 use crate::pki::{ClusterPki, ServingNames, write_file_mode};
@@ -98,6 +96,10 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         .service_node_port_range
         .split_once('-')
         .context("--service-node-port-range must be LOW-HIGH")?;
+    let authorizer = Arc::new(crate::apiserver::authz::Authorizer::new(
+        crate::apiserver::authz::policy::RbacPolicy::start(store.clone()).await?,
+        crate::apiserver::authz::node::NodeGraph::start(store.clone()).await?,
+    ));
     let state = Arc::new(ApiState {
         store,
         registry: Arc::new(Registry::new()),
@@ -118,10 +120,14 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         metrics: Metrics::new(),
         allocation: tokio::sync::Mutex::new(()),
         kubelet_tls: Some(crate::apiserver::kubelet::client_config(&pki)?),
+        authorizer,
     });
     load_custom_resources(&state).await?;
     tokio::spawn(compact_periodically(state.store.clone()));
     bootstrap(&state, service_cidr, args.https_listen_port).await?;
+    crate::apiserver::authz::bootstrap::reconcile(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("reconciling the default RBAC policy: {e}"))?;
     let tls = serve::tls_config(&pki)?;
     let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -134,17 +140,21 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         crate::apiserver::components::router(state.clone()),
     )
     .await;
-    crate::controllers::start(crate::controllers::Context {
-        client: crate::apiserver::client::in_process(
-            state.clone(),
-            User {
-                name: "system:kube-controller-manager".into(),
-                groups: vec!["system:authenticated".into()],
-            },
-        ),
-        ca_pem: pki.ca_cert.clone(),
-        hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
-    });
+    let controllers_state = state.clone();
+    crate::controllers::start(
+        Arc::new(move |controller: &str| {
+            crate::apiserver::client::in_process_with_reader(
+                controllers_state.clone(),
+                User::service_account("kube-system", controller),
+                User {
+                    name: "system:kube-controller-manager".into(),
+                    groups: vec!["system:authenticated".into()],
+                },
+            )
+        }),
+        pki.ca_cert.clone(),
+        args.horizontal_pod_autoscaler_sync_period,
+    );
     // Add-on manifests, applied as an administrator (they may hold anything).
     let manifests = server_dir.join("manifests");
     if let Err(e) = std::fs::create_dir_all(&manifests) {
@@ -208,23 +218,29 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             },
             state.metrics.clone(),
         );
+        // Sets what a kubelet may not (role labels), as k3s's controller does.
+        let labeler = crate::apiserver::client::in_process(
+            state.clone(),
+            User {
+                name: "system:kelp-controller".into(),
+                groups: vec!["system:authenticated".into()],
+            },
+        );
         let tls = tls.clone();
         let notifier = notifier.clone();
         // The cluster DNS runs with the node: it listens on the node's bridge
         // address, known once the node has its pod CIDR (k3s's name for it
         // in --disable is "coredns").
         let dns = (!args.disable.iter().any(|c| c == "coredns")).then(|| {
+            // As k3s's CoreDNS: the coredns service account and its role.
             let client = crate::apiserver::client::in_process(
                 state.clone(),
-                User {
-                    name: "system:kube-dns".into(),
-                    groups: vec!["system:authenticated".into()],
-                },
+                User::service_account("kube-system", "coredns"),
             );
             (dns_config(&args, &node_name), client)
         });
         Some(tokio::spawn(async move {
-            let agent = crate::kubelet::start(config, client, tls).await;
+            let agent = crate::kubelet::start(config, client, Some(labeler), tls).await;
             // Ready once the node is registered, or known not to come up
             // (then the API serves alone, which systemd should know too).
             match &agent {
@@ -389,31 +405,17 @@ async fn create_if_missing(
     namespace: Option<&str>,
     mut obj: serde_json::Value,
 ) -> Result<()> {
-    let rt = state
-        .registry
-        .lookup(group, "v1", resource)
+    let req = handlers::system_request(state, group, resource, namespace, None)
         .context("bootstrap resource")?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    if state.store.get(&rt.key(namespace, &name)).await?.is_some() {
+    if state
+        .store
+        .get(&req.rt.key(namespace, &name))
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
-    let path = ResourcePath {
-        group: group.into(),
-        version: "v1".into(),
-        namespace: namespace.map(String::from),
-        resource: resource.into(),
-        ..Default::default()
-    };
-    let req = handlers::Request {
-        rt,
-        path,
-        query: Query::default(),
-        headers: HeaderMap::new(),
-        user: User {
-            name: "system:kelp".into(),
-            groups: vec!["system:masters".into()],
-        },
-    };
     handlers::create::create_object(state, &req, &mut obj)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrapping {resource}/{name}: {e}"))?;

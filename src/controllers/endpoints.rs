@@ -165,10 +165,12 @@ fn labels(service: &Service) -> BTreeMap<String, String> {
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
+    // Upstream keeps slices with a controller of their own, and its own rights.
+    let slice_client = (context.identities)("endpointslice-controller");
     let (services, service_changes) = super::cache(Api::<Service>::all(client.clone()));
     let (pods, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
     let (endpoints, endpoint_changes) = super::cache(Api::<Endpoints>::all(client.clone()));
-    let (slices, slice_changes) = super::cache(Api::<EndpointSlice>::all(client.clone()));
+    let (slices, slice_changes) = super::cache(Api::<EndpointSlice>::all(slice_client.clone()));
     let streams = [
         service_changes,
         pod_changes,
@@ -178,12 +180,21 @@ pub async fn run(context: Arc<Context>) {
     let changes = futures::stream::select_all(streams).boxed();
     let mut passes = super::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
     while passes.next().await.is_some() {
-        pass(&client, &services, &pods, &endpoints, &slices).await;
+        pass(
+            &client,
+            &slice_client,
+            &services,
+            &pods,
+            &endpoints,
+            &slices,
+        )
+        .await;
     }
 }
 
 async fn pass(
     client: &kube::Client,
+    slice_client: &kube::Client,
     services: &Store<Service>,
     pods: &Store<Pod>,
     endpoints: &Store<Endpoints>,
@@ -217,7 +228,7 @@ async fn pass(
         {
             tracing::debug!(err = %e, service = %name, "writing endpoints");
         }
-        if let Err(e) = endpointslice::sync(client, &service, &backends, slices).await {
+        if let Err(e) = endpointslice::sync(slice_client, &service, &backends, slices).await {
             tracing::debug!(err = %e, service = %name, "writing endpoint slices");
         }
     }

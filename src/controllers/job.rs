@@ -142,7 +142,12 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     let now = Timestamp::now();
     if let Some((_, at)) = finished(job.status.as_ref()) {
-        return expire(&jobs, &job, at.unwrap_or(now), now).await;
+        // Upstream's TTL-after-finished controller deletes Jobs, with its own rights.
+        let ttl = Api::namespaced(
+            (context.identities)("ttl-after-finished-controller"),
+            &namespace,
+        );
+        return expire(&ttl, &job, at.unwrap_or(now), now).await;
     }
     let spec = job.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);

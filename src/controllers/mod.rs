@@ -2,6 +2,7 @@
 //! in-process client (user `system:kube-controller-manager`).
 
 pub mod addons;
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -22,11 +23,20 @@ pub mod statefulset;
 
 use std::sync::Arc;
 
+/// A client acting as the kube-system service account of the named
+/// upstream controller (`deployment-controller`, ...).
+pub type Identities = Arc<dyn Fn(&str) -> kube::Client + Send + Sync>;
+
 /// What the controllers are given.
 #[derive(Clone)]
 pub struct Context {
-    /// In-process API client.
+    /// API client acting as this controller's upstream identity, so it
+    /// holds exactly the rights of upstream's `system:controller:*` role.
     pub client: kube::Client,
+    /// Clients for the other identities a controller acts as where kelp
+    /// folds two upstream controllers into one (endpoints and slices, Jobs
+    /// and their TTL).
+    pub identities: Identities,
     /// The cluster CA certificate (PEM), published in every namespace.
     pub ca_pem: String,
     /// How often each HorizontalPodAutoscaler syncs
@@ -34,24 +44,37 @@ pub struct Context {
     pub hpa_sync_period: std::time::Duration,
 }
 
-/// Starts every controller; they run until the process ends.
-pub fn start(context: Context) {
-    let context = Arc::new(context);
-    tokio::spawn(serviceaccount::run(context.clone()));
-    tokio::spawn(root_ca::run(context.clone()));
-    tokio::spawn(namespace::run(context.clone()));
-    tokio::spawn(replicaset::run(context.clone()));
-    tokio::spawn(deployment::run(context.clone()));
-    tokio::spawn(job::run(context.clone()));
-    tokio::spawn(daemonset::run(context.clone()));
-    tokio::spawn(statefulset::run(context.clone()));
-    tokio::spawn(endpoints::run(context.clone()));
-    tokio::spawn(service_lb::run(context.clone()));
-    tokio::spawn(node_lifecycle::run(context.clone()));
-    tokio::spawn(pod_gc::run(context.clone()));
-    tokio::spawn(cronjob::run(context.clone()));
-    tokio::spawn(horizontal_pod_autoscaler::run(context.clone()));
-    tokio::spawn(garbage_collector::run(context));
+/// Starts every controller, each as its upstream identity; they run until
+/// the process ends.
+pub fn start(identities: Identities, ca_pem: String, hpa_sync_period: std::time::Duration) {
+    let context = |controller: &str| {
+        Arc::new(Context {
+            client: identities(controller),
+            identities: identities.clone(),
+            ca_pem: ca_pem.clone(),
+            hpa_sync_period,
+        })
+    };
+    tokio::spawn(serviceaccount::run(context("service-account-controller")));
+    tokio::spawn(root_ca::run(context("root-ca-cert-publisher")));
+    tokio::spawn(namespace::run(context("namespace-controller")));
+    tokio::spawn(replicaset::run(context("replicaset-controller")));
+    tokio::spawn(deployment::run(context("deployment-controller")));
+    tokio::spawn(job::run(context("job-controller")));
+    tokio::spawn(daemonset::run(context("daemon-set-controller")));
+    tokio::spawn(statefulset::run(context("statefulset-controller")));
+    tokio::spawn(endpoints::run(context("endpoint-controller")));
+    tokio::spawn(service_lb::run(context("service-controller")));
+    tokio::spawn(node_lifecycle::run(context("node-controller")));
+    tokio::spawn(pod_gc::run(context("pod-garbage-collector")));
+    tokio::spawn(cronjob::run(context("cronjob-controller")));
+    tokio::spawn(horizontal_pod_autoscaler::run(context(
+        "horizontal-pod-autoscaler",
+    )));
+    tokio::spawn(garbage_collector::run(context("generic-garbage-collector")));
+    tokio::spawn(clusterrole_aggregation::run(context(
+        "clusterrole-aggregation-controller",
+    )));
 }
 
 /// The error policy of every reconciler: log, look again in 2 s.
@@ -86,7 +109,8 @@ where
         kube::runtime::watcher(api, Default::default()),
     )
     .default_backoff()
-    .touched_objects()
+    // Every event, not only touched objects: the store swaps a (re)list in
+    // at its end (InitDone), and a pass must follow that to see it.
     .map(|_| ())
     .boxed();
     (store, changes)
@@ -167,6 +191,18 @@ where
                 .then(|| ObjectRef::new(&object.namespace().unwrap_or_default()))
         },
     )
+}
+
+/// One object by name, read as upstream controllers read: from the
+/// controller manager's view of the cluster (a list, which every controller
+/// client makes as `system:kube-controller-manager`), not with the
+/// controller's own rights, which often do not include `get`.
+pub async fn read_named<K>(api: &kube::Api<K>, name: &str) -> Result<Option<K>, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api.list(&params).await?.items.into_iter().next())
 }
 
 /// The objects `owner` controls among those its selector matches, adopting

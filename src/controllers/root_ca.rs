@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -47,16 +47,16 @@ async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<A
     }
     let api: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace.name_any());
     let want = desired(&context.ca_pem);
-    match api.get_opt(NAME).await? {
+    match super::read_named(&api, NAME).await? {
         None => match api.create(&PostParams::default(), &want).await {
             Ok(_) => {}
             Err(e) if already_exists(&e) => {}
             Err(e) => return Err(e.into()),
         },
-        Some(found) if found.data != want.data => {
-            let patch = serde_json::json!({"data": want.data});
-            api.patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+        Some(mut found) if found.data != want.data => {
+            // Upstream's publisher may create and update, not patch.
+            found.data = want.data;
+            api.replace(NAME, &PostParams::default(), &found).await?;
         }
         Some(_) => {}
     }

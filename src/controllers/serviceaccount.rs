@@ -29,7 +29,7 @@ async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
     let api: Api<ServiceAccount> = Api::namespaced(context.client.clone(), &namespace.name_any());
-    if api.get_opt(DEFAULT).await?.is_none() {
+    if super::read_named(&api, DEFAULT).await?.is_none() {
         let account = ServiceAccount {
             metadata: kube::api::ObjectMeta {
                 name: Some(DEFAULT.into()),

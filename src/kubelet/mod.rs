@@ -81,6 +81,7 @@ impl Agent {
 pub async fn start(
     config: AgentConfig,
     client: kube::Client,
+    labeler: Option<kube::Client>,
     tls: Arc<rustls::ServerConfig>,
 ) -> Result<Agent> {
     let data_dir = config.node.data_dir.clone();
@@ -121,8 +122,9 @@ pub async fn start(
     let cri = cri::Cri::new(channel);
 
     let nodes: Api<Node> = Api::all(client.clone());
+    let labeler: Option<Api<Node>> = labeler.map(Api::all);
     let pod_cidr = loop {
-        match node::register(&nodes, &config.node).await {
+        match node::register(&nodes, labeler.as_ref(), &config.node).await {
             Ok(Some(cidr)) => break cidr,
             Ok(None) => anyhow::bail!("the server gave the Node no podCIDR"),
             Err(e) => {
@@ -185,6 +187,7 @@ pub async fn start(
         containerd: channel_for_exec,
         client: kubelet_client,
         stats: collector,
+        node_name: config.node.name.clone(),
     }));
     let addr = format!("0.0.0.0:{}", server::PORT);
     let listener = tokio::net::TcpListener::bind(&addr)

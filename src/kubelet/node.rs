@@ -101,9 +101,21 @@ impl NodeConfig {
     }
 }
 
-/// Creates the Node or refreshes its labels and taints; returns its podCIDR.
-pub async fn register(nodes: &Api<Node>, config: &NodeConfig) -> Result<Option<String>> {
-    let labels = config.labels()?;
+/// Creates the Node or refreshes its labels; returns its podCIDR.
+///
+/// NodeRestriction lets a kubelet set only some labels, and taints only when
+/// it creates its Node: role labels, restricted `--node-label`s and later
+/// taint changes go through `labeler` (the server's controller identity, as
+/// k3s does), or are reported as not applied when there is none.
+pub async fn register(
+    nodes: &Api<Node>,
+    labeler: Option<&Api<Node>>,
+    config: &NodeConfig,
+) -> Result<Option<String>> {
+    let (own, restricted): (BTreeMap<_, _>, BTreeMap<_, _>) = config
+        .labels()?
+        .into_iter()
+        .partition(|(k, _)| crate::api::nodes::kubelet_may_set_label(k));
     let taints = parse_taints(&config.taints)?;
     let node = match nodes.get_opt(&config.name).await? {
         None => {
@@ -113,7 +125,7 @@ pub async fn register(nodes: &Api<Node>, config: &NodeConfig) -> Result<Option<S
             }
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": config.name, "labels": labels},
+                "metadata": {"name": config.name, "labels": own},
                 "spec": spec,
             }))?;
             nodes
@@ -122,16 +134,34 @@ pub async fn register(nodes: &Api<Node>, config: &NodeConfig) -> Result<Option<S
                 .context("registering the Node")?
         }
         Some(_) => {
-            let mut patch = json!({"metadata": {"labels": labels}});
-            if !taints.is_empty() {
-                patch["spec"] = json!({"taints": taints});
-            }
+            let patch = json!({"metadata": {"labels": own}});
             nodes
                 .patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .context("updating the Node's labels")?
         }
     };
+    let current_taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| serde_json::to_value(t).unwrap_or_default());
+    let taints_differ = !taints.is_empty() && current_taints != Some(json!(taints));
+    if restricted.is_empty() && !taints_differ {
+        return Ok(node.spec.and_then(|s| s.pod_cidr));
+    }
+    let Some(labeler) = labeler else {
+        tracing::warn!(labels = ?restricted.keys().collect::<Vec<_>>(), "a kubelet may not set these labels or change its taints; not applied");
+        return Ok(node.spec.and_then(|s| s.pod_cidr));
+    };
+    let mut patch = json!({"metadata": {"labels": restricted}});
+    if taints_differ {
+        patch["spec"] = json!({"taints": taints});
+    }
+    let node = labeler
+        .patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .context("setting the Node's role labels and taints")?;
     Ok(node.spec.and_then(|s| s.pod_cidr))
 }
 

@@ -23,7 +23,7 @@ use super::exec::{ExecOptions, ExecProcess, error_status};
 use super::logs::{self, LogOptions};
 use super::streaming;
 use super::{portforward, spdy};
-use crate::apiserver::authn::ConnectionIdentity;
+use crate::pki::identity::{ConnectionIdentity, User};
 
 /// The kubelet's port (upstream's).
 pub const PORT: i32 = 10250;
@@ -38,6 +38,8 @@ pub struct KubeletApi {
     pub client: kube::Client,
     /// Resource usage of the node, pods and containers.
     pub stats: Arc<super::stats::Collector>,
+    /// This node's name: what callers need rights on (`nodes/<sub>`).
+    pub node_name: String,
 }
 
 /// The 10250 router.
@@ -68,41 +70,120 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
 }
 
 /// Callers present a client certificate from the cluster CA, or a bearer
-/// token the API server vouches for (TokenReview), as upstream's kubelet
-/// accepts with webhook authentication.
+/// token the API server vouches for (TokenReview); then the API server
+/// decides (SubjectAccessReview) whether they may use this part of the
+/// node's API, as upstream's kubelet with webhook authn/authz.
 async fn authenticate(State(state): State<Arc<KubeletApi>>, req: Request, next: Next) -> Response {
-    if req.extensions().get::<ConnectionIdentity>().is_some() {
+    let user = match req.extensions().get::<ConnectionIdentity>() {
+        Some(ConnectionIdentity(user)) => Some(user.clone()),
+        None => match bearer(&req) {
+            Some(token) => token_user(&state.client, token).await,
+            None => None,
+        },
+    };
+    let Some(user) = user else {
+        return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+    };
+    if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
-    let token = req
-        .headers()
+    let verb = verb_of(req.method());
+    let subresource = subresource_of(req.uri().path());
+    if allowed(&state, &user, verb, subresource).await {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        format!(
+            "Forbidden (user={}, verb={verb}, resource=nodes, subresource(s)=[{subresource}])\n",
+            user.name
+        ),
+    )
+        .into_response()
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .filter(|t| !t.is_empty());
-    if let Some(token) = token
-        && token_vouched_for(&state.client, token).await
-    {
-        return next.run(req).await;
-    }
-    (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response()
+        .filter(|t| !t.is_empty())
 }
 
-async fn token_vouched_for(client: &kube::Client, token: &str) -> bool {
+/// The verb of a request to the node's API, as upstream's kubelet maps methods.
+fn verb_of(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "POST" => "create",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "get",
+    }
+}
+
+/// The `nodes` subresource a path falls under (upstream's kubelet's split).
+fn subresource_of(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "stats" => "stats",
+        "metrics" => "metrics",
+        "logs" => "log",
+        "spec" => "spec",
+        "checkpoint" => "checkpoint",
+        "configz" => "configz",
+        "healthz" => "healthz",
+        "pods" => "pods",
+        _ => "proxy",
+    }
+}
+
+/// The user the API server says a token belongs to.
+async fn token_user(client: &kube::Client, token: &str) -> Option<User> {
     use k8s_openapi::api::authentication::v1::TokenReview;
     let review: TokenReview =
-        match serde_json::from_value(serde_json::json!({"spec": {"token": token}})) {
-            Ok(r) => r,
-            Err(_) => return false,
-        };
-    kube::Api::<TokenReview>::all(client.clone())
+        serde_json::from_value(serde_json::json!({"spec": {"token": token}})).ok()?;
+    let status = kube::Api::<TokenReview>::all(client.clone())
         .create(&Default::default(), &review)
         .await
-        .ok()
-        .and_then(|r| r.status)
-        .and_then(|s| s.authenticated)
-        .unwrap_or(false)
+        .ok()?
+        .status?;
+    if status.authenticated != Some(true) {
+        return None;
+    }
+    let info = status.user?;
+    Some(User {
+        name: info.username?,
+        groups: info.groups.unwrap_or_default(),
+    })
+}
+
+/// Asks the API server whether `user` may `verb` `nodes/<subresource>` of this node.
+async fn allowed(state: &KubeletApi, user: &User, verb: &str, subresource: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let review: Result<SubjectAccessReview, _> = serde_json::from_value(serde_json::json!({
+        "spec": {
+            "user": user.name,
+            "groups": user.groups,
+            "resourceAttributes": {
+                "verb": verb, "group": "", "version": "v1", "resource": "nodes",
+                "subresource": subresource, "name": state.node_name,
+            },
+        }
+    }));
+    let Ok(review) = review else {
+        return false;
+    };
+    match kube::Api::<SubjectAccessReview>::all(state.client.clone())
+        .create(&Default::default(), &review)
+        .await
+    {
+        Ok(review) => review.status.is_some_and(|s| s.allowed),
+        Err(e) => {
+            tracing::warn!(err = %e, "asking the API server to authorize a kubelet request");
+            false
+        }
+    }
 }
 
 /// The Summary API: CPU and memory of the node, its pods and containers.

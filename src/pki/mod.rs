@@ -2,6 +2,7 @@
 //! certificate, the admin client certificate and kubeconfig, and the
 //! service-account signing key. Made at first start, reused afterwards.
 
+pub mod identity;
 pub mod serviceaccount;
 
 use std::net::IpAddr;

@@ -265,6 +265,70 @@ impl Server {
         }
     }
 
+    /// A kubectl acting with a bearer token (no client certificate).
+    pub fn kubectl_with_token(&self, name: &str, token: &str) -> Kubectl {
+        self.kubectl_with_user(name, &format!("    token: {token}\n"))
+    }
+
+    /// A kubectl acting as `user` in `groups`, with a client certificate the
+    /// cluster CA signed (as a kubelet or another component would hold).
+    pub fn kubectl_with_certificate(&self, user: &str, groups: &[&str]) -> Kubectl {
+        use base64::Engine;
+        let tls = self.path("data/server/tls");
+        let ca_cert = std::fs::read_to_string(tls.join("server-ca.crt")).expect("CA cert");
+        let ca_key = std::fs::read_to_string(tls.join("server-ca.key")).expect("CA key");
+        let issuer = rcgen::Issuer::from_ca_cert_pem(
+            &ca_cert,
+            rcgen::KeyPair::from_pem(&ca_key).expect("CA key"),
+        )
+        .expect("issuer");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, user);
+        for group in groups {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, *group);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        self.kubectl_with_user(
+            &user.replace(':', "_"),
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&cert.pem()),
+                b64(&key.serialize_pem())
+            ),
+        )
+    }
+
+    /// A kubectl whose kubeconfig has the admin's cluster entry and `user_yaml` as its user.
+    fn kubectl_with_user(&self, name: &str, user_yaml: &str) -> Kubectl {
+        let admin = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        let cluster: String = admin
+            .lines()
+            .skip_while(|l| !l.starts_with("clusters:"))
+            .take_while(|l| !l.starts_with("contexts:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = format!(
+            "apiVersion: v1\nkind: Config\n{cluster}contexts:\n- context:\n    cluster: default\n    user: {name}\n  name: default\ncurrent-context: default\nusers:\n- name: {name}\n  user:\n{user_yaml}"
+        );
+        let path = self.path(&format!("kubeconfig-{name}.yaml"));
+        std::fs::write(&path, config).expect("kubeconfig");
+        let home = self.path(&format!("home-{name}"));
+        std::fs::create_dir_all(&home).expect("kubectl home");
+        Kubectl {
+            binary: "kubectl".into(),
+            kubeconfig: path,
+            home,
+        }
+    }
+
     /// A kubectl bound to this server.
     pub fn kubectl(&self, binary: &str) -> Kubectl {
         let home = self.path(&format!("home-{}", binary.replace('/', "_")));

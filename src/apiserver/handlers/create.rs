@@ -57,6 +57,6 @@ pub async fn create_object(
         .create(&key, encode_for_store(&req.rt, obj))
         .await
         .map_err(|e| store_error(&named, e))?;
-    state.after_write(&req.rt, obj);
+    state.after_write(&req.rt, obj, revision).await;
     Ok((StatusCode::CREATED, with_revision(obj.clone(), revision)))
 }

@@ -124,14 +124,17 @@ pub async fn delete_one(
         && req.rt.resource == "namespaces"
         && PROTECTED_NAMESPACES.contains(&req.name())
     {
-        return Err(ApiError::Forbidden(format!(
-            "namespaces \"{}\" is forbidden: this namespace may not be deleted",
-            req.name()
-        )));
+        return Err(ApiError::forbidden(
+            "",
+            "namespaces",
+            req.name(),
+            "this namespace may not be deleted",
+        ));
     }
     let dry_run = req.query.dry_run()?;
     for _ in 0..5 {
         let (obj, kv) = load(state, req).await?;
+        state.admit_delete(req, &obj)?;
         if let Some(uid) = &opts.uid
             && object::meta_str(&obj, "uid") != uid
         {
@@ -190,8 +193,8 @@ pub async fn delete_one(
                 return Ok((StatusCode::OK, Some(obj)));
             }
             match state.store.delete(&req.key(), Some(kv.mod_revision)).await {
-                Ok(_) => {
-                    state.after_delete(&req.rt, &obj);
+                Ok((rev, _)) => {
+                    state.after_delete(&req.rt, &obj, rev).await;
                     return Ok((
                         StatusCode::OK,
                         state.returns_deleted_object(&req.rt).then_some(obj),
@@ -248,7 +251,7 @@ async fn write_marked(
     {
         Ok(rev) => {
             let marked = with_revision(marked, rev);
-            state.after_write(&req.rt, &marked);
+            state.after_write(&req.rt, &marked, rev).await;
             Ok(Some(marked))
         }
         Err(crate::store::Error::Conflict { .. }) => Ok(None),

@@ -29,6 +29,7 @@ use crate::api::{ApiError, object};
 use crate::store::{self, KeyValue};
 
 /// One resource request, parsed and resolved against the registry.
+#[derive(Clone)]
 pub struct Request {
     /// The resolved resource.
     pub rt: Arc<ResourceType>,
@@ -40,6 +41,28 @@ pub struct Request {
     pub headers: HeaderMap,
     /// Who asked.
     pub user: User,
+    /// Warnings for the client that admission raised (`Warning` headers).
+    pub warnings: Warnings,
+}
+
+/// Warnings collected while a request is served; shared by the requests
+/// derived from it (one per object of a collection write).
+#[derive(Debug, Clone, Default)]
+pub struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// Adds one warning (once).
+    pub fn push(&self, warning: String) {
+        let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !list.contains(&warning) {
+            list.push(warning);
+        }
+    }
+
+    /// The warnings so far.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Request {
@@ -107,8 +130,43 @@ impl Request {
             query: self.query.clone(),
             headers: self.headers.clone(),
             user: self.user.clone(),
+            warnings: self.warnings.clone(),
         }
     }
+}
+
+/// The server's own request for a built-in resource (v1), acting as
+/// `system:apiserver` in `system:masters`: bootstrap and reconcile writes.
+pub fn system_request(
+    state: &ApiState,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Option<Request> {
+    let rt = state.registry.lookup(group, "v1", resource)?;
+    let path = ResourcePath {
+        group: group.into(),
+        version: "v1".into(),
+        namespace: namespace.map(String::from),
+        resource: resource.into(),
+        name: name.map(String::from),
+        ..Default::default()
+    };
+    Some(Request {
+        rt,
+        path,
+        query: Query::default(),
+        headers: HeaderMap::new(),
+        warnings: Warnings::default(),
+        user: User {
+            name: "system:apiserver".into(),
+            groups: vec![
+                crate::apiserver::authz::PRIVILEGED_GROUP.into(),
+                "system:authenticated".into(),
+            ],
+        },
+    })
 }
 
 /// Routes a resource request to its verb.
@@ -142,44 +200,60 @@ pub async fn dispatch(
         query,
         headers,
         user,
+        warnings: Warnings::default(),
     };
+    let mut response = serve(state, &req, method, subresource, body).await?;
+    super::add_warnings(&mut response, &req.warnings.take());
+    Ok(response)
+}
+
+/// Runs the verb.
+async fn serve(
+    state: Arc<ApiState>,
+    req: &Request,
+    method: Method,
+    subresource: Option<Subresource>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if req.rt.verbs == Verbs::CreateOnly {
         return match (method, req.path.name.is_none()) {
-            (Method::POST, true) => super::reviews::create(&state, &req, &body).await,
+            (Method::POST, true) => super::reviews::create(&state, req, &body).await,
             _ => Err(ApiError::MethodNotAllowed),
         };
     }
     if req.rt.verbs == Verbs::GetList {
-        return super::resource_metrics::serve(&state, &req, &method).await;
+        return super::resource_metrics::serve(&state, req, &method).await;
     }
     let item = req.path.name.is_some();
     match (subresource, method, item) {
-        (None, Method::GET, false) if req.query.flag("watch") => watch::watch(state, req).await,
-        (None, Method::GET, false) => list::list(&state, &req).await,
-        (None, Method::GET, true) => get::get(&state, &req).await,
-        (None, Method::POST, false) => create::create(&state, &req, &body).await,
-        (None, Method::PUT, true) => update::update(&state, &req, &body, false).await,
-        (None, Method::PATCH, true) => patch::patch(&state, &req, &body, false).await,
-        (None, Method::DELETE, true) => delete::delete(&state, &req, &body).await,
-        (None, Method::DELETE, false) => delete::delete_collection(&state, &req, &body).await,
-        (Some(Subresource::Status), Method::GET, true) => get::get(&state, &req).await,
+        (None, Method::GET, false) if req.query.flag("watch") => {
+            watch::watch(state, req.clone()).await
+        }
+        (None, Method::GET, false) => list::list(&state, req).await,
+        (None, Method::GET, true) => get::get(&state, req).await,
+        (None, Method::POST, false) => create::create(&state, req, &body).await,
+        (None, Method::PUT, true) => update::update(&state, req, &body, false).await,
+        (None, Method::PATCH, true) => patch::patch(&state, req, &body, false).await,
+        (None, Method::DELETE, true) => delete::delete(&state, req, &body).await,
+        (None, Method::DELETE, false) => delete::delete_collection(&state, req, &body).await,
+        (Some(Subresource::Status), Method::GET, true) => get::get(&state, req).await,
         (Some(Subresource::Status), Method::PUT, true) => {
-            update::update(&state, &req, &body, true).await
+            update::update(&state, req, &body, true).await
         }
         (Some(Subresource::Status), Method::PATCH, true) => {
-            patch::patch(&state, &req, &body, true).await
+            patch::patch(&state, req, &body, true).await
         }
-        (Some(Subresource::Scale), Method::GET, true) => scale::get(&state, &req).await,
-        (Some(Subresource::Scale), Method::PUT, true) => scale::update(&state, &req, &body).await,
-        (Some(Subresource::Scale), Method::PATCH, true) => scale::patch(&state, &req, &body).await,
-        (Some(Subresource::Binding), Method::POST, true) => pods::bind(&state, &req, &body).await,
-        (Some(Subresource::Eviction), Method::POST, true) => pods::evict(&state, &req).await,
-        (Some(Subresource::Token), Method::POST, true) => token::create(&state, &req, &body).await,
+        (Some(Subresource::Scale), Method::GET, true) => scale::get(&state, req).await,
+        (Some(Subresource::Scale), Method::PUT, true) => scale::update(&state, req, &body).await,
+        (Some(Subresource::Scale), Method::PATCH, true) => scale::patch(&state, req, &body).await,
+        (Some(Subresource::Binding), Method::POST, true) => pods::bind(&state, req, &body).await,
+        (Some(Subresource::Eviction), Method::POST, true) => pods::evict(&state, req).await,
+        (Some(Subresource::Token), Method::POST, true) => token::create(&state, req, &body).await,
         (Some(Subresource::Finalize), Method::PUT, true) => {
-            namespaces::finalize(&state, &req, &body).await
+            namespaces::finalize(&state, req, &body).await
         }
         (Some(Subresource::Log), Method::GET, true) => {
-            crate::apiserver::kubelet::pod_log(&state, &req).await
+            crate::apiserver::kubelet::pod_log(&state, req).await
         }
         (Some(_), _, true) => Err(ApiError::ServiceUnavailable(format!(
             "{}/{} is served by the node, which this server does not run yet",

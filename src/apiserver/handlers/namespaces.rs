@@ -29,12 +29,12 @@ pub async fn finalize(state: &ApiState, req: &Request, body: &Bytes) -> Result<R
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
     if deleting && none_left {
-        state
+        let (rev, _) = state
             .store
             .delete(&req.key(), Some(kv.mod_revision))
             .await
             .map_err(|e| store_error(req, e))?;
-        state.after_delete(&req.rt, &namespace);
+        state.after_delete(&req.rt, &namespace, rev).await;
         return Ok(render(state, req, StatusCode::OK, &namespace));
     }
     let (status, written) =

@@ -54,6 +54,16 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
             uid: r.get("uid").and_then(Value::as_str).unwrap_or("").into(),
         });
     let namespace = object::namespace(&account).to_string();
+    if let Some(node) = crate::apiserver::authz::node::node_name(&req.user) {
+        let kind = request
+            .pointer("/spec/boundObjectRef/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let bound = pod
+            .as_ref()
+            .and_then(|p| state.authorizer.nodes().node_of_pod(&namespace, &p.name));
+        crate::apiserver::admission::node_restriction::admit_token(node, bound.as_deref(), kind)?;
+    }
     let now = chrono::Utc::now();
     let claims = Claims {
         sub: format!("system:serviceaccount:{namespace}:{}", req.name()),

@@ -56,9 +56,7 @@ pub async fn write_update(
 ) -> Result<(StatusCode, Value), ApiError> {
     super::super::convert::from_request(&req.rt, &mut new);
     object::before_update(&req.rt, &mut new, old, status_only)?;
-    if !status_only {
-        state.admit_update(req, &mut new, old).await?;
-    }
+    state.admit_update(req, &mut new, old, status_only).await?;
     if let Some(manager) = req.update_manager() {
         // What the writer sent for managedFields is ignored; ownership follows the change.
         let previous = object::metadata(old).get("managedFields").cloned();
@@ -101,7 +99,7 @@ pub async fn write_update(
             .delete(&req.key(), Some(revision))
             .await
             .map_err(|e| store_error(req, e))?;
-        state.after_delete(&req.rt, &new);
+        state.after_delete(&req.rt, &new, rev).await;
         return Ok((StatusCode::OK, with_revision(new, rev)));
     }
     if new == *old {
@@ -113,7 +111,7 @@ pub async fn write_update(
         .update(&req.key(), encode_for_store(&req.rt, &new), revision)
         .await
         .map_err(|e| store_error(req, e))?;
-    state.after_write(&req.rt, &new);
+    state.after_write(&req.rt, &new, rev).await;
     Ok((StatusCode::OK, with_revision(new, rev)))
 }
 

@@ -1,6 +1,9 @@
 //! Authentication: client certificates signed by the cluster CA (verified in the
 //! TLS handshake) and service-account bearer tokens. Anything else gets 401,
-//! except the public health and version endpoints.
+//! except the public health and version endpoints. Impersonation headers are
+//! honoured here, once the real user is known.
+
+pub mod impersonation;
 
 use std::sync::Arc;
 
@@ -11,20 +14,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use crate::api::ApiError;
-
-/// Who is making a request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct User {
-    /// User name (certificate CN, or `system:serviceaccount:<ns>:<name>`).
-    pub name: String,
-    /// Groups (certificate O values, service-account groups).
-    pub groups: Vec<String>,
-}
-
-/// The identity the connection itself proves: a verified TLS client certificate,
-/// or an in-process client (see `client.rs`). Never read from the request.
-#[derive(Debug, Clone)]
-pub struct ConnectionIdentity(pub User);
+pub use crate::pki::identity::{
+    ConnectionIdentity, User, service_account_groups, user_from_certificate,
+};
 
 /// Paths anyone may read (upstream's system:public-info-viewer).
 const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
@@ -41,11 +33,7 @@ pub async fn authenticate(
     } else if let Some(token) = bearer(&req) {
         match state.tokens.verify(token) {
             Ok(claims) => Some(User {
-                groups: vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{}", claims.kubernetes.namespace),
-                    "system:authenticated".into(),
-                ],
+                groups: service_account_groups(&claims.kubernetes.namespace),
                 name: claims.sub,
             }),
             Err(e) => {
@@ -57,6 +45,25 @@ pub async fn authenticate(
         None
     };
     match user {
+        Some(user) if impersonation::requested(req.headers()) => {
+            match impersonation::impersonate(&state.authorizer, &user, req.headers()) {
+                Ok(acting) => {
+                    tracing::debug!(user = %user.name, as_user = %acting.name, "impersonating");
+                    let headers = req.headers_mut();
+                    let names: Vec<_> = headers
+                        .keys()
+                        .filter(|k| k.as_str().starts_with("impersonate-"))
+                        .cloned()
+                        .collect();
+                    for name in names {
+                        headers.remove(name);
+                    }
+                    req.extensions_mut().insert(acting);
+                    next.run(req).await
+                }
+                Err(e) => e.into_response(),
+            }
+        }
         Some(user) => {
             req.extensions_mut().insert(user);
             next.run(req).await
@@ -79,22 +86,4 @@ fn bearer(req: &Request) -> Option<&str> {
         .or_else(|| value.strip_prefix("bearer "))?
         .trim();
     (!token.is_empty()).then_some(token)
-}
-
-/// Reads user and groups from a verified certificate (DER): CN and O values.
-pub fn user_from_certificate(der: &[u8]) -> Option<User> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let mut groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(String::from))
-        .collect();
-    groups.push("system:authenticated".into());
-    Some(User { name, groups })
 }

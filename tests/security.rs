@@ -1,0 +1,429 @@
+//! End-to-end security: authorization as upstream's RBAC and node authorizer decide
+//! it, driven with the real kubectl against `kelp server --disable-agent`:
+//! the admin, a service account with a Role, impersonation, `auth can-i`
+//! (and `--list`), escalation checks, and a kubelet's client certificate.
+
+mod common;
+
+use common::{Server, write};
+
+const POD_READER: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: pod-reader
+  namespace: team
+rules:
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles"]
+  verbs: ["create", "get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: app-reads-pods
+  namespace: team
+subjects:
+- kind: ServiceAccount
+  name: app
+  namespace: team
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: pod-reader
+"#;
+
+#[test]
+fn service_accounts_get_what_their_roles_grant_and_nothing_else() {
+    let server = Server::start();
+    let admin = server.kubectl("kubectl");
+
+    // The admin (system:masters) may do anything; whoami says who that is.
+    assert_eq!(admin.ok(&["auth", "can-i", "*", "*"]).trim(), "yes");
+    let whoami = admin.ok(&["auth", "whoami"]);
+    assert!(
+        whoami.contains("system:admin") && whoami.contains("system:masters"),
+        "{whoami}"
+    );
+    // The default roles are there, and aggregated ones filled in.
+    admin.wait_for(
+        &[
+            "get",
+            "clusterrole",
+            "admin",
+            "-o",
+            "jsonpath={.rules[*].resources}",
+        ],
+        20,
+        |rules| rules.contains("deployments") && rules.contains("rolebindings"),
+    );
+    for role in [
+        "cluster-admin",
+        "edit",
+        "view",
+        "system:node",
+        "system:kube-scheduler",
+    ] {
+        admin.ok(&["get", "clusterrole", role]);
+    }
+
+    // A service account with no bindings may not create pods.
+    let out = admin.run(&[
+        "auth",
+        "can-i",
+        "create",
+        "pods",
+        "--as",
+        "system:serviceaccount:default:default",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    assert!(!out.status.success());
+
+    admin.ok(&["create", "namespace", "team"]);
+    admin.ok(&["create", "serviceaccount", "app", "-n", "team"]);
+    admin.apply(server.dir.path(), "pod-reader.yaml", POD_READER);
+    let token = admin.ok(&["create", "token", "app", "-n", "team"]);
+    let app = server.kubectl_with_token("app", token.trim());
+
+    // Allowed in its namespace...
+    let pods = app.run(&["get", "pods", "-n", "team"]);
+    assert!(
+        pods.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pods.stderr)
+    );
+    let whoami = app.ok(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(whoami, "system:serviceaccount:team:app");
+    // ...forbidden elsewhere, with upstream's message.
+    let denied = app.fails(&["get", "pods", "-n", "default"]);
+    assert!(
+        denied.contains("Error from server (Forbidden): pods is forbidden: User \"system:serviceaccount:team:app\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{denied}"
+    );
+    let denied = app.fails(&["get", "secret", "anything", "-n", "team"]);
+    assert!(
+        denied.contains("secrets \"anything\" is forbidden: User \"system:serviceaccount:team:app\" cannot get resource \"secrets\" in API group \"\" in the namespace \"team\""),
+        "{denied}"
+    );
+    let denied = app.fails(&["get", "nodes"]);
+    assert!(denied.contains("at the cluster scope"), "{denied}");
+
+    // can-i for itself and the rules it holds.
+    assert_eq!(
+        app.ok(&["auth", "can-i", "watch", "pods", "-n", "team"])
+            .trim(),
+        "yes"
+    );
+    let out = app.run(&["auth", "can-i", "delete", "pods", "-n", "team"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    let list = app.ok(&["auth", "can-i", "--list", "-n", "team"]);
+    let pods_row = list
+        .lines()
+        .find(|l| l.starts_with("pods "))
+        .unwrap_or_else(|| panic!("no pods row in:\n{list}"));
+    assert!(pods_row.contains("[get list watch]"), "{pods_row}");
+    assert!(
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
+    assert!(!list.lines().any(|l| l.starts_with("secrets ")), "{list}");
+
+    // Impersonation: the admin may act as the service account...
+    admin.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "team",
+        "--as",
+        "system:serviceaccount:team:app",
+    ]);
+    let denied = admin.fails(&[
+        "get",
+        "pods",
+        "-n",
+        "default",
+        "--as",
+        "system:serviceaccount:team:app",
+    ]);
+    assert!(denied.contains("cannot list resource \"pods\""), "{denied}");
+    assert_eq!(
+        admin
+            .ok(&[
+                "auth",
+                "can-i",
+                "list",
+                "pods",
+                "-n",
+                "team",
+                "--as",
+                "system:serviceaccount:team:app"
+            ])
+            .trim(),
+        "yes"
+    );
+    // ...and groups can be impersonated too.
+    assert_eq!(
+        admin
+            .ok(&[
+                "auth",
+                "can-i",
+                "delete",
+                "nodes",
+                "--as",
+                "someone",
+                "--as-group",
+                "system:masters"
+            ])
+            .trim(),
+        "yes"
+    );
+    // The service account may not impersonate anyone.
+    let denied = app.fails(&["get", "pods", "-n", "team", "--as", "admin"]);
+    assert!(
+        denied.contains("users \"admin\" is forbidden: User \"system:serviceaccount:team:app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{denied}"
+    );
+
+    // Escalation: it may create roles, but only with rules it holds.
+    let held = write(
+        server.dir.path(),
+        "held.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: readers, namespace: team}\nrules:\n- apiGroups: [\"\"]\n  resources: [pods]\n  verbs: [get]\n",
+    );
+    app.ok(&["create", "-f", held.to_str().expect("path")]);
+    let more = write(
+        server.dir.path(),
+        "more.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: thieves, namespace: team}\nrules:\n- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [get]\n",
+    );
+    let denied = app.fails(&["create", "-f", more.to_str().expect("path")]);
+    assert!(
+        denied.contains("is attempting to grant RBAC permissions not currently held"),
+        "{denied}"
+    );
+
+    // Bindings take effect at once: a new RoleBinding lets it read secrets.
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "app-views",
+        "-n",
+        "team",
+        "--clusterrole",
+        "view",
+        "--serviceaccount",
+        "team:app",
+    ]);
+    admin.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team",
+        "--from-literal",
+        "k=v",
+    ]);
+    assert_eq!(
+        app.ok(&[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.k}"
+        ]),
+        "v"
+    );
+    // view does not include secrets, as upstream.
+    app.fails(&["get", "secrets", "-n", "team"]);
+    admin.ok(&["delete", "rolebinding", "app-views", "-n", "team"]);
+    app.fails(&["get", "configmap", "settings", "-n", "team"]);
+}
+
+#[test]
+fn a_kubelet_reads_only_what_its_pods_use_and_changes_only_its_node() {
+    let server = Server::start();
+    let admin = server.kubectl("kubectl");
+    for node in ["edge-a", "edge-b"] {
+        let manifest = format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n");
+        admin.apply(server.dir.path(), &format!("{node}.yaml"), &manifest);
+    }
+    admin.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "used",
+        "--from-literal",
+        "k=v",
+    ]);
+    admin.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "unused",
+        "--from-literal",
+        "k=v",
+    ]);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: edge-a\n  containers:\n  - name: c\n    image: kelp.test/busybox\n    envFrom:\n    - secretRef:\n        name: used\n";
+    admin.apply(server.dir.path(), "pod.yaml", pod);
+
+    let kubelet = server.kubectl_with_certificate("system:node:edge-a", &["system:nodes"]);
+    assert_eq!(
+        kubelet.ok(&["get", "secret", "used", "-o", "jsonpath={.data.k}"]),
+        "dg=="
+    );
+    let denied = kubelet.fails(&["get", "secret", "unused"]);
+    assert!(
+        denied.contains("secrets \"unused\" is forbidden: User \"system:node:edge-a\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'edge-a' and this object"),
+        "{denied}"
+    );
+    kubelet.fails(&["get", "secrets"]);
+    // Its own node, yes; another node or a role label, no.
+    kubelet.ok(&["label", "node", "edge-a", "rack=r1"]);
+    let denied = kubelet.fails(&["label", "node", "edge-b", "rack=r1"]);
+    assert!(
+        denied.contains("node \"edge-a\" is not allowed to modify node \"edge-b\""),
+        "{denied}"
+    );
+    let denied = kubelet.fails(&[
+        "label",
+        "node",
+        "edge-a",
+        "node-role.kubernetes.io/worker=true",
+    ]);
+    assert!(
+        denied.contains("is not allowed to modify labels: node-role.kubernetes.io/worker"),
+        "{denied}"
+    );
+    // Pods: it reads them, may not change their spec, nor delete pods elsewhere.
+    kubelet.ok(&["get", "pods"]);
+    let denied = kubelet.fails(&["label", "pod", "web", "x=y"]);
+    assert!(
+        denied.contains("cannot patch resource \"pods\""),
+        "{denied}"
+    );
+    // Once the pod is gone, so is the way to its secret.
+    admin.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]);
+    kubelet.fails(&["get", "secret", "used"]);
+    // Its lease only.
+    let lease = |node: &str| {
+        format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {node}\n  namespace: kube-node-lease\nspec:\n  holderIdentity: {node}\n"
+        )
+    };
+    let own = write(server.dir.path(), "lease-a.yaml", &lease("edge-a"));
+    kubelet.ok(&["apply", "-f", own.to_str().expect("path")]);
+    let other = write(server.dir.path(), "lease-b.yaml", &lease("edge-b"));
+    kubelet.fails(&["apply", "-f", other.to_str().expect("path")]);
+}
+
+const NGINX_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nginx\nspec:\n  containers:\n  - name: nginx\n    image: kelp.test/nginx:1.14.2\n";
+
+const RESTRICTED_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: careful
+spec:
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 1000
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+  - name: c
+    image: kelp.test/busybox
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities:
+        drop: ["ALL"]
+"#;
+
+#[test]
+fn pod_security_levels_refuse_and_warn_as_upstream() {
+    let server = Server::start();
+    let admin = server.kubectl("kubectl");
+    admin.ok(&["create", "namespace", "locked"]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let pod = write(server.dir.path(), "nginx.yaml", NGINX_POD);
+    let pod = pod.to_str().expect("path");
+    let denied = admin.fails(&["create", "-n", "locked", "-f", pod]);
+    assert!(
+        denied.contains("pods \"nginx\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"nginx\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"nginx\" must set securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \"nginx\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"nginx\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"),
+        "{denied}"
+    );
+    let careful = write(server.dir.path(), "careful.yaml", RESTRICTED_POD);
+    admin.ok(&[
+        "create",
+        "-n",
+        "locked",
+        "-f",
+        careful.to_str().expect("path"),
+    ]);
+    // A workload is admitted with a warning; its pods would be refused.
+    let out = admin.run(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "locked",
+        "--image",
+        "kelp.test/nginx:1.14.2",
+    ]);
+    assert!(out.status.success());
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("Warning: would violate PodSecurity \"restricted:latest\""),
+        "{warning}"
+    );
+    // warn and baseline: admitted, with the warning.
+    admin.ok(&["create", "namespace", "watched"]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        "watched",
+        "pod-security.kubernetes.io/warn=baseline",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    let privileged = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: kelp.test/busybox\n";
+    let privileged = write(server.dir.path(), "root.yaml", privileged);
+    let out = admin.run(&[
+        "create",
+        "-n",
+        "watched",
+        "-f",
+        privileged.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Warning: would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bad level is refused on the namespace, as upstream.
+    let bad = admin.fails(&[
+        "label",
+        "namespace",
+        "watched",
+        "--overwrite",
+        "pod-security.kubernetes.io/enforce=strict",
+    ]);
+    assert!(bad.contains("pod-security.kubernetes.io/enforce"), "{bad}");
+}
