@@ -102,8 +102,8 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
         "-f streams new lines: {followed:?}"
     );
 
-    // The kubelet API itself: 401 without credentials, logs for a token the
-    // API server vouches for.
+    // The kubelet API itself: 401 without credentials; a token the API
+    // server vouches for gets 403 until RBAC grants nodes/proxy, then logs.
     let kubelet_logs = "https://127.0.0.1:10250/containerLogs/default/counter/count?tailLines=1";
     let anonymous = Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", kubelet_logs])
@@ -112,15 +112,39 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
     kubectl.ok(&["create", "serviceaccount", "log-reader"]);
     let token = kubectl.ok(&["create", "token", "log-reader"]);
-    let with_token = Command::new("curl")
-        .args([
-            "-sk",
-            "-H",
-            &format!("Authorization: Bearer {}", token.trim()),
-            kubelet_logs,
-        ])
-        .output()
-        .expect("curl");
+    let with_token = || {
+        Command::new("curl")
+            .args([
+                "-sk",
+                "-H",
+                &format!("Authorization: Bearer {}", token.trim()),
+                kubelet_logs,
+            ])
+            .output()
+            .expect("curl")
+    };
+    let denied = with_token();
+    assert!(
+        String::from_utf8_lossy(&denied.stdout).starts_with(
+            "Forbidden (user=system:serviceaccount:default:log-reader, verb=get, resource=nodes, subresource(s)=[proxy])"
+        ),
+        "{denied:?}"
+    );
+    kubectl.ok(&[
+        "create",
+        "clusterrole",
+        "node-logs",
+        "--verb=get",
+        "--resource=nodes/proxy",
+    ]);
+    kubectl.ok(&[
+        "create",
+        "clusterrolebinding",
+        "log-reader-node-logs",
+        "--clusterrole=node-logs",
+        "--serviceaccount=default:log-reader",
+    ]);
+    let with_token = with_token();
     assert!(
         String::from_utf8_lossy(&with_token.stdout).contains(": "),
         "{:?}",

@@ -272,7 +272,7 @@ fn a_kubelet_reads_only_what_its_pods_use_and_changes_only_its_node() {
         "--from-literal",
         "k=v",
     ]);
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: edge-a\n  containers:\n  - name: c\n    image: kelp.test/busybox\n    envFrom:\n    - secretRef:\n        name: used\n";
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: edge-a\n  containers:\n  - name: c\n    image: kelp.test/busybox:1\n    envFrom:\n    - secretRef:\n        name: used\n";
     admin.apply(server.dir.path(), "pod.yaml", pod);
 
     let kubelet = server.kubectl_with_certificate("system:node:edge-a", &["system:nodes"]);
@@ -339,7 +339,7 @@ spec:
       type: RuntimeDefault
   containers:
   - name: c
-    image: kelp.test/busybox
+    image: kelp.test/busybox:1
     securityContext:
       allowPrivilegeEscalation: false
       capabilities:
@@ -397,7 +397,7 @@ fn pod_security_levels_refuse_and_warn_as_upstream() {
         "pod-security.kubernetes.io/warn=baseline",
         "pod-security.kubernetes.io/enforce=privileged",
     ]);
-    let privileged = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: kelp.test/busybox\n";
+    let privileged = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: kelp.test/busybox:1\n";
     let privileged = write(server.dir.path(), "root.yaml", privileged);
     let out = admin.run(&[
         "create",
@@ -426,4 +426,117 @@ fn pod_security_levels_refuse_and_warn_as_upstream() {
         "pod-security.kubernetes.io/enforce=strict",
     ]);
     assert!(bad.contains("pod-security.kubernetes.io/enforce"), "{bad}");
+}
+
+const READER_POD: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: reader
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: configmap-reader
+rules:
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: reader-reads-configmaps
+subjects:
+- kind: ServiceAccount
+  name: reader
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: configmap-reader
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  serviceAccountName: reader
+  containers:
+  - name: c
+    image: kelp.test/busybox:1
+    command: ["sleep", "3600"]
+"#;
+
+#[test]
+fn a_pods_mounted_token_carries_its_service_accounts_rights_and_no_more() {
+    let server = Server::start_node(&[]);
+    let admin = server.kubectl("kubectl");
+    admin.apply(server.dir.path(), "reader.yaml", READER_POD);
+    admin.wait_for(
+        &["get", "pod", "reader", "-o", "jsonpath={.status.phase}"],
+        60,
+        |phase| phase == "Running",
+    );
+    // ServiceAccount admission mounted the API access volume.
+    let mounts = admin.ok(&[
+        "get",
+        "pod",
+        "reader",
+        "-o",
+        "jsonpath={.spec.containers[0].volumeMounts[*].mountPath}",
+    ]);
+    assert!(
+        mounts.contains("/var/run/secrets/kubernetes.io/serviceaccount"),
+        "{mounts}"
+    );
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(
+        admin.ok(&["exec", "reader", "--", "cat", &format!("{dir}/namespace")]),
+        "default"
+    );
+    assert!(
+        admin
+            .ok(&["exec", "reader", "--", "cat", &format!("{dir}/ca.crt")])
+            .contains("BEGIN CERTIFICATE")
+    );
+    let token = admin.ok(&["exec", "reader", "--", "cat", &format!("{dir}/token")]);
+    let pod = server.kubectl_with_token("pod-reader", token.trim());
+    assert_eq!(
+        pod.ok(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}"
+        ]),
+        "system:serviceaccount:default:reader"
+    );
+    pod.ok(&["get", "configmaps"]);
+    let denied = pod.fails(&["get", "pods"]);
+    assert!(
+        denied.contains(
+            "User \"system:serviceaccount:default:reader\" cannot list resource \"pods\""
+        ),
+        "{denied}"
+    );
+    pod.fails(&["get", "secrets"]);
+    // The node's API asks the API server too: the token may not read the
+    // pod's logs through the kubelet, the admin may.
+    let logs = pod.fails(&["logs", "reader"]);
+    assert!(logs.contains("forbidden"), "{logs}");
+    let (code, body) = kubelet_get(&token, "/containerLogs/default/reader/c");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("Forbidden (user=system:serviceaccount:default:reader, verb=get, resource=nodes, subresource(s)=[proxy])"), "{body}");
+    admin.ok(&["logs", "reader"]);
+}
+
+/// Status and body of a GET on the local kubelet's port with a bearer token.
+fn kubelet_get(token: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg(format!("https://127.0.0.1:10250{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.parse().unwrap_or(0), body.to_string())
 }

@@ -206,12 +206,18 @@ fn service_account_tokens_authenticate() {
         .to_string();
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     let bearer = format!("Authorization: Bearer {token}");
+    // Authenticated, but RBAC grants a new service account nothing.
     let (body, code) = curl(
         &server,
         &["-H", &bearer],
         "/api/v1/namespaces/default/serviceaccounts/builder",
     );
-    assert_eq!(code, "200", "{body}");
+    assert_eq!(code, "403", "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(
+        status["message"],
+        "serviceaccounts \"builder\" is forbidden: User \"system:serviceaccount:default:builder\" cannot get resource \"serviceaccounts\" in API group \"\" in the namespace \"default\""
+    );
     let (body, code) = curl(
         &server,
         &[

@@ -342,6 +342,9 @@ impl ApiState {
         obj: &mut Value,
     ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
         self.admit_identity(req, "create", obj, None)?;
+        if req.rt.group.is_empty() && req.rt.resource == "pods" {
+            self.admit_service_account(req, obj).await?;
+        }
         self.admit_pod_security(req, obj, None).await?;
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
             ("", "services") => {
@@ -393,6 +396,33 @@ impl ApiState {
                 }),
             _ => Ok(()),
         }
+    }
+
+    /// ServiceAccount admission: the pod's account and API access volume.
+    async fn admit_service_account(&self, req: &Request, pod: &mut Value) -> Result<(), ApiError> {
+        let ns = req.namespace().unwrap_or("default");
+        let account = pod
+            .pointer("/spec/serviceAccountName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default")
+            .to_string();
+        let automount = match self.registry.lookup("", "v1", "serviceaccounts") {
+            Some(rt) => self
+                .store
+                .get(&rt.key(Some(ns), &account))
+                .await
+                .map_err(ApiError::internal)?
+                .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                .and_then(|sa| sa["automountServiceAccountToken"].as_bool()),
+            None => None,
+        };
+        admission::service_account::admit(
+            pod,
+            automount,
+            &admission::service_account::random_suffix(),
+        );
+        Ok(())
     }
 
     /// Pod Security admission for pods and workloads with pod templates.

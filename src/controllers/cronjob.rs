@@ -215,7 +215,7 @@ async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Er
     }
     status.active = Some(active).filter(|a| !a.is_empty());
     let api: Api<CronJob> = Api::namespaced(context.client.clone(), &namespace);
-    super::write_status(&api, &cj.name_any(), &previous, &status).await?;
+    super::write_status(&api, &cj, &previous, &status).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 

@@ -290,7 +290,7 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
 
     let api: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
     let previous = ds.status.clone().unwrap_or_default();
-    super::write_status(&api, &ds.name_any(), &previous, &status).await?;
+    super::write_status(&api, &ds, &previous, &status).await?;
     Ok(requeue.map_or_else(Action::await_change, |d| {
         Action::requeue(d + Duration::from_millis(100))
     }))

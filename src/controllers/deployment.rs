@@ -377,13 +377,11 @@ impl Rollout<'_> {
                     self.context.client.clone(),
                     &self.d.namespace().unwrap_or_default(),
                 );
-                let patch = json!({"status": {"collisionCount": collision_count.unwrap_or(0) + 1}});
-                api.patch_status(
-                    &self.d.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
+                let mut bumped = self.d.clone();
+                bumped.status.get_or_insert_default().collision_count =
+                    Some(collision_count.unwrap_or(0) + 1);
+                api.replace_status(&self.d.name_any(), &PostParams::default(), &bumped)
+                    .await?;
                 Err(Error::Api(e))
             }
             Err(e) => Err(Error::Api(e)),
@@ -683,17 +681,17 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
         && let Some(rev) = rs.annotations().get(REVISION)
         && d.annotations().get(REVISION) != Some(rev)
     {
+        // An update, not a patch: upstream's deployment controller holds only `update`.
         let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
-        let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
-        api.patch(
-            &d.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        let mut annotated = (*d).clone();
+        annotated
+            .annotations_mut()
+            .insert(REVISION.to_string(), rev.clone());
+        api.replace(&d.name_any(), &PostParams::default(), &annotated)
+            .await?;
     }
     let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
-    super::write_status(&api, &d.name_any(), &previous, &status).await?;
+    super::write_status(&api, &d, &previous, &status).await?;
     if complete && !paused {
         cleanup(&rollout, &olds).await;
     }

@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
@@ -125,13 +125,8 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     autoscaling.run().await;
     let Autoscaling { status, events, .. } = autoscaling;
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
-    let written = super::write_status(
-        &api,
-        &hpa.name_any(),
-        &hpa.status.clone().unwrap_or_default(),
-        &status,
-    )
-    .await;
+    let written =
+        super::write_status(&api, &hpa, &hpa.status.clone().unwrap_or_default(), &status).await;
     let mut warnings = Vec::new();
     for (kind, reason, message) in events {
         if kind == "Warning" {
@@ -308,9 +303,12 @@ impl<'a> Autoscaling<'a> {
         }
         let rescale = desired != current;
         if rescale {
-            let patch = json!({"spec": {"replicas": desired}});
+            // An update of the Scale read above (upstream's HPA holds
+            // `update` on */scale, not `patch`); a conflict retries next sync.
+            let mut resized = scale.clone();
+            resized.spec.get_or_insert_default().replicas = Some(desired);
             if let Err(e) = api
-                .patch_scale(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .replace_scale(&target.name, &PostParams::default(), &resized)
                 .await
             {
                 let e = api_message(&e);

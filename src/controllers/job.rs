@@ -347,7 +347,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
             .filter(|p| p.metadata.deletion_timestamp.is_some() && !pods::is_terminal(p))
             .count() as i32,
     );
-    super::write_status(&jobs, &job.name_any(), &previous, &status).await?;
+    super::write_status(&jobs, &job, &previous, &status).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 

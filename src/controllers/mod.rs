@@ -282,26 +282,27 @@ pub fn pod_from_template(
     }
 }
 
-/// Writes `status` over `previous` with a merge patch when they differ;
-/// fields `status` no longer has are sent as null so that they go.
+/// Replaces `object`'s status with `status` when `previous` differs: a PUT
+/// of `/status` at the object's resourceVersion (a stale cache gets 409 and
+/// the reconcile runs again), the verb upstream's controller roles hold.
 pub async fn write_status<K>(
     api: &kube::Api<K>,
-    name: &str,
+    object: &K,
     previous: &impl serde::Serialize,
     status: &impl serde::Serialize,
 ) -> Result<(), Error>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let Some(patch) = status_patch(previous, status) else {
+    if status_patch(previous, status).is_none() {
         return Ok(());
-    };
-    api.patch_status(
-        name,
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&serde_json::json!({"status": patch})),
-    )
-    .await?;
+    }
+    let mut body = serde_json::to_value(object).map_err(kube::Error::SerdeError)?;
+    body["status"] = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
+    let body: K = serde_json::from_value(body).map_err(kube::Error::SerdeError)?;
+    let name = body.meta().name.clone().unwrap_or_default();
+    api.replace_status(&name, &kube::api::PostParams::default(), &body)
+        .await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -149,12 +149,17 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     .any(|k| current.get(*k).cloned().unwrap_or(json!(0)) != status[*k]);
     if changed {
         let api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
-        api.patch_status(
-            &rs.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await?;
+        // The counts change; the rest of the status (conditions) stays.
+        let mut body = serde_json::to_value(&*rs).map_err(kube::Error::SerdeError)?;
+        if !body["status"].is_object() {
+            body["status"] = json!({});
+        }
+        for (k, v) in status.as_object().into_iter().flatten() {
+            body["status"][k] = v.clone();
+        }
+        let body: ReplicaSet = serde_json::from_value(body).map_err(kube::Error::SerdeError)?;
+        api.replace_status(&rs.name_any(), &PostParams::default(), &body)
+            .await?;
     }
     Ok(next_check.map_or_else(Action::await_change, |d| {
         Action::requeue(d + Duration::from_millis(100))

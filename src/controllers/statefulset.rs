@@ -269,7 +269,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
     )
     .await;
     let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), &namespace);
-    super::write_status(&api, &set.name_any(), &previous, &status).await?;
+    super::write_status(&api, &set, &previous, &status).await?;
     Ok(requeue.map_or_else(Action::await_change, |d| {
         Action::requeue(d + Duration::from_millis(100))
     }))

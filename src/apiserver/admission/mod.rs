@@ -4,6 +4,7 @@
 
 pub mod node_restriction;
 pub mod pod_security;
+pub mod service_account;
 
 use serde_json::Value;
 

@@ -17,6 +17,9 @@ const DEFAULT_SECONDS: i64 = 3600;
 const MIN_SECONDS: i64 = 600;
 
 /// Issues a token for the named service account.
+/// How long an extended kube-api-access token is valid (upstream's year).
+const EXTENDED_SECONDS: i64 = 365 * 24 * 60 * 60;
+
 pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Response, ApiError> {
     let (mut request, _) = decode_object(&req.headers, body)?;
     let (account, _) = load(state, req).await?;
@@ -65,11 +68,21 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
         crate::apiserver::admission::node_restriction::admit_token(node, bound.as_deref(), kind)?;
     }
     let now = chrono::Utc::now();
+    // Tokens of the kube-api-access volume (bound to a pod, 3607 s) are
+    // valid for a year, as upstream's extended expiration makes them, so
+    // clients that never reread the file keep working.
+    let valid = if pod.is_some()
+        && seconds == crate::apiserver::admission::service_account::TOKEN_SECONDS
+    {
+        EXTENDED_SECONDS
+    } else {
+        seconds
+    };
     let claims = Claims {
         sub: format!("system:serviceaccount:{namespace}:{}", req.name()),
         iss: ISSUER.into(),
         aud: audiences.clone(),
-        exp: now.timestamp() + seconds,
+        exp: now.timestamp() + valid,
         iat: now.timestamp(),
         nbf: now.timestamp(),
         kubernetes: KubernetesClaims {
@@ -82,7 +95,7 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
         },
     };
     let token = state.tokens.sign(&claims).map_err(ApiError::internal)?;
-    let expires = (now + chrono::Duration::seconds(seconds))
+    let expires = (now + chrono::Duration::seconds(valid))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     request["apiVersion"] = json!("authentication.k8s.io/v1");
