@@ -57,11 +57,26 @@ impl Client {
         path: &str,
         body: Option<String>,
     ) -> (u16, Bytes) {
-        let req = hyper::Request::builder()
+        self.request_with(method, path, body, None).await
+    }
+
+    /// A request with a bearer token (on a connection without a client certificate).
+    pub async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        bearer: Option<&str>,
+    ) -> (u16, Bytes) {
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "localhost")
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(token) = bearer {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("request");
         self.sender.ready().await.expect("connection ready");
@@ -75,6 +90,23 @@ impl Client {
             .to_bytes();
         (status, body)
     }
+}
+
+/// TLS that trusts the cluster CA and presents no client certificate
+/// (callers authenticate with bearer tokens).
+pub fn tls_connector_without_certificate(server: &Server) -> TlsConnector {
+    let (ca, _, _) = server.admin_credentials();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(ca.expect("ca")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
 }
 
 /// TLS with the admin client certificate of `server`.

@@ -148,6 +148,14 @@ pub struct ServerArgs {
     /// Do not run the local node.
     #[arg(long, env = "KELP_DISABLE_AGENT")]
     pub disable_agent: bool,
+    /// Authorizers, in order (upstream's flag): Node, RBAC, AlwaysAllow.
+    #[arg(
+        long,
+        env = "KELP_AUTHORIZATION_MODE",
+        value_delimiter = ',',
+        default_value = "Node,RBAC"
+    )]
+    pub authorization_mode: Vec<crate::apiserver::authz::Mode>,
     /// Components not to run (repeatable): scheduler.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,

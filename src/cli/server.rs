@@ -99,7 +99,8 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     let authorizer = Arc::new(crate::apiserver::authz::Authorizer::new(
         crate::apiserver::authz::policy::RbacPolicy::start(store.clone()).await?,
         crate::apiserver::authz::node::NodeGraph::start(store.clone()).await?,
-    ));
+    )
+    .with_modes(args.authorization_mode.clone()));
     let state = Arc::new(ApiState {
         store,
         registry: Arc::new(Registry::new()),

@@ -86,16 +86,53 @@ pub struct Rules {
     pub evaluation_error: String,
 }
 
+/// One authorizer of `--authorization-mode` (upstream's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The node authorizer.
+    Node,
+    /// Role-based access control.
+    Rbac,
+    /// Everything is allowed (for benchmarks and trusted labs only).
+    AlwaysAllow,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "Node" => Ok(Mode::Node),
+            "RBAC" => Ok(Mode::Rbac),
+            "AlwaysAllow" => Ok(Mode::AlwaysAllow),
+            other => Err(format!(
+                "unknown authorization mode {other:?}: kelp has Node, RBAC, AlwaysAllow"
+            )),
+        }
+    }
+}
+
 /// The union of kelp's authorizers.
 pub struct Authorizer {
     rbac: Arc<policy::RbacPolicy>,
     nodes: Arc<node::NodeGraph>,
+    modes: Vec<Mode>,
 }
 
 impl Authorizer {
-    /// Authorizers over the given policy mirrors.
+    /// Authorizers over the given policy mirrors, Node then RBAC (upstream's
+    /// and k3s's default).
     pub fn new(rbac: Arc<policy::RbacPolicy>, nodes: Arc<node::NodeGraph>) -> Self {
-        Self { rbac, nodes }
+        Self {
+            rbac,
+            nodes,
+            modes: vec![Mode::Node, Mode::Rbac],
+        }
+    }
+
+    /// The same authorizers asked in `modes`' order (`--authorization-mode`).
+    pub fn with_modes(self, modes: Vec<Mode>) -> Self {
+        Self { modes, ..self }
     }
 
     /// The RBAC policy in force (escalation checks and reviews read it).
@@ -114,10 +151,12 @@ impl Authorizer {
             return Decision::Allow(String::new());
         }
         let mut reasons = Vec::new();
-        for decision in [
-            node::authorize(&self.nodes, attrs),
-            self.rbac.authorize(attrs),
-        ] {
+        for mode in &self.modes {
+            let decision = match mode {
+                Mode::Node => node::authorize(&self.nodes, attrs),
+                Mode::Rbac => self.rbac.authorize(attrs),
+                Mode::AlwaysAllow => Decision::Allow(String::new()),
+            };
             match decision {
                 Decision::NoOpinion(reason) => {
                     if !reason.is_empty() {
