@@ -522,21 +522,8 @@ fn a_pods_mounted_token_carries_its_service_accounts_rights_and_no_more() {
     // pod's logs through the kubelet, the admin may.
     let logs = pod.fails(&["logs", "reader"]);
     assert!(logs.contains("forbidden"), "{logs}");
-    let (code, body) = kubelet_get(&token, "/containerLogs/default/reader/c");
+    let (code, body) = common::https_get(10250, "/containerLogs/default/reader/c", Some(&token));
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("Forbidden (user=system:serviceaccount:default:reader, verb=get, resource=nodes, subresource(s)=[proxy])"), "{body}");
     admin.ok(&["logs", "reader"]);
-}
-
-/// Status and body of a GET on the local kubelet's port with a bearer token.
-fn kubelet_get(token: &str, path: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {}", token.trim()))
-        .arg(format!("https://127.0.0.1:10250{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.parse().unwrap_or(0), body.to_string())
 }

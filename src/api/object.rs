@@ -366,7 +366,7 @@ fn truncate_prefix(prefix: &str) -> &str {
 }
 
 /// Five characters from upstream's alphabet (no vowels, no confusables).
-fn random_suffix() -> String {
+pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5)

@@ -417,11 +417,7 @@ impl ApiState {
                 .and_then(|sa| sa["automountServiceAccountToken"].as_bool()),
             None => None,
         };
-        admission::service_account::admit(
-            pod,
-            automount,
-            &admission::service_account::random_suffix(),
-        );
+        admission::service_account::admit(pod, automount, &crate::api::object::random_suffix());
         Ok(())
     }
 

@@ -96,11 +96,13 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         .service_node_port_range
         .split_once('-')
         .context("--service-node-port-range must be LOW-HIGH")?;
-    let authorizer = Arc::new(crate::apiserver::authz::Authorizer::new(
-        crate::apiserver::authz::policy::RbacPolicy::start(store.clone()).await?,
-        crate::apiserver::authz::node::NodeGraph::start(store.clone()).await?,
-    )
-    .with_modes(args.authorization_mode.clone()));
+    let authorizer = Arc::new(
+        crate::apiserver::authz::Authorizer::new(
+            crate::apiserver::authz::policy::RbacPolicy::start(store.clone()).await?,
+            crate::apiserver::authz::node::NodeGraph::start(store.clone()).await?,
+        )
+        .with_modes(args.authorization_mode.clone()),
+    );
     let state = Arc::new(ApiState {
         store,
         registry: Arc::new(Registry::new()),

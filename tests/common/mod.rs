@@ -453,8 +453,19 @@ pub fn http_get(url: &str) -> String {
 /// Status and body of an HTTPS GET on 127.0.0.1:`port` without
 /// credentials (the serving certificate is not checked), within 5 s.
 pub fn https_get_anonymous(port: u16, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
+    https_get(port, path, None)
+}
+
+/// Status and body of an HTTPS GET on 127.0.0.1:`port`, with a bearer
+/// token if given (the serving certificate is not checked), within 5 s.
+pub fn https_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"]);
+    if let Some(token) = token {
+        cmd.arg("-H")
+            .arg(format!("Authorization: Bearer {}", token.trim()));
+    }
+    let out = cmd
         .arg(format!("https://127.0.0.1:{port}{path}"))
         .output()
         .expect("curl");

@@ -96,17 +96,6 @@ fn volume(name: &str) -> Value {
     })
 }
 
-/// A random volume-name suffix from upstream's alphabet (no vowels, no
-/// look-alike characters).
-pub fn random_suffix() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,12 +145,5 @@ mod tests {
                 .map(Vec::len),
             Some(1)
         );
-    }
-
-    #[test]
-    fn suffixes_use_the_alphabet() {
-        let s = random_suffix();
-        assert_eq!(s.len(), 5);
-        assert!(s.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
     }
 }
