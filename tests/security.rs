@@ -527,3 +527,159 @@ fn a_pods_mounted_token_carries_its_service_accounts_rights_and_no_more() {
     assert!(body.contains("Forbidden (user=system:serviceaccount:default:reader, verb=get, resource=nodes, subresource(s)=[proxy])"), "{body}");
     admin.ok(&["logs", "reader"]);
 }
+
+/// Writes `<stem>.crt/.key` in `tls`: a leaf signed by the cluster CA that
+/// ends `valid_for` from now.
+fn write_leaf(
+    tls: &std::path::Path,
+    stem: &str,
+    subject: (&str, Option<&str>),
+    server: bool,
+    valid_for: time::Duration,
+) -> String {
+    let ca_cert = std::fs::read_to_string(tls.join("server-ca.crt")).expect("CA cert");
+    let ca_key = std::fs::read_to_string(tls.join("server-ca.key")).expect("CA key");
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&ca_cert, rcgen::KeyPair::from_pem(&ca_key).expect("key"))
+            .expect("issuer");
+    let key = rcgen::KeyPair::generate().expect("key");
+    // A server certificate names what the one it replaces names (else kelp
+    // re-issues it at start for the missing names).
+    let sans = if server {
+        sans_of(&std::fs::read_to_string(tls.join(format!("{stem}.crt"))).expect("cert"))
+    } else {
+        vec![]
+    };
+    let mut params = rcgen::CertificateParams::new(sans).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(org) = subject.1 {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
+    }
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, subject.0);
+    params.extended_key_usages = vec![if server {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + valid_for;
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    std::fs::write(tls.join(format!("{stem}.crt")), cert.pem()).expect("write");
+    std::fs::write(tls.join(format!("{stem}.key")), key.serialize_pem()).expect("write");
+    cert.pem()
+}
+
+/// The DNS names and IP addresses a certificate names.
+fn sans_of(pem: &str) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
+    let cert = pem.parse_x509().expect("x509");
+    let san = cert.subject_alternative_name().expect("san").expect("san");
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::IPAddress(b) if b.len() == 4 => {
+                Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The end of the validity of the certificate the server presents.
+fn served_until(port: u16) -> chrono::NaiveDateTime {
+    let out = std::process::Command::new("curl")
+        .args(["-vsk", "--max-time", "5", "-o", "/dev/null"])
+        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find_map(|l| {
+            l.split_once("expire date: ")
+                .map(|(_, d)| d.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no expire date in:\n{text}"));
+    chrono::NaiveDateTime::parse_from_str(&line.replace("  ", " "), "%b %d %H:%M:%S %Y GMT")
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[test]
+fn certificates_near_expiry_are_renewed_at_start_and_while_running() {
+    let mut server = Server::start();
+    let kubectl = server.kubectl("kubectl");
+    kubectl.ok(&["get", "namespaces"]);
+    server.stop();
+    let tls = server.path("data/server/tls");
+    // The serving certificate enters its last 120 days 8 s after the
+    // restart; the admin's is already inside them.
+    write_leaf(
+        &tls,
+        "serving-kube-apiserver",
+        ("kube-apiserver", None),
+        true,
+        time::Duration::days(120) + time::Duration::seconds(8),
+    );
+    let short_admin = write_leaf(
+        &tls,
+        "client-admin",
+        ("system:admin", Some("system:masters")),
+        false,
+        time::Duration::days(10),
+    );
+    server.spawn();
+    let renewed_admin = std::fs::read_to_string(tls.join("client-admin.crt")).expect("admin cert");
+    assert_ne!(renewed_admin, short_admin, "renewed at start");
+    kubectl.ok(&["get", "namespaces"]);
+    let before = served_until(server.port);
+    let in_a_year = chrono::Utc::now().naive_utc() + chrono::Duration::days(300);
+    assert!(
+        before < in_a_year,
+        "the short certificate is served: {before}"
+    );
+    // A watch open across the renewal keeps its connection.
+    let mut watch = kubectl
+        .command()
+        .args(["get", "configmaps", "--watch", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let after = loop {
+        let until = served_until(server.port);
+        if until > in_a_year {
+            break until;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not renewed while running; served until {until}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(after > before);
+    kubectl.ok(&["create", "configmap", "after-renewal"]);
+    kubectl.ok(&["get", "namespaces"]);
+    let stdout = watch.stdout.take().expect("stdout");
+    let seen = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("after-renewal"))
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.join().expect("reader"),
+        "the watch saw the configmap made after the renewal"
+    );
+}

@@ -20,7 +20,10 @@ use crate::pki::ClusterPki;
 
 /// TLS settings for calling kubelets: trust the cluster CA, present the
 /// admin client certificate (group system:masters).
-pub fn client_config(pki: &ClusterPki) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn client_config(
+    pki: &ClusterPki,
+    client: Arc<crate::pki::reloadable::ReloadableCert>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use anyhow::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -29,18 +32,11 @@ pub fn client_config(pki: &ClusterPki) -> anyhow::Result<Arc<rustls::ClientConfi
             .add(ca.context("CA certificate")?)
             .context("adding CA")?;
     }
-    let certs = rustls_pemfile::certs(&mut pki.admin_cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("client certificate")?;
-    let key = rustls_pemfile::private_key(&mut pki.admin_key.as_bytes())
-        .context("client key")?
-        .context("no client key")?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .context("client certificate")?;
+        .with_client_cert_resolver(client);
     Ok(Arc::new(config))
 }
 

@@ -7,24 +7,21 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::authn::{ConnectionIdentity, user_from_certificate};
 use crate::pki::ClusterPki;
+use crate::pki::reloadable::ReloadableCert;
 
-/// TLS settings from the cluster PKI.
-pub fn tls_config(pki: &ClusterPki) -> Result<Arc<rustls::ServerConfig>> {
+/// TLS settings from the cluster PKI; the server presents `serving`,
+/// whatever it holds at each handshake (renewal swaps it).
+pub fn tls_config(
+    pki: &ClusterPki,
+    serving: Arc<ReloadableCert>,
+) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut pki.serving_cert.as_bytes())
-            .collect::<Result<_, _>>()
-            .context("serving certificate")?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pki.serving_key.as_bytes())
-        .context("serving key")?
-        .context("no serving key")?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in rustls_pemfile::certs(&mut pki.ca_cert.as_bytes()) {
         roots
@@ -42,8 +39,7 @@ pub fn tls_config(pki: &ClusterPki) -> Result<Arc<rustls::ServerConfig>> {
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .context("serving certificate")?;
+        .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

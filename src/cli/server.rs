@@ -13,6 +13,7 @@ use crate::api::resources::Registry;
 use crate::api::schema::Schemas;
 use crate::apiserver::authn::User;
 use crate::apiserver::{ApiConfig, ApiState, handlers, router, serve};
+use crate::pki::reloadable::ReloadableCert;
 use crate::pki::serviceaccount::TokenSigner;
 use crate::pki::{ClusterPki, ServingNames, write_file_mode};
 use crate::store::sqlite::SqliteStore;
@@ -92,6 +93,16 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         &pki.admin_kubeconfig(&server_url),
         mode,
     )?;
+    // Renewed while running: TLS configurations hold these by reference.
+    let serving_cert = ReloadableCert::from_pem(&pki.serving_cert, &pki.serving_key)?;
+    let admin_cert = ReloadableCert::from_pem(&pki.admin_cert, &pki.admin_key)?;
+    tokio::spawn(renew_certificates(
+        pki.clone(),
+        names.clone(),
+        serving_cert.clone(),
+        admin_cert.clone(),
+        (args.write_kubeconfig.clone(), server_url.clone(), mode),
+    ));
     let (low, high) = args
         .service_node_port_range
         .split_once('-')
@@ -122,7 +133,10 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics: Metrics::new(),
         allocation: tokio::sync::Mutex::new(()),
-        kubelet_tls: Some(crate::apiserver::kubelet::client_config(&pki)?),
+        kubelet_tls: Some(crate::apiserver::kubelet::client_config(
+            &pki,
+            admin_cert.clone(),
+        )?),
         authorizer,
     });
     load_custom_resources(&state).await?;
@@ -131,7 +145,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     crate::apiserver::authz::bootstrap::reconcile(&state)
         .await
         .map_err(|e| anyhow::anyhow!("reconciling the default RBAC policy: {e}"))?;
-    let tls = serve::tls_config(&pki)?;
+    let tls = serve::tls_config(&pki, serving_cert)?;
     let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -399,6 +413,58 @@ async fn bootstrap(
         "spec": {"type": "ClusterIP", "clusterIP": service_cidr.nth(1).to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     });
     create_if_missing(state, "", "services", Some("default"), service).await
+}
+
+/// Re-issues leaf certificates when they come due (see
+/// `ClusterPki::renew_at`), swaps them into the live TLS configurations and
+/// rewrites the admin kubeconfig; connections stay up.
+async fn renew_certificates(
+    mut pki: ClusterPki,
+    names: ServingNames,
+    serving: Arc<ReloadableCert>,
+    admin: Arc<ReloadableCert>,
+    (kubeconfig, server_url, mode): (PathBuf, String, u32),
+) {
+    loop {
+        let wait = pki
+            .renew_at()
+            .map(|due| due - time::OffsetDateTime::now_utc())
+            .and_then(|left| std::time::Duration::try_from(left).ok())
+            .unwrap_or_default()
+            // Look again at least daily (a clock that jumped, files edited by hand).
+            .clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(24 * 3600),
+            );
+        tokio::time::sleep(wait).await;
+        let renewed = match ClusterPki::load_or_create(&pki.dir, &names) {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                tracing::error!(err = %format!("{e:#}"), "renewing certificates; retrying in a minute");
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                continue;
+            }
+        };
+        if renewed.serving_cert != pki.serving_cert
+            && let Err(e) = serving.replace(&renewed.serving_cert, &renewed.serving_key)
+        {
+            tracing::error!(err = %format!("{e:#}"), "loading the renewed serving certificate");
+        }
+        if renewed.admin_cert != pki.admin_cert {
+            if let Err(e) = admin.replace(&renewed.admin_cert, &renewed.admin_key) {
+                tracing::error!(err = %format!("{e:#}"), "loading the renewed admin certificate");
+            }
+            if let Err(e) =
+                write_file_mode(&kubeconfig, &renewed.admin_kubeconfig(&server_url), mode)
+            {
+                tracing::error!(err = %format!("{e:#}"), "rewriting the admin kubeconfig");
+            }
+        }
+        if renewed.serving_cert != pki.serving_cert || renewed.admin_cert != pki.admin_cert {
+            tracing::info!("certificates renewed while running");
+        }
+        pki = renewed;
+    }
 }
 
 async fn create_if_missing(

@@ -1,8 +1,12 @@
 //! Certificates and credentials: the cluster CA, the API server's serving
 //! certificate, the admin client certificate and kubeconfig, and the
-//! service-account signing key. Made at first start, reused afterwards.
+//! service-account signing key. Made at first start, reused afterwards;
+//! leaf certificates are re-issued once less than [`RENEW_BEFORE_DAYS`] of
+//! their validity remain (at start, as k3s, and while running: see
+//! [`ClusterPki::renew_at`]).
 
 pub mod identity;
+pub mod reloadable;
 pub mod serviceaccount;
 
 use std::net::IpAddr;
@@ -19,6 +23,8 @@ use rcgen::{
 const CA_DAYS: i64 = 3650;
 /// Validity of leaf certificates (1 year, as k3s).
 const LEAF_DAYS: i64 = 365;
+/// Leaf certificates with less validity left than this are re-issued.
+pub const RENEW_BEFORE_DAYS: i64 = 120;
 
 /// The cluster's PEM-encoded credentials, as kept under `<data-dir>/server/tls/`.
 #[derive(Debug, Clone)]
@@ -79,6 +85,15 @@ impl ClusterPki {
         {
             std::fs::remove_file(&serving_path).ok();
         }
+        for stem in ["serving-kube-apiserver", "client-admin"] {
+            let path = dir.join(format!("{stem}.crt"));
+            if let Ok(existing) = std::fs::read_to_string(&path)
+                && expires_within(&existing, time::Duration::days(RENEW_BEFORE_DAYS))
+            {
+                tracing::info!(certificate = %path.display(), "renewing a certificate that expires within {RENEW_BEFORE_DAYS} days");
+                std::fs::remove_file(&path).ok();
+            }
+        }
         let (serving_cert, serving_key) = ensure_pair(dir, "serving-kube-apiserver", || {
             leaf(
                 &issuer,
@@ -115,6 +130,16 @@ impl ClusterPki {
             admin_key,
             service_account_key,
         })
+    }
+
+    /// When the first leaf certificate is due for renewal (the server
+    /// reloads its credentials then, without a restart).
+    pub fn renew_at(&self) -> Option<time::OffsetDateTime> {
+        [&self.serving_cert, &self.admin_cert]
+            .into_iter()
+            .filter_map(|pem| not_after(pem))
+            .min()
+            .map(|t| t - time::Duration::days(RENEW_BEFORE_DAYS))
     }
 
     /// An admin kubeconfig pointing at `server` (e.g. `https://127.0.0.1:6443`).
@@ -230,6 +255,18 @@ fn serving_sans(names: &ServingNames) -> Vec<SanType> {
     sans
 }
 
+/// The end of the validity of the (first) certificate in `pem`.
+fn not_after(pem: &str) -> Option<time::OffsetDateTime> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.to_datetime())
+}
+
+/// Whether the certificate in `pem` expires (or is unreadable) within `window`.
+fn expires_within(pem: &str, window: time::Duration) -> bool {
+    not_after(pem).is_none_or(|end| end - time::OffsetDateTime::now_utc() < window)
+}
+
 /// Whether the certificate in `pem` carries every SAN in `wanted`.
 fn covers(pem: &str, wanted: &[SanType]) -> bool {
     use x509_parser::extensions::GeneralName;
@@ -269,6 +306,39 @@ fn covers(pem: &str, wanted: &[SanType]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_near_their_end_are_reissued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = ServingNames::default();
+        let first = ClusterPki::load_or_create(dir.path(), &names).expect("create");
+        let due = first.renew_at().expect("renewal time");
+        let in_a_year =
+            time::OffsetDateTime::now_utc() + time::Duration::days(LEAF_DAYS - RENEW_BEFORE_DAYS);
+        assert!((due - in_a_year).abs() < time::Duration::hours(2), "{due}");
+        // A serving certificate with 30 days left, signed by the same CA.
+        let ca_key = std::fs::read_to_string(dir.path().join("server-ca.key")).expect("key");
+        let issuer =
+            Issuer::from_ca_cert_pem(&first.ca_cert, KeyPair::from_pem(&ca_key).expect("key"))
+                .expect("issuer");
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+        let short = params.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.path().join("serving-kube-apiserver.crt"), short.pem()).expect("write");
+        std::fs::write(
+            dir.path().join("serving-kube-apiserver.key"),
+            key.serialize_pem(),
+        )
+        .expect("write");
+        let renewed = ClusterPki::load_or_create(dir.path(), &names).expect("renew");
+        assert_ne!(renewed.serving_cert, short.pem());
+        assert_eq!(renewed.ca_cert, first.ca_cert);
+        assert!(!expires_within(
+            &renewed.serving_cert,
+            time::Duration::days(300)
+        ));
+    }
 
     #[test]
     fn creates_then_reuses_and_reissues_for_new_names() {
