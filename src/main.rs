@@ -21,6 +21,16 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => cli::server::run(*args),
         Command::Kubectl { args } => cli::server::kubectl(&args),
         Command::Images { command } => cli::images::run(command),
+        Command::Certificate {
+            command: cli::CertificateCommand::Rotate { services, data_dir },
+        } => {
+            let backup = kelp::pki::rotate(&data_dir.join("server/tls"), &services)?;
+            println!(
+                "certificates set aside (backup in {}); restart kelp to issue new ones",
+                backup.display()
+            );
+            Ok(())
+        }
         Command::Version => {
             println!(
                 "kelp version v{} ({})",

@@ -682,4 +682,27 @@ fn certificates_near_expiry_are_renewed_at_start_and_while_running() {
         seen.join().expect("reader"),
         "the watch saw the configmap made after the renewal"
     );
+
+    // `kelp certificate rotate`, as k3s's: set aside (backed up), new at the next start.
+    server.stop();
+    let serving = std::fs::read_to_string(tls.join("serving-kube-apiserver.crt")).expect("cert");
+    let out = std::process::Command::new(common::kelp_bin())
+        .args(["certificate", "rotate", "--service", "api-server", "--data-dir"])
+        .arg(server.path("data"))
+        .output()
+        .expect("kelp certificate rotate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!tls.join("serving-kube-apiserver.crt").exists());
+    assert!(tls.join("client-admin.crt").exists(), "only the named service");
+    let bad = std::process::Command::new(common::kelp_bin())
+        .args(["certificate", "rotate", "--service", "nosuch", "--data-dir"])
+        .arg(server.path("data"))
+        .output()
+        .expect("kelp certificate rotate");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown service \"nosuch\""));
+    server.spawn();
+    kubectl.ok(&["get", "namespaces"]);
+    let new = std::fs::read_to_string(tls.join("serving-kube-apiserver.crt")).expect("cert");
+    assert_ne!(new, serving);
 }

@@ -39,6 +39,27 @@ pub enum Command {
     },
     /// Print version information.
     Version,
+    /// Manage kelp's certificates.
+    Certificate {
+        /// What to do.
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
+}
+
+/// `kelp certificate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Set leaf certificates aside (backed up) so that kelp issues new ones
+    /// when it next starts (k3s's `certificate rotate`).
+    Rotate {
+        /// Only these (repeatable): admin, api-server.
+        #[arg(long = "service", short = 's', value_delimiter = ',')]
+        services: Vec<String>,
+        /// State directory.
+        #[arg(long, env = "KELP_DATA_DIR", default_value = "/var/lib/kelp")]
+        data_dir: PathBuf,
+    },
 }
 
 /// `kelp images` subcommands.

@@ -255,6 +255,57 @@ fn serving_sans(names: &ServingNames) -> Vec<SanType> {
     sans
 }
 
+/// The leaf certificates `kelp certificate rotate --service` names, with
+/// k3s's service names: (service, file stem).
+pub const LEAVES: &[(&str, &str)] = &[
+    ("admin", "client-admin"),
+    ("api-server", "serving-kube-apiserver"),
+];
+
+/// Sets the leaf certificates of `services` (all if empty) aside, with a
+/// copy of the whole directory in `<dir>-<unix seconds>` as k3s does, so
+/// the next start issues new ones. Returns the backup's path.
+pub fn rotate(dir: &Path, services: &[String]) -> Result<PathBuf> {
+    for service in services {
+        anyhow::ensure!(
+            LEAVES.iter().any(|(name, _)| name == service),
+            "unknown service {service:?}: kelp has {}",
+            LEAVES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        );
+    }
+    anyhow::ensure!(dir.is_dir(), "{} holds no certificates", dir.display());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let backup = PathBuf::from(format!("{}-{stamp}", dir.display()));
+    std::fs::create_dir_all(&backup).with_context(|| format!("creating {}", backup.display()))?;
+    restrict(&backup, 0o700)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file()
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, backup.join(name))
+                .with_context(|| format!("backing up {}", path.display()))?;
+        }
+    }
+    for (service, stem) in LEAVES {
+        if services.is_empty() || services.iter().any(|s| s == service) {
+            for ext in ["crt", "key"] {
+                let path = dir.join(format!("{stem}.{ext}"));
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(backup)
+}
+
 /// The end of the validity of the (first) certificate in `pem`.
 fn not_after(pem: &str) -> Option<time::OffsetDateTime> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;

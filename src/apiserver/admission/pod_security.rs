@@ -465,12 +465,19 @@ impl Pod<'_> {
         self.relax_userns && flag(self.spec, &["hostUsers"]) == Some(false)
     }
 
-    fn is_windows(&self) -> bool {
-        text(self.spec, &["os", "name"]) == "windows"
+    /// From policy version 1.25 Windows pods skip the Linux-only checks.
+    fn windows_exempt(&self, minor: u64) -> bool {
+        minor >= 25 && text(self.spec, &["os", "name"]) == "windows"
     }
 }
 
-type CheckFn = fn(&Pod<'_>, u64) -> Option<Violation>;
+/// What a check function reports; [`check_pod_spec_with`] adds the check id.
+struct Failure {
+    reason: String,
+    detail: String,
+}
+
+type CheckFn = fn(&Pod<'_>, u64) -> Option<Failure>;
 
 struct CheckDef {
     id: &'static str,
@@ -483,128 +490,60 @@ struct CheckDef {
     run: CheckFn,
 }
 
+impl CheckDef {
+    /// A baseline check present in every policy version.
+    const fn baseline(id: &'static str, run: CheckFn) -> CheckDef {
+        CheckDef {
+            id,
+            level: Level::Baseline,
+            since: 0,
+            replaced_in_restricted_since: None,
+            run,
+        }
+    }
+
+    /// A restricted check present from policy version `v1.<since>`.
+    const fn restricted(id: &'static str, since: u64, run: CheckFn) -> CheckDef {
+        CheckDef {
+            id,
+            level: Level::Restricted,
+            since,
+            replaced_in_restricted_since: None,
+            run,
+        }
+    }
+
+    /// This baseline check, replaced by a restricted one at the restricted
+    /// level from policy version `v1.<minor>`.
+    const fn replaced_in_restricted(self, minor: u64) -> CheckDef {
+        CheckDef {
+            replaced_in_restricted_since: Some(minor),
+            ..self
+        }
+    }
+}
+
 // Upstream runs baseline checks, then restricted ones, each group sorted by
 // check id (byte order); the table keeps that order so reasons line up.
 const CHECKS: &[CheckDef] = &[
-    CheckDef {
-        id: "appArmorProfile",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: app_armor_profile,
-    },
-    CheckDef {
-        id: "capabilities_baseline",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: Some(22),
-        run: capabilities_baseline,
-    },
-    CheckDef {
-        id: "hostNamespaces",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: host_namespaces,
-    },
-    CheckDef {
-        id: "hostPathVolumes",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: Some(0),
-        run: host_path_volumes,
-    },
-    CheckDef {
-        id: "hostPorts",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: host_ports,
-    },
-    CheckDef {
-        id: "privileged",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: privileged,
-    },
-    CheckDef {
-        id: "procMount",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: proc_mount,
-    },
-    CheckDef {
-        id: "seLinuxOptions",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: se_linux_options,
-    },
-    CheckDef {
-        id: "seccompProfile_baseline",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: Some(19),
-        run: seccomp_profile_baseline,
-    },
-    CheckDef {
-        id: "sysctls",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: sysctls,
-    },
-    CheckDef {
-        id: "windowsHostProcess",
-        level: Level::Baseline,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: windows_host_process,
-    },
-    CheckDef {
-        id: "allowPrivilegeEscalation",
-        level: Level::Restricted,
-        since: 8,
-        replaced_in_restricted_since: None,
-        run: allow_privilege_escalation,
-    },
-    CheckDef {
-        id: "capabilities_restricted",
-        level: Level::Restricted,
-        since: 22,
-        replaced_in_restricted_since: None,
-        run: capabilities_restricted,
-    },
-    CheckDef {
-        id: "restrictedVolumes",
-        level: Level::Restricted,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: restricted_volumes,
-    },
-    CheckDef {
-        id: "runAsNonRoot",
-        level: Level::Restricted,
-        since: 0,
-        replaced_in_restricted_since: None,
-        run: run_as_non_root,
-    },
-    CheckDef {
-        id: "runAsUser",
-        level: Level::Restricted,
-        since: 23,
-        replaced_in_restricted_since: None,
-        run: run_as_user,
-    },
-    CheckDef {
-        id: "seccompProfile_restricted",
-        level: Level::Restricted,
-        since: 19,
-        replaced_in_restricted_since: None,
-        run: seccomp_profile_restricted,
-    },
+    CheckDef::baseline("appArmorProfile", app_armor_profile),
+    CheckDef::baseline("capabilities_baseline", capabilities_baseline).replaced_in_restricted(22),
+    CheckDef::baseline("hostNamespaces", host_namespaces),
+    CheckDef::baseline("hostPathVolumes", host_path_volumes).replaced_in_restricted(0),
+    CheckDef::baseline("hostPorts", host_ports),
+    CheckDef::baseline("privileged", privileged),
+    CheckDef::baseline("procMount", proc_mount),
+    CheckDef::baseline("seLinuxOptions", se_linux_options),
+    CheckDef::baseline("seccompProfile_baseline", seccomp_profile_baseline)
+        .replaced_in_restricted(19),
+    CheckDef::baseline("sysctls", sysctls),
+    CheckDef::baseline("windowsHostProcess", windows_host_process),
+    CheckDef::restricted("allowPrivilegeEscalation", 8, allow_privilege_escalation),
+    CheckDef::restricted("capabilities_restricted", 22, capabilities_restricted),
+    CheckDef::restricted("restrictedVolumes", 0, restricted_volumes),
+    CheckDef::restricted("runAsNonRoot", 0, run_as_non_root),
+    CheckDef::restricted("runAsUser", 23, run_as_user),
+    CheckDef::restricted("seccompProfile_restricted", 19, seccomp_profile_restricted),
 ];
 
 fn applies(def: &CheckDef, level: Level, minor: u64) -> bool {
@@ -659,70 +598,168 @@ pub fn check_pod_spec_with(
     CHECKS
         .iter()
         .filter(|d| applies(d, level, minor))
-        .filter_map(|d| (d.run)(&pod, minor))
+        .filter_map(|d| {
+            (d.run)(&pod, minor).map(|f| Violation {
+                check: d.id,
+                reason: f.reason,
+                detail: f.detail,
+            })
+        })
         .collect()
 }
 
-fn violation(check: &'static str, reason: &str, detail: String) -> Option<Violation> {
-    Some(Violation {
-        check,
+fn fail(reason: &str, detail: String) -> Option<Failure> {
+    Some(Failure {
         reason: reason.to_string(),
         detail,
     })
 }
 
+// --- what the checks share -------------------------------------------------
+
+/// `securityContext.<field>` of a pod spec or a container.
+fn security_context<'a>(owner: &'a Value, field: &str) -> Option<&'a Value> {
+    at(owner, &["securityContext", field])
+}
+
+/// Names of the containers `pred` holds for, in [`containers`] order.
+fn containers_where(spec: &Value, mut pred: impl FnMut(&Value) -> bool) -> Vec<String> {
+    containers(spec)
+        .filter(|c| pred(c))
+        .map(container_name)
+        .collect()
+}
+
+/// Names of the containers whose `securityContext.<field>` is set to a value
+/// `forbidden` holds for.
+fn containers_setting(
+    spec: &Value,
+    field: &str,
+    mut forbidden: impl FnMut(&Value) -> bool,
+) -> Vec<String> {
+    containers_where(spec, |c| {
+        security_context(c, field).is_some_and(&mut forbidden)
+    })
+}
+
+/// Who sets `securityContext.<field>` to a value `forbidden` holds for:
+/// `pod` (the pod-level field) and/or `containers "a", "b"`, in that order.
+/// `forbidden` sees the pod's value first, then each container's.
+fn security_context_setters(
+    pod: &Pod<'_>,
+    field: &str,
+    mut forbidden: impl FnMut(&Value) -> bool,
+) -> Vec<String> {
+    let mut setters = Vec::new();
+    if security_context(pod.spec, field).is_some_and(&mut forbidden) {
+        setters.push("pod".to_string());
+    }
+    setters.extend(containers_phrase(&containers_setting(
+        pod.spec, field, forbidden,
+    )));
+    setters
+}
+
+/// For a setting the restricted level requires: unless the pod-level
+/// `securityContext.<field>` satisfies `pod_ok`, the containers whose own
+/// field is missing or not `is_set`, as `containers "a", "b"`; `None` when
+/// there are none.
+fn containers_leaving_unset(
+    pod: &Pod<'_>,
+    field: &str,
+    pod_ok: impl FnOnce(&Value) -> bool,
+    is_set: impl Fn(&Value) -> bool,
+) -> Option<String> {
+    if security_context(pod.spec, field).is_some_and(pod_ok) {
+        return None;
+    }
+    containers_phrase(&containers_where(pod.spec, |c| {
+        !security_context(c, field).is_some_and(&is_set)
+    }))
+}
+
+/// `pod`, `container "a"`, `pod and containers "a", "b"`, ...: who set a
+/// forbidden value; `None` when nobody did.
+fn who_set(setters: &[String]) -> Option<String> {
+    joined(setters, " and ")
+}
+
+/// Adds the items to `into`; whether there were any.
+fn insert_all(into: &mut BTreeSet<String>, items: impl IntoIterator<Item = String>) -> bool {
+    let mut any = false;
+    for item in items {
+        into.insert(item);
+        any = true;
+    }
+    any
+}
+
+/// The profile types allowed for both AppArmor and seccomp.
+fn allowed_profile_type(t: &str) -> bool {
+    matches!(t, "RuntimeDefault" | "Localhost")
+}
+
+/// Who sets `securityContext.<field>.type` (at the pod level or in a
+/// container) to a type other than RuntimeDefault or Localhost, and those
+/// types.
+fn forbidden_profile_types(pod: &Pod<'_>, field: &str) -> (Vec<String>, BTreeSet<String>) {
+    let mut types = BTreeSet::new();
+    let setters = security_context_setters(pod, field, |profile| {
+        let t = text(profile, &["type"]);
+        insert_all(
+            &mut types,
+            (!allowed_profile_type(t)).then(|| t.to_string()),
+        )
+    });
+    (setters, types)
+}
+
+/// `containers "a" must not include "X" in securityContext.capabilities.add`
+/// for the containers adding capabilities that `allowed` rejects; `None`
+/// when none do.
+fn forbidden_capability_additions(spec: &Value, allowed: impl Fn(&str) -> bool) -> Option<String> {
+    let mut forbidden = BTreeSet::new();
+    let adding = containers_where(spec, |c| {
+        let added = string_list(at(c, &["securityContext", "capabilities", "add"]));
+        insert_all(
+            &mut forbidden,
+            added.into_iter().filter(|cap| !allowed(cap)),
+        )
+    });
+    Some(format!(
+        "{} must not include {} in securityContext.capabilities.add",
+        containers_phrase(&adding)?,
+        join_quote(&forbidden)
+    ))
+}
+
+// --- the checks --------------------------------------------------------------
+
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
-fn app_armor_profile(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
-    let allowed_type = |t: &str| matches!(t, "RuntimeDefault" | "Localhost");
+fn app_armor_profile(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     let allowed_annotation =
         |v: &str| v.is_empty() || v == "runtime/default" || v.starts_with("localhost/");
-
-    let mut setters = Vec::new();
-    let mut bad_values = BTreeSet::new();
-    if let Some(profile) = at(pod.spec, &["securityContext", "appArmorProfile"]) {
-        let t = text(profile, &["type"]);
-        if !allowed_type(t) {
-            setters.push("pod".to_string());
-            bad_values.insert(t.to_string());
-        }
-    }
-    let mut bad_containers = Vec::new();
-    for c in containers(pod.spec) {
-        if let Some(profile) = at(c, &["securityContext", "appArmorProfile"]) {
-            let t = text(profile, &["type"]);
-            if !allowed_type(t) {
-                bad_containers.push(container_name(c));
-                bad_values.insert(t.to_string());
-            }
-        }
-    }
-    if !bad_containers.is_empty() {
-        setters.push(containers_phrase(&bad_containers));
-    }
+    let (mut setters, bad_types) = forbidden_profile_types(pod, "appArmorProfile");
+    let mut values: Vec<String> = bad_types.into_iter().collect();
     let mut bad_annotations: Vec<String> = annotations(pod.meta)
         .filter(|(k, v)| k.starts_with(APPARMOR_ANNOTATION_PREFIX) && !allowed_annotation(v))
         .map(|(k, v)| format!("{k}={}", go_quote(v)))
         .collect();
-    let mut values: Vec<String> = bad_values.into_iter().collect();
     if !bad_annotations.is_empty() {
         bad_annotations.sort();
         setters.push(pluralize("annotation", "annotations", bad_annotations.len()).to_string());
         values.extend(bad_annotations);
     }
-    if setters.is_empty() {
-        return None;
-    }
-    violation(
-        "appArmorProfile",
+    let who = who_set(&setters)?;
+    fail(
         pluralize(
             "forbidden AppArmor profile",
             "forbidden AppArmor profiles",
             values.len(),
         ),
         format!(
-            "{} must not set AppArmor profile type to {}",
-            setters.join(" and "),
+            "{who} must not set AppArmor profile type to {}",
             join_quote(&values)
         ),
     )
@@ -744,40 +781,13 @@ const DEFAULT_CAPABILITIES: &[&str] = &[
     "SYS_CHROOT",
 ];
 
-fn capabilities_baseline(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
-    let mut bad_containers = Vec::new();
-    let mut forbidden = BTreeSet::new();
-    for c in containers(pod.spec) {
-        let Some(caps) = at(c, &["securityContext", "capabilities"]) else {
-            continue;
-        };
-        let mut valid = true;
-        for cap in string_list(caps.get("add")) {
-            if !DEFAULT_CAPABILITIES.contains(&cap.as_str()) {
-                valid = false;
-                forbidden.insert(cap);
-            }
-        }
-        if !valid {
-            bad_containers.push(container_name(c));
-        }
-    }
-    if bad_containers.is_empty() {
-        return None;
-    }
-    let forbidden: Vec<String> = forbidden.into_iter().collect();
-    violation(
-        "capabilities_baseline",
-        "non-default capabilities",
-        format!(
-            "{} must not include {} in securityContext.capabilities.add",
-            containers_phrase(&bad_containers),
-            join_quote(&forbidden)
-        ),
-    )
+fn capabilities_baseline(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
+    let detail =
+        forbidden_capability_additions(pod.spec, |cap| DEFAULT_CAPABILITIES.contains(&cap))?;
+    fail("non-default capabilities", detail)
 }
 
-fn host_namespaces(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
+fn host_namespaces(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     let found: Vec<&str> = [
         ("hostNetwork", "hostNetwork=true"),
         ("hostPID", "hostPID=true"),
@@ -787,66 +797,39 @@ fn host_namespaces(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
     .filter(|(field, _)| flag(pod.spec, &[field]) == Some(true))
     .map(|(_, shown)| shown)
     .collect();
-    if found.is_empty() {
-        return None;
-    }
-    violation("hostNamespaces", "host namespaces", found.join(", "))
+    fail("host namespaces", joined(&found, ", ")?)
 }
 
-fn host_path_volumes(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
-    let names: Vec<String> = volumes(pod.spec)
+fn host_path_volumes(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
+    let names: Vec<String> = items(pod.spec, &["volumes"])
         .filter(|v| at(v, &["hostPath"]).is_some())
         .map(|v| text(v, &["name"]).to_string())
         .collect();
-    if names.is_empty() {
-        return None;
-    }
-    violation(
-        "hostPathVolumes",
+    fail(
         "hostPath volumes",
-        format!(
-            "{} {}",
-            pluralize("volume", "volumes", names.len()),
-            join_quote(&names)
-        ),
+        counted_list("volume", "volumes", &names)?,
     )
 }
 
-fn host_ports(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
-    let mut bad_containers = Vec::new();
+fn host_ports(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     // Upstream keeps the ports as strings in a sorted set, so "10000" sorts
     // before "80"; keep that.
     let mut ports = BTreeSet::new();
-    for c in containers(pod.spec) {
-        let mut valid = true;
-        for port in c
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(Value::Number(n)) = port.get("hostPort") else {
-                continue;
-            };
-            if n.as_f64() != Some(0.0) {
-                valid = false;
-                ports.insert(n.as_i64().map_or_else(|| n.to_string(), |i| i.to_string()));
+    let bad_containers = containers_where(pod.spec, |c| {
+        let host_ports = items(c, &["ports"]).filter_map(|port| match port.get("hostPort") {
+            Some(Value::Number(n)) if n.as_f64() != Some(0.0) => {
+                Some(n.as_i64().map_or_else(|| n.to_string(), |i| i.to_string()))
             }
-        }
-        if !valid {
-            bad_containers.push(container_name(c));
-        }
-    }
-    if bad_containers.is_empty() {
-        return None;
-    }
+            _ => None,
+        });
+        insert_all(&mut ports, host_ports)
+    });
+    let who = containers_phrase(&bad_containers)?;
     let ports: Vec<String> = ports.into_iter().collect();
-    violation(
-        "hostPorts",
+    fail(
         "hostPort",
         format!(
-            "{} {} {} {}",
-            containers_phrase(&bad_containers),
+            "{who} {} {} {}",
             pluralize("uses", "use", bad_containers.len()),
             pluralize("hostPort", "hostPorts", ports.len()),
             ports.join(", ")
@@ -854,57 +837,38 @@ fn host_ports(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
     )
 }
 
-fn privileged(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
-    let bad: Vec<String> = containers(pod.spec)
-        .filter(|c| flag(c, &["securityContext", "privileged"]) == Some(true))
-        .map(container_name)
-        .collect();
-    if bad.is_empty() {
-        return None;
-    }
-    violation(
-        "privileged",
+fn privileged(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
+    let bad = containers_setting(pod.spec, "privileged", |v| v.as_bool() == Some(true));
+    fail(
         "privileged",
         format!(
             "{} must not set securityContext.privileged=true",
-            containers_phrase(&bad)
+            containers_phrase(&bad)?
         ),
     )
 }
 
-fn proc_mount(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
+fn proc_mount(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     // In a user namespace an unmasked /proc does not expose the host's.
     if pod.in_user_namespace() {
         return None;
     }
-    let mut bad_containers = Vec::new();
     let mut types = BTreeSet::new();
-    for c in containers(pod.spec) {
-        let Some(value) = at(c, &["securityContext", "procMount"]) else {
-            continue;
-        };
+    let bad = containers_setting(pod.spec, "procMount", |value| {
         let value = value_text(value);
-        if value != "Default" {
-            bad_containers.push(container_name(c));
-            types.insert(value);
-        }
-    }
-    if bad_containers.is_empty() {
-        return None;
-    }
-    let types: Vec<String> = types.into_iter().collect();
-    violation(
-        "procMount",
+        insert_all(&mut types, (value != "Default").then_some(value))
+    });
+    fail(
         "procMount",
         format!(
             "{} must not set securityContext.procMount to {}",
-            containers_phrase(&bad_containers),
+            containers_phrase(&bad)?,
             join_quote(&types)
         ),
     )
 }
 
-fn se_linux_options(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
+fn se_linux_options(pod: &Pod<'_>, minor: u64) -> Option<Failure> {
     let allowed_type = |t: &str| {
         matches!(
             t,
@@ -914,65 +878,29 @@ fn se_linux_options(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
     let mut bad_types = BTreeSet::new();
     let mut set_user = false;
     let mut set_role = false;
-    let mut valid = |opts: &Value| {
-        let mut ok = true;
+    let setters = security_context_setters(pod, "seLinuxOptions", |opts| {
         let t = text(opts, &["type"]);
-        if !allowed_type(t) {
-            ok = false;
-            bad_types.insert(t.to_string());
-        }
-        if !text(opts, &["user"]).is_empty() {
-            ok = false;
-            set_user = true;
-        }
-        if !text(opts, &["role"]).is_empty() {
-            ok = false;
-            set_role = true;
-        }
-        ok
-    };
-
-    let mut setters = Vec::new();
-    if let Some(opts) = at(pod.spec, &["securityContext", "seLinuxOptions"])
-        && !valid(opts)
-    {
-        setters.push("pod".to_string());
-    }
-    let mut bad_containers = Vec::new();
-    for c in containers(pod.spec) {
-        if let Some(opts) = at(c, &["securityContext", "seLinuxOptions"])
-            && !valid(opts)
-        {
-            bad_containers.push(container_name(c));
-        }
-    }
-    if !bad_containers.is_empty() {
-        setters.push(containers_phrase(&bad_containers));
-    }
-    if setters.is_empty() {
-        return None;
-    }
-    let mut bad_data = Vec::new();
-    if !bad_types.is_empty() {
-        let types: Vec<String> = bad_types.into_iter().collect();
-        bad_data.push(format!(
-            "{} {}",
-            pluralize("type", "types", types.len()),
-            join_quote(&types)
-        ));
-    }
+        let bad_type = insert_all(&mut bad_types, (!allowed_type(t)).then(|| t.to_string()));
+        let user = !text(opts, &["user"]).is_empty();
+        let role = !text(opts, &["role"]).is_empty();
+        set_user |= user;
+        set_role |= role;
+        bad_type || user || role
+    });
+    let who = who_set(&setters)?;
+    let mut bad_data: Vec<String> = counted_list("type", "types", &bad_types)
+        .into_iter()
+        .collect();
     if set_user {
         bad_data.push("user may not be set".to_string());
     }
     if set_role {
         bad_data.push("role may not be set".to_string());
     }
-    violation(
-        "seLinuxOptions",
+    fail(
         "seLinuxOptions",
         format!(
-            "{} set forbidden securityContext.seLinuxOptions: {}",
-            setters.join(" and "),
+            "{who} set forbidden securityContext.seLinuxOptions: {}",
             bad_data.join("; ")
         ),
     )
@@ -981,81 +909,50 @@ fn se_linux_options(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
 const SECCOMP_POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
 const SECCOMP_CONTAINER_ANNOTATION_PREFIX: &str = "container.seccomp.security.alpha.kubernetes.io/";
 
-fn valid_seccomp_type(t: &str) -> bool {
-    matches!(t, "RuntimeDefault" | "Localhost")
-}
-
-fn seccomp_profile_baseline(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
+fn seccomp_profile_baseline(pod: &Pod<'_>, minor: u64) -> Option<Failure> {
     if minor < 19 {
         return seccomp_annotations_baseline(pod);
     }
-    let mut setters = Vec::new();
-    let mut bad_values = BTreeSet::new();
-    if let Some(profile) = at(pod.spec, &["securityContext", "seccompProfile"]) {
-        let t = text(profile, &["type"]);
-        if !valid_seccomp_type(t) {
-            setters.push("pod".to_string());
-            bad_values.insert(t.to_string());
-        }
-    }
-    let mut bad_containers = Vec::new();
-    for c in containers(pod.spec) {
-        if let Some(profile) = at(c, &["securityContext", "seccompProfile"]) {
-            let t = text(profile, &["type"]);
-            if !valid_seccomp_type(t) {
-                bad_containers.push(container_name(c));
-                bad_values.insert(t.to_string());
-            }
-        }
-    }
-    if !bad_containers.is_empty() {
-        setters.push(containers_phrase(&bad_containers));
-    }
-    if setters.is_empty() {
-        return None;
-    }
-    let values: Vec<String> = bad_values.into_iter().collect();
-    violation(
-        "seccompProfile_baseline",
+    forbidden_seccomp_types(pod)
+}
+
+/// The pod and containers setting a seccomp profile type other than
+/// RuntimeDefault or Localhost (both seccomp checks report these alike).
+fn forbidden_seccomp_types(pod: &Pod<'_>) -> Option<Failure> {
+    let (setters, types) = forbidden_profile_types(pod, "seccompProfile");
+    fail(
         "seccompProfile",
         format!(
             "{} must not set securityContext.seccompProfile.type to {}",
-            setters.join(" and "),
-            join_quote(&values)
+            who_set(&setters)?,
+            join_quote(&types)
         ),
     )
 }
 
 /// Policy versions before 1.19 predate the seccompProfile field and judge
 /// the alpha annotations instead.
-fn seccomp_annotations_baseline(pod: &Pod<'_>) -> Option<Violation> {
+fn seccomp_annotations_baseline(pod: &Pod<'_>) -> Option<Failure> {
     let valid =
         |v: &str| v == "runtime/default" || v == "docker/default" || v.starts_with("localhost/");
+    let keys = std::iter::once(SECCOMP_POD_ANNOTATION.to_string()).chain(
+        containers(pod.spec)
+            .map(|c| format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", container_name(c))),
+    );
     let mut forbidden = BTreeSet::new();
-    if let Some(v) = annotation(pod.meta, SECCOMP_POD_ANNOTATION)
-        && !valid(v)
-    {
-        forbidden.insert(format!("{SECCOMP_POD_ANNOTATION}={}", go_quote(v)));
-    }
-    for c in containers(pod.spec) {
-        let key = format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", container_name(c));
+    for key in keys {
         if let Some(v) = annotation(pod.meta, &key)
             && !valid(v)
         {
             forbidden.insert(format!("{key}={}", go_quote(v)));
         }
     }
-    if forbidden.is_empty() {
-        return None;
-    }
-    let forbidden: Vec<String> = forbidden.into_iter().collect();
-    violation(
-        "seccompProfile_baseline",
+    let listed = joined(&forbidden, ", ")?;
+    fail(
         "seccompProfile",
         format!(
-            "forbidden {} {}",
-            pluralize("annotation", "annotations", forbidden.len()),
-            forbidden.join(", ")
+            "forbidden {} {listed}",
+            pluralize("annotation", "annotations", forbidden.len())
         ),
     )
 }
@@ -1076,127 +973,67 @@ const SAFE_SYSCTLS: &[(&str, u64)] = &[
     ("net.ipv4.tcp_wmem", 32),
 ];
 
-fn sysctls(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
+fn sysctls(pod: &Pod<'_>, minor: u64) -> Option<Failure> {
     let safe = |name: &str| {
         SAFE_SYSCTLS
             .iter()
             .any(|&(n, since)| n == name && minor >= since)
     };
     // Listed in spec order, duplicates kept, as upstream does.
-    let forbidden: Vec<&str> = at(pod.spec, &["securityContext", "sysctls"])
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let forbidden: Vec<&str> = items(pod.spec, &["securityContext", "sysctls"])
         .map(|s| text(s, &["name"]))
         .filter(|name| !safe(name))
         .collect();
-    if forbidden.is_empty() {
-        return None;
-    }
-    violation("sysctls", "forbidden sysctls", forbidden.join(", "))
+    fail("forbidden sysctls", joined(&forbidden, ", ")?)
 }
 
-fn windows_host_process(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
-    let host_process = |sc_owner: &Value| {
-        flag(
-            sc_owner,
-            &["securityContext", "windowsOptions", "hostProcess"],
-        ) == Some(true)
-    };
-    let bad: Vec<String> = containers(pod.spec)
-        .filter(|c| host_process(c))
-        .map(container_name)
-        .collect();
-    let mut setters = Vec::new();
-    if host_process(pod.spec) {
-        setters.push("pod".to_string());
-    }
-    if !bad.is_empty() {
-        setters.push(containers_phrase(&bad));
-    }
-    if setters.is_empty() {
-        return None;
-    }
-    violation(
-        "windowsHostProcess",
+fn windows_host_process(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
+    let setters = security_context_setters(pod, "windowsOptions", |options| {
+        flag(options, &["hostProcess"]) == Some(true)
+    });
+    fail(
         "hostProcess",
         format!(
             "{} must not set securityContext.windowsOptions.hostProcess=true",
-            setters.join(" and ")
+            who_set(&setters)?
         ),
     )
 }
 
-fn allow_privilege_escalation(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
+fn allow_privilege_escalation(pod: &Pod<'_>, minor: u64) -> Option<Failure> {
     // From 1.25 Windows pods are exempt: the field cannot be set for them.
-    if minor >= 25 && pod.is_windows() {
+    if pod.windows_exempt(minor) {
         return None;
     }
-    let bad: Vec<String> = containers(pod.spec)
-        .filter(|c| flag(c, &["securityContext", "allowPrivilegeEscalation"]) != Some(false))
-        .map(container_name)
-        .collect();
-    if bad.is_empty() {
-        return None;
-    }
-    violation(
-        "allowPrivilegeEscalation",
+    let bad = containers_where(pod.spec, |c| {
+        security_context(c, "allowPrivilegeEscalation").and_then(Value::as_bool) != Some(false)
+    });
+    fail(
         "allowPrivilegeEscalation != false",
         format!(
             "{} must set securityContext.allowPrivilegeEscalation=false",
-            containers_phrase(&bad)
+            containers_phrase(&bad)?
         ),
     )
 }
 
-fn capabilities_restricted(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
-    if minor >= 25 && pod.is_windows() {
+fn capabilities_restricted(pod: &Pod<'_>, minor: u64) -> Option<Failure> {
+    if pod.windows_exempt(minor) {
         return None;
     }
-    let mut missing_drop_all = Vec::new();
-    let mut adding_forbidden = Vec::new();
-    let mut forbidden = BTreeSet::new();
-    for c in containers(pod.spec) {
-        let Some(caps) = at(c, &["securityContext", "capabilities"]) else {
-            missing_drop_all.push(container_name(c));
-            continue;
-        };
-        if !string_list(caps.get("drop")).iter().any(|d| d == "ALL") {
-            missing_drop_all.push(container_name(c));
-        }
-        let mut added_forbidden = false;
-        for cap in string_list(caps.get("add")) {
-            if cap != "NET_BIND_SERVICE" {
-                added_forbidden = true;
-                forbidden.insert(cap);
-            }
-        }
-        if added_forbidden {
-            adding_forbidden.push(container_name(c));
-        }
-    }
-    let mut details = Vec::new();
-    if !missing_drop_all.is_empty() {
-        details.push(format!(
-            r#"{} must set securityContext.capabilities.drop=["ALL"]"#,
-            containers_phrase(&missing_drop_all)
-        ));
-    }
-    if !adding_forbidden.is_empty() {
-        let forbidden: Vec<String> = forbidden.into_iter().collect();
-        details.push(format!(
-            "{} must not include {} in securityContext.capabilities.add",
-            containers_phrase(&adding_forbidden),
-            join_quote(&forbidden)
-        ));
-    }
-    if details.is_empty() {
-        return None;
-    }
-    violation(
-        "capabilities_restricted",
+    let missing_drop_all = containers_where(pod.spec, |c| {
+        !string_list(at(c, &["securityContext", "capabilities", "drop"]))
+            .iter()
+            .any(|d| d == "ALL")
+    });
+    let details = [
+        containers_phrase(&missing_drop_all)
+            .map(|who| format!(r#"{who} must set securityContext.capabilities.drop=["ALL"]"#)),
+        forbidden_capability_additions(pod.spec, |cap| cap == "NET_BIND_SERVICE"),
+    ];
+    fail(
         "unrestricted capabilities",
-        details.join("; "),
+        joined(details.iter().flatten(), "; ")?,
     )
 }
 
@@ -1237,10 +1074,10 @@ const RESTRICTED_VOLUME_SOURCES: &[&str] = &[
     "storageos",
 ];
 
-fn restricted_volumes(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
+fn restricted_volumes(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     let mut bad_volumes = Vec::new();
     let mut bad_types = BTreeSet::new();
-    for v in volumes(pod.spec) {
+    for v in items(pod.spec, &["volumes"]) {
         if ALLOWED_VOLUME_SOURCES
             .iter()
             .any(|&s| at(v, &[s]).is_some())
@@ -1255,160 +1092,75 @@ fn restricted_volumes(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
             .unwrap_or("unknown");
         bad_types.insert(kind.to_string());
     }
-    if bad_volumes.is_empty() {
-        return None;
-    }
-    let types: Vec<String> = bad_types.into_iter().collect();
-    violation(
-        "restrictedVolumes",
+    fail(
         "restricted volume types",
         format!(
-            "{} {} {} {} {}",
-            pluralize("volume", "volumes", bad_volumes.len()),
-            join_quote(&bad_volumes),
+            "{} {} {}",
+            counted_list("volume", "volumes", &bad_volumes)?,
             pluralize("uses", "use", bad_volumes.len()),
-            pluralize(
+            counted_list(
                 "restricted volume type",
                 "restricted volume types",
-                types.len()
-            ),
-            join_quote(&types)
+                &bad_types
+            )?
         ),
     )
 }
 
-fn run_as_non_root(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
+fn run_as_non_root(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     // Root inside a user namespace is unprivileged on the host.
     if pod.in_user_namespace() {
         return None;
     }
-    let mut setters = Vec::new();
-    let mut pod_non_root = false;
-    match flag(pod.spec, &["securityContext", "runAsNonRoot"]) {
-        Some(false) => setters.push("pod".to_string()),
-        Some(true) => pod_non_root = true,
-        None => {}
-    }
-    let mut explicit = Vec::new();
-    let mut implicit = Vec::new();
-    for c in containers(pod.spec) {
-        match flag(c, &["securityContext", "runAsNonRoot"]) {
-            Some(false) => explicit.push(container_name(c)),
-            Some(true) => {}
-            None if !pod_non_root => implicit.push(container_name(c)),
-            None => {}
-        }
-    }
-    if !explicit.is_empty() {
-        setters.push(containers_phrase(&explicit));
-    }
+    let reason = "runAsNonRoot != true";
     // An explicit false is reported on its own: it is the clearer mistake.
-    if !setters.is_empty() {
-        return violation(
-            "runAsNonRoot",
-            "runAsNonRoot != true",
-            format!(
-                "{} must not set securityContext.runAsNonRoot=false",
-                setters.join(" and ")
-            ),
+    let setters = security_context_setters(pod, "runAsNonRoot", |v| v.as_bool() == Some(false));
+    if let Some(who) = who_set(&setters) {
+        return fail(
+            reason,
+            format!("{who} must not set securityContext.runAsNonRoot=false"),
         );
     }
-    if implicit.is_empty() {
-        return None;
-    }
-    violation(
+    let who = containers_leaving_unset(
+        pod,
         "runAsNonRoot",
-        "runAsNonRoot != true",
-        format!(
-            "pod or {} must set securityContext.runAsNonRoot=true",
-            containers_phrase(&implicit)
-        ),
+        |v| v.as_bool() == Some(true),
+        Value::is_boolean,
+    )?;
+    fail(
+        reason,
+        format!("pod or {who} must set securityContext.runAsNonRoot=true"),
     )
 }
 
-fn run_as_user(pod: &Pod<'_>, _minor: u64) -> Option<Violation> {
+fn run_as_user(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     if pod.in_user_namespace() {
         return None;
     }
-    let is_root = |owner: &Value| {
-        at(owner, &["securityContext", "runAsUser"]).and_then(Value::as_f64) == Some(0.0)
-    };
-    let mut setters = Vec::new();
-    if is_root(pod.spec) {
-        setters.push("pod".to_string());
-    }
-    let bad: Vec<String> = containers(pod.spec)
-        .filter(|c| is_root(c))
-        .map(container_name)
-        .collect();
-    if !bad.is_empty() {
-        setters.push(containers_phrase(&bad));
-    }
-    if setters.is_empty() {
-        return None;
-    }
-    violation(
-        "runAsUser",
+    let setters = security_context_setters(pod, "runAsUser", |v| v.as_f64() == Some(0.0));
+    fail(
         "runAsUser=0",
-        format!("{} must not set runAsUser=0", setters.join(" and ")),
+        format!("{} must not set runAsUser=0", who_set(&setters)?),
     )
 }
 
-fn seccomp_profile_restricted(pod: &Pod<'_>, minor: u64) -> Option<Violation> {
-    if minor >= 25 && pod.is_windows() {
+fn seccomp_profile_restricted(pod: &Pod<'_>, minor: u64) -> Option<Failure> {
+    if pod.windows_exempt(minor) {
         return None;
     }
-    let mut setters = Vec::new();
-    let mut bad_values = BTreeSet::new();
-    let mut pod_set = false;
-    if let Some(profile) = at(pod.spec, &["securityContext", "seccompProfile"]) {
-        let t = text(profile, &["type"]);
-        if valid_seccomp_type(t) {
-            pod_set = true;
-        } else {
-            setters.push("pod".to_string());
-            bad_values.insert(t.to_string());
-        }
+    if let Some(forbidden) = forbidden_seccomp_types(pod) {
+        return Some(forbidden);
     }
-    let mut explicit = Vec::new();
-    let mut implicit = Vec::new();
-    for c in containers(pod.spec) {
-        match at(c, &["securityContext", "seccompProfile"]) {
-            Some(profile) => {
-                let t = text(profile, &["type"]);
-                if !valid_seccomp_type(t) {
-                    explicit.push(container_name(c));
-                    bad_values.insert(t.to_string());
-                }
-            }
-            None if !pod_set => implicit.push(container_name(c)),
-            None => {}
-        }
-    }
-    if !explicit.is_empty() {
-        setters.push(containers_phrase(&explicit));
-    }
-    if !setters.is_empty() {
-        let values: Vec<String> = bad_values.into_iter().collect();
-        return violation(
-            "seccompProfile_restricted",
-            "seccompProfile",
-            format!(
-                "{} must not set securityContext.seccompProfile.type to {}",
-                setters.join(" and "),
-                join_quote(&values)
-            ),
-        );
-    }
-    if implicit.is_empty() {
-        return None;
-    }
-    violation(
-        "seccompProfile_restricted",
+    let who = containers_leaving_unset(
+        pod,
+        "seccompProfile",
+        |profile| allowed_profile_type(text(profile, &["type"])),
+        |_| true,
+    )?;
+    fail(
         "seccompProfile",
         format!(
-            r#"pod or {} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost""#,
-            containers_phrase(&implicit)
+            r#"pod or {who} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost""#
         ),
     )
 }
@@ -1444,18 +1196,19 @@ pub fn forbidden_detail(violations: &[Violation]) -> String {
 
 /// The enforce-mode denial: `violates PodSecurity "restricted:latest": ...`.
 pub fn forbidden_message(level: Level, version: Version, violations: &[Violation]) -> String {
-    format!(
-        "violates PodSecurity {}: {}",
-        go_quote(&LevelVersion::new(level, version).to_string()),
-        forbidden_detail(violations)
-    )
+    policy_message("violates", level, version, violations)
 }
 
 /// The warn- and audit-mode text:
 /// `would violate PodSecurity "restricted:latest": ...`.
 pub fn warning_message(level: Level, version: Version, violations: &[Violation]) -> String {
+    policy_message("would violate", level, version, violations)
+}
+
+/// `<verb> PodSecurity "level:version": <details>`.
+fn policy_message(verb: &str, level: Level, version: Version, violations: &[Violation]) -> String {
     format!(
-        "would violate PodSecurity {}: {}",
+        "{verb} PodSecurity {}: {}",
         go_quote(&LevelVersion::new(level, version).to_string()),
         forbidden_detail(violations)
     )
@@ -1600,41 +1353,31 @@ pub fn evaluate(
             ),
         );
     }
-    let run =
-        |lv: &LevelVersion| check_pod_spec_with(lv.level, lv.version, metadata, spec, options);
+    // The message (`message` wording) on the violations of `lv`, if any.
+    let judge = |lv: &LevelVersion, message: fn(Level, Version, &[Violation]) -> String| {
+        let found = check_pod_spec_with(lv.level, lv.version, metadata, spec, options);
+        (!found.is_empty()).then(|| message(lv.level, lv.version, &found))
+    };
 
     if enforce {
         ev.audit_annotations.insert(
             ENFORCED_POLICY_ANNOTATION.to_string(),
             policy.enforce.to_string(),
         );
-        let found = run(&policy.enforce);
-        if !found.is_empty() {
+        if let Some(denial) = judge(&policy.enforce, forbidden_message) {
             ev.allowed = false;
-            ev.denial = Some(forbidden_message(
-                policy.enforce.level,
-                policy.enforce.version,
-                &found,
-            ));
+            ev.denial = Some(denial);
         }
     }
-    let found = run(&policy.audit);
-    if !found.is_empty() {
-        ev.audit_annotations.insert(
-            AUDIT_VIOLATIONS_ANNOTATION.to_string(),
-            warning_message(policy.audit.level, policy.audit.version, &found),
-        );
+    if let Some(violations) = judge(&policy.audit, warning_message) {
+        ev.audit_annotations
+            .insert(AUDIT_VIOLATIONS_ANNOTATION.to_string(), violations);
     }
     // A rejected request gets the error only, not warnings on top.
-    if ev.allowed {
-        let found = run(&policy.warn);
-        if !found.is_empty() {
-            ev.warnings.push(warning_message(
-                policy.warn.level,
-                policy.warn.version,
-                &found,
-            ));
-        }
+    if ev.allowed
+        && let Some(warning) = judge(&policy.warn, warning_message)
+    {
+        ev.warnings.push(warning);
     }
     ev
 }
@@ -1747,6 +1490,11 @@ fn value_text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
+/// The elements of an array field; none when unset or not an array.
+fn items<'a>(v: &'a Value, path: &[&str]) -> impl Iterator<Item = &'a Value> + use<'a> {
+    at(v, path).and_then(Value::as_array).into_iter().flatten()
+}
+
 fn string_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .into_iter()
@@ -1760,15 +1508,7 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
     ["initContainers", "containers", "ephemeralContainers"]
         .into_iter()
-        .filter_map(move |key| spec.get(key).and_then(Value::as_array))
-        .flatten()
-}
-
-fn volumes(spec: &Value) -> impl Iterator<Item = &Value> {
-    spec.get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+        .flat_map(move |key| items(spec, &[key]))
 }
 
 fn container_name(c: &Value) -> String {
@@ -1793,21 +1533,42 @@ fn pluralize<'a>(singular: &'a str, plural: &'a str, count: usize) -> &'a str {
     if count == 1 { singular } else { plural }
 }
 
-/// `"a", "b"`: each item in plain double quotes, no escaping (as upstream).
-fn join_quote(items: &[String]) -> String {
-    if items.is_empty() {
-        return String::new();
-    }
-    format!("\"{}\"", items.join("\", \""))
+/// The items joined by `sep`; `None` when there are none.
+fn joined(items: impl IntoIterator<Item: AsRef<str>>, sep: &str) -> Option<String> {
+    let items: Vec<_> = items.into_iter().collect();
+    let parts: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    (!parts.is_empty()).then(|| parts.join(sep))
 }
 
-/// `container "a"` or `containers "a", "b"`.
-fn containers_phrase(names: &[String]) -> String {
-    format!(
-        "{} {}",
-        pluralize("container", "containers", names.len()),
-        join_quote(names)
+/// `"a", "b"`: each item in plain double quotes, no escaping (as upstream).
+fn join_quote(items: impl IntoIterator<Item: AsRef<str>>) -> String {
+    joined(
+        items.into_iter().map(|s| format!("\"{}\"", s.as_ref())),
+        ", ",
     )
+    .unwrap_or_default()
+}
+
+/// `volume "a"` or `volumes "a", "b"` (given the two spellings of the noun);
+/// `None` when there are no items.
+fn counted_list(
+    singular: &str,
+    plural: &str,
+    items: impl IntoIterator<Item: AsRef<str>>,
+) -> Option<String> {
+    let items: Vec<_> = items.into_iter().collect();
+    (!items.is_empty()).then(|| {
+        format!(
+            "{} {}",
+            pluralize(singular, plural, items.len()),
+            join_quote(&items)
+        )
+    })
+}
+
+/// `container "a"` or `containers "a", "b"`; `None` when there are none.
+fn containers_phrase(names: &[String]) -> Option<String> {
+    counted_list("container", "containers", names)
 }
 
 /// Quotes like Go's `%q`: backslash escapes for quotes, backslashes and
@@ -1863,6 +1624,14 @@ mod tests {
         let found = check(level, version, pod);
         assert_eq!(found.len(), 1, "expected one violation, got {found:?}");
         (found[0].reason.clone(), found[0].detail.clone())
+    }
+
+    /// Checks at latest with the user-namespace relaxation on.
+    fn check_relaxed(level: Level, pod: &Value) -> Vec<Violation> {
+        let relaxed = CheckOptions {
+            relax_for_user_namespace_pods: true,
+        };
+        check_pod_spec_with(level, LATEST, &pod["metadata"], &pod["spec"], &relaxed)
     }
 
     fn reasons(level: Level, version: Version, pod: &Value) -> Vec<String> {
@@ -1936,25 +1705,20 @@ mod tests {
             "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}
         });
         let found = check(Level::Restricted, LATEST, &pod);
-        assert_eq!(
-            forbidden_message(Level::Restricted, LATEST, &found),
-            "violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false \
+        let details = "allowPrivilegeEscalation != false \
              (container \"nginx\" must set securityContext.allowPrivilegeEscalation=false), \
              unrestricted capabilities (container \"nginx\" must set \
              securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \
              \"nginx\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or \
              container \"nginx\" must set securityContext.seccompProfile.type to \
-             \"RuntimeDefault\" or \"Localhost\")"
+             \"RuntimeDefault\" or \"Localhost\")";
+        assert_eq!(
+            forbidden_message(Level::Restricted, LATEST, &found),
+            format!("violates PodSecurity \"restricted:latest\": {details}")
         );
         assert_eq!(
             warning_message(Level::Restricted, LATEST, &found),
-            "would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false \
-             (container \"nginx\" must set securityContext.allowPrivilegeEscalation=false), \
-             unrestricted capabilities (container \"nginx\" must set \
-             securityContext.capabilities.drop=[\"ALL\"]), runAsNonRoot != true (pod or container \
-             \"nginx\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or \
-             container \"nginx\" must set securityContext.seccompProfile.type to \
-             \"RuntimeDefault\" or \"Localhost\")"
+            format!("would violate PodSecurity \"restricted:latest\": {details}")
         );
         assert_eq!(
             forbidden_reasons(&found),
@@ -2238,19 +2002,7 @@ mod tests {
             "procMount",
             r#"containers "d", "e" must not set securityContext.procMount to "Unmasked", "other""#,
         );
-        let relaxed = CheckOptions {
-            relax_for_user_namespace_pods: true,
-        };
-        assert!(
-            check_pod_spec_with(
-                Level::Baseline,
-                LATEST,
-                &pod["metadata"],
-                &pod["spec"],
-                &relaxed
-            )
-            .is_empty()
-        );
+        assert!(check_relaxed(Level::Baseline, &pod).is_empty());
     }
 
     #[test]
@@ -2552,20 +2304,8 @@ mod tests {
         // hostUsers: false relaxes it only when the option is on.
         pod["spec"]["hostUsers"] = json!(false);
         assert_eq!(check(Level::Restricted, LATEST, &pod).len(), 1);
-        let relaxed = CheckOptions {
-            relax_for_user_namespace_pods: true,
-        };
         pod["spec"]["securityContext"]["runAsNonRoot"] = json!(false);
-        assert!(
-            check_pod_spec_with(
-                Level::Restricted,
-                LATEST,
-                &pod["metadata"],
-                &pod["spec"],
-                &relaxed
-            )
-            .is_empty()
-        );
+        assert!(check_relaxed(Level::Restricted, &pod).is_empty());
     }
 
     #[test]
@@ -2870,6 +2610,18 @@ mod tests {
 
     // --- evaluation, exemptions, templates ---------------------------------
 
+    /// Evaluates a pod object with the default options.
+    fn eval(policy: &Policy, errs: &[LabelError], pod: &Value, enforce: bool) -> Evaluation {
+        evaluate(
+            policy,
+            errs,
+            &pod["metadata"],
+            &pod["spec"],
+            enforce,
+            &CheckOptions::default(),
+        )
+    }
+
     #[test]
     fn evaluate_enforce_warn_audit() {
         let (policy, errs) = Policy::from_labels(&labels(&[
@@ -2878,14 +2630,7 @@ mod tests {
             ("audit", "restricted"),
         ]));
         let pod = nginx();
-        let ev = evaluate(
-            &policy,
-            &errs,
-            &pod["metadata"],
-            &pod["spec"],
-            true,
-            &CheckOptions::default(),
-        );
+        let ev = eval(&policy, &errs, &pod, true);
         assert!(ev.allowed);
         assert_eq!(ev.denial, None);
         assert_eq!(ev.warnings.len(), 1);
@@ -2904,14 +2649,7 @@ mod tests {
         // A rejected pod gets no warnings.
         let mut bad = nginx();
         bad["spec"]["hostPID"] = json!(true);
-        let ev = evaluate(
-            &policy,
-            &errs,
-            &bad["metadata"],
-            &bad["spec"],
-            true,
-            &CheckOptions::default(),
-        );
+        let ev = eval(&policy, &errs, &bad, true);
         assert!(!ev.allowed);
         assert_eq!(
             ev.denial.as_deref(),
@@ -2920,14 +2658,7 @@ mod tests {
         assert!(ev.warnings.is_empty());
 
         // Controllers are only warned about.
-        let ev = evaluate(
-            &policy,
-            &errs,
-            &bad["metadata"],
-            &bad["spec"],
-            false,
-            &CheckOptions::default(),
-        );
+        let ev = eval(&policy, &errs, &bad, false);
         assert!(ev.allowed);
         assert!(ev.warnings[0].starts_with(
             r#"would violate PodSecurity "restricted:latest": host namespaces (hostPID=true), "#
@@ -2937,14 +2668,7 @@ mod tests {
     #[test]
     fn evaluate_privileged_and_label_errors() {
         let pod = nginx();
-        let ev = evaluate(
-            &Policy::default(),
-            &[],
-            &pod["metadata"],
-            &pod["spec"],
-            true,
-            &CheckOptions::default(),
-        );
+        let ev = eval(&Policy::default(), &[], &pod, true);
         assert!(ev.allowed && ev.warnings.is_empty());
         assert_eq!(
             ev.audit_annotations
@@ -2952,25 +2676,11 @@ mod tests {
                 .map(String::as_str),
             Some("privileged:latest")
         );
-        let ev = evaluate(
-            &Policy::default(),
-            &[],
-            &pod["metadata"],
-            &pod["spec"],
-            false,
-            &CheckOptions::default(),
-        );
+        let ev = eval(&Policy::default(), &[], &pod, false);
         assert!(ev.audit_annotations.is_empty());
 
         let (policy, errs) = Policy::from_labels(&labels(&[("enforce", "bogus")]));
-        let ev = evaluate(
-            &policy,
-            &errs,
-            &pod["metadata"],
-            &pod["spec"],
-            true,
-            &CheckOptions::default(),
-        );
+        let ev = eval(&policy, &errs, &pod, true);
         assert!(!ev.allowed);
         assert!(
             ev.denial
