@@ -687,13 +687,26 @@ fn certificates_near_expiry_are_renewed_at_start_and_while_running() {
     server.stop();
     let serving = std::fs::read_to_string(tls.join("serving-kube-apiserver.crt")).expect("cert");
     let out = std::process::Command::new(common::kelp_bin())
-        .args(["certificate", "rotate", "--service", "api-server", "--data-dir"])
+        .args([
+            "certificate",
+            "rotate",
+            "--service",
+            "api-server",
+            "--data-dir",
+        ])
         .arg(server.path("data"))
         .output()
         .expect("kelp certificate rotate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!tls.join("serving-kube-apiserver.crt").exists());
-    assert!(tls.join("client-admin.crt").exists(), "only the named service");
+    assert!(
+        tls.join("client-admin.crt").exists(),
+        "only the named service"
+    );
     let bad = std::process::Command::new(common::kelp_bin())
         .args(["certificate", "rotate", "--service", "nosuch", "--data-dir"])
         .arg(server.path("data"))

@@ -270,7 +270,11 @@ pub fn rotate(dir: &Path, services: &[String]) -> Result<PathBuf> {
         anyhow::ensure!(
             LEAVES.iter().any(|(name, _)| name == service),
             "unknown service {service:?}: kelp has {}",
-            LEAVES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            LEAVES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     anyhow::ensure!(dir.is_dir(), "{} holds no certificates", dir.display());
