@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => cli::server::run(*args),
         Command::Kubectl { args } => cli::server::kubectl(&args),
         Command::Images { command } => cli::images::run(command),
+        Command::SecretsEncrypt { command } => cli::secrets_encrypt::run(command),
         Command::Certificate {
             command: cli::CertificateCommand::Rotate { services, data_dir },
         } => {

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod request;
 pub mod resource_metrics;
 pub mod reviews;
+pub mod secrets_encryption;
 pub mod serve;
 pub mod services;
 pub mod table;
@@ -75,6 +76,8 @@ pub struct ApiState {
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
     /// Decides who may do what (system:masters, node authorizer, RBAC).
     pub authorizer: Arc<authz::Authorizer>,
+    /// Encryption at rest, when on (`--secrets-encryption`).
+    pub secrets_encryption: Option<secrets_encryption::SecretsEncryption>,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
@@ -90,6 +93,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*path}", get(openapi::v3_document))
+        .route(
+            secrets_encryption::STATUS_PATH,
+            get(secrets_encryption::status),
+        )
+        .route(
+            secrets_encryption::ROTATE_PATH,
+            axum::routing::post(secrets_encryption::rotate_keys),
+        )
         .fallback(resource);
     // Outermost last: parse once, observe, authenticate (and impersonate),
     // then authorize; handlers see only allowed requests.
@@ -588,6 +599,7 @@ mod tests {
                 Arc::new(authz::policy::RbacPolicy::default()),
                 Arc::new(authz::node::NodeGraph::default()),
             )),
+            secrets_encryption: None,
         })
     }
 

@@ -5,6 +5,8 @@
 pub mod config;
 pub mod images;
 pub mod notify;
+pub mod remote;
+pub mod secrets_encrypt;
 pub mod server;
 
 use std::path::PathBuf;
@@ -39,12 +41,27 @@ pub enum Command {
     },
     /// Print version information.
     Version,
+    /// Secrets encryption at rest on the running server.
+    SecretsEncrypt {
+        /// What to do.
+        #[command(subcommand)]
+        command: SecretsEncryptCommand,
+    },
     /// Manage kelp's certificates.
     Certificate {
         /// What to do.
         #[command(subcommand)]
         command: CertificateCommand,
     },
+}
+
+/// `kelp secrets-encrypt` subcommands (k3s's, through the running server).
+#[derive(Debug, Subcommand)]
+pub enum SecretsEncryptCommand {
+    /// Whether secrets are encrypted, the active key, values per key.
+    Status,
+    /// A new key, every secret re-encrypted with it, the old key removed.
+    RotateKeys,
 }
 
 /// `kelp certificate` subcommands.
@@ -169,6 +186,10 @@ pub struct ServerArgs {
     /// Do not run the local node.
     #[arg(long, env = "KELP_DISABLE_AGENT")]
     pub disable_agent: bool,
+    /// Encrypt secrets at rest (a generated AES-CBC key in
+    /// <data-dir>/server/cred/encryption-config.json, as k3s).
+    #[arg(long, env = "KELP_SECRETS_ENCRYPTION")]
+    pub secrets_encryption: bool,
     /// Authorizers, in order (upstream's flag): Node, RBAC, AlwaysAllow.
     #[arg(
         long,

@@ -50,9 +50,34 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             None => bail!("datastore {endpoint:?} is not supported yet (only sqlite://)"),
         },
     };
-    let store = Arc::new(
+    let sqlite: Arc<dyn crate::store::Store> = Arc::new(
         SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?,
     );
+    let (store, secrets_encryption) = if args.secrets_encryption {
+        let file = server_dir.join("cred").join("encryption-config.json");
+        if !file.exists() {
+            let text = crate::store::encryption::generate_config(
+                crate::store::encryption::K3S_INITIAL_KEY_NAME,
+            );
+            write_file_mode(&file, &text, 0o600)?;
+        }
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let config = crate::store::encryption::EncryptionConfig::parse(&text)
+            .with_context(|| format!("{}", file.display()))?;
+        let encrypted = Arc::new(crate::store::encrypted::EncryptedStore::new(sqlite, config));
+        let store: Arc<dyn crate::store::Store> = encrypted.clone();
+        (
+            store,
+            Some(crate::apiserver::secrets_encryption::SecretsEncryption {
+                store: encrypted,
+                file,
+                rotating: tokio::sync::Mutex::new(()),
+            }),
+        )
+    } else {
+        (sqlite, None)
+    };
     let hostname = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -138,6 +163,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             admin_cert.clone(),
         )?),
         authorizer,
+        secrets_encryption,
     });
     load_custom_resources(&state).await?;
     tokio::spawn(compact_periodically(state.store.clone()));
@@ -496,13 +522,7 @@ pub fn kubectl(args: &[String]) -> Result<()> {
     let mut cmd = std::process::Command::new("kubectl");
     cmd.args(args);
     if std::env::var_os("KUBECONFIG").is_none() {
-        // Where the server writes it: --write-kubeconfig's environment
-        // variable, else the config files, else the default.
-        let kubeconfig = std::env::var("KELP_WRITE_KUBECONFIG")
-            .ok()
-            .or_else(|| super::config::server_setting("write-kubeconfig"))
-            .unwrap_or_else(|| "/etc/kelp/kelp.yaml".into());
-        cmd.env("KUBECONFIG", kubeconfig);
+        cmd.env("KUBECONFIG", super::remote::admin_kubeconfig());
     }
     let status = cmd.status().context("running kubectl")?;
     std::process::exit(status.code().unwrap_or(1));

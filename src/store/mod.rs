@@ -5,6 +5,8 @@
 //! `resourceVersion`. Implementations: [`sqlite::SqliteStore`] (the default).
 //! Later: PostgreSQL and etcd, behind the same trait.
 
+pub mod encrypted;
+pub mod encryption;
 pub mod sqlite;
 
 use std::pin::Pin;
