@@ -814,3 +814,98 @@ fn secrets_are_encrypted_at_rest_and_survive_a_key_rotation() {
         stored
     );
 }
+
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  nonResourceURLs: ["/healthz*", "/readyz*", "/livez*"]
+- level: RequestResponse
+  resources:
+  - group: ""
+    resources: ["configmaps"]
+- level: Metadata
+"#;
+
+#[test]
+fn requests_are_audited_as_the_policy_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write(dir.path(), "audit-policy.yaml", AUDIT_POLICY);
+    let log = dir.path().join("audit/audit.log");
+    let server = Server::start_with(&[
+        "--audit-policy-file",
+        policy.to_str().expect("path"),
+        "--audit-log-path",
+        log.to_str().expect("path"),
+    ]);
+    let admin = server.kubectl("kubectl");
+    admin.ok(&["create", "configmap", "audited", "--from-literal", "k=v"]);
+    admin.ok(&["get", "secrets"]);
+    admin.fails(&[
+        "get",
+        "pods",
+        "--as",
+        "system:serviceaccount:default:default",
+    ]);
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["apiVersion"] == "audit.k8s.io/v1" && e["kind"] == "Event")
+    );
+    assert!(
+        events.iter().all(|e| e["stage"] != "RequestReceived"),
+        "omitted stage"
+    );
+    assert!(!events.iter().any(|e| {
+        e["requestURI"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("/readyz"))
+    }));
+    let create = events
+        .iter()
+        .find(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["resource"] == "configmaps"
+                && e["user"]["username"] == "system:admin"
+        })
+        .expect("the create is audited");
+    assert_eq!(create["level"], "RequestResponse");
+    assert_eq!(create["stage"], "ResponseComplete");
+    assert_eq!(create["user"]["username"], "system:admin");
+    assert_eq!(create["responseStatus"]["code"], 201);
+    assert_eq!(create["requestObject"]["data"]["k"], "v");
+    assert_eq!(create["responseObject"]["metadata"]["name"], "audited");
+    assert_eq!(
+        create["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+    let secrets = events
+        .iter()
+        .find(|e| {
+            e["verb"] == "list"
+                && e["objectRef"]["resource"] == "secrets"
+                && e["user"]["username"] == "system:admin"
+        })
+        .expect("the list is audited");
+    assert_eq!(secrets["level"], "Metadata");
+    assert!(
+        secrets.get("responseObject").is_none(),
+        "no bodies at Metadata"
+    );
+    let denied = events
+        .iter()
+        .find(|e| e["impersonatedUser"]["username"] == "system:serviceaccount:default:default")
+        .expect("the impersonated request is audited");
+    assert_eq!(denied["user"]["username"], "system:admin");
+    assert_eq!(denied["responseStatus"]["code"], 403);
+    assert_eq!(
+        denied["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+}

@@ -3,6 +3,8 @@
 
 pub mod admission;
 pub mod apply;
+pub mod audit;
+pub mod audit_log;
 pub mod authn;
 pub mod authz;
 pub mod body;
@@ -76,6 +78,8 @@ pub struct ApiState {
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
     /// Decides who may do what (system:masters, node authorizer, RBAC).
     pub authorizer: Arc<authz::Authorizer>,
+    /// The audit log, when on (`--audit-policy-file` and `--audit-log-path`).
+    pub auditor: Option<Arc<audit_log::Auditor>>,
     /// Encryption at rest, when on (`--secrets-encryption`).
     pub secrets_encryption: Option<secrets_encryption::SecretsEncryption>,
 }
@@ -111,13 +115,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Authentication then authorization around `routes` (which must run
-/// inside [`parse_request`]).
+/// Authentication, auditing, then authorization around `routes` (which
+/// must run inside [`parse_request`]).
 pub fn guard(routes: Router<Arc<ApiState>>, state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
     routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_log::record,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -600,6 +608,7 @@ mod tests {
                 Arc::new(authz::node::NodeGraph::default()),
             )),
             secrets_encryption: None,
+            auditor: None,
         })
     }
 

@@ -190,6 +190,22 @@ pub struct ServerArgs {
     /// <data-dir>/server/cred/encryption-config.json, as k3s).
     #[arg(long, env = "KELP_SECRETS_ENCRYPTION")]
     pub secrets_encryption: bool,
+    /// Audit policy (upstream's audit.k8s.io/v1 Policy); with
+    /// --audit-log-path, requests are audited as it says.
+    #[arg(long, env = "KELP_AUDIT_POLICY_FILE")]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Audit log file (JSON lines; `-` for standard output).
+    #[arg(long, env = "KELP_AUDIT_LOG_PATH")]
+    pub audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log at this many megabytes (0: 100).
+    #[arg(long, env = "KELP_AUDIT_LOG_MAXSIZE", default_value_t = 0)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs to keep (0: all).
+    #[arg(long, env = "KELP_AUDIT_LOG_MAXBACKUP", default_value_t = 0)]
+    pub audit_log_maxbackup: usize,
+    /// Days to keep rotated audit logs (0: no limit).
+    #[arg(long, env = "KELP_AUDIT_LOG_MAXAGE", default_value_t = 0)]
+    pub audit_log_maxage: u64,
     /// Authorizers, in order (upstream's flag): Node, RBAC, AlwaysAllow.
     #[arg(
         long,

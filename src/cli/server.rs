@@ -132,6 +132,20 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         .service_node_port_range
         .split_once('-')
         .context("--service-node-port-range must be LOW-HIGH")?;
+    let auditor = match (&args.audit_policy_file, &args.audit_log_path) {
+        (Some(policy), Some(log)) => Some(Arc::new(
+            crate::apiserver::audit_log::Auditor::open(
+                policy,
+                log,
+                args.audit_log_maxsize,
+                args.audit_log_maxbackup,
+                args.audit_log_maxage,
+            )
+            .context("--audit-policy-file / --audit-log-path")?,
+        )),
+        (None, None) => None,
+        _ => bail!("--audit-policy-file and --audit-log-path go together"),
+    };
     let authorizer = Arc::new(
         crate::apiserver::authz::Authorizer::new(
             crate::apiserver::authz::policy::RbacPolicy::start(store.clone()).await?,
@@ -164,6 +178,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         )?),
         authorizer,
         secrets_encryption,
+        auditor,
     });
     load_custom_resources(&state).await?;
     tokio::spawn(compact_periodically(state.store.clone()));

@@ -18,6 +18,10 @@ pub use crate::pki::identity::{
     ConnectionIdentity, User, service_account_groups, user_from_certificate,
 };
 
+/// The user who impersonates, on requests made as someone else.
+#[derive(Debug, Clone)]
+pub struct Impersonator(pub User);
+
 /// Paths anyone may read (upstream's system:public-info-viewer).
 const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
 
@@ -59,6 +63,7 @@ pub async fn authenticate(
                         headers.remove(name);
                     }
                     req.extensions_mut().insert(acting);
+                    req.extensions_mut().insert(Impersonator(user));
                     next.run(req).await
                 }
                 Err(e) => e.into_response(),

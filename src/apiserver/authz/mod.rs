@@ -254,6 +254,15 @@ pub fn forbidden(attrs: &Attributes, reason: &str) -> ApiError {
     }
 }
 
+/// The decision on a request, left on its response for the audit log.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Allowed or forbidden.
+    pub allowed: bool,
+    /// The authorizer's reason.
+    pub reason: String,
+}
+
 /// Middleware: lets the request through only if the user may make it.
 pub async fn authorize(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let (Some(user), Some(info)) = (
@@ -264,7 +273,14 @@ pub async fn authorize(State(state): State<Arc<ApiState>>, req: Request, next: N
     };
     let attrs = attributes(user, info);
     match state.authorizer.authorize(&attrs) {
-        Decision::Allow(_) => next.run(req).await,
+        Decision::Allow(reason) => {
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(Verdict {
+                allowed: true,
+                reason,
+            });
+            response
+        }
         Decision::Deny(reason) | Decision::NoOpinion(reason) => {
             if is_builtin(user) {
                 // kelp's own components hold upstream's rights; a denial is a bug.
@@ -272,7 +288,12 @@ pub async fn authorize(State(state): State<Arc<ApiState>>, req: Request, next: N
             } else {
                 tracing::debug!(user = %user.name, verb = attrs.verb, path = %info.path, reason, "forbidden");
             }
-            forbidden(&attrs, &reason).into_response()
+            let mut response = forbidden(&attrs, &reason).into_response();
+            response.extensions_mut().insert(Verdict {
+                allowed: false,
+                reason,
+            });
+            response
         }
     }
 }
