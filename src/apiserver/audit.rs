@@ -266,22 +266,8 @@ pub struct RequestAuditConfig {
     pub omit_managed_fields: bool,
 }
 
-/// The object a resource request targets.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ResourceRef {
-    /// API group (`""` for core).
-    pub group: String,
-    /// API version.
-    pub version: String,
-    /// Plural resource name, e.g. `pods`.
-    pub resource: String,
-    /// Subresource, e.g. `log`; empty when none.
-    pub subresource: String,
-    /// Namespace; empty for cluster-scoped objects and cluster-wide lists.
-    pub namespace: String,
-    /// Object name; empty for lists and creates.
-    pub name: String,
-}
+/// The object a resource request targets (the request's resource attributes).
+pub use super::request::ResourceAttributes as ResourceRef;
 
 /// What the policy looks at for one request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

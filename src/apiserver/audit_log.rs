@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use super::ApiState;
 use super::audit::{
-    self, AuthorizationDecision, EventBuilder, Level, LogWriter, Policy, RequestAttributes,
-    ResourceRef, Stage, UserInfo,
+    self, AuthorizationDecision, EventBuilder, Level, LogWriter, Policy, RequestAttributes, Stage,
+    UserInfo,
 };
 use super::authn::{Impersonator, User};
 use super::authz::Verdict;
@@ -208,14 +208,7 @@ fn attributes(user: &User, info: &RequestInfo) -> RequestAttributes {
         user: user.name.clone(),
         groups: user.groups.clone(),
         verb: info.verb.clone(),
-        resource: info.resource.as_ref().map(|p| ResourceRef {
-            group: p.group.clone(),
-            version: p.version.clone(),
-            resource: p.resource.clone(),
-            subresource: p.subresource.clone().unwrap_or_default(),
-            namespace: p.namespace.clone().unwrap_or_default(),
-            name: info.name().unwrap_or("").to_string(),
-        }),
+        resource: info.resource_attributes(),
         path: info.path.clone(),
     }
 }

@@ -61,6 +61,18 @@ impl RequestInfo {
             .filter(|n| !n.is_empty())
     }
 
+    /// The resource attributes, for resource requests.
+    pub fn resource_attributes(&self) -> Option<ResourceAttributes> {
+        self.resource.as_ref().map(|p| ResourceAttributes {
+            group: p.group.clone(),
+            version: p.version.clone(),
+            resource: p.resource.clone(),
+            subresource: p.subresource.clone().unwrap_or_default(),
+            namespace: p.namespace.clone().unwrap_or_default(),
+            name: self.name().unwrap_or("").to_string(),
+        })
+    }
+
     /// Requests that hold their connection open (watches, streams, proxies):
     /// exempt from request timeouts and in-flight limits.
     pub fn is_long_running(&self) -> bool {
@@ -72,6 +84,23 @@ impl RequestInfo {
                 )
             })
     }
+}
+
+/// The resource part of a request, as authorizers and audit policies see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    /// API group ("" for core).
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Plural resource.
+    pub resource: String,
+    /// Subresource ("" for none).
+    pub subresource: String,
+    /// Namespace ("" for cluster scope or all namespaces).
+    pub namespace: String,
+    /// Object name ("" for collections).
+    pub name: String,
 }
 
 /// The verb of a resource request.

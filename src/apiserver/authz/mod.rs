@@ -38,22 +38,7 @@ pub struct Attributes<'a> {
     pub path: &'a str,
 }
 
-/// The resource part of a request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ResourceAttributes {
-    /// API group ("" for core).
-    pub group: String,
-    /// API version.
-    pub version: String,
-    /// Plural resource.
-    pub resource: String,
-    /// Subresource ("" for none).
-    pub subresource: String,
-    /// Namespace ("" for cluster scope or all namespaces).
-    pub namespace: String,
-    /// Object name ("" for collections).
-    pub name: String,
-}
+pub use super::request::ResourceAttributes;
 
 /// An authorizer's answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,14 +193,7 @@ pub fn attributes<'a>(user: &'a User, info: &'a RequestInfo) -> Attributes<'a> {
     Attributes {
         user,
         verb: &info.verb,
-        resource: info.resource.as_ref().map(|p| ResourceAttributes {
-            group: p.group.clone(),
-            version: p.version.clone(),
-            resource: p.resource.clone(),
-            subresource: p.subresource.clone().unwrap_or_default(),
-            namespace: p.namespace.clone().unwrap_or_default(),
-            name: info.name().unwrap_or("").to_string(),
-        }),
+        resource: info.resource_attributes(),
         path: &info.path,
     }
 }
