@@ -737,6 +737,34 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_json_patch_moving_to_the_root_then_failing_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = app_with_default_namespace(dir.path()).await;
+        let cm = json!({"metadata": {"name": "c", "labels": {"a": "b"}}, "data": {"k": "v"}});
+        call(
+            &app,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(cm),
+        )
+        .await;
+        let patch = r#"[{"op":"move","from":"/metadata/labels","path":""},{"op":"remove","path":"/spec/x"}]"#;
+        let mut req = axum::http::Request::builder()
+            .method("PATCH")
+            .uri("/api/v1/namespaces/default/configmaps/c")
+            .header("content-type", "application/json-patch+json")
+            .body(Body::from(patch))
+            .expect("request");
+        req.extensions_mut()
+            .insert(authn::ConnectionIdentity(authn::User {
+                name: "admin".into(),
+                groups: vec!["system:masters".into()],
+            }));
+        let response = app.clone().oneshot(req).await.expect("response");
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn list_pages_with_continue() {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = app_with_default_namespace(dir.path()).await;
