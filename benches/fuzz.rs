@@ -105,11 +105,14 @@ fn mutate(rng: &mut Rng, seeds: &[&[u8]]) -> Vec<u8> {
     input
 }
 
+/// Feeds one input to a decoder.
+type Decoder = Box<dyn Fn(&[u8])>;
+
 /// One decoder under test.
 struct Target {
     name: &'static str,
     seeds: Vec<&'static [u8]>,
-    run: Box<dyn Fn(&[u8])>,
+    run: Decoder,
 }
 
 fn targets() -> Vec<Target> {
