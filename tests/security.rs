@@ -526,6 +526,13 @@ fn a_pods_mounted_token_carries_its_service_accounts_rights_and_no_more() {
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("Forbidden (user=system:serviceaccount:default:reader, verb=get, resource=nodes, subresource(s)=[proxy])"), "{body}");
     admin.ok(&["logs", "reader"]);
+    // The token is bound to the pod: once the pod is gone, so is the token.
+    admin.ok(&["delete", "pod", "reader", "--grace-period=0", "--force"]);
+    admin.wait_for(&["get", "pods", "-o", "name"], 30, |pods| {
+        !pods.contains("pod/reader")
+    });
+    let gone = pod.fails(&["get", "configmaps"]);
+    assert!(gone.contains("Unauthorized"), "{gone}");
 }
 
 /// Writes `<stem>.crt/.key` in `tls`: a leaf signed by the cluster CA that

@@ -86,7 +86,7 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
                 .pointer("/spec/token")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            review["status"] = match state.tokens.verify(token) {
+            review["status"] = match super::authn::verify_token(state, token).await {
                 Ok(claims) => json!({
                     "authenticated": true,
                     "user": {"username": claims.sub, "groups": super::authn::service_account_groups(&claims.kubernetes.namespace)},

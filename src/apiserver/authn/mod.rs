@@ -31,11 +31,12 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let user = if let Some(ConnectionIdentity(user)) = req.extensions().get::<ConnectionIdentity>()
-    {
-        Some(user.clone())
-    } else if let Some(token) = bearer(&req) {
-        match state.tokens.verify(token) {
+    let connection = req.extensions().get::<ConnectionIdentity>().cloned();
+    let token = bearer(&req).map(String::from);
+    let user = if let Some(ConnectionIdentity(user)) = connection {
+        Some(user)
+    } else if let Some(token) = token {
+        match verify_token(&state, &token).await {
             Ok(claims) => Some(User {
                 groups: service_account_groups(&claims.kubernetes.namespace),
                 name: claims.sub,
@@ -82,6 +83,47 @@ pub async fn authenticate(
         }
         None => ApiError::Unauthorized.into_response(),
     }
+}
+
+/// Checks a service-account token: its signature and expiry, and that the
+/// account — and the pod it is bound to, if any — still exist with the
+/// uids it names (a deleted pod's tokens stop working, as upstream).
+pub async fn verify_token(
+    state: &ApiState,
+    token: &str,
+) -> Result<crate::pki::serviceaccount::Claims, String> {
+    let claims = state.tokens.verify(token).map_err(|e| e.to_string())?;
+    let k8s = &claims.kubernetes;
+    let mut objects = vec![("serviceaccounts", &k8s.serviceaccount)];
+    if let Some(pod) = &k8s.pod {
+        objects.push(("pods", pod));
+    }
+    for (resource, reference) in objects {
+        let Some(rt) = state.registry.lookup("", "v1", resource) else {
+            continue;
+        };
+        let stored = state
+            .store
+            .get(&rt.key(Some(&k8s.namespace), &reference.name))
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|kv| serde_json::from_slice::<serde_json::Value>(&kv.value).ok());
+        let uid = stored
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/uid"))
+            .and_then(serde_json::Value::as_str);
+        let gone = match uid {
+            None => true,
+            Some(uid) => !reference.uid.is_empty() && uid != reference.uid,
+        };
+        if gone {
+            return Err(format!(
+                "{resource} \"{}\" bound to the token no longer exists",
+                reference.name
+            ));
+        }
+    }
+    Ok(claims)
 }
 
 fn bearer(req: &Request) -> Option<&str> {
