@@ -916,3 +916,64 @@ fn requests_are_audited_as_the_policy_says() {
         "forbid"
     );
 }
+
+const LIMIT_RANGE: &str = r#"apiVersion: v1
+kind: LimitRange
+metadata:
+  name: limits
+  namespace: bounded
+spec:
+  limits:
+  - type: Container
+    default:
+      cpu: 500m
+      memory: 128Mi
+    defaultRequest:
+      cpu: 100m
+    max:
+      cpu: "1"
+"#;
+
+#[test]
+fn limit_ranges_default_and_bound_containers() {
+    let server = Server::start();
+    let admin = server.kubectl("kubectl");
+    admin.ok(&["create", "namespace", "bounded"]);
+    admin.apply(server.dir.path(), "limits.yaml", LIMIT_RANGE);
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\n  namespace: bounded\nspec:\n  containers:\n  - name: c\n    image: kelp.test/busybox:1\n";
+    admin.apply(server.dir.path(), "plain.yaml", plain);
+    let resources = admin.ok(&[
+        "get",
+        "pod",
+        "plain",
+        "-n",
+        "bounded",
+        "-o",
+        "jsonpath={.spec.containers[0].resources}",
+    ]);
+    let resources: serde_json::Value = serde_json::from_str(&resources).expect("json");
+    assert_eq!(resources["requests"]["cpu"], "100m");
+    assert_eq!(resources["limits"]["memory"], "128Mi");
+    let note = admin.ok(&[
+        "get",
+        "pod",
+        "plain",
+        "-n",
+        "bounded",
+        "-o",
+        "jsonpath={.metadata.annotations.kubernetes\\.io/limit-ranger}",
+    ]);
+    assert_eq!(
+        note,
+        "LimitRanger plugin set: cpu request for container c; cpu, memory limit for container c"
+    );
+    let big = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: big\n  namespace: bounded\nspec:\n  containers:\n  - name: c\n    image: kelp.test/busybox:1\n    resources:\n      limits:\n        cpu: \"2\"\n";
+    let path = write(server.dir.path(), "big.yaml", big);
+    let denied = admin.fails(&["create", "-f", path.to_str().expect("path")]);
+    assert!(
+        denied.contains(
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+        ),
+        "{denied}"
+    );
+}

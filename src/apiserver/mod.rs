@@ -364,6 +364,7 @@ impl ApiState {
         if req.rt.group.is_empty() && req.rt.resource == "pods" {
             self.admit_service_account(req, obj).await?;
         }
+        self.admit_limit_ranges(req, obj).await?;
         self.admit_pod_security(req, obj, None).await?;
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
             ("", "services") => {
@@ -414,6 +415,49 @@ impl ApiState {
                     ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(new), causes)
                 }),
             _ => Ok(()),
+        }
+    }
+
+    /// LimitRanger: the namespace's LimitRanges default and bound what
+    /// new pods and claims ask for.
+    async fn admit_limit_ranges(&self, req: &Request, obj: &mut Value) -> Result<(), ApiError> {
+        let claim = match (req.rt.group.as_str(), req.rt.resource.as_str()) {
+            ("", "pods") => false,
+            ("", "persistentvolumeclaims") => true,
+            _ => return Ok(()),
+        };
+        let (Some(ns), Some(rt)) = (
+            req.namespace(),
+            self.registry.lookup("", "v1", "limitranges"),
+        ) else {
+            return Ok(());
+        };
+        let ranges: Vec<Value> = self
+            .store
+            .list(&rt.key_prefix(Some(ns)), None, 0)
+            .await
+            .map_err(ApiError::internal)?
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let errors = if claim {
+            admission::limit_ranger::validate_claim(obj, &ranges)
+        } else {
+            admission::limit_ranger::default_pod(obj, &ranges);
+            admission::limit_ranger::validate_pod(obj, &ranges)
+        };
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(ApiError::forbidden(
+                "",
+                &req.rt.resource,
+                object::name(obj),
+                admission::limit_ranger::message(&errors),
+            )),
         }
     }
 
