@@ -676,11 +676,23 @@ mod tests {
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Vec<u8>) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        call_with(app, method, uri, "application/json", body).await
+    }
+
+    /// Sends `body` of `content_type` through the router as the admin.
+    pub(crate) async fn call_with(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        body: String,
+    ) -> (StatusCode, Vec<u8>) {
         let mut req = axum::http::Request::builder()
             .method(method)
             .uri(uri)
-            .header("content-type", "application/json")
-            .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .header("content-type", content_type)
+            .body(Body::from(body))
             .expect("request");
         let admin = authn::User {
             name: "admin".into(),
@@ -729,21 +741,15 @@ mod tests {
             .to_string();
         for n in 1..4 {
             let patch = json!({"data": {"n": n.to_string()}});
-            let mut req = axum::http::Request::builder()
-                .method("PATCH")
-                .uri("/api/v1/namespaces/default/configmaps/c")
-                .header("content-type", "application/merge-patch+json")
-                .body(Body::from(patch.to_string()))
-                .expect("request");
-            req.extensions_mut()
-                .insert(authn::ConnectionIdentity(authn::User {
-                    name: "admin".into(),
-                    groups: vec!["system:masters".into()],
-                }));
-            assert_eq!(
-                app.clone().oneshot(req).await.expect("patch").status(),
-                StatusCode::OK
-            );
+            let (status, _) = call_with(
+                &app,
+                "PATCH",
+                "/api/v1/namespaces/default/configmaps/c",
+                "application/merge-patch+json",
+                patch.to_string(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
         }
         let current = state.store.current_revision().await.expect("rev");
         state.store.compact(current - 1).await.expect("compact");
@@ -793,19 +799,15 @@ mod tests {
         )
         .await;
         let patch = r#"[{"op":"move","from":"/metadata/labels","path":""},{"op":"remove","path":"/spec/x"}]"#;
-        let mut req = axum::http::Request::builder()
-            .method("PATCH")
-            .uri("/api/v1/namespaces/default/configmaps/c")
-            .header("content-type", "application/json-patch+json")
-            .body(Body::from(patch))
-            .expect("request");
-        req.extensions_mut()
-            .insert(authn::ConnectionIdentity(authn::User {
-                name: "admin".into(),
-                groups: vec!["system:masters".into()],
-            }));
-        let response = app.clone().oneshot(req).await.expect("response");
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let (status, _) = call_with(
+            &app,
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/c",
+            "application/json-patch+json",
+            patch.into(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[tokio::test(flavor = "multi_thread")]
