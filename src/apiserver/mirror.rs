@@ -83,7 +83,7 @@ async fn follow(
             Err(store::Error::Compacted { .. }) => {}
             Err(e) => tracing::warn!(err = %e, prefix, "mirror watch failed"),
         }
-        if tx.is_closed() && tx.receiver_count() == 0 {
+        if tx.is_closed() {
             return;
         }
         tokio::time::sleep(backoff).await;

@@ -568,7 +568,19 @@ impl ApiState {
         if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
             crate::api::crd::register(&self.registry, obj);
         }
-        self.policy_written(rt, revision).await;
+        let graph_changes = rt.group.is_empty() && rt.resource == "pods" && {
+            // Only a newly bound pod changes what its node may read; status
+            // writes (most pod writes) leave the graph as it is.
+            let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str);
+            bound.is_some()
+                && self
+                    .authorizer
+                    .nodes()
+                    .node_of_pod(object::namespace(obj), object::name(obj))
+                    .as_deref()
+                    != bound
+        };
+        self.policy_written(rt, revision, graph_changes).await;
     }
 
     /// Hooks after a committed delete at `revision`.
@@ -576,14 +588,16 @@ impl ApiState {
         if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
             crate::api::crd::unregister(&self.registry, obj);
         }
-        self.policy_written(rt, revision).await;
+        let pod = rt.group.is_empty() && rt.resource == "pods";
+        self.policy_written(rt, revision, pod).await;
     }
 
-    /// Waits for the authorizers' mirrors to hold a write they judge by.
-    async fn policy_written(&self, rt: &ResourceType, revision: Revision) {
+    /// Waits for the authorizers' mirrors to hold a write they judge by
+    /// (`node_graph`: a pod write that changes the node graph).
+    async fn policy_written(&self, rt: &ResourceType, revision: Revision, node_graph: bool) {
         if rt.group == "rbac.authorization.k8s.io" {
             self.authorizer.rbac().caught_up(revision).await;
-        } else if rt.group.is_empty() && rt.resource == "pods" {
+        } else if node_graph {
             self.authorizer.nodes().caught_up(revision).await;
         }
     }

@@ -159,15 +159,6 @@ impl Store for EncryptedStore {
         }
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListPage> {
-        self.list_at(prefix, start_after, limit, None).await
-    }
-
     async fn list_at(
         &self,
         prefix: &str,

@@ -111,8 +111,14 @@ pub trait Store: Send + Sync {
     /// The latest value of `key`.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Keys under `prefix` in order, starting after `start_after`, at most `limit` (0 = all).
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize)
-    -> Result<ListPage>;
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        self.list_at(prefix, start_after, limit, None).await
+    }
     /// Like `list`, but as the range was at `revision` (None = latest); `Compacted`
     /// if that revision is no longer retained. Pages of one LIST read at one revision.
     async fn list_at(

@@ -390,15 +390,6 @@ impl Store for SqliteStore {
         self.read(move |conn| current(conn, &key).map_err(db)).await
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListPage> {
-        self.list_at(prefix, start_after, limit, None).await
-    }
-
     async fn list_at(
         &self,
         prefix: &str,
