@@ -18,6 +18,10 @@ kelp_need_packages() {
     ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || missing+=(busybox-static)
     # Registry pulls are tested against a local registry on loopback.
     command -v docker-registry >/dev/null || missing+=(docker-registry)
+    # The join test runs agents in network namespaces (nsenter) and asks
+    # for a certificate with a request openssl makes.
+    command -v nsenter >/dev/null || missing+=(util-linux)
+    command -v openssl >/dev/null || missing+=(openssl)
     if ((${#missing[@]})); then
         echo "kelp: installing ${missing[*]}" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -10,14 +10,22 @@
 set -u
 DATA_DIR=${KELP_DATA_DIR:-/var/lib/kelp}
 DATA_DIR=$(realpath -m "$DATA_DIR")
-SOCKET=/run/kelp/containerd/containerd.sock
+# The supervised containerd's socket (as kelp's containerd::socket_for): its
+# own directory under /run/kelp/containerd for a data dir other than the default.
+if [ "$DATA_DIR" = /var/lib/kelp ]; then
+  SOCKET=/run/kelp/containerd/containerd.sock
+  RUN_DIR=/run/kelp
+else
+  SOCKET=/run/kelp/containerd/$(printf %s "$DATA_DIR" | sha256sum | cut -c1-8)/containerd.sock
+  RUN_DIR=$(dirname "$SOCKET")
+fi
 [ "$(id -u)" = 0 ] || { echo "kelp-killall.sh must run as root" >&2; exit 1; }
 
-# 1. The kelp server of this data dir.
+# 1. The kelp server (or agent) of this data dir.
 for pid in $(pgrep -x kelp); do
   cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
   case "$cmd" in
-    *" server "*|*" server") ;;
+    *" server "*|*" server"|*" agent "*|*" agent") ;;
     *) continue ;;
   esac
   case "$cmd" in
@@ -71,7 +79,7 @@ done
 
 # 4. Mounts kelp's containerd made (rootfs overlays, shm, sandbox files, pod
 #    network namespaces, which kelp's containerd keeps under its state dir), deepest first.
-awk -v a="$DATA_DIR/agent/" -v b="/run/kelp/" '
+awk -v a="$DATA_DIR/agent/" -v b="$RUN_DIR/" '
   { p = $2; gsub(/\\040/, " ", p) }
   index(p, a) == 1 || index(p, b) == 1 { print p }' /proc/self/mounts | sort -r |
   while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -81,8 +89,11 @@ for ns in $netns_names; do
   ip netns delete "$ns" 2>/dev/null
 done
 
-# 6. The bridge, the masquerade chain and the address allocations.
+# 6. The bridge, the tunnel and routes to other nodes' pods (kelp's routing
+#    protocol number, 75), the masquerade chain and the address allocations.
 ip link delete cni0 2>/dev/null
+ip link delete kelp.vxlan 2>/dev/null
+ip route flush proto 75 2>/dev/null
 while iptables -w -t nat -D POSTROUTING -m comment --comment "kelp pod masquerade" -j KELP-POSTROUTING 2>/dev/null; do :; done
 for chain in PREROUTING OUTPUT; do
   while iptables -w -t nat -D "$chain" -m addrtype --dst-type LOCAL -m comment --comment "kelp hostports" -j KELP-HOSTPORTS 2>/dev/null; do :; done
@@ -111,5 +122,5 @@ for table in nat filter; do
   for chain in $chains; do iptables -w -t "$table" -X "$chain" 2>/dev/null; done
 done
 
-rm -rf "$DATA_DIR/agent/cni/networks" /run/kelp
+rm -rf "$DATA_DIR/agent/cni/networks" "$RUN_DIR"
 exit 0

@@ -2,10 +2,12 @@
 //!
 //! Layout (see docs/DESIGN.md): `cli` parses flags and runs commands, `store`
 //! keeps state, `api` knows the resources and their rules, `apiserver` serves
-//! them, `pki` makes certificates, `telemetry` logs and counts.
+//! them, `pki` makes certificates, `telemetry` logs and counts; `agent` runs
+//! a node's components and joins nodes to a server.
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod api;
 pub mod apiserver;
 pub mod cli;

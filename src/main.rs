@@ -19,6 +19,8 @@ fn main() -> anyhow::Result<()> {
     let cli: Cli = cli::config::parse(&args)?;
     match cli.command {
         Command::Server(args) => cli::server::run(*args),
+        Command::Agent(args) => cli::agent::run(*args),
+        Command::Token { command } => cli::token::run(command),
         Command::Kubectl { args } => cli::server::kubectl(&args),
         Command::Images { command } => cli::images::run(command),
         Command::SecretsEncrypt { command } => cli::secrets_encrypt::run(command),

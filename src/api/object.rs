@@ -189,6 +189,15 @@ pub fn before_update(
             + 1;
         metadata_mut(new).insert("generation".into(), json!(generation));
     }
+    validate_after_strategy(rt, new, old)
+}
+
+/// The checks every update ends with (also after a subresource's own rules).
+pub fn validate_after_strategy(
+    rt: &ResourceType,
+    new: &Value,
+    old: &Value,
+) -> Result<(), ApiError> {
     let mut causes = validate_metadata(rt, new);
     causes.extend(strategy::validate(rt, new));
     causes.extend(strategy::validate_update(rt, new, old));

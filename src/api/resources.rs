@@ -35,6 +35,8 @@ pub enum Subresource {
     EphemeralContainers,
     /// `namespaces/finalize`: update of `.spec.finalizers` only.
     Finalize,
+    /// `certificatesigningrequests/approval`: update of the Approved/Denied conditions.
+    Approval,
 }
 
 impl Subresource {
@@ -53,6 +55,7 @@ impl Subresource {
             Self::Proxy => "proxy",
             Self::EphemeralContainers => "ephemeralcontainers",
             Self::Finalize => "finalize",
+            Self::Approval => "approval",
         }
     }
 
@@ -67,7 +70,9 @@ impl Subresource {
     /// Verbs as discovery lists them.
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Self::Status | Self::Scale | Self::EphemeralContainers => &["get", "patch", "update"],
+            Self::Status | Self::Scale | Self::EphemeralContainers | Self::Approval => {
+                &["get", "patch", "update"]
+            }
             Self::Binding | Self::Eviction | Self::Token => &["create"],
             Self::Log => &["get"],
             Self::Exec | Self::Attach | Self::PortForward => &["create", "get"],
@@ -119,6 +124,7 @@ const ALL_SUBRESOURCES: &[Subresource] = &[
     Subresource::Proxy,
     Subresource::EphemeralContainers,
     Subresource::Finalize,
+    Subresource::Approval,
 ];
 
 /// Which verbs a resource serves.
@@ -555,6 +561,16 @@ const BUILTIN: &[Row] = &[
         &["pc"],
         NONE,
         &[],
+    ),
+    (
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        false,
+        &["csr"],
+        NONE,
+        &[Status, Approval],
     ),
     (
         "rbac.authorization.k8s.io",

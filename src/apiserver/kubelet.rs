@@ -24,20 +24,7 @@ pub fn client_config(
     pki: &ClusterPki,
     client: Arc<crate::pki::reloadable::ReloadableCert>,
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use anyhow::Context;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut pki.ca_cert.as_bytes()) {
-        roots
-            .add(ca.context("CA certificate")?)
-            .context("adding CA")?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(client);
-    Ok(Arc::new(config))
+    crate::pki::tls::client_config(&pki.ca_cert, Some(client))
 }
 
 /// The container a request names (or the pod's only one), validated as upstream does.

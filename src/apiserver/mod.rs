@@ -13,6 +13,7 @@ pub mod components;
 pub mod convert;
 pub mod discovery;
 pub mod handlers;
+pub mod join;
 pub mod kubelet;
 pub mod mirror;
 pub mod nodes;
@@ -56,6 +57,12 @@ pub struct ApiConfig {
     pub node_port_range: (u16, u16),
     /// The address clients reach the server at (discovery's serverAddressByClientCIDRs).
     pub advertise: String,
+    /// The cluster CA bundle (served at `/cacerts` to joining nodes).
+    pub ca_pem: String,
+    /// `--cluster-dns`, told to joining nodes.
+    pub cluster_dns: String,
+    /// `--cluster-domain`, told to joining nodes.
+    pub cluster_domain: String,
 }
 
 /// Shared state of every request.
@@ -97,6 +104,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*path}", get(openapi::v3_document))
+        .route(join::CACERTS_PATH, get(join::cacerts))
+        .route(join::CONFIG_PATH, get(join::config))
+        .route(
+            join::NODE_PASSWORD_PATH,
+            axum::routing::post(join::node_password),
+        )
         .route(
             secrets_encryption::STATUS_PATH,
             get(secrets_encryption::status),
@@ -361,6 +374,13 @@ impl ApiState {
         obj: &mut Value,
     ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
         self.admit_identity(req, "create", obj, None)?;
+        if req.rt.group == "certificates.k8s.io" {
+            crate::api::strategy::certificates::set_requestor(
+                obj,
+                &req.user.name,
+                &req.user.groups,
+            );
+        }
         if req.rt.group.is_empty() && req.rt.resource == "pods" {
             self.admit_service_account(req, obj).await?;
         }
@@ -397,6 +417,15 @@ impl ApiState {
         status_only: bool,
     ) -> Result<(), ApiError> {
         self.admit_identity(req, "update", new, Some(old))?;
+        if req.rt.group == "certificates.k8s.io" {
+            admission::certificates::admit_update(
+                &self.authorizer,
+                &req.user,
+                req.path.subresource.as_deref().unwrap_or(""),
+                new,
+                old,
+            )?;
+        }
         if status_only {
             return Ok(());
         }
@@ -656,6 +685,9 @@ mod tests {
                 cluster_cidr: "10.42.0.0/16".parse().expect("cidr"),
                 node_port_range: (30000, 32767),
                 advertise: "127.0.0.1:6443".into(),
+                ca_pem: String::new(),
+                cluster_dns: "10.43.0.10".into(),
+                cluster_domain: "cluster.local".into(),
             },
             tokens: Arc::new(TokenSigner::from_pem(&key).expect("signer")),
             metrics: Metrics::new(),

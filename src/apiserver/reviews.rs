@@ -86,13 +86,25 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
                 .pointer("/spec/token")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            review["status"] = match super::authn::verify_token(state, token).await {
-                Ok(claims) => json!({
-                    "authenticated": true,
-                    "user": {"username": claims.sub, "groups": super::authn::service_account_groups(&claims.kubernetes.namespace)},
-                    "audiences": claims.aud,
-                }),
-                Err(e) => json!({"authenticated": false, "error": e.to_string()}),
+            let bootstrap = crate::pki::bootstrap_token::BootstrapToken::parse(token);
+            review["status"] = match bootstrap {
+                Some(bootstrap) => {
+                    match super::authn::verify_bootstrap_token(state, &bootstrap).await {
+                        Ok(user) => json!({
+                            "authenticated": true,
+                            "user": {"username": user.name, "groups": user.groups},
+                        }),
+                        Err(e) => json!({"authenticated": false, "error": e}),
+                    }
+                }
+                None => match super::authn::verify_token(state, token).await {
+                    Ok(claims) => json!({
+                        "authenticated": true,
+                        "user": {"username": claims.sub, "groups": super::authn::service_account_groups(&claims.kubernetes.namespace)},
+                        "audiences": claims.aud,
+                    }),
+                    Err(e) => json!({"authenticated": false, "error": e.to_string()}),
+                },
             };
         }
         _ => return Err(ApiError::MethodNotAllowed),

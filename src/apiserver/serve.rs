@@ -12,37 +12,6 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::authn::{ConnectionIdentity, user_from_certificate};
-use crate::pki::ClusterPki;
-use crate::pki::reloadable::ReloadableCert;
-
-/// TLS settings from the cluster PKI; the server presents `serving`,
-/// whatever it holds at each handshake (renewal swaps it).
-pub fn tls_config(
-    pki: &ClusterPki,
-    serving: Arc<ReloadableCert>,
-) -> Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut pki.ca_cert.as_bytes()) {
-        roots
-            .add(ca.context("CA certificate")?)
-            .context("adding CA")?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .context("client verifier")?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(serving);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
 
 /// Accepts TLS connections on `listener` until `shutdown` resolves.
 pub async fn serve(

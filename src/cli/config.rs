@@ -59,6 +59,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
     // it does not know are refused.
     let (path, strict) = match name {
         "server" => (vec!["server"], true),
+        "agent" => (vec!["agent"], true),
         // `kelp images import` takes the keys it shares with the server
         // (data-dir, container-runtime-endpoint) and ignores the others.
         "images" => (vec!["images", "import"], false),
@@ -413,7 +414,11 @@ mod tests {
             if matches!(long, "help" | "version") {
                 continue;
             }
-            let want = format!("KELP_{}", long.replace('-', "_").to_ascii_uppercase());
+            // k3s's one exception: --server is K3S_URL.
+            let want = match long {
+                "server" => "KELP_URL".to_string(),
+                _ => format!("KELP_{}", long.replace('-', "_").to_ascii_uppercase()),
+            };
             assert_eq!(
                 arg.get_env().and_then(|e| e.to_str()),
                 Some(want.as_str()),

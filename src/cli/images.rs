@@ -18,7 +18,7 @@ pub fn run(command: ImagesCommand) -> Result<()> {
     } = command;
     let socket = container_runtime_endpoint
         .map(|p| PathBuf::from(p.to_string_lossy().trim_start_matches("unix://")))
-        .unwrap_or_else(|| PathBuf::from(containerd::SOCKET));
+        .unwrap_or_else(|| containerd::socket_for(&data_dir));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -2,12 +2,15 @@
 //! (flag > `KELP_<FLAG>` environment > `/etc/kelp/config.yaml` and its
 //! `config.yaml.d/` drop-ins, see [`config`]).
 
+pub mod agent;
 pub mod config;
 pub mod images;
+pub mod node;
 pub mod notify;
 pub mod remote;
 pub mod secrets_encrypt;
 pub mod server;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -32,6 +35,14 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: ImagesCommand,
+    },
+    /// Run a node that joins a server.
+    Agent(Box<AgentArgs>),
+    /// Manage join tokens (bootstrap tokens).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Run kubectl against this cluster's admin kubeconfig.
     Kubectl {
@@ -62,6 +73,65 @@ pub enum SecretsEncryptCommand {
     Status,
     /// A new key, every secret re-encrypted with it, the old key removed.
     RotateKeys,
+}
+
+/// Flags of `kelp agent` (k3s's).
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Config file.
+    #[arg(long, env = "KELP_CONFIG", default_value = "/etc/kelp/config.yaml")]
+    pub config: PathBuf,
+    /// State directory.
+    #[arg(long, env = "KELP_DATA_DIR", default_value = "/var/lib/kelp")]
+    pub data_dir: PathBuf,
+    /// The server to join, https://HOST:PORT.
+    #[arg(long, env = "KELP_URL")]
+    pub server: String,
+    /// The join token (`K10<CA hash>::<credentials>` pins the server's CA).
+    #[arg(long, env = "KELP_TOKEN")]
+    pub token: Option<String>,
+    /// The join token from a file.
+    #[arg(long, env = "KELP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The node's flags.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `kelp token` subcommands (kubeadm's bootstrap tokens, printed in k3s's
+/// secure format).
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token (random unless given) and print it.
+    Create {
+        /// The token, `<6 chars>.<16 chars>` of [a-z0-9].
+        token: Option<String>,
+        /// Lifetime (`24h`, `30m`; `0` never expires).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Shown by `kelp token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Usages: authentication, signing.
+        #[arg(long, value_delimiter = ',', default_value = "signing,authentication")]
+        usages: Vec<String>,
+        /// Extra groups (system:bootstrappers:…).
+        #[arg(long, value_delimiter = ',', default_value = crate::pki::bootstrap_token::DEFAULT_NODE_GROUP)]
+        groups: Vec<String>,
+    },
+    /// List tokens.
+    List,
+    /// Delete tokens by id or whole token.
+    Delete {
+        /// Token ids or tokens.
+        #[arg(required = true)]
+        tokens: Vec<String>,
+    },
+    /// Print a random token without creating it.
+    Generate,
 }
 
 /// `kelp certificate` subcommands.
@@ -127,34 +197,25 @@ pub struct ServerArgs {
     /// Extra names and IPs for the serving certificate.
     #[arg(long, env = "KELP_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
-    /// Node name.
-    #[arg(long, env = "KELP_NODE_NAME")]
-    pub node_name: Option<String>,
-    /// Node IP.
-    #[arg(long, env = "KELP_NODE_IP")]
-    pub node_ip: Option<String>,
-    /// Labels for the Node, key=value (repeatable).
-    #[arg(long, env = "KELP_NODE_LABEL", value_delimiter = ',')]
-    pub node_label: Vec<String>,
-    /// Taints for the Node, key=value:Effect (repeatable).
-    #[arg(long, env = "KELP_NODE_TAINT", value_delimiter = ',')]
-    pub node_taint: Vec<String>,
-    /// CRI socket of a runtime kelp does not manage (unset: kelp runs containerd).
-    #[arg(long, env = "KELP_CONTAINER_RUNTIME_ENDPOINT")]
-    pub container_runtime_endpoint: Option<PathBuf>,
-    /// Rotate a container's log once it is larger than this.
-    #[arg(long, env = "KELP_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi")]
-    pub container_log_max_size: String,
-    /// Registry mirrors and credentials (k3s's registries.yaml format).
-    #[arg(
-        long,
-        env = "KELP_PRIVATE_REGISTRY",
-        default_value = "/etc/kelp/registries.yaml"
-    )]
-    pub private_registry: PathBuf,
-    /// Log files kept per container, the live one included.
-    #[arg(long, env = "KELP_CONTAINER_LOG_MAX_FILES", default_value_t = 5)]
-    pub container_log_max_files: usize,
+    /// The local node's flags.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Join tokens: the server's own (k3s's --token; any passphrase, a
+    /// bootstrap token `<id>.<secret>`, or a `K10…::` token of this
+    /// cluster; default: generated at first start and kept in
+    /// <data-dir>/server/token).
+    #[arg(long, env = "KELP_TOKEN")]
+    pub token: Option<String>,
+    /// The server's token from a file.
+    #[arg(long, env = "KELP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A second token that only joins agents (k3s's --agent-token; kept in
+    /// <data-dir>/server/agent-token).
+    #[arg(long, env = "KELP_AGENT_TOKEN")]
+    pub agent_token: Option<String>,
+    /// Join another server for high availability (not supported yet).
+    #[arg(long, env = "KELP_URL")]
+    pub server: Option<String>,
     /// Pod network.
     #[arg(long, env = "KELP_CLUSTER_CIDR", default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
@@ -167,12 +228,6 @@ pub struct ServerArgs {
     /// Cluster domain.
     #[arg(long, env = "KELP_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// The node's resolv.conf: upstream servers for pods with dnsPolicy
-    /// Default and for names the cluster DNS forwards (k3s's flag; unset:
-    /// /etc/resolv.conf, or systemd-resolved's list when that names only
-    /// loopback servers).
-    #[arg(long, env = "KELP_RESOLV_CONF")]
-    pub resolv_conf: Option<PathBuf>,
     /// NodePort range.
     #[arg(
         long,
@@ -217,6 +272,66 @@ pub struct ServerArgs {
     /// Components not to run (repeatable): scheduler.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// How often each HorizontalPodAutoscaler is synced (kube-controller-manager's flag).
+    #[arg(
+        long,
+        env = "KELP_HORIZONTAL_POD_AUTOSCALER_SYNC_PERIOD",
+        default_value = "15s",
+        value_parser = parse_duration
+    )]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+}
+
+/// Flags of the node side, shared by `kelp server` (its local node) and `kelp agent`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Node name.
+    #[arg(long, env = "KELP_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Node IP.
+    #[arg(long, env = "KELP_NODE_IP")]
+    pub node_ip: Option<String>,
+    /// Labels for the Node, key=value (repeatable).
+    #[arg(long, env = "KELP_NODE_LABEL", value_delimiter = ',')]
+    pub node_label: Vec<String>,
+    /// Taints for the Node, key=value:Effect (repeatable).
+    #[arg(long, env = "KELP_NODE_TAINT", value_delimiter = ',')]
+    pub node_taint: Vec<String>,
+    /// CRI socket of a runtime kelp does not manage (unset: kelp runs containerd).
+    #[arg(long, env = "KELP_CONTAINER_RUNTIME_ENDPOINT")]
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// Rotate a container's log once it is larger than this.
+    #[arg(long, env = "KELP_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi")]
+    pub container_log_max_size: String,
+    /// Registry mirrors and credentials (k3s's registries.yaml format).
+    #[arg(
+        long,
+        env = "KELP_PRIVATE_REGISTRY",
+        default_value = "/etc/kelp/registries.yaml"
+    )]
+    pub private_registry: PathBuf,
+    /// Log files kept per container, the live one included.
+    #[arg(long, env = "KELP_CONTAINER_LOG_MAX_FILES", default_value_t = 5)]
+    pub container_log_max_files: usize,
+    /// The node's resolv.conf: upstream servers for pods with dnsPolicy
+    /// Default and for names the cluster DNS forwards (k3s's flag; unset:
+    /// /etc/resolv.conf, or systemd-resolved's list when that names only
+    /// loopback servers).
+    #[arg(long, env = "KELP_RESOLV_CONF")]
+    pub resolv_conf: Option<PathBuf>,
+    /// How pods reach pods on other nodes: host-gw (routes; nodes on one
+    /// L2 segment), vxlan (a tunnel; any routed network) or none (a CNI of
+    /// your own); flannel's --flannel-backend.
+    #[arg(long, env = "KELP_POD_NETWORK_BACKEND", default_value = "vxlan")]
+    pub pod_network_backend: crate::network::routes::Backend,
+}
+
+/// Logging flags (klog's), shared by every long-running command.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
     /// Log format: text (klog) or json.
     #[arg(long, env = "KELP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -226,14 +341,6 @@ pub struct ServerArgs {
     /// Write logs to this file instead of stderr.
     #[arg(long, env = "KELP_LOG_FILE")]
     pub log_file: Option<PathBuf>,
-    /// How often each HorizontalPodAutoscaler is synced (kube-controller-manager's flag).
-    #[arg(
-        long,
-        env = "KELP_HORIZONTAL_POD_AUTOSCALER_SYNC_PERIOD",
-        default_value = "15s",
-        value_parser = parse_duration
-    )]
-    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
 }
 
 /// A duration as Kubernetes flags write them (`15s`, `1m30s`, `500ms`).

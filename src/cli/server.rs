@@ -17,22 +17,13 @@ use crate::pki::reloadable::ReloadableCert;
 use crate::pki::serviceaccount::TokenSigner;
 use crate::pki::{ClusterPki, ServingNames, write_file_mode};
 use crate::store::sqlite::SqliteStore;
-use crate::telemetry::{LogConfig, LogFormat, Metrics, init_logging};
+use crate::telemetry::Metrics;
 
 /// Runs the server until a signal.
 pub fn run(args: ServerArgs) -> Result<()> {
     // SAFETY: nothing has started a thread yet (logging and the runtime come next).
     let notifier = unsafe { super::notify::Notifier::from_env() };
-    let format = match args.log_format.as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => bail!("unknown --log-format {other:?} (text or json)"),
-    };
-    init_logging(&LogConfig {
-        format,
-        verbosity: args.verbosity,
-        file: args.log_file.clone(),
-    })?;
+    super::node::start_logging(&args.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,21 +69,13 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     } else {
         (sqlite, None)
     };
-    let hostname = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    let node_ip: IpAddr = args
-        .node_ip
-        .as_deref()
-        .or(args.advertise_address.as_deref())
-        .and_then(|ip| ip.parse().ok())
-        .or_else(|| crate::network::host::default_ipv4().map(IpAddr::V4))
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    let node_name = args
-        .node_name
-        .clone()
-        .unwrap_or_else(|| hostname.to_lowercase());
+    anyhow::ensure!(
+        args.server.is_none(),
+        "--server: joining another server (high availability) is not supported yet; run `kelp agent --server …` to add a node"
+    );
+    let hostname = super::node::hostname();
+    let node_ip = args.node.ip(args.advertise_address.as_deref());
+    let node_name = args.node.name();
     let service_cidr: crate::apiserver::services::Cidr = args
         .service_cidr
         .parse()
@@ -110,6 +93,11 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         }
     }
     let pki = ClusterPki::load_or_create(&server_dir.join("tls"), &names)?;
+    let cluster = crate::agent::ClusterSettings {
+        cluster_cidr: args.cluster_cidr.clone(),
+        cluster_dns: args.cluster_dns.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+    };
     let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
         .context("--write-kubeconfig-mode")?;
     let server_url = format!("https://127.0.0.1:{}", args.https_listen_port);
@@ -168,6 +156,9 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 high.parse().context("node port range")?,
             ),
             advertise: format!("{node_ip}:{}", args.https_listen_port),
+            ca_pem: pki.ca_cert.clone(),
+            cluster_dns: args.cluster_dns.clone(),
+            cluster_domain: args.cluster_domain.clone(),
         },
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics: Metrics::new(),
@@ -186,7 +177,17 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     crate::apiserver::authz::bootstrap::reconcile(&state)
         .await
         .map_err(|e| anyhow::anyhow!("reconciling the default RBAC policy: {e}"))?;
-    let tls = serve::tls_config(&pki, serving_cert)?;
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("--token-file {}", file.display()))?,
+        ),
+        (None, None) => None,
+    };
+    super::token::ensure_server_tokens(&state, &server_dir, token, args.agent_token.clone())
+        .await?;
+    let tls = crate::pki::tls::server_config(&pki.ca_cert, serving_cert)?;
     let addr = format!("{}:{}", args.bind_address, args.https_listen_port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -210,7 +211,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 },
             )
         }),
-        pki.ca_cert.clone(),
+        (pki.ca_cert.clone(), pki.ca_key.clone()),
         args.horizontal_pod_autoscaler_sync_period,
     );
     // Add-on manifests, applied as an administrator (they may hold anything).
@@ -253,68 +254,50 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     let agent = if args.disable_agent {
         None
     } else {
-        let config = agent_config(&args, &node_name, node_ip)?;
-        let client = crate::apiserver::client::in_process(
-            state.clone(),
-            User {
-                name: format!("system:node:{node_name}"),
-                groups: vec!["system:nodes".into(), "system:authenticated".into()],
-            },
-        );
-        crate::proxy::start(
+        let config = args
+            .node
+            .agent_config(&args.data_dir, &cluster, node_ip, true)?;
+        let as_user = |name: &str, groups: &[&str]| {
             crate::apiserver::client::in_process(
                 state.clone(),
                 User {
-                    name: "system:kube-proxy".into(),
-                    groups: vec!["system:authenticated".into()],
+                    name: name.into(),
+                    groups: groups.iter().map(|g| g.to_string()).collect(),
                 },
+            )
+        };
+        let clients = crate::agent::NodeClients {
+            kubelet: as_user(
+                &format!("system:node:{node_name}"),
+                &["system:nodes", "system:authenticated"],
             ),
-            crate::proxy::ProxyConfig {
-                node_name: node_name.clone(),
-                cluster_cidr: args.cluster_cidr.clone(),
-                bridge: crate::network::cni::default_bridge(),
-            },
-            state.metrics.clone(),
-        );
-        // Sets what a kubelet may not (role labels), as k3s's controller does.
-        let labeler = crate::apiserver::client::in_process(
-            state.clone(),
-            User {
-                name: "system:kelp-controller".into(),
-                groups: vec!["system:authenticated".into()],
-            },
-        );
+            // Sets what a kubelet may not (role labels), as k3s's controller does.
+            labeler: Some(as_user("system:kelp-controller", &["system:authenticated"])),
+            proxy: as_user("system:kube-proxy", &["system:authenticated"]),
+            // The cluster DNS runs with the node, as k3s's CoreDNS with the
+            // coredns service account (k3s's name for it in --disable).
+            dns: (!args.disable.iter().any(|c| c == "coredns")).then(|| {
+                crate::apiserver::client::in_process(
+                    state.clone(),
+                    User::service_account("kube-system", "coredns"),
+                )
+            }),
+        };
+        let dns = args.node.dns_config(&cluster);
         let tls = tls.clone();
         let notifier = notifier.clone();
-        // The cluster DNS runs with the node: it listens on the node's bridge
-        // address, known once the node has its pod CIDR (k3s's name for it
-        // in --disable is "coredns").
-        let dns = (!args.disable.iter().any(|c| c == "coredns")).then(|| {
-            // As k3s's CoreDNS: the coredns service account and its role.
-            let client = crate::apiserver::client::in_process(
-                state.clone(),
-                User::service_account("kube-system", "coredns"),
-            );
-            (dns_config(&args, &node_name), client)
-        });
+        let metrics = state.metrics.clone();
         Some(tokio::spawn(async move {
-            let agent = crate::kubelet::start(config, client, Some(labeler), tls).await;
+            let agent = crate::agent::run_node(clients, config, dns, tls, metrics).await;
             // Ready once the node is registered, or known not to come up
             // (then the API serves alone, which systemd should know too).
             match &agent {
                 Ok(_) => notifier.ready("serving; node registered"),
                 Err(_) => notifier.ready("serving the API only: the node agent failed"),
             }
-            let agent = agent
+            agent
                 .inspect_err(|e| tracing::error!(err = %format!("{e:#}"), "the node agent failed; serving the API only"))
-                .ok()?;
-            if let Some((mut dns, client)) = dns {
-                dns.pod_cidr = agent.pod_cidr.clone();
-                if let Err(e) = crate::dns::start(dns, client).await {
-                    tracing::error!(err = %format!("{e:#}"), "the cluster DNS failed to start");
-                }
-            }
-            Some(agent)
+                .ok()
         }))
     };
     if args.disable_agent {
@@ -329,51 +312,6 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     }
     tracing::info!("kelp server stopped");
     Ok(())
-}
-
-/// The local node's settings from the server's flags.
-fn agent_config(
-    args: &ServerArgs,
-    node_name: &str,
-    node_ip: IpAddr,
-) -> Result<crate::kubelet::AgentConfig> {
-    Ok(crate::kubelet::AgentConfig {
-        node: crate::kubelet::node::NodeConfig {
-            name: node_name.to_string(),
-            ip: node_ip.to_string(),
-            labels: args.node_label.clone(),
-            taints: args.node_taint.clone(),
-            control_plane: true,
-            data_dir: args.data_dir.clone(),
-        },
-        runtime_endpoint: args.container_runtime_endpoint.clone(),
-        cluster_cidr: args.cluster_cidr.clone(),
-        cluster_dns: args.cluster_dns.clone(),
-        cluster_domain: args.cluster_domain.clone(),
-        resolv_conf: resolv_conf(args),
-        log_max_size: crate::kubelet::logs::parse_size(&args.container_log_max_size)
-            .context("--container-log-max-size")?,
-        log_max_files: args.container_log_max_files.max(2),
-        private_registry: args.private_registry.clone(),
-    })
-}
-
-/// The node's resolv.conf: `--resolv-conf`, else the file k3s would pick.
-fn resolv_conf(args: &ServerArgs) -> PathBuf {
-    args.resolv_conf
-        .clone()
-        .unwrap_or_else(crate::network::resolv::host_resolv_conf)
-}
-
-/// The cluster DNS's settings (the pod CIDR is filled in once the node has one).
-fn dns_config(args: &ServerArgs, node_name: &str) -> crate::dns::Config {
-    crate::dns::Config {
-        node: node_name.to_string(),
-        pod_cidr: String::new(),
-        cluster_dns: args.cluster_dns.clone(),
-        cluster_domain: args.cluster_domain.clone(),
-        resolv_conf: resolv_conf(args),
-    }
 }
 
 /// Revisions of history kept for watches (kine, k3s's store shim, keeps 1000; a
@@ -400,7 +338,7 @@ async fn compact_periodically(store: Arc<dyn crate::store::Store>) {
 }
 
 /// Resolves on SIGTERM or SIGINT, telling systemd the server is stopping.
-async fn shutdown_signal(notifier: super::notify::Notifier) {
+pub(crate) async fn shutdown_signal(notifier: super::notify::Notifier) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

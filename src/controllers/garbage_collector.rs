@@ -66,6 +66,39 @@ pub async fn run(context: Arc<Context>) {
     }
 }
 
+/// Whether none of `refs` exists with its uid, asked of the API server.
+async fn owners_absent(
+    client: &kube::Client,
+    namespace: &str,
+    refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+) -> bool {
+    for r in refs {
+        let Some((group, version, _, plural)) =
+            KINDS.iter().find(|(_, _, kind, _)| *kind == r.kind)
+        else {
+            continue;
+        };
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, &r.kind),
+            plural,
+        );
+        let api: Api<DynamicObject> = if r.kind == "Node" {
+            Api::all_with(client.clone(), &resource)
+        } else {
+            Api::namespaced_with(client.clone(), namespace, &resource)
+        };
+        match api.get_opt(&r.name).await {
+            Ok(Some(owner)) if owner.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
+                return false;
+            }
+            Ok(_) => {}
+            // Unsure: keep the dependent.
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 fn finalizers(object: &DynamicObject) -> Vec<String> {
     object.metadata.finalizers.clone().unwrap_or_default()
 }
@@ -75,7 +108,13 @@ async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject
         .iter()
         .flat_map(|(resource, store)| store.state().into_iter().map(move |o| (resource, o)))
         .collect();
-    if objects.is_empty() {
+    // Decide only from complete caches: a kind not listed yet would make
+    // every owner of that kind look gone (upstream waits for its informers
+    // to sync too).
+    let all_listed = stores.iter().all(|(_, store)| {
+        futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
+    });
+    if objects.is_empty() || !all_listed {
         return;
     }
     let by_uid: HashMap<String, &DynamicObject> = objects
@@ -133,6 +172,9 @@ async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject
                     && finalizers(o).iter().any(|f| f == FOREGROUND)
             })
         });
+        // An owner the caches miss is looked up once more before its
+        // dependents go (upstream's collector asks the API too).
+        let gone = gone && owners_absent(client, &namespace, &refs).await;
         if (gone || owner_in_foreground) && object.metadata.deletion_timestamp.is_none() {
             let params = DeleteParams {
                 propagation_policy: Some(if owner_in_foreground {

@@ -2,6 +2,7 @@
 //! in-process client (user `system:kube-controller-manager`).
 
 pub mod addons;
+pub mod certificates;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
@@ -39,6 +40,8 @@ pub struct Context {
     pub identities: Identities,
     /// The cluster CA certificate (PEM), published in every namespace.
     pub ca_pem: String,
+    /// The cluster CA's key (PEM), for signing approved certificate requests.
+    pub ca_key_pem: String,
     /// How often each HorizontalPodAutoscaler syncs
     /// (`--horizontal-pod-autoscaler-sync-period`).
     pub hpa_sync_period: std::time::Duration,
@@ -46,12 +49,17 @@ pub struct Context {
 
 /// Starts every controller, each as its upstream identity; they run until
 /// the process ends.
-pub fn start(identities: Identities, ca_pem: String, hpa_sync_period: std::time::Duration) {
+pub fn start(
+    identities: Identities,
+    (ca_pem, ca_key_pem): (String, String),
+    hpa_sync_period: std::time::Duration,
+) {
     let context = |controller: &str| {
         Arc::new(Context {
             client: identities(controller),
             identities: identities.clone(),
             ca_pem: ca_pem.clone(),
+            ca_key_pem: ca_key_pem.clone(),
             hpa_sync_period,
         })
     };
@@ -72,6 +80,8 @@ pub fn start(identities: Identities, ca_pem: String, hpa_sync_period: std::time:
         "horizontal-pod-autoscaler",
     )));
     tokio::spawn(garbage_collector::run(context("generic-garbage-collector")));
+    tokio::spawn(certificates::run(context("certificate-controller")));
+    tokio::spawn(certificates::clean_tokens(context("token-cleaner")));
     tokio::spawn(clusterrole_aggregation::run(context(
         "clusterrole-aggregation-controller",
     )));

@@ -10,8 +10,25 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-/// The socket of the containerd kelp supervises.
+/// The socket of the containerd kelp supervises (default data dir).
 pub const SOCKET: &str = "/run/kelp/containerd/containerd.sock";
+
+/// The supervised containerd's socket for a data dir: [`SOCKET`] for the
+/// default one; for another (a second kelp on the machine, as tests run
+/// agents) `/run/kelp/containerd/<8 hex of SHA-256 of its real path>/`,
+/// short enough for a socket path wherever the data dir is.
+pub fn socket_for(data_dir: &Path) -> PathBuf {
+    if data_dir == Path::new("/var/lib/kelp") {
+        return PathBuf::from(SOCKET);
+    }
+    use sha2::{Digest, Sha256};
+    let real = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = hex::encode(Sha256::digest(real.as_os_str().as_encoded_bytes()));
+    PathBuf::from(format!(
+        "/run/kelp/containerd/{}/containerd.sock",
+        &digest[..8]
+    ))
+}
 
 /// The containerd namespace CRI keeps pods and images in.
 pub const NAMESPACE: &str = "k8s.io";
@@ -40,7 +57,7 @@ impl Layout {
             cni_bin: agent.join("cni").join("bin"),
             cni_conf: agent.join("cni").join("conf"),
             cni_state: agent.join("cni").join("networks"),
-            socket: PathBuf::from(SOCKET),
+            socket: socket_for(data_dir),
         }
     }
 

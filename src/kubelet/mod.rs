@@ -56,6 +56,8 @@ pub struct AgentConfig {
     pub log_max_files: usize,
     /// `--private-registry`: mirrors and credentials (k3s's registries.yaml format).
     pub private_registry: PathBuf,
+    /// `--pod-network-backend`: how pods reach other nodes' pods.
+    pub pod_network_backend: crate::network::routes::Backend,
 }
 
 /// A running agent; [`Agent::stop`] stops containerd (pods keep running).

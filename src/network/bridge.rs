@@ -188,11 +188,18 @@ pub fn attach(
                 .map_err(netlink("enslaving the host veth"))?;
             // Hairpin: a pod reaching itself through its Service gets its
             // own (DNATed, masqueraded) packets back out of the same port.
-            let hairpin = format!("/sys/class/net/{host_veth}/brport/hairpin_mode");
-            std::fs::write(&hairpin, "1").map_err(|e| Error::Netlink {
-                what: hairpin.clone(),
-                detail: e.to_string(),
-            })?;
+            // Over netlink, not sysfs: /sys may show another network
+            // namespace's devices (a node run in a namespace of its own).
+            handle
+                .link()
+                .set_port(
+                    rtnetlink::LinkBridgePort::new(host_index)
+                        .hairpin(true)
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(netlink("setting hairpin mode on the host veth"))?;
             if let Some(peer) = index_of(&handle, &temporary).await? {
                 handle
                     .link()

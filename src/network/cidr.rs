@@ -30,6 +30,12 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
 impl Cidr {
     /// The n-th address (n=1 is the first usable).
     pub fn nth(&self, n: u32) -> Ipv4Addr {

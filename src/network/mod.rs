@@ -11,4 +11,6 @@ pub mod ipam;
 pub mod iptables;
 pub mod masquerade;
 pub mod netns;
+pub mod peers;
 pub mod resolv;
+pub mod routes;

@@ -53,3 +53,9 @@ pub fn user_from_certificate(der: &[u8]) -> Option<User> {
     groups.push("system:authenticated".into());
     Some(User { name, groups })
 }
+
+/// The user a PEM certificate (its first) names; not a verification.
+pub fn user_from_pem(pem: &str) -> Option<User> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    user_from_certificate(&block.contents)
+}

@@ -5,9 +5,13 @@
 //! their validity remain (at start, as k3s, and while running: see
 //! [`ClusterPki::renew_at`]).
 
+pub mod bootstrap_token;
+pub mod csr;
 pub mod identity;
+pub mod node_password;
 pub mod reloadable;
 pub mod serviceaccount;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +37,8 @@ pub struct ClusterPki {
     pub dir: PathBuf,
     /// CA certificate (PEM).
     pub ca_cert: String,
+    /// CA key (PEM): signs approved certificate requests.
+    pub ca_key: String,
     /// Serving certificate chain and key (PEM).
     pub serving_cert: String,
     /// Serving key (PEM).
@@ -124,6 +130,7 @@ impl ClusterPki {
         Ok(Self {
             dir: dir.to_path_buf(),
             ca_cert,
+            ca_key,
             serving_cert,
             serving_key,
             admin_cert,
@@ -311,7 +318,7 @@ pub fn rotate(dir: &Path, services: &[String]) -> Result<PathBuf> {
 }
 
 /// The end of the validity of the (first) certificate in `pem`.
-fn not_after(pem: &str) -> Option<time::OffsetDateTime> {
+pub(crate) fn not_after(pem: &str) -> Option<time::OffsetDateTime> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     let cert = pem.parse_x509().ok()?;
     Some(cert.validity().not_after.to_datetime())

@@ -98,12 +98,12 @@ impl Server {
         let images = dir.path().join("data/agent/images");
         std::fs::create_dir_all(&images).expect("images dir");
         std::fs::copy(test_image_tarball(), images.join("busybox.tar")).expect("copy test image");
-        let mut all = vec![
-            "--node-name".to_string(),
-            NODE.to_string(),
-            "--node-ip".into(),
-            "127.0.0.1".into(),
-        ];
+        let mut all = Vec::new();
+        for (flag, default) in [("--node-name", NODE), ("--node-ip", "127.0.0.1")] {
+            if !args.contains(&flag) {
+                all.extend([flag.to_string(), default.to_string()]);
+            }
+        }
         if !args.contains(&"--resolv-conf") {
             // Names the cluster DNS forwards, and pods' host search domains,
             // must never reach the machine's real resolvers: a loopback
@@ -127,6 +127,30 @@ impl Server {
         server
     }
 
+    /// The local node's name.
+    pub fn node_name(&self) -> &str {
+        self.flag("--node-name").unwrap_or(NODE)
+    }
+
+    /// The value of one of the extra flags the server was started with.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        let at = self.args.iter().position(|a| a == flag)?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+
+    /// Changes (or adds) one extra flag for the next [`Server::spawn`].
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(at) => self.args[at + 1] = value.to_string(),
+            None => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+
+    /// The HTTPS port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Waits until the Node reports Ready.
     pub fn wait_node_ready(&self) {
         let kubectl = self.kubectl("kubectl");
@@ -135,7 +159,7 @@ impl Server {
             let out = kubectl.run(&[
                 "get",
                 "node",
-                NODE,
+                self.node_name(),
                 "-o",
                 "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
             ]);
@@ -171,13 +195,10 @@ impl Server {
             .open(self.path("server.log"))
             .expect("log file");
         let mut cmd = Command::new(kelp_bin());
-        cmd.args([
-            "server",
-            "--bind-address",
-            "127.0.0.1",
-            "--config",
-            "/dev/null",
-        ]);
+        cmd.args(["server", "--config", "/dev/null"]);
+        if self.flag("--bind-address").is_none() {
+            cmd.args(["--bind-address", "127.0.0.1"]);
+        }
         if !self.node {
             cmd.arg("--disable-agent");
         }

@@ -4,6 +4,7 @@
 
 mod apps;
 pub mod batch;
+pub mod certificates;
 mod core;
 pub mod pod;
 
@@ -40,6 +41,9 @@ pub fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value) {
     }
     match (rt.group.as_str(), rt.resource.as_str()) {
         ("batch", "jobs") => batch::prepare_job_for_update(new, old),
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            certificates::prepare_for_update(new, old)
+        }
         ("", "secrets") => core::fold_string_data(new),
         _ => {}
     }
@@ -49,12 +53,15 @@ pub fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value) {
 pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<FieldError> {
     match (rt.group.as_str(), rt.resource.as_str()) {
         ("", "configmaps" | "secrets") => core::validate_immutable_data(new, old),
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            certificates::validate_update(new, old)
+        }
         _ => vec![],
     }
 }
 
 /// A status update changes only `.status`: everything else is the old object's.
-pub fn prepare_for_status_update(_rt: &ResourceType, new: &mut Value, old: &Value) {
+pub fn prepare_for_status_update(rt: &ResourceType, new: &mut Value, old: &Value) {
     let status = new.get("status").cloned();
     let mut merged = old.clone();
     if let Some(map) = merged.as_object_mut() {
@@ -70,6 +77,11 @@ pub fn prepare_for_status_update(_rt: &ResourceType, new: &mut Value, old: &Valu
         meta["resourceVersion"] = rv;
     }
     *new = merged;
+    if (rt.group.as_str(), rt.resource.as_str())
+        == ("certificates.k8s.io", "certificatesigningrequests")
+    {
+        certificates::prepare_for_status_update(new, old);
+    }
 }
 
 /// Upstream's defaults for the resource's fields.
@@ -110,6 +122,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
         }
         ("batch", "jobs") => batch::validate_job(obj),
         ("batch", "cronjobs") => batch::validate_cronjob(obj),
+        ("certificates.k8s.io", "certificatesigningrequests") => certificates::validate(obj),
         _ => vec![],
     }
 }

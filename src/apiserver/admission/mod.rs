@@ -2,6 +2,7 @@
 //! and before storage. Each plugin is a pure decision here; `ApiState`'s
 //! admit hooks call them.
 
+pub mod certificates;
 pub mod limit_ranger;
 pub mod node_restriction;
 pub mod pod_security;

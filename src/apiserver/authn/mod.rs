@@ -1,5 +1,5 @@
 //! Authentication: client certificates signed by the cluster CA (verified in the
-//! TLS handshake) and service-account bearer tokens. Anything else gets 401,
+//! TLS handshake), bootstrap tokens (joining nodes) and service-account bearer tokens. Anything else gets 401,
 //! except the public health and version endpoints. Impersonation headers are
 //! honoured here, once the real user is known.
 
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use crate::api::ApiError;
+use crate::pki::bootstrap_token::BootstrapToken;
 pub use crate::pki::identity::{
     ConnectionIdentity, User, service_account_groups, user_from_certificate,
 };
@@ -23,7 +24,8 @@ pub use crate::pki::identity::{
 pub struct Impersonator(pub User);
 
 /// Paths anyone may read (upstream's system:public-info-viewer).
-const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+/// `/cacerts` is public as in k3s: joining nodes pin it by hash.
+const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/cacerts"];
 
 /// Middleware: resolves the request's [`User`] or answers 401.
 pub async fn authenticate(
@@ -35,6 +37,16 @@ pub async fn authenticate(
     let token = bearer(&req).map(String::from);
     let user = if let Some(ConnectionIdentity(user)) = connection {
         Some(user)
+    } else if let Some(token) = &token
+        && let Some(bootstrap) = BootstrapToken::parse(token)
+    {
+        match verify_bootstrap_token(&state, &bootstrap).await {
+            Ok(user) => Some(user),
+            Err(e) => {
+                tracing::debug!(err = %e, token = %bootstrap.id, "bootstrap token rejected");
+                None
+            }
+        }
     } else if let Some(token) = token {
         match verify_token(&state, &token).await {
             Ok(claims) => Some(User {
@@ -124,6 +136,28 @@ pub async fn verify_token(
         }
     }
     Ok(claims)
+}
+
+/// Checks a bootstrap token against its Secret in kube-system (upstream's
+/// bootstrap token authenticator).
+pub async fn verify_bootstrap_token(
+    state: &ApiState,
+    token: &BootstrapToken,
+) -> Result<User, String> {
+    let rt = state
+        .registry
+        .lookup("", "v1", "secrets")
+        .ok_or("secrets are not served")?;
+    let secret: serde_json::Value = state
+        .store
+        .get(&rt.key(Some("kube-system"), &token.secret_name()))
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|kv| serde_json::from_slice(&kv.value).ok())
+        .ok_or_else(|| format!("no secret {}", token.secret_name()))?;
+    let (name, groups) =
+        crate::pki::bootstrap_token::authenticate(token, &secret, chrono::Utc::now())?;
+    Ok(User { name, groups })
 }
 
 fn bearer(req: &Request) -> Option<&str> {

@@ -55,7 +55,13 @@ pub async fn write_update(
     status_only: bool,
 ) -> Result<(StatusCode, Value), ApiError> {
     super::super::convert::from_request(&req.rt, &mut new);
+    let approval = req.path.subresource.as_deref() == Some("approval");
+    let requested_status = approval.then(|| new.get("status").cloned().unwrap_or_default());
     object::before_update(&req.rt, &mut new, old, status_only)?;
+    if let Some(requested) = requested_status {
+        crate::api::strategy::certificates::prepare_for_approval_update(&mut new, &requested, old);
+        object::validate_after_strategy(&req.rt, &new, old)?;
+    }
     state.admit_update(req, &mut new, old, status_only).await?;
     if let Some(manager) = req.update_manager() {
         // What the writer sent for managedFields is ignored; ownership follows the change.

@@ -1,0 +1,638 @@
+//! End-to-end: a server and two agents on this machine, each agent in a
+//! network namespace of its own (own data dir and containerd) joined to the
+//! server by a bridge the test makes, all addresses inside 10.99.7.0/24 and
+//! the cluster's CIDRs. Agents join with tokens (`kelp token create`, the
+//! server's own), a token pinning another CA is refused before any secret
+//! is sent, pods spread over the three nodes reach each other, Services,
+//! NodePorts and DNS work from every node, `kubectl logs/exec` reach an
+//! agent's pod, an agent restarted keeps its pods and name, a second
+//! machine cannot take a joined node's name, and both pod network
+//! backends (host-gw, then vxlan) carry the traffic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Kubectl, Server, kelp_bin, test_image_tarball};
+
+const BRIDGE: &str = "kelpjt0";
+const SERVER_IP: &str = "10.99.7.1";
+
+/// The test's network: a bridge with the server's address and one
+/// namespace per agent, veth-attached. Removed on drop, agents first.
+struct JoinNetwork {
+    namespaces: Vec<String>,
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run")
+}
+
+fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl JoinNetwork {
+    fn new(agents: usize) -> Self {
+        let network = JoinNetwork {
+            namespaces: Vec::new(),
+        };
+        network.remove_leftovers(agents);
+        must(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
+        must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{SERVER_IP}/24"),
+            "dev",
+            BRIDGE,
+        ]);
+        must(&["ip", "link", "set", BRIDGE, "up"]);
+        let mut network = network;
+        for i in 1..=agents {
+            let ns = format!("kelp-jt{i}");
+            let host_end = format!("kjt{i}");
+            must(&["ip", "netns", "add", &ns]);
+            network.namespaces.push(ns.clone());
+            must(&[
+                "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ]);
+            must(&["ip", "link", "set", &host_end, "master", BRIDGE, "up"]);
+            let inside = |args: &[&str]| {
+                let mut all = vec!["ip", "netns", "exec", &ns];
+                all.extend_from_slice(args);
+                must(&all);
+            };
+            inside(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", agent_ip(i)),
+                "dev",
+                "eth0",
+            ]);
+            inside(&["ip", "link", "set", "eth0", "up"]);
+            inside(&["ip", "link", "set", "lo", "up"]);
+            inside(&["ip", "route", "add", "default", "via", SERVER_IP]);
+        }
+        network
+    }
+
+    /// What an earlier run that was killed may have left.
+    fn remove_leftovers(&self, agents: usize) {
+        for i in 1..=agents {
+            let _ = sh(&["ip", "netns", "delete", &format!("kelp-jt{i}")]);
+        }
+        let _ = sh(&["ip", "link", "delete", BRIDGE]);
+    }
+}
+
+impl Drop for JoinNetwork {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = sh(&["ip", "netns", "delete", ns]);
+        }
+        let _ = sh(&["ip", "link", "delete", BRIDGE]);
+    }
+}
+
+fn agent_ip(i: usize) -> String {
+    format!("10.99.7.{}", i + 1)
+}
+
+/// A `kelp agent` in its namespace.
+struct Agent {
+    netns: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    started: bool,
+}
+
+impl Agent {
+    /// Prepares an agent (its data dir holds the test image for import at start).
+    fn new(dir: &Path, i: usize, name: &str, server: &Server, token: &str, backend: &str) -> Self {
+        let data_dir = dir.join(name);
+        let images = data_dir.join("agent/images");
+        std::fs::create_dir_all(&images).expect("images dir");
+        std::fs::copy(test_image_tarball(), images.join("busybox.tar")).expect("copy test image");
+        let resolv_conf = dir.join(format!("{name}-resolv.conf"));
+        std::fs::write(&resolv_conf, "nameserver 127.0.0.154\n").expect("resolv.conf");
+        let args = [
+            "agent",
+            "--config",
+            "/dev/null",
+            "--server",
+            &format!("https://{SERVER_IP}:{}", server.port()),
+            "--token",
+            token,
+            "--data-dir",
+            data_dir.to_str().expect("utf-8"),
+            "--node-name",
+            name,
+            "--node-ip",
+            &agent_ip(i),
+            "--resolv-conf",
+            resolv_conf.to_str().expect("utf-8"),
+            "--pod-network-backend",
+            backend,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Agent {
+            netns: format!("kelp-jt{i}"),
+            log: dir.join(format!("{name}.log")),
+            data_dir,
+            args,
+            child: None,
+            started: false,
+        }
+    }
+
+    fn command(&self) -> Command {
+        // nsenter, not `ip netns exec`: that remounts /sys, which hides the
+        // cgroup mounts runc needs; only the network is the agent's own.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(kelp_bin())
+            .args(&self.args);
+        cmd
+    }
+
+    fn start(&mut self) -> Instant {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        self.child = Some(
+            self.command()
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start kelp agent"),
+        );
+        self.started = true;
+        Instant::now()
+    }
+
+    fn set(&mut self, flag: &str, value: &str) {
+        let at = self.args.iter().position(|a| a == flag).expect("flag");
+        self.args[at + 1] = value.to_string();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a command inside the agent's network namespace.
+    fn exec(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .args(args)
+            .output()
+            .expect("nsenter")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if !self.started {
+            return;
+        }
+        self.stop();
+        // Pods outlive the agent by design; kelp-killall.sh stops them, in
+        // the agent's namespace (its bridge and rules go with the namespace).
+        let status = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kelp-killall.sh"))
+            .env("KELP_DATA_DIR", &self.data_dir)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("kelp-killall.sh failed for {}", self.data_dir.display());
+        }
+    }
+}
+
+fn wait_ready(kubectl: &Kubectl, node: &str, agent: &Agent, seconds: u64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        let out = kubectl.run(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        if out.stdout == b"True" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "node {node} did not become Ready; agent log:\n{}",
+        agent.log()
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}
+      containers:
+      - {name: web, image: kelp.test/nginx:1.14.2, imagePullPolicy: Never}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 80, nodePort: 30781}]
+"#;
+
+/// `name IP node` of every running web pod.
+fn web_pods(kubectl: &Kubectl, expected: usize) -> Vec<(String, String, String)> {
+    let out = kubectl.wait_for(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector",
+            "status.phase=Running",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{\"\\n\"}{end}",
+        ],
+        120,
+        |o| o.lines().filter(|l| l.split(' ').count() == 3 && !l.contains("  ")).count() == expected,
+    );
+    out.lines()
+        .map(|l| {
+            let mut f = l.split(' ').map(String::from);
+            (
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Every web pod answers every other (cross-node pod to pod), the Service
+/// by name (cluster DNS) and by ClusterIP, from inside pods.
+fn check_pod_network(kubectl: &Kubectl, pods: &[(String, String, String)]) {
+    for (from, _, from_node) in pods {
+        for (_, ip, to_node) in pods {
+            let page = kubectl.ok(&[
+                "exec",
+                from,
+                "--",
+                "sh",
+                "-c",
+                &format!("timeout 5 wget -qO- http://{ip}/"),
+            ]);
+            assert!(
+                page.contains("nginx 1.14.2"),
+                "{from} on {from_node} -> {ip} on {to_node}: {page:?}"
+            );
+        }
+        let page = kubectl.ok(&[
+            "exec",
+            from,
+            "--",
+            "sh",
+            "-c",
+            "timeout 5 wget -qO- http://web.default.svc.cluster.local/",
+        ]);
+        assert!(
+            page.contains("nginx"),
+            "{from} on {from_node} -> web by name: {page:?}"
+        );
+    }
+}
+
+#[test]
+fn nodes_join_with_a_token_and_pods_reach_each_other() {
+    let network = JoinNetwork::new(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_node(&[
+        "--node-name",
+        "jt-server",
+        "--node-ip",
+        SERVER_IP,
+        "--bind-address",
+        "0.0.0.0",
+        "--pod-network-backend",
+        "host-gw",
+    ]);
+    let kubectl = server.kubectl("kubectl");
+
+    // `kelp token create` prints a secure token; `list` shows it.
+    let created = Command::new(kelp_bin())
+        .args(["token", "create", "--ttl", "1h", "--description", "e2e"])
+        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("kelp token create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert!(token.starts_with("K10") && token.contains("::"), "{token}");
+    let id = token
+        .rsplit("::")
+        .next()
+        .unwrap_or_default()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let listed = Command::new(kelp_bin())
+        .args(["token", "list"])
+        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("kelp token list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("e2e")),
+        "{listed}"
+    );
+
+    // A token naming another CA is refused before the agent sends anything secret.
+    let (_, credentials) = token.split_once("::").expect("secure token");
+    let foreign = format!("K10{}::{credentials}", "0".repeat(64));
+    let impostor = Agent::new(dir.path(), 1, "jt-impostor", &server, &foreign, "host-gw");
+    let out = impostor.command().output().expect("agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("refusing to join"),
+        "{stderr}"
+    );
+    let csrs = kubectl.ok(&["get", "csr", "-o", "name"]);
+    assert!(
+        csrs.trim().is_empty(),
+        "no request may come from a refused join: {csrs}"
+    );
+
+    // Agent 1 joins with the created token; its certificates come through CSRs.
+    let mut a1 = Agent::new(dir.path(), 1, "jt-a1", &server, &token, "host-gw");
+    let started = a1.start();
+    wait_ready(&kubectl, "jt-a1", &a1, 90);
+    let join_time = started.elapsed();
+    let csrs = kubectl.ok(&["get", "csr"]);
+    assert!(
+        csrs.lines()
+            .filter(|l| l.contains("Approved,Issued"))
+            .count()
+            >= 4,
+        "kubelet client and serving, proxy and DNS certificates: {csrs}"
+    );
+    assert!(csrs.contains(&format!("system:bootstrap:{id}")), "{csrs}");
+
+    // A second machine taking the joined node's name is told why it may not.
+    let mut thief = Agent::new(dir.path(), 2, "jt-a1", &server, &token, "host-gw");
+    thief.data_dir = dir.path().join("jt-thief");
+    let at = thief
+        .args
+        .iter()
+        .position(|a| a == "--data-dir")
+        .expect("flag");
+    thief.args[at + 1] = thief.data_dir.display().to_string();
+    let out = thief.command().output().expect("agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("already joined with a different node password"),
+        "{stderr}"
+    );
+
+    // host-gw: pods spread over both nodes reach each other, Services and DNS work.
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).expect("dir");
+    kubectl.apply(&manifests, "web.yaml", WEB);
+    let pods = web_pods(&kubectl, 3);
+    let nodes: std::collections::HashSet<&str> = pods.iter().map(|p| p.2.as_str()).collect();
+    assert!(
+        nodes.contains("jt-a1") && nodes.contains("jt-server"),
+        "{pods:?}"
+    );
+    check_pod_network(&kubectl, &pods);
+    let cluster_ip = kubectl.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    for url in [
+        format!("http://{cluster_ip}/"),
+        format!("http://{}:30781/", agent_ip(1)),
+        format!("http://{SERVER_IP}:30781/"),
+    ] {
+        let page = a1.exec(&["curl", "-s", "--max-time", "5", &url]);
+        assert!(
+            String::from_utf8_lossy(&page.stdout).contains("nginx"),
+            "from jt-a1: {url}"
+        );
+        assert!(
+            common::http_get(&url).contains("nginx"),
+            "from the server's node: {url}"
+        );
+    }
+
+    // logs and exec reach a pod on the agent (the server dials its kubelet).
+    kubectl.apply(
+        &manifests,
+        "talker.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: talker}\nspec:\n  nodeName: jt-a1\n  containers:\n  - {name: talker, image: kelp.test/busybox:1, imagePullPolicy: Never, command: [sh, -c, 'echo hello from the agent; sleep 3600']}\n",
+    );
+    kubectl.wait_for(&["logs", "talker"], 60, |o| {
+        o.contains("hello from the agent")
+    });
+    assert_eq!(
+        kubectl
+            .ok(&["exec", "talker", "--", "cat", "/etc/hostname"])
+            .trim(),
+        "talker"
+    );
+    let resolved = kubectl.ok(&[
+        "exec",
+        "talker",
+        "--",
+        "nslookup",
+        "web.default.svc.cluster.local",
+    ]);
+    assert!(
+        resolved.contains(&cluster_ip),
+        "DNS on the agent: {resolved}"
+    );
+    let idle_rss = rss_kib(a1.pid());
+
+    // `kubectl certificate approve|deny` for requests kelp does not approve itself.
+    for (name, verdict) in [("jane", "approve"), ("mallory", "deny")] {
+        let key = dir.path().join(format!("{name}.key"));
+        let request = dir.path().join(format!("{name}.csr"));
+        must(&[
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}/O=developers"),
+            "-keyout",
+            key.to_str().expect("utf-8"),
+            "-out",
+            request.to_str().expect("utf-8"),
+        ]);
+        use base64::Engine;
+        let pem = std::fs::read(&request).expect("request");
+        kubectl.apply(
+            &manifests,
+            &format!("{name}-csr.yaml"),
+            &format!(
+                "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\nspec:\n  request: {}\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [client auth]\n",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            ),
+        );
+        kubectl.wait_for(&["get", "csr", name], 10, |o| o.contains("Pending"));
+        kubectl.ok(&["certificate", verdict, name]);
+    }
+    kubectl.wait_for(&["get", "csr", "jane"], 30, |o| {
+        o.contains("Approved,Issued")
+    });
+    let issued = kubectl.ok(&["get", "csr", "jane", "-o", "jsonpath={.status.certificate}"]);
+    assert!(!issued.is_empty(), "the signer issued jane's certificate");
+    kubectl.wait_for(&["get", "csr", "mallory"], 10, |o| o.contains("Denied"));
+    let denied = kubectl.ok(&[
+        "get",
+        "csr",
+        "mallory",
+        "-o",
+        "jsonpath={.status.certificate}",
+    ]);
+    assert!(denied.is_empty(), "no certificate for a denied request");
+
+    // vxlan: the server and agent 1 restart with the tunnel; agent 1 keeps
+    // its pods and name; agent 2 joins with the server's own token.
+    let a1_pods = kubectl.ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=jt-a1",
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ]);
+    a1.stop();
+    server.stop();
+    server.set_flag("--pod-network-backend", "vxlan");
+    server.spawn();
+    a1.set("--pod-network-backend", "vxlan");
+    a1.start();
+    let server_token =
+        std::fs::read_to_string(server.path("data/server/token")).expect("server token");
+    let mut a2 = Agent::new(
+        dir.path(),
+        2,
+        "jt-a2",
+        &server,
+        server_token.trim(),
+        "vxlan",
+    );
+    let started2 = a2.start();
+    wait_ready(&kubectl, "jt-a2", &a2, 90);
+    let join_time2 = started2.elapsed();
+    wait_ready(&kubectl, "jt-a1", &a1, 60);
+    let after = kubectl.ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=jt-a1",
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ]);
+    assert_eq!(after, a1_pods, "the restarted agent keeps its pods");
+    kubectl.ok(&["scale", "deployment", "web", "--replicas", "6"]);
+    let pods = web_pods(&kubectl, 6);
+    let nodes: std::collections::HashSet<&str> = pods.iter().map(|p| p.2.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "spread over the three nodes: {pods:?}");
+    let device = sh(&["ip", "-d", "link", "show", "kelp.vxlan"]);
+    assert!(
+        String::from_utf8_lossy(&device.stdout).contains("vxlan id 1"),
+        "the tunnel exists"
+    );
+    check_pod_network(&kubectl, &pods);
+    for url in [
+        format!("http://{cluster_ip}/"),
+        format!("http://{}:30781/", agent_ip(2)),
+    ] {
+        let page = a2.exec(&["curl", "-s", "--max-time", "5", &url]);
+        assert!(
+            String::from_utf8_lossy(&page.stdout).contains("nginx"),
+            "from jt-a2: {url}"
+        );
+    }
+    println!(
+        "join time (agent start -> Ready): {} ms (first join), {} ms (vxlan); agent RSS idle with 2-3 pods: {} KiB",
+        join_time.as_millis(),
+        join_time2.as_millis(),
+        idle_rss
+    );
+    kubectl.ok(&["delete", "deployment", "web", "--wait=false"]);
+    kubectl.ok(&[
+        "delete",
+        "pod",
+        "talker",
+        "--wait=false",
+        "--grace-period=0",
+    ]);
+    drop(a2);
+    drop(a1);
+    drop(server);
+    drop(network);
+}
