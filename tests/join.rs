@@ -617,6 +617,47 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
             "from jt-a2: {url}"
         );
     }
+    // A network cut: the server marks the silent node Unknown and
+    // unreachable; once back, the agent reports Ready again, with its pods.
+    let pods_on = |node: &str| {
+        kubectl.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            &format!("spec.nodeName={node}"),
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ])
+    };
+    let a2_pods = pods_on("jt-a2");
+    must(&["ip", "link", "set", "kjt2", "down"]);
+    let ready = [
+        "get",
+        "node",
+        "jt-a2",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ];
+    kubectl.wait_for(&ready, 90, |o| o == "Unknown");
+    let taints = [
+        "get",
+        "node",
+        "jt-a2",
+        "-o",
+        "jsonpath={.spec.taints[*].key}",
+    ];
+    kubectl.wait_for(&taints, 20, |o| {
+        o.contains("node.kubernetes.io/unreachable")
+    });
+    must(&["ip", "link", "set", "kjt2", "up"]);
+    wait_ready(&kubectl, "jt-a2", &a2, 90);
+    kubectl.wait_for(&taints, 30, |o| !o.contains("unreachable"));
+    assert_eq!(
+        pods_on("jt-a2"),
+        a2_pods,
+        "the agent keeps its pods across the cut"
+    );
+
     println!(
         "join time (agent start -> Ready): {} ms (first join), {} ms (vxlan); agent RSS idle with 2-3 pods: {} KiB",
         join_time.as_millis(),

@@ -175,3 +175,129 @@ fn string_field(secret: &Value, key: &str) -> String {
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::router;
+    use crate::apiserver::tests::{call, state};
+
+    fn proof(node: &str, password: &str) -> Vec<u8> {
+        json!({"node": node, "password": password})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_node_password_binds_the_name_until_the_node_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path());
+        let app = router(state.clone());
+        call(
+            &app,
+            "POST",
+            "/api/v1/namespaces",
+            Some(json!({"metadata": {"name": "kube-system"}})),
+        )
+        .await;
+        let bootstrapper = User {
+            name: "system:bootstrap:abcdef".into(),
+            groups: vec!["system:bootstrappers".into()],
+        };
+        let first = "a".repeat(32);
+        let second = "b".repeat(32);
+        verify_node_password(&state, &bootstrapper, &proof("edge-1", &first))
+            .await
+            .expect("first join");
+        verify_node_password(&state, &bootstrapper, &proof("edge-1", &first))
+            .await
+            .expect("same password again");
+        let (status, body) = call(
+            &app,
+            "GET",
+            "/api/v1/namespaces/kube-system/secrets/edge-1.node-password.kelp",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let secret: Value = serde_json::from_slice(&body).expect("json");
+        assert!(node_password::recently_verified(
+            &secret,
+            &bootstrapper.name,
+            chrono::Utc::now()
+        ));
+        assert!(
+            !String::from_utf8_lossy(&body).contains(&first),
+            "only a hash is stored"
+        );
+
+        // While the Node exists, another password is refused, saying why.
+        call(
+            &app,
+            "POST",
+            "/api/v1/nodes",
+            Some(json!({"metadata": {"name": "edge-1"}})),
+        )
+        .await;
+        let refused = verify_node_password(&state, &bootstrapper, &proof("edge-1", &second))
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("already joined with a different node password"),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("kubectl delete node edge-1"),
+            "{refused}"
+        );
+
+        // Another node may not prove this one's password.
+        let other = User {
+            name: "system:node:edge-2".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        assert!(
+            verify_node_password(&state, &other, &proof("edge-1", &first))
+                .await
+                .is_err()
+        );
+        let itself = User {
+            name: "system:node:edge-1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        verify_node_password(&state, &itself, &proof("edge-1", &first))
+            .await
+            .expect("the node itself");
+
+        // An admin deleting the Node frees the name for a new password.
+        call(&app, "DELETE", "/api/v1/nodes/edge-1", None).await;
+        verify_node_password(&state, &bootstrapper, &proof("edge-1", &second))
+            .await
+            .expect("rejoin after delete");
+        call(
+            &app,
+            "POST",
+            "/api/v1/nodes",
+            Some(json!({"metadata": {"name": "edge-1"}})),
+        )
+        .await;
+        assert!(
+            verify_node_password(&state, &bootstrapper, &proof("edge-1", &first))
+                .await
+                .is_err()
+        );
+
+        for bad in [
+            proof("Edge_1", &first),
+            proof("edge-3", "short"),
+            b"not json".to_vec(),
+        ] {
+            let e = verify_node_password(&state, &bootstrapper, &bad)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ApiError::BadRequest(_)), "{e:?}");
+        }
+    }
+}

@@ -123,12 +123,11 @@ pub fn validate(obj: &Value) -> Vec<FieldError> {
     match request_pem(obj) {
         None => errors.push(FieldError::required("spec.request", "")),
         Some(pem) => {
-            let text = String::from_utf8_lossy(&pem);
-            if !text.contains("-----BEGIN CERTIFICATE REQUEST-----") {
+            if let Err(e) = crate::pki::csr::parse(&pem) {
                 errors.push(FieldError::invalid(
                     "spec.request",
                     &json!([]),
-                    "PEM block type must be CERTIFICATE REQUEST",
+                    &e.to_string(),
                 ));
             }
         }
@@ -218,7 +217,7 @@ mod tests {
     use super::*;
 
     fn csr() -> Value {
-        let pem = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n";
+        let (pem, _) = crate::pki::csr::new_request("jane", &["dev"], &[], &[]).expect("request");
         json!({
             "metadata": {"name": "node-csr-1"},
             "spec": {

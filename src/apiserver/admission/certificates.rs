@@ -101,3 +101,63 @@ pub fn admit_create(signer: &str, organizations: &[String], name: &str) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn authorizer() -> Authorizer {
+        Authorizer::new(Default::default(), Default::default())
+    }
+
+    fn csr(conditions: Value, certificate: Option<&str>) -> Value {
+        let mut status = json!({"conditions": conditions});
+        if let Some(c) = certificate {
+            status["certificate"] = json!(c);
+        }
+        json!({"metadata": {"name": "jane"}, "spec": {"signerName": "kubernetes.io/kube-apiserver-client"}, "status": status})
+    }
+
+    #[test]
+    fn approving_and_signing_need_the_signer_verbs() {
+        let old = csr(json!([]), None);
+        let approved = csr(json!([{"type": "Approved", "status": "True"}]), None);
+        let signed = csr(
+            json!([{"type": "Approved", "status": "True"}]),
+            Some("Zm9v"),
+        );
+        let admin = User {
+            name: "admin".into(),
+            groups: vec![PRIVILEGED_GROUP.into()],
+        };
+        let jane = User {
+            name: "jane".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        let a = authorizer();
+        assert!(admit_update(&a, &admin, "approval", &approved, &old).is_ok());
+        let e = admit_update(&a, &jane, "approval", &approved, &old).unwrap_err();
+        assert!(
+            e.to_string().contains("user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client\""),
+            "{e}"
+        );
+        assert!(
+            admit_update(&a, &jane, "status", &signed, &approved)
+                .unwrap_err()
+                .to_string()
+                .contains("sign")
+        );
+        assert!(admit_update(&a, &admin, "status", &signed, &approved).is_ok());
+        // Writes that change neither need nothing.
+        assert!(admit_update(&a, &jane, "approval", &old, &old).is_ok());
+    }
+
+    #[test]
+    fn no_one_asks_for_system_masters_certificates() {
+        let masters = vec![PRIVILEGED_GROUP.to_string()];
+        assert!(admit_create("kubernetes.io/kube-apiserver-client", &masters, "x").is_err());
+        assert!(admit_create("kubernetes.io/kube-apiserver-client-kubelet", &masters, "x").is_ok());
+        assert!(admit_create("kubernetes.io/kube-apiserver-client", &["dev".into()], "x").is_ok());
+    }
+}
