@@ -244,24 +244,9 @@ impl Drop for Agent {
 }
 
 fn wait_ready(kubectl: &Kubectl, node: &str, agent: &Agent, seconds: u64) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while Instant::now() < deadline {
-        let out = kubectl.run(&[
-            "get",
-            "node",
-            node,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        if out.stdout == b"True" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if !kubectl.node_ready_within(node, seconds) {
+        panic!("node {node} did not become Ready; agent log:\n{}", agent.log());
     }
-    panic!(
-        "node {node} did not become Ready; agent log:\n{}",
-        agent.log()
-    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

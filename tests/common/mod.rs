@@ -153,22 +153,9 @@ impl Server {
 
     /// Waits until the Node reports Ready.
     pub fn wait_node_ready(&self) {
-        let kubectl = self.kubectl("kubectl");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let out = kubectl.run(&[
-                "get",
-                "node",
-                self.node_name(),
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ]);
-            if out.stdout == b"True" {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !self.kubectl("kubectl").node_ready_within(self.node_name(), 60) {
+            panic!("node did not become Ready; log:\n{}", self.log());
         }
-        panic!("node did not become Ready; log:\n{}", self.log());
     }
 
     /// Stops the server with SIGTERM and waits for it to exit.
@@ -440,6 +427,25 @@ impl Kubectl {
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!("timed out waiting on kubectl {args:?}; last output:\n{last}");
+    }
+
+    /// Whether `node` reports Ready within `seconds`.
+    pub fn node_ready_within(&self, node: &str, seconds: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            let out = self.run(&[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            if out.stdout == b"True" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     /// Applies a manifest given as text.
