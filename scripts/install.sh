@@ -26,6 +26,8 @@
 #   INSTALL_KELP_SKIP_ENABLE   true: do not enable the unit at boot
 #   INSTALL_KELP_SKIP_START    true: do not start (or restart) the unit
 #   KELP_URL, KELP_TOKEN or KELP_TOKEN_FILE  join that server: an agent install
+#                              (kelp-agent.service running `kelp agent`, which
+#                              reads them from the unit's env file, mode 0600)
 #   KELP_*, HTTP(S)_PROXY, NO_PROXY, CONTAINERD_*  written to the unit's env file
 #
 # kelp embeds no kubectl, crictl or ctr: `kelp kubectl` runs the kubectl found
@@ -56,8 +58,24 @@ find_file() {
 # ---- what to install ----------------------------------------------------------
 agent=false
 if [ -n "${KELP_URL:-}" ]; then
+    case "$KELP_URL" in
+    https://?*) ;;
+    *) fatal "KELP_URL=$KELP_URL: the server's URL is https://HOST:PORT (e.g. https://server:6443)" ;;
+    esac
     [ -n "${KELP_TOKEN:-}" ] || [ -n "${KELP_TOKEN_FILE:-}" ] ||
         fatal "KELP_URL is set: an agent also needs KELP_TOKEN or KELP_TOKEN_FILE"
+    if [ -n "${KELP_TOKEN_FILE:-}" ]; then
+        [ -f "$KELP_TOKEN_FILE" ] ||
+            fatal "KELP_TOKEN_FILE=$KELP_TOKEN_FILE: no such file (it holds the join token)"
+        # The unit runs in /: keep the file's absolute path in the env file.
+        case "$KELP_TOKEN_FILE" in
+        /*) ;;
+        *)
+            KELP_TOKEN_FILE=$(cd "$(dirname "$KELP_TOKEN_FILE")" && pwd)/$(basename "$KELP_TOKEN_FILE")
+            export KELP_TOKEN_FILE
+            ;;
+        esac
+    fi
     agent=true
 fi
 # The extra flags as words, quotes honoured as a shell would (no expansion).
@@ -169,7 +187,7 @@ chmod 0755 "$binary" 2>/dev/null || true
 version=$("$binary" version 2>/dev/null | head -n 1) ||
     fatal "$binary does not run here (built for another architecture?)"
 if [ "$command" = agent ] && ! "$binary" agent --help >/dev/null 2>&1; then
-    fatal "this kelp ($version) cannot run as an agent: it has no 'kelp agent' command yet, so an agent unit would never start. Install a server (unset KELP_URL) or a kelp that has 'kelp agent'."
+    fatal "this kelp ($version) cannot run as an agent: it has no 'kelp agent' command (an older kelp), so an agent unit would never start. Install a server (unset KELP_URL) or a kelp that has 'kelp agent'."
 fi
 
 # Companion files: beside the binary of a bundle, beside this script, or in

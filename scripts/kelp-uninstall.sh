@@ -1,8 +1,9 @@
 #!/bin/sh
 # Removes kelp from this machine: stops the unit, runs kelp-killall.sh (pods,
 # containerd, bridge, iptables chains, mounts, network namespaces), then removes
-# the units and their env files, the binary and these scripts, /etc/kelp, the
-# data dir, /run/kelp and the pod logs kelp wrote under /var/log/pods.
+# the units (kelp.service, kelp-agent.service) and their env files, the binary
+# and these scripts, /etc/kelp, the data dir, /run/kelp and the pod logs kelp
+# wrote under /var/log/pods. One script for a server and for an agent install.
 #
 # The data dir is the one the installed unit uses: --data-dir in its ExecStart,
 # else KELP_DATA_DIR in its env file, else data-dir in /etc/kelp/config.yaml or

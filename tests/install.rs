@@ -2,6 +2,11 @@
 //! its unit and env file, a re-run changes nothing, a missing prerequisite is
 //! reported with its fix, kelp runs from the installed unit as systemd would
 //! start it (a node with a pod), and `kelp-uninstall.sh` leaves nothing behind.
+//! Then the same for an agent: `KELP_URL` + `KELP_TOKEN` (or `KELP_TOKEN_FILE`)
+//! install `kelp-agent.service` with the token in its env file (mode 0600),
+//! the unit's `kelp agent` joins a kelp server the test runs (API only, its
+//! own temporary data dir, on 127.0.0.1) and its Node becomes Ready with a
+//! pod, and the uninstall removes the agent and leaves nothing behind.
 //!
 //! It installs into the real places (/usr/local/bin, /etc/systemd/system,
 //! /etc/kelp, /var/lib/kelp), so it runs as root on a throw-away machine (CI)
@@ -24,6 +29,9 @@ const BIN_DIR: &str = "/usr/local/bin";
 const UNIT: &str = "/etc/systemd/system/kelp.service";
 const ENV_FILE: &str = "/etc/systemd/system/kelp.service.env";
 const AGENT_UNIT: &str = "/etc/systemd/system/kelp-agent.service";
+const AGENT_ENV_FILE: &str = "/etc/systemd/system/kelp-agent.service.env";
+/// The installed agent's node name.
+const AGENT_NODE: &str = "kelp-installed-agent";
 const DATA_DIR: &str = "/var/lib/kelp";
 /// Files or dirs an install owns; none may exist before the test.
 const INSTALLED: &[&str] = &[
@@ -33,8 +41,9 @@ const INSTALLED: &[&str] = &[
     UNIT,
     ENV_FILE,
     AGENT_UNIT,
-    "/etc/systemd/system/kelp-agent.service.env",
+    AGENT_ENV_FILE,
     "/etc/systemd/system/multi-user.target.wants/kelp.service",
+    "/etc/systemd/system/multi-user.target.wants/kelp-agent.service",
     "/etc/kelp",
     DATA_DIR,
     "/run/kelp",
@@ -93,12 +102,102 @@ fn node_lock() -> Option<nix::fcntl::Flock<File>> {
 
 /// Runs install.sh (the packaging/ copy, as a device gets it) with `env`.
 fn install(env: &[(&str, &str)]) -> Output {
+    install_in(None, env)
+}
+
+/// Runs install.sh with `env`, in the directory `cwd` if given. KELP_*
+/// variables of the test's own environment (cargo passes the build script's
+/// KELP_GIT_COMMIT and KELP_BUILD_DATE) are not passed on: install.sh writes
+/// every KELP_* it sees to the env file.
+fn install_in(cwd: Option<&Path>, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg(repo("packaging/install.sh"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KELP_") {
+            cmd.env_remove(name);
+        }
+    }
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().expect("run install.sh")
+}
+
+/// Lines of both units' template that an install keeps as they are.
+const UNIT_LINES: &[&str] = &[
+    "Type=notify",
+    "KillMode=process",
+    "Delegate=yes",
+    "Restart=always",
+    "RestartSec=5s",
+    "LimitNOFILE=1048576",
+    "LimitNPROC=infinity",
+    "LimitCORE=infinity",
+    "TasksMax=infinity",
+    "TimeoutStartSec=0",
+    "ExecStartPre=-/sbin/modprobe br_netfilter",
+    "ExecStartPre=-/sbin/modprobe overlay",
+    "After=network-online.target",
+    "Wants=network-online.target",
+    "WantedBy=multi-user.target",
+];
+
+/// The installed `unit` holds the template's lines, its env file and `exec_start`.
+fn assert_unit(unit: &str, env_file: &str, exec_start: &str) {
+    let text = std::fs::read_to_string(unit).unwrap();
+    let environment_file = format!("EnvironmentFile=-{env_file}");
+    let exec_start = format!("ExecStart={exec_start}");
+    for line in UNIT_LINES
+        .iter()
+        .copied()
+        .chain([environment_file.as_str(), exec_start.as_str()])
+    {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no {line:?} in {unit}:\n{text}"
+        );
+    }
+}
+
+/// The installed binary and scripts: mode 0755, the binary the test's.
+fn assert_binaries() {
+    for path in ["kelp", "kelp-killall.sh", "kelp-uninstall.sh"] {
+        let meta = std::fs::metadata(Path::new(BIN_DIR).join(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{path}");
+    }
+    assert_eq!(
+        std::fs::metadata("/usr/local/bin/kelp").unwrap().len(),
+        std::fs::metadata(common::kelp_bin()).unwrap().len()
+    );
+    for path in NOT_LINKED {
+        assert!(!exists(path), "{path}: kelp provides no such command");
+    }
+}
+
+/// An env file holds secrets (the join token): a file of root's, mode 0600.
+fn assert_root_only(path: &str) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert!(meta.is_file(), "{path}: not a plain file");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "{path}");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path}: owner");
+}
+
+/// `systemd-analyze verify` accepts the unit, without a warning.
+fn assert_unit_verifies(unit: &Path) {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
+        "systemd-analyze verify {}: {}",
+        unit.display(),
+        text(&out)
+    );
 }
 
 /// Bytes (as a digest), mode and mtime of every installed file.
@@ -275,6 +374,249 @@ fn cmd_ok(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Puts the test image where a node imports it at start.
+fn seed_images() {
+    let images = Path::new(DATA_DIR).join("agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(common::test_image_tarball(), images.join("busybox.tar")).unwrap();
+}
+
+/// Starts an installed unit as systemd would (systemd is not PID 1 on the
+/// test machines, so install.sh starts nothing): the ExecStartPre commands,
+/// then ExecStart with the env file's settings in a clean environment (no
+/// NOTIFY_SOCKET), its stderr to `log`. Returns the pid; the process is reaped
+/// in a thread when kelp-uninstall.sh stops it (a zombie would look alive).
+fn start_unit(unit: &str, env_file: &str, log: &Path) -> i32 {
+    let unit = std::fs::read_to_string(unit).unwrap();
+    for pre in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStartPre=-"))
+    {
+        let words = unit_words(pre);
+        let _ = Command::new(&words[0]).args(&words[1..]).status();
+    }
+    let exec_start = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let words = unit_words(exec_start);
+    let mut child = Command::new(&words[0])
+        .args(&words[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .envs(env_file_vars(env_file))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(log).unwrap())
+        .spawn()
+        .expect("start kelp from the unit's ExecStart");
+    let pid = child.id() as i32;
+    std::thread::spawn(move || child.wait());
+    pid
+}
+
+/// Waits until `kubectl` reports `node` Ready; `log` explains a timeout.
+fn wait_node_ready(kubectl: &dyn Fn(&[&str]) -> Output, node: &str, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // `kubectl wait` fails at once while the Node does not exist yet.
+    while !kubectl(&["get", "node", node]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "node {node} never registered; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("node/{node}"),
+        "--timeout=90s",
+    ]);
+    assert!(
+        out.status.success(),
+        "node {node} not Ready: {}\nlog:\n{}",
+        text(&out),
+        log()
+    );
+}
+
+/// Runs the busybox pod `name` (image imported by the node at start), waits
+/// until it is Ready and returns its log directory under /var/log/pods.
+fn run_pod(kubectl: &dyn Fn(&[&str]) -> Output, name: &str, log: &dyn Fn() -> String) -> String {
+    let out = kubectl(&[
+        "run",
+        name,
+        &format!("--image={}", common::BUSYBOX),
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pod = format!("pod/{name}");
+    let out = kubectl(&["wait", "--for=condition=Ready", &pod, "--timeout=90s"]);
+    assert!(out.status.success(), "{}\nlog:\n{}", text(&out), log());
+    let uid = kubectl(&["get", "pod", name, "-o", "jsonpath={.metadata.uid}"]);
+    let dir = format!(
+        "/var/log/pods/default_{name}_{}",
+        String::from_utf8_lossy(&uid.stdout)
+    );
+    assert!(Path::new(&dir).is_dir(), "{dir}");
+    dir
+}
+
+/// What a kelp node running from an install made on this host, looked for
+/// again after the uninstall.
+struct NodeTrace {
+    /// kelp, its containerd, the shims and the pods' processes.
+    pids: Vec<i32>,
+    veths: Vec<String>,
+    /// Containers of the node's containerd (their cgroups).
+    container_ids: Vec<String>,
+    pod_log_dir: String,
+}
+
+/// Checks what the node (kelp at `kelp_pid`, a pod logging to
+/// `pod_log_dir`) made on the host while it runs, and records it.
+fn node_trace(kelp_pid: i32, pod_log_dir: String) -> NodeTrace {
+    cmd_ok("ip", &["link", "show", "cni0"]);
+    let veths: Vec<String> = cmd_ok("ip", &["-o", "link", "show", "master", "cni0"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect();
+    assert!(!veths.is_empty(), "no veth on cni0");
+    let chains = iptables_kelp_lines();
+    assert!(
+        chains.iter().any(|l| l.starts_with(":KUBE-SERVICES")),
+        "{chains:?}"
+    );
+    assert!(
+        chains.iter().any(|l| l.starts_with(":KELP-POSTROUTING")),
+        "{chains:?}"
+    );
+    let ours = pids_mentioning(&[DATA_DIR, "/run/kelp/containerd"]);
+    assert!(
+        ours.iter().any(|(_, c)| c.contains("containerd-shim")),
+        "no shim: {ours:?}"
+    );
+    let mut pids: Vec<i32> = ours.iter().map(|(p, _)| *p).collect();
+    pids.push(kelp_pid);
+    for (pid, _) in &ours {
+        // the shims' children: pause and the pod's sleep
+        for child in cmd_ok("sh", &["-c", &format!("pgrep -P {pid} || true")]).lines() {
+            pids.push(child.parse().unwrap());
+        }
+    }
+    let task_dir =
+        Path::new(DATA_DIR).join("agent/containerd/state/io.containerd.runtime.v2.task/k8s.io");
+    let container_ids: Vec<String> = std::fs::read_dir(&task_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!container_ids.is_empty());
+    NodeTrace {
+        pids,
+        veths,
+        container_ids,
+        pod_log_dir,
+    }
+}
+
+/// Runs the installed kelp-uninstall.sh and checks that it leaves nothing:
+/// no installed file, nothing of `trace`, no new iptables rule or network
+/// namespace (against the state before the test), no mount.
+fn uninstall_leaves_nothing(
+    guard: &mut Guard,
+    trace: &NodeTrace,
+    iptables_before: &[String],
+    netns_before: &[String],
+) {
+    let out = Command::new("/usr/local/bin/kelp-uninstall.sh")
+        .output()
+        .expect("kelp-uninstall.sh");
+    assert!(out.status.success(), "{}", text(&out));
+    guard.kelp_pid = None;
+    let report = text(&out);
+    for path in INSTALLED.iter().chain(NOT_LINKED) {
+        assert!(!exists(path), "{path} left behind:\n{report}");
+    }
+    assert!(
+        !Path::new(&trace.pod_log_dir).exists(),
+        "{} left behind",
+        trace.pod_log_dir
+    );
+    for link in ["cni0", "kelp.vxlan"] {
+        let out = Command::new("ip")
+            .args(["link", "show", link])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{link} left behind");
+    }
+    for veth in &trace.veths {
+        let out = Command::new("ip")
+            .args(["link", "show", veth])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "veth {veth} left behind");
+    }
+    let left: Vec<String> = iptables_kelp_lines()
+        .into_iter()
+        .filter(|l| !iptables_before.contains(l))
+        .collect();
+    assert!(left.is_empty(), "iptables left behind: {left:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    for pid in &trace.pids {
+        let alive = std::fs::read(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !String::from_utf8_lossy(&s).contains(") Z "));
+        assert!(!alive, "process {pid} left behind");
+    }
+    let left = pids_mentioning(&[DATA_DIR, "/run/kelp"]);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(" /var/lib/kelp") || l.contains(" /run/kelp"))
+        .collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+    let netns: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| !netns_before.contains(n))
+        .collect();
+    assert!(
+        netns.is_empty(),
+        "network namespaces left behind: {netns:?}"
+    );
+    for id in &trace.container_ids {
+        let cgroups = cmd_ok(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "ls -d /sys/fs/cgroup/k8s.io/{id} /sys/fs/cgroup/*/k8s.io/{id} 2>/dev/null || true"
+                ),
+            ],
+        );
+        assert!(cgroups.trim().is_empty(), "cgroups left behind: {cgroups}");
+    }
+}
+
+/// The KELP_* settings of an env file (others, such as proxies the machine
+/// sets, may be there too).
+fn kelp_vars(path: &str) -> Vec<(String, String)> {
+    env_file_vars(path)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("KELP_"))
+        .collect()
+}
+
 #[test]
 fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
     assert!(
@@ -298,7 +640,7 @@ fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
     let iptables_before = iptables_kelp_lines();
     let netns_before = netns_list();
     // Set aside before the guard exists: the guard removes those paths.
-    let running = pids_mentioning(&["kelp server"]);
+    let running = pids_mentioning(&["kelp server", "kelp agent"]);
     for path in SET_ASIDE.iter().filter(|p| exists(p)) {
         assert!(
             running.is_empty() && !mounted_below(path),
@@ -396,41 +738,14 @@ fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
     if !systemd {
         assert!(report.contains("systemd is not running"), "{report}");
     }
-    for path in ["kelp", "kelp-killall.sh", "kelp-uninstall.sh"] {
-        let meta = std::fs::metadata(Path::new(BIN_DIR).join(path)).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{path}");
-    }
-    assert_eq!(
-        std::fs::metadata("/usr/local/bin/kelp").unwrap().len(),
-        std::fs::metadata(common::kelp_bin()).unwrap().len()
+    assert_binaries();
+    assert_unit(
+        UNIT,
+        ENV_FILE,
+        &format!("/usr/local/bin/kelp server {exec}"),
     );
-    for path in NOT_LINKED {
-        assert!(!exists(path), "{path}: kelp provides no such command");
-    }
-    let unit = std::fs::read_to_string(UNIT).unwrap();
-    for line in [
-        "Type=notify",
-        "KillMode=process",
-        "Delegate=yes",
-        "Restart=always",
-        "RestartSec=5s",
-        "LimitNOFILE=1048576",
-        "LimitNPROC=infinity",
-        "LimitCORE=infinity",
-        "TasksMax=infinity",
-        "TimeoutStartSec=0",
-        "ExecStartPre=-/sbin/modprobe br_netfilter",
-        "ExecStartPre=-/sbin/modprobe overlay",
-        "EnvironmentFile=-/etc/systemd/system/kelp.service.env",
-        "After=network-online.target",
-        "Wants=network-online.target",
-        "WantedBy=multi-user.target",
-        &format!("ExecStart=/usr/local/bin/kelp server {exec}"),
-    ] {
-        assert!(unit.lines().any(|l| l == line), "no {line:?} in\n{unit}");
-    }
-    let env_meta = std::fs::metadata(ENV_FILE).unwrap();
-    assert_eq!(env_meta.permissions().mode() & 0o777, 0o600);
+    assert!(!exists(AGENT_UNIT), "a server install wrote {AGENT_UNIT}");
+    assert_root_only(ENV_FILE);
     let vars = env_file_vars(ENV_FILE);
     assert!(vars.contains(&("KELP_NODE_LABEL".into(), "kelp.test/installed=yes".into())));
     assert!(vars.contains(&("NO_PROXY".into(), "127.0.0.1,localhost".into())));
@@ -444,38 +759,46 @@ fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
     let template = std::fs::read_to_string(repo("systemd/kelp-agent.service")).unwrap();
     assert!(template.contains("\nExecStart=/usr/local/bin/kelp agent\n"));
     std::fs::write(&agent_unit, &template).unwrap();
-    for unit in [Path::new(UNIT), &agent_unit] {
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(unit)
-            .output()
-            .expect("systemd-analyze");
-        assert!(
-            out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(),
-            "systemd-analyze verify {}: {}",
-            unit.display(),
-            text(&out)
-        );
-    }
+    assert_unit_verifies(Path::new(UNIT));
+    assert_unit_verifies(&agent_unit);
 
-    // 4. An agent install where the binary cannot be an agent is refused
-    //    before anything is written.
+    // 4. An agent install with incomplete or wrong inputs is refused before
+    //    anything is written, saying what to fix.
     let before = snapshot();
-    let can_be_agent = Command::new(common::kelp_bin())
-        .args(["agent", "--help"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    if !can_be_agent {
+    let no_token_file = tmp.join("no-such-token").display().to_string();
+    let refused: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("KELP_URL", "https://127.0.0.1:1")],
+            "an agent also needs KELP_TOKEN or KELP_TOKEN_FILE",
+        ),
+        (
+            &[("KELP_URL", "http://127.0.0.1:1"), ("KELP_TOKEN", "t")],
+            "the server's URL is https://HOST:PORT",
+        ),
+        (
+            &[
+                ("KELP_URL", "https://127.0.0.1:1"),
+                ("KELP_TOKEN_FILE", &no_token_file),
+            ],
+            "no such file (it holds the join token)",
+        ),
+        (
+            &[
+                ("KELP_URL", "https://127.0.0.1:1"),
+                ("KELP_TOKEN", "t"),
+                ("INSTALL_KELP_EXEC", "server --node-ip 127.0.0.1"),
+            ],
+            "INSTALL_KELP_EXEC starts with 'server'",
+        ),
+    ];
+    for (extra, expected) in refused {
         let mut agent = inputs.to_vec();
-        agent.extend([("KELP_URL", "https://127.0.0.1:1"), ("KELP_TOKEN", "t")]);
+        agent.extend_from_slice(extra);
         let out = install(&agent);
         let report = text(&out);
-        assert!(!out.status.success(), "{report}");
-        assert!(report.contains("cannot run as an agent"), "{report}");
-        assert!(!exists(AGENT_UNIT));
+        assert!(!out.status.success(), "{extra:?}: {report}");
+        assert!(report.contains(expected), "{extra:?}: {report}");
+        assert!(!exists(AGENT_UNIT) && !exists(AGENT_ENV_FILE), "{extra:?}");
     }
 
     // 5. A re-run with the same inputs writes nothing (bytes, modes, mtimes).
@@ -503,222 +826,191 @@ fn install_rerun_run_from_unit_and_uninstall_leave_no_trace() {
 
     // 6. Start kelp as systemd would: ExecStartPre, then ExecStart with the
     //    env file's settings in a clean environment (no NOTIFY_SOCKET here).
-    let images = Path::new(DATA_DIR).join("agent/images");
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::copy(common::test_image_tarball(), images.join("busybox.tar")).unwrap();
-    let unit = std::fs::read_to_string(UNIT).unwrap();
-    for pre in unit
-        .lines()
-        .filter_map(|l| l.strip_prefix("ExecStartPre=-"))
-    {
-        let words = unit_words(pre);
-        let _ = Command::new(&words[0]).args(&words[1..]).status();
-    }
-    let exec_start = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .unwrap();
-    let words = unit_words(exec_start);
-    let log = File::create(tmp.join("kelp.log")).unwrap();
-    let mut child = Command::new(&words[0])
-        .args(&words[1..])
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .envs(env_file_vars(ENV_FILE))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start kelp from the unit's ExecStart");
-    guard.kelp_pid = Some(child.id() as i32);
-    let kelp_pid = child.id() as i32;
-    // Reap it when kelp-uninstall.sh stops it (a zombie would look alive).
-    std::thread::spawn(move || child.wait());
+    seed_images();
+    let kelp_pid = start_unit(UNIT, ENV_FILE, &tmp.join("kelp.log"));
+    guard.kelp_pid = Some(kelp_pid);
     let kelp_log = || std::fs::read_to_string(tmp.join("kelp.log")).unwrap_or_default();
-
     let home = tmp.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let out = kelp_kubectl(
-            &home,
-            &[
-                "get",
-                "node",
-                common::NODE,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ],
-        );
-        if out.stdout == b"True" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node not Ready; log:\n{}",
-            kelp_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let kubectl = |args: &[&str]| kelp_kubectl(&home, args);
+    wait_node_ready(&kubectl, common::NODE, &kelp_log);
     let mode = std::fs::metadata("/etc/kelp/kelp.yaml")
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the admin kubeconfig");
-    let labels = kelp_kubectl(
-        &home,
-        &[
-            "get",
-            "node",
-            common::NODE,
-            "-o",
-            "jsonpath={.metadata.labels}",
-        ],
-    );
+    let labels = kubectl(&[
+        "get",
+        "node",
+        common::NODE,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
     assert!(
         String::from_utf8_lossy(&labels.stdout).contains("\"kelp.test/installed\":\"yes\""),
         "the env file's KELP_NODE_LABEL: {}",
         text(&labels)
     );
-    let out = kelp_kubectl(
-        &home,
-        &[
-            "run",
-            "installed",
-            &format!("--image={}", common::BUSYBOX),
-            "--image-pull-policy=Never",
-            "--restart=Never",
-            "--",
-            "sleep",
-            "3600",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let out = kelp_kubectl(
-        &home,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "pod/installed",
-            "--timeout=90s",
-        ],
-    );
-    assert!(out.status.success(), "{}\nlog:\n{}", text(&out), kelp_log());
-    let uid = kelp_kubectl(
-        &home,
-        &["get", "pod", "installed", "-o", "jsonpath={.metadata.uid}"],
-    );
-    let pod_log_dir = format!(
-        "/var/log/pods/default_installed_{}",
-        String::from_utf8_lossy(&uid.stdout)
-    );
-    assert!(Path::new(&pod_log_dir).is_dir(), "{pod_log_dir}");
-
+    let pod_log_dir = run_pod(&kubectl, "installed", &kelp_log);
     // What kelp made on the host while it runs.
-    cmd_ok("ip", &["link", "show", "cni0"]);
-    let veths: Vec<String> = cmd_ok("ip", &["-o", "link", "show", "master", "cni0"])
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap().to_string())
-        .collect();
-    assert!(!veths.is_empty(), "no veth on cni0");
-    let chains = iptables_kelp_lines();
-    assert!(
-        chains.iter().any(|l| l.starts_with(":KUBE-SERVICES")),
-        "{chains:?}"
-    );
-    assert!(
-        chains.iter().any(|l| l.starts_with(":KELP-POSTROUTING")),
-        "{chains:?}"
-    );
-    let ours = pids_mentioning(&[DATA_DIR, "/run/kelp/containerd"]);
-    assert!(
-        ours.iter().any(|(_, c)| c.contains("containerd-shim")),
-        "no shim: {ours:?}"
-    );
-    let mut our_pids: Vec<i32> = ours.iter().map(|(p, _)| *p).collect();
-    our_pids.push(kelp_pid);
-    for (pid, _) in &ours {
-        // the shims' children: pause and the pod's sleep
-        for child in cmd_ok("sh", &["-c", &format!("pgrep -P {pid} || true")]).lines() {
-            our_pids.push(child.parse().unwrap());
-        }
-    }
-    let task_dir =
-        Path::new(DATA_DIR).join("agent/containerd/state/io.containerd.runtime.v2.task/k8s.io");
-    let container_ids: Vec<String> = std::fs::read_dir(&task_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(!container_ids.is_empty());
+    let trace = node_trace(kelp_pid, pod_log_dir);
 
     // 7. Uninstall, as installed, and look for anything left.
-    let out = Command::new("/usr/local/bin/kelp-uninstall.sh")
-        .output()
-        .expect("kelp-uninstall.sh");
-    assert!(out.status.success(), "{}", text(&out));
-    guard.kelp_pid = None;
+    uninstall_leaves_nothing(&mut guard, &trace, &iptables_before, &netns_before);
+
+    // 8. An agent install: KELP_URL and the join token go to the agent unit's
+    //    env file (root's only), whose `kelp agent` reads them. It joins a
+    //    kelp server with the API only (no node of its own, so no port is
+    //    taken twice), on 127.0.0.1 in a temporary data dir: the agent's is
+    //    the install's default, /var/lib/kelp. First with KELP_TOKEN_FILE,
+    //    given relative to the directory install.sh runs in.
+    let mut server = common::Server::start();
+    let token = std::fs::read_to_string(server.path("data/server/token"))
+        .expect("the server's token")
+        .trim()
+        .to_string();
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let token_file = tmp.join("join-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let agent_exec = format!(
+        "--resolv-conf {} --node-name {AGENT_NODE} --node-ip 127.0.0.1",
+        resolv_conf.display()
+    );
+    let agent_inputs = [
+        ("INSTALL_KELP_BINARY", binary.as_str()),
+        ("INSTALL_KELP_EXEC", agent_exec.as_str()),
+        ("KELP_URL", url.as_str()),
+        ("KELP_NODE_LABEL", "kelp.test/installed=agent"),
+    ];
+    let mut with_file = agent_inputs.to_vec();
+    with_file.push(("KELP_TOKEN_FILE", "join-token"));
+    let out = install_in(Some(&tmp), &with_file);
     let report = text(&out);
-    for path in INSTALLED.iter().chain(NOT_LINKED) {
-        assert!(!exists(path), "{path} left behind:\n{report}");
+    assert!(out.status.success(), "{report}");
+    if !systemd {
+        assert!(report.contains("systemd is not running"), "{report}");
     }
     assert!(
-        !Path::new(&pod_log_dir).exists(),
-        "{pod_log_dir} left behind"
+        !exists(UNIT) && !exists(ENV_FILE),
+        "an agent install wrote the server's unit"
     );
-    let link = Command::new("ip")
-        .args(["link", "show", "cni0"])
-        .output()
-        .unwrap();
-    assert!(!link.status.success(), "cni0 left behind");
-    for veth in &veths {
-        let out = Command::new("ip")
-            .args(["link", "show", veth])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "veth {veth} left behind");
-    }
-    let left: Vec<String> = iptables_kelp_lines()
-        .into_iter()
-        .filter(|l| !iptables_before.contains(l))
-        .collect();
-    assert!(left.is_empty(), "iptables left behind: {left:?}");
-    std::thread::sleep(Duration::from_millis(200));
-    for pid in &our_pids {
-        let alive = std::fs::read(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !String::from_utf8_lossy(&s).contains(") Z "));
-        assert!(!alive, "process {pid} left behind");
-    }
-    let left = pids_mentioning(&[DATA_DIR, "/run/kelp"]);
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    let left: Vec<&str> = mounts
-        .lines()
-        .filter(|l| l.contains(" /var/lib/kelp") || l.contains(" /run/kelp"))
-        .collect();
-    assert!(left.is_empty(), "mounts left behind: {left:?}");
-    let netns: Vec<String> = netns_list()
-        .into_iter()
-        .filter(|n| !netns_before.contains(n))
-        .collect();
+    assert_binaries();
+    assert_unit(
+        AGENT_UNIT,
+        AGENT_ENV_FILE,
+        &format!("/usr/local/bin/kelp agent {agent_exec}"),
+    );
+    assert_unit_verifies(Path::new(AGENT_UNIT));
     assert!(
-        netns.is_empty(),
-        "network namespaces left behind: {netns:?}"
+        !std::fs::read_to_string(AGENT_UNIT)
+            .unwrap()
+            .contains(&token),
+        "the token belongs in the env file only"
     );
-    for id in &container_ids {
-        let cgroups = cmd_ok(
-            "sh",
-            &[
-                "-c",
-                &format!(
-                    "ls -d /sys/fs/cgroup/k8s.io/{id} /sys/fs/cgroup/*/k8s.io/{id} 2>/dev/null || true"
-                ),
-            ],
-        );
-        assert!(cgroups.trim().is_empty(), "cgroups left behind: {cgroups}");
+    assert_root_only(AGENT_ENV_FILE);
+    let token_file_text = token_file.display().to_string();
+    assert_eq!(
+        kelp_vars(AGENT_ENV_FILE),
+        [
+            ("KELP_NODE_LABEL", "kelp.test/installed=agent"),
+            ("KELP_TOKEN_FILE", token_file_text.as_str()),
+            ("KELP_URL", url.as_str()),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+        "{}",
+        std::fs::read_to_string(AGENT_ENV_FILE).unwrap()
+    );
+
+    // ... then with KELP_TOKEN: only the env file changes, and it holds the
+    // token now (and no stale KELP_TOKEN_FILE), still root's only.
+    let before = snapshot();
+    let mut with_token = agent_inputs.to_vec();
+    with_token.push(("KELP_TOKEN", token.as_str()));
+    let out = install(&with_token);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let after = snapshot();
+    for (path, state) in &before {
+        if path == AGENT_ENV_FILE {
+            assert_ne!(after.get(path), Some(state), "{report}");
+        } else {
+            assert_eq!(after.get(path), Some(state), "{path} rewritten:\n{report}");
+        }
     }
+    assert_root_only(AGENT_ENV_FILE);
+    assert_eq!(
+        kelp_vars(AGENT_ENV_FILE),
+        [
+            ("KELP_NODE_LABEL", "kelp.test/installed=agent"),
+            ("KELP_TOKEN", token.as_str()),
+            ("KELP_URL", url.as_str()),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+
+    // 9. Start the agent unit as systemd would: it joins the server, its Node
+    //    becomes Ready and runs a pod, with its state in /var/lib/kelp.
+    seed_images();
+    let agent_log_path = tmp.join("kelp-agent.log");
+    let started = Instant::now();
+    let agent_pid = start_unit(AGENT_UNIT, AGENT_ENV_FILE, &agent_log_path);
+    guard.kelp_pid = Some(agent_pid);
+    let agent_log = || {
+        format!(
+            "{}\nserver log:\n{}",
+            std::fs::read_to_string(&agent_log_path).unwrap_or_default(),
+            server.log()
+        )
+    };
+    let server_kubectl = server.kubectl("kubectl");
+    let kubectl = |args: &[&str]| server_kubectl.run(args);
+    wait_node_ready(&kubectl, AGENT_NODE, &agent_log);
+    println!(
+        "installed agent: unit started -> Node Ready in {} ms",
+        started.elapsed().as_millis()
+    );
+    let labels = kubectl(&[
+        "get",
+        "node",
+        AGENT_NODE,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&labels.stdout).contains("\"kelp.test/installed\":\"agent\""),
+        "the env file's KELP_NODE_LABEL: {}",
+        text(&labels)
+    );
+    let pod_log_dir = run_pod(&kubectl, "installed-agent", &agent_log);
+    let node = kubectl(&[
+        "get",
+        "pod",
+        "installed-agent",
+        "-o",
+        "jsonpath={.spec.nodeName}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&node.stdout), AGENT_NODE);
+    assert!(
+        Path::new(DATA_DIR)
+            .join("agent/containerd/config.toml")
+            .is_file()
+    );
+    assert!(
+        !server.path("data/agent").exists(),
+        "the agent used the server's data dir"
+    );
+    let trace = node_trace(agent_pid, pod_log_dir);
+
+    // 10. The uninstall removes the agent install and leaves nothing; the
+    //     server (another data dir) keeps running.
+    uninstall_leaves_nothing(&mut guard, &trace, &iptables_before, &netns_before);
+    assert!(
+        server
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none()),
+        "the uninstall stopped a kelp of another data dir"
+    );
+    drop(server);
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod join;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -153,7 +155,10 @@ impl Server {
 
     /// Waits until the Node reports Ready.
     pub fn wait_node_ready(&self) {
-        if !self.kubectl("kubectl").node_ready_within(self.node_name(), 60) {
+        if !self
+            .kubectl("kubectl")
+            .node_ready_within(self.node_name(), 60)
+        {
             panic!("node did not become Ready; log:\n{}", self.log());
         }
     }

@@ -1,0 +1,278 @@
+//! A server and agents on one machine for join tests and benchmarks: each
+//! agent in a network namespace of its own (own data dir and containerd),
+//! joined to the server by a bridge the helper makes; all addresses inside
+//! 10.99.7.0/24 and the cluster's CIDRs. Everything is removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Kubectl, Server, kelp_bin, test_image_tarball};
+
+pub const BRIDGE: &str = "kelpjt0";
+pub const SERVER_IP: &str = "10.99.7.1";
+
+/// The test's network: a bridge with the server's address and one
+/// namespace per agent, veth-attached. Removed on drop, agents first.
+pub struct JoinNetwork {
+    namespaces: Vec<String>,
+}
+
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run")
+}
+
+pub fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl JoinNetwork {
+    pub fn new(agents: usize) -> Self {
+        let network = JoinNetwork {
+            namespaces: Vec::new(),
+        };
+        network.remove_leftovers(agents);
+        must(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
+        must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{SERVER_IP}/24"),
+            "dev",
+            BRIDGE,
+        ]);
+        must(&["ip", "link", "set", BRIDGE, "up"]);
+        let mut network = network;
+        for i in 1..=agents {
+            let ns = format!("kelp-jt{i}");
+            let host_end = format!("kjt{i}");
+            must(&["ip", "netns", "add", &ns]);
+            network.namespaces.push(ns.clone());
+            must(&[
+                "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ]);
+            must(&["ip", "link", "set", &host_end, "master", BRIDGE, "up"]);
+            let inside = |args: &[&str]| {
+                let mut all = vec!["ip", "netns", "exec", &ns];
+                all.extend_from_slice(args);
+                must(&all);
+            };
+            inside(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", agent_ip(i)),
+                "dev",
+                "eth0",
+            ]);
+            inside(&["ip", "link", "set", "eth0", "up"]);
+            inside(&["ip", "link", "set", "lo", "up"]);
+            inside(&["ip", "route", "add", "default", "via", SERVER_IP]);
+        }
+        network
+    }
+
+    /// What an earlier run that was killed may have left.
+    fn remove_leftovers(&self, agents: usize) {
+        for i in 1..=agents {
+            let _ = sh(&["ip", "netns", "delete", &format!("kelp-jt{i}")]);
+        }
+        let _ = sh(&["ip", "link", "delete", BRIDGE]);
+    }
+}
+
+impl Drop for JoinNetwork {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = sh(&["ip", "netns", "delete", ns]);
+        }
+        let _ = sh(&["ip", "link", "delete", BRIDGE]);
+    }
+}
+
+pub fn agent_ip(i: usize) -> String {
+    format!("10.99.7.{}", i + 1)
+}
+
+/// A `kelp agent` in its namespace.
+pub struct Agent {
+    netns: String,
+    /// The agent's data dir.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    /// `kelp agent`'s arguments.
+    pub args: Vec<String>,
+    child: Option<Child>,
+    started: bool,
+}
+
+impl Agent {
+    /// Prepares an agent (its data dir holds the test image for import at start).
+    pub fn new(
+        dir: &Path,
+        i: usize,
+        name: &str,
+        server: &Server,
+        token: &str,
+        backend: &str,
+    ) -> Self {
+        let data_dir = dir.join(name);
+        let images = data_dir.join("agent/images");
+        std::fs::create_dir_all(&images).expect("images dir");
+        std::fs::copy(test_image_tarball(), images.join("busybox.tar")).expect("copy test image");
+        let resolv_conf = dir.join(format!("{name}-resolv.conf"));
+        std::fs::write(&resolv_conf, "nameserver 127.0.0.154\n").expect("resolv.conf");
+        let args = [
+            "agent",
+            "--config",
+            "/dev/null",
+            "--server",
+            &format!("https://{SERVER_IP}:{}", server.port()),
+            "--token",
+            token,
+            "--data-dir",
+            data_dir.to_str().expect("utf-8"),
+            "--node-name",
+            name,
+            "--node-ip",
+            &agent_ip(i),
+            "--resolv-conf",
+            resolv_conf.to_str().expect("utf-8"),
+            "--pod-network-backend",
+            backend,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Agent {
+            netns: format!("kelp-jt{i}"),
+            log: dir.join(format!("{name}.log")),
+            data_dir,
+            args,
+            child: None,
+            started: false,
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        // nsenter, not `ip netns exec`: that remounts /sys, which hides the
+        // cgroup mounts runc needs; only the network is the agent's own.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(kelp_bin())
+            .args(&self.args);
+        cmd
+    }
+
+    pub fn start(&mut self) -> Instant {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        self.child = Some(
+            self.command()
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start kelp agent"),
+        );
+        self.started = true;
+        Instant::now()
+    }
+
+    pub fn set(&mut self, flag: &str, value: &str) {
+        let at = self.args.iter().position(|a| a == flag).expect("flag");
+        self.args[at + 1] = value.to_string();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a command inside the agent's network namespace.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .args(args)
+            .output()
+            .expect("nsenter")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if !self.started {
+            return;
+        }
+        self.stop();
+        // Pods outlive the agent by design; kelp-killall.sh stops them, in
+        // the agent's namespace (its bridge and rules go with the namespace).
+        let status = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kelp-killall.sh"))
+            .env("KELP_DATA_DIR", &self.data_dir)
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("kelp-killall.sh failed for {}", self.data_dir.display());
+        }
+    }
+}
+
+/// A server with its node on the test bridge (`SERVER_IP`), reachable by the
+/// agents, with the pod network `backend`.
+pub fn start_server(node: &str, backend: &str) -> Server {
+    Server::start_node(&[
+        "--node-name",
+        node,
+        "--node-ip",
+        SERVER_IP,
+        "--bind-address",
+        "0.0.0.0",
+        "--pod-network-backend",
+        backend,
+    ])
+}
+
+pub fn wait_ready(kubectl: &Kubectl, node: &str, agent: &Agent, seconds: u64) {
+    if !kubectl.node_ready_within(node, seconds) {
+        panic!(
+            "node {node} did not become Ready; agent log:\n{}",
+            agent.log()
+        );
+    }
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
