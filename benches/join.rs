@@ -14,8 +14,7 @@ use std::time::Duration;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::Server;
-use common::join::{Agent, JoinNetwork, SERVER_IP, rss_kib, start_server, wait_ready};
+use common::join::{Agent, JoinNetwork, rss_kib, start_server, wait_ready};
 
 const PODS: usize = 10;
 

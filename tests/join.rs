@@ -143,6 +143,28 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
         "{listed}"
     );
 
+    // An expired token is deleted by the token cleaner.
+    let short = Command::new(kelp_bin())
+        .args(["token", "create", "--ttl", "2s"])
+        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("kelp token create");
+    let short = String::from_utf8_lossy(&short.stdout).trim().to_string();
+    let short_id = short
+        .rsplit("::")
+        .next()
+        .unwrap_or_default()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(short_id.len(), 6, "{short}");
+    kubectl.wait_for(
+        &["get", "secrets", "-n", "kube-system", "-o", "name"],
+        20,
+        |o| !o.contains(&format!("bootstrap-token-{short_id}")),
+    );
+
     // A token naming another CA is refused before the agent sends anything secret.
     let (_, credentials) = token.split_once("::").expect("secure token");
     let foreign = format!("K10{}::{credentials}", "0".repeat(64));
@@ -232,6 +254,31 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
             .ok(&["exec", "talker", "--", "cat", "/etc/hostname"])
             .trim(),
         "talker"
+    );
+    let on_agent = pods
+        .iter()
+        .find(|p| p.2 == "jt-a1")
+        .map(|p| p.0.clone())
+        .expect("a web pod on jt-a1");
+    let mut forward = kubectl
+        .command()
+        .args(["port-forward", &format!("pod/{on_agent}"), "18781:80"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("port-forward");
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = common::http_get("http://127.0.0.1:18781/");
+        if !page.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(
+        page.contains("nginx"),
+        "port-forward to a pod on the agent: {page:?}"
     );
     let resolved = kubectl.ok(&[
         "exec",

@@ -251,27 +251,31 @@ async fn sign(
     Ok(())
 }
 
-/// How often expired bootstrap tokens are looked for.
-const TOKEN_CLEANER_PERIOD: Duration = Duration::from_secs(60);
+/// The longest the token cleaner waits between looks (a token made
+/// meanwhile with a shorter life is deleted at most this late).
+const TOKEN_CLEANER_PERIOD: Duration = Duration::from_secs(10);
 
 /// Upstream's tokencleaner (as `token-cleaner`): deletes bootstrap token
-/// Secrets past their expiration.
+/// Secrets once past their expiration.
 pub async fn clean_tokens(context: Arc<Context>) {
     let api: Api<Secret> = Api::namespaced(context.client.clone(), "kube-system");
-    let mut ticker = tokio::time::interval(TOKEN_CLEANER_PERIOD);
     loop {
-        ticker.tick().await;
-        let Ok(list) = api.list(&kube::api::ListParams::default()).await else {
-            continue;
-        };
-        for secret in list.items {
-            let value = serde_json::to_value(&secret).unwrap_or(Value::Null);
-            if value["type"] != crate::pki::bootstrap_token::SECRET_TYPE {
-                continue;
-            }
-            let expired = crate::pki::bootstrap_token::expiration(&value)
-                .is_some_and(|at| at <= chrono::Utc::now());
-            if expired {
+        let mut wait = TOKEN_CLEANER_PERIOD;
+        if let Ok(list) = api.list(&kube::api::ListParams::default()).await {
+            let now = chrono::Utc::now();
+            for secret in list.items {
+                let value = serde_json::to_value(&secret).unwrap_or(Value::Null);
+                if value["type"] != crate::pki::bootstrap_token::SECRET_TYPE {
+                    continue;
+                }
+                let Some(expiration) = crate::pki::bootstrap_token::expiration(&value) else {
+                    continue;
+                };
+                if expiration > now {
+                    let left = (expiration - now).to_std().unwrap_or_default();
+                    wait = wait.min(left + Duration::from_millis(100));
+                    continue;
+                }
                 match api.delete(&secret.name_any(), &Default::default()).await {
                     Ok(_) => {
                         tracing::info!(secret = %secret.name_any(), "deleted an expired bootstrap token")
@@ -282,5 +286,6 @@ pub async fn clean_tokens(context: Arc<Context>) {
                 }
             }
         }
+        tokio::time::sleep(wait).await;
     }
 }
