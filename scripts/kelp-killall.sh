@@ -68,12 +68,20 @@ if [ -f "$pidfile" ]; then
   rm -f "$pidfile"
 fi
 
-# 3b. The cgroups runc made for those containers (containerd's default path
-#     /k8s.io/<id>, in each v1 hierarchy or in the v2 tree): empty now.
+# 3b. The cgroups runc made for those containers (under each pod's
+#     <cgroup-root>/kubepods/pod<uid>, or containerd's default /k8s.io/<id>),
+#     in each v1 hierarchy or in the v2 tree, then the emptied pod cgroups.
 for id in $ids; do
-  for cg in /sys/fs/cgroup/k8s.io/"$id" /sys/fs/cgroup/*/k8s.io/"$id"; do
-    [ -d "$cg" ] || continue
+  for cg in $(find /sys/fs/cgroup -mindepth 1 -maxdepth 8 -type d -name "$id" 2>/dev/null); do
     for _ in $(seq 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+    parent=$(dirname "$cg")
+    case "$parent" in
+      */kubepods/pod*)
+        # The pod's cgroup, then kubepods and the --cgroup-root above it, once empty.
+        # (rmdir only removes empty cgroups; a hierarchy's mount point stays.)
+        rmdir "$parent" 2>/dev/null && rmdir "$(dirname "$parent")" 2>/dev/null &&
+          rmdir "$(dirname "$(dirname "$parent")")" 2>/dev/null ;;
+    esac
   done
 done
 

@@ -600,7 +600,7 @@ fn uninstall_leaves_nothing(
             &[
                 "-c",
                 &format!(
-                    "ls -d /sys/fs/cgroup/k8s.io/{id} /sys/fs/cgroup/*/k8s.io/{id} 2>/dev/null || true"
+                    "find /sys/fs/cgroup -mindepth 1 -maxdepth 8 -type d -name {id} 2>/dev/null || true"
                 ),
             ],
         );

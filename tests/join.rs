@@ -198,13 +198,7 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
 
     // A second machine taking the joined node's name is told why it may not.
     let mut thief = Agent::new(dir.path(), 2, "jt-a1", &server, &token, "host-gw");
-    thief.data_dir = dir.path().join("jt-thief");
-    let at = thief
-        .args
-        .iter()
-        .position(|a| a == "--data-dir")
-        .expect("flag");
-    thief.args[at + 1] = thief.data_dir.display().to_string();
+    thief.use_data_dir(dir.path().join("jt-thief"));
     let out = thief.command().output().expect("agent");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -279,6 +273,11 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
     assert!(
         page.contains("nginx"),
         "port-forward to a pod on the agent: {page:?}"
+    );
+    let cgroup = kubectl.ok(&["exec", "talker", "--", "cat", "/proc/self/cgroup"]);
+    assert!(
+        cgroup.contains("/kelp-jt-a1/kubepods/pod"),
+        "the agent's own cgroup root: {cgroup}"
     );
     let resolved = kubectl.ok(&[
         "exec",
@@ -441,6 +440,22 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
         "the agent keeps its pods across the cut"
     );
 
+    // A reinstalled machine (new data dir, new node password) takes its old
+    // name back once an admin deleted the Node.
+    drop(a2);
+    kubectl.ok(&["delete", "node", "jt-a2"]);
+    let mut again = Agent::new(
+        dir.path(),
+        2,
+        "jt-a2",
+        &server,
+        server_token.trim(),
+        "vxlan",
+    );
+    again.use_data_dir(dir.path().join("jt-a2-reinstalled"));
+    again.start();
+    wait_ready(&kubectl, "jt-a2", &again, 90);
+
     println!(
         "join time (agent start -> Ready): {} ms (first join), {} ms (vxlan); agent RSS idle with 2-3 pods: {} KiB",
         join_time.as_millis(),
@@ -455,8 +470,18 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
         "--wait=false",
         "--grace-period=0",
     ]);
-    drop(a2);
+    drop(again);
     drop(a1);
     drop(server);
     drop(network);
+    let left = sh(&[
+        "sh",
+        "-c",
+        "find /sys/fs/cgroup -maxdepth 2 -name 'kelp-jt-*'",
+    ]);
+    assert!(
+        left.stdout.is_empty(),
+        "cgroups left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }

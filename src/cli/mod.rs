@@ -327,6 +327,10 @@ pub struct NodeArgs {
     /// your own); flannel's --flannel-backend.
     #[arg(long, env = "KELP_POD_NETWORK_BACKEND", default_value = "vxlan")]
     pub pod_network_backend: crate::network::routes::Backend,
+    /// The cgroup pods go under, as `<root>/kubepods/pod<uid>` (kubelet's
+    /// --cgroup-root; give each kelp node on one machine its own).
+    #[arg(long, env = "KELP_CGROUP_ROOT", default_value = "/")]
+    pub cgroup_root: String,
 }
 
 /// Logging flags (klog's), shared by every long-running command.

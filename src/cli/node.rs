@@ -24,16 +24,6 @@ pub fn start_logging(log: &LogArgs) -> Result<()> {
     })
 }
 
-/// Caps glibc's malloc arenas at two: by default it makes up to eight per
-/// core for a threaded process, which on a small device is resident memory
-/// spent on fragmentation (about 3 MiB of an idle agent's 34).
-pub fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator tunable; called before threads start.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
-    }
-}
-
 /// The host's name, as nodes are named by default.
 pub fn hostname() -> String {
     hostname::get()
@@ -94,6 +84,7 @@ impl NodeArgs {
             log_max_files: self.container_log_max_files.max(2),
             private_registry: self.private_registry.clone(),
             pod_network_backend: self.pod_network_backend,
+            cgroup_root: self.cgroup_root.clone(),
         })
     }
 

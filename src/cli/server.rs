@@ -23,7 +23,6 @@ use crate::telemetry::Metrics;
 pub fn run(args: ServerArgs) -> Result<()> {
     // SAFETY: nothing has started a thread yet (logging and the runtime come next).
     let notifier = unsafe { super::notify::Notifier::from_env() };
-    super::node::limit_malloc_arenas();
     super::node::start_logging(&args.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -154,6 +154,49 @@ impl Mounts {
 }
 
 /// `mountpoint` + (`path` relative to the mount's `root`).
+/// The cgroup a pod's sandbox and containers go under (upstream's
+/// `kubepods/pod<uid>`, under kubelet's `--cgroup-root`).
+pub fn pod_parent(cgroup_root: &str, uid: &str) -> String {
+    format!("{}/kubepods/pod{uid}", cgroup_root.trim_end_matches('/'))
+}
+
+/// Removes a pod's cgroup (and `kubepods` and the root under it, once empty)
+/// from every mounted hierarchy, when runc has removed its containers'.
+pub fn remove_pod(cgroup_root: &str, uid: &str) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = cgroup_root.trim_end_matches('/');
+    let mut paths = vec![pod_parent(cgroup_root, uid), format!("{root}/kubepods")];
+    if !root.is_empty() {
+        paths.push(root.to_string());
+    }
+    for (point, mount_root) in hierarchies(&mountinfo) {
+        for path in &paths {
+            if std::fs::remove_dir(join(&point, &mount_root, path)).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Every mounted cgroup hierarchy (v1 controllers and the unified one): mount point and root.
+fn hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let fstype = right.split(' ').next()?;
+            if !matches!(fstype, "cgroup" | "cgroup2") {
+                return None;
+            }
+            Some((
+                PathBuf::from(unescape(left.get(4)?)),
+                unescape(left.get(3)?),
+            ))
+        })
+        .collect()
+}
+
 fn join(point: &Path, root: &str, path: &str) -> PathBuf {
     let relative = path
         .strip_prefix(root)

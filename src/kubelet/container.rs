@@ -36,6 +36,8 @@ pub struct NodeSettings {
     pub node_ip: String,
     /// Allocatable CPU cores and memory bytes, the default for limits in the downward API.
     pub allocatable: (f64, f64),
+    /// kubelet's `--cgroup-root`: pods go under `<root>/kubepods/pod<uid>`.
+    pub cgroup_root: String,
 }
 
 /// The pod's log directory, as upstream lays it out.
@@ -233,7 +235,10 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, node: &NodeSettings) -> api::PodS
             .into_iter()
             .collect(),
         linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
+            cgroup_parent: super::cgroup::pod_parent(
+                &node.cgroup_root,
+                pod.metadata.uid.as_deref().unwrap_or_default(),
+            ),
             security_context: Some(api::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(pod)),
                 privileged: spec.containers.iter().any(privileged),
@@ -756,7 +761,21 @@ mod tests {
             resolv_conf: PathBuf::from("/nonexistent/resolv.conf"),
             node_ip: "192.0.2.1".into(),
             allocatable: (2.0, 4e9),
+            cgroup_root: "/kelp-edge".into(),
         }
+    }
+
+    #[test]
+    fn pods_go_under_the_cgroup_root() {
+        let config = sandbox_config(&pod(json!({"containers": []})), 0, &node());
+        assert_eq!(
+            config.linux.map(|l| l.cgroup_parent).as_deref(),
+            Some("/kelp-edge/kubepods/podu1")
+        );
+        assert_eq!(
+            super::super::cgroup::pod_parent("/", "u1"),
+            "/kubepods/podu1"
+        );
     }
 
     fn pod(spec: serde_json::Value) -> Pod {

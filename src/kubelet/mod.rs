@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub private_registry: PathBuf,
     /// `--pod-network-backend`: how pods reach other nodes' pods.
     pub pod_network_backend: crate::network::routes::Backend,
+    /// kubelet's `--cgroup-root`.
+    pub cgroup_root: String,
 }
 
 /// A running agent; [`Agent::stop`] stops containerd (pods keep running).
@@ -167,6 +169,7 @@ pub async fn start(
             resolv_conf: config.resolv_conf.clone(),
             node_ip: config.node.ip.clone(),
             allocatable: (readings.cpus as f64, readings.memory_total as f64),
+            cgroup_root: config.cgroup_root.clone(),
         },
         data_dir: data_dir.clone(),
         node_name: config.node.name.clone(),

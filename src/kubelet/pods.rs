@@ -175,6 +175,7 @@ async fn remove_orphans(ctx: &NodeContext, known: &HashSet<String>) {
                 pod_sandbox_id: sandbox.id.clone(),
             })
             .await;
+        super::cgroup::remove_pod(&ctx.settings.cgroup_root, uid);
         volumes::remove(&ctx.data_dir, uid);
         if let Some(meta) = &sandbox.metadata {
             let _ = std::fs::remove_dir_all(format!(

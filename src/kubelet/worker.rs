@@ -941,6 +941,7 @@ impl PodWorker {
             }
             self.remove_sandbox(&sandbox.id).await;
         }
+        super::cgroup::remove_pod(&self.ctx.settings.cgroup_root, &uid);
         volumes::remove(&self.ctx.data_dir, &uid);
         let _ = std::fs::remove_dir_all(container::log_directory(pod));
     }

@@ -149,6 +149,8 @@ impl Agent {
             resolv_conf.to_str().expect("utf-8"),
             "--pod-network-backend",
             backend,
+            "--cgroup-root",
+            &format!("/kelp-{name}"),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -188,6 +190,12 @@ impl Agent {
         );
         self.started = true;
         Instant::now()
+    }
+
+    /// Another data dir (a reinstalled machine, a second one claiming the name).
+    pub fn use_data_dir(&mut self, dir: PathBuf) {
+        self.set("--data-dir", &dir.display().to_string());
+        self.data_dir = dir;
     }
 
     pub fn set(&mut self, flag: &str, value: &str) {
