@@ -456,6 +456,25 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
     again.start();
     wait_ready(&kubectl, "jt-a2", &again, 90);
 
+    // The server restarts under running agents: they reconnect, stay up
+    // and keep their pods.
+    let before = pods_on("jt-a1");
+    server.stop();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    server.spawn();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(
+        a1.running() && again.running(),
+        "agents outlive a server restart"
+    );
+    wait_ready(&kubectl, "jt-a1", &a1, 60);
+    wait_ready(&kubectl, "jt-a2", &again, 60);
+    assert_eq!(
+        pods_on("jt-a1"),
+        before,
+        "pods kept across the server's restart"
+    );
+
     println!(
         "join time (agent start -> Ready): {} ms (first join), {} ms (vxlan); agent RSS idle with 2-3 pods: {} KiB",
         join_time.as_millis(),
