@@ -975,3 +975,129 @@ fn limit_ranges_default_and_bound_containers() {
         "{denied}"
     );
 }
+
+#[test]
+fn resource_quotas_refuse_what_passes_them_and_show_usage() {
+    let server = Server::start();
+    let admin = server.kubectl("kubectl");
+    admin.ok(&["create", "namespace", "team"]);
+    admin.apply(
+        server.dir.path(),
+        "quota.yaml",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute, namespace: team}\nspec:\n  hard: {pods: \"2\", requests.cpu: \"1\", requests.memory: 1Gi, services: \"1\", count/deployments.apps: \"1\"}\n",
+    );
+    let pod = |name: &str, cpu: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: team}}\nspec:\n  containers:\n  - name: app\n    image: kelp.test/busybox:1\n    resources: {{requests: {{cpu: {cpu}, memory: 256Mi}}}}\n"
+        )
+    };
+    // Creating `manifest` is refused; the error.
+    let refused = |file: &str, manifest: &str| {
+        let path = write(server.dir.path(), file, manifest);
+        admin.fails(&["create", "-f", path.to_str().expect("path")])
+    };
+    admin.apply(server.dir.path(), "a.yaml", &pod("a", "600m"));
+    let denied = refused("b.yaml", &pod("b", "600m"));
+    assert!(
+        denied.contains("pods \"b\" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"),
+        "{denied}"
+    );
+    let denied = refused(
+        "c.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: team}\nspec:\n  containers:\n  - {name: app, image: kelp.test/busybox:1}\n",
+    );
+    assert!(
+        denied.contains(
+            "failed quota: compute: must specify requests.cpu for: app; requests.memory for: app"
+        ),
+        "{denied}"
+    );
+    admin.apply(server.dir.path(), "d.yaml", &pod("d", "400m"));
+    let denied = refused("e.yaml", &pod("e", "0"));
+    assert!(
+        denied.contains("exceeded quota: compute, requested: pods=1"),
+        "{denied}"
+    );
+    admin.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "one",
+        "-n",
+        "team",
+        "--tcp",
+        "80",
+    ]);
+    let denied = admin.fails(&[
+        "create",
+        "service",
+        "clusterip",
+        "two",
+        "-n",
+        "team",
+        "--tcp",
+        "80",
+    ]);
+    assert!(
+        denied.contains(
+            "exceeded quota: compute, requested: services=1, used: services=1, limited: services=1"
+        ),
+        "{denied}"
+    );
+    admin.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "team",
+        "--image",
+        "kelp.test/busybox:1",
+    ]);
+    let denied = admin.fails(&[
+        "create",
+        "deployment",
+        "web2",
+        "-n",
+        "team",
+        "--image",
+        "kelp.test/busybox:1",
+    ]);
+    assert!(denied.contains("count/deployments.apps=1"), "{denied}");
+    // The controller shows what is used; freeing a pod frees its share.
+    let used = |seconds: u64, done: &dyn Fn(&str) -> bool| {
+        let path = [
+            "get",
+            "quota",
+            "compute",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.status.used}",
+        ];
+        admin.wait_for(&path, seconds, done)
+    };
+    used(20, &|o| {
+        o.contains("\"pods\":\"2\"")
+            && o.contains("\"requests.cpu\":\"1\"")
+            && o.contains("\"requests.memory\":\"512Mi\"")
+    });
+    let described = admin.ok(&["describe", "quota", "compute", "-n", "team"]);
+    let cpu_row: Vec<&str> = described
+        .lines()
+        .find(|l| l.starts_with("requests.cpu"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(cpu_row, ["requests.cpu", "1", "1"], "{described}");
+    admin.ok(&[
+        "delete",
+        "pod",
+        "a",
+        "-n",
+        "team",
+        "--wait=false",
+        "--grace-period=0",
+        "--force",
+    ]);
+    used(30, &|o| o.contains("\"pods\":\"1\""));
+    admin.apply(server.dir.path(), "b.yaml", &pod("b", "600m"));
+}

@@ -9,6 +9,7 @@ pub mod pods;
 pub mod printers;
 pub mod protobuf;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

@@ -81,6 +81,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Serialises ClusterIP / NodePort allocation.
     pub allocation: tokio::sync::Mutex<()>,
+    /// Serialises creates that a ResourceQuota counts (usage is read, then written).
+    pub quota: tokio::sync::Mutex<()>,
     /// TLS for calling kubelets (logs, exec, port-forward); None: not reachable.
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
     /// Decides who may do what (system:masters, node authorizer, RBAC).
@@ -372,7 +374,7 @@ impl ApiState {
         &self,
         req: &Request,
         obj: &mut Value,
-    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
+    ) -> Result<Vec<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
         self.admit_identity(req, "create", obj, None)?;
         if req.rt.group == "certificates.k8s.io" {
             crate::api::strategy::certificates::set_requestor(
@@ -386,25 +388,78 @@ impl ApiState {
         }
         self.admit_limit_ranges(req, obj).await?;
         self.admit_pod_security(req, obj, None).await?;
+        let mut guards: Vec<_> = self.admit_quota(req, obj).await?.into_iter().collect();
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
             ("", "services") => {
-                let guard = self.allocation.lock().await;
+                guards.push(self.allocation.lock().await);
                 services::allocate(self, req, obj, None).await?;
-                Ok(Some(guard))
             }
             ("", "nodes") => {
-                let guard = self.allocation.lock().await;
+                guards.push(self.allocation.lock().await);
                 nodes::allocate_pod_cidr(self, req, obj, None).await?;
-                Ok(Some(guard))
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 crate::api::crd::prepare(obj).map_err(|causes| {
                     ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(obj), causes)
                 })?;
-                Ok(None)
             }
-            _ => Ok(None),
+            _ => {}
         }
+        Ok(guards)
+    }
+
+    /// ResourceQuota: a new object may not take its namespace past a
+    /// quota's hard limits (usage counted from the store under a lock, so
+    /// concurrent creates cannot both take the last unit). The lock is held
+    /// until the object is written.
+    async fn admit_quota(
+        &self,
+        req: &Request,
+        obj: &Value,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
+        use crate::api::quota;
+        let (Some(ns), Some(quotas_rt)) = (
+            req.namespace(),
+            self.registry.lookup("", "v1", "resourcequotas"),
+        ) else {
+            return Ok(None);
+        };
+        let listed = |prefix: String| async move {
+            self.store
+                .list(&prefix, None, 0)
+                .await
+                .map_err(ApiError::internal)
+                .map(|page| {
+                    page.items
+                        .iter()
+                        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                        .collect::<Vec<_>>()
+                })
+        };
+        let quotas = listed(quotas_rt.key_prefix(Some(ns))).await?;
+        if quotas.is_empty() {
+            return Ok(None);
+        }
+        let (group, resource) = (req.rt.group.as_str(), req.rt.resource.as_str());
+        let requested = quota::object_usage(group, resource, obj);
+        let applicable: Vec<(String, quota::Usage)> = quotas
+            .iter()
+            .filter_map(|q| Some((object::name(q).to_string(), quota::hard(q)?)))
+            .filter(|(_, hard)| quota::concerns(hard, &requested))
+            .collect();
+        if applicable.is_empty() {
+            return Ok(None);
+        }
+        let guard = self.quota.lock().await;
+        let existing = listed(req.rt.key_prefix(Some(ns))).await?;
+        let pod = (group.is_empty() && resource == "pods").then_some(obj);
+        for (name, hard) in applicable {
+            let used = quota::total(group, resource, &existing, &hard);
+            quota::admit(&name, &hard, &used, &requested, pod).map_err(|message| {
+                ApiError::forbidden(group, resource, object::name(obj), message)
+            })?;
+        }
+        Ok(Some(guard))
     }
 
     /// Admission for updates (`status_only`: a status write, which only
@@ -692,6 +747,7 @@ mod tests {
             tokens: Arc::new(TokenSigner::from_pem(&key).expect("signer")),
             metrics: Metrics::new(),
             allocation: tokio::sync::Mutex::new(()),
+            quota: tokio::sync::Mutex::new(()),
             kubelet_tls: None,
             authorizer: Arc::new(authz::Authorizer::new(
                 Arc::new(authz::policy::RbacPolicy::default()),

@@ -163,6 +163,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics: Metrics::new(),
         allocation: tokio::sync::Mutex::new(()),
+        quota: tokio::sync::Mutex::new(()),
         kubelet_tls: Some(crate::apiserver::kubelet::client_config(
             &pki,
             admin_cert.clone(),

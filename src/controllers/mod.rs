@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_gc;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod root_ca;
 pub mod service_lb;
 pub mod serviceaccount;
@@ -65,6 +66,7 @@ pub fn start(
     };
     tokio::spawn(serviceaccount::run(context("service-account-controller")));
     tokio::spawn(root_ca::run(context("root-ca-cert-publisher")));
+    tokio::spawn(resource_quota::run(context("resourcequota-controller")));
     tokio::spawn(namespace::run(context("namespace-controller")));
     tokio::spawn(replicaset::run(context("replicaset-controller")));
     tokio::spawn(deployment::run(context("deployment-controller")));
