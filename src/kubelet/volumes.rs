@@ -322,6 +322,104 @@ async fn service_account_token(
     Ok(response.status.map(|s| s.token).unwrap_or_default())
 }
 
+/// The requested lifetime of each projected service-account token:
+/// (volume, file path in it, audience, seconds).
+fn projected_tokens(pod: &Pod) -> Vec<(String, String, Option<String>, i64)> {
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    let mut tokens = Vec::new();
+    for volume in volumes {
+        let sources = volume
+            .projected
+            .as_ref()
+            .and_then(|p| p.sources.clone())
+            .unwrap_or_default();
+        for source in sources {
+            if let Some(token) = source.service_account_token {
+                tokens.push((
+                    volume.name.clone(),
+                    token.path,
+                    token.audience,
+                    token.expiration_seconds.unwrap_or(3607),
+                ));
+            }
+        }
+    }
+    tokens
+}
+
+/// How long until the pod's projected tokens are due for refresh: 80% of
+/// the shortest requested lifetime (upstream's kubelet also refreshes
+/// after 24 h at the latest); None when the pod has none.
+pub fn token_refresh_after(pod: &Pod) -> Option<std::time::Duration> {
+    projected_tokens(pod)
+        .iter()
+        .map(|(_, _, _, seconds)| (*seconds * 8 / 10).clamp(1, 24 * 3600))
+        .min()
+        .map(|s| std::time::Duration::from_secs(s as u64))
+}
+
+/// Requests fresh tokens for the pod's projected volumes and replaces each
+/// token file in place, so running containers read the new one.
+pub async fn refresh_tokens(
+    client: &kube::Client,
+    pod: &Pod,
+    data_dir: &Path,
+) -> Result<(), VolumeError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let base = pod_dir(data_dir, &uid)
+        .join("volumes")
+        .join("kubernetes.io~projected");
+    let modes: HashMap<String, u32> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| {
+            (
+                v.name,
+                mode_or_default(v.projected.and_then(|p| p.default_mode)),
+            )
+        })
+        .collect();
+    for (volume, path, audience, seconds) in projected_tokens(pod) {
+        let jwt =
+            service_account_token(client, &namespace, &account, pod, audience, seconds).await?;
+        let mode = modes.get(&volume).copied().unwrap_or(0o644);
+        replace_file(&base.join(&volume), &path, jwt.as_bytes(), mode)?;
+    }
+    Ok(())
+}
+
+/// Writes `path` under `dir` through a temporary file and a rename: the
+/// directory (what containers mount) stays, readers see old or new whole.
+fn replace_file(dir: &Path, path: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    if path.split('/').any(|part| part == "..") || path.starts_with('/') {
+        return Ok(());
+    }
+    let target = dir.join(path);
+    let temporary = target.with_file_name(format!(
+        ".{}.tmp",
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("token")
+    ));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&temporary, &target)
+}
+
 /// Removes the pod's volume directories (host paths are left alone).
 pub fn remove(data_dir: &Path, uid: &str) {
     let dir = pod_dir(data_dir, uid);
@@ -357,6 +455,40 @@ mod tests {
         files.remove("a");
         write_files(&target, &files).unwrap();
         assert!(!target.join("a").exists());
+    }
+
+    #[test]
+    fn token_files_are_replaced_in_place_and_refreshed_at_80_percent() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), b"old").unwrap();
+        let inode = std::fs::metadata(dir.path()).unwrap().ino();
+        replace_file(dir.path(), "token", b"new", 0o640).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("token")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::metadata(dir.path()).unwrap().ino(),
+            inode,
+            "the mounted directory stays"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        replace_file(dir.path(), "../escape", b"x", 0o644).unwrap();
+        assert!(!dir.path().parent().unwrap().join("escape").exists());
+
+        let pod: Pod = serde_json::from_value(json!({"spec": {"containers": [], "volumes": [
+            {"name": "kube-api-access-x", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}},
+            {"name": "vault", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "audience": "vault", "expirationSeconds": 600}}]}},
+        ]}}))
+        .unwrap();
+        assert_eq!(
+            token_refresh_after(&pod),
+            Some(std::time::Duration::from_secs(480))
+        );
+        let none: Pod = serde_json::from_value(json!({"spec": {"containers": []}})).unwrap();
+        assert_eq!(token_refresh_after(&none), None);
     }
 
     #[test]

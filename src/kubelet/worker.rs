@@ -64,6 +64,8 @@ pub struct PodWorker {
     prober: Prober,
     probe_results: ProbeResults,
     pod_ip: String,
+    /// When the pod's projected service-account tokens are next refreshed.
+    tokens_due: Option<std::time::Instant>,
 }
 
 fn now_nanos() -> i64 {
@@ -111,6 +113,7 @@ impl PodWorker {
             last_status: None,
             probe_results,
             pod_ip: String::new(),
+            tokens_due: None,
         }
     }
 
@@ -246,6 +249,26 @@ impl PodWorker {
             }
             return Ok(RESYNC * 6);
         }
+        if self.volumes.is_some()
+            && let Some(due) = self.tokens_due
+            && std::time::Instant::now() >= due
+        {
+            // Projected tokens expire: fresh ones before they do (upstream's
+            // kubelet token manager).
+            self.tokens_due = match volumes::refresh_tokens(
+                &self.ctx.client,
+                pod,
+                &self.ctx.data_dir,
+            )
+            .await
+            {
+                Ok(()) => volumes::token_refresh_after(pod).map(|d| std::time::Instant::now() + d),
+                Err(e) => {
+                    tracing::warn!(err = %e, pod = %pod.metadata.name.as_deref().unwrap_or_default(), "refreshing projected tokens; retrying");
+                    Some(std::time::Instant::now() + Duration::from_secs(10))
+                }
+            };
+        }
         if self.volumes.is_none() {
             let node = self.ctx.settings.clone();
             let field = |path: &str| {
@@ -258,7 +281,11 @@ impl PodWorker {
                 container::field_value(pod, "", &node, path)
             };
             match volumes::prepare(&self.ctx.client, pod, &self.ctx.data_dir, &field).await {
-                Ok(v) => self.volumes = Some(v),
+                Ok(v) => {
+                    self.volumes = Some(v);
+                    self.tokens_due =
+                        volumes::token_refresh_after(pod).map(|d| std::time::Instant::now() + d);
+                }
                 Err(e) => {
                     let message = format!("MountVolume.SetUp failed: {e}");
                     for c in spec
