@@ -412,7 +412,7 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
         ])
     };
     let a2_pods = pods_on("jt-a2");
-    must(&["ip", "link", "set", "kjt2", "down"]);
+    network.set_link(2, false);
     let ready = [
         "get",
         "node",
@@ -431,7 +431,7 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
     kubectl.wait_for(&taints, 20, |o| {
         o.contains("node.kubernetes.io/unreachable")
     });
-    must(&["ip", "link", "set", "kjt2", "up"]);
+    network.set_link(2, true);
     wait_ready(&kubectl, "jt-a2", &a2, 90);
     kubectl.wait_for(&taints, 30, |o| !o.contains("unreachable"));
     assert_eq!(

@@ -9,11 +9,20 @@ use std::time::{Duration, Instant};
 
 use super::{Kubectl, Server, kelp_bin, test_image_tarball};
 
-pub const BRIDGE: &str = "kelpjt0";
+/// The namespace holding the "switch": a bridge every node's link plugs
+/// into. The server's node keeps a plain veth end in the host namespace, as
+/// a machine has a NIC: were its address on a bridge there, the service
+/// proxy's `bridge-nf-call-iptables` would send a NodePort reply that goes
+/// back out the same bridge through conntrack twice and lose about a third
+/// of such connections (the test topology's own artefact).
+pub const SWITCH: &str = "kelp-jtsw";
+/// The server's link in the host namespace.
+pub const SERVER_LINK: &str = "kjt0";
 pub const SERVER_IP: &str = "10.99.7.1";
 
-/// The test's network: a bridge with the server's address and one
-/// namespace per agent, veth-attached. Removed on drop, agents first.
+/// The test's network: a switch namespace with a bridge, the server's
+/// address on a veth into it, and one namespace per agent, veth-attached.
+/// Removed on drop, agents first.
 pub struct JoinNetwork {
     namespaces: Vec<String>,
 }
@@ -36,49 +45,64 @@ pub fn must(args: &[&str]) {
 
 impl JoinNetwork {
     pub fn new(agents: usize) -> Self {
-        let network = JoinNetwork {
+        let mut network = JoinNetwork {
             namespaces: Vec::new(),
         };
         network.remove_leftovers(agents);
-        must(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
+        must(&["ip", "netns", "add", SWITCH]);
+        network.namespaces.push(SWITCH.into());
+        must(&["ip", "-n", SWITCH, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", SWITCH, "link", "set", "br0", "up"]);
+        must(&[
+            "ip",
+            "link",
+            "add",
+            SERVER_LINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            SWITCH,
+        ]);
+        must(&[
+            "ip", "-n", SWITCH, "link", "set", "up0", "master", "br0", "up",
+        ]);
         must(&[
             "ip",
             "addr",
             "add",
             &format!("{SERVER_IP}/24"),
             "dev",
-            BRIDGE,
+            SERVER_LINK,
         ]);
-        must(&["ip", "link", "set", BRIDGE, "up"]);
-        let mut network = network;
+        must(&["ip", "link", "set", SERVER_LINK, "up"]);
         for i in 1..=agents {
             let ns = format!("kelp-jt{i}");
-            let host_end = format!("kjt{i}");
+            let port = format!("kjt{i}");
             must(&["ip", "netns", "add", &ns]);
             network.namespaces.push(ns.clone());
             must(&[
-                "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
+                "ip", "-n", SWITCH, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
             ]);
-            must(&["ip", "link", "set", &host_end, "master", BRIDGE, "up"]);
-            let inside = |args: &[&str]| {
-                let mut all = vec!["ip", "netns", "exec", &ns];
-                all.extend_from_slice(args);
-                must(&all);
-            };
-            inside(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", agent_ip(i)),
-                "dev",
-                "eth0",
+            must(&[
+                "ip", "-n", SWITCH, "link", "set", &port, "master", "br0", "up",
             ]);
-            inside(&["ip", "link", "set", "eth0", "up"]);
-            inside(&["ip", "link", "set", "lo", "up"]);
-            inside(&["ip", "route", "add", "default", "via", SERVER_IP]);
+            let address = format!("{}/24", agent_ip(i));
+            must(&["ip", "-n", &ns, "addr", "add", &address, "dev", "eth0"]);
+            must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            must(&["ip", "-n", &ns, "route", "add", "default", "via", SERVER_IP]);
         }
         network
+    }
+
+    /// Cuts (or restores) agent `i`'s link to the switch.
+    pub fn set_link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        must(&["ip", "-n", SWITCH, "link", "set", &format!("kjt{i}"), state]);
     }
 
     /// What an earlier run that was killed may have left.
@@ -86,16 +110,18 @@ impl JoinNetwork {
         for i in 1..=agents {
             let _ = sh(&["ip", "netns", "delete", &format!("kelp-jt{i}")]);
         }
-        let _ = sh(&["ip", "link", "delete", BRIDGE]);
+        let _ = sh(&["ip", "netns", "delete", SWITCH]);
+        let _ = sh(&["ip", "link", "delete", SERVER_LINK]);
     }
 }
 
 impl Drop for JoinNetwork {
     fn drop(&mut self) {
-        for ns in &self.namespaces {
+        for ns in self.namespaces.iter().rev() {
             let _ = sh(&["ip", "netns", "delete", ns]);
         }
-        let _ = sh(&["ip", "link", "delete", BRIDGE]);
+        // Gone with its peer in the switch; removed here if it is not yet.
+        let _ = sh(&["ip", "link", "delete", SERVER_LINK]);
     }
 }
 
