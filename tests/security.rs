@@ -1101,3 +1101,61 @@ fn resource_quotas_refuse_what_passes_them_and_show_usage() {
     used(30, &|o| o.contains("\"pods\":\"1\""));
     admin.apply(server.dir.path(), "b.yaml", &pod("b", "600m"));
 }
+
+#[test]
+fn pod_security_defaults_and_exemptions_come_from_the_admission_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "admission.yaml",
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults: {enforce: baseline, enforce-version: latest}\n    exemptions: {usernames: [ops], namespaces: [kube-system]}\n",
+    );
+    let server = Server::start_with(&[
+        "--admission-control-config-file",
+        config.to_str().expect("path"),
+    ]);
+    let admin = server.kubectl("kubectl");
+    admin.ok(&["create", "namespace", "apps"]);
+    let host = "apiVersion: v1\nkind: Pod\nmetadata: {name: host}\nspec:\n  hostNetwork: true\n  containers:\n  - {name: c, image: kelp.test/busybox:1}\n";
+    let pod = write(dir.path(), "host.yaml", host);
+    let pod = pod.to_str().expect("path");
+    // A namespace without labels gets the configured default level.
+    let denied = admin.fails(&["create", "-n", "apps", "-f", pod]);
+    assert!(
+        denied.contains("pods \"host\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"),
+        "{denied}"
+    );
+    // Exempt namespaces and users are not checked; labels still win.
+    admin.ok(&["create", "-n", "kube-system", "-f", pod]);
+    admin.ok(&[
+        "create",
+        "role",
+        "pod-maker",
+        "-n",
+        "apps",
+        "--verb",
+        "create",
+        "--resource",
+        "pods",
+    ]);
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "ops",
+        "-n",
+        "apps",
+        "--role",
+        "pod-maker",
+        "--user",
+        "ops",
+    ]);
+    admin.ok(&["create", "-n", "apps", "-f", pod, "--as", "ops"]);
+    admin.ok(&["create", "namespace", "lab"]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        "lab",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    admin.ok(&["create", "-n", "lab", "-f", pod]);
+}

@@ -91,6 +91,8 @@ pub struct ApiState {
     pub auditor: Option<Arc<audit_log::Auditor>>,
     /// Encryption at rest, when on (`--secrets-encryption`).
     pub secrets_encryption: Option<secrets_encryption::SecretsEncryption>,
+    /// Pod Security defaults and exemptions (`--admission-control-config-file`).
+    pub pod_security: admission::pod_security_config::PodSecurityConfig,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
@@ -601,6 +603,14 @@ impl ApiState {
             return Ok(());
         };
         let namespace: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let spec = match kind {
+            "Pod" => Some(&new["spec"]),
+            _ => admission::pod_security::pod_template_of(kind, new).map(|(_, spec)| spec),
+        };
+        if spec.is_some_and(|spec| self.pod_security.exempt(&req.user.name, ns, spec)) {
+            return Ok(());
+        }
+        let namespace = self.pod_security.effective_namespace(&namespace);
         let name = object::name(new);
         for warning in admission::pod_security(kind, name, &namespace, new, old)? {
             req.warnings.push(warning);
@@ -755,6 +765,7 @@ mod tests {
             )),
             secrets_encryption: None,
             auditor: None,
+            pod_security: Default::default(),
         })
     }
 

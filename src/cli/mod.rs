@@ -245,6 +245,10 @@ pub struct ServerArgs {
     /// <data-dir>/server/cred/encryption-config.json, as k3s).
     #[arg(long, env = "KELP_SECRETS_ENCRYPTION")]
     pub secrets_encryption: bool,
+    /// Admission plugins' configuration (kube-apiserver's
+    /// AdmissionConfiguration file): PodSecurity defaults and exemptions.
+    #[arg(long, env = "KELP_ADMISSION_CONTROL_CONFIG_FILE")]
+    pub admission_control_config_file: Option<PathBuf>,
     /// Audit policy (upstream's audit.k8s.io/v1 Policy); with
     /// --audit-log-path, requests are audited as it says.
     #[arg(long, env = "KELP_AUDIT_POLICY_FILE")]

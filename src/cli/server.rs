@@ -171,6 +171,11 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         authorizer,
         secrets_encryption,
         auditor,
+        pod_security: match &args.admission_control_config_file {
+            Some(file) => crate::apiserver::admission::pod_security_config::PodSecurityConfig::from_admission_file(file)
+                .map_err(|e| anyhow::anyhow!("--admission-control-config-file: {e}"))?,
+            None => Default::default(),
+        },
     });
     load_custom_resources(&state).await?;
     tokio::spawn(compact_periodically(state.store.clone()));

@@ -6,6 +6,7 @@ pub mod certificates;
 pub mod limit_ranger;
 pub mod node_restriction;
 pub mod pod_security;
+pub mod pod_security_config;
 pub mod service_account;
 
 use serde_json::Value;
