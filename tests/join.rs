@@ -102,6 +102,32 @@ fn check_pod_network(kubectl: &Kubectl, pods: &[(String, String, String)]) {
     }
 }
 
+/// `kelp token ARGS` against the server (its admin kubeconfig); stdout.
+fn kelp_token(server: &common::Server, args: &[&str]) -> String {
+    let out = Command::new(kelp_bin())
+        .arg("token")
+        .args(args)
+        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("kelp token");
+    assert!(
+        out.status.success(),
+        "kelp token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The id of a `K10…::<id>.<secret>` token.
+fn token_id(token: &str) -> String {
+    let credentials = token.rsplit("::").next().unwrap_or_default();
+    credentials
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn nodes_join_with_a_token_and_pods_reach_each_other() {
     let network = JoinNetwork::new(2);
@@ -110,32 +136,10 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
     let kubectl = server.kubectl("kubectl");
 
     // `kelp token create` prints a secure token; `list` shows it.
-    let created = Command::new(kelp_bin())
-        .args(["token", "create", "--ttl", "1h", "--description", "e2e"])
-        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
-        .output()
-        .expect("kelp token create");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let token = kelp_token(&server, &["create", "--ttl", "1h", "--description", "e2e"]);
     assert!(token.starts_with("K10") && token.contains("::"), "{token}");
-    let id = token
-        .rsplit("::")
-        .next()
-        .unwrap_or_default()
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let listed = Command::new(kelp_bin())
-        .args(["token", "list"])
-        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
-        .output()
-        .expect("kelp token list");
-    let listed = String::from_utf8_lossy(&listed.stdout);
+    let id = token_id(&token);
+    let listed = kelp_token(&server, &["list"]);
     assert!(
         listed
             .lines()
@@ -144,20 +148,8 @@ fn nodes_join_with_a_token_and_pods_reach_each_other() {
     );
 
     // An expired token is deleted by the token cleaner.
-    let short = Command::new(kelp_bin())
-        .args(["token", "create", "--ttl", "2s"])
-        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
-        .output()
-        .expect("kelp token create");
-    let short = String::from_utf8_lossy(&short.stdout).trim().to_string();
-    let short_id = short
-        .rsplit("::")
-        .next()
-        .unwrap_or_default()
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let short = kelp_token(&server, &["create", "--ttl", "2s"]);
+    let short_id = token_id(&short);
     assert_eq!(short_id.len(), 6, "{short}");
     kubectl.wait_for(
         &["get", "secrets", "-n", "kube-system", "-o", "name"],

@@ -5,12 +5,11 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Full;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::Api;
 use kube::api::PostParams;
@@ -138,43 +137,19 @@ async fn fetch_cacerts(server: &str) -> Result<String> {
         .trim_matches(['[', ']'])
         .to_string();
     let port = uri.port_u16().unwrap_or(443);
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS versions")?
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(NotYetTrusted))
-    .with_no_client_auth();
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .context("connecting timed out")?
-    .with_context(|| format!("connecting to {host}:{port}"))?;
-    let name = rustls_pki_types::ServerName::try_from(host.clone()).context("server name")?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-    tokio::spawn(connection);
     let request = http::Request::get("/cacerts")
         .header(http::header::HOST, format!("{host}:{port}"))
-        .body(Empty::<bytes::Bytes>::new())
+        .body(Full::default())
         .context("request")?;
-    let response = sender.send_request(request).await.context("GET /cacerts")?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("reading /cacerts")?
-        .to_bytes();
+    let (status, body) = crate::pki::tls::request_once(
+        &host,
+        port,
+        crate::pki::tls::unverified_client_config(),
+        request,
+        Some(Duration::from_secs(10)),
+    )
+    .await
+    .context("GET /cacerts")?;
     if status != http::StatusCode::OK {
         bail!("GET /cacerts answered {status}");
     }
@@ -183,58 +158,6 @@ async fn fetch_cacerts(server: &str) -> Result<String> {
         bail!("/cacerts holds no certificate");
     }
     Ok(pem)
-}
-
-/// Accepts any server certificate: only for fetching `/cacerts`, whose
-/// answer is checked against the token's hash before anything is trusted.
-#[derive(Debug)]
-struct NotYetTrusted;
-
-impl rustls::client::danger::ServerCertVerifier for NotYetTrusted {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// The node's password, made at its first join and kept.
@@ -276,13 +199,9 @@ pub async fn kubelet_client_certificate(
     files: &CredentialFiles,
     node: &str,
 ) -> Result<(String, String)> {
-    const STEM: &str = "client-kubelet";
-    if let Some((cert, key)) = files.load(STEM)
-        && crate::pki::identity::user_from_pem(&cert)
-            .is_some_and(|u| u.name == format!("system:node:{node}"))
-        && !csr::renew_due(&cert, time::OffsetDateTime::now_utc())
-    {
-        return Ok((cert, key));
+    let kind = CertificateKind::kubelet_client(node);
+    if let Some(stored) = kind.stored(files) {
+        return Ok(stored);
     }
     let bootstrap = client::remote(
         server,
@@ -305,18 +224,7 @@ pub async fn kubelet_client_certificate(
         }
         other => anyhow::anyhow!("proving the node password: {other}"),
     })?;
-    let (cert, key) = request_certificate(
-        &bootstrap,
-        csr::KUBE_APISERVER_CLIENT_KUBELET,
-        &format!("system:node:{node}"),
-        &["system:nodes"],
-        &[],
-        &[],
-        &[csr::USAGE_DIGITAL_SIGNATURE, csr::USAGE_CLIENT_AUTH],
-    )
-    .await?;
-    files.store(STEM, &cert, &key)?;
-    Ok((cert, key))
+    kind.obtain(&bootstrap, files, true).await
 }
 
 /// The server's words for a refused request.
@@ -347,6 +255,19 @@ pub struct CertificateKind {
 }
 
 impl CertificateKind {
+    /// The kubelet's client certificate (`system:node:<node>` in `system:nodes`).
+    pub fn kubelet_client(node: &str) -> Self {
+        CertificateKind {
+            stem: "client-kubelet",
+            signer: csr::KUBE_APISERVER_CLIENT_KUBELET,
+            common_name: format!("system:node:{node}"),
+            organizations: vec!["system:nodes"],
+            dns: vec![],
+            ips: vec![],
+            usages: vec![csr::USAGE_DIGITAL_SIGNATURE, csr::USAGE_CLIENT_AUTH],
+        }
+    }
+
     /// The kubelet API's serving certificate.
     pub fn kubelet_serving(node: &str, ip: IpAddr) -> Self {
         CertificateKind {
@@ -373,6 +294,15 @@ impl CertificateKind {
         }
     }
 
+    /// The stored certificate and key, if they name this subject and are
+    /// not due for renewal.
+    pub fn stored(&self, files: &CredentialFiles) -> Option<(String, String)> {
+        let (cert, key) = files.load(self.stem)?;
+        let ours =
+            crate::pki::identity::user_from_pem(&cert).is_some_and(|u| u.name == self.common_name);
+        (ours && !csr::renew_due(&cert, time::OffsetDateTime::now_utc())).then_some((cert, key))
+    }
+
     /// The stored certificate if valid and not due, else a new one asked for as `client`.
     pub async fn obtain(
         &self,
@@ -380,13 +310,8 @@ impl CertificateKind {
         files: &CredentialFiles,
         renew: bool,
     ) -> Result<(String, String)> {
-        if !renew
-            && let Some((cert, key)) = files.load(self.stem)
-            && !csr::renew_due(&cert, time::OffsetDateTime::now_utc())
-            && crate::pki::identity::user_from_pem(&cert)
-                .is_some_and(|u| u.name == self.common_name)
-        {
-            return Ok((cert, key));
+        if !renew && let Some(stored) = self.stored(files) {
+            return Ok(stored);
         }
         let (cert, key) = request_certificate(
             client,

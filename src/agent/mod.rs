@@ -210,18 +210,7 @@ pub async fn run_joined(
     let mut renewed: Vec<(CertificateKind, Arc<ReloadableCert>)> =
         kinds.into_iter().zip(certs).collect();
     renewed.push((
-        CertificateKind {
-            stem: "client-kubelet",
-            signer: crate::pki::csr::KUBE_APISERVER_CLIENT_KUBELET,
-            common_name: format!("system:node:{}", joined.node),
-            organizations: vec!["system:nodes"],
-            dns: vec![],
-            ips: vec![],
-            usages: vec![
-                crate::pki::csr::USAGE_DIGITAL_SIGNATURE,
-                crate::pki::csr::USAGE_CLIENT_AUTH,
-            ],
-        },
+        CertificateKind::kubelet_client(&joined.node),
         joined.kubelet_cert.clone(),
     ));
     tokio::spawn(keep_renewed(
@@ -252,10 +241,7 @@ async fn keep_renewed(
             .clamp(Duration::from_secs(1), Duration::from_secs(3600));
         tokio::time::sleep(next).await;
         for (kind, live) in &certs {
-            let due = files.load(kind.stem).is_none_or(|(cert, _)| {
-                crate::pki::csr::renew_due(&cert, time::OffsetDateTime::now_utc())
-            });
-            if !due {
+            if kind.stored(&files).is_some() {
                 continue;
             }
             match kind.obtain(&client, &files, true).await {

@@ -138,8 +138,7 @@ async fn verify_node_password(state: &ApiState, user: &User, body: &[u8]) -> Res
             handlers::create::create_object(state, &secrets, &mut secret).await?;
         }
         Some((old, kv)) => {
-            let salt = string_field(&old, "salt");
-            let matches = hash(&salt, password) == string_field(&old, "hash");
+            let matches = node_password::matches(&old, password);
             if !matches && node_exists {
                 return Err(ApiError::forbidden(
                     "",
@@ -164,16 +163,6 @@ async fn verify_node_password(state: &ApiState, user: &User, body: &[u8]) -> Res
         }
     }
     Ok(())
-}
-
-fn string_field(secret: &Value, key: &str) -> String {
-    use base64::Engine;
-    secret
-        .pointer(&format!("/data/{key}"))
-        .and_then(Value::as_str)
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -206,6 +195,14 @@ mod tests {
         };
         let first = "a".repeat(32);
         let second = "b".repeat(32);
+        let add_node = || {
+            call(
+                &app,
+                "POST",
+                "/api/v1/nodes",
+                Some(json!({"metadata": {"name": "edge-1"}})),
+            )
+        };
         verify_node_password(&state, &bootstrapper, &proof("edge-1", &first))
             .await
             .expect("first join");
@@ -232,13 +229,7 @@ mod tests {
         );
 
         // While the Node exists, another password is refused, saying why.
-        call(
-            &app,
-            "POST",
-            "/api/v1/nodes",
-            Some(json!({"metadata": {"name": "edge-1"}})),
-        )
-        .await;
+        add_node().await;
         let refused = verify_node_password(&state, &bootstrapper, &proof("edge-1", &second))
             .await
             .unwrap_err();
@@ -276,13 +267,7 @@ mod tests {
         verify_node_password(&state, &bootstrapper, &proof("edge-1", &second))
             .await
             .expect("rejoin after delete");
-        call(
-            &app,
-            "POST",
-            "/api/v1/nodes",
-            Some(json!({"metadata": {"name": "edge-1"}})),
-        )
-        .await;
+        add_node().await;
         assert!(
             verify_node_password(&state, &bootstrapper, &proof("edge-1", &first))
                 .await

@@ -426,19 +426,7 @@ impl ApiState {
         ) else {
             return Ok(None);
         };
-        let listed = |prefix: String| async move {
-            self.store
-                .list(&prefix, None, 0)
-                .await
-                .map_err(ApiError::internal)
-                .map(|page| {
-                    page.items
-                        .iter()
-                        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-                        .collect::<Vec<_>>()
-                })
-        };
-        let quotas = listed(quotas_rt.key_prefix(Some(ns))).await?;
+        let quotas = self.stored_objects(&quotas_rt.key_prefix(Some(ns))).await?;
         if quotas.is_empty() {
             return Ok(None);
         }
@@ -453,7 +441,7 @@ impl ApiState {
             return Ok(None);
         }
         let guard = self.quota.lock().await;
-        let existing = listed(req.rt.key_prefix(Some(ns))).await?;
+        let existing = self.stored_objects(&req.rt.key_prefix(Some(ns))).await?;
         let pod = (group.is_empty() && resource == "pods").then_some(obj);
         for (name, hard) in applicable {
             let used = quota::total(group, resource, &existing, &hard);
@@ -504,6 +492,21 @@ impl ApiState {
         }
     }
 
+    /// Every stored object under `prefix`, decoded (what admission counts
+    /// or checks against; undecodable values are skipped).
+    pub async fn stored_objects(&self, prefix: &str) -> Result<Vec<Value>, ApiError> {
+        let page = self
+            .store
+            .list(prefix, None, 0)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(page
+            .items
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
+    }
+
     /// LimitRanger: the namespace's LimitRanges default and bound what
     /// new pods and claims ask for.
     async fn admit_limit_ranges(&self, req: &Request, obj: &mut Value) -> Result<(), ApiError> {
@@ -518,15 +521,7 @@ impl ApiState {
         ) else {
             return Ok(());
         };
-        let ranges: Vec<Value> = self
-            .store
-            .list(&rt.key_prefix(Some(ns)), None, 0)
-            .await
-            .map_err(ApiError::internal)?
-            .items
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-            .collect();
+        let ranges = self.stored_objects(&rt.key_prefix(Some(ns))).await?;
         if ranges.is_empty() {
             return Ok(());
         }

@@ -96,16 +96,11 @@ async fn in_use(
     req: &Request,
     node: &Value,
 ) -> Result<HashSet<String>, ApiError> {
-    let page = state
-        .store
-        .list(&req.rt.key_prefix(None), None, 0)
-        .await
-        .map_err(ApiError::internal)?;
     let me = object::name(node);
-    Ok(page
-        .items
+    Ok(state
+        .stored_objects(&req.rt.key_prefix(None))
+        .await?
         .iter()
-        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
         .filter(|other| object::name(other) != me)
         .filter_map(|other| {
             other

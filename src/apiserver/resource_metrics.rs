@@ -135,16 +135,7 @@ async fn load(
         .registry
         .lookup("", "v1", resource)
         .ok_or_else(|| ApiError::Internal(format!("{resource} are not served")))?;
-    let page = state
-        .store
-        .list(&rt.key_prefix(namespace), None, 0)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(page
-        .items
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect())
+    state.stored_objects(&rt.key_prefix(namespace)).await
 }
 
 /// The kubelet summaries of `nodes`, fetched concurrently; nodes whose

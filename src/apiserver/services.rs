@@ -150,21 +150,14 @@ async fn in_use(
     req: &Request,
     svc: &Value,
 ) -> Result<(HashSet<Ipv4Addr>, HashSet<u16>), ApiError> {
-    let page = state
-        .store
-        .list(&req.rt.key_prefix(None), None, 0)
-        .await
-        .map_err(ApiError::internal)?;
+    let others = state.stored_objects(&req.rt.key_prefix(None)).await?;
     let me = (
         object::namespace(svc).to_string(),
         object::name(svc).to_string(),
     );
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
-    for kv in page.items {
-        let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else {
-            continue;
-        };
+    for other in others {
         if (
             object::namespace(&other).to_string(),
             object::name(&other).to_string(),

@@ -8,25 +8,13 @@ use crate::pki::bootstrap_token::JoinToken;
 
 /// Runs the agent until a signal.
 pub fn run(args: AgentArgs) -> Result<()> {
-    // SAFETY: nothing has started a thread yet (logging and the runtime come next).
-    let notifier = unsafe { super::notify::Notifier::from_env() };
-    super::node::start_logging(&args.log)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting runtime")?;
-    runtime.block_on(run_agent(args, notifier))
+    let log = args.log.clone();
+    super::node::run_daemon(&log, |notifier| run_agent(args, notifier))
 }
 
 async fn run_agent(args: AgentArgs, notifier: super::notify::Notifier) -> Result<()> {
-    let text = match (&args.token, &args.token_file) {
-        (Some(token), _) => token.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("--token-file {}", file.display()))?,
-        (None, None) => {
-            anyhow::bail!("kelp agent needs --token or --token-file (KELP_TOKEN, KELP_TOKEN_FILE)")
-        }
-    };
+    let text = super::node::join_token(&args.token, &args.token_file)?
+        .context("kelp agent needs --token or --token-file (KELP_TOKEN, KELP_TOKEN_FILE)")?;
     let token = JoinToken::parse(&text).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
     anyhow::ensure!(
         args.server.starts_with("https://"),

@@ -24,6 +24,39 @@ pub fn start_logging(log: &LogArgs) -> Result<()> {
     })
 }
 
+/// Runs a long-lived command (`server`, `agent`): takes systemd's notify
+/// socket before any thread starts, starts logging, then runs `main` on a
+/// multi-threaded runtime until it returns.
+pub fn run_daemon<F, Fut>(log: &LogArgs, main: F) -> Result<()>
+where
+    F: FnOnce(super::notify::Notifier) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    // SAFETY: nothing has started a thread yet (logging and the runtime come next).
+    let notifier = unsafe { super::notify::Notifier::from_env() };
+    start_logging(log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
+    runtime.block_on(main(notifier))
+}
+
+/// The join token given as `--token` or in `--token-file`, if either.
+pub fn join_token(
+    token: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<String>> {
+    Ok(match (token, file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("--token-file {}", file.display()))?,
+        ),
+        (None, None) => None,
+    })
+}
+
 /// The host's name, as nodes are named by default.
 pub fn hostname() -> String {
     hostname::get()

@@ -3,11 +3,10 @@
 //! what `kelp secrets-encrypt` uses to reach the server it administers.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
 
 /// Where the server writes the admin kubeconfig: `--write-kubeconfig`'s
@@ -52,24 +51,17 @@ pub async fn call(
         .rsplit_once(':')
         .map(|(h, p)| (h.to_string(), p.parse::<u16>().unwrap_or(443)))
         .unwrap_or((authority.to_string(), 443));
-    let tls = client_tls(
-        &field("/clusters/0/cluster/certificate-authority-data")?,
-        &field("/users/0/user/client-certificate-data")?,
-        &field("/users/0/user/client-key-data")?,
+    let text = |pointer: &str| -> Result<String> {
+        String::from_utf8(field(pointer)?).with_context(|| format!("{pointer} is not PEM"))
+    };
+    let client = crate::pki::reloadable::ReloadableCert::from_pem(
+        &text("/users/0/user/client-certificate-data")?,
+        &text("/users/0/user/client-key-data")?,
     )?;
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .with_context(|| format!("connecting to {server}"))?;
-    let name = rustls_pki_types::ServerName::try_from(host.clone()).context("server name")?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-    tokio::spawn(connection);
+    let tls = crate::pki::tls::client_config(
+        &text("/clusters/0/cluster/certificate-authority-data")?,
+        Some(client),
+    )?;
     let request = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -77,36 +69,9 @@ pub async fn call(
         .header("content-type", "application/json")
         .body(Full::new(bytes::Bytes::from(body.to_string())))
         .context("request")?;
-    let response = sender.send_request(request).await.context("request")?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
+    let (status, body) = crate::pki::tls::request_once(&host, port, tls, request, None)
         .await
-        .context("response")?
-        .to_bytes();
+        .with_context(|| format!("calling {server}"))?;
+    let status = status.as_u16();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn client_tls(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pemfile::certs(&mut &ca[..]) {
-        roots
-            .add(ca.context("CA certificate")?)
-            .context("adding CA")?;
-    }
-    let certs = rustls_pemfile::certs(&mut &cert[..])
-        .collect::<Result<Vec<_>, _>>()
-        .context("client certificate")?;
-    let key = rustls_pemfile::private_key(&mut &key[..])
-        .context("client key")?
-        .context("no client key")?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .context("client certificate")?;
-    Ok(Arc::new(config))
 }

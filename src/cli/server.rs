@@ -21,14 +21,8 @@ use crate::telemetry::Metrics;
 
 /// Runs the server until a signal.
 pub fn run(args: ServerArgs) -> Result<()> {
-    // SAFETY: nothing has started a thread yet (logging and the runtime come next).
-    let notifier = unsafe { super::notify::Notifier::from_env() };
-    super::node::start_logging(&args.log)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting runtime")?;
-    runtime.block_on(serve_api(args, notifier))
+    let log = args.log.clone();
+    super::node::run_daemon(&log, |notifier| serve_api(args, notifier))
 }
 
 async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Result<()> {
@@ -183,14 +177,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     crate::apiserver::authz::bootstrap::reconcile(&state)
         .await
         .map_err(|e| anyhow::anyhow!("reconciling the default RBAC policy: {e}"))?;
-    let token = match (&args.token, &args.token_file) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("--token-file {}", file.display()))?,
-        ),
-        (None, None) => None,
-    };
+    let token = super::node::join_token(&args.token, &args.token_file)?;
     super::token::ensure_server_tokens(&state, &server_dir, token, args.agent_token.clone())
         .await?;
     let tls = crate::pki::tls::server_config(&pki.ca_cert, serving_cert)?;

@@ -192,7 +192,7 @@ async fn remote(command: TokenCommand) -> Result<()> {
             );
             let tokens = list["items"].as_array().into_iter().flatten();
             for secret in tokens.filter(|s| s["type"] == bootstrap_token::SECRET_TYPE) {
-                let id = bootstrap_token::field(secret, "token-id").unwrap_or_default();
+                let id = crate::pki::secret_data(secret, "token-id").unwrap_or_default();
                 let (ttl, expires) = match bootstrap_token::expiration(secret) {
                     None => ("<forever>".to_string(), "<never>".to_string()),
                     Some(at) => {
@@ -206,7 +206,7 @@ async fn remote(command: TokenCommand) -> Result<()> {
                 let usages: Vec<&str> = ["authentication", "signing"]
                     .into_iter()
                     .filter(|u| {
-                        bootstrap_token::field(secret, &format!("usage-bootstrap-{u}")).as_deref()
+                        crate::pki::secret_data(secret, &format!("usage-bootstrap-{u}")).as_deref()
                             == Some("true")
                     })
                     .collect();
@@ -216,9 +216,9 @@ async fn remote(command: TokenCommand) -> Result<()> {
                     ttl,
                     expires,
                     usages.join(","),
-                    bootstrap_token::field(secret, "description")
+                    crate::pki::secret_data(secret, "description")
                         .unwrap_or_else(|| "<none>".into()),
-                    bootstrap_token::field(secret, "auth-extra-groups").unwrap_or_default()
+                    crate::pki::secret_data(secret, "auth-extra-groups").unwrap_or_default()
                 );
             }
         }

@@ -174,17 +174,23 @@ async fn allowed(
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
+/// A CSR condition of `kind` that holds from now on.
+fn true_condition(kind: &str, reason: &str, message: &str) -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({
+        "type": kind, "status": "True", "reason": reason,
+        "message": message, "lastUpdateTime": now, "lastTransitionTime": now,
+    })
+}
+
 async fn approve(
     api: &Api<CertificateSigningRequest>,
     object: &CertificateSigningRequest,
     message: String,
 ) -> Result<(), Error> {
     let mut approved = serde_json::to_value(object).unwrap_or(Value::Null);
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    approved["status"]["conditions"] = json!([{
-        "type": "Approved", "status": "True", "reason": "AutoApproved",
-        "message": message, "lastUpdateTime": now, "lastTransitionTime": now,
-    }]);
+    approved["status"]["conditions"] =
+        json!([true_condition("Approved", "AutoApproved", &message)]);
     api.replace_subresource(
         "approval",
         &object.name_any(),
@@ -209,15 +215,15 @@ async fn sign(
     match csr::check_signer(&spec.signer_name, request, &usages) {
         Err(csr::SignerRefusal::NotOurs(_)) => return Ok(()),
         Err(csr::SignerRefusal::Invalid(message)) => {
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let mut conditions = updated["status"]["conditions"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            conditions.push(json!({
-                "type": "Failed", "status": "True", "reason": "SignerValidationFailure",
-                "message": message, "lastUpdateTime": now, "lastTransitionTime": now,
-            }));
+            conditions.push(true_condition(
+                "Failed",
+                "SignerValidationFailure",
+                &message,
+            ));
             updated["status"]["conditions"] = Value::Array(conditions);
         }
         Ok(()) => {

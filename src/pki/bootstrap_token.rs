@@ -11,6 +11,8 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::secret_data;
+
 /// The Secret type of bootstrap tokens.
 pub const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
 /// Prefix of a bootstrap token Secret's name.
@@ -204,18 +206,9 @@ pub fn secret(token: &BootstrapToken, spec: &TokenSpec) -> Value {
     })
 }
 
-/// One field of a token Secret, decoded.
-pub fn field(secret: &Value, key: &str) -> Option<String> {
-    let encoded = secret.pointer(&format!("/data/{key}"))?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()?;
-    String::from_utf8(bytes).ok()
-}
-
 /// When the token Secret expires, if it does (a malformed date counts as expired).
 pub fn expiration(secret: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
-    let text = field(secret, "expiration")?;
+    let text = secret_data(secret, "expiration")?;
     Some(
         chrono::DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&chrono::Utc))
@@ -257,12 +250,12 @@ pub fn authenticate(
     if secret.pointer("/metadata/deletionTimestamp").is_some() {
         return Err("the token is being deleted".into());
     }
-    let stored = field(secret, "token-secret").unwrap_or_default();
-    let same_id = field(secret, "token-id").is_none_or(|id| id == token.id);
+    let stored = secret_data(secret, "token-secret").unwrap_or_default();
+    let same_id = secret_data(secret, "token-id").is_none_or(|id| id == token.id);
     if !same_id || !constant_time_eq(stored.as_bytes(), token.secret.as_bytes()) {
         return Err("the token's secret does not match".into());
     }
-    if field(secret, "usage-bootstrap-authentication").as_deref() != Some("true") {
+    if secret_data(secret, "usage-bootstrap-authentication").as_deref() != Some("true") {
         return Err("the token may not be used for authentication".into());
     }
     if let Some(expiration) = expiration(secret)
@@ -271,7 +264,7 @@ pub fn authenticate(
         return Err(format!("the token expired at {expiration}"));
     }
     let mut groups = vec![BOOTSTRAPPERS.to_string()];
-    if let Some(extra) = field(secret, "auth-extra-groups") {
+    if let Some(extra) = secret_data(secret, "auth-extra-groups") {
         for group in extra.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             if !valid_group(group) {
                 return Err(format!(
@@ -372,7 +365,7 @@ mod tests {
         };
         let (token, s) = stored(&spec);
         assert_eq!(s["metadata"]["name"], "bootstrap-token-abcdef");
-        assert_eq!(field(&s, "description").as_deref(), Some("join"));
+        assert_eq!(secret_data(&s, "description").as_deref(), Some("join"));
         let (user, groups) = authenticate(&token, &s, now()).expect("authenticates");
         assert_eq!(user, "system:bootstrap:abcdef");
         assert_eq!(

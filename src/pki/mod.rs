@@ -161,6 +161,15 @@ impl ClusterPki {
     }
 }
 
+/// One key of a Secret's `data`, base64-decoded to text.
+pub fn secret_data(secret: &serde_json::Value, key: &str) -> Option<String> {
+    let encoded = secret.pointer(&format!("/data/{key}"))?.as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Writes `content` to `path` with `mode`, creating parent directories.
 pub fn write_file_mode(path: &Path, content: &str, mode: u32) -> Result<()> {
     if let Some(dir) = path.parent() {

@@ -29,6 +29,12 @@ pub fn hash(salt: &str, password: &str) -> String {
     hex::encode(Sha256::digest(format!("{salt}\0{password}").as_bytes()))
 }
 
+/// Whether `password` is the one whose salted hash `secret` keeps.
+pub fn matches(secret: &Value, password: &str) -> bool {
+    let salt = super::secret_data(secret, "salt").unwrap_or_default();
+    super::secret_data(secret, "hash").is_some_and(|stored| stored == hash(&salt, password))
+}
+
 /// A fresh password (the node's) or salt.
 pub fn generate() -> String {
     format!("{:032x}", rand::random::<u128>())

@@ -5,7 +5,6 @@
 //! `UpgradeAwareHandler` with its rewriting transport).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -286,7 +285,8 @@ async fn connect(state: &ApiState, target: &Target) -> Result<Box<dyn Io>, Strin
         let _ = tcp.set_nodelay(true);
         let tls = match target.transport {
             Transport::Http => return Ok(Box::new(tcp) as Box<dyn Io>),
-            Transport::HttpsInsecure => insecure_tls()?,
+            // Certificates are not verified (see Transport::HttpsInsecure), signatures are.
+            Transport::HttpsInsecure => crate::pki::tls::unverified_client_config(),
             Transport::Kubelet => state
                 .kubelet_tls
                 .clone()
@@ -303,73 +303,6 @@ async fn connect(state: &ApiState, target: &Target) -> Result<Box<dyn Io>, Strin
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .map_err(|_| format!("dial tcp {authority}: i/o timeout"))?
-}
-
-/// TLS for `https:` services and pods: certificates are not verified (see
-/// [`Transport::HttpsInsecure`]), signatures still are.
-fn insecure_tls() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                .with_no_client_auth();
-            Ok(Arc::new(config))
-        })
-        .clone()
-}
-
-/// Accepts any server certificate, checking only the handshake signatures.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
