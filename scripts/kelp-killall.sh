@@ -85,6 +85,19 @@ for id in $ids; do
   done
 done
 
+# 3c. What is left under this node's own --cgroup-root (recorded by its
+#     kubelet): pod cgroups whose containers were already gone, kubepods and
+#     the root itself, deepest first, in every hierarchy. The default root
+#     "/" is shared with the host (and maybe another kubelet): not swept.
+root=$(cat "$DATA_DIR/agent/cgroup-root" 2>/dev/null)
+root=${root%/}
+if [ -n "$root" ]; then
+  for point in $(awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts); do
+    [ -d "$point$root" ] || continue
+    find "$point$root" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+fi
+
 # 4. Mounts kelp's containerd made (rootfs overlays, shm, sandbox files, pod
 #    network namespaces, which kelp's containerd keeps under its state dir), deepest first.
 awk -v a="$DATA_DIR/agent/" -v b="$RUN_DIR/" '

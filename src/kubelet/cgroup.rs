@@ -153,7 +153,6 @@ impl Mounts {
     }
 }
 
-/// `mountpoint` + (`path` relative to the mount's `root`).
 /// The cgroup a pod's sandbox and containers go under (upstream's
 /// `kubepods/pod<uid>`, under kubelet's `--cgroup-root`).
 pub fn pod_parent(cgroup_root: &str, uid: &str) -> String {
@@ -178,6 +177,18 @@ pub fn remove_pod(cgroup_root: &str, uid: &str) {
     }
 }
 
+/// Where the kubelet records its `--cgroup-root` in the data dir, so that
+/// `kelp-killall.sh` can sweep what is left under this node's own root
+/// (and only this node's) after it killed the pods.
+pub fn root_record(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent").join("cgroup-root")
+}
+
+/// Records the node's cgroup root (see [`root_record`]).
+pub fn record_root(data_dir: &Path, cgroup_root: &str) -> std::io::Result<()> {
+    std::fs::write(root_record(data_dir), format!("{cgroup_root}\n"))
+}
+
 /// Every mounted cgroup hierarchy (v1 controllers and the unified one): mount point and root.
 fn hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
     mountinfo
@@ -197,6 +208,7 @@ fn hierarchies(mountinfo: &str) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// `mountpoint` + (`path` relative to the mount's `root`).
 fn join(point: &Path, root: &str, path: &str) -> PathBuf {
     let relative = path
         .strip_prefix(root)

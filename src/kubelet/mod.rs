@@ -111,6 +111,7 @@ pub async fn start(
     let channel = containerd::connect(&socket, Duration::from_secs(60)).await?;
     let importer = images::ImageImporter::new(channel.clone());
     let agent_dir = data_dir.join("agent");
+    cgroup::record_root(&data_dir, &config.cgroup_root).context("recording the cgroup root")?;
     let started = std::time::Instant::now();
     importer
         .ensure_pause(&agent_dir)
