@@ -24,16 +24,7 @@ fn main() -> anyhow::Result<()> {
         Command::Kubectl { args } => cli::server::kubectl(&args),
         Command::Images { command } => cli::images::run(command),
         Command::SecretsEncrypt { command } => cli::secrets_encrypt::run(command),
-        Command::Certificate {
-            command: cli::CertificateCommand::Rotate { services, data_dir },
-        } => {
-            let backup = kelp::pki::rotate(&data_dir.join("server/tls"), &services)?;
-            println!(
-                "certificates set aside (backup in {}); restart kelp to issue new ones",
-                backup.display()
-            );
-            Ok(())
-        }
+        Command::Certificate { command } => cli::certificate::run(command),
         Command::Version => {
             println!(
                 "kelp version v{} ({})",

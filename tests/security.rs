@@ -725,6 +725,36 @@ fn certificates_near_expiry_are_renewed_at_start_and_while_running() {
     kubectl.ok(&["get", "namespaces"]);
     let new = std::fs::read_to_string(tls.join("serving-kube-apiserver.crt")).expect("cert");
     assert_ne!(new, serving);
+
+    // `kelp certificate rotate-ca`: a new CA, cross-signed by the current
+    // one; a kubeconfig that trusts only the current CA (and holds a
+    // client certificate it signed) keeps working.
+    let before_rotation = server.kubectl_with_certificate("old-admin", &["system:masters"]);
+    before_rotation.ok(&["get", "namespaces"]);
+    let old_ca = std::fs::read_to_string(tls.join("server-ca.crt")).expect("CA");
+    server.stop();
+    let out = std::process::Command::new(common::kelp_bin())
+        .args(["certificate", "rotate-ca", "--data-dir"])
+        .arg(server.path("data"))
+        .output()
+        .expect("kelp certificate rotate-ca");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.spawn();
+    let bundle = std::fs::read_to_string(tls.join("server-ca.crt")).expect("CA");
+    assert!(bundle.ends_with(&old_ca) && bundle != old_ca, "{bundle}");
+    let serving = std::fs::read_to_string(tls.join("serving-kube-apiserver.crt")).expect("cert");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(serving.as_bytes()).expect("pem");
+    let issuer = pem.parse_x509().expect("x509").issuer().to_string();
+    assert!(issuer.contains("kelp-server-ca@"), "{issuer}");
+    before_rotation.ok(&["get", "namespaces"]);
+    kubectl.ok(&["get", "namespaces"]);
+    server
+        .kubectl_with_certificate("new-admin", &["system:masters"])
+        .ok(&["get", "namespaces"]);
 }
 
 /// Every byte of the server's database files (the SQLite file and its WAL).
@@ -1158,4 +1188,276 @@ fn pod_security_defaults_and_exemptions_come_from_the_admission_configuration() 
         "pod-security.kubernetes.io/enforce=privileged",
     ]);
     admin.ok(&["create", "-n", "lab", "-f", pod]);
+}
+
+/// A mutating and a validating webhook configuration for ConfigMaps in
+/// namespaces labelled `webhooks=on`, calling `port`.
+fn webhook_configurations(port: u16, ca_bundle: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: label-configmaps
+webhooks:
+- name: label.kelp.test
+  clientConfig:
+    url: https://127.0.0.1:{port}/mutate
+    caBundle: {ca_bundle}
+  rules:
+  - operations: ["CREATE", "UPDATE"]
+    apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["configmaps"]
+  namespaceSelector:
+    matchLabels: {{webhooks: "on"}}
+  sideEffects: None
+  admissionReviewVersions: ["v1"]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: check-configmaps
+webhooks:
+- name: deny.kelp.test
+  clientConfig:
+    url: https://127.0.0.1:{port}/validate
+    caBundle: {ca_bundle}
+  rules:
+  - operations: ["*"]
+    apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["configmaps"]
+    scope: Namespaced
+  namespaceSelector:
+    matchLabels: {{webhooks: "on"}}
+  sideEffects: None
+  timeoutSeconds: 5
+  admissionReviewVersions: ["v1", "v1beta1"]
+"#
+    )
+}
+
+#[test]
+fn admission_webhooks_mutate_and_validate_as_configured() {
+    use common::webhook::{Answer, Webhook};
+    use serde_json::json;
+
+    let webhook = Webhook::start(|path, request| {
+        let labels = &request["object"]["metadata"]["labels"];
+        if path.starts_with("/service") {
+            return match request["name"].as_str() {
+                Some("refused-by-service") => {
+                    Answer::Deny(json!({"message": "refused", "code": 403, "reason": "Forbidden"}))
+                }
+                _ => Answer::Allow {
+                    patch: None,
+                    warnings: vec![],
+                },
+            };
+        }
+        if path.starts_with("/mutate") {
+            let op = if labels.is_object() {
+                json!({"op": "add", "path": "/metadata/labels/mutated-by", "value": "kelp-test"})
+            } else {
+                json!({"op": "add", "path": "/metadata/labels", "value": {"mutated-by": "kelp-test"}})
+            };
+            return Answer::Allow {
+                patch: Some(json!([op])),
+                warnings: vec!["labelled by the test webhook".into()],
+            };
+        }
+        // The mutating webhook ran first: what it added is seen here.
+        if request["operation"] != "DELETE" && labels["mutated-by"] != "kelp-test" {
+            return Answer::Deny(json!({"message": "not labelled by the mutating webhook"}));
+        }
+        match labels["deny"].as_str() {
+            Some("yes") => {
+                Answer::Deny(json!({"message": "configmaps labelled deny=yes are refused"}))
+            }
+            _ => Answer::Allow {
+                patch: None,
+                warnings: vec![],
+            },
+        }
+    });
+    let server = Server::start();
+    let admin = server.kubectl("kubectl");
+    admin.ok(&["create", "namespace", "hooked"]);
+    admin.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    admin.ok(&["create", "namespace", "plain"]);
+    admin.apply(
+        server.dir.path(),
+        "webhooks.yaml",
+        &webhook_configurations(webhook.port, &webhook.ca_bundle),
+    );
+    let listed = admin.ok(&["get", "validatingwebhookconfigurations"]);
+    assert!(
+        listed.contains("WEBHOOKS") && listed.contains("check-configmaps"),
+        "{listed}"
+    );
+
+    // Mutated (with the webhook's warning), then allowed by the validating webhook.
+    let out = admin.run(&[
+        "create",
+        "configmap",
+        "a",
+        "-n",
+        "hooked",
+        "--from-literal=k=v",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: labelled by the test webhook"),
+        "{stderr}"
+    );
+    let label = admin.ok(&[
+        "get",
+        "configmap",
+        "a",
+        "-n",
+        "hooked",
+        "-o",
+        "jsonpath={.metadata.labels.mutated-by}",
+    ]);
+    assert_eq!(label, "kelp-test");
+    // Namespaces the selector leaves out are not sent to the webhooks.
+    admin.ok(&["create", "configmap", "b", "-n", "plain"]);
+    let labels = admin.ok(&[
+        "get",
+        "configmap",
+        "b",
+        "-n",
+        "plain",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert_eq!(labels, "");
+    assert!(webhook.operations("/", "b").is_empty());
+
+    // A refusal, passed on as upstream does.
+    let refused = admin.fails(&["label", "configmap", "a", "-n", "hooked", "deny=yes"]);
+    assert!(
+        refused.contains("admission webhook \"deny.kelp.test\" denied the request: configmaps labelled deny=yes are refused"),
+        "{refused}"
+    );
+    assert_eq!(
+        admin.ok(&[
+            "get",
+            "configmap",
+            "a",
+            "-n",
+            "hooked",
+            "-o",
+            "jsonpath={.metadata.labels.deny}"
+        ]),
+        ""
+    );
+
+    // A server-side dry run calls webhooks without side effects; nothing is stored.
+    let dry = admin.ok(&[
+        "create",
+        "configmap",
+        "d",
+        "-n",
+        "hooked",
+        "--dry-run=server",
+        "-o",
+        "jsonpath={.metadata.labels.mutated-by}",
+    ]);
+    assert_eq!(dry, "kelp-test");
+    assert!(
+        !admin
+            .run(&["get", "configmap", "d", "-n", "hooked"])
+            .status
+            .success()
+    );
+
+    // Deletes go to the validating webhook too.
+    admin.ok(&["delete", "configmap", "a", "-n", "hooked"]);
+    assert_eq!(
+        webhook.operations("/validate", "a"),
+        vec!["CREATE", "UPDATE", "DELETE"]
+    );
+
+    // A webhook that cannot be reached: failurePolicy Fail refuses, Ignore lets through.
+    let closed = common::free_port();
+    admin.ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "check-configmaps",
+        "--type=json",
+        "-p",
+        &format!(
+            r#"[{{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": "https://127.0.0.1:{closed}/validate"}}]"#
+        ),
+    ]);
+    let failed = admin.fails(&["create", "configmap", "e", "-n", "hooked"]);
+    assert!(
+        failed.contains(&format!(
+            "Internal error occurred: failed calling webhook \"deny.kelp.test\": failed to call webhook: Post \"https://127.0.0.1:{closed}/validate?timeout=5s\""
+        )),
+        "{failed}"
+    );
+    admin.ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "check-configmaps",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]"#,
+    ]);
+    admin.ok(&["create", "configmap", "e", "-n", "hooked"]);
+    // Removing the configurations ends the calls.
+    admin.ok(&["delete", "mutatingwebhookconfiguration", "label-configmaps"]);
+    admin.ok(&["create", "configmap", "f", "-n", "hooked"]);
+    assert!(webhook.operations("/mutate", "f").is_empty());
+
+    // A webhook behind a Service is called at the Service's ready endpoint
+    // (here the test's own listener), its certificate checked for
+    // kelp-webhook.hooked.svc.
+    let service = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: kelp-webhook, namespace: hooked}}
+spec:
+  ports: [{{port: 443, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kelp-webhook-1
+  namespace: hooked
+  labels: {{kubernetes.io/service-name: kelp-webhook}}
+addressType: IPv4
+endpoints:
+- addresses: ["127.0.0.1"]
+  conditions: {{ready: true}}
+ports:
+- {{name: "", port: {port}, protocol: TCP}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: by-service}}
+webhooks:
+- name: service.kelp.test
+  clientConfig:
+    service: {{namespace: hooked, name: kelp-webhook, path: /service}}
+    caBundle: {ca}
+  rules:
+  - {{operations: ["CREATE"], apiGroups: [""], apiVersions: ["v1"], resources: ["configmaps"]}}
+  sideEffects: None
+  admissionReviewVersions: ["v1"]
+"#,
+        port = webhook.port,
+        ca = webhook.ca_bundle
+    );
+    admin.apply(server.dir.path(), "by-service.yaml", &service);
+    admin.ok(&["create", "configmap", "g", "-n", "hooked"]);
+    assert_eq!(webhook.operations("/service", "g"), vec!["CREATE"]);
+    let refused = admin.fails(&["create", "configmap", "refused-by-service", "-n", "plain"]);
+    assert!(
+        refused.contains("admission webhook \"service.kelp.test\" denied the request: refused"),
+        "{refused}"
+    );
 }

@@ -144,6 +144,7 @@ async fn fetch_cacerts(server: &str) -> Result<String> {
     let (status, body) = crate::pki::tls::request_once(
         &host,
         port,
+        &host,
         crate::pki::tls::unverified_client_config(),
         request,
         Some(Duration::from_secs(10)),

@@ -186,6 +186,19 @@ pub enum ApiError {
     /// 503.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// A Status written by someone else and passed on (an admission
+    /// webhook's refusal): its code, reason and details as given.
+    #[error("{message}")]
+    Passed {
+        /// HTTP status code (400–599).
+        code: u16,
+        /// `reason`, possibly empty.
+        reason: String,
+        /// The whole message.
+        message: String,
+        /// `details`, if given.
+        details: Option<Value>,
+    },
 }
 
 fn qualified(group: &str, resource: &str) -> String {
@@ -286,8 +299,9 @@ impl ApiError {
     }
 
     /// HTTP status code and `reason`.
-    pub fn code_and_reason(&self) -> (u16, &'static str) {
+    pub fn code_and_reason(&self) -> (u16, &str) {
         match self {
+            Self::Passed { code, reason, .. } => (*code, reason),
             Self::NotFound { .. } | Self::NoSuchPath => (404, "NotFound"),
             Self::AlreadyExists { .. } => (409, "AlreadyExists"),
             Self::Conflict { .. } => (409, "Conflict"),
@@ -318,6 +332,12 @@ impl ApiError {
             "reason": reason,
             "code": code,
         });
+        if reason.is_empty()
+            && let Some(map) = status.as_object_mut()
+        {
+            // omitempty, as upstream's Status
+            map.remove("reason");
+        }
         let details = match self {
             Self::NotFound {
                 group,
@@ -358,6 +378,7 @@ impl ApiError {
                 json!({"name": name, "group": group, "kind": kind, "causes": causes_json(causes)}),
             ),
             Self::TooManyRequests(_) => Some(json!({"retryAfterSeconds": 1})),
+            Self::Passed { details, .. } => details.clone(),
             _ => None,
         };
         if let Some(mut details) = details {

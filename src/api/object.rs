@@ -122,6 +122,11 @@ pub fn before_create(
     }
     strategy::prepare_for_create(rt, obj);
     strategy::default(rt, obj);
+    validate_created(rt, obj)
+}
+
+/// The checks every new object passes (again after an admission webhook changed it).
+pub fn validate_created(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     let mut causes = validate_metadata(rt, obj);
     causes.extend(strategy::validate(rt, obj));
     if !causes.is_empty() {

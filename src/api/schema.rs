@@ -78,6 +78,8 @@ impl Schemas {
             ("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", flowcontrol::v1::FlowSchema),
             ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", flowcontrol::v1::PriorityLevelConfiguration),
             ("certificates.k8s.io", "v1", "CertificateSigningRequest", certificates::v1::CertificateSigningRequest),
+            ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", admissionregistration::v1::MutatingWebhookConfiguration),
+            ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", admissionregistration::v1::ValidatingWebhookConfiguration),
             ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", apiext::CustomResourceDefinition),
             ("authentication.k8s.io", "v1", "TokenReview", authentication::v1::TokenReview),
             ("authentication.k8s.io", "v1", "TokenRequest", authentication::v1::TokenRequest),

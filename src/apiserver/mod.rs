@@ -27,6 +27,7 @@ pub mod serve;
 pub mod services;
 pub mod table;
 pub mod upgrade;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ use crate::api::{ApiError, object};
 use crate::pki::serviceaccount::TokenSigner;
 use crate::store::{Revision, Store};
 use crate::telemetry::Metrics;
+use admission::webhook::{self, Operation};
 use handlers::Request;
 use request::FieldValidation;
 
@@ -93,6 +95,8 @@ pub struct ApiState {
     pub secrets_encryption: Option<secrets_encryption::SecretsEncryption>,
     /// Pod Security defaults and exemptions (`--admission-control-config-file`).
     pub pod_security: admission::pod_security_config::PodSecurityConfig,
+    /// The admission webhooks configured.
+    pub webhooks: Arc<webhooks::WebhookConfigs>,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
@@ -389,6 +393,8 @@ impl ApiState {
             self.admit_service_account(req, obj).await?;
         }
         self.admit_limit_ranges(req, obj).await?;
+        self.call_webhooks(req, Operation::Create, Some(obj), None)
+            .await?;
         self.admit_pod_security(req, obj, None).await?;
         let mut guards: Vec<_> = self.admit_quota(req, obj).await?.into_iter().collect();
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
@@ -471,6 +477,8 @@ impl ApiState {
                 old,
             )?;
         }
+        self.call_webhooks(req, Operation::Update, Some(new), Some(old))
+            .await?;
         if status_only {
             return Ok(());
         }
@@ -614,8 +622,72 @@ impl ApiState {
     }
 
     /// Admission for deletes.
-    pub fn admit_delete(&self, req: &Request, obj: &Value) -> Result<(), ApiError> {
-        self.admit_identity(req, "delete", obj, Some(obj))
+    pub async fn admit_delete(&self, req: &Request, obj: &Value) -> Result<(), ApiError> {
+        self.admit_identity(req, "delete", obj, Some(obj))?;
+        self.call_webhooks(req, Operation::Delete, None, Some(obj))
+            .await
+    }
+
+    /// The admission webhooks for a write: the mutating ones (their changes
+    /// defaulted and validated again), then the validating ones. Runs
+    /// between the built-in mutating and validating plugins, as upstream's
+    /// plugin order has it.
+    async fn call_webhooks(
+        &self,
+        req: &Request,
+        operation: Operation,
+        mut object: Option<&mut Value>,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let rt = &req.rt;
+        let dry_run = req.query.dry_run()?;
+        let name = match (&object, old) {
+            (Some(obj), _) => object::name(obj).to_string(),
+            (None, Some(old)) => object::name(old).to_string(),
+            (None, None) => req.name().to_string(),
+        };
+        let namespace = match rt.resource.as_str() {
+            "namespaces" if rt.group.is_empty() => name.clone(),
+            _ => req.namespace().unwrap_or_default().to_string(),
+        };
+        let base = webhook::Attributes {
+            operation,
+            group: &rt.group,
+            version: &rt.version,
+            resource: &rt.resource,
+            subresource: req.path.subresource.as_deref().unwrap_or_default(),
+            kind: &rt.kind,
+            namespace: &namespace,
+            name: &name,
+            object: None,
+            old_object: old,
+            user: &req.user,
+            dry_run,
+        };
+        match object.as_deref_mut() {
+            Some(obj) => {
+                let snapshot = obj.clone();
+                let attrs = webhook::Attributes {
+                    object: Some(&snapshot),
+                    ..base
+                };
+                if webhooks::mutate(self, &attrs, obj, &req.warnings).await? {
+                    crate::api::strategy::default(rt, obj);
+                    match old {
+                        Some(old) => object::validate_after_strategy(rt, obj, old)?,
+                        None => object::validate_created(rt, obj)?,
+                    }
+                }
+            }
+            None => {
+                webhooks::mutate(self, &base, &mut Value::Null, &req.warnings).await?;
+            }
+        }
+        let attrs = webhook::Attributes {
+            object: object.as_deref(),
+            ..base
+        };
+        webhooks::validate(self, &attrs, &req.warnings).await
     }
 
     /// The checks that depend on who writes: RBAC escalation and NodeRestriction.
@@ -686,6 +758,8 @@ impl ApiState {
     async fn policy_written(&self, rt: &ResourceType, revision: Revision, node_graph: bool) {
         if rt.group == "rbac.authorization.k8s.io" {
             self.authorizer.rbac().caught_up(revision).await;
+        } else if rt.group == "admissionregistration.k8s.io" {
+            self.webhooks.caught_up(revision).await;
         } else if node_graph {
             self.authorizer.nodes().caught_up(revision).await;
         }
@@ -761,6 +835,7 @@ mod tests {
             secrets_encryption: None,
             auditor: None,
             pod_security: Default::default(),
+            webhooks: Default::default(),
         })
     }
 

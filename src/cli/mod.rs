@@ -3,6 +3,7 @@
 //! `config.yaml.d/` drop-ins, see [`config`]).
 
 pub mod agent;
+pub mod certificate;
 pub mod config;
 pub mod images;
 pub mod node;
@@ -143,6 +144,15 @@ pub enum CertificateCommand {
         /// Only these (repeatable): admin, api-server.
         #[arg(long = "service", short = 's', value_delimiter = ',')]
         services: Vec<String>,
+        /// State directory.
+        #[arg(long, env = "KELP_DATA_DIR", default_value = "/var/lib/kelp")]
+        data_dir: PathBuf,
+    },
+    /// Replace the cluster CA with a new one, cross-signed by the current
+    /// CA so that whoever trusts it keeps working (k3s's `certificate
+    /// rotate-ca`); leaf certificates are issued under the new CA when kelp
+    /// next starts.
+    RotateCa {
         /// State directory.
         #[arg(long, env = "KELP_DATA_DIR", default_value = "/var/lib/kelp")]
         data_dir: PathBuf,

@@ -69,7 +69,7 @@ pub async fn call(
         .header("content-type", "application/json")
         .body(Full::new(bytes::Bytes::from(body.to_string())))
         .context("request")?;
-    let (status, body) = crate::pki::tls::request_once(&host, port, tls, request, None)
+    let (status, body) = crate::pki::tls::request_once(&host, port, &host, tls, request, None)
         .await
         .with_context(|| format!("calling {server}"))?;
     let status = status.as_u16();

@@ -135,6 +135,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         )
         .with_modes(args.authorization_mode.clone()),
     );
+    let webhooks = crate::apiserver::webhooks::WebhookConfigs::start(store.clone()).await?;
     let state = Arc::new(ApiState {
         store,
         registry: Arc::new(Registry::new()),
@@ -170,6 +171,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 .map_err(|e| anyhow::anyhow!("--admission-control-config-file: {e}"))?,
             None => Default::default(),
         },
+        webhooks,
     });
     load_custom_resources(&state).await?;
     tokio::spawn(compact_periodically(state.store.clone()));
@@ -204,7 +206,11 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 },
             )
         }),
-        (pki.ca_cert.clone(), pki.ca_key.clone()),
+        (
+            pki.ca_cert.clone(),
+            pki.ca_key.clone(),
+            pki.ca_chain.clone(),
+        ),
         args.horizontal_pod_autoscaler_sync_period,
     );
     // Add-on manifests, applied as an administrator (they may hold anything).

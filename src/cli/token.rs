@@ -19,7 +19,7 @@ use crate::pki::write_file_mode;
 fn credentials_of(text: &str, ca_pem: &str, flag: &str) -> Result<String> {
     let token = JoinToken::parse(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
     if let Some(hash) = &token.ca_hash
-        && *hash != bootstrap_token::ca_hash(ca_pem)
+        && !bootstrap_token::pins_cluster_ca(hash, ca_pem)
     {
         bail!("{flag}: the token's CA hash is not this cluster's CA (a token of another cluster?)");
     }

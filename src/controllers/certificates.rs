@@ -242,8 +242,9 @@ async fn sign(
                 }
             };
             use base64::Engine;
+            let chained = format!("{certificate}{}", context.ca_chain_pem);
             updated["status"]["certificate"] =
-                json!(base64::engine::general_purpose::STANDARD.encode(certificate));
+                json!(base64::engine::general_purpose::STANDARD.encode(chained));
         }
     }
     api.replace_subresource(

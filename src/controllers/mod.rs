@@ -43,6 +43,9 @@ pub struct Context {
     pub ca_pem: String,
     /// The cluster CA's key (PEM), for signing approved certificate requests.
     pub ca_key_pem: String,
+    /// Sent after each certificate signed (the signing CA cross-signed by
+    /// the one it replaced; empty before a CA rotation).
+    pub ca_chain_pem: String,
     /// How often each HorizontalPodAutoscaler syncs
     /// (`--horizontal-pod-autoscaler-sync-period`).
     pub hpa_sync_period: std::time::Duration,
@@ -52,7 +55,7 @@ pub struct Context {
 /// the process ends.
 pub fn start(
     identities: Identities,
-    (ca_pem, ca_key_pem): (String, String),
+    (ca_pem, ca_key_pem, ca_chain_pem): (String, String, String),
     hpa_sync_period: std::time::Duration,
 ) {
     let context = |controller: &str| {
@@ -61,6 +64,7 @@ pub fn start(
             identities: identities.clone(),
             ca_pem: ca_pem.clone(),
             ca_key_pem: ca_key_pem.clone(),
+            ca_chain_pem: ca_chain_pem.clone(),
             hpa_sync_period,
         })
     };

@@ -158,6 +158,17 @@ pub fn ca_hash(ca_pem: &str) -> String {
     hex::encode(Sha256::digest(ca_pem.as_bytes()))
 }
 
+/// Whether `hash` pins this cluster's CA bundle, as it is or as it was
+/// before CA rotations (each rotation puts the new CA in front of the
+/// bundle): a server accepts its own tokens made before a rotation.
+/// Joining nodes pin the bundle as served, strictly.
+pub fn pins_cluster_ca(hash: &str, ca_pem: &str) -> bool {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    ca_pem
+        .match_indices(BEGIN)
+        .any(|(at, _)| ca_hash(&ca_pem[at..]) == hash)
+}
+
 /// What a new token Secret says.
 #[derive(Debug, Clone, Default)]
 pub struct TokenSpec {
@@ -421,5 +432,15 @@ mod tests {
         assert!(!valid_group("system:bootstrappers:Upper"));
         assert!(!valid_group("system:bootstrappers:trailing-"));
         assert!(!valid_group("system:nodes"));
+    }
+
+    #[test]
+    fn a_server_knows_its_ca_before_a_rotation() {
+        let old = "-----BEGIN CERTIFICATE-----\nOLD\n-----END CERTIFICATE-----\n";
+        let bundle = format!("-----BEGIN CERTIFICATE-----\nNEW\n-----END CERTIFICATE-----\n{old}");
+        assert!(pins_cluster_ca(&ca_hash(&bundle), &bundle));
+        assert!(pins_cluster_ca(&ca_hash(old), &bundle));
+        assert!(!pins_cluster_ca(&ca_hash("other"), &bundle));
+        assert!(!pins_cluster_ca(&ca_hash(&bundle), old));
     }
 }

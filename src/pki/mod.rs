@@ -35,8 +35,13 @@ pub const RENEW_BEFORE_DAYS: i64 = 120;
 pub struct ClusterPki {
     /// Directory holding the files.
     pub dir: PathBuf,
-    /// CA certificate (PEM).
+    /// CA certificates (PEM): the CA that signs now first, then those it
+    /// replaced (`kelp certificate rotate-ca`); all are trusted.
     pub ca_cert: String,
+    /// The signing CA's certificate cross-signed by the CA it replaced
+    /// (PEM; empty before any rotation): sent after every leaf, so clients
+    /// that trust only the previous CA verify what the new one signs.
+    pub ca_chain: String,
     /// CA key (PEM): signs approved certificate requests.
     pub ca_key: String,
     /// Serving certificate chain and key (PEM).
@@ -68,18 +73,10 @@ impl ClusterPki {
         restrict(dir, 0o700)?;
         let (ca_cert, ca_key) = ensure_pair(dir, "server-ca", || {
             let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
-            params.distinguished_name = name("kelp-server-ca", None);
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            validity(&mut params, CA_DAYS);
-            let cert = params.self_signed(&key)?;
+            let cert = ca_params("kelp-server-ca")?.self_signed(&key)?;
             Ok((cert.pem(), key.serialize_pem()))
         })?;
+        let ca_chain = std::fs::read_to_string(dir.join(CA_CHAIN_FILE)).unwrap_or_default();
         let ca_keypair = KeyPair::from_pem(&ca_key).context("parsing CA key")?;
         let issuer =
             Issuer::from_ca_cert_pem(&ca_cert, ca_keypair).context("parsing CA certificate")?;
@@ -100,6 +97,7 @@ impl ClusterPki {
                 std::fs::remove_file(&path).ok();
             }
         }
+        let chained = |(cert, key): (String, String)| (format!("{cert}{ca_chain}"), key);
         let (serving_cert, serving_key) = ensure_pair(dir, "serving-kube-apiserver", || {
             leaf(
                 &issuer,
@@ -108,6 +106,7 @@ impl ClusterPki {
                 wanted.clone(),
                 ExtendedKeyUsagePurpose::ServerAuth,
             )
+            .map(chained)
         })?;
         let (admin_cert, admin_key) = ensure_pair(dir, "client-admin", || {
             leaf(
@@ -117,6 +116,7 @@ impl ClusterPki {
                 vec![],
                 ExtendedKeyUsagePurpose::ClientAuth,
             )
+            .map(chained)
         })?;
         let sa_path = dir.join("service.key");
         let service_account_key = match std::fs::read_to_string(&sa_path) {
@@ -130,6 +130,7 @@ impl ClusterPki {
         Ok(Self {
             dir: dir.to_path_buf(),
             ca_cert,
+            ca_chain,
             ca_key,
             serving_cert,
             serving_key,
@@ -209,6 +210,20 @@ fn ensure_pair(
     write_secret(&key_path, &key)?;
     write_file_mode(&cert_path, &cert, 0o644)?;
     Ok((cert, key))
+}
+
+/// A CA certificate's settings: 10 years, signing certificates.
+fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(common_name, None);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, CA_DAYS);
+    Ok(params)
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
@@ -326,6 +341,51 @@ pub fn rotate(dir: &Path, services: &[String]) -> Result<PathBuf> {
     Ok(backup)
 }
 
+/// Where the signing CA's cross-signed certificate is kept (see [`ClusterPki::ca_chain`]).
+const CA_CHAIN_FILE: &str = "server-ca-chain.crt";
+
+/// Replaces the cluster CA (`kelp certificate rotate-ca`, with the server
+/// stopped): a new CA key and certificate (`kelp-server-ca@<unix seconds>`,
+/// as k3s names rotated CAs), which signs from the next start on; the same
+/// certificate cross-signed by the current CA, sent after every leaf so
+/// that clients and nodes that trust only the current CA keep verifying;
+/// the trust bundle `server-ca.crt` holds the new CA first and the current
+/// one after it, so certificates the current CA issued stay valid. Leaf
+/// certificates are set aside (with a backup of the directory, as
+/// [`rotate`]) for the next start to issue under the new CA. Returns the
+/// backup's path.
+pub fn rotate_ca(dir: &Path) -> Result<PathBuf> {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .with_context(|| format!("reading {}", dir.join(file).display()))
+    };
+    let (bundle, current_key) = (read("server-ca.crt")?, read("server-ca.key")?);
+    let current = Issuer::from_ca_cert_pem(
+        &bundle,
+        KeyPair::from_pem(&current_key).context("parsing the CA key")?,
+    )
+    .context("parsing the CA certificate")?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let key = KeyPair::generate()?;
+    let params = ca_params(&format!("kelp-server-ca@{stamp}"))?;
+    let own = params.self_signed(&key).context("signing the new CA")?;
+    let cross = params
+        .signed_by(&key, &current)
+        .context("cross-signing the new CA")?;
+    let backup = rotate(dir, &[])?;
+    write_secret(&dir.join("server-ca.key"), &key.serialize_pem())?;
+    write_file_mode(&dir.join(CA_CHAIN_FILE), &cross.pem(), 0o644)?;
+    write_file_mode(
+        &dir.join("server-ca.crt"),
+        &format!("{}{bundle}", own.pem()),
+        0o644,
+    )?;
+    Ok(backup)
+}
+
 /// The end of the validity of the (first) certificate in `pem`.
 pub(crate) fn not_after(pem: &str) -> Option<time::OffsetDateTime> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
@@ -409,6 +469,66 @@ mod tests {
             &renewed.serving_cert,
             time::Duration::days(300)
         ));
+    }
+
+    /// Verifies `chain_pem` (leaf first) as a server certificate for
+    /// `localhost` against `roots_pem`, as rustls clients (agents) do.
+    fn verifies(roots_pem: &str, chain_pem: &str) -> bool {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut roots_pem.as_bytes()) {
+            roots.add(ca.expect("CA")).expect("root");
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let chain: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+            .map(|c| c.expect("cert"))
+            .collect();
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        verifier
+            .verify_server_cert(
+                &chain[0],
+                &chain[1..],
+                &name,
+                &[],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .is_ok()
+    }
+
+    #[test]
+    fn a_rotated_ca_is_trusted_by_clients_of_the_old_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = ServingNames::default();
+        let before = ClusterPki::load_or_create(dir.path(), &names).expect("create");
+        assert!(before.ca_chain.is_empty());
+        assert!(verifies(&before.ca_cert, &before.serving_cert));
+        rotate_ca(dir.path()).expect("rotate");
+        let after = ClusterPki::load_or_create(dir.path(), &names).expect("reissue");
+        assert_ne!(after.serving_cert, before.serving_cert);
+        assert!(after.ca_cert.ends_with(&before.ca_cert));
+        // The new serving chain verifies for old-CA clients (through the
+        // cross-signed certificate) and for new ones.
+        assert!(verifies(&before.ca_cert, &after.serving_cert));
+        assert!(verifies(&after.ca_cert, &after.serving_cert));
+        let new_only = after
+            .ca_cert
+            .strip_suffix(&before.ca_cert)
+            .expect("new CA first");
+        assert!(verifies(new_only, &after.serving_cert));
+        // The old serving certificate is still trusted by the bundle.
+        assert!(verifies(&after.ca_cert, &before.serving_cert));
+        // The new CA signs.
+        let issuer = Issuer::from_ca_cert_pem(
+            &after.ca_cert,
+            KeyPair::from_pem(&after.ca_key).expect("key"),
+        );
+        assert!(issuer.is_ok());
+        assert_ne!(after.ca_key, before.ca_key);
     }
 
     #[test]

@@ -127,12 +127,14 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 }
 
 /// Sends one request over a fresh TLS connection to `host:port` (connected
-/// within `connect_timeout`, if one is given) and returns the answer's status and body: the
-/// command line's and a joining node's calls before they have a kube
-/// client.
+/// within `connect_timeout`, if one is given), checking the certificate for
+/// `server_name`, and returns the answer's status and body: the command
+/// line's and a joining node's calls before they have a kube client, and
+/// the API server's calls to admission webhooks.
 pub async fn request_once(
     host: &str,
     port: u16,
+    server_name: &str,
     tls: Arc<rustls::ClientConfig>,
     request: http::Request<Full<bytes::Bytes>>,
     connect_timeout: Option<std::time::Duration>,
@@ -145,7 +147,8 @@ pub async fn request_once(
         None => connect.await,
     }
     .with_context(|| format!("connecting to {host}:{port}"))?;
-    let name = rustls_pki_types::ServerName::try_from(host.to_string()).context("server name")?;
+    let name =
+        rustls_pki_types::ServerName::try_from(server_name.to_string()).context("server name")?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod join;
+pub mod webhook;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

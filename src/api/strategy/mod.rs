@@ -2,6 +2,7 @@
 //! update may change, defaults, validation. One file per API group; this file
 //! dispatches by resource and holds the rules shared by all.
 
+pub mod admissionregistration;
 mod apps;
 pub mod batch;
 pub mod certificates;
@@ -103,6 +104,12 @@ pub fn default(rt: &ResourceType, obj: &mut Value) {
         ("", "namespaces") => default_field(obj, "/spec/finalizers", json!(["kubernetes"])),
         ("apps", _) => apps::default(&rt.resource, obj),
         ("batch", _) => batch::default(&rt.resource, obj),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            admissionregistration::default_webhooks(obj, true)
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            admissionregistration::default_webhooks(obj, false)
+        }
         _ => {}
     }
 }
@@ -123,6 +130,12 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
         ("batch", "jobs") => batch::validate_job(obj),
         ("batch", "cronjobs") => batch::validate_cronjob(obj),
         ("certificates.k8s.io", "certificatesigningrequests") => certificates::validate(obj),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            admissionregistration::validate_webhooks(obj, true)
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            admissionregistration::validate_webhooks(obj, false)
+        }
         _ => vec![],
     }
 }

@@ -134,7 +134,7 @@ pub async fn delete_one(
     let dry_run = req.query.dry_run()?;
     for _ in 0..5 {
         let (obj, kv) = load(state, req).await?;
-        state.admit_delete(req, &obj)?;
+        state.admit_delete(req, &obj).await?;
         if let Some(uid) = &opts.uid
             && object::meta_str(&obj, "uid") != uid
         {

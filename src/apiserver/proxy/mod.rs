@@ -6,7 +6,7 @@
 
 mod forward;
 mod location;
-mod resolve;
+pub mod resolve;
 
 use axum::body::Body;
 use axum::http::request::Parts;
