@@ -286,6 +286,30 @@ fn a_kubelet_reads_only_what_its_pods_use_and_changes_only_its_node() {
         "{denied}"
     );
     kubelet.fails(&["get", "secrets"]);
+    // Its own pods, by name or listed with its spec.nodeName selector only.
+    kubelet.ok(&["get", "pod", "web"]);
+    let listed = kubelet.ok(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        "spec.nodeName=edge-a",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(listed.trim(), "pod/web");
+    let denied = kubelet.fails(&["get", "pods", "-A"]);
+    assert!(
+        denied.contains("can only list/watch pods with spec.nodeName field selector"),
+        "{denied}"
+    );
+    kubelet.fails(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        "spec.nodeName=edge-b",
+    ]);
     // Its own node, yes; another node or a role label, no.
     kubelet.ok(&["label", "node", "edge-a", "rack=r1"]);
     let denied = kubelet.fails(&["label", "node", "edge-b", "rack=r1"]);
@@ -303,8 +327,7 @@ fn a_kubelet_reads_only_what_its_pods_use_and_changes_only_its_node() {
         denied.contains("is not allowed to modify labels: node-role.kubernetes.io/worker"),
         "{denied}"
     );
-    // Pods: it reads them, may not change their spec, nor delete pods elsewhere.
-    kubelet.ok(&["get", "pods"]);
+    // Pods: it reads its own, may not change their spec, nor delete pods elsewhere.
     let denied = kubelet.fails(&["label", "pod", "web", "x=y"]);
     assert!(
         denied.contains("cannot patch resource \"pods\""),
@@ -885,6 +908,17 @@ fn requests_are_audited_as_the_policy_says() {
         "--as",
         "system:serviceaccount:default:default",
     ]);
+    server
+        .kubectl_with_token("stranger", "not-a-token")
+        .fails(&["get", "nodes"]);
+    // Every answer names its audit ID.
+    let headers = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "5", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("https://127.0.0.1:{}/version", server.port()))
+        .output()
+        .expect("curl");
+    let headers = String::from_utf8_lossy(&headers.stdout).to_ascii_lowercase();
+    assert!(headers.contains("audit-id: "), "{headers}");
     let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
         .expect("audit log")
         .lines()
@@ -942,6 +976,22 @@ fn requests_are_audited_as_the_policy_says() {
     assert_eq!(
         denied["annotations"]["authorization.k8s.io/decision"],
         "forbid"
+    );
+    // A failed authentication: no user, the 401 and what was tried.
+    let unauthenticated = events
+        .iter()
+        .find(|e| e["responseStatus"]["code"] == 401)
+        .expect("the failed authentication is audited");
+    assert_eq!(unauthenticated["stage"], "ResponseStarted");
+    assert_eq!(
+        unauthenticated["responseStatus"]["message"],
+        "Authentication failed, attempted: bearer"
+    );
+    assert!(
+        unauthenticated["user"]["username"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
     );
 }
 

@@ -1619,6 +1619,7 @@ mod tests {
                 subresource: sub.into(),
                 namespace: ns.into(),
                 name: name.into(),
+                ..Default::default()
             }),
             path: String::new(),
         }

@@ -64,6 +64,96 @@ impl Auditor {
     }
 }
 
+/// An event for `req` with its metadata (id, URI, user agent, addresses).
+fn new_event(
+    req: &Request,
+    attrs: &RequestAttributes,
+    config: &audit::RequestAuditConfig,
+) -> EventBuilder {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let mut event = EventBuilder::new(audit_id(req), config, Utc::now());
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    event.log_request_metadata(
+        attrs,
+        &uri,
+        header("user-agent").unwrap_or(""),
+        audit::source_ips(header("x-forwarded-for"), header("x-real-ip"), peer),
+    );
+    event
+}
+
+/// The request's audit ID: the client's `Audit-ID` header, else a new one.
+fn audit_id(req: &Request) -> String {
+    let given = req
+        .headers()
+        .get(audit::HEADER_AUDIT_ID)
+        .and_then(|v| v.to_str().ok());
+    audit::new_audit_id(given)
+}
+
+/// Middleware: every response carries its request's `Audit-ID` header, as
+/// upstream's (audited or not), so a client's report can be found in the log.
+pub async fn tag(mut req: Request, next: Next) -> Response {
+    let id = audit_id(&req);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        req.headers_mut()
+            .insert(audit::HEADER_AUDIT_ID, value.clone());
+        let mut response = next.run(req).await;
+        response.headers_mut().insert(audit::HEADER_AUDIT_ID, value);
+        return response;
+    }
+    next.run(req).await
+}
+
+/// Audits a request that failed authentication, as upstream's
+/// WithFailedAuthenticationAudit: no user, one ResponseStarted event with
+/// the 401 and the methods tried.
+pub fn record_unauthenticated(state: &ApiState, req: &Request) {
+    let (Some(auditor), Some(info)) = (&state.auditor, req.extensions().get::<Arc<RequestInfo>>())
+    else {
+        return;
+    };
+    let nobody = User {
+        name: String::new(),
+        groups: vec![],
+    };
+    let attrs = attributes(&nobody, info);
+    let config = auditor.policy.evaluate_config(&attrs);
+    if config.level == Level::None {
+        return;
+    }
+    let mut event = new_event(req, &attrs, &config);
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let mut methods = Vec::new();
+    match header("authorization").map(|a| {
+        a.trim()
+            .split_once(' ')
+            .map(|(s, _)| s.to_ascii_lowercase())
+    }) {
+        Some(Some(scheme)) if scheme == "basic" => methods.push("basic"),
+        Some(Some(scheme)) if scheme == "bearer" => methods.push("bearer"),
+        _ => {}
+    }
+    let message = match methods.is_empty() {
+        true => String::new(),
+        false => format!("Authentication failed, attempted: {}", methods.join(", ")),
+    };
+    event.set_response_status(audit::ResponseStatus {
+        code: 401,
+        message,
+        ..Default::default()
+    });
+    auditor.write(event.event(Stage::ResponseStarted, Utc::now()));
+}
+
 /// Middleware: audits the request as the policy says.
 pub async fn record(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let Some(auditor) = state.auditor.clone() else {
@@ -80,31 +170,7 @@ pub async fn record(State(state): State<Arc<ApiState>>, req: Request, next: Next
     if config.level == Level::None {
         return next.run(req).await;
     }
-    let mut event = {
-        // Borrows of the request end here: its body is not Sync.
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let mut event = EventBuilder::new(
-            audit::new_audit_id(header(audit::HEADER_AUDIT_ID)),
-            &config,
-            Utc::now(),
-        );
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        let uri = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
-        event.log_request_metadata(
-            &attrs,
-            &uri,
-            header("user-agent").unwrap_or(""),
-            audit::source_ips(header("x-forwarded-for"), header("x-real-ip"), peer),
-        );
-        event
-    };
+    let mut event = new_event(&req, &attrs, &config);
     if let Some(Impersonator(by)) = req.extensions().get::<Impersonator>() {
         event.set_user(UserInfo::new(by.name.clone(), by.groups.clone()));
         event.log_impersonated_user(UserInfo::new(user.name.clone(), user.groups.clone()));

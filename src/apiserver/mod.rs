@@ -136,8 +136,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Authentication, auditing, then authorization around `routes` (which
-/// must run inside [`parse_request`]).
+/// The audit ID, authentication, auditing, then authorization around
+/// `routes` (which must run inside [`parse_request`]).
 pub fn guard(routes: Router<Arc<ApiState>>, state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
     routes
         .layer(axum::middleware::from_fn_with_state(
@@ -152,6 +152,7 @@ pub fn guard(routes: Router<Arc<ApiState>>, state: &Arc<ApiState>) -> Router<Arc
             state.clone(),
             authn::authenticate,
         ))
+        .layer(axum::middleware::from_fn(audit_log::tag))
 }
 
 /// The Kubernetes version served: the one of the k8s-openapi feature kelp is built with.

@@ -70,6 +70,10 @@ impl RequestInfo {
             subresource: p.subresource.clone().unwrap_or_default(),
             namespace: p.namespace.clone().unwrap_or_default(),
             name: self.name().unwrap_or("").to_string(),
+            field_selector: match self.verb.as_str() {
+                "list" | "watch" => self.query.get("fieldSelector").unwrap_or("").to_string(),
+                _ => String::new(),
+            },
         })
     }
 
@@ -101,6 +105,9 @@ pub struct ResourceAttributes {
     pub namespace: String,
     /// Object name ("" for collections).
     pub name: String,
+    /// A list's or watch's `fieldSelector` ("" for none): the node
+    /// authorizer lets kubelets list only their own pods.
+    pub field_selector: String,
 }
 
 /// The verb of a resource request.

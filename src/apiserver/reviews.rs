@@ -132,6 +132,7 @@ fn access(state: &ApiState, user: &User, spec: &Value, namespace: Option<&str>) 
                     .map(String::from)
                     .unwrap_or_else(|| text(r, "namespace")),
                 name: text(r, "name"),
+                field_selector: text(&r["fieldSelector"], "rawSelector"),
             }),
         ),
         None => {

@@ -93,7 +93,10 @@ pub async fn authenticate(
             });
             next.run(req).await
         }
-        None => ApiError::Unauthorized.into_response(),
+        None => {
+            super::audit_log::record_unauthenticated(&state, &req);
+            ApiError::Unauthorized.into_response()
+        }
     }
 }
 

@@ -248,6 +248,12 @@ pub fn authorize(graph: &NodeGraph, attrs: &Attributes) -> Decision {
             ("", "persistentvolumeclaims") if r.subresource.is_empty() => Some(Uses::Claim),
             ("", "serviceaccounts") => Some(Uses::ServiceAccount),
             ("coordination.k8s.io", "leases") => return lease(node, attrs.verb, r),
+            ("", "pods") if r.subresource.is_empty() => {
+                if let Some(decision) = read_pods(graph, node, attrs.verb, r) {
+                    return decision;
+                }
+                None
+            }
             _ => None,
         };
         if let Some(uses) = uses {
@@ -295,6 +301,41 @@ fn related(
         Decision::NoOpinion(format!(
             "no relationship found between node '{node}' and this object"
         ))
+    }
+}
+
+/// Reads of pods (upstream's AuthorizeNodeWithSelectors, on by default
+/// since 1.32): a pod bound to the node by name, and lists and watches
+/// only with the `spec.nodeName=<node>` field selector. None for other
+/// verbs (the node's rules and NodeRestriction decide those).
+fn read_pods(
+    graph: &NodeGraph,
+    node: &str,
+    verb: &str,
+    r: &super::ResourceAttributes,
+) -> Option<Decision> {
+    match verb {
+        "get" if graph.node_of_pod(&r.namespace, &r.name).as_deref() == Some(node) => {
+            Some(Decision::Allow(String::new()))
+        }
+        "get" => Some(Decision::NoOpinion(format!(
+            "no relationship found between node '{node}' and this object"
+        ))),
+        "list" | "watch" => {
+            let own = r.field_selector.split(',').any(|term| {
+                term.trim()
+                    .strip_prefix("spec.nodeName")
+                    .and_then(|rest| rest.strip_prefix("==").or_else(|| rest.strip_prefix('=')))
+                    == Some(node)
+            });
+            Some(match own {
+                true => Decision::Allow(String::new()),
+                false => Decision::NoOpinion(
+                    "can only list/watch pods with spec.nodeName field selector".into(),
+                ),
+            })
+        }
+        _ => None,
     }
 }
 
@@ -367,6 +408,18 @@ mod tests {
         ns: &str,
         name: &str,
     ) -> Decision {
+        ask_selected(graph, node, verb, (resource, sub), ns, name, "")
+    }
+
+    fn ask_selected(
+        graph: &NodeGraph,
+        node: &str,
+        verb: &str,
+        (resource, sub): (&str, &str),
+        ns: &str,
+        name: &str,
+        field_selector: &str,
+    ) -> Decision {
         let user = kubelet(node);
         authorize(
             graph,
@@ -378,6 +431,7 @@ mod tests {
                     subresource: sub.into(),
                     namespace: ns.into(),
                     name: name.into(),
+                    field_selector: field_selector.into(),
                     group: if resource == "leases" {
                         "coordination.k8s.io".into()
                     } else {
@@ -477,5 +531,32 @@ mod tests {
         };
         assert_eq!(node_name(&user), None);
         assert_eq!(node_name(&kubelet("edge-1")), Some("edge-1"));
+    }
+
+    #[test]
+    fn kubelets_read_their_own_pods_only() {
+        let g = graph();
+        let get = |node: &str, name: &str| ask(&g, node, "get", "pods", "", "shop", name);
+        assert!(get("edge-1", "web").allowed());
+        assert_eq!(
+            get("edge-2", "web"),
+            Decision::NoOpinion(
+                "no relationship found between node 'edge-2' and this object".into()
+            )
+        );
+        let list = |verb: &str, selector: &str| {
+            ask_selected(&g, "edge-1", verb, ("pods", ""), "", "", selector)
+        };
+        assert!(list("list", "spec.nodeName=edge-1").allowed());
+        assert!(list("watch", "status.phase!=Failed,spec.nodeName==edge-1").allowed());
+        assert_eq!(
+            list("list", ""),
+            Decision::NoOpinion(
+                "can only list/watch pods with spec.nodeName field selector".into()
+            )
+        );
+        assert!(!list("watch", "spec.nodeName=edge-2").allowed());
+        // Status writes are the node's rules' (and NodeRestriction's) to judge.
+        assert!(ask(&g, "edge-1", "patch", "pods", "status", "shop", "web").allowed());
     }
 }
