@@ -109,6 +109,7 @@ fn workflows(server: &Server, k: &Kubectl) {
     server_side_apply(k, &dir);
     protobuf_creates(k);
     custom_resources(k, &dir);
+    lists_round_trip(k, &dir);
     errors_are_status(k, &dir);
     dry_run_generate_name_and_warnings(k, &dir);
 }
@@ -827,6 +828,45 @@ fn custom_resources(k: &Kubectl, dir: &std::path::Path) {
             .contains("crontab.stable.example.com \"my-cron\" deleted")
     );
     k.ok(&["delete", "-f", crd.to_str().expect("path")]);
+}
+
+/// `kubectl get -o yaml` of several objects is a `kind: List`; applying or
+/// creating it again validates each item against /openapi/v2 (as kubectl
+/// does for Lists) — unknown fields refused client-side, as upstream.
+fn lists_round_trip(k: &Kubectl, dir: &std::path::Path) {
+    k.ok(&["create", "configmap", "listed-a", "--from-literal=k=a"]);
+    k.ok(&["create", "configmap", "listed-b", "--from-literal=k=b"]);
+    let yaml = k.ok(&["get", "configmap", "listed-a", "listed-b", "-o", "yaml"]);
+    assert!(yaml.contains("kind: List"), "{yaml}");
+    let file = write(dir, "list.yaml", &yaml);
+    let file = file.to_str().expect("path");
+    let applied = k.ok(&["apply", "-f", file]);
+    assert!(
+        applied.contains("configmap/listed-a configured"),
+        "{applied}"
+    );
+    k.ok(&["delete", "configmap", "listed-a", "listed-b"]);
+    let created = k.ok(&["create", "-f", file]);
+    assert!(created.contains("configmap/listed-b created"), "{created}");
+    let bad = write(
+        dir,
+        "list-bad.yaml",
+        &yaml.replace("    k: a\n", "    k: a\n  bogus: 1\n"),
+    );
+    let stderr = k.fails(&["apply", "-f", bad.to_str().expect("path")]);
+    assert!(
+        stderr.contains("unknown field \"bogus\" in io.k8s.api.core.v1.ConfigMap"),
+        "{stderr}"
+    );
+    k.ok(&["delete", "configmap", "listed-a", "listed-b"]);
+    // The v2 document itself, as JSON.
+    let v2: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v2"])).expect("JSON");
+    assert_eq!(v2["swagger"], "2.0");
+    assert_eq!(
+        v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"][0]["kind"],
+        "Deployment"
+    );
 }
 
 fn errors_are_status(k: &Kubectl, dir: &std::path::Path) {

@@ -5,6 +5,7 @@ pub mod error;
 pub mod managed_fields;
 pub mod nodes;
 pub mod object;
+pub mod openapi_v2;
 pub mod pods;
 pub mod printers;
 pub mod protobuf;

@@ -1,7 +1,9 @@
 //! OpenAPI v3 documents: a root listing each group-version, and per
 //! group-version documents with one path per resource whose PATCH carries
 //! `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what
-//! kubectl's validation looks for), plus the schemas (`kubectl explain`).
+//! kubectl's validation looks for), plus the schemas (`kubectl explain`);
+//! and the v2 document (`api::openapi_v2`), whose definitions kubectl
+//! validates `kind: List` documents against.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +18,109 @@ use super::body::json_response;
 use crate::api::ApiError;
 use crate::api::resources::ResourceType;
 
-/// GET /openapi/v2: not served; kubectl falls back to its compiled-in knowledge.
-pub async fn v2() -> Response {
-    ApiError::NoSuchPath.into_response()
+/// How the protobuf form is answered (as upstream: the requested
+/// `application/com.github.proto-openapi.spec.v2@v1.0+protobuf` is no
+/// valid media type to Go's parser, which client-go runs on every reply).
+const V2_PROTOBUF: &str = "application/octet-stream";
+
+/// The v2 document of one served set: its ETag, JSON and protobuf forms.
+struct V2Document {
+    fingerprint: String,
+    etag: String,
+    json: bytes::Bytes,
+    protobuf: bytes::Bytes,
+}
+
+/// Built on the first request, kept until the served set (CRDs) changes.
+static V2_CACHE: std::sync::Mutex<Option<Arc<V2Document>>> = std::sync::Mutex::new(None);
+
+/// GET /openapi/v2: every definition (built-ins and custom resources), in
+/// JSON or, when asked, gnostic's protobuf form; `ETag` and
+/// `If-None-Match` as upstream.
+pub async fn v2(State(state): State<Arc<ApiState>>, headers: axum::http::HeaderMap) -> Response {
+    let document = v2_document(&state);
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let etag = document.etag.clone();
+    let with_etag = |mut response: Response| {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&etag) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::ETAG, value);
+        }
+        response
+    };
+    if header("if-none-match")
+        .split(',')
+        .any(|tag| tag.trim() == etag)
+    {
+        return with_etag(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let (content_type, body) =
+        if header("accept").contains("application/com.github.proto-openapi.spec.v2") {
+            (V2_PROTOBUF, document.protobuf.clone())
+        } else {
+            ("application/json", document.json.clone())
+        };
+    with_etag(
+        (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, content_type)],
+            body,
+        )
+            .into_response(),
+    )
+}
+
+fn v2_document(state: &ApiState) -> Arc<V2Document> {
+    let resources = state.registry.all();
+    let fingerprint = fingerprint(&resources);
+    let mut cache = V2_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(cached) = cache.as_ref().filter(|d| d.fingerprint == fingerprint) {
+        return cached.clone();
+    }
+    let mut definitions = state.schemas.definitions().clone();
+    for rt in &resources {
+        if let Some((name, schema)) = custom_schema(rt) {
+            definitions.insert(name, schema);
+        }
+    }
+    let doc = crate::api::openapi_v2::document(
+        &definitions,
+        &format!("v1.{}.0", super::KUBERNETES_MINOR),
+    );
+    let json = serde_json::to_vec(&doc).unwrap_or_default();
+    let protobuf = crate::api::openapi_v2::encode(&doc);
+    use sha2::Digest;
+    let etag = format!("\"{}\"", hex::encode_upper(sha2::Sha256::digest(&json)));
+    let built = Arc::new(V2Document {
+        fingerprint,
+        etag,
+        json: json.into(),
+        protobuf: protobuf.into(),
+    });
+    *cache = Some(built.clone());
+    built
+}
+
+/// A custom resource's schema (its CRD's, with ObjectMeta and its kind).
+fn custom_schema(rt: &ResourceType) -> Option<(String, Value)> {
+    let custom = rt.custom.as_ref()?;
+    let name = format!("{}.{}.{}", reverse_domain(&rt.group), rt.version, rt.kind);
+    let mut schema = custom
+        .schema
+        .clone()
+        .unwrap_or(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert("metadata".into(), json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}]}));
+    }
+    schema["x-kubernetes-group-version-kind"] =
+        json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
+    Some((name, schema))
 }
 
 /// GET /openapi/v3.
@@ -43,19 +145,8 @@ pub async fn v3_document(State(state): State<Arc<ApiState>>, Path(path): Path<St
     let mut paths = Map::new();
     let mut schemas = Map::new();
     for rt in &resources {
-        let (schema_name, schema) = match &rt.custom {
-            Some(custom) => {
-                let name = format!("{}.{}.{}", reverse_domain(&rt.group), rt.version, rt.kind);
-                let mut schema = custom.schema.clone().unwrap_or(
-                    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-                );
-                if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-                    props.insert("metadata".into(), json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}]}));
-                }
-                schema["x-kubernetes-group-version-kind"] =
-                    json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
-                (name, Some(schema))
-            }
+        let (schema_name, schema) = match custom_schema(rt) {
+            Some((name, schema)) => (name, Some(schema)),
             None => match state.schemas.definition_name(rt) {
                 Some(name) => (name, None),
                 None => continue,
