@@ -244,6 +244,96 @@ fn the_guides_deployment_update_flow_rolls_out_within_bounds_and_back() {
         60,
         |o| o.is_empty(),
     );
+
+    drain_respects_disruption_budgets(&server, &kubectl);
+}
+
+/// The maintenance flow: a PodDisruptionBudget's status kept by the
+/// disruption controller, `kubectl drain` cordoning the node and evicting
+/// what the budget allows (the rest refused with upstream's 429), then
+/// `kubectl uncordon` letting the held-back replacement run.
+fn drain_respects_disruption_budgets(server: &Server, kubectl: &Kubectl) {
+    kubectl.ok(&[
+        "create",
+        "deployment",
+        "kept",
+        "--image",
+        NGINX_1,
+        "--replicas=2",
+    ]);
+    kubectl.ok(&["rollout", "status", "deployment/kept", "--timeout=90s"]);
+    kubectl.ok(&[
+        "create",
+        "poddisruptionbudget",
+        "kept",
+        "--selector=app=kept",
+        "--min-available=1",
+    ]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "pdb",
+            "kept",
+            "-o",
+            "jsonpath={.status.disruptionsAllowed}/{.status.currentHealthy}",
+        ],
+        30,
+        |o| o == "1/2",
+    );
+    let node = server.node_name();
+    let out = kubectl.run(&[
+        "drain",
+        node,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--pod-selector=app=kept",
+        "--timeout=15s",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the budget holds the second pod back"
+    );
+    assert!(
+        stderr.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{stderr}"
+    );
+    assert_eq!(
+        kubectl.ok(&["get", "node", node, "-o", "jsonpath={.spec.unschedulable}"]),
+        "true"
+    );
+    // One pod was evicted; its replacement waits for a schedulable node.
+    let phases = kubectl.wait_for(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=kept",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ],
+        30,
+        |o| {
+            let mut phases: Vec<&str> = o.split_whitespace().collect();
+            phases.sort();
+            phases == ["Pending", "Running"]
+        },
+    );
+    assert!(!phases.is_empty());
+    kubectl.ok(&["uncordon", node]);
+    kubectl.ok(&["rollout", "status", "deployment/kept", "--timeout=90s"]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "pdb",
+            "kept",
+            "-o",
+            "jsonpath={.status.disruptionsAllowed}",
+        ],
+        30,
+        |o| o == "1",
+    );
+    kubectl.ok(&["delete", "deployment,pdb", "kept"]);
 }
 
 #[test]

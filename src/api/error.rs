@@ -177,9 +177,16 @@ pub enum ApiError {
         "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
     )]
     UnsupportedMediaType,
-    /// 429 with Retry-After.
-    #[error("{0}")]
-    TooManyRequests(String),
+    /// 429: try again later (an eviction a disruption budget holds back).
+    #[error("{message}")]
+    TooManyRequests {
+        /// The whole message.
+        message: String,
+        /// Seconds to wait, when known (`Retry-After`).
+        retry_after_seconds: Option<u32>,
+        /// Why, as Status causes.
+        causes: Vec<FieldError>,
+    },
     /// 500; the detail is logged, not shown in full.
     #[error("Internal error occurred: {0}")]
     Internal(String),
@@ -314,7 +321,7 @@ impl ApiError {
             Self::Expired { .. } => (410, "Expired"),
             Self::TooLarge(_) => (413, "RequestEntityTooLarge"),
             Self::UnsupportedMediaType => (415, "UnsupportedMediaType"),
-            Self::TooManyRequests(_) => (429, "TooManyRequests"),
+            Self::TooManyRequests { .. } => (429, "TooManyRequests"),
             Self::Internal(_) => (500, "InternalError"),
             Self::ServiceUnavailable(_) => (503, "ServiceUnavailable"),
         }
@@ -377,7 +384,20 @@ impl ApiError {
             } => Some(
                 json!({"name": name, "group": group, "kind": kind, "causes": causes_json(causes)}),
             ),
-            Self::TooManyRequests(_) => Some(json!({"retryAfterSeconds": 1})),
+            Self::TooManyRequests {
+                retry_after_seconds,
+                causes,
+                ..
+            } => {
+                let mut d = json!({});
+                if let Some(seconds) = retry_after_seconds {
+                    d["retryAfterSeconds"] = json!(seconds);
+                }
+                if !causes.is_empty() {
+                    d["causes"] = causes_json(causes);
+                }
+                Some(d)
+            }
             Self::Passed { details, .. } => details.clone(),
             _ => None,
         };
@@ -394,7 +414,11 @@ impl ApiError {
 fn causes_json(causes: &[FieldError]) -> Value {
     causes
         .iter()
-        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+        .map(|c| match c.field.is_empty() {
+            // omitempty, as upstream's StatusCause
+            true => json!({"reason": c.reason, "message": c.message}),
+            false => json!({"reason": c.reason, "message": c.message, "field": c.field}),
+        })
         .collect()
 }
 
@@ -460,7 +484,11 @@ mod tests {
             },
             ApiError::TooLarge("x".into()),
             ApiError::UnsupportedMediaType,
-            ApiError::TooManyRequests("slow down".into()),
+            ApiError::TooManyRequests {
+                message: "slow down".into(),
+                retry_after_seconds: Some(1),
+                causes: vec![],
+            },
             ApiError::internal("boom"),
             ApiError::ServiceUnavailable("later".into()),
         ];

@@ -7,6 +7,7 @@ pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
@@ -71,6 +72,7 @@ pub fn start(
     tokio::spawn(serviceaccount::run(context("service-account-controller")));
     tokio::spawn(root_ca::run(context("root-ca-cert-publisher")));
     tokio::spawn(resource_quota::run(context("resourcequota-controller")));
+    tokio::spawn(disruption::run(context("disruption-controller")));
     tokio::spawn(namespace::run(context("namespace-controller")));
     tokio::spawn(replicaset::run(context("replicaset-controller")));
     tokio::spawn(deployment::run(context("deployment-controller")));
