@@ -135,6 +135,16 @@ pub fn validate_created(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// The object as `meta.k8s.io/v1` PartialObjectMetadata: its metadata
+/// only (metadata-only lists, gets and watches; Table rows).
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
 /// Common rules for replacing `old` with `new`: identity and system fields carry
 /// over, generation follows spec, then the strategy's update rules.
 pub fn before_update(

@@ -79,6 +79,23 @@ pub fn typed_response(status: StatusCode, content_type: &'static str, body: &Val
     (status, [(header::CONTENT_TYPE, content_type)], bytes).into_response()
 }
 
+/// Content type of metadata-only objects and lists.
+pub const PARTIAL: &str = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io";
+/// Content type of metadata-only lists.
+pub const PARTIAL_LIST: &str = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
+
+/// Whether the client asked for metadata only (`as=PartialObjectMetadata`
+/// or `as=PartialObjectMetadataList`, as client-go's metadata client and
+/// kube-rs's `list_metadata` do), before a Table.
+pub fn wants_metadata(headers: &HeaderMap) -> bool {
+    let first = accept(headers)
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .replace(' ', "");
+    first.contains("as=PartialObjectMetadata") && first.contains("g=meta.k8s.io")
+}
+
 /// Whether the client asked for a server-side Table.
 pub fn wants_table(headers: &HeaderMap) -> bool {
     accept(headers).split(',').any(|part| {

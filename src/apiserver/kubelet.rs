@@ -252,6 +252,8 @@ fn kubelet_stream_path(path: &ResourcePath, container: &str, query: Option<&str>
             "stdin" => "input",
             "stdout" => "output",
             "stderr" => "error",
+            // PodPortForwardOptions' `ports`, the kubelet's `port`.
+            "ports" => "port",
             "container" => continue,
             other => other,
         };

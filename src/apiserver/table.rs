@@ -39,11 +39,7 @@ impl<'a> TableBuilder<'a> {
         let object = match self.include_object.as_str() {
             "None" => Value::Null,
             "Object" => obj.clone(),
-            _ => json!({
-                "kind": "PartialObjectMetadata",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
-            }),
+            _ => crate::api::object::partial_metadata(obj),
         };
         let mut row = json!({"cells": self.printer.cells(obj, self.now), "object": object});
         let conditions = printers::row_conditions(&self.rt.group, &self.rt.kind, obj);

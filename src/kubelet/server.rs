@@ -515,6 +515,26 @@ async fn port_forward(
     let (mut parts, _body) = req.into_parts();
 
     let pod_name = format!("{namespace}/{pod}");
+    let header = axum::http::header::SEC_WEBSOCKET_PROTOCOL.as_str();
+    if upgrade_to(&parts.headers, "websocket")
+        && !offers(&parts.headers, header, portforward::TUNNEL_PROTOCOL)
+    {
+        // The channel protocol of client libraries (Python's, Java's): the
+        // ports are named in the query, one data and one error channel each.
+        let ports = portforward::query_ports(parts.uri.query().unwrap_or_default());
+        if ports.is_empty() {
+            return bad_request("query parameter \"port\" is required".into());
+        }
+        let channel = offers(&parts.headers, header, portforward::CHANNEL_PROTOCOL);
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) if channel => upgrade.protocols([portforward::CHANNEL_PROTOCOL]),
+            Ok(upgrade) => upgrade,
+            Err(refused) => return refused.into_response(),
+        };
+        return upgrade.on_upgrade(move |socket| async move {
+            portforward::serve_channels(socket, ports, netns, pod_name).await;
+        });
+    }
     if upgrade_to(&parts.headers, "websocket") {
         let upgrade = match websocket(&mut parts, portforward::TUNNEL_PROTOCOL).await {
             Ok(upgrade) => upgrade,

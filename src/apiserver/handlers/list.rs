@@ -53,11 +53,16 @@ pub async fn list(state: &ApiState, req: &Request) -> Result<Response, ApiError>
         let table = table.finish(&revision.to_string(), next.as_deref());
         return Ok(typed_response(StatusCode::OK, TABLE, &table));
     }
+    let metadata_only = crate::apiserver::body::wants_metadata(&req.headers);
     let mut items = Vec::with_capacity(64 * 1024);
     let mut first = true;
     let (revision, next) = scan(state, req, &mut |obj| {
         items.push(if first { b'[' } else { b',' });
         first = false;
+        let obj = match metadata_only {
+            true => crate::api::object::partial_metadata(&obj),
+            false => obj,
+        };
         serde_json::to_writer(&mut items, &obj).map_err(ApiError::internal)
     })
     .await?;
@@ -69,18 +74,25 @@ pub async fn list(state: &ApiState, req: &Request) -> Result<Response, ApiError>
     if let Some(token) = next {
         metadata["continue"] = json!(token);
     }
-    let head = json!({"kind": format!("{}List", req.rt.kind), "apiVersion": req.rt.api_version(), "metadata": metadata});
+    let (kind, api_version, content_type) = match metadata_only {
+        true => (
+            "PartialObjectMetadataList".to_string(),
+            "meta.k8s.io/v1".to_string(),
+            crate::apiserver::body::PARTIAL_LIST,
+        ),
+        false => (
+            format!("{}List", req.rt.kind),
+            req.rt.api_version(),
+            "application/json",
+        ),
+    };
+    let head = json!({"kind": kind, "apiVersion": api_version, "metadata": metadata});
     let mut body = serde_json::to_vec(&head).map_err(ApiError::internal)?;
     body.pop(); // the closing brace; items follow
     body.extend_from_slice(b",\"items\":");
     body.extend_from_slice(&items);
     body.push(b'}');
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 /// Reads matching objects page by page until `limit` is reached; returns them,

@@ -330,8 +330,11 @@ pub fn with_revision(mut obj: Value, revision: i64) -> Value {
     obj
 }
 
-/// Renders one object as JSON or, if asked, a one-row Table.
+/// Renders one object as JSON or, if asked, its metadata or a one-row Table.
 pub fn render(_state: &ApiState, req: &Request, status: StatusCode, obj: &Value) -> Response {
+    if super::body::wants_metadata(&req.headers) {
+        return typed_response(status, super::body::PARTIAL, &object::partial_metadata(obj));
+    }
     if wants_table(&req.headers) {
         let table = super::table::single(
             &req.rt,

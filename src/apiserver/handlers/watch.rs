@@ -26,7 +26,8 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 /// Starts a watch; the response body streams until timeout or disconnect.
 pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
     let filters = Filters::parse(&req)?;
-    let table = wants_table(&req.headers);
+    let metadata_only = crate::apiserver::body::wants_metadata(&req.headers);
+    let table = !metadata_only && wants_table(&req.headers);
     let bookmarks = req.query.flag("allowWatchBookmarks");
     let send_initial = req.query.get("sendInitialEvents").map(|v| v == "true");
     let timeout = req
@@ -58,6 +59,8 @@ pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiEr
     let line = move |event_type: &str, obj: &Value| -> Vec<u8> {
         let object = if table && event_type != "ERROR" && event_type != "BOOKMARK" {
             crate::apiserver::table::single(&req.rt, obj, "", &req.query)
+        } else if metadata_only && event_type != "ERROR" {
+            crate::api::object::partial_metadata(obj)
         } else {
             obj.clone()
         };
@@ -130,7 +133,11 @@ pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiEr
             }
         }
     });
-    let content_type = if table { TABLE } else { "application/json" };
+    let content_type = match (table, metadata_only) {
+        (true, _) => TABLE,
+        (_, true) => crate::apiserver::body::PARTIAL,
+        _ => "application/json",
+    };
     let body = Body::from_stream(tokio_stream(rx));
     Response::builder()
         .status(StatusCode::OK)
