@@ -110,6 +110,7 @@ fn workflows(server: &Server, k: &Kubectl) {
     protobuf_creates(k);
     custom_resources(k, &dir);
     lists_round_trip(k, &dir);
+    everyday_commands(k, &dir);
     errors_are_status(k, &dir);
     dry_run_generate_name_and_warnings(k, &dir);
 }
@@ -824,6 +825,8 @@ fn custom_resources(k: &Kubectl, dir: &std::path::Path) {
     );
     let stderr = k.fails(&["apply", "-f", strict.to_str().expect("path")]);
     assert!(stderr.contains("unknown field \"spec.bogus\""), "{stderr}");
+    let explained = k.ok(&["explain", "crontab.spec"]);
+    assert!(explained.contains("cronSpec"), "{explained}");
     assert!(
         k.ok(&["delete", "-f", file])
             .contains("crontab.stable.example.com \"my-cron\" deleted")
@@ -868,6 +871,116 @@ fn lists_round_trip(k: &Kubectl, dir: &std::path::Path) {
         v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"][0]["kind"],
         "Deployment"
     );
+}
+
+/// The commands of daily work: diff, wait for a JSONPath value, events,
+/// watch-only gets, rollout restart, set image/env/resources, label
+/// --overwrite, explain.
+fn everyday_commands(k: &Kubectl, dir: &std::path::Path) {
+    let explained = k.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(explained.contains("replicas"), "{explained}");
+    let manifest = deployment("daily");
+    let file = write(dir, "daily.yaml", &manifest);
+    let file = file.to_str().expect("path");
+    k.ok(&["apply", "-f", file]);
+    // diff: nothing to show, then the change (exit 1 when there are differences).
+    let same = k.run(&["diff", "-f", file]);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    write(
+        dir,
+        "daily.yaml",
+        &manifest.replace("replicas: 3", "replicas: 2"),
+    );
+    let changed = k.run(&["diff", "-f", file]);
+    let shown = String::from_utf8_lossy(&changed.stdout);
+    assert_eq!(
+        changed.status.code(),
+        Some(1),
+        "{shown}{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
+    assert!(
+        shown.contains("-  replicas: 3") && shown.contains("+  replicas: 2"),
+        "{shown}"
+    );
+    // wait for a JSONPath value.
+    k.ok(&["create", "configmap", "daily", "--from-literal=phase=ready"]);
+    k.ok(&[
+        "wait",
+        "--for=jsonpath={.data.phase}=ready",
+        "configmap/daily",
+        "--timeout=10s",
+    ]);
+    // get --watch-only shows later changes only.
+    let mut watch = k
+        .command()
+        .args(["get", "configmaps", "--watch-only", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    k.ok(&["create", "configmap", "daily-later"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = watch.kill();
+    let watched = watch.wait_with_output().expect("watch output");
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.contains("configmap/daily-later"), "{watched}");
+    assert!(!watched.contains("configmap/daily\n"), "{watched}");
+    // label --overwrite.
+    k.ok(&["label", "configmap", "daily", "tier=a"]);
+    k.fails(&["label", "configmap", "daily", "tier=b"]);
+    k.ok(&["label", "configmap", "daily", "tier=b", "--overwrite"]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "configmap",
+            "daily",
+            "-o",
+            "jsonpath={.metadata.labels.tier}"
+        ]),
+        "b"
+    );
+    // rollout restart and the set commands change the template.
+    k.ok(&["rollout", "restart", "deployment/daily"]);
+    k.ok(&[
+        "set",
+        "image",
+        "deployment/daily",
+        "nginx=kelp.test/nginx:2",
+    ]);
+    k.ok(&["set", "env", "deployment/daily", "MODE=edge"]);
+    k.ok(&[
+        "set",
+        "resources",
+        "deployment/daily",
+        "--limits=cpu=200m,memory=64Mi",
+    ]);
+    let template = k.ok(&[
+        "get",
+        "deployment",
+        "daily",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}|{.spec.template.spec.containers[0].image}|{.spec.template.spec.containers[0].env[0].value}|{.spec.template.spec.containers[0].resources.limits.cpu}",
+    ]);
+    let parts: Vec<&str> = template.split('|').collect();
+    assert!(!parts[0].is_empty(), "{template}");
+    assert_eq!(
+        &parts[1..],
+        ["kelp.test/nginx:2", "edge", "200m"],
+        "{template}"
+    );
+    // events: the deployment controller's scaling events.
+    let events = k.wait_for(&["events", "--for", "deployment/daily"], 20, |o| {
+        o.contains("ScalingReplicaSet")
+    });
+    assert!(events.contains("daily"), "{events}");
+    k.ok(&["delete", "-f", file]);
+    k.ok(&["delete", "configmap", "daily", "daily-later"]);
 }
 
 fn errors_are_status(k: &Kubectl, dir: &std::path::Path) {
