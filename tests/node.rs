@@ -55,6 +55,47 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
         "hello-from-web"
     );
 
+    // kubectl cp (tar over exec), both ways.
+    let local = dir.join("copied.txt");
+    std::fs::write(&local, "copied-in\n").expect("write");
+    kubectl.ok(&["cp", local.to_str().expect("path"), "web:/tmp/copied.txt"]);
+    assert_eq!(
+        kubectl.ok(&["exec", "web", "--", "cat", "/tmp/copied.txt"]),
+        "copied-in\n"
+    );
+    let back = dir.join("back.txt");
+    kubectl.ok(&["cp", "web:/tmp/copied.txt", back.to_str().expect("path")]);
+    assert_eq!(std::fs::read_to_string(&back).expect("read"), "copied-in\n");
+
+    // kubectl debug: an ephemeral container joins the running pod.
+    kubectl.ok(&[
+        "debug",
+        "web",
+        "--image",
+        BUSYBOX,
+        "-c",
+        "debugger",
+        "--",
+        "sh",
+        "-c",
+        "echo debugging",
+    ]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.status.ephemeralContainerStatuses[0].state.terminated.exitCode}",
+        ],
+        60,
+        |code| code == "0",
+    );
+    assert_eq!(
+        kubectl.ok(&["logs", "web", "-c", "debugger"]).trim(),
+        "debugging"
+    );
+
     // Pod to pod, by pod IP.
     kubectl.apply(&dir, "client.yaml", &pod("client", &format!(
         "  containers:\n  - name: client\n    image: {BUSYBOX}\n    command: [sh, -c, 'until wget -qO- http://{ip}:8080/; do sleep 0.5; done; sleep 3600']\n"

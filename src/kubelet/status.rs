@@ -168,6 +168,21 @@ fn terminated_exit(s: &Value) -> Option<i64> {
     s["state"]["terminated"]["exitCode"].as_i64()
 }
 
+/// The pod's ephemeral containers (`kubectl debug`) as the containers the
+/// kubelet runs (they share every field they have; the target container's
+/// process namespace is not joined).
+pub fn ephemeral_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<Container> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let mut value = serde_json::to_value(e).ok()?;
+            value.as_object_mut()?.remove("targetContainerName");
+            serde_json::from_value(value).ok()
+        })
+        .collect()
+}
+
 /// The pod's `.status`, given what it was.
 pub fn pod_status(o: &Observed) -> Value {
     let spec = o.pod.spec.clone().unwrap_or_default();
@@ -338,6 +353,13 @@ pub fn pod_status(o: &Observed) -> Value {
     });
     if !init.is_empty() {
         status["initContainerStatuses"] = json!(init);
+    }
+    let ephemeral: Vec<Value> = ephemeral_containers(&spec)
+        .iter()
+        .map(|c| container_status(c, o.containers.get(&c.name), "ContainerCreating"))
+        .collect();
+    if !ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral);
     }
     // Host-network pods have the node's address.
     let ip = if spec.host_network == Some(true) {

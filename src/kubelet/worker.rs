@@ -446,6 +446,12 @@ impl PodWorker {
                     Some(_) => {}
                 }
             }
+            // Ephemeral containers (`kubectl debug`) start once, never again.
+            for c in status::ephemeral_containers(&spec) {
+                if !runs.contains_key(&c.name) {
+                    self.start(pod, &sandbox.id, &c, 0).await;
+                }
+            }
         }
         self.collect_garbage(&mut runs).await;
         let runs = self.container_views(&sandbox.id).await?;
@@ -843,11 +849,13 @@ impl PodWorker {
         runs: &HashMap<String, Vec<(ContainerRun, String)>>,
     ) {
         let spec = pod.spec.clone().unwrap_or_default();
+        let ephemeral = status::ephemeral_containers(&spec);
         let mut views = HashMap::new();
         for c in spec
             .containers
             .iter()
             .chain(spec.init_containers.iter().flatten())
+            .chain(&ephemeral)
         {
             let list: Vec<ContainerRun> = runs
                 .get(&c.name)

@@ -132,6 +132,83 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
+/// A `pods/ephemeralcontainers` write: `old` with the ephemeral containers
+/// of `new`, which may only add to those `old` has (upstream: existing ones
+/// can be neither changed nor removed), named apart from every other
+/// container, and without ports, probes, lifecycle or resources.
+pub fn with_ephemeral_containers(old: &Value, new: &Value) -> Result<Value, Vec<FieldError>> {
+    let field = "spec.ephemeralContainers";
+    let empty = Vec::new();
+    let given = new
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let before = old
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let mut causes = Vec::new();
+    for existing in before {
+        let name = existing["name"].as_str().unwrap_or_default();
+        match given.iter().find(|c| c["name"] == name) {
+            Some(same) if same == existing => {}
+            Some(_) => causes.push(FieldError::forbidden(
+                field,
+                &format!("existing ephemeral containers \"{name}\" may not be changed"),
+            )),
+            None => causes.push(FieldError::forbidden(
+                field,
+                &format!("existing ephemeral containers \"{name}\" may not be removed"),
+            )),
+        }
+    }
+    let mut names: Vec<&str> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| old["spec"][*list].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for (i, c) in given.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let name = c["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            causes.push(FieldError::required(format!("{at}.name"), ""));
+        } else if names.contains(&name) {
+            causes.push(FieldError::duplicate(format!("{at}.name"), &c["name"]));
+        } else {
+            names.push(name);
+        }
+        if c["image"].as_str().is_none_or(str::is_empty) {
+            causes.push(FieldError::required(format!("{at}.image"), ""));
+        }
+        for forbidden in [
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+            "lifecycle",
+            "resources",
+        ] {
+            if c.get(forbidden)
+                .is_some_and(|v| !v.is_null() && v != &json!({}) && v != &json!([]))
+            {
+                causes.push(FieldError::forbidden(
+                    format!("{at}.{forbidden}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+    }
+    if !causes.is_empty() {
+        return Err(causes);
+    }
+    let mut out = old.clone();
+    out["spec"]["ephemeralContainers"] = Value::Array(given.clone());
+    if let Some(rv) = new.pointer("/metadata/resourceVersion") {
+        out["metadata"]["resourceVersion"] = rv.clone();
+    }
+    Ok(out)
+}
+
 /// Validates a pod spec found at `path`.
 pub fn validate_spec(spec: &Value, path: &str) -> Vec<FieldError> {
     let mut causes = Vec::new();
@@ -240,5 +317,30 @@ mod tests {
             validate_spec(&json!({}), "spec")[0].field,
             "spec.containers"
         );
+    }
+
+    #[test]
+    fn ephemeral_containers_are_only_added() {
+        let debugger = json!({"name": "debugger", "image": "busybox"});
+        let old = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}, "status": {"phase": "Running"}});
+        let mut new = old.clone();
+        new["spec"]["ephemeralContainers"] = json!([debugger]);
+        new["spec"]["containers"][0]["image"] = json!("changed");
+        let merged = with_ephemeral_containers(&old, &new).expect("added");
+        assert_eq!(merged["spec"]["ephemeralContainers"][0]["name"], "debugger");
+        assert_eq!(
+            merged["spec"]["containers"][0]["image"], "nginx",
+            "only ephemeral containers change"
+        );
+        let mut removed = merged.clone();
+        removed["spec"]["ephemeralContainers"] = json!([]);
+        let causes = with_ephemeral_containers(&merged, &removed).expect_err("removed");
+        assert!(causes[0].message.contains("may not be removed"));
+        let mut clash = old.clone();
+        clash["spec"]["ephemeralContainers"] =
+            json!([{"name": "web", "image": "busybox", "ports": [{"containerPort": 80}]}]);
+        let causes = with_ephemeral_containers(&old, &clash).expect_err("invalid");
+        assert!(causes.iter().any(|c| c.reason == "FieldValueDuplicate"));
+        assert!(causes.iter().any(|c| c.field.ends_with(".ports")));
     }
 }

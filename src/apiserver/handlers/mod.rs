@@ -250,6 +250,13 @@ async fn serve(
         (Some(Subresource::Approval), Method::PATCH, true) => {
             patch::patch(&state, req, &body, true).await
         }
+        (Some(Subresource::EphemeralContainers), Method::GET, true) => get::get(&state, req).await,
+        (Some(Subresource::EphemeralContainers), Method::PUT, true) => {
+            update::update(&state, req, &body, false).await
+        }
+        (Some(Subresource::EphemeralContainers), Method::PATCH, true) => {
+            patch::patch(&state, req, &body, false).await
+        }
         (Some(Subresource::Scale), Method::GET, true) => scale::get(&state, req).await,
         (Some(Subresource::Scale), Method::PUT, true) => scale::update(&state, req, &body).await,
         (Some(Subresource::Scale), Method::PATCH, true) => scale::patch(&state, req, &body).await,

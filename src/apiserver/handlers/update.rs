@@ -55,6 +55,11 @@ pub async fn write_update(
     status_only: bool,
 ) -> Result<(StatusCode, Value), ApiError> {
     super::super::convert::from_request(&req.rt, &mut new);
+    if req.path.subresource.as_deref() == Some("ephemeralcontainers") {
+        // Only ephemeral containers change, and only by being added.
+        new = crate::api::strategy::pod::with_ephemeral_containers(old, &new)
+            .map_err(|causes| ApiError::invalid(&req.rt.group, &req.rt.kind, req.name(), causes))?;
+    }
     let approval = req.path.subresource.as_deref() == Some("approval");
     let requested_status = approval.then(|| new.get("status").cloned().unwrap_or_default());
     object::before_update(&req.rt, &mut new, old, status_only)?;
