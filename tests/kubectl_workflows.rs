@@ -111,6 +111,7 @@ fn workflows(server: &Server, k: &Kubectl) {
     custom_resources(k, &dir);
     lists_round_trip(k, &dir);
     everyday_commands(k, &dir);
+    resource_versions(k);
     errors_are_status(k, &dir);
     dry_run_generate_name_and_warnings(k, &dir);
 }
@@ -827,6 +828,13 @@ fn custom_resources(k: &Kubectl, dir: &std::path::Path) {
     assert!(stderr.contains("unknown field \"spec.bogus\""), "{stderr}");
     let explained = k.ok(&["explain", "crontab.spec"]);
     assert!(explained.contains("cronSpec"), "{explained}");
+    // The CRD's schema is in the v2 document too.
+    let v2: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v2"])).expect("JSON");
+    assert_eq!(
+        v2["definitions"]["com.example.stable.v1.CronTab"]["x-kubernetes-group-version-kind"][0]["kind"],
+        "CronTab"
+    );
     assert!(
         k.ok(&["delete", "-f", file])
             .contains("crontab.stable.example.com \"my-cron\" deleted")
@@ -981,6 +989,55 @@ fn everyday_commands(k: &Kubectl, dir: &std::path::Path) {
     assert!(events.contains("daily"), "{events}");
     k.ok(&["delete", "-f", file]);
     k.ok(&["delete", "configmap", "daily", "daily-later"]);
+}
+
+/// resourceVersions as conformance now checks them (KEP-5504): decimal
+/// without leading zeros, increasing with every write, a list's the latest
+/// revision; a WatchList (`sendInitialEvents`) ends its initial events with
+/// the `k8s.io/initial-events-end` bookmark.
+fn resource_versions(k: &Kubectl) {
+    let rv_of = |json: &str| -> u64 {
+        let value: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        let rv = value["metadata"]["resourceVersion"].as_str().expect("resourceVersion").to_string();
+        assert!(
+            !rv.is_empty() && !rv.starts_with('0') && rv.bytes().all(|b| b.is_ascii_digit()),
+            "resourceVersion {rv:?}"
+        );
+        rv.parse().expect("decimal")
+    };
+    let list = "/api/v1/namespaces/default/configmaps";
+    let before = rv_of(&k.ok(&["get", "--raw", list]));
+    let created = rv_of(&k.ok(&["create", "configmap", "rv-a", "-o", "json"]));
+    assert!(created > before, "{created} after {before}");
+    k.ok(&["label", "configmap", "rv-a", "step=2"]);
+    let updated = rv_of(&k.ok(&["get", "--raw", &format!("{list}/rv-a")]));
+    assert!(updated > created, "{updated} after {created}");
+    // A list carries the latest revision, even when its newest item is older.
+    k.ok(&["create", "secret", "generic", "rv-elsewhere"]);
+    let listed = rv_of(&k.ok(&["get", "--raw", list]));
+    assert!(listed > updated, "{listed} after {updated}");
+    // WatchList: the initial ADDED events, then the end bookmark.
+    let stream = k.ok(&[
+        "get",
+        "--raw",
+        &format!("{list}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=2"),
+    ]);
+    let events: Vec<serde_json::Value> = stream
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event"))
+        .collect();
+    let end = events
+        .iter()
+        .position(|e| e["type"] == "BOOKMARK")
+        .unwrap_or_else(|| panic!("no bookmark in {stream}"));
+    assert_eq!(
+        events[end]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert!(events[..end].iter().all(|e| e["type"] == "ADDED"));
+    assert!(events[..end].iter().any(|e| e["object"]["metadata"]["name"] == "rv-a"));
+    k.ok(&["delete", "configmap", "rv-a"]);
+    k.ok(&["delete", "secret", "rv-elsewhere"]);
 }
 
 fn errors_are_status(k: &Kubectl, dir: &std::path::Path) {
