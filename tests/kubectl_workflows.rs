@@ -998,7 +998,10 @@ fn everyday_commands(k: &Kubectl, dir: &std::path::Path) {
 fn resource_versions(k: &Kubectl) {
     let rv_of = |json: &str| -> u64 {
         let value: serde_json::Value = serde_json::from_str(json).expect("JSON");
-        let rv = value["metadata"]["resourceVersion"].as_str().expect("resourceVersion").to_string();
+        let rv = value["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("resourceVersion")
+            .to_string();
         assert!(
             !rv.is_empty() && !rv.starts_with('0') && rv.bytes().all(|b| b.is_ascii_digit()),
             "resourceVersion {rv:?}"
@@ -1035,7 +1038,11 @@ fn resource_versions(k: &Kubectl) {
         "true"
     );
     assert!(events[..end].iter().all(|e| e["type"] == "ADDED"));
-    assert!(events[..end].iter().any(|e| e["object"]["metadata"]["name"] == "rv-a"));
+    assert!(
+        events[..end]
+            .iter()
+            .any(|e| e["object"]["metadata"]["name"] == "rv-a")
+    );
     k.ok(&["delete", "configmap", "rv-a"]);
     k.ok(&["delete", "secret", "rv-elsewhere"]);
 }

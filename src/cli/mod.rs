@@ -297,6 +297,17 @@ pub struct ServerArgs {
         value_parser = parse_duration
     )]
     pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How often old revisions are compacted (kube-apiserver's flag): each
+    /// time, history older than the previous compaction's revision goes
+    /// (and never more than 10,000 revisions are kept); watches and lists
+    /// from before get 410 Gone. 0 turns compaction off.
+    #[arg(
+        long,
+        env = "KELP_ETCD_COMPACTION_INTERVAL",
+        default_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub etcd_compaction_interval: std::time::Duration,
 }
 
 /// Flags of the node side, shared by `kelp server` (its local node) and `kelp agent`.

@@ -174,7 +174,12 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         webhooks,
     });
     load_custom_resources(&state).await?;
-    tokio::spawn(compact_periodically(state.store.clone()));
+    if !args.etcd_compaction_interval.is_zero() {
+        tokio::spawn(compact_periodically(
+            state.store.clone(),
+            args.etcd_compaction_interval,
+        ));
+    }
     bootstrap(&state, service_cidr, args.https_listen_port).await?;
     crate::apiserver::authz::bootstrap::reconcile(&state)
         .await
@@ -313,21 +318,27 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     Ok(())
 }
 
-/// Revisions of history kept for watches (kine, k3s's store shim, keeps 1000; a
-/// larger window lets slow informers resume instead of relisting).
+/// At most this many revisions of history are kept (kine, k3s's store shim,
+/// keeps 1000; a larger window lets slow informers resume instead of
+/// relisting).
 const RETAINED_REVISIONS: i64 = 10_000;
-/// How often old revisions are compacted (kine's interval).
-const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Forgets history older than [`RETAINED_REVISIONS`]; watches from before get 410 Gone.
-async fn compact_periodically(store: Arc<dyn crate::store::Store>) {
-    let mut ticker = tokio::time::interval(COMPACT_EVERY);
+/// Every `interval`, forgets the history older than the revision of the
+/// previous pass (upstream kube-apiserver's compaction: one interval of
+/// history stays), or than the last [`RETAINED_REVISIONS`] when that is
+/// less; watches from before get 410 Gone.
+async fn compact_periodically(store: Arc<dyn crate::store::Store>, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    let mut previous: Option<crate::store::Revision> = None;
     loop {
         ticker.tick().await;
         let Ok(current) = store.current_revision().await else {
             continue;
         };
-        let target = current - RETAINED_REVISIONS;
+        let Some(last_pass) = previous.replace(current) else {
+            continue;
+        };
+        let target = last_pass.max(current - RETAINED_REVISIONS);
         if target > 0
             && let Err(e) = store.compact(target).await
         {
