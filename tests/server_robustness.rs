@@ -331,3 +331,63 @@ fn compacted_history_gives_410_gone() {
     ]);
     assert!(!fresh.contains("ERROR"), "{fresh}");
 }
+
+/// `/openapi/v2` in JSON and in the protobuf form kubectl asks for, with
+/// an ETag that a repeated request answers 304 to.
+#[test]
+fn openapi_v2_is_served_in_both_forms_with_etags() {
+    let server = Server::start();
+    let (_, cert, key) = server.admin_credentials();
+    let cert_file = common::write(
+        server.dir.path(),
+        "admin.crt",
+        &String::from_utf8_lossy(&cert),
+    );
+    let key_file = common::write(
+        server.dir.path(),
+        "admin.key",
+        &String::from_utf8_lossy(&key),
+    );
+    let creds = [
+        "--cert",
+        cert_file.to_str().expect("path"),
+        "--key",
+        key_file.to_str().expect("path"),
+    ];
+    let headers = server.path("headers.txt");
+    let mut args = creds.to_vec();
+    args.extend(["-D", headers.to_str().expect("path")]);
+    let (json, code) = curl(&server, &args, "/openapi/v2");
+    assert_eq!(code, "200");
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(doc["swagger"], "2.0");
+    let head = std::fs::read_to_string(&headers).expect("headers");
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .expect("an ETag")
+        .trim()
+        .to_string();
+    let matched = format!("If-None-Match: {etag}");
+    let mut again = creds.to_vec();
+    again.extend(["-H", &matched]);
+    let (_, code) = curl(&server, &again, "/openapi/v2");
+    assert_eq!(code, "304");
+    let mut proto = creds.to_vec();
+    proto.extend([
+        "-H",
+        "Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        "-o",
+    ]);
+    let file = server.path("v2.pb");
+    proto.push(file.to_str().expect("path"));
+    let (_, code) = curl(&server, &proto, "/openapi/v2");
+    assert_eq!(code, "200");
+    let bytes = std::fs::read(&file).expect("protobuf");
+    // gnostic's Document: field 1 (swagger) "2.0" first.
+    assert_eq!(&bytes[..5], b"\x0a\x032.0");
+    assert!(bytes.len() > 100_000);
+}
