@@ -640,6 +640,9 @@ impl ApiState {
         mut object: Option<&mut Value>,
         old: Option<&Value>,
     ) -> Result<(), ApiError> {
+        if !self.webhooks.any() {
+            return Ok(());
+        }
         let rt = &req.rt;
         let dry_run = req.query.dry_run()?;
         let name = match (&object, old) {

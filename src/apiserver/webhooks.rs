@@ -47,6 +47,15 @@ impl WebhookConfigs {
         }
     }
 
+    /// Whether any webhook is configured (most writes need not look further).
+    pub fn any(&self) -> bool {
+        self.configs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|hooks| !hooks.is_empty())
+    }
+
     /// The webhooks of `phase` whose rules match the write.
     fn matching(&self, phase: Phase, attrs: &Attributes) -> Vec<Arc<Hook>> {
         let configs = self.configs.read().unwrap_or_else(|p| p.into_inner());
