@@ -642,6 +642,32 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
         "0"
     );
     assert_eq!(jsonpath(&kubectl, "ready", "{.status.phase}"), "Running");
+    // The kubelet counts every probe by result (`/metrics/probes`, through
+    // the API server's node proxy): the failures keep coming.
+    let failed = || -> f64 {
+        let text = kubectl.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{NODE}/proxy/metrics/probes"),
+        ]);
+        assert!(
+            text.contains("# HELP prober_probe_total [ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result."),
+            "{text}"
+        );
+        text.lines()
+            .filter(|l| {
+                l.starts_with("prober_probe_total{")
+                    && l.contains("pod=\"ready\"")
+                    && l.contains("probe_type=\"Readiness\"")
+                    && l.contains("result=\"failed\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = failed();
+    assert!(before >= 1.0, "{before}");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(failed() > before);
 
     // The liveness probe fails: the container is restarted.
     kubectl.wait_for(

@@ -161,6 +161,7 @@ pub async fn start(
 
     let readings = node::Readings::take(&data_dir);
     let kubelet_client = client.clone();
+    let probe_metrics = Arc::new(probes::ProbeMetrics::default());
     let ctx = Arc::new(worker::NodeContext {
         client,
         cri: cri.clone(),
@@ -174,6 +175,7 @@ pub async fn start(
         },
         data_dir: data_dir.clone(),
         node_name: config.node.name.clone(),
+        probe_metrics: probe_metrics.clone(),
     });
     tokio::spawn(pods::run(ctx));
     tokio::spawn(rotate_logs(
@@ -194,6 +196,7 @@ pub async fn start(
         client: kubelet_client,
         stats: collector,
         node_name: config.node.name.clone(),
+        probes: probe_metrics,
     }));
     let addr = format!("0.0.0.0:{}", server::PORT);
     let listener = tokio::net::TcpListener::bind(&addr)

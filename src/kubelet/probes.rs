@@ -14,6 +14,73 @@ use tokio::sync::Notify;
 
 use super::cri::{Cri, api};
 
+/// Labels of `prober_probe_total`, as upstream's kubelet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct ProbeLabels {
+    probe_type: String,
+    result: String,
+    container: String,
+    pod: String,
+    namespace: String,
+    pod_uid: String,
+}
+
+/// The kubelet's probe metrics (`/metrics/probes`).
+#[derive(Debug)]
+pub struct ProbeMetrics {
+    registry: prometheus_client::registry::Registry,
+    probes: prometheus_client::metrics::family::Family<
+        ProbeLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl Default for ProbeMetrics {
+    fn default() -> Self {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let probes = prometheus_client::metrics::family::Family::default();
+        registry.register(
+            "prober_probe",
+            "[ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result",
+            probes.clone(),
+        );
+        ProbeMetrics { registry, probes }
+    }
+}
+
+impl ProbeMetrics {
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        crate::telemetry::prometheus_text(&self.registry)
+    }
+
+    fn count(&self, pod: &PodRef, probe_type: &str, ok: bool) {
+        self.probes
+            .get_or_create(&ProbeLabels {
+                probe_type: probe_type.into(),
+                result: if ok { "successful" } else { "failed" }.into(),
+                container: pod.container.clone(),
+                pod: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                pod_uid: pod.uid.clone(),
+            })
+            .inc();
+    }
+}
+
+/// Which container of which pod a probe is for (metric labels).
+#[derive(Debug, Clone, Default)]
+pub struct PodRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod uid.
+    pub uid: String,
+    /// Container name.
+    pub container: String,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Verdicts {
     ready: bool,
@@ -65,6 +132,7 @@ pub struct Prober {
     cri: Cri,
     results: ProbeResults,
     wake: Arc<Notify>,
+    metrics: Arc<ProbeMetrics>,
     tasks: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
@@ -74,21 +142,29 @@ struct Target {
     id: String,
     ip: String,
     ports: HashMap<String, i32>,
+    pod: PodRef,
 }
 
 impl Prober {
-    /// A prober reporting into `results` and waking the worker on changes.
-    pub fn new(cri: Cri, results: ProbeResults, wake: Arc<Notify>) -> Self {
+    /// A prober reporting into `results` (and counting into `metrics`) and
+    /// waking the worker on changes.
+    pub fn new(
+        cri: Cri,
+        results: ProbeResults,
+        wake: Arc<Notify>,
+        metrics: Arc<ProbeMetrics>,
+    ) -> Self {
         Prober {
             cri,
             results,
             wake,
+            metrics,
             tasks: HashMap::new(),
         }
     }
 
     /// Starts probing a running container (once).
-    pub fn ensure(&mut self, c: &Container, id: &str, pod_ip: &str) {
+    pub fn ensure(&mut self, c: &Container, id: &str, pod_ip: &str, pod: PodRef) {
         if self.tasks.contains_key(id) {
             return;
         }
@@ -106,8 +182,10 @@ impl Prober {
                 .flatten()
                 .filter_map(|p| Some((p.name.clone()?, p.container_port)))
                 .collect(),
+            pod,
         };
         let task = tokio::spawn(probe_container(
+            self.metrics.clone(),
             self.cri.clone(),
             self.results.clone(),
             self.wake.clone(),
@@ -145,6 +223,7 @@ impl Prober {
             id: id.into(),
             ip: pod_ip.into(),
             ports: HashMap::new(),
+            pod: PodRef::default(),
         };
         let outcome = if let Some(exec) = &hook.exec {
             run_exec(&self.cri, &target, exec, timeout).await
@@ -277,7 +356,14 @@ async fn run_probe(cri: &Cri, t: &Target, probe: &Probe) -> Result<(), String> {
 
 /// Repeats a probe, calling `verdict` with true/false once the success or
 /// failure threshold is crossed; returns when `verdict` says stop.
-async fn repeat(cri: &Cri, t: &Target, probe: &Probe, mut verdict: impl FnMut(bool) -> bool) {
+async fn repeat(
+    metrics: &ProbeMetrics,
+    kind: &str,
+    cri: &Cri,
+    t: &Target,
+    probe: &Probe,
+    mut verdict: impl FnMut(bool) -> bool,
+) {
     let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
     let success_threshold = probe.success_threshold.unwrap_or(1).max(1);
     let failure_threshold = probe.failure_threshold.unwrap_or(3).max(1);
@@ -287,7 +373,9 @@ async fn repeat(cri: &Cri, t: &Target, probe: &Probe, mut verdict: impl FnMut(bo
     .await;
     let (mut successes, mut failures) = (0, 0);
     loop {
-        match run_probe(cri, t, probe).await {
+        let outcome = run_probe(cri, t, probe).await;
+        metrics.count(&t.pod, kind, outcome.is_ok());
+        match outcome {
             Ok(()) => {
                 successes += 1;
                 failures = 0;
@@ -309,6 +397,7 @@ async fn repeat(cri: &Cri, t: &Target, probe: &Probe, mut verdict: impl FnMut(bo
 }
 
 async fn probe_container(
+    metrics: Arc<ProbeMetrics>,
     cri: Cri,
     results: ProbeResults,
     wake: Arc<Notify>,
@@ -325,7 +414,7 @@ async fn probe_container(
     };
     if let Some(startup) = &startup {
         let mut failed = false;
-        repeat(&cri, &target, startup, |ok| {
+        repeat(&metrics, "Startup", &cri, &target, startup, |ok| {
             failed = !ok;
             true
         })
@@ -338,7 +427,7 @@ async fn probe_container(
     changed(&|v| v.started = true);
     let live = async {
         if let Some(p) = &liveness {
-            repeat(&cri, &target, p, |ok| {
+            repeat(&metrics, "Liveness", &cri, &target, p, |ok| {
                 if !ok {
                     changed(&|v| v.liveness_failed = true);
                 }
@@ -350,7 +439,7 @@ async fn probe_container(
     let ready = async {
         match &readiness {
             Some(p) => {
-                repeat(&cri, &target, p, |ok| {
+                repeat(&metrics, "Readiness", &cri, &target, p, |ok| {
                     changed(&|v| v.ready = ok);
                     false
                 })

@@ -40,6 +40,8 @@ pub struct KubeletApi {
     pub stats: Arc<super::stats::Collector>,
     /// This node's name: what callers need rights on (`nodes/<sub>`).
     pub node_name: String,
+    /// Probe counts (`/metrics/probes`).
+    pub probes: Arc<super::probes::ProbeMetrics>,
 }
 
 /// The 10250 router.
@@ -48,6 +50,7 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats/summary", get(stats_summary))
         .route("/metrics/resource", get(resource_metrics))
+        .route("/metrics/probes", get(probe_metrics))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -200,6 +203,18 @@ async fn resource_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
             crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
         )],
         state.stats.resource_metrics(),
+    )
+        .into_response()
+}
+
+async fn probe_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
+        )],
+        state.probes.encode(),
     )
         .into_response()
 }

@@ -33,6 +33,8 @@ pub struct NodeContext {
     pub data_dir: PathBuf,
     /// The Node's name.
     pub node_name: String,
+    /// Probe counts (`/metrics/probes`).
+    pub probe_metrics: Arc<super::probes::ProbeMetrics>,
 }
 
 /// Back-off before restarting a failed container: 10 s doubling to 5 min.
@@ -101,7 +103,12 @@ impl PodWorker {
     ) -> Self {
         let probe_results = ProbeResults::default();
         PodWorker {
-            prober: Prober::new(ctx.cri.clone(), probe_results.clone(), wake.clone()),
+            prober: Prober::new(
+                ctx.cri.clone(),
+                probe_results.clone(),
+                wake.clone(),
+                ctx.probe_metrics.clone(),
+            ),
             ctx,
             pod_rx,
             wake,
@@ -428,7 +435,13 @@ impl PodWorker {
                             next = Duration::from_millis(100);
                         } else {
                             let ip = self.probe_ip();
-                            self.prober.ensure(c, &r.id, &ip);
+                            let labels = super::probes::PodRef {
+                                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                                name: pod.metadata.name.clone().unwrap_or_default(),
+                                uid: pod.metadata.uid.clone().unwrap_or_default(),
+                                container: c.name.clone(),
+                            };
+                            self.prober.ensure(c, &r.id, &ip, labels);
                         }
                     }
                     Some((r, _)) if r.state == RunState::Exited || r.state == RunState::Unknown => {
