@@ -190,9 +190,11 @@ impl Prober {
             self.results.clone(),
             self.wake.clone(),
             target,
-            c.startup_probe.clone(),
-            c.liveness_probe.clone(),
-            c.readiness_probe.clone(),
+            (
+                c.startup_probe.clone(),
+                c.liveness_probe.clone(),
+                c.readiness_probe.clone(),
+            ),
         ));
         self.tasks.insert(id.to_string(), task);
     }
@@ -402,9 +404,7 @@ async fn probe_container(
     results: ProbeResults,
     wake: Arc<Notify>,
     target: Target,
-    startup: Option<Probe>,
-    liveness: Option<Probe>,
-    readiness: Option<Probe>,
+    (startup, liveness, readiness): (Option<Probe>, Option<Probe>, Option<Probe>),
 ) {
     let id = target.id.clone();
     let changed = |f: &dyn Fn(&mut Verdicts)| {
