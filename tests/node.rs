@@ -666,6 +666,21 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
     };
     let before = failed();
     assert!(before >= 1.0, "{before}");
+    let kubelet = kubectl.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}/proxy/metrics"),
+    ]);
+    assert!(
+        kubelet.contains(&format!("kubelet_node_name{{node=\"{NODE}\"}} 1")),
+        "{kubelet}"
+    );
+    let running_pods: f64 = kubelet
+        .lines()
+        .find_map(|l| l.strip_prefix("kubelet_running_pods "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("kubelet_running_pods");
+    assert!(running_pods >= 3.0, "{kubelet}");
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert!(failed() > before);
 

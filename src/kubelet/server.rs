@@ -51,6 +51,7 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
         .route("/stats/summary", get(stats_summary))
         .route("/metrics/resource", get(resource_metrics))
         .route("/metrics/probes", get(probe_metrics))
+        .route("/metrics", get(kubelet_metrics))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -203,6 +204,45 @@ async fn resource_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
             crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
         )],
         state.stats.resource_metrics(),
+    )
+        .into_response()
+}
+
+/// The kubelet's own `/metrics`: what runs on the node, read from the
+/// runtime at each scrape.
+async fn kubelet_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
+    let mut runtime = state.cri.runtime.clone();
+    let sandboxes = runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+        .await
+        .map(|r| r.into_inner().items)
+        .unwrap_or_default();
+    let containers = runtime
+        .list_containers(api::ListContainersRequest { filter: None })
+        .await
+        .map(|r| r.into_inner().containers)
+        .unwrap_or_default();
+    let ready = sandboxes
+        .iter()
+        .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+        .count();
+    let mut states: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for c in &containers {
+        let state = match api::ContainerState::try_from(c.state) {
+            Ok(api::ContainerState::ContainerCreated) => "created",
+            Ok(api::ContainerState::ContainerRunning) => "running",
+            Ok(api::ContainerState::ContainerExited) => "exited",
+            _ => "unknown",
+        };
+        *states.entry(state).or_default() += 1;
+    }
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
+        )],
+        super::stats::kubelet_metrics(&state.node_name, ready as i64, &states),
     )
         .into_response()
 }

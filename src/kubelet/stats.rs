@@ -504,6 +504,60 @@ type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// Upstream kubelet's `/metrics/resource` series from a summary (without
 /// sample timestamps, which prometheus-client does not write).
+/// Labels of `kubelet_node_name`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+/// Labels of `kubelet_running_containers`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerStateLabels {
+    container_state: String,
+}
+
+/// The kubelet's `/metrics` (upstream's names and stability): the node's
+/// name, pods with a running sandbox, containers by state.
+pub fn kubelet_metrics(
+    node: &str,
+    running_pods: i64,
+    containers: &std::collections::BTreeMap<&str, i64>,
+) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let name = Family::<NodeLabels, prometheus_client::metrics::gauge::Gauge>::default();
+    name.get_or_create(&NodeLabels {
+        node: node.to_string(),
+    })
+    .set(1);
+    registry.register(
+        "kubelet_node_name",
+        "[ALPHA] The node's name. The count is always 1",
+        name,
+    );
+    let pods = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    pods.set(running_pods);
+    registry.register(
+        "kubelet_running_pods",
+        "[ALPHA] Number of pods that have a running pod sandbox",
+        pods,
+    );
+    let running =
+        Family::<ContainerStateLabels, prometheus_client::metrics::gauge::Gauge>::default();
+    for (state, count) in containers {
+        running
+            .get_or_create(&ContainerStateLabels {
+                container_state: (*state).to_string(),
+            })
+            .set(*count);
+    }
+    registry.register(
+        "kubelet_running_containers",
+        "[ALPHA] Number of containers currently running",
+        running,
+    );
+    crate::telemetry::prometheus_text(&registry)
+}
+
 fn resource_metrics(summary: &Summary) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     let seconds = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e9);
@@ -770,5 +824,21 @@ mod tests {
             );
         }
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn kubelet_metrics_name_the_node_and_count_what_runs() {
+        let states = std::collections::BTreeMap::from([("running", 3), ("exited", 1)]);
+        let text = kubelet_metrics("edge-1", 2, &states);
+        for line in [
+            "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox.",
+            "# TYPE kubelet_running_pods gauge",
+            "kubelet_running_pods 2",
+            "kubelet_node_name{node=\"edge-1\"} 1",
+            "kubelet_running_containers{container_state=\"running\"} 3",
+            "kubelet_running_containers{container_state=\"exited\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }
