@@ -681,6 +681,17 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
         .and_then(|v| v.trim().parse().ok())
         .expect("kubelet_running_pods");
     assert!(running_pods >= 3.0, "{kubelet}");
+    // cAdvisor's container series, once the stats collector has read them.
+    kubectl.wait_for(
+        &["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/metrics/cadvisor")],
+        60,
+        |text| {
+            text.contains("# TYPE container_cpu_usage_seconds_total counter")
+                && text.lines().any(|l| {
+                    l.starts_with("container_memory_working_set_bytes{container=\"ready\",namespace=\"default\",pod=\"ready\"} ")
+                })
+        },
+    );
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert!(failed() > before);
 

@@ -52,6 +52,7 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
         .route("/metrics/resource", get(resource_metrics))
         .route("/metrics/probes", get(probe_metrics))
         .route("/metrics", get(kubelet_metrics))
+        .route("/metrics/cadvisor", get(cadvisor_metrics))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -243,6 +244,18 @@ async fn kubelet_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
             crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
         )],
         super::stats::kubelet_metrics(&state.node_name, ready as i64, &states),
+    )
+        .into_response()
+}
+
+async fn cadvisor_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
+        )],
+        state.stats.cadvisor_metrics(),
     )
         .into_response()
 }

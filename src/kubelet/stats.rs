@@ -341,6 +341,11 @@ impl Collector {
     pub fn resource_metrics(&self) -> String {
         resource_metrics(&self.summary())
     }
+
+    /// `/metrics/cadvisor`, from the latest readings.
+    pub fn cadvisor_metrics(&self) -> String {
+        cadvisor_metrics(&self.summary())
+    }
 }
 
 fn from_nanos(ns: i64) -> DateTime<Utc> {
@@ -554,6 +559,69 @@ pub fn kubelet_metrics(
         "kubelet_running_containers",
         "[ALPHA] Number of containers currently running",
         running,
+    );
+    crate::telemetry::prometheus_text(&registry)
+}
+
+/// cAdvisor's container series as the kubelet's `/metrics/cadvisor`
+/// serves them (`container_cpu_usage_seconds_total`,
+/// `container_memory_{working_set,usage}_bytes`, `container_memory_rss`,
+/// `container_start_time_seconds`), labelled by container, namespace and
+/// pod (cAdvisor's `id`, `image` and `name` labels are not given).
+fn cadvisor_metrics(summary: &Summary) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let cpu = Family::<ContainerLabels, FloatCounter>::default();
+    let working_set = Family::<ContainerLabels, FloatGauge>::default();
+    let usage = Family::<ContainerLabels, FloatGauge>::default();
+    let rss = Family::<ContainerLabels, FloatGauge>::default();
+    let start = Family::<ContainerLabels, FloatGauge>::default();
+    for pod in &summary.pods {
+        for c in &pod.containers {
+            let labels = ContainerLabels {
+                container: c.name.clone(),
+                namespace: pod.pod_ref.namespace.clone(),
+                pod: pod.pod_ref.name.clone(),
+            };
+            if let Some(ns) = c.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds) {
+                cpu.get_or_create(&labels).inc_by(ns as f64 / 1e9);
+            }
+            if let Some(m) = &c.memory {
+                let set = |family: &Family<ContainerLabels, FloatGauge>, v: Option<u64>| {
+                    if let Some(v) = v {
+                        family.get_or_create(&labels).set(v as f64);
+                    }
+                };
+                set(&working_set, m.working_set_bytes);
+                set(&usage, m.usage_bytes);
+                set(&rss, m.rss_bytes);
+            }
+            if let Some(t) = c.start_time {
+                start
+                    .get_or_create(&labels)
+                    .set(t.timestamp_micros() as f64 / 1e6);
+            }
+        }
+    }
+    registry.register(
+        "container_cpu_usage_seconds",
+        "Cumulative cpu time consumed in seconds",
+        cpu,
+    );
+    registry.register(
+        "container_memory_working_set_bytes",
+        "Current working set in bytes",
+        working_set,
+    );
+    registry.register(
+        "container_memory_usage_bytes",
+        "Current memory usage in bytes, including all memory regardless of when it was accessed",
+        usage,
+    );
+    registry.register("container_memory_rss", "Size of RSS in bytes", rss);
+    registry.register(
+        "container_start_time_seconds",
+        "Start time of the container since unix epoch in seconds",
+        start,
     );
     crate::telemetry::prometheus_text(&registry)
 }
