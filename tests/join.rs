@@ -70,34 +70,47 @@ fn web_pods(kubectl: &Kubectl, expected: usize) -> Vec<(String, String, String)>
 }
 
 /// Every web pod answers every other (cross-node pod to pod), the Service
-/// by name (cluster DNS) and by ClusterIP, from inside pods.
+/// by name (cluster DNS) and by ClusterIP, from inside pods. Each path gets
+/// a short while to converge (new pods, a restarted agent's tunnel address
+/// reaching its peers), as networking conformance tests poll.
 fn check_pod_network(kubectl: &Kubectl, pods: &[(String, String, String)]) {
-    for (from, _, from_node) in pods {
-        for (_, ip, to_node) in pods {
-            let page = kubectl.ok(&[
+    let fetch = |from: &str, url: &str, expect: &str, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = kubectl.run(&[
                 "exec",
                 from,
                 "--",
                 "sh",
                 "-c",
-                &format!("timeout 5 wget -qO- http://{ip}/"),
+                &format!("timeout 5 wget -qO- {url}"),
             ]);
+            let page = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && page.contains(expect) {
+                return;
+            }
             assert!(
-                page.contains("nginx 1.14.2"),
-                "{from} on {from_node} -> {ip} on {to_node}: {page:?}"
+                std::time::Instant::now() < deadline,
+                "{what}: {page:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    };
+    for (from, _, from_node) in pods {
+        for (_, ip, to_node) in pods {
+            fetch(
+                from,
+                &format!("http://{ip}/"),
+                "nginx 1.14.2",
+                &format!("{from} on {from_node} -> {ip} on {to_node}"),
             );
         }
-        let page = kubectl.ok(&[
-            "exec",
+        fetch(
             from,
-            "--",
-            "sh",
-            "-c",
-            "timeout 5 wget -qO- http://web.default.svc.cluster.local/",
-        ]);
-        assert!(
-            page.contains("nginx"),
-            "{from} on {from_node} -> web by name: {page:?}"
+            "http://web.default.svc.cluster.local/",
+            "nginx",
+            &format!("{from} on {from_node} -> web by name"),
         );
     }
 }
