@@ -160,13 +160,13 @@ impl Scales {
         let mut seen = HashMap::new();
         for pod in pods {
             let owner = crate::api::pods::controller_of(&pod.metadata)?;
+            let namespace = pod.namespace().unwrap_or_default();
             let (uid, replicas) = match owner.kind.as_str() {
                 "ReplicaSet" => {
-                    let rs: Arc<ReplicaSet> = by_uid(self.replica_sets.state(), &owner.uid)?;
+                    let rs = owned(&self.replica_sets, &namespace, owner)?;
                     match crate::api::pods::controller_of(&rs.metadata) {
                         Some(d) if d.kind == "Deployment" => {
-                            let deployment: Arc<Deployment> =
-                                by_uid(self.deployments.state(), &d.uid)?;
+                            let deployment = owned(&self.deployments, &namespace, d)?;
                             (
                                 d.uid.clone(),
                                 deployment.spec.as_ref()?.replicas.unwrap_or(1),
@@ -176,12 +176,11 @@ impl Scales {
                     }
                 }
                 "StatefulSet" => {
-                    let set: Arc<StatefulSet> = by_uid(self.stateful_sets.state(), &owner.uid)?;
+                    let set = owned(&self.stateful_sets, &namespace, owner)?;
                     (owner.uid.clone(), set.spec.as_ref()?.replicas.unwrap_or(1))
                 }
                 "ReplicationController" => {
-                    let rc: Arc<ReplicationController> =
-                        by_uid(self.controllers.state(), &owner.uid)?;
+                    let rc = owned(&self.controllers, &namespace, owner)?;
                     (owner.uid.clone(), rc.spec.as_ref()?.replicas.unwrap_or(1))
                 }
                 _ => return None,
@@ -192,10 +191,19 @@ impl Scales {
     }
 }
 
-fn by_uid<K: kube::Resource>(objects: Vec<Arc<K>>, uid: &str) -> Option<Arc<K>> {
-    objects
-        .into_iter()
-        .find(|o| o.meta().uid.as_deref() == Some(uid))
+/// The object `owner` names in `namespace`, from the cache, if it is still
+/// the same one (its uid).
+fn owned<K>(
+    store: &Store<K>,
+    namespace: &str,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> Option<Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let object =
+        store.get(&kube::runtime::reflector::ObjectRef::new(&owner.name).within(namespace))?;
+    (object.meta().uid.as_deref() == Some(owner.uid.as_str())).then_some(object)
 }
 
 async fn sync(

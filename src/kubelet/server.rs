@@ -198,15 +198,7 @@ async fn stats_summary(State(state): State<Arc<KubeletApi>>) -> Response {
 
 /// Upstream's resource metrics (what metrics-server scrapes), Prometheus text.
 async fn resource_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
-        )],
-        state.stats.resource_metrics(),
-    )
-        .into_response()
+    metrics_text(state.stats.resource_metrics())
 }
 
 /// The kubelet's own `/metrics`: what runs on the node, read from the
@@ -237,37 +229,30 @@ async fn kubelet_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
         };
         *states.entry(state).or_default() += 1;
     }
-    (
-        StatusCode::OK,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
-        )],
-        super::stats::kubelet_metrics(&state.node_name, ready as i64, &states),
-    )
-        .into_response()
+    metrics_text(super::stats::kubelet_metrics(
+        &state.node_name,
+        ready as i64,
+        &states,
+    ))
 }
 
 async fn cadvisor_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
-        )],
-        state.stats.cadvisor_metrics(),
-    )
-        .into_response()
+    metrics_text(state.stats.cadvisor_metrics())
 }
 
 async fn probe_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
+    metrics_text(state.probes.encode())
+}
+
+/// A metrics page in Prometheus' text format.
+fn metrics_text(text: String) -> Response {
     (
         StatusCode::OK,
         [(
             axum::http::header::CONTENT_TYPE,
             crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE,
         )],
-        state.probes.encode(),
+        text,
     )
         .into_response()
 }
