@@ -167,6 +167,18 @@ fn chart_lifecycle(server: &Server, helm: &Helm, kubectl: &common::Kubectl, name
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         helm.ok(&args)
     };
+    // A field of the release's Deployment.
+    let deployment = |jsonpath: &str| {
+        kubectl.ok(&[
+            "get",
+            "deployment",
+            "demo",
+            "-n",
+            namespace,
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])
+    };
     let install = run(with(&[
         "install",
         "demo",
@@ -179,26 +191,10 @@ fn chart_lifecycle(server: &Server, helm: &Helm, kubectl: &common::Kubectl, name
         "180s",
     ]));
     assert!(install.contains("STATUS: deployed"), "{install}");
-    let ready = kubectl.ok(&[
-        "get",
-        "deployment",
-        "demo",
-        "-n",
-        namespace,
-        "-o",
-        "jsonpath={.status.readyReplicas}",
-    ]);
+    let ready = deployment("{.status.readyReplicas}");
     assert_eq!(ready, "1");
     // Helm 4 applies server-side (its field manager's Apply entry); Helm 3 patches.
-    let operations = kubectl.ok(&[
-        "get",
-        "deployment",
-        "demo",
-        "-n",
-        namespace,
-        "-o",
-        "jsonpath={.metadata.managedFields[*].operation}",
-    ]);
+    let operations = deployment("{.metadata.managedFields[*].operation}");
     assert_eq!(
         operations.contains("Apply"),
         namespace == "helm4",
@@ -216,18 +212,7 @@ fn chart_lifecycle(server: &Server, helm: &Helm, kubectl: &common::Kubectl, name
         "--timeout",
         "180s",
     ]));
-    assert_eq!(
-        kubectl.ok(&[
-            "get",
-            "deployment",
-            "demo",
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ]),
-        "2"
-    );
+    assert_eq!(deployment("{.status.readyReplicas}"), "2");
     let history = helm.ok(&["history", "demo", "-n", namespace]);
     assert_eq!(history.lines().count(), 3, "{history}");
     helm.ok(&[
@@ -240,18 +225,7 @@ fn chart_lifecycle(server: &Server, helm: &Helm, kubectl: &common::Kubectl, name
         "--timeout",
         "180s",
     ]);
-    assert_eq!(
-        kubectl.ok(&[
-            "get",
-            "deployment",
-            "demo",
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ]),
-        "1"
-    );
+    assert_eq!(deployment("{.spec.replicas}"), "1");
     let status = helm.ok(&["status", "demo", "-n", namespace]);
     assert!(status.contains("REVISION: 3"), "{status}");
     let test = helm.ok(&["test", "demo", "-n", namespace, "--timeout", "120s"]);

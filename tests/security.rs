@@ -1432,16 +1432,20 @@ fn admission_webhooks_mutate_and_validate_as_configured() {
 
     // A webhook that cannot be reached: failurePolicy Fail refuses, Ignore lets through.
     let closed = common::free_port();
-    admin.ok(&[
-        "patch",
-        "validatingwebhookconfiguration",
-        "check-configmaps",
-        "--type=json",
-        "-p",
-        &format!(
-            r#"[{{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": "https://127.0.0.1:{closed}/validate"}}]"#
-        ),
-    ]);
+    let set_validating = |field: &str, value: &str| {
+        admin.ok(&[
+            "patch",
+            "validatingwebhookconfiguration",
+            "check-configmaps",
+            "--type=json",
+            "-p",
+            &format!(r#"[{{"op": "replace", "path": "/webhooks/0/{field}", "value": "{value}"}}]"#),
+        ])
+    };
+    set_validating(
+        "clientConfig/url",
+        &format!("https://127.0.0.1:{closed}/validate"),
+    );
     let failed = admin.fails(&["create", "configmap", "e", "-n", "hooked"]);
     assert!(
         failed.contains(&format!(
@@ -1449,14 +1453,7 @@ fn admission_webhooks_mutate_and_validate_as_configured() {
         )),
         "{failed}"
     );
-    admin.ok(&[
-        "patch",
-        "validatingwebhookconfiguration",
-        "check-configmaps",
-        "--type=json",
-        "-p",
-        r#"[{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]"#,
-    ]);
+    set_validating("failurePolicy", "Ignore");
     admin.ok(&["create", "configmap", "e", "-n", "hooked"]);
     // Removing the configurations ends the calls.
     admin.ok(&["delete", "mutatingwebhookconfiguration", "label-configmaps"]);
