@@ -22,6 +22,8 @@ kelp_need_packages() {
     # for a certificate with a request openssl makes.
     command -v nsenter >/dev/null || missing+=(util-linux)
     command -v openssl >/dev/null || missing+=(openssl)
+    # Metrics pages are checked with Prometheus' own text parser.
+    /usr/bin/python3 -c "import prometheus_client" 2>/dev/null || missing+=(python3-prometheus-client)
     if ((${#missing[@]})); then
         echo "kelp: installing ${missing[*]}" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -163,6 +163,7 @@ async fn kubelet_request(
         .parse()
         .map_err(|_| ApiError::Internal("kubelet address".into()))?;
     request.headers_mut().insert(header::HOST, host_header);
+    crate::telemetry::traces::propagate(request.headers_mut());
     sender
         .send_request(request)
         .await

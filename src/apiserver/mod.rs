@@ -132,6 +132,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     guard(routes, &state)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::middleware::from_fn(parse_request))
+        .layer(axum::middleware::from_fn(|req, next| {
+            crate::telemetry::traces::serve("KubernetesAPI", req, next)
+        }))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }

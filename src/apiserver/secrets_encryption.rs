@@ -6,10 +6,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::json;
 
 use super::ApiState;
@@ -17,6 +22,7 @@ use super::body::json_response;
 use crate::api::ApiError;
 use crate::store::encrypted::EncryptedStore;
 use crate::store::encryption::{self, EncryptionConfig};
+use crate::telemetry::{Descriptor, Metrics};
 
 /// The encrypting store and the file its configuration lives in.
 pub struct SecretsEncryption {
@@ -26,6 +32,101 @@ pub struct SecretsEncryption {
     pub file: PathBuf,
     /// One rotation at a time.
     pub rotating: tokio::sync::Mutex<()>,
+    /// Counts each time the configuration is put in force again.
+    pub reloads: ReloadMetrics,
+}
+
+/// kube-apiserver's encryption configuration controller metrics: here each
+/// reload of the configuration (a rotation makes two) counts, as k3s's
+/// rotations reach the API server as automatic reloads of its file.
+#[derive(Debug, Clone)]
+pub struct ReloadMetrics {
+    id_hash: String,
+    reloads: Family<ReloadLabels, Counter>,
+    last: Family<ReloadLabels, Gauge<f64, AtomicU64>>,
+    successes: Family<IdLabels, Counter>,
+    failures: Family<IdLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    apiserver_id_hash: String,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdLabels {
+    apiserver_id_hash: String,
+}
+
+impl ReloadMetrics {
+    /// Registers the metrics of the API server `apiserver_id`; upstream's
+    /// two per-outcome counters are deprecated since 1.30.0 (hidden unless
+    /// `--show-hidden-metrics-for-version`).
+    pub fn new(metrics: &Metrics, apiserver_id: &str) -> Self {
+        use sha2::Digest as _;
+        let this = Self {
+            id_hash: format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(apiserver_id.as_bytes()))
+            ),
+            reloads: Family::default(),
+            last: Family::default(),
+            successes: Family::default(),
+            failures: Family::default(),
+        };
+        const PREFIX: &str = "apiserver_encryption_config_controller_";
+        metrics.register(
+            Descriptor::new(
+                format!("{PREFIX}automatic_reloads"),
+                "Total number of reload successes and failures of encryption configuration split by apiserver identity",
+            ),
+            this.reloads.clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                format!("{PREFIX}automatic_reload_last_timestamp_seconds"),
+                "Timestamp of the last successful or failed automatic reload of encryption configuration split by apiserver identity",
+            ),
+            this.last.clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                format!("{PREFIX}automatic_reload_success"),
+                "Total number of successful automatic reloads of encryption configuration split by apiserver identity",
+            )
+            .deprecated_since("1.30.0"),
+            this.successes.clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                format!("{PREFIX}automatic_reload_failures"),
+                "Total number of failed automatic reloads of encryption configuration split by apiserver identity",
+            )
+            .deprecated_since("1.30.0"),
+            this.failures.clone(),
+        );
+        this
+    }
+
+    fn record(&self, ok: bool) {
+        let labels = ReloadLabels {
+            apiserver_id_hash: self.id_hash.clone(),
+            status: if ok { "success" } else { "failure" },
+        };
+        self.reloads.get_or_create(&labels).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.last.get_or_create(&labels).set(now);
+        let id = IdLabels {
+            apiserver_id_hash: self.id_hash.clone(),
+        };
+        if ok { &self.successes } else { &self.failures }
+            .get_or_create(&id)
+            .inc();
+    }
 }
 
 /// Where the status is served.
@@ -97,8 +198,13 @@ async fn rotate(state: &ApiState) -> Result<serde_json::Value, ApiError> {
 
 /// Writes `text` as the configuration file and puts it in force.
 fn install(enc: &SecretsEncryption, text: &str) -> Result<(), ApiError> {
-    let config = EncryptionConfig::parse(text).map_err(ApiError::internal)?;
-    crate::pki::write_file_mode(&enc.file, text, 0o600).map_err(ApiError::internal)?;
-    enc.store.reload(config);
-    Ok(())
+    let installed = EncryptionConfig::parse(text)
+        .map_err(ApiError::internal)
+        .and_then(|config| {
+            crate::pki::write_file_mode(&enc.file, text, 0o600).map_err(ApiError::internal)?;
+            enc.store.reload(config);
+            Ok(())
+        });
+    enc.reloads.record(installed.is_ok());
+    installed
 }

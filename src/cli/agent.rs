@@ -8,8 +8,8 @@ use crate::pki::bootstrap_token::JoinToken;
 
 /// Runs the agent until a signal.
 pub fn run(args: AgentArgs) -> Result<()> {
-    let log = args.log.clone();
-    super::node::run_daemon(&log, |notifier| run_agent(args, notifier))
+    let telemetry = args.telemetry.clone();
+    super::node::run_daemon(&telemetry, |notifier| run_agent(args, notifier))
 }
 
 async fn run_agent(args: AgentArgs, notifier: super::notify::Notifier) -> Result<()> {

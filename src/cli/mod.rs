@@ -97,9 +97,9 @@ pub struct AgentArgs {
     /// The node's flags.
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Logging.
+    /// Logs, traces and metrics.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub telemetry: TelemetryArgs,
 }
 
 /// `kelp token` subcommands (kubeadm's bootstrap tokens, printed in k3s's
@@ -286,9 +286,9 @@ pub struct ServerArgs {
     /// Components not to run (repeatable): scheduler.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
-    /// Logging.
+    /// Logs, traces and metrics.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub telemetry: TelemetryArgs,
     /// How often each HorizontalPodAutoscaler is synced (kube-controller-manager's flag).
     #[arg(
         long,
@@ -358,9 +358,10 @@ pub struct NodeArgs {
     pub cgroup_root: String,
 }
 
-/// Logging flags (klog's), shared by every long-running command.
+/// Logging, tracing and metrics flags (klog's, component-base's), shared by
+/// every long-running command.
 #[derive(Debug, Clone, Args)]
-pub struct LogArgs {
+pub struct TelemetryArgs {
     /// Log format: text (klog) or json.
     #[arg(long, env = "KELP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -370,6 +371,27 @@ pub struct LogArgs {
     /// Write logs to this file instead of stderr.
     #[arg(long, env = "KELP_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+    /// Upstream's TracingConfiguration file: export spans over OTLP/gRPC
+    /// (`endpoint`, default localhost:4317; `samplingRatePerMillion`, default 0).
+    #[arg(long, env = "KELP_TRACING_CONFIG_FILE")]
+    pub tracing_config_file: Option<PathBuf>,
+    /// The previous version for which you want to show hidden metrics. Only
+    /// the previous minor version is meaningful, other values will not be
+    /// allowed. The format is <major>.<minor>, e.g.: '1.32'.
+    #[arg(long, env = "KELP_SHOW_HIDDEN_METRICS_FOR_VERSION")]
+    pub show_hidden_metrics_for_version: Option<String>,
+    /// Metrics not to expose, by fully qualified name (repeatable,
+    /// comma-separated). Disabling wins over showing hidden metrics.
+    #[arg(long, env = "KELP_DISABLED_METRICS", value_delimiter = ',')]
+    pub disabled_metrics: Vec<String>,
+    /// A label's allowed values, others exposed as 'unexpected':
+    /// <metric>,<label>='<value>,<value>' (repeatable).
+    #[arg(long, env = "KELP_ALLOW_METRIC_LABELS")]
+    pub allow_metric_labels: Vec<String>,
+    /// A YAML map of '<metric>,<label>' to '<value>,<value>'; ignored when
+    /// --allow-metric-labels is given.
+    #[arg(long, env = "KELP_ALLOW_METRIC_LABELS_MANIFEST")]
+    pub allow_metric_labels_manifest: Option<PathBuf>,
 }
 
 /// A duration as Kubernetes flags write them (`15s`, `1m30s`, `500ms`).

@@ -6,40 +6,131 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::{LogArgs, NodeArgs};
+use super::{NodeArgs, TelemetryArgs};
 use crate::agent::ClusterSettings;
-use crate::telemetry::{LogConfig, LogFormat, init_logging};
+use crate::telemetry::{LogConfig, LogFormat, TracingConfiguration, init_logging};
 
-/// Starts logging as the flags say.
-pub fn start_logging(log: &LogArgs) -> Result<()> {
+/// Starts logging and, with `--tracing-config-file`, traces, as the flags
+/// say; returns the trace exporter to flush at exit. Must run inside the
+/// Tokio runtime (the exporter's channel lives there).
+///
+/// A configuration file that can't be read or is invalid stops the start,
+/// as it stops kube-apiserver's; an exporter that can't be built only
+/// turns traces off.
+pub fn start_logging(
+    log: &TelemetryArgs,
+) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
     let format = match log.log_format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => bail!("unknown --log-format {other:?} (text or json)"),
     };
-    init_logging(&LogConfig {
-        format,
-        verbosity: log.verbosity,
-        file: log.log_file.clone(),
-    })
+    let tracing_config = log
+        .tracing_config_file
+        .as_deref()
+        .map(TracingConfiguration::read)
+        .transpose()?;
+    let provider = tracing_config.as_ref().map(TracingConfiguration::provider);
+    let (provider, problem) = match provider {
+        Some(Ok(provider)) => (Some(provider), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    init_logging(
+        &LogConfig {
+            format,
+            verbosity: log.verbosity,
+            file: log.log_file.clone(),
+        },
+        provider.as_ref(),
+    )?;
+    if let Some(e) = problem {
+        tracing::error!(err = format!("{e:#}"), "Traces are off");
+    } else if let Some(config) = &tracing_config {
+        tracing::info!(
+            endpoint = config.endpoint(),
+            samplingRatePerMillion = config.sampling_rate_per_million.unwrap_or(0),
+            "Exporting traces"
+        );
+    }
+    Ok(provider)
+}
+
+/// Puts the metric flags in force for every registry of the process
+/// (before any is made). A manifest that can't be read or parsed is
+/// logged and skipped, as upstream does; bad flag values stop the start.
+fn set_metrics_policy(flags: &TelemetryArgs) -> Result<()> {
+    let minor: u32 = crate::apiserver::KUBERNETES_MINOR
+        .parse()
+        .context("the served Kubernetes version")?;
+    let manifest = flags
+        .allow_metric_labels_manifest
+        .as_ref()
+        .and_then(|path| match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                tracing::error!(path = %path.display(), err = %e, "Failed to read allow list manifest");
+                None
+            }
+        });
+    let items: Vec<String> = flags
+        .allow_metric_labels
+        .iter()
+        .flat_map(|v| crate::telemetry::stability::split_allow_items(v))
+        .collect();
+    let policy = match crate::telemetry::stability::MetricsPolicy::from_flags(
+        (1, minor),
+        flags.show_hidden_metrics_for_version.as_deref(),
+        &flags.disabled_metrics,
+        &items,
+        manifest.as_deref(),
+    ) {
+        Ok(policy) => policy,
+        Err(e) if e.starts_with("--allow-metric-labels-manifest") => {
+            tracing::error!(err = %e, "Failed to parse allow list manifest");
+            crate::telemetry::stability::MetricsPolicy::from_flags(
+                (1, minor),
+                flags.show_hidden_metrics_for_version.as_deref(),
+                &flags.disabled_metrics,
+                &items,
+                None,
+            )
+            .map_err(anyhow::Error::msg)?
+        }
+        Err(e) => bail!(e),
+    };
+    if policy.show_hidden_for.is_some() {
+        tracing::warn!("Hidden metrics have been manually overridden, showing deprecated metrics");
+    }
+    crate::telemetry::stability::set_policy(policy);
+    Ok(())
 }
 
 /// Runs a long-lived command (`server`, `agent`): takes systemd's notify
 /// socket before any thread starts, starts logging, then runs `main` on a
 /// multi-threaded runtime until it returns.
-pub fn run_daemon<F, Fut>(log: &LogArgs, main: F) -> Result<()>
+pub fn run_daemon<F, Fut>(telemetry: &TelemetryArgs, main: F) -> Result<()>
 where
     F: FnOnce(super::notify::Notifier) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    // SAFETY: nothing has started a thread yet (logging and the runtime come next).
+    // SAFETY: nothing has started a thread yet (the runtime and logging come next).
     let notifier = unsafe { super::notify::Notifier::from_env() };
-    start_logging(log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting runtime")?;
-    runtime.block_on(main(notifier))
+    let traces = {
+        let _runtime = runtime.enter();
+        start_logging(telemetry)?
+    };
+    set_metrics_policy(telemetry)?;
+    let result = runtime.block_on(main(notifier));
+    if let Some(provider) = traces {
+        // The last batch of spans (the exporter gives up after its timeout).
+        let _ = provider.shutdown();
+    }
+    result
 }
 
 /// The join token given as `--token` or in `--token-file`, if either.

@@ -21,8 +21,8 @@ use crate::telemetry::Metrics;
 
 /// Runs the server until a signal.
 pub fn run(args: ServerArgs) -> Result<()> {
-    let log = args.log.clone();
-    super::node::run_daemon(&log, |notifier| serve_api(args, notifier))
+    let telemetry = args.telemetry.clone();
+    super::node::run_daemon(&telemetry, |notifier| serve_api(args, notifier))
 }
 
 async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Result<()> {
@@ -35,8 +35,12 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             None => bail!("datastore {endpoint:?} is not supported yet (only sqlite://)"),
         },
     };
+    let metrics = Metrics::new();
     let sqlite: Arc<dyn crate::store::Store> = Arc::new(
         SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?,
+    );
+    let sqlite: Arc<dyn crate::store::Store> = Arc::new(
+        crate::store::observed::ObservedStore::new(sqlite, "sqlite", &metrics),
     );
     let (store, secrets_encryption) = if args.secrets_encryption {
         let file = server_dir.join("cred").join("encryption-config.json");
@@ -58,6 +62,10 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 store: encrypted,
                 file,
                 rotating: tokio::sync::Mutex::new(()),
+                reloads: crate::apiserver::secrets_encryption::ReloadMetrics::new(
+                    &metrics,
+                    &super::node::hostname(),
+                ),
             }),
         )
     } else {
@@ -156,7 +164,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             cluster_domain: args.cluster_domain.clone(),
         },
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
-        metrics: Metrics::new(),
+        metrics,
         allocation: tokio::sync::Mutex::new(()),
         quota: tokio::sync::Mutex::new(()),
         kubelet_tls: Some(crate::apiserver::kubelet::client_config(

@@ -1,9 +1,15 @@
 //! The CRI client: runtime and image services of containerd's CRI plugin,
 //! over the same gRPC channel as the containerd API.
 
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
+
+use crate::telemetry::traces;
 
 pub use k8s_cri::v1 as api;
 
@@ -11,14 +17,15 @@ pub use k8s_cri::v1 as api;
 #[derive(Clone)]
 pub struct Cri {
     /// Sandboxes, containers, exec, logs reopen.
-    pub runtime: RuntimeServiceClient<Channel>,
+    pub runtime: RuntimeServiceClient<CriChannel>,
     /// Image status and pulls.
-    pub images: ImageServiceClient<Channel>,
+    pub images: ImageServiceClient<CriChannel>,
 }
 
 impl Cri {
     /// CRI over an established channel.
     pub fn new(channel: Channel) -> Self {
+        let channel = CriChannel(channel);
         Cri {
             runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
             images: ImageServiceClient::new(channel).max_decoding_message_size(16 << 20),
@@ -62,5 +69,37 @@ impl Cri {
             }
         }
         (version, Ok(()))
+    }
+}
+
+/// The gRPC channel to the runtime. With traces on, each call is a client
+/// span named by its method (`runtime.v1.RuntimeService/RunPodSandbox`, as
+/// upstream's otelgrpc names them) that hands its `traceparent` on.
+#[derive(Clone)]
+pub struct CriChannel(Channel);
+
+impl tower::Service<http::Request<tonic::body::Body>> for CriChannel {
+    type Response = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if !traces::on() {
+            return Box::pin(self.0.call(request));
+        }
+        let method = request.uri().path().trim_start_matches('/').to_string();
+        let span = tracing::info_span!(
+            target: traces::TARGET,
+            "grpc",
+            otel.name = method,
+            otel.kind = "client",
+            rpc.system = "grpc",
+        );
+        span.in_scope(|| traces::propagate(request.headers_mut()));
+        Box::pin(self.0.call(request).instrument(span))
     }
 }

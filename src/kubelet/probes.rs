@@ -39,9 +39,12 @@ impl Default for ProbeMetrics {
     fn default() -> Self {
         let mut registry = prometheus_client::registry::Registry::default();
         let probes = prometheus_client::metrics::family::Family::default();
-        registry.register(
-            "prober_probe",
-            "[ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result",
+        crate::telemetry::register_in(
+            &mut registry,
+            &crate::telemetry::Descriptor::new(
+                "prober_probe",
+                "Cumulative number of a liveness, readiness or startup probe for a container by result",
+            ),
             probes.clone(),
         );
         ProbeMetrics { registry, probes }

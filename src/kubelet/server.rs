@@ -71,6 +71,9 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
             state.clone(),
             authenticate,
         ))
+        .layer(axum::middleware::from_fn(|req, next| {
+            crate::telemetry::traces::serve("KubeletAPI", req, next)
+        }))
         .with_state(state)
 }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::cgroup::{self, Mounts, Usage};
 use super::container::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
 use super::cri::{Cri, api};
+use crate::telemetry::{Descriptor, StabilityLevel, register_in};
 
 /// How often usage is sampled (cAdvisor's housekeeping interval); CPU rates
 /// are averages over this window.
@@ -534,16 +535,22 @@ pub fn kubelet_metrics(
         node: node.to_string(),
     })
     .set(1);
-    registry.register(
-        "kubelet_node_name",
-        "[ALPHA] The node's name. The count is always 1",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "kubelet_node_name",
+            "The node's name. The count is always 1",
+        ),
         name,
     );
     let pods = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     pods.set(running_pods);
-    registry.register(
-        "kubelet_running_pods",
-        "[ALPHA] Number of pods that have a running pod sandbox",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "kubelet_running_pods",
+            "Number of pods that have a running pod sandbox",
+        ),
         pods,
     );
     let running =
@@ -555,9 +562,12 @@ pub fn kubelet_metrics(
             })
             .set(*count);
     }
-    registry.register(
-        "kubelet_running_containers",
-        "[ALPHA] Number of containers currently running",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "kubelet_running_containers",
+            "Number of containers currently running",
+        ),
         running,
     );
     crate::telemetry::prometheus_text(&registry)
@@ -670,19 +680,31 @@ fn resource_metrics(summary: &Summary) -> String {
         }
     }
     // prometheus-client appends `_total` to counters.
-    registry.register(
-        "container_cpu_usage_seconds",
-        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "container_cpu_usage_seconds",
+            "Cumulative cpu time consumed by the container in core-seconds",
+        )
+        .stability(StabilityLevel::Stable),
         container_cpu,
     );
-    registry.register(
-        "container_memory_working_set_bytes",
-        "[STABLE] Current working set of the container in bytes",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "container_memory_working_set_bytes",
+            "Current working set of the container in bytes",
+        )
+        .stability(StabilityLevel::Stable),
         container_memory,
     );
-    registry.register(
-        "container_start_time_seconds",
-        "[STABLE] Start time of the container since unix epoch in seconds",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "container_start_time_seconds",
+            "Start time of the container since unix epoch in seconds",
+        )
+        .stability(StabilityLevel::Stable),
         container_start,
     );
     let node_cpu = FloatCounter::default();
@@ -694,36 +716,56 @@ fn resource_metrics(summary: &Summary) -> String {
             .and_then(|c| c.usage_core_nano_seconds),
     ) {
         node_cpu.inc_by(v);
-        registry.register(
-            "node_cpu_usage_seconds",
-            "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+        register_in(
+            &mut registry,
+            &Descriptor::new(
+                "node_cpu_usage_seconds",
+                "Cumulative cpu time consumed by the node in core-seconds",
+            )
+            .stability(StabilityLevel::Stable),
             node_cpu,
         );
     }
     if let Some(v) = bytes(&summary.node.memory) {
         let gauge = FloatGauge::default();
         gauge.set(v);
-        registry.register(
-            "node_memory_working_set_bytes",
-            "[STABLE] Current working set of the node in bytes",
+        register_in(
+            &mut registry,
+            &Descriptor::new(
+                "node_memory_working_set_bytes",
+                "Current working set of the node in bytes",
+            )
+            .stability(StabilityLevel::Stable),
             gauge,
         );
     }
-    registry.register(
-        "pod_cpu_usage_seconds",
-        "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "pod_cpu_usage_seconds",
+            "Cumulative cpu time consumed by the pod in core-seconds",
+        )
+        .stability(StabilityLevel::Stable),
         pod_cpu,
     );
-    registry.register(
-        "pod_memory_working_set_bytes",
-        "[STABLE] Current working set of the pod in bytes",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "pod_memory_working_set_bytes",
+            "Current working set of the pod in bytes",
+        )
+        .stability(StabilityLevel::Stable),
         pod_memory,
     );
     let scrape_error = Gauge::<i64>::default();
     scrape_error.set(i64::from(summary.node.cpu.is_none()));
-    registry.register(
-        "resource_scrape_error",
-        "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise",
+    register_in(
+        &mut registry,
+        &Descriptor::new(
+            "resource_scrape_error",
+            "1 if there was an error while getting container metrics, 0 otherwise",
+        )
+        .stability(StabilityLevel::Stable),
         scrape_error,
     );
     crate::telemetry::prometheus_text(&registry)

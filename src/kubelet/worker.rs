@@ -13,6 +13,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use super::container::{self, CONTAINER_HASH, CONTAINER_NAME, NodeSettings, POD_UID};
 use super::cri::{Cri, api};
@@ -148,7 +149,8 @@ impl PodWorker {
                     continue;
                 }
                 Some(pod) => {
-                    let next = match self.sync(&pod).await {
+                    let span = sync_span(&pod);
+                    let next = match self.sync(&pod).instrument(span).await {
                         Ok(next) => next,
                         Err(e) => {
                             tracing::warn!(pod = %pod_ref(&pod), err = %e, "pod sync failed");
@@ -1039,5 +1041,21 @@ pub fn pod_ref(pod: &Pod) -> String {
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// With traces on, the `syncPod` span of one reconciliation (upstream's
+/// kubelet span and attributes); the CRI calls it makes are its children.
+fn sync_span(pod: &Pod) -> tracing::Span {
+    use crate::telemetry::traces;
+    if !traces::on() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: traces::TARGET,
+        "syncPod",
+        k8s.pod = pod.metadata.name.as_deref().unwrap_or(""),
+        k8s.namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
+        k8s.pod.uid = pod.metadata.uid.as_deref().unwrap_or(""),
     )
 }

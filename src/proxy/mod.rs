@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::network::iptables;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Descriptor, Metrics};
 
 /// How often the rules are rebuilt without any change (kube-proxy's
 /// `--iptables-sync-period`).
@@ -82,23 +82,31 @@ impl ProxyMetrics {
             failures: Counter::default(),
         };
         metrics.register(
-            "kubeproxy_sync_proxy_rules_duration_seconds",
-            "[ALPHA] SyncProxyRules latency in seconds",
+            Descriptor::new(
+                "kubeproxy_sync_proxy_rules_duration_seconds",
+                "SyncProxyRules latency in seconds",
+            ),
             this.duration.clone(),
         );
         metrics.register(
-            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-            "[ALPHA] The last time proxy rules were successfully synced",
+            Descriptor::new(
+                "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+                "The last time proxy rules were successfully synced",
+            ),
             this.last.clone(),
         );
         metrics.register(
-            "kubeproxy_sync_proxy_rules_iptables_total",
-            "[ALPHA] Total number of iptables rules owned by kube-proxy",
+            Descriptor::new(
+                "kubeproxy_sync_proxy_rules_iptables_total",
+                "Total number of iptables rules owned by kube-proxy",
+            ),
             this.rules.clone(),
         );
         metrics.register(
-            "kubeproxy_sync_proxy_rules_iptables_restore_failures",
-            "[ALPHA] Cumulative proxy iptables restore failures",
+            Descriptor::new(
+                "kubeproxy_sync_proxy_rules_iptables_restore_failures",
+                "Cumulative proxy iptables restore failures",
+            ),
             this.failures.clone(),
         );
         this

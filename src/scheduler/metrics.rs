@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use super::{NAME, fit};
 use crate::api::quantity;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Descriptor, Metrics, StabilityLevel};
 
 /// How a scheduling attempt ended (kube-scheduler's `result` label).
 #[derive(Debug, Clone, Copy)]
@@ -37,12 +37,19 @@ struct QueueLabels {
     queue: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    r#type: &'static str,
+}
+
 /// The series a scheduling pass updates.
 #[derive(Debug, Clone)]
 pub struct SchedulerMetrics {
     attempts: Family<AttemptLabels, Counter>,
     durations: Family<AttemptLabels, Histogram, fn() -> Histogram>,
     pending: Family<QueueLabels, Gauge>,
+    /// `scheduler_cache_size` and its deprecated twin `scheduler_scheduler_cache_size`.
+    cache: [Family<CacheLabels, Gauge>; 2],
 }
 
 impl SchedulerMetrics {
@@ -55,22 +62,43 @@ impl SchedulerMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 15))
             }),
             pending: Family::default(),
+            cache: Default::default(),
         };
+        const CACHE_HELP: &str =
+            "Number of nodes, pods, and assumed (bound) pods in the scheduler cache";
         metrics.register(
-            "scheduler_schedule_attempts",
-            "[STABLE] Number of attempts to schedule pods, by the result. 'unschedulable' \
-             means a pod could not be scheduled, while 'error' means an internal scheduler problem",
+            Descriptor::new("scheduler_cache_size", CACHE_HELP),
+            this.cache[0].clone(),
+        );
+        metrics.register(
+            Descriptor::new("scheduler_scheduler_cache_size", CACHE_HELP)
+                .deprecated_since("1.33.0"),
+            this.cache[1].clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                "scheduler_schedule_attempts",
+                "Number of attempts to schedule pods, by the result. 'unschedulable' \
+                 means a pod could not be scheduled, while 'error' means an internal scheduler problem",
+            )
+            .stability(StabilityLevel::Stable),
             this.attempts.clone(),
         );
         metrics.register(
-            "scheduler_scheduling_attempt_duration_seconds",
-            "[STABLE] Scheduling attempt latency in seconds (scheduling algorithm + binding)",
+            Descriptor::new(
+                "scheduler_scheduling_attempt_duration_seconds",
+                "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
+            )
+            .stability(StabilityLevel::Stable),
             this.durations.clone(),
         );
         metrics.register(
-            "scheduler_pending_pods",
-            "[STABLE] Number of pending pods, by the queue type. 'active' means number of pods \
-             in activeQ; 'unschedulable' means number of pods in unschedulablePods",
+            Descriptor::new(
+                "scheduler_pending_pods",
+                "Number of pending pods, by the queue type. 'active' means number of pods \
+                 in activeQ; 'unschedulable' means number of pods in unschedulablePods",
+            )
+            .stability(StabilityLevel::Stable),
             this.pending.clone(),
         );
         this
@@ -88,6 +116,16 @@ impl SchedulerMetrics {
         };
         self.attempts.get_or_create(&labels).inc();
         self.durations.get_or_create(&labels).observe(seconds);
+    }
+
+    /// What the scheduler's caches hold: nodes, pods bound to a node, pods
+    /// it bound whose binding it has not seen come back yet.
+    pub fn cache_size(&self, nodes: usize, pods: usize, assumed: usize) {
+        for family in &self.cache {
+            for (r#type, n) in [("nodes", nodes), ("pods", pods), ("assumed_pods", assumed)] {
+                family.get_or_create(&CacheLabels { r#type }).set(n as i64);
+            }
+        }
     }
 
     /// Pods waiting after a pass: to be tried again at once, or until

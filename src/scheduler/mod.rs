@@ -135,6 +135,8 @@ impl Scheduler {
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
         self.assumed.retain(|uid, _| !bound.contains(uid));
+        self.metrics
+            .cache_size(nodes.len(), bound.len(), self.assumed.len());
         let mut by_node: HashMap<String, Vec<Pod>> = HashMap::new();
         for p in &all {
             if let Some(node) = p

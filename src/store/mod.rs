@@ -7,6 +7,7 @@
 
 pub mod encrypted;
 pub mod encryption;
+pub mod observed;
 pub mod sqlite;
 
 use std::pin::Pin;

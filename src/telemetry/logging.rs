@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Datelike as _, Local, Timelike as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
@@ -38,11 +39,12 @@ pub struct LogConfig {
     pub file: Option<PathBuf>,
 }
 
-/// Installs the global subscriber; call once from main.
+/// Installs the global subscriber; call once from main. With `traces`, the
+/// trace spans (target [`super::traces::TARGET`]) are exported too.
 ///
 /// Fails when the log file can't be opened for appending or a global
 /// subscriber is already installed.
-pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
+pub fn init_logging(cfg: &LogConfig, traces: Option<&SdkTracerProvider>) -> anyhow::Result<()> {
     match &cfg.file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -50,9 +52,12 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<()> {
                 .append(true)
                 .open(path)
                 .with_context(|| format!("opening log file {}", path.display()))?;
-            install(LogLayer::new(cfg.format, cfg.verbosity, file))
+            install(LogLayer::new(cfg.format, cfg.verbosity, file), traces)
         }
-        None => install(LogLayer::new(cfg.format, cfg.verbosity, std::io::stderr)),
+        None => install(
+            LogLayer::new(cfg.format, cfg.verbosity, std::io::stderr),
+            traces,
+        ),
     }
 }
 
@@ -107,6 +112,10 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // A trace span's attributes are for the trace, not every log line.
+        if attrs.metadata().target() == super::traces::TARGET {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut fields = FieldCollector::new(false);
         attrs.record(&mut fields);
@@ -115,6 +124,9 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
+        if span.metadata().target() == super::traces::TARGET {
+            return;
+        }
         let mut fields = FieldCollector::new(false);
         values.record(&mut fields);
         let mut extensions = span.extensions_mut();
@@ -168,11 +180,13 @@ where
     }
 }
 
-fn install<W>(layer: LogLayer<W>) -> anyhow::Result<()>
+fn install<W>(layer: LogLayer<W>, traces: Option<&SdkTracerProvider>) -> anyhow::Result<()>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let subscriber = tracing_subscriber::registry().with(layer);
+    let subscriber = tracing_subscriber::registry()
+        .with(layer)
+        .with(traces.map(super::traces::layer));
     tracing::subscriber::set_global_default(subscriber)
         .context("installing the global log subscriber")
 }
@@ -1184,7 +1198,7 @@ mod tests {
             verbosity: 0,
             file: Some("/nonexistent-dir/kelp.log".into()),
         };
-        let err = init_logging(&cfg).unwrap_err();
+        let err = init_logging(&cfg, None).unwrap_err();
         assert!(
             format!("{err:#}").contains("/nonexistent-dir/kelp.log"),
             "{err:#}"

@@ -1,7 +1,7 @@
 //! The process-wide Prometheus registry, the API server's request metrics and
 //! the `process_*` metrics read from `/proc/self`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -9,11 +9,14 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
+
+use super::stability::{self, Decision, Descriptor, StabilityLevel};
 
 /// `Content-Type` of [`Metrics::encode`]'s output.
 pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -34,28 +37,96 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// The API server's request counter and latency histogram.
     pub apiserver: ApiserverMetrics,
+    meta: MetaMetrics,
+    /// Label values already counted as unexpected.
+    unexpected: Mutex<HashSet<(String, String, String)>>,
+}
+
+/// The stability framework's own metrics.
+#[derive(Debug, Clone, Default)]
+struct MetaMetrics {
+    registered: Family<RegisteredLabels, Counter>,
+    disabled: Counter,
+    hidden: Counter,
+    unexpected: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegisteredLabels {
+    deprecated_version: String,
+    stability_level: &'static str,
 }
 
 impl Metrics {
-    /// A registry holding the API server's request metrics and the process
-    /// metrics.
+    /// A registry holding the API server's request metrics, the stability
+    /// framework's own and the process metrics, under the policy in force
+    /// ([`stability::set_policy`] first).
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::default();
-        let apiserver = ApiserverMetrics::new();
-        apiserver.register(&mut registry);
-        registry.register_collector(Box::new(ProcessCollector));
-        Arc::new(Self {
-            registry: Mutex::new(registry),
-            apiserver,
-        })
+        let metrics = Self {
+            registry: Mutex::new(Registry::default()),
+            apiserver: ApiserverMetrics::new(),
+            meta: MetaMetrics::default(),
+            unexpected: Mutex::new(HashSet::new()),
+        };
+        let meta = metrics.meta.clone();
+        metrics.register(
+            Descriptor::new(
+                "registered_metrics",
+                "The count of registered metrics broken by stability level and deprecation version",
+            )
+            .stability(StabilityLevel::Beta),
+            meta.registered,
+        );
+        metrics.register(
+            Descriptor::new("disabled_metrics", "The count of disabled metrics")
+                .stability(StabilityLevel::Beta),
+            meta.disabled.clone(),
+        );
+        metrics.register(
+            Descriptor::new("hidden_metrics", "The count of hidden metrics")
+                .stability(StabilityLevel::Beta),
+            meta.hidden,
+        );
+        metrics.register(
+            Descriptor::new(
+                "cardinality_enforcement_unexpected_categorizations",
+                "The count of unexpected categorizations during cardinality enforcement",
+            ),
+            meta.unexpected,
+        );
+        // Counted once per name the flag gives, as upstream does.
+        meta.disabled
+            .inc_by(stability::policy().disabled.len() as u64);
+        metrics.apiserver.register(&metrics);
+        // Raw process metrics, unannotated as Prometheus' own collector's.
+        metrics
+            .registry()
+            .register_collector(Box::new(ProcessCollector));
+        Arc::new(metrics)
     }
 
-    /// Registers `metric` under `name`.
+    /// Registers `metric` as `descriptor` says, unless the policy hides or
+    /// disables it (counted in `hidden_metrics_total`); returns the decision.
     ///
     /// prometheus-client adds the type's suffix itself: register a counter
-    /// as `foo` to expose `foo_total`. A full stop is appended to `help`.
-    pub fn register(&self, name: impl Into<String>, help: impl Into<String>, metric: impl Metric) {
-        self.registry().register(name, help, metric);
+    /// as `foo` to expose `foo_total`. A full stop is appended to the help.
+    pub fn register(&self, descriptor: Descriptor, metric: impl Metric) -> Decision {
+        let decision = register_in(&mut self.registry(), &descriptor, metric);
+        match &decision {
+            Decision::Register(_) => {
+                self.meta
+                    .registered
+                    .get_or_create(&RegisteredLabels {
+                        deprecated_version: descriptor.deprecated_version.unwrap_or_default(),
+                        stability_level: descriptor.stability.as_str(),
+                    })
+                    .inc();
+            }
+            Decision::Hidden | Decision::Disabled => {
+                self.meta.hidden.inc();
+            }
+        }
+        decision
     }
 
     /// Registers a collector whose metrics are produced at each scrape.
@@ -66,8 +137,30 @@ impl Metrics {
     /// All metrics in Prometheus' text format (version 0.0.4, served as
     /// [`PROMETHEUS_TEXT_CONTENT_TYPE`]), the format kube-apiserver serves by
     /// default: counter families are named with their `_total` suffix.
+    /// Label values outside an `--allow-metric-labels` list read
+    /// `unexpected`; each such value counts once in
+    /// `cardinality_enforcement_unexpected_categorizations_total`.
     pub fn encode(&self) -> String {
-        openmetrics_to_prometheus_text(&self.encode_openmetrics())
+        let text = openmetrics_to_prometheus_text(&self.encode_openmetrics());
+        let (text, replaced) = stability::fold_unexpected(&text, stability::policy());
+        if !replaced.is_empty() {
+            let mut seen = self
+                .unexpected
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let new = replaced
+                .into_iter()
+                .filter(|r| seen.insert(r.clone()))
+                .count();
+            if new > 0 {
+                self.meta.unexpected.inc_by(new as u64);
+                drop(seen);
+                // Again, so this scrape already shows the count (the next
+                // pass finds nothing new).
+                return self.encode();
+            }
+        }
+        text
     }
 
     /// All metrics in the OpenMetrics text format, ending in `# EOF` (served
@@ -88,13 +181,35 @@ impl Metrics {
 }
 
 /// `registry` in Prometheus' text format (version 0.0.4), for metrics
-/// built afresh at each scrape (the kubelet's `/metrics/resource`).
+/// built afresh at each scrape (the kubelet's `/metrics/resource`), with
+/// the label allow-lists applied.
 pub fn prometheus_text(registry: &Registry) -> String {
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
         tracing::warn!("Encoding the metrics failed");
     }
-    openmetrics_to_prometheus_text(&out)
+    stability::fold_unexpected(&openmetrics_to_prometheus_text(&out), stability::policy()).0
+}
+
+/// Registers `metric` in `registry` as `descriptor` and the policy in
+/// force say (its HELP annotated with its stability; not at all when hidden
+/// or disabled). For registries built per scrape; the process registry
+/// goes through [`Metrics::register`], which also counts.
+pub fn register_in(
+    registry: &mut Registry,
+    descriptor: &Descriptor,
+    metric: impl Metric,
+) -> Decision {
+    let suffix = if matches!(metric.metric_type(), MetricType::Counter) {
+        "_total"
+    } else {
+        ""
+    };
+    let decision = stability::policy().decide(descriptor, suffix);
+    if let Decision::Register(help) = &decision {
+        registry.register(descriptor.name.clone(), help.clone(), metric);
+    }
+    decision
 }
 
 /// kube-apiserver's request metrics: `apiserver_request_total` and
@@ -162,18 +277,24 @@ impl ApiserverMetrics {
         }
     }
 
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
+    fn register(&self, metrics: &Metrics) {
+        metrics.register(
             // prometheus-client appends `_total`.
-            "apiserver_request",
-            "Counter of API requests by verb, dry run, group, version, resource, \
-             subresource, scope, component and HTTP status code",
+            Descriptor::new(
+                "apiserver_request",
+                "Counter of apiserver requests broken out for each verb, dry run value, group, \
+                 version, resource, scope, component, and HTTP response code",
+            )
+            .stability(StabilityLevel::Stable),
             self.requests.clone(),
         );
-        registry.register(
-            "apiserver_request_duration_seconds",
-            "Latency of API requests in seconds by verb, dry run, group, version, \
-             resource, subresource, scope and component",
+        metrics.register(
+            Descriptor::new(
+                "apiserver_request_duration_seconds",
+                "Response latency distribution in seconds for each verb, dry run value, group, \
+                 version, resource, subresource, scope and component",
+            )
+            .stability(StabilityLevel::Stable),
             self.durations.clone(),
         );
     }
@@ -484,7 +605,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("# HELP apiserver_request_total Counter of API requests"),
+            text.contains("# HELP apiserver_request_total [STABLE] Counter of apiserver requests"),
             "{text}"
         );
         assert!(!text.contains("_total_total"), "{text}");
@@ -591,13 +712,24 @@ mod tests {
     fn registered_families_appear_once_with_prefix_free_names() {
         let metrics = Metrics::new();
         let evictions: Counter = Counter::default();
-        metrics.register("scheduler_evictions", "Pods evicted", evictions.clone());
+        metrics.register(
+            Descriptor::new("scheduler_evictions", "Pods evicted"),
+            evictions.clone(),
+        );
         let queue: Gauge = Gauge::default();
-        metrics.register("workqueue_depth", "Depth of the queue", queue.clone());
+        metrics.register(
+            Descriptor::new("workqueue_depth", "Depth of the queue")
+                .stability(StabilityLevel::Stable),
+            queue.clone(),
+        );
         evictions.inc_by(3);
         queue.set(5);
         let text = metrics.encode();
-        assert!(text.contains("# HELP scheduler_evictions_total Pods evicted.\n# TYPE scheduler_evictions_total counter\nscheduler_evictions_total 3\n"), "{text}");
+        assert!(text.contains("# HELP scheduler_evictions_total [ALPHA] Pods evicted.\n# TYPE scheduler_evictions_total counter\nscheduler_evictions_total 3\n"), "{text}");
+        assert!(
+            text.contains("# HELP workqueue_depth [STABLE] Depth of the queue.\n"),
+            "{text}"
+        );
         assert!(
             text.contains("# TYPE workqueue_depth gauge\nworkqueue_depth 5\n"),
             "{text}"

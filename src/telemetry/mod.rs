@@ -66,9 +66,13 @@
 pub mod events;
 mod logging;
 mod metrics;
+pub mod stability;
+pub mod traces;
 
 pub use logging::{LogConfig, LogFormat, LogLayer, init_logging};
 pub use metrics::{
     ApiserverMetrics, Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
-    REQUEST_DURATION_BUCKETS, prometheus_text,
+    REQUEST_DURATION_BUCKETS, prometheus_text, register_in,
 };
+pub use stability::{Descriptor, StabilityLevel};
+pub use traces::TracingConfiguration;

@@ -123,6 +123,7 @@ pub async fn forward(
         .body(body)
         .map_err(|e| ApiError::bad_request(format!("invalid proxy request: {e}")))?;
     *request.headers_mut() = headers;
+    crate::telemetry::traces::propagate(request.headers_mut());
     let mut response = sender.send_request(request).await.map_err(unreachable)?;
 
     if let Some(client) = client_upgrade

@@ -1,0 +1,399 @@
+//! End-to-end tests of the guide's observability chapters on a server
+//! (no node): OTLP traces to a real gRPC receiver, the metric stability
+//! flags, and every metrics page parsed by Prometheus' own Python parser.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+/// One received span: trace id, span id, parent span id (hex), name.
+#[derive(Debug, Clone)]
+struct Span {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+}
+
+/// An OTLP/gRPC trace receiver on loopback, keeping every span it gets.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                for s in scope.spans {
+                    spans.push(Span {
+                        trace: hex::encode(&s.trace_id),
+                        id: hex::encode(&s.span_id),
+                        parent: hex::encode(&s.parent_span_id),
+                        name: s.name,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Receiver {
+    /// Serves on `port` in a runtime of its own until the test ends.
+    fn serve(&self, port: u16) -> tokio::runtime::Runtime {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let service = TraceServiceServer::new(self.clone());
+        runtime.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve(([127, 0, 0, 1], port).into())
+                .await
+                .expect("OTLP receiver");
+        });
+        runtime
+    }
+
+    /// The spans of `trace` once one named `name` is among them (30 s at most).
+    fn wait_for(&self, trace: &str, name: &str) -> Vec<Span> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans: Vec<Span> = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace == trace)
+                .cloned()
+                .collect();
+            if spans.iter().any(|s| s.name == name) || Instant::now() > deadline {
+                return spans;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// An HTTPS GET as the admin with extra headers; the status code.
+fn admin_get(server: &Server, path: &str, headers: &[&str]) -> u16 {
+    let (_, cert, key) = server.admin_credentials();
+    let cert_file = common::write(
+        server.path("").as_path(),
+        "admin.crt",
+        &String::from_utf8_lossy(&cert),
+    );
+    let key_file = common::write(
+        server.path("").as_path(),
+        "admin.key",
+        &String::from_utf8_lossy(&key),
+    );
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sk",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .arg("--cert")
+    .arg(&cert_file)
+    .arg("--key")
+    .arg(&key_file);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{}{path}", server.port()))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[test]
+fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Rate 0: only what a caller asks to be sampled is traced.
+    let config = common::write(
+        dir.path(),
+        "tracing.yaml",
+        &format!(
+            "apiVersion: apiserver.config.k8s.io/v1beta1\nkind: TracingConfiguration\n\
+             endpoint: 127.0.0.1:{port}\nsamplingRatePerMillion: 0\n"
+        ),
+    );
+    // The collector is down at first: kelp starts and serves anyway.
+    let server = Server::start_with(&["--tracing-config-file", config.to_str().unwrap()]);
+    let parent_span = "00f067aa0ba902b7";
+    let lost_trace = "11111111111111111111111111111111";
+    assert_eq!(
+        admin_get(
+            &server,
+            "/api/v1/namespaces/default/configmaps",
+            &[&format!("traceparent: 00-{lost_trace}-{parent_span}-01")]
+        ),
+        200
+    );
+    assert!(
+        server.log().contains("Exporting traces"),
+        "{}",
+        server.log()
+    );
+
+    let receiver = Receiver::default();
+    let _runtime = receiver.serve(port);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let spans = loop {
+        // Resent until the exporter's channel has reconnected.
+        assert_eq!(
+            admin_get(
+                &server,
+                "/api/v1/namespaces/default/configmaps?limit=1",
+                &[&format!("traceparent: 00-{trace}-{parent_span}-01")]
+            ),
+            200
+        );
+        let spans = receiver.wait_for(trace, "KubernetesAPI");
+        if spans.iter().any(|s| s.name == "KubernetesAPI") || Instant::now() > deadline {
+            break spans;
+        }
+    };
+    let request = spans
+        .iter()
+        .find(|s| s.name == "KubernetesAPI")
+        .unwrap_or_else(|| panic!("no KubernetesAPI span in {spans:?}\n{}", server.log()));
+    assert_eq!(request.parent, parent_span, "{spans:?}");
+    // The store's spans are children of the request's.
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "List sqlite" && s.parent == request.id),
+        "{spans:?}"
+    );
+    // Unsampled callers are not traced at rate 0.
+    let unsampled = "22222222222222222222222222222222";
+    admin_get(
+        &server,
+        "/api/v1/namespaces",
+        &[&format!("traceparent: 00-{unsampled}-{parent_span}-00")],
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        receiver
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s.trace != unsampled),
+        "an unsampled request was traced"
+    );
+}
+
+/// Families of a metrics page as Prometheus' Python parser reads them:
+/// name to (type, help, samples as (name, labels, value)).
+type Families = BTreeMap<String, (String, String, Vec<(String, BTreeMap<String, String>, f64)>)>;
+
+/// Parses `text` with `prometheus_client.parser` (Debian's
+/// python3-prometheus-client); panics when it refuses the text.
+fn parse(text: &str) -> Families {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = [f.type, f.documentation, [[s.name, s.labels, s.value] for s in f.samples]]
+print(json.dumps(out))
+"#;
+    // Debian's interpreter, where python3-prometheus-client is installed.
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("parser");
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the page: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("parser JSON");
+    value
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, f)| {
+            let samples = f[2]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let labels = s[1]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect();
+                    (
+                        s[0].as_str().unwrap().to_string(),
+                        labels,
+                        s[2].as_f64().unwrap_or(f64::NAN),
+                    )
+                })
+                .collect();
+            (
+                name.clone(),
+                (
+                    f[0].as_str().unwrap().to_string(),
+                    f[1].as_str().unwrap().to_string(),
+                    samples,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The HELP of a family (the parser's name drops `_total`).
+fn help<'a>(families: &'a Families, name: &str) -> Option<&'a str> {
+    families.get(name).map(|f| f.1.as_str())
+}
+
+#[test]
+fn metric_stability_flags_change_what_is_exposed() {
+    // Defaults: levels in HELP, the 1.30 deprecations hidden, the 1.33 one shown.
+    let plain = Server::start_with(&["--secrets-encryption"]);
+    let k = plain.kubectl("kubectl");
+    let families = parse(&k.ok(&["get", "--raw", "/metrics"]));
+    assert_eq!(
+        help(&families, "apiserver_request"),
+        Some(
+            "[STABLE] Counter of apiserver requests broken out for each verb, dry run value, \
+             group, version, resource, scope, component, and HTTP response code."
+        )
+    );
+    assert!(
+        help(&families, "etcd_request_duration_seconds").is_some_and(|h| h.starts_with("[ALPHA] ")),
+        "{families:?}"
+    );
+    assert!(
+        help(&families, "registered_metrics").is_some_and(|h| h.starts_with("[BETA] ")),
+        "{families:?}"
+    );
+    assert!(
+        !families.contains_key("apiserver_encryption_config_controller_automatic_reload_success"),
+        "a metric deprecated in 1.30 is exposed in 1.33"
+    );
+    assert!(
+        help(&families, "scheduler_scheduler_cache_size")
+            .is_some_and(|h| h.starts_with("[ALPHA] (Deprecated since 1.33.0) ")),
+        "{families:?}"
+    );
+    // The process registry counts what it registered.
+    let registered = &families["registered_metrics"].2;
+    assert!(
+        registered
+            .iter()
+            .any(
+                |(_, l, v)| l.get("stability_level").map(String::as_str) == Some("STABLE")
+                    && *v >= 5.0
+            ),
+        "{registered:?}"
+    );
+    assert!(
+        families["hidden_metrics"]
+            .2
+            .iter()
+            .any(|(_, _, v)| *v >= 2.0)
+    );
+
+    // A bad version is refused as upstream refuses it.
+    let out = Command::new(common::kelp_bin())
+        .args(["server", "--show-hidden-metrics-for-version", "1.31"])
+        .output()
+        .expect("kelp");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--show-hidden-metrics-for-version must be omitted or have the value '1.32'. \
+             Only the previous minor version is allowed"
+        ),
+        "{stderr}"
+    );
+
+    // The flags: hidden shown again, one metric off, one label bounded.
+    let flagged = Server::start_with(&[
+        "--secrets-encryption",
+        "--show-hidden-metrics-for-version=1.32",
+        "--disabled-metrics=scheduler_pending_pods,etcd_requests_total",
+        "--allow-metric-labels=apiserver_request_total,code='200,201'",
+    ]);
+    let k = flagged.kubectl("kubectl");
+    k.ok(&["get", "configmaps"]);
+    k.fails(&["get", "configmap", "nosuch"]);
+    let out = Command::new(common::kelp_bin())
+        .args(["secrets-encrypt", "rotate-keys"])
+        .env("KELP_WRITE_KUBECONFIG", flagged.kubeconfig())
+        .output()
+        .expect("kelp secrets-encrypt");
+    assert!(out.status.success(), "{out:?}");
+    let families = parse(&k.ok(&["get", "--raw", "/metrics"]));
+    assert!(!families.contains_key("scheduler_pending_pods"));
+    assert!(!families.contains_key("etcd_requests"));
+    assert!(families.contains_key("etcd_request_duration_seconds"));
+    assert_eq!(families["disabled_metrics"].2[0].2, 2.0);
+    let reloads = help(
+        &families,
+        "apiserver_encryption_config_controller_automatic_reload_success",
+    );
+    assert!(
+        reloads.is_some_and(|h| h.starts_with("[ALPHA] (Deprecated since 1.30.0) ")),
+        "{families:?}"
+    );
+    // A rotation puts the configuration in force twice.
+    assert!(families.contains_key("apiserver_encryption_config_controller_automatic_reloads"));
+    assert!(
+        families["apiserver_encryption_config_controller_automatic_reload_success"]
+            .2
+            .iter()
+            .any(|(_, _, v)| *v >= 2.0),
+        "{families:?}"
+    );
+    let codes: Vec<&str> = families["apiserver_request"]
+        .2
+        .iter()
+        .filter_map(|(_, l, _)| l.get("code").map(String::as_str))
+        .collect();
+    assert!(
+        codes.contains(&"200") && codes.contains(&"unexpected"),
+        "{codes:?}"
+    );
+    assert!(!codes.contains(&"404"), "{codes:?}");
+    let categorized = &families["cardinality_enforcement_unexpected_categorizations"];
+    assert!(categorized.2[0].2 >= 1.0, "{categorized:?}");
+}
