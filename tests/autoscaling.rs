@@ -178,6 +178,25 @@ fn kubectl_top_and_an_hpa_scaling_a_busy_deployment_up_and_down() {
         kubelet_get(&server, "/stats/summary", false).trim(),
         "Unauthorized"
     );
+    // cAdvisor's counter moves while the pod spins (read as a scraper would).
+    let burnt = || {
+        let families = common::metrics::parse(&kubelet_get(&server, "/metrics/cadvisor", true));
+        common::metrics::sum(
+            &families,
+            "container_cpu_usage_seconds",
+            "container_cpu_usage_seconds_total",
+            &[("container", "loop"), ("pod", "busy-*")],
+        )
+    };
+    // The collector reads the cgroups every few seconds, as cAdvisor's housekeeping.
+    let before = burnt();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut after = before;
+    while after <= before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        after = burnt();
+    }
+    assert!(after > before && before > 0.0, "{before} -> {after}");
 
     // 200% of the request against a 50% target: up to the maximum.
     kubectl.wait_for(

@@ -675,12 +675,70 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
         kubelet.contains(&format!("kubelet_node_name{{node=\"{NODE}\"}} 1")),
         "{kubelet}"
     );
-    let running_pods: f64 = kubelet
-        .lines()
-        .find_map(|l| l.strip_prefix("kubelet_running_pods "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("kubelet_running_pods");
+    let families = common::metrics::parse(&kubelet);
+    let running_pods = common::metrics::sum(
+        &families,
+        "kubelet_running_pods",
+        "kubelet_running_pods",
+        &[],
+    );
     assert!(running_pods >= 3.0, "{kubelet}");
+    // Every CRI call is counted by operation; pods' start times are observed.
+    for (sample, labels) in [
+        (
+            "kubelet_runtime_operations_total",
+            &[("operation_type", "run_podsandbox")][..],
+        ),
+        (
+            "kubelet_runtime_operations_duration_seconds_count",
+            &[("operation_type", "create_container")][..],
+        ),
+        ("kubelet_pod_start_duration_seconds_count", &[][..]),
+    ] {
+        let family = sample.trim_end_matches("_count").trim_end_matches("_total");
+        assert!(
+            common::metrics::sum(&families, family, sample, labels) >= 1.0,
+            "{sample} in {kubelet}"
+        );
+    }
+    for page in ["metrics/probes", "metrics/resource", "metrics/cadvisor"] {
+        common::metrics::parse(&kubectl.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{NODE}/proxy/{page}"),
+        ]));
+    }
+    // The node log query answers with kelp's own lines (this server logs
+    // to a file), filtered as asked; bad parameters get upstream's errors.
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let logs = kubectl.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}/proxy/logs/?query=kelp&sinceTime={since}&pattern=server%20is%20ready"),
+    ]);
+    assert!(
+        logs.lines().count() == 1 && logs.contains("kelp server is ready"),
+        "{logs}"
+    );
+    let tail = kubectl.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}/proxy/logs/?query=kelp&tailLines=3"),
+    ]);
+    assert_eq!(tail.lines().count(), 3, "{tail}");
+    let refused = kubectl.fails(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{NODE}/proxy/logs/?query=kelp&tailLines=100001"),
+    ]);
+    // kubectl shows a plain-text refusal by its code only, as upstream's.
+    assert!(refused.contains("(BadRequest)"), "{refused}");
+    let listing = kubectl.ok(&["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/logs/")]);
+    assert!(
+        listing.starts_with("<pre>") && listing.contains("pods/"),
+        "{listing}"
+    );
     // cAdvisor's container series, once the stats collector has read them.
     kubectl.wait_for(
         &["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy/metrics/cadvisor")],

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::metrics::{Families, parse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -204,78 +204,6 @@ fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
             .all(|s| s.trace != unsampled),
         "an unsampled request was traced"
     );
-}
-
-/// Families of a metrics page as Prometheus' Python parser reads them:
-/// name to (type, help, samples as (name, labels, value)).
-type Families = BTreeMap<String, (String, String, Vec<(String, BTreeMap<String, String>, f64)>)>;
-
-/// Parses `text` with `prometheus_client.parser` (Debian's
-/// python3-prometheus-client); panics when it refuses the text.
-fn parse(text: &str) -> Families {
-    let script = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for f in text_string_to_metric_families(sys.stdin.read()):
-    out[f.name] = [f.type, f.documentation, [[s.name, s.labels, s.value] for s in f.samples]]
-print(json.dumps(out))
-"#;
-    // Debian's interpreter, where python3-prometheus-client is installed.
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("parser");
-    assert!(
-        out.status.success(),
-        "the Prometheus parser refused the page: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("parser JSON");
-    value
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, f)| {
-            let samples = f[2]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| {
-                    let labels = s[1]
-                        .as_object()
-                        .unwrap()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect();
-                    (
-                        s[0].as_str().unwrap().to_string(),
-                        labels,
-                        s[2].as_f64().unwrap_or(f64::NAN),
-                    )
-                })
-                .collect();
-            (
-                name.clone(),
-                (
-                    f[0].as_str().unwrap().to_string(),
-                    f[1].as_str().unwrap().to_string(),
-                    samples,
-                ),
-            )
-        })
-        .collect()
 }
 
 /// The HELP of a family (the parser's name drops `_total`).

@@ -1,7 +1,9 @@
 //! The CRI client: runtime and image services of containerd's CRI plugin,
 //! over the same gRPC channel as the containerd API.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -23,9 +25,9 @@ pub struct Cri {
 }
 
 impl Cri {
-    /// CRI over an established channel.
-    pub fn new(channel: Channel) -> Self {
-        let channel = CriChannel(channel);
+    /// CRI over an established channel, each call counted in `metrics`.
+    pub fn new(channel: Channel, metrics: Arc<super::metrics::KubeletMetrics>) -> Self {
+        let channel = CriChannel { channel, metrics };
         Cri {
             runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
             images: ImageServiceClient::new(channel).max_decoding_message_size(16 << 20),
@@ -72,11 +74,15 @@ impl Cri {
     }
 }
 
-/// The gRPC channel to the runtime. With traces on, each call is a client
-/// span named by its method (`runtime.v1.RuntimeService/RunPodSandbox`, as
-/// upstream's otelgrpc names them) that hands its `traceparent` on.
+/// The gRPC channel to the runtime: each call is counted and timed by its
+/// method (`kubelet_runtime_operations_*`); with traces on it is also a
+/// client span named by its method (`runtime.v1.RuntimeService/RunPodSandbox`,
+/// as upstream's otelgrpc names them) that hands its `traceparent` on.
 #[derive(Clone)]
-pub struct CriChannel(Channel);
+pub struct CriChannel {
+    channel: Channel,
+    metrics: Arc<super::metrics::KubeletMetrics>,
+}
 
 impl tower::Service<http::Request<tonic::body::Body>> for CriChannel {
     type Response = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Response;
@@ -84,22 +90,42 @@ impl tower::Service<http::Request<tonic::body::Body>> for CriChannel {
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.channel.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
-        if !traces::on() {
-            return Box::pin(self.0.call(request));
-        }
-        let method = request.uri().path().trim_start_matches('/').to_string();
-        let span = tracing::info_span!(
-            target: traces::TARGET,
-            "grpc",
-            otel.name = method,
-            otel.kind = "client",
-            rpc.system = "grpc",
-        );
-        span.in_scope(|| traces::propagate(request.headers_mut()));
-        Box::pin(self.0.call(request).instrument(span))
+        let path = request.uri().path().to_string();
+        let span = if traces::on() {
+            let span = tracing::info_span!(
+                target: traces::TARGET,
+                "grpc",
+                otel.name = path.trim_start_matches('/'),
+                otel.kind = "client",
+                rpc.system = "grpc",
+            );
+            span.in_scope(|| traces::propagate(request.headers_mut()));
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let call = self.channel.call(request);
+        Box::pin(
+            async move {
+                let result = call.await;
+                // A unary call's error comes in a trailers-only response.
+                let failed = match &result {
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .is_some_and(|s| s.as_bytes() != b"0"),
+                    Err(_) => true,
+                };
+                metrics.runtime_operation(&path, started.elapsed(), failed);
+                result
+            }
+            .instrument(span),
+        )
     }
 }

@@ -9,7 +9,9 @@ pub mod cri;
 pub mod exec;
 pub mod images;
 pub mod logs;
+pub mod metrics;
 pub mod node;
+pub mod node_logs;
 pub mod pause;
 pub mod pods;
 pub mod portforward;
@@ -124,7 +126,8 @@ pub async fn start(
     );
     import_image_dir(&importer, &agent_dir).await;
     let channel_for_exec = channel.clone();
-    let cri = cri::Cri::new(channel);
+    let kubelet_metrics = Arc::new(metrics::KubeletMetrics::default());
+    let cri = cri::Cri::new(channel, kubelet_metrics.clone());
 
     let nodes: Api<Node> = Api::all(client.clone());
     let labeler: Option<Api<Node>> = labeler.map(Api::all);
@@ -176,6 +179,7 @@ pub async fn start(
         data_dir: data_dir.clone(),
         node_name: config.node.name.clone(),
         probe_metrics: probe_metrics.clone(),
+        metrics: kubelet_metrics.clone(),
     });
     tokio::spawn(pods::run(ctx));
     tokio::spawn(rotate_logs(
@@ -197,6 +201,7 @@ pub async fn start(
         stats: collector,
         node_name: config.node.name.clone(),
         probes: probe_metrics,
+        metrics: kubelet_metrics,
     }));
     let addr = format!("0.0.0.0:{}", server::PORT);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -42,6 +42,8 @@ pub struct KubeletApi {
     pub node_name: String,
     /// Probe counts (`/metrics/probes`).
     pub probes: Arc<super::probes::ProbeMetrics>,
+    /// Runtime operations and pod start durations (`/metrics`).
+    pub metrics: Arc<super::metrics::KubeletMetrics>,
 }
 
 /// The 10250 router.
@@ -53,6 +55,9 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
         .route("/metrics/probes", get(probe_metrics))
         .route("/metrics", get(kubelet_metrics))
         .route("/metrics/cadvisor", get(cadvisor_metrics))
+        .route("/logs", get(node_logs))
+        .route("/logs/", get(node_logs))
+        .route("/logs/{*path}", get(node_logs))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -75,6 +80,16 @@ pub fn router(state: Arc<KubeletApi>) -> Router {
             crate::telemetry::traces::serve("KubeletAPI", req, next)
         }))
         .with_state(state)
+}
+
+/// `/logs/…`: the node's log files and the node log query.
+async fn node_logs(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let path = uri
+        .path()
+        .trim_start_matches("/logs")
+        .trim_start_matches('/');
+    let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    super::node_logs::serve(&path, uri.query(), &headers).await
 }
 
 /// Callers present a client certificate from the cluster CA, or a bearer
@@ -232,11 +247,9 @@ async fn kubelet_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
         };
         *states.entry(state).or_default() += 1;
     }
-    metrics_text(super::stats::kubelet_metrics(
-        &state.node_name,
-        ready as i64,
-        &states,
-    ))
+    let mut text = super::stats::kubelet_metrics(&state.node_name, ready as i64, &states);
+    text.push_str(&state.metrics.encode());
+    metrics_text(text)
 }
 
 async fn cadvisor_metrics(State(state): State<Arc<KubeletApi>>) -> Response {

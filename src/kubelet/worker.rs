@@ -36,6 +36,8 @@ pub struct NodeContext {
     pub node_name: String,
     /// Probe counts (`/metrics/probes`).
     pub probe_metrics: Arc<super::probes::ProbeMetrics>,
+    /// Pod start durations (`/metrics`).
+    pub metrics: Arc<super::metrics::KubeletMetrics>,
 }
 
 /// Back-off before restarting a failed container: 10 s doubling to 5 min.
@@ -69,6 +71,9 @@ pub struct PodWorker {
     pod_ip: String,
     /// When the pod's projected service-account tokens are next refreshed.
     tokens_due: Option<std::time::Instant>,
+    /// When this kubelet first saw the pod, until it runs (None for a pod
+    /// already running when seen: a restarted kubelet measures nothing).
+    pending_since: Option<std::time::Instant>,
 }
 
 fn now_nanos() -> i64 {
@@ -103,6 +108,13 @@ impl PodWorker {
         wake: Arc<Notify>,
     ) -> Self {
         let probe_results = ProbeResults::default();
+        let running = pod_rx
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| phase != "Pending");
+        let pending_since = (!running).then(std::time::Instant::now);
         PodWorker {
             prober: Prober::new(
                 ctx.cri.clone(),
@@ -122,6 +134,7 @@ impl PodWorker {
             probe_results,
             pod_ip: String::new(),
             tokens_due: None,
+            pending_since,
         }
     }
 
@@ -915,6 +928,11 @@ impl PodWorker {
             host_ip: &self.ctx.settings.node_ip,
             now: &now,
         });
+        if computed["phase"] == "Running"
+            && let Some(since) = self.pending_since.take()
+        {
+            self.ctx.metrics.pod_started(since.elapsed());
+        }
         let current = pod
             .status
             .as_ref()

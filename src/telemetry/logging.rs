@@ -39,6 +39,22 @@ pub struct LogConfig {
     pub file: Option<PathBuf>,
 }
 
+/// The `--log-file` in force, set by [`init_logging`].
+static LOG_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Where this process's own log lines go, when that is a file: the
+/// `--log-file`, else stderr when it is redirected to a regular file (not
+/// the journal or a terminal). The kubelet's node log query reads it.
+pub fn own_log_file() -> Option<PathBuf> {
+    if let Some(file) = LOG_FILE.get() {
+        return Some(file.clone());
+    }
+    let stderr = std::fs::read_link("/proc/self/fd/2").ok()?;
+    std::fs::metadata(&stderr)
+        .is_ok_and(|m| m.is_file())
+        .then_some(stderr)
+}
+
 /// Installs the global subscriber; call once from main. With `traces`, the
 /// trace spans (target [`super::traces::TARGET`]) are exported too.
 ///
@@ -52,6 +68,7 @@ pub fn init_logging(cfg: &LogConfig, traces: Option<&SdkTracerProvider>) -> anyh
                 .append(true)
                 .open(path)
                 .with_context(|| format!("opening log file {}", path.display()))?;
+            let _ = LOG_FILE.set(path.clone());
             install(LogLayer::new(cfg.format, cfg.verbosity, file), traces)
         }
         None => install(

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod join;
+pub mod metrics;
 pub mod webhook;
 
 use std::net::TcpListener;
