@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{BUSYBOX, NODE, Server, dns_query};
+use common::{BUSYBOX, NODE, Server, dns_query, http_get};
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
@@ -151,7 +151,7 @@ fn cluster_dns_answers_pods_and_the_host_and_forwards_the_rest() {
         30,
         |out| !out.is_empty(),
     );
-    assert_eq!(svc.trim(), "10.43.0.10 Local  dns dns-tcp");
+    assert_eq!(svc.trim(), "10.43.0.10 Local  dns dns-tcp metrics");
     let slice = kubectl.wait_for(
         &["get", "endpointslices", "-n", "kube-system", "-l", "kubernetes.io/service-name=kube-dns", "-o", "jsonpath={.items[*].endpoints[*].addresses[0]} {.items[*].endpoints[*].nodeName} {.items[*].metadata.labels.endpointslice\\.kubernetes\\.io/managed-by}"],
         30,
@@ -298,6 +298,40 @@ spec:
     .expect("nodata");
     assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
     assert!(nodata.answers.is_empty());
+    // CoreDNS's metrics on 9153 of the DNS address count what was asked.
+    let families = common::metrics::parse(&http_get(&format!("http://{bridge}:9153/metrics")));
+    let count = |family: &str, sample: &str, labels: &[(&str, &str)]| {
+        common::metrics::sum(&families, family, sample, labels)
+    };
+    assert!(
+        count(
+            "coredns_dns_requests",
+            "coredns_dns_requests_total",
+            &[("proto", "tcp"), ("type", "A"), ("zone", ".")]
+        ) >= 1.0
+    );
+    assert!(
+        count(
+            "coredns_dns_requests",
+            "coredns_dns_requests_total",
+            &[("type", "SRV")]
+        ) >= 1.0
+    );
+    assert!(
+        count(
+            "coredns_dns_responses",
+            "coredns_dns_responses_total",
+            &[("rcode", "NXDOMAIN"), ("plugin", "kubernetes")]
+        ) >= 1.0,
+        "{families:?}"
+    );
+    assert!(
+        count(
+            "coredns_dns_request_duration_seconds",
+            "coredns_dns_request_duration_seconds_count",
+            &[("type", "PTR")]
+        ) >= 1.0
+    );
     // Outside names go to the upstream in --resolv-conf.
     let outside = dns_query(dns, OUTSIDE_NAME, RecordType::A, false).expect("forwarded");
     assert_eq!(addresses(&outside), [OUTSIDE_IP.to_string()]);

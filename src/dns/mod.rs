@@ -12,6 +12,7 @@
 //! gets a negative answer from an empty index.
 
 pub mod forward;
+pub mod metrics;
 pub mod records;
 pub mod service;
 pub mod zone;
@@ -84,6 +85,16 @@ pub async fn start(config: Config, client: kube::Client) -> Result<()> {
     let listen = SocketAddr::new(address, PORT);
     let udp = bind_udp(listen).with_context(|| format!("listening on {listen}/udp"))?;
     let tcp = bind_tcp(listen).with_context(|| format!("listening on {listen}/tcp"))?;
+    let dns_metrics = Arc::new(metrics::DnsMetrics::default());
+    let metrics_address = SocketAddr::new(address, metrics::PORT);
+    match bind_tcp(metrics_address) {
+        Ok(listener) => {
+            tokio::spawn(metrics::serve(listener, dns_metrics.clone()));
+        }
+        Err(e) => {
+            tracing::warn!(address = %metrics_address, err = %e, "cluster DNS metrics are off: port taken");
+        }
+    }
 
     let (services, service_changes) =
         crate::controllers::cache(Api::<Service>::all(client.clone()));
@@ -98,7 +109,17 @@ pub async fn start(config: Config, client: kube::Client) -> Result<()> {
     };
     let shared = Shared::new(Index::build(&zone, vec![cluster_ip], 0, [], [], []));
     let forwarder = forward::handler(&config.resolv_conf, &[address, cluster_ip]);
-    let catalog = catalog(&zone, &shared, forwarder)?;
+    let cluster_zones = ["in-addr.arpa.", "ip6.arpa."]
+        .iter()
+        .filter_map(|z| Name::from_ascii(z).ok())
+        .chain([zone.clone()])
+        .map(LowerName::from)
+        .collect();
+    let catalog = metrics::MeteredHandler::new(
+        catalog(&zone, &shared, forwarder)?,
+        dns_metrics,
+        cluster_zones,
+    );
     let registration = Registration {
         node: config.node.clone(),
         address,

@@ -38,6 +38,14 @@ pub struct Registration {
     pub cluster_ip: IpAddr,
 }
 
+/// The Service's ports, as k3s's CoreDNS has them: DNS over UDP and TCP,
+/// and CoreDNS's metrics.
+const PORTS: [(&str, &str, i32); 3] = [
+    ("dns", "UDP", super::PORT as i32),
+    ("dns-tcp", "TCP", super::PORT as i32),
+    ("metrics", "TCP", super::metrics::PORT as i32),
+];
+
 /// The `kube-dns` Service as kelp wants it.
 pub fn service(cluster_ip: IpAddr) -> Service {
     let labels = BTreeMap::from([
@@ -48,13 +56,18 @@ pub fn service(cluster_ip: IpAddr) -> Service {
         ),
         ("kubernetes.io/name".to_string(), "kelp-dns".to_string()),
     ]);
-    let port = |name: &str, protocol: &str| ServicePort {
-        name: Some(name.into()),
-        port: 53,
-        protocol: Some(protocol.into()),
-        target_port: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53)),
-        ..Default::default()
-    };
+    let ports = PORTS
+        .iter()
+        .map(|(name, protocol, port)| ServicePort {
+            name: Some((*name).into()),
+            port: *port,
+            protocol: Some((*protocol).into()),
+            target_port: Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(*port),
+            ),
+            ..Default::default()
+        })
+        .collect();
     Service {
         metadata: ObjectMeta {
             name: Some(NAME.into()),
@@ -66,7 +79,7 @@ pub fn service(cluster_ip: IpAddr) -> Service {
             type_: Some("ClusterIP".into()),
             cluster_ip: Some(cluster_ip.to_string()),
             cluster_ips: Some(vec![cluster_ip.to_string()]),
-            ports: Some(vec![port("dns", "UDP"), port("dns-tcp", "TCP")]),
+            ports: Some(ports),
             internal_traffic_policy: Some("Local".into()),
             ..Default::default()
         }),
@@ -80,12 +93,15 @@ pub fn slice(registration: &Registration, node: &Node) -> EndpointSlice {
         (SERVICE_NAME.to_string(), NAME.to_string()),
         (MANAGED_BY.to_string(), MANAGER.to_string()),
     ]);
-    let port = |name: &str, protocol: &str| EndpointPort {
-        name: Some(name.into()),
-        port: Some(53),
-        protocol: Some(protocol.into()),
-        ..Default::default()
-    };
+    let ports = PORTS
+        .iter()
+        .map(|(name, protocol, port)| EndpointPort {
+            name: Some((*name).into()),
+            port: Some(*port),
+            protocol: Some((*protocol).into()),
+            ..Default::default()
+        })
+        .collect();
     EndpointSlice {
         metadata: ObjectMeta {
             name: Some(slice_name(&registration.node)),
@@ -108,7 +124,7 @@ pub fn slice(registration: &Registration, node: &Node) -> EndpointSlice {
             node_name: Some(registration.node.clone()),
             ..Default::default()
         }],
-        ports: Some(vec![port("dns", "UDP"), port("dns-tcp", "TCP")]),
+        ports: Some(ports),
     }
 }
 
@@ -240,7 +256,8 @@ mod tests {
             ports,
             [
                 ("dns".into(), "UDP".into(), 53),
-                ("dns-tcp".into(), "TCP".into(), 53)
+                ("dns-tcp".into(), "TCP".into(), 53),
+                ("metrics".into(), "TCP".into(), 9153)
             ]
         );
         assert_eq!(svc.metadata.labels.unwrap()["k8s-app"], "kube-dns");

@@ -197,10 +197,8 @@ pub fn log_file(dir: &Path, name: &str) -> Option<PathBuf> {
     for part in Path::new(name).components() {
         match part {
             Component::Normal(p) => path.push(p),
-            Component::ParentDir => {
-                if path != dir {
-                    path.pop();
-                }
+            Component::ParentDir if path != dir => {
+                path.pop();
             }
             _ => {}
         }

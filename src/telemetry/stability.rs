@@ -56,6 +56,9 @@ pub struct Descriptor {
     pub stability: StabilityLevel,
     /// The release it was deprecated in (`1.31.0`), if it is.
     pub deprecated_version: Option<String>,
+    /// Whether HELP carries the level: false for metrics kept under another
+    /// project's names (cAdvisor's, CoreDNS's), whose HELP is theirs.
+    pub annotated: bool,
 }
 
 impl Descriptor {
@@ -66,7 +69,14 @@ impl Descriptor {
             help: help.into(),
             stability: StabilityLevel::Alpha,
             deprecated_version: None,
+            annotated: true,
         }
+    }
+
+    /// The same metric with its HELP as given (another project's metric).
+    pub fn raw(mut self) -> Self {
+        self.annotated = false;
+        self
     }
 
     /// The same metric at `level`.
@@ -91,6 +101,9 @@ impl Descriptor {
     /// The HELP text: `[LEVEL] help`, with `(Deprecated since X) ` after
     /// the level for a deprecated metric.
     pub fn annotated_help(&self) -> String {
+        if !self.annotated {
+            return self.help.clone();
+        }
         match &self.deprecated_version {
             Some(version) => format!(
                 "[{}] (Deprecated since {version}) {}",
