@@ -174,6 +174,28 @@ fn pods_are_scheduled_and_unschedulable_pods_wait_for_a_fitting_node() {
     );
     let manager = String::from_utf8_lossy(&on(10257, "/metrics").stdout).to_string();
     assert!(manager.contains("process_start_time_seconds"), "{manager}");
+    // The controllers' work queues, read as a scraper would.
+    let families = common::metrics::parse(&manager);
+    for (family, sample, name) in [
+        ("workqueue_adds", "workqueue_adds_total", "serviceaccount"),
+        (
+            "workqueue_work_duration_seconds",
+            "workqueue_work_duration_seconds_count",
+            "root_ca_cert_publisher",
+        ),
+        (
+            "leader_election_master_status",
+            "leader_election_master_status",
+            "kube-controller-manager",
+        ),
+    ] {
+        assert!(
+            common::metrics::sum(&families, family, sample, &[("name", name)]) >= 1.0,
+            "{sample}{{name={name}}} in {manager}"
+        );
+    }
+    common::metrics::parse(&metrics);
+    common::metrics::parse(&resources);
     let health = common::https_get_anonymous(10257, "/healthz");
     assert_eq!(health, (200, "ok".to_string()));
     assert_eq!(common::https_get_anonymous(10259, "/metrics").0, 401);

@@ -263,6 +263,12 @@ fn json_logs_and_request_metrics() {
     );
     assert!(metrics.contains("process_resident_memory_bytes"));
     let log = server.log();
+    // Every line, libraries' included, is one JSON object.
+    for line in log.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(value["ts"].is_f64() && value["msg"].is_string(), "{line}");
+    }
     let ready = log
         .lines()
         .find(|l| l.contains("kelp server is ready"))

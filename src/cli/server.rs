@@ -225,6 +225,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             pki.ca_chain.clone(),
         ),
         args.horizontal_pod_autoscaler_sync_period,
+        &state.metrics,
     );
     // Add-on manifests, applied as an administrator (they may hold anything).
     let manifests = server_dir.join("manifests");

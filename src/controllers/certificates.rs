@@ -39,7 +39,11 @@ const NODE_COMPONENT_USERS: &[&str] = &["system:kube-proxy", "system:kelp:coredn
 pub async fn run(context: Arc<Context>) {
     let api: Api<CertificateSigningRequest> = Api::all(context.client.clone());
     Controller::new(api, Default::default())
-        .run(reconcile, retry, context)
+        .run(
+            super::workqueue::queued(context.queue.clone(), reconcile),
+            retry,
+            context,
+        )
         .for_each(|_| async {})
         .await;
 }

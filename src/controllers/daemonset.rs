@@ -42,7 +42,11 @@ pub async fn run(context: Arc<Context>) {
     )
     .owns(Api::<Pod>::all(client), watcher::Config::default())
     .reconcile_all_on(node_changes)
-    .run(reconcile, super::retry, context)
+    .run(
+        super::workqueue::queued(context.queue.clone(), reconcile),
+        super::retry,
+        context,
+    )
     .for_each(|_| async {})
     .await;
 }

@@ -54,7 +54,11 @@ pub async fn run(context: Arc<Context>) {
         watcher::Config::default(),
     )
     .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-    .run(reconcile, super::retry, context)
+    .run(
+        super::workqueue::queued(context.queue.clone(), reconcile),
+        super::retry,
+        context,
+    )
     .for_each(|_| async {})
     .await;
 }

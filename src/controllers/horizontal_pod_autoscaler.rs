@@ -89,7 +89,11 @@ pub async fn run(context: Arc<super::Context>) {
         Api::<HorizontalPodAutoscaler>::all(client),
         watcher::Config::default(),
     )
-    .run(reconcile, retry, ctx)
+    .run(
+        super::workqueue::queued(context.queue.clone(), reconcile),
+        retry,
+        ctx,
+    )
     .for_each(|_| async {})
     .await;
 }

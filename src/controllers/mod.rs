@@ -23,6 +23,7 @@ pub mod root_ca;
 pub mod service_lb;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod workqueue;
 
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub struct Context {
     /// How often each HorizontalPodAutoscaler syncs
     /// (`--horizontal-pod-autoscaler-sync-period`).
     pub hpa_sync_period: std::time::Duration,
+    /// The controller's work queue, for its metrics.
+    pub queue: workqueue::Queue,
 }
 
 /// Starts every controller, each as its upstream identity; they run until
@@ -58,7 +61,10 @@ pub fn start(
     identities: Identities,
     (ca_pem, ca_key_pem, ca_chain_pem): (String, String, String),
     hpa_sync_period: std::time::Duration,
+    metrics: &crate::telemetry::Metrics,
 ) {
+    let queues = workqueue::WorkQueueMetrics::new(metrics);
+    // The identity each controller acts as, and its queue's upstream name.
     let context = |controller: &str| {
         Arc::new(Context {
             client: identities(controller),
@@ -67,6 +73,7 @@ pub fn start(
             ca_key_pem: ca_key_pem.clone(),
             ca_chain_pem: ca_chain_pem.clone(),
             hpa_sync_period,
+            queue: queues.queue(queue_name(controller)),
         })
     };
     tokio::spawn(serviceaccount::run(context("service-account-controller")));
@@ -93,6 +100,30 @@ pub fn start(
     tokio::spawn(clusterrole_aggregation::run(context(
         "clusterrole-aggregation-controller",
     )));
+}
+
+/// The name upstream gives a controller's work queue.
+fn queue_name(controller: &str) -> &'static str {
+    match controller {
+        "replicaset-controller" => "replicaset",
+        "deployment-controller" => "deployment",
+        "job-controller" => "job",
+        "daemon-set-controller" => "daemonset",
+        "statefulset-controller" => "statefulset",
+        "cronjob-controller" => "cronjob",
+        "namespace-controller" => "namespace",
+        "service-account-controller" => "serviceaccount",
+        "root-ca-cert-publisher" => "root_ca_cert_publisher",
+        "certificate-controller" => "certificate",
+        "horizontal-pod-autoscaler" => "horizontalpodautoscaler",
+        "disruption-controller" => "disruption",
+        "endpoint-controller" => "endpoint",
+        "resourcequota-controller" => "resource_quota_controller_resource_changes",
+        "node-controller" => "node_lifecycle_controller",
+        "service-controller" => "service",
+        "generic-garbage-collector" => "garbage_collector_attempt_to_delete",
+        _ => "other",
+    }
 }
 
 /// The error policy of every reconciler: log, look again in 2 s.

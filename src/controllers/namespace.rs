@@ -25,7 +25,11 @@ pub async fn run(context: Arc<Context>) {
         Api::<Namespace>::all(context.client.clone()),
         watcher::Config::default(),
     )
-    .run(reconcile, retry, context)
+    .run(
+        super::workqueue::queued(context.queue.clone(), reconcile),
+        retry,
+        context,
+    )
     .for_each(|_| async {})
     .await;
 }

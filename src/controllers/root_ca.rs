@@ -21,7 +21,11 @@ const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the k
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
     super::per_namespace::<ConfigMap>(&context.client, NAME)
-        .run(reconcile, retry, context.clone())
+        .run(
+            super::workqueue::queued(context.queue.clone(), reconcile),
+            retry,
+            context.clone(),
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -19,7 +19,11 @@ pub const DEFAULT: &str = "default";
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
     super::per_namespace::<ServiceAccount>(&context.client, DEFAULT)
-        .run(reconcile, retry, context.clone())
+        .run(
+            super::workqueue::queued(context.queue.clone(), reconcile),
+            retry,
+            context.clone(),
+        )
         .for_each(|_| async {})
         .await;
 }
