@@ -241,6 +241,35 @@ fn metric_stability_flags_change_what_is_exposed() {
             .is_some_and(|h| h.starts_with("[ALPHA] (Deprecated since 1.33.0) ")),
         "{families:?}"
     );
+    // Objects stored, requests in flight (this scrape), watches open.
+    let sum = |family: &str, sample: &str, labels: &[(&str, &str)]| {
+        common::metrics::sum(&families, family, sample, labels)
+    };
+    assert!(
+        sum(
+            "apiserver_storage_objects",
+            "apiserver_storage_objects",
+            &[("resource", "namespaces")]
+        ) >= 4.0,
+        "{:?}",
+        families.get("apiserver_storage_objects")
+    );
+    assert!(
+        sum(
+            "apiserver_current_inflight_requests",
+            "apiserver_current_inflight_requests",
+            &[("request_kind", "readOnly")]
+        ) >= 1.0
+    );
+    assert!(
+        sum(
+            "apiserver_longrunning_requests",
+            "apiserver_longrunning_requests",
+            &[("verb", "WATCH"), ("resource", "pods")]
+        ) >= 1.0,
+        "{:?}",
+        families.get("apiserver_longrunning_requests")
+    );
     // The process registry counts what it registered.
     let registered = &families["registered_metrics"].2;
     assert!(

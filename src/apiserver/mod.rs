@@ -8,6 +8,7 @@ pub mod audit_log;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod census;
 pub mod client;
 pub mod components;
 pub mod convert;
@@ -256,7 +257,10 @@ async fn resource(
     }
 }
 
-/// Records `apiserver_request_total` and `apiserver_request_duration_seconds`.
+/// Records `apiserver_request_total` and `apiserver_request_duration_seconds`,
+/// and counts the request in flight (`apiserver_current_inflight_requests`,
+/// or for watches, exec, proxies … `apiserver_longrunning_requests` until
+/// their response body ends).
 async fn observe(
     State(state): State<Arc<ApiState>>,
     req: axum::extract::Request,
@@ -266,24 +270,46 @@ async fn observe(
     let info = req.extensions().get::<Arc<request::RequestInfo>>().cloned();
     let method = req.method().clone();
     let is_apply = body::content_type(req.headers()).starts_with("application/apply-patch");
-    let response = next.run(req).await;
     let Some(info) = info else {
-        return response;
+        return next.run(req).await;
     };
-    if let Some(p) = &info.resource {
-        let scope = match (&p.namespace, &p.name) {
+    // Upstream's metric verbs: the method, but LIST, WATCH and APPLY.
+    let verb = match info.verb.as_str() {
+        "list" => "LIST",
+        "watch" => "WATCH",
+        "patch" if is_apply => "APPLY",
+        _ => method.as_str(),
+    };
+    let scope = info
+        .resource
+        .as_ref()
+        .map(|p| match (&p.namespace, &p.name) {
             (_, Some(_)) => "resource",
             (Some(_), None) => "namespace",
             (None, None) => "cluster",
-        };
-        // Upstream's metric verbs: the method, but LIST, WATCH and APPLY.
-        let verb = match info.verb.as_str() {
-            "list" => "LIST",
-            "watch" => "WATCH",
-            "patch" if is_apply => "APPLY",
-            _ => method.as_str(),
-        };
-        state.metrics.apiserver.observe(
+        });
+    let long_running = info.is_long_running();
+    let apiserver = &state.metrics.apiserver;
+    let held = match (&info.resource, scope) {
+        (Some(p), Some(scope)) if long_running => Some(apiserver.long_running(
+            verb,
+            (
+                &p.group,
+                &p.version,
+                &p.resource,
+                p.subresource.as_deref().unwrap_or(""),
+            ),
+            scope,
+        )),
+        _ if long_running => None,
+        _ => Some(apiserver.inflight(!matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS
+        ))),
+    };
+    let response = next.run(req).await;
+    if let (Some(p), Some(scope)) = (&info.resource, scope) {
+        apiserver.observe(
             verb,
             &p.group,
             &p.version,
@@ -297,7 +323,18 @@ async fn observe(
         );
     }
     tracing::debug!(verb = %info.verb, path = %info.path, code = response.status().as_u16(), "request");
-    response
+    match held {
+        // A watch is in flight until its body ends (other long-running
+        // requests, whose bodies are relayed or upgraded, until answered).
+        Some(guard) if verb == "WATCH" && response.status().is_success() => response.map(|body| {
+            use futures::StreamExt as _;
+            axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                let _held = &guard;
+                chunk
+            }))
+        }),
+        _ => response,
+    }
 }
 
 /// Adds `Warning: 299 - "…"` headers.

@@ -189,6 +189,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         ));
     }
     bootstrap(&state, service_cidr, args.https_listen_port).await?;
+    tokio::spawn(crate::apiserver::census::run(state.clone()));
     crate::apiserver::authz::bootstrap::reconcile(&state)
         .await
         .map_err(|e| anyhow::anyhow!("reconciling the default RBAC policy: {e}"))?;

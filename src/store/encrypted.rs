@@ -209,6 +209,10 @@ impl Store for EncryptedStore {
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.inner.compact(revision).await
     }
+
+    async fn count(&self, prefix: &str) -> Result<i64> {
+        self.inner.count(prefix).await
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,10 @@ pub trait Store: Send + Sync {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
     /// Forgets history up to and including `revision`; watches from before it get `Compacted`.
     async fn compact(&self, revision: Revision) -> Result<()>;
+    /// How many keys are under `prefix` now.
+    async fn count(&self, prefix: &str) -> Result<i64> {
+        Ok(self.list(prefix, None, 0).await?.items.len() as i64)
+    }
 }
 
 /// The first key that is not under `prefix` (for range scans).

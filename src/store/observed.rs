@@ -189,6 +189,11 @@ impl Store for ObservedStore {
         self.observe("compact", "", self.inner.compact(revision))
             .await
     }
+
+    async fn count(&self, prefix: &str) -> Result<i64> {
+        self.observe("count", prefix, self.inner.count(prefix))
+            .await
+    }
 }
 
 #[cfg(test)]

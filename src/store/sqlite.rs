@@ -390,6 +390,16 @@ impl Store for SqliteStore {
         self.read(move |conn| current(conn, &key).map_err(db)).await
     }
 
+    async fn count(&self, prefix: &str) -> Result<i64> {
+        let (start, end) = (prefix.to_string(), prefix_end(prefix));
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM kv WHERE key >= ?1 AND key < ?2")
+                .and_then(|mut stmt| stmt.query_row(params![start, end], |r| r.get(0)))
+                .map_err(db)
+        })
+        .await
+    }
+
     async fn list_at(
         &self,
         prefix: &str,

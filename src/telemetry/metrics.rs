@@ -12,7 +12,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
@@ -218,6 +218,48 @@ pub fn register_in(
 pub struct ApiserverMetrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    inflight: Family<KindLabels, Gauge>,
+    long_running: Family<LongRunningLabels, Gauge>,
+    storage_objects: Family<ResourceLabels, Gauge>,
+}
+
+/// Holds one unit of a gauge (a request in flight) until dropped.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    request_kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: LabelValue,
+}
+
+/// Labels of `apiserver_longrunning_requests`, sorted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LongRunningLabels {
+    component: LabelValue,
+    group: LabelValue,
+    resource: LabelValue,
+    scope: LabelValue,
+    subresource: LabelValue,
+    verb: LabelValue,
+    version: LabelValue,
 }
 
 impl ApiserverMetrics {
@@ -270,10 +312,57 @@ impl ApiserverMetrics {
         self.durations.get_or_create(&durations).observe(seconds);
     }
 
+    /// Counts a request in `apiserver_current_inflight_requests` (by kind:
+    /// `mutating` or `readOnly`) until the guard drops.
+    pub fn inflight(&self, mutating: bool) -> GaugeGuard {
+        let kind = if mutating { "mutating" } else { "readOnly" };
+        GaugeGuard::new(
+            self.inflight
+                .get_or_create(&KindLabels { request_kind: kind })
+                .clone(),
+        )
+    }
+
+    /// Counts a long-running request (watch, exec, proxy …) in
+    /// `apiserver_longrunning_requests` until the guard drops.
+    pub fn long_running(
+        &self,
+        verb: &str,
+        (group, version, resource, subresource): (&str, &str, &str, &str),
+        scope: &str,
+    ) -> GaugeGuard {
+        GaugeGuard::new(
+            self.long_running
+                .get_or_create(&LongRunningLabels {
+                    component: "apiserver".into(),
+                    group: group.into(),
+                    resource: resource.into(),
+                    scope: scope.into(),
+                    subresource: subresource.into(),
+                    verb: clean_verb(verb).into(),
+                    version: version.into(),
+                })
+                .clone(),
+        )
+    }
+
+    /// Sets `apiserver_storage_objects` of `resource` (`pods`,
+    /// `deployments.apps`; -1 when counting failed).
+    pub fn storage_objects(&self, resource: &str, count: i64) {
+        self.storage_objects
+            .get_or_create(&ResourceLabels {
+                resource: resource.into(),
+            })
+            .set(count);
+    }
+
     fn new() -> Self {
         Self {
             requests: Family::default(),
             durations: Family::new_with_constructor(|| Histogram::new(REQUEST_DURATION_BUCKETS)),
+            inflight: Family::default(),
+            long_running: Family::default(),
+            storage_objects: Family::default(),
         }
     }
 
@@ -296,6 +385,33 @@ impl ApiserverMetrics {
             )
             .stability(StabilityLevel::Stable),
             self.durations.clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                "apiserver_current_inflight_requests",
+                "Maximal number of currently used inflight request limit of this apiserver \
+                 per request kind in last second",
+            )
+            .stability(StabilityLevel::Stable),
+            self.inflight.clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                "apiserver_longrunning_requests",
+                "Gauge of all active long-running apiserver requests broken out by verb, group, \
+                 version, resource, scope and component. Not all requests are tracked this way",
+            )
+            .stability(StabilityLevel::Stable),
+            self.long_running.clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                "apiserver_storage_objects",
+                "Number of stored objects at the time of last check split by kind. In case of \
+                 a fetching error, the value will be -1",
+            )
+            .stability(StabilityLevel::Stable),
+            self.storage_objects.clone(),
         );
     }
 }
