@@ -354,3 +354,136 @@ fn metric_stability_flags_change_what_is_exposed() {
     let categorized = &families["cardinality_enforcement_unexpected_categorizations"];
     assert!(categorized.2[0].2 >= 1.0, "{categorized:?}");
 }
+
+/// Debian's Prometheus server, unpacked (not installed: no service, no
+/// user) into the target directory; None, with the reason printed, when
+/// the package can't be fetched.
+fn prometheus_binary() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("prometheus");
+    let binary = dir.join("root/usr/bin/prometheus");
+    if binary.exists() {
+        return Some(binary);
+    }
+    std::fs::create_dir_all(&dir).ok()?;
+    let download = Command::new("timeout")
+        .args(["120", "apt-get", "download", "prometheus"])
+        .current_dir(&dir)
+        .output();
+    let deb = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"));
+    let Some(deb) = deb else {
+        eprintln!("skipping the Prometheus scrape: apt-get download failed: {download:?}");
+        return None;
+    };
+    let unpacked = Command::new("dpkg")
+        .arg("-x")
+        .arg(&deb)
+        .arg(dir.join("root"))
+        .status();
+    if !unpacked.is_ok_and(|s| s.success()) || !binary.exists() {
+        eprintln!(
+            "skipping the Prometheus scrape: could not unpack {}",
+            deb.display()
+        );
+        return None;
+    }
+    Some(binary)
+}
+
+/// A Prometheus server on loopback, killed on drop.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_control_plane() {
+    let Some(binary) = prometheus_binary() else {
+        return;
+    };
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, cert, key) = server.admin_credentials();
+    let cert_file = common::write(dir.path(), "admin.crt", &String::from_utf8_lossy(&cert));
+    let key_file = common::write(dir.path(), "admin.key", &String::from_utf8_lossy(&key));
+    let job = |name: &str, port: u16| {
+        format!(
+            "- job_name: {name}\n  scheme: https\n  tls_config: {{insecure_skip_verify: true, cert_file: {}, key_file: {}}}\n  static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",
+            cert_file.display(),
+            key_file.display()
+        )
+    };
+    let config = common::write(
+        dir.path(),
+        "prometheus.yml",
+        &format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n{}{}{}",
+            job("apiserver", server.port()),
+            job("kube-controller-manager", 10257),
+            job("kube-scheduler", 10259),
+        ),
+    );
+    let port = common::free_port();
+    let _prometheus = Prometheus(
+        Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus"),
+    );
+    let query = |q: &str| -> serde_json::Value {
+        let body = common::http_get(&format!(
+            "http://127.0.0.1:{port}/api/v1/query?query={}",
+            percent_encode(q)
+        ));
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    };
+    // Every target up, kelp's series stored as Prometheus read them.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut up = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        up = query("sum(up)");
+        if up["data"]["result"][0]["value"][1] == "3" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let targets = common::http_get(&format!("http://127.0.0.1:{port}/api/v1/targets"));
+    assert_eq!(
+        up["data"]["result"][0]["value"][1],
+        "3",
+        "targets: {targets}\nlog: {}",
+        std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+    );
+    for series in [
+        "apiserver_request_total{job=\"apiserver\",verb=\"LIST\"}",
+        "etcd_request_duration_seconds_count{job=\"apiserver\"}",
+        "workqueue_adds_total{job=\"kube-controller-manager\"}",
+        "scheduler_cache_size{job=\"kube-scheduler\",type=\"nodes\"}",
+        "registered_metrics_total{stability_level=\"STABLE\"}",
+    ] {
+        let result = query(series);
+        assert!(
+            result["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty()),
+            "{series}: {result}"
+        );
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
