@@ -288,6 +288,23 @@ fn metric_stability_flags_change_what_is_exposed() {
             .any(|(_, _, v)| *v >= 2.0)
     );
 
+    // /metrics is for those allowed `get` on it (system:monitoring), 403 otherwise.
+    k.ok(&["create", "serviceaccount", "monitor"]);
+    k.ok(&["create", "serviceaccount", "nobody"]);
+    k.ok(&[
+        "create",
+        "clusterrolebinding",
+        "monitor",
+        "--clusterrole=system:monitoring",
+        "--serviceaccount=default:monitor",
+    ]);
+    let token = |name: &str| k.ok(&["create", "token", name]);
+    let (code, _) = common::https_get(plain.port(), "/metrics", Some(&token("monitor")));
+    assert_eq!(code, 200);
+    let (code, body) = common::https_get(plain.port(), "/metrics", Some(&token("nobody")));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"cannot get path \"/metrics\""#), "{body}");
+
     // A bad version is refused as upstream refuses it.
     let out = Command::new(common::kelp_bin())
         .args(["server", "--show-hidden-metrics-for-version", "1.31"])

@@ -215,8 +215,14 @@ impl FieldSelector {
     /// Whether `obj` satisfies all terms; missing fields compare as "".
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(key, equal, value)| {
+            // An Event's `source` selects on its source component (upstream's field label conversion).
+            let path = if key == "source" {
+                "source.component"
+            } else {
+                key
+            };
             let mut current = Some(obj);
-            for part in key.split('.') {
+            for part in path.split('.') {
                 current = current.and_then(|c| c.get(part));
             }
             let actual = match current {
@@ -279,6 +285,22 @@ pub fn supported_fields(group: &str, kind: &str) -> &'static [&'static str] {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn event_source_selects_the_component() {
+        let event = json!({"source": {"component": "default-scheduler"}, "type": "Normal"});
+        let fields = supported_fields("", "Event");
+        assert!(
+            FieldSelector::parse("source=default-scheduler", fields)
+                .unwrap()
+                .matches(&event)
+        );
+        assert!(
+            !FieldSelector::parse("source=kubelet", fields)
+                .unwrap()
+                .matches(&event)
+        );
+    }
 
     #[test]
     fn label_selectors() {

@@ -368,9 +368,17 @@ pub struct TelemetryArgs {
     /// Log verbosity, as klog's -v.
     #[arg(short = 'v', long = "v", env = "KELP_V", default_value_t = 0)]
     pub verbosity: u8,
+    /// Per-file verbosity, as klog's: pattern=N,… (a pattern matches a
+    /// source file's name without .rs, e.g. `worker=4`).
+    #[arg(long, env = "KELP_VMODULE", default_value = "")]
+    pub vmodule: String,
     /// Write logs to this file instead of stderr.
     #[arg(long, env = "KELP_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+    /// Megabytes the log file may reach before it is rotated to
+    /// `<file>.1` (0: no limit), as klog's flag.
+    #[arg(long, env = "KELP_LOG_FILE_MAX_SIZE", default_value_t = 1800)]
+    pub log_file_max_size: u64,
     /// Upstream's TracingConfiguration file: export spans over OTLP/gRPC
     /// (`endpoint`, default localhost:4317; `samplingRatePerMillion`, default 0).
     #[arg(long, env = "KELP_TRACING_CONFIG_FILE")]

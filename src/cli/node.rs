@@ -41,6 +41,9 @@ pub fn start_logging(
             format,
             verbosity: log.verbosity,
             file: log.log_file.clone(),
+            vmodule: crate::telemetry::VModule::parse(&log.vmodule)
+                .map_err(|e| anyhow::anyhow!("--vmodule: {e}"))?,
+            file_max_bytes: log.log_file_max_size.saturating_mul(1024 * 1024),
         },
         provider.as_ref(),
     )?;

@@ -216,8 +216,10 @@ async fn send(
 }
 
 /// Rotates `path` when it exceeds `max_size`: renames it with a timestamp
-/// suffix, asks the runtime to reopen it (via `reopen`), and keeps at most
-/// `max_files - 1` rotated files. Returns whether it rotated.
+/// suffix, asks the runtime to reopen it (via `reopen`), compresses the
+/// older rotated files (`.gz`, all but the newest, as upstream's kubelet)
+/// and keeps at most `max_files - 1` rotated files. Returns whether it
+/// rotated.
 pub async fn rotate_if_needed<F, Fut>(
     path: &Path,
     max_size: u64,
@@ -245,17 +247,46 @@ where
         return false;
     }
     prune_rotated(path, max_files.saturating_sub(1)).await;
+    compress_rotated(path, &rotated).await;
     true
 }
 
-/// Deletes the oldest rotated files beyond `keep`.
-async fn prune_rotated(path: &Path, keep: usize) {
+/// Gzips every rotated file of `path` but `newest` (written to `.gz.tmp`,
+/// then renamed, so a crash leaves no half file under the final name).
+async fn compress_rotated(path: &Path, newest: &Path) {
+    for old in rotated_files(path).await {
+        if old == newest || old.extension().is_some_and(|e| e == "gz" || e == "tmp") {
+            continue;
+        }
+        let compressed = tokio::task::spawn_blocking(move || gzip_file(&old)).await;
+        if let Ok(Err(e)) = compressed {
+            tracing::warn!(err = %e, "compressing a rotated log failed");
+        }
+    }
+}
+
+fn gzip_file(path: &Path) -> std::io::Result<()> {
+    let target = PathBuf::from(format!("{}.gz", path.display()));
+    let temporary = PathBuf::from(format!("{}.gz.tmp", path.display()));
+    let mut input = std::fs::File::open(path)?;
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&temporary)?,
+        flate2::Compression::default(),
+    );
+    std::io::copy(&mut input, &mut encoder)?;
+    encoder.finish()?.sync_all()?;
+    std::fs::rename(&temporary, &target)?;
+    std::fs::remove_file(path)
+}
+
+/// The rotated files of `path` (`<name>.<timestamp>[.gz]`), oldest first.
+async fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
+        return Vec::new();
     };
     let prefix = format!("{}.", name.to_string_lossy());
     let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
-        return;
+        return Vec::new();
     };
     let mut rotated = Vec::new();
     while let Ok(Some(entry)) = entries.next_entry().await {
@@ -265,6 +296,12 @@ async fn prune_rotated(path: &Path, keep: usize) {
         }
     }
     rotated.sort();
+    rotated
+}
+
+/// Deletes the oldest rotated files beyond `keep`.
+async fn prune_rotated(path: &Path, keep: usize) {
+    let rotated = rotated_files(path).await;
     let excess = rotated.len().saturating_sub(keep);
     for old in rotated.into_iter().take(excess) {
         let _ = tokio::fs::remove_file(old).await;
@@ -365,11 +402,28 @@ mod tests {
                 "round {round}"
             );
         }
-        let rotated = std::fs::read_dir(dir.path()).unwrap().count();
+        let mut rotated: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        rotated.sort();
         assert_eq!(
-            rotated, 2,
+            rotated.len(),
+            2,
             "max-files 3 keeps 2 rotated files beside the live one (not yet recreated here)"
         );
+        // The older one is compressed, the newest is not.
+        assert!(rotated[0].ends_with(".gz"), "{rotated:?}");
+        assert!(!rotated[1].ends_with(".gz"), "{rotated:?}");
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(
+                std::fs::File::open(dir.path().join(&rotated[0])).unwrap(),
+            ),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text.len(), 100);
         std::fs::write(&path, b"small").unwrap();
         assert!(!rotate_if_needed(&path, 50, 3, || async { true }).await);
         assert!(!rotate_if_needed(&dir.path().join("missing"), 50, 3, || async { true }).await);

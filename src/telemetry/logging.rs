@@ -37,6 +37,125 @@ pub struct LogConfig {
     pub verbosity: u8,
     /// File the lines are appended to instead of stderr (`--log-file`).
     pub file: Option<PathBuf>,
+    /// Per-file verbosities (`--vmodule`).
+    pub vmodule: VModule,
+    /// `--log-file-max-size` in bytes: the file is rotated past it (0: never).
+    pub file_max_bytes: u64,
+}
+
+/// `--log-file`, rotated by size: a line that would take the file past
+/// `max_bytes` first renames it to `<file>.1` (replacing an older one) and
+/// starts a new one, so at most about twice the limit is kept and nothing
+/// recent is lost (klog truncates instead).
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    /// The open file and its size.
+    file: std::sync::Mutex<(std::fs::File, u64)>,
+}
+
+impl RotatingFile {
+    /// Opens `path` for appending.
+    pub fn open(path: &std::path::Path, max_bytes: u64) -> std::io::Result<Self> {
+        let file = Self::append(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            max_bytes,
+            file: std::sync::Mutex::new((file, size)),
+        })
+    }
+
+    fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+}
+
+impl std::io::Write for &RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut open = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (file, size) = &mut *open;
+        if self.max_bytes > 0 && *size > 0 && *size + buf.len() as u64 > self.max_bytes {
+            let mut rotated = self.path.clone().into_os_string();
+            rotated.push(".1");
+            std::fs::rename(&self.path, &rotated)?;
+            *file = RotatingFile::append(&self.path)?;
+            *size = 0;
+        }
+        file.write_all(buf)?;
+        *size += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// klog's `--vmodule=pattern=N,…`: events from source files whose name
+/// (without `.rs`; the whole path when the pattern has a `/`) matches a
+/// pattern (`*` and `?` wildcards) are shown up to verbosity N instead of
+/// `-v`'s. The first matching pattern wins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VModule(Vec<(String, u8)>);
+
+impl VModule {
+    /// Parses `pattern=N,…` (empty: none), refusing what klog refuses.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (pattern, level) = item
+                .split_once('=')
+                .ok_or_else(|| format!("expect comma-separated list of pattern=N: {item:?}"))?;
+            let level = level
+                .parse::<u8>()
+                .map_err(|_| format!("invalid verbosity {level:?} in --vmodule {item:?}"))?;
+            if pattern.is_empty() {
+                return Err(format!("empty pattern in --vmodule {item:?}"));
+            }
+            rules.push((pattern.to_string(), level));
+        }
+        Ok(Self(rules))
+    }
+
+    /// The verbosity for events of `file`, if a pattern names it.
+    fn level_for(&self, file: Option<&str>) -> Option<u8> {
+        let file = file?;
+        let path = file.strip_suffix(".rs").unwrap_or(file);
+        let base = path.rsplit('/').next().unwrap_or(path);
+        self.0
+            .iter()
+            .find(|(pattern, _)| {
+                let subject = if pattern.contains('/') { path } else { base };
+                glob_match(pattern.as_bytes(), subject.as_bytes())
+            })
+            .map(|(_, level)| *level)
+    }
+
+    fn highest(&self) -> u8 {
+        self.0.iter().map(|(_, l)| *l).max().unwrap_or(0)
+    }
+}
+
+/// `*` (any run) and `?` (one character) matching, as Go's filepath.Match
+/// for the patterns klog takes.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], text) || (!text.is_empty() && glob_match(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob_match(&pattern[1..], &text[1..]),
+        _ => false,
+    }
 }
 
 /// The `--log-file` in force, set by [`init_logging`].
@@ -63,16 +182,19 @@ pub fn own_log_file() -> Option<PathBuf> {
 pub fn init_logging(cfg: &LogConfig, traces: Option<&SdkTracerProvider>) -> anyhow::Result<()> {
     match &cfg.file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening log file {}", path.display()))?;
+            let file = std::sync::Arc::new(
+                RotatingFile::open(path, cfg.file_max_bytes)
+                    .with_context(|| format!("opening log file {}", path.display()))?,
+            );
             let _ = LOG_FILE.set(path.clone());
-            install(LogLayer::new(cfg.format, cfg.verbosity, file), traces)
+            install(
+                LogLayer::new(cfg.format, cfg.verbosity, file).with_vmodule(cfg.vmodule.clone()),
+                traces,
+            )
         }
         None => install(
-            LogLayer::new(cfg.format, cfg.verbosity, std::io::stderr),
+            LogLayer::new(cfg.format, cfg.verbosity, std::io::stderr)
+                .with_vmodule(cfg.vmodule.clone()),
             traces,
         ),
     }
@@ -87,6 +209,7 @@ pub fn init_logging(cfg: &LogConfig, traces: Option<&SdkTracerProvider>) -> anyh
 pub struct LogLayer<W> {
     format: LogFormat,
     verbosity: u8,
+    vmodule: VModule,
     writer: W,
     /// First segment of this module's path: the crate whose debug events get
     /// the lower verbosities.
@@ -104,10 +227,24 @@ where
         Self {
             format,
             verbosity,
+            vmodule: VModule::default(),
             writer,
             own_crate: crate_of(module_path!()),
             pid: std::process::id(),
         }
+    }
+
+    /// The same layer with per-file verbosities.
+    pub fn with_vmodule(mut self, vmodule: VModule) -> Self {
+        self.vmodule = vmodule;
+        self
+    }
+
+    /// `-v`, or the `--vmodule` level of the event's source file.
+    fn verbosity_for(&self, metadata: &Metadata<'_>) -> u8 {
+        self.vmodule
+            .level_for(metadata.file())
+            .unwrap_or(self.verbosity)
     }
 }
 
@@ -117,11 +254,11 @@ where
     W: for<'a> MakeWriter<'a> + 'static,
 {
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        callsite_enabled(metadata, self.verbosity, self.own_crate)
+        callsite_enabled(metadata, self.verbosity_for(metadata), self.own_crate)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(if self.verbosity == 0 {
+        Some(if self.verbosity.max(self.vmodule.highest()) == 0 {
             LevelFilter::INFO
         } else {
             LevelFilter::TRACE
@@ -172,7 +309,7 @@ where
                 .v
                 .unwrap_or_else(|| default_verbosity(metadata, self.own_crate))
         };
-        if !is_warn_or_error(level) && v > u64::from(self.verbosity) {
+        if !is_warn_or_error(level) && v > u64::from(self.verbosity_for(metadata)) {
             return;
         }
         let span_kvs = span_fields(ctx.event_scope(event), &fields.kvs);
@@ -1209,11 +1346,49 @@ mod tests {
     }
 
     #[test]
+    fn the_log_file_rotates_past_its_size() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kelp.log");
+        let file = RotatingFile::open(&path, 10).unwrap();
+        for line in ["aaaa\n", "bbbb\n", "cccc\n"] {
+            (&file).write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "cccc\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("kelp.log.1")).unwrap(),
+            "aaaa\nbbbb\n"
+        );
+    }
+
+    #[test]
+    fn vmodule_raises_one_files_verbosity() {
+        let vmodule = VModule::parse("logg*=4, other=9").unwrap();
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let layer = LogLayer::new(LogFormat::Text, 0, move || sink.clone()).with_vmodule(vmodule);
+        tracing::subscriber::with_default(Registry::default().with(layer), || {
+            tracing::debug!("shown at 4");
+            tracing::trace!("not at 6");
+        });
+        let text = buffer.text();
+        assert!(text.contains("\"shown at 4\""), "{text}");
+        assert!(!text.contains("not at 6"), "{text}");
+        assert_eq!(VModule::parse("").unwrap(), VModule::default());
+        assert!(VModule::parse("x").is_err());
+        assert!(VModule::parse("x=high").is_err());
+        assert!(glob_match(b"a?c*", b"abcdef"));
+        assert!(!glob_match(b"a?c", b"abcd"));
+    }
+
+    #[test]
     fn init_logging_reports_unopenable_file() {
         let cfg = LogConfig {
             format: LogFormat::Json,
             verbosity: 0,
             file: Some("/nonexistent-dir/kelp.log".into()),
+            vmodule: VModule::default(),
+            file_max_bytes: 0,
         };
         let err = init_logging(&cfg, None).unwrap_err();
         assert!(

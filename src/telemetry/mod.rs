@@ -69,7 +69,7 @@ mod metrics;
 pub mod stability;
 pub mod traces;
 
-pub use logging::{LogConfig, LogFormat, LogLayer, init_logging, own_log_file};
+pub use logging::{LogConfig, LogFormat, LogLayer, VModule, init_logging, own_log_file};
 pub use metrics::{
     ApiserverMetrics, Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
     REQUEST_DURATION_BUCKETS, prometheus_text, register_in,
