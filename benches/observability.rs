@@ -7,47 +7,17 @@
 //! hand.
 
 use std::io::{Read as _, Write as _};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod support;
 
 use common::Server;
+use common::otlp::Receiver;
 use support::{Client, ms, percentile, rss_kib, tls_connector};
 
 const SCRAPES: usize = 20;
-
-/// Counts the spans it receives.
-#[derive(Clone, Default)]
-struct Receiver(Arc<AtomicUsize>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans: usize = request
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        self.0.fetch_add(spans, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 /// A plain-HTTP GET (the proxy's and the DNS's metrics ports): the body.
 fn http_get(address: &str, path: &str) -> Vec<u8> {
@@ -140,7 +110,7 @@ async fn scrape_costs() {
 
 /// RSS and GET latency of a server-only kelp after 3,000 requests.
 async fn tracing_cost(label: &str, args: &[&str], receiver: &Receiver) {
-    let before = receiver.0.load(Ordering::Relaxed);
+    let before = receiver.spans().len();
     let server = Server::start_with(args);
     let tls = tls_connector(&server);
     let mut client = Client::connect(&tls, server.port()).await;
@@ -174,7 +144,7 @@ async fn tracing_cost(label: &str, args: &[&str], receiver: &Receiver) {
         rss_kib(server.pid()) as f64 / 1024.0,
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.99)),
-        receiver.0.load(Ordering::Relaxed) - before
+        receiver.spans().len() - before
     );
 }
 
@@ -184,14 +154,7 @@ async fn main() {
 
     let receiver = Receiver::default();
     let port = common::free_port();
-    let service = TraceServiceServer::new(receiver.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve(([127, 0, 0, 1], port).into())
-            .await
-            .expect("OTLP receiver");
-    });
+    tokio::spawn(receiver.clone().serve(port));
     let dir = tempfile::tempdir().expect("tempdir");
     let config = |rate: u32| {
         common::write(

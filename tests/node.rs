@@ -748,6 +748,13 @@ fn images_pull_through_registry_mirrors_and_failing_containers_back_off_and_prob
                 && text.lines().any(|l| {
                     l.starts_with("container_memory_working_set_bytes{container=\"ready\",namespace=\"default\",pod=\"ready\"} ")
                 })
+                // The pod's traffic from its network namespace, its layer from CRI.
+                && text.lines().any(|l| {
+                    l.starts_with("container_network_receive_bytes_total{container=\"\",interface=\"eth0\",namespace=\"default\",pod=\"ready\"} ")
+                })
+                && text.lines().any(|l| {
+                    l.starts_with("container_fs_usage_bytes{container=\"ready\",namespace=\"default\",pod=\"ready\"} ")
+                })
         },
     );
     std::thread::sleep(std::time::Duration::from_millis(2500));

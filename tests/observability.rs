@@ -5,102 +5,27 @@
 mod common;
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Server;
 use common::metrics::{Families, parse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-
-/// One received span: trace id, span id, parent span id (hex), name.
-#[derive(Debug, Clone)]
-struct Span {
-    trace: String,
-    id: String,
-    parent: String,
-    name: String,
-}
-
-/// An OTLP/gRPC trace receiver on loopback, keeping every span it gets.
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Span>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            for scope in resource.scope_spans {
-                for s in scope.spans {
-                    spans.push(Span {
-                        trace: hex::encode(&s.trace_id),
-                        id: hex::encode(&s.span_id),
-                        parent: hex::encode(&s.parent_span_id),
-                        name: s.name,
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-impl Receiver {
-    /// Serves on `port` in a runtime of its own until the test ends.
-    fn serve(&self, port: u16) -> tokio::runtime::Runtime {
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let service = TraceServiceServer::new(self.clone());
-        runtime.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve(([127, 0, 0, 1], port).into())
-                .await
-                .expect("OTLP receiver");
-        });
-        runtime
-    }
-
-    /// The spans of `trace` once one named `name` is among them (30 s at most).
-    fn wait_for(&self, trace: &str, name: &str) -> Vec<Span> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let spans: Vec<Span> = self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|s| s.trace == trace)
-                .cloned()
-                .collect();
-            if spans.iter().any(|s| s.name == name) || Instant::now() > deadline {
-                return spans;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
+use common::otlp::Receiver;
 
 /// An HTTPS GET as the admin with extra headers; the status code.
 fn admin_get(server: &Server, path: &str, headers: &[&str]) -> u16 {
-    let (_, cert, key) = server.admin_credentials();
-    let cert_file = common::write(
-        server.path("").as_path(),
-        "admin.crt",
-        &String::from_utf8_lossy(&cert),
-    );
-    let key_file = common::write(
-        server.path("").as_path(),
-        "admin.key",
-        &String::from_utf8_lossy(&key),
-    );
+    admin_request(server, "GET", path, None, headers)
+}
+
+/// An HTTPS request as the admin with a JSON body and extra headers; the
+/// status code.
+fn admin_request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[&str],
+) -> u16 {
+    let (cert_file, key_file) = server.admin_cert_files();
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sk",
@@ -111,10 +36,19 @@ fn admin_get(server: &Server, path: &str, headers: &[&str]) -> u16 {
         "-w",
         "%{http_code}",
     ])
+    .args(["-X", method])
     .arg("--cert")
     .arg(&cert_file)
     .arg("--key")
     .arg(&key_file);
+    if let Some(body) = body {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -157,7 +91,8 @@ fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
     );
 
     let receiver = Receiver::default();
-    let _runtime = receiver.serve(port);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.spawn(receiver.clone().serve(port));
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let deadline = Instant::now() + Duration::from_secs(40);
     let spans = loop {
@@ -187,6 +122,53 @@ fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
             .any(|s| s.name == "List sqlite" && s.parent == request.id),
         "{spans:?}"
     );
+    // An admission webhook's call is a span of the request's; the webhook
+    // gets its traceparent.
+    let webhook = common::webhook::Webhook::start(|_, _| common::webhook::Answer::Allow {
+        patch: None,
+        warnings: vec![],
+    });
+    server.kubectl("kubectl").apply(
+        dir.path(),
+        "webhook.yaml",
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+             metadata: {{name: traced}}\nwebhooks:\n- name: traced.kelp.test\n  \
+             clientConfig: {{url: \"https://127.0.0.1:{}/validate\", caBundle: {}}}\n  \
+             rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps]}}]\n  \
+             sideEffects: None\n  admissionReviewVersions: [v1]\n",
+            webhook.port, webhook.ca_bundle
+        ),
+    );
+    let hooked = "33333333333333333333333333333333";
+    assert_eq!(
+        admin_request(
+            &server,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"traced"}}"#),
+            &[&format!("traceparent: 00-{hooked}-{parent_span}-01")]
+        ),
+        201
+    );
+    let spans = receiver.wait_for(hooked, "Call validating webhook");
+    let request = spans
+        .iter()
+        .find(|s| s.name == "KubernetesAPI")
+        .unwrap_or_else(|| panic!("no request span in {spans:?}"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "Call validating webhook" && s.parent == request.id),
+        "{spans:?}"
+    );
+    let seen = webhook.seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|(_, r)| r["name"] == "traced"),
+        "the webhook was not called"
+    );
+    drop(seen);
+
     // Unsampled callers are not traced at rate 0.
     let unsampled = "22222222222222222222222222222222";
     admin_get(
@@ -196,12 +178,7 @@ fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
     );
     std::thread::sleep(Duration::from_secs(6));
     assert!(
-        receiver
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|s| s.trace != unsampled),
+        receiver.spans().iter().all(|s| s.trace != unsampled),
         "an unsampled request was traced"
     );
 }
@@ -426,9 +403,7 @@ fn a_real_prometheus_scrapes_the_control_plane() {
     };
     let server = Server::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, cert, key) = server.admin_credentials();
-    let cert_file = common::write(dir.path(), "admin.crt", &String::from_utf8_lossy(&cert));
-    let key_file = common::write(dir.path(), "admin.key", &String::from_utf8_lossy(&key));
+    let (cert_file, key_file) = server.admin_cert_files();
     let job = |name: &str, port: u16| {
         format!(
             "- job_name: {name}\n  scheme: https\n  tls_config: {{insecure_skip_verify: true, cert_file: {}, key_file: {}}}\n  static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use http_body_util::Full;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use super::ApiState;
 use super::admission::webhook::{self, Attributes, ClientConfig, Hook, Phase, Verdict};
@@ -254,7 +255,9 @@ async fn call(
     let uid = uuid::Uuid::new_v4().to_string();
     let review = webhook::review(hook, attrs, &uid);
     let started = std::time::Instant::now();
-    let answer = tokio::time::timeout(hook.timeout, post(state, hook, &review)).await;
+    let answer = tokio::time::timeout(hook.timeout, post(state, hook, &review))
+        .instrument(call_span(hook, attrs, &uid))
+        .await;
     let answer = match answer {
         Ok(answer) => answer,
         Err(_) => Err(format!(
@@ -289,6 +292,29 @@ async fn call(
             Ok(None)
         }
     }
+}
+
+/// With traces on, the span of one webhook call (upstream's names and
+/// attributes); the call's `traceparent` is its.
+fn call_span(hook: &Hook, attrs: &Attributes<'_>, uid: &str) -> tracing::Span {
+    use crate::telemetry::traces;
+    if !traces::on() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: traces::TARGET,
+        "webhook",
+        otel.name = match hook.phase {
+            Phase::Mutating => "Call mutating webhook",
+            Phase::Validating => "Call validating webhook",
+        },
+        configuration = %hook.configuration,
+        webhook = %hook.name,
+        resource = %attrs.resource,
+        subresource = %attrs.subresource,
+        operation = ?attrs.operation,
+        UID = %uid,
+    )
 }
 
 /// The URL a hook is called at (a Service's by its DNS name), with the timeout.
@@ -351,7 +377,7 @@ async fn post(state: &ApiState, hook: &Hook, review: &Value) -> Result<Value, St
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut last_error = String::from("no endpoints");
     for (host, port) in targets {
-        let request = http::Request::post(path)
+        let mut request = http::Request::post(path)
             .header(
                 http::header::HOST,
                 uri.authority().map(|a| a.as_str()).unwrap_or_default(),
@@ -360,6 +386,7 @@ async fn post(state: &ApiState, hook: &Hook, review: &Value) -> Result<Value, St
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(body.clone()))
             .map_err(|e| fail(&e))?;
+        crate::telemetry::traces::propagate(request.headers_mut());
         match crate::pki::tls::request_once(&host, port, &server_name, tls.clone(), request, None)
             .await
         {

@@ -74,6 +74,92 @@ pub struct PodStats {
     /// Memory usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
+    /// Traffic of the pod's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStats>,
+}
+
+/// A pod's network figures (the Summary API's: the default interface's
+/// totals and every interface).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStats {
+    /// When they were read.
+    pub time: DateTime<Utc>,
+    /// The default interface (`eth0`) and its counters.
+    #[serde(flatten)]
+    pub default: InterfaceStats,
+    /// Every interface but loopback.
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceStats>,
+}
+
+/// One interface's counters since it appeared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceStats {
+    /// The interface.
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Send errors.
+    pub tx_errors: u64,
+    /// Packets received (cAdvisor's series; not in the Summary API).
+    #[serde(skip)]
+    pub rx_packets: u64,
+    /// Received packets dropped.
+    #[serde(skip)]
+    pub rx_dropped: u64,
+    /// Packets sent.
+    #[serde(skip)]
+    pub tx_packets: u64,
+    /// Sent packets dropped.
+    #[serde(skip)]
+    pub tx_dropped: u64,
+}
+
+/// A container's writable layer (the Summary API's `rootfs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsStats {
+    /// When it was read.
+    pub time: DateTime<Utc>,
+    /// Bytes the layer uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// Inodes the layer uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes_used: Option<u64>,
+}
+
+/// `/proc/<pid>/net/dev`: every interface but loopback.
+pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let name = name.trim();
+            let n: Vec<u64> = counters
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            (name != "lo" && n.len() >= 12).then(|| InterfaceStats {
+                name: name.to_string(),
+                rx_bytes: n[0],
+                rx_packets: n[1],
+                rx_errors: n[2],
+                rx_dropped: n[3],
+                tx_bytes: n[8],
+                tx_packets: n[9],
+                tx_errors: n[10],
+                tx_dropped: n[11],
+            })
+        })
+        .collect()
 }
 
 /// Namespace, name and uid of a pod.
@@ -102,6 +188,9 @@ pub struct ContainerStats {
     /// Memory usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
+    /// Its writable layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<FsStats>,
 }
 
 /// CPU usage at a time.
@@ -152,6 +241,8 @@ struct ContainerSample {
     name: String,
     started: DateTime<Utc>,
     reading: Reading,
+    /// The writable layer's bytes and inodes, as CRI reports them.
+    rootfs: Option<(u64, Option<u64>)>,
 }
 
 /// Everything read in one sampling round.
@@ -162,6 +253,8 @@ struct Round {
     containers: HashMap<String, ContainerSample>,
     /// Pod uid → sandbox creation.
     pod_started: HashMap<String, DateTime<Utc>>,
+    /// Pod uid → its network namespace's interfaces, when read.
+    pod_network: HashMap<String, (DateTime<Utc>, Vec<InterfaceStats>)>,
 }
 
 /// The last two rounds.
@@ -279,6 +372,15 @@ impl Collector {
                     let created = from_nanos(sandbox.created_at);
                     let entry = round.pod_started.entry(uid.clone()).or_insert(created);
                     *entry = (*entry).max(created);
+                    if sandbox.state == api::PodSandboxState::SandboxReady as i32
+                        && let Some(pid) = self.task_pid(&sandbox.id).await
+                        && let Ok(text) =
+                            tokio::fs::read_to_string(format!("/proc/{pid}/net/dev")).await
+                    {
+                        round
+                            .pod_network
+                            .insert(uid.clone(), (Utc::now(), parse_net_dev(&text)));
+                    }
                 }
             }
         }
@@ -292,13 +394,18 @@ impl Collector {
             if pod.name.is_empty() {
                 continue;
             }
-            let mut reading = stats
-                .remove(&container.id)
-                .map(from_cri)
-                .unwrap_or(Reading {
-                    at: Utc::now(),
-                    usage: Usage::default(),
+            let cri_stats = stats.remove(&container.id);
+            let rootfs = cri_stats
+                .as_ref()
+                .and_then(|s| s.writable_layer.as_ref())
+                .and_then(|l| {
+                    let used = l.used_bytes.as_ref()?.value;
+                    Some((used, l.inodes_used.as_ref().map(|i| i.value)))
                 });
+            let mut reading = cri_stats.map(from_cri).unwrap_or(Reading {
+                at: Utc::now(),
+                usage: Usage::default(),
+            });
             if (reading.usage.cpu_ns.is_none() || reading.usage.memory.is_none())
                 && let Some(usage) = self.cgroup_usage(&container.id).await
             {
@@ -312,6 +419,7 @@ impl Collector {
                     name: label(CONTAINER_NAME),
                     started: from_nanos(container.created_at),
                     reading,
+                    rootfs,
                 },
             );
         }
@@ -320,22 +428,29 @@ impl Collector {
 
     /// A container's usage from its cgroups, through its init process.
     async fn cgroup_usage(&self, id: &str) -> Option<Usage> {
+        let pid = self.task_pid(id).await?;
+        self.mounts.process_usage(pid)
+    }
+
+    /// The pid of a container's (or sandbox's) init process, from containerd.
+    async fn task_pid(&self, id: &str) -> Option<u32> {
         let mut tasks = containerd_client::services::v1::tasks_client::TasksClient::new(
             self.containerd.clone(),
         );
-        let pid = tasks
-            .get(super::containerd::namespaced(
-                containerd_client::services::v1::GetRequest {
-                    container_id: id.to_string(),
-                    exec_id: String::new(),
-                },
-            ))
-            .await
-            .ok()?
-            .into_inner()
-            .process?
-            .pid;
-        self.mounts.process_usage(pid)
+        Some(
+            tasks
+                .get(super::containerd::namespaced(
+                    containerd_client::services::v1::GetRequest {
+                        container_id: id.to_string(),
+                        exec_id: String::new(),
+                    },
+                ))
+                .await
+                .ok()?
+                .into_inner()
+                .process?
+                .pid,
+        )
     }
 
     /// `/metrics/resource`: upstream's resource metrics in Prometheus text.
@@ -443,6 +558,11 @@ fn summarize(
                 start_time: Some(sample.started),
                 cpu: cpu_stats(before, &sample.reading),
                 memory: memory_stats(&sample.reading, None),
+                rootfs: sample.rootfs.map(|(used, inodes)| FsStats {
+                    time: sample.reading.at,
+                    used_bytes: Some(used),
+                    inodes_used: inodes,
+                }),
             });
     }
     let pods = pods
@@ -453,6 +573,18 @@ fn summarize(
                 start_time: latest.pod_started.get(&pod_ref.uid).copied(),
                 cpu: sum_cpu(&containers),
                 memory: sum_memory(&containers),
+                network: latest
+                    .pod_network
+                    .get(&pod_ref.uid)
+                    .map(|(time, interfaces)| NetworkStats {
+                        time: *time,
+                        default: interfaces
+                            .iter()
+                            .find(|i| i.name == "eth0")
+                            .cloned()
+                            .unwrap_or_default(),
+                        interfaces: interfaces.clone(),
+                    }),
                 pod_ref,
                 containers,
             }
@@ -573,6 +705,99 @@ pub fn kubelet_metrics(
     crate::telemetry::prometheus_text(&registry)
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InterfaceLabels {
+    container: String,
+    interface: String,
+    namespace: String,
+    pod: String,
+}
+
+/// cAdvisor's per-pod network series (`container_network_*_total`, from
+/// the pod's network namespace, labelled `container=""` as cAdvisor labels
+/// the pod's cgroup) and the containers' writable layers
+/// (`container_fs_usage_bytes`, as CRI reports them).
+fn network_series(summary: &Summary, registry: &mut prometheus_client::registry::Registry) {
+    type Read = fn(&InterfaceStats) -> u64;
+    let families: [(&str, &str, Read); 8] = [
+        (
+            "container_network_receive_bytes",
+            "Cumulative count of bytes received",
+            |i| i.rx_bytes,
+        ),
+        (
+            "container_network_receive_packets",
+            "Cumulative count of packets received",
+            |i| i.rx_packets,
+        ),
+        (
+            "container_network_receive_errors",
+            "Cumulative count of errors encountered while receiving",
+            |i| i.rx_errors,
+        ),
+        (
+            "container_network_receive_packets_dropped",
+            "Cumulative count of packets dropped while receiving",
+            |i| i.rx_dropped,
+        ),
+        (
+            "container_network_transmit_bytes",
+            "Cumulative count of bytes transmitted",
+            |i| i.tx_bytes,
+        ),
+        (
+            "container_network_transmit_packets",
+            "Cumulative count of packets transmitted",
+            |i| i.tx_packets,
+        ),
+        (
+            "container_network_transmit_errors",
+            "Cumulative count of errors encountered while transmitting",
+            |i| i.tx_errors,
+        ),
+        (
+            "container_network_transmit_packets_dropped",
+            "Cumulative count of packets dropped while transmitting",
+            |i| i.tx_dropped,
+        ),
+    ];
+    for (name, help, value) in families {
+        let family =
+            Family::<InterfaceLabels, prometheus_client::metrics::counter::Counter>::default();
+        for pod in &summary.pods {
+            for interface in pod.network.iter().flat_map(|n| &n.interfaces) {
+                family
+                    .get_or_create(&InterfaceLabels {
+                        container: String::new(),
+                        interface: interface.name.clone(),
+                        namespace: pod.pod_ref.namespace.clone(),
+                        pod: pod.pod_ref.name.clone(),
+                    })
+                    .inc_by(value(interface));
+            }
+        }
+        registry.register(name, help, family);
+    }
+    let fs = Family::<ContainerLabels, Gauge>::default();
+    for pod in &summary.pods {
+        for c in &pod.containers {
+            if let Some(used) = c.rootfs.as_ref().and_then(|r| r.used_bytes) {
+                fs.get_or_create(&ContainerLabels {
+                    container: c.name.clone(),
+                    namespace: pod.pod_ref.namespace.clone(),
+                    pod: pod.pod_ref.name.clone(),
+                })
+                .set(used as i64);
+            }
+        }
+    }
+    registry.register(
+        "container_fs_usage_bytes",
+        "Number of bytes that are consumed by the container on this filesystem",
+        fs,
+    );
+}
+
 /// cAdvisor's container series as the kubelet's `/metrics/cadvisor`
 /// serves them (`container_cpu_usage_seconds_total`,
 /// `container_memory_{working_set,usage}_bytes`, `container_memory_rss`,
@@ -580,6 +805,7 @@ pub fn kubelet_metrics(
 /// pod (cAdvisor's `id`, `image` and `name` labels are not given).
 fn cadvisor_metrics(summary: &Summary) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
+    network_series(summary, &mut registry);
     let cpu = Family::<ContainerLabels, FloatCounter>::default();
     let working_set = Family::<ContainerLabels, FloatGauge>::default();
     let usage = Family::<ContainerLabels, FloatGauge>::default();
@@ -810,11 +1036,23 @@ mod tests {
                             name: name.to_string(),
                             started: at(-100),
                             reading: reading(secs, *cpu, *mem),
+                            rootfs: Some((4096 * *mem, Some(3))),
                         },
                     )
                 })
                 .collect(),
             pod_started: HashMap::from([("uid-web".to_string(), at(-120))]),
+            pod_network: HashMap::from([(
+                "uid-web".to_string(),
+                (
+                    at(secs),
+                    parse_net_dev(&format!(
+                        "Inter-|   Receive\n face |bytes\n    lo: 9 9 0 0 0 0 0 0 9 9 0 0 0 0 0 0\n  eth0: {} 10 1 2 0 0 0 0 {} 20 3 4 0 0 0 0\n",
+                        1000 + secs,
+                        2000 + secs
+                    )),
+                ),
+            )]),
         }
     }
 
@@ -899,8 +1137,8 @@ mod tests {
         assert_eq!(pod["containers"][0]["memory"]["workingSetBytes"], 10);
         assert!(pod["startTime"].is_string());
         assert!(json["node"]["cpu"]["usageCoreNanoSeconds"].is_u64());
-        let back: Summary = serde_json::from_value(json).expect("round trip");
-        assert_eq!(back, summary);
+        let back: Summary = serde_json::from_value(json.clone()).expect("round trip");
+        assert_eq!(serde_json::to_value(&back).expect("json"), json);
     }
 
     #[test]
@@ -947,6 +1185,29 @@ mod tests {
             "kubelet_node_name{node=\"edge-1\"} 1",
             "kubelet_running_containers{container_state=\"running\"} 3",
             "kubelet_running_containers{container_state=\"exited\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn pods_carry_their_traffic_and_containers_their_layers() {
+        let first = round(0, 1_000, &[("a", "web", "app", 0, 10)]);
+        let second = round(10, 2_000, &[("a", "web", "app", 5, 20)]);
+        let summary = summarize(Some(&first), Some(&second), None);
+        let network = summary.pods[0].network.as_ref().expect("network");
+        assert_eq!(network.default.name, "eth0");
+        assert_eq!(network.default.rx_bytes, 1010);
+        assert_eq!(network.interfaces.len(), 1, "loopback is left out");
+        let json = serde_json::to_value(&summary.pods[0]).unwrap();
+        assert_eq!(json["network"]["rxBytes"], 1010);
+        assert_eq!(json["network"]["interfaces"][0]["txErrors"], 3);
+        assert_eq!(json["containers"][0]["rootfs"]["usedBytes"], 4096 * 20);
+        let text = cadvisor_metrics(&summary);
+        for line in [
+            "container_network_receive_bytes_total{container=\"\",interface=\"eth0\",namespace=\"default\",pod=\"web\"} 1010",
+            "container_network_transmit_packets_dropped_total{container=\"\",interface=\"eth0\",namespace=\"default\",pod=\"web\"} 4",
+            "container_fs_usage_bytes{container=\"app\",namespace=\"default\",pod=\"web\"} 81920",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

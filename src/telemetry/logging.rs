@@ -158,6 +158,20 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
+/// Whether stderr is systemd's journal: `JOURNAL_STREAM` names its device
+/// and inode (systemd sets it for a unit's stdout/stderr).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2")
+        .is_ok_and(|m| m.dev().to_string() == dev && m.ino().to_string() == ino)
+}
+
 /// The `--log-file` in force, set by [`init_logging`].
 static LOG_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
@@ -194,7 +208,8 @@ pub fn init_logging(cfg: &LogConfig, traces: Option<&SdkTracerProvider>) -> anyh
         }
         None => install(
             LogLayer::new(cfg.format, cfg.verbosity, std::io::stderr)
-                .with_vmodule(cfg.vmodule.clone()),
+                .with_vmodule(cfg.vmodule.clone())
+                .for_journal(stderr_is_journal()),
             traces,
         ),
     }
@@ -215,6 +230,8 @@ pub struct LogLayer<W> {
     /// the lower verbosities.
     own_crate: &'static str,
     pid: u32,
+    /// The lines go to systemd's journal, which stamps time and pid itself.
+    journal: bool,
 }
 
 impl<W> LogLayer<W>
@@ -231,7 +248,16 @@ where
             writer,
             own_crate: crate_of(module_path!()),
             pid: std::process::id(),
+            journal: false,
         }
+    }
+
+    /// The same layer writing to the journal: text lines without klog's
+    /// time and pid (journald records both), so `journalctl` shows each
+    /// once.
+    pub fn for_journal(mut self, journal: bool) -> Self {
+        self.journal = journal;
+        self
     }
 
     /// The same layer with per-file verbosities.
@@ -323,6 +349,7 @@ where
             span_kvs: &span_kvs,
         };
         let line = match self.format {
+            LogFormat::Text if self.journal => format_text_stamped(&entry, None),
             LogFormat::Text => format_text(&entry, &Local::now(), self.pid),
             LogFormat::Json => format_json(&entry, unix_seconds(SystemTime::now())),
         };
@@ -571,27 +598,40 @@ where
 
 /// klog's text line: `Lmmdd hh:mm:ss.uuuuuu pid file:line] "msg" k=v…`.
 fn format_text(entry: &Entry<'_>, now: &DateTime<Local>, pid: u32) -> String {
+    format_text_stamped(entry, Some((now, pid)))
+}
+
+/// klog's text line, with the time and pid in the header (`stamp`) or
+/// without them (`I server.rs:79] …`) when the journal records both.
+fn format_text_stamped(entry: &Entry<'_>, stamp: Option<(&DateTime<Local>, u32)>) -> String {
     let severity = match entry.level {
         Level::ERROR => 'E',
         Level::WARN => 'W',
         _ => 'I',
     };
-    // nanosecond() exceeds 999_999_999 only inside a leap second.
-    let micros = now.nanosecond().min(999_999_999) / 1000;
     let (file, line) = match entry.file {
         Some(path) => (basename(path), entry.line.unwrap_or(0)),
         None => ("???", 1),
     };
     let mut out = String::with_capacity(128);
-    let _ = write!(
-        out,
-        "{severity}{:02}{:02} {:02}:{:02}:{:02}.{micros:06} {pid:>7} {file}:{line}] ",
-        now.month(),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-    );
+    match stamp {
+        Some((now, pid)) => {
+            // nanosecond() exceeds 999_999_999 only inside a leap second.
+            let micros = now.nanosecond().min(999_999_999) / 1000;
+            let _ = write!(
+                out,
+                "{severity}{:02}{:02} {:02}:{:02}:{:02}.{micros:06} {pid:>7} {file}:{line}] ",
+                now.month(),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second(),
+            );
+        }
+        None => {
+            let _ = write!(out, "{severity} {file}:{line}] ");
+        }
+    }
     go_quote(entry.message, &mut out);
     if let Some(err) = entry.hoisted_err() {
         write_text_pair(ERR_KEY, err, &mut out);
@@ -1343,6 +1383,12 @@ mod tests {
             lines[1].starts_with('W') && lines[1].ends_with("] \"to file\" n=1"),
             "{content}"
         );
+    }
+
+    #[test]
+    fn journal_lines_leave_time_and_pid_to_the_journal() {
+        let line = format_text_stamped(&entry(Level::WARN, "w", &[]), None);
+        assert_eq!(line, "W server.rs:79] \"w\"\n");
     }
 
     #[test]

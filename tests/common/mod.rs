@@ -5,6 +5,7 @@
 
 pub mod join;
 pub mod metrics;
+pub mod otlp;
 pub mod webhook;
 
 use std::net::TcpListener;
@@ -264,6 +265,17 @@ impl Server {
             field("certificate-authority-data"),
             field("client-certificate-data"),
             field("client-key-data"),
+        )
+    }
+
+    /// The admin's client certificate and key (PEM) as files in the
+    /// server's directory, for clients that read them from files.
+    pub fn admin_cert_files(&self) -> (PathBuf, PathBuf) {
+        let (_, cert, key) = self.admin_credentials();
+        let dir = self.path("");
+        (
+            write(&dir, "admin.crt", &String::from_utf8_lossy(&cert)),
+            write(&dir, "admin.key", &String::from_utf8_lossy(&key)),
         )
     }
 
