@@ -191,7 +191,8 @@ fn help<'a>(families: &'a Families, name: &str) -> Option<&'a str> {
 #[test]
 fn metric_stability_flags_change_what_is_exposed() {
     // Defaults: levels in HELP, the 1.30 deprecations hidden, the 1.33 one shown.
-    let plain = Server::start_with(&["--secrets-encryption"]);
+    // At -v 6, to see that no token or secret value is ever logged.
+    let plain = Server::start_with(&["--secrets-encryption", "-v", "6"]);
     let k = plain.kubectl("kubectl");
     let families = parse(&k.ok(&["get", "--raw", "/metrics"]));
     assert_eq!(
@@ -276,10 +277,31 @@ fn metric_stability_flags_change_what_is_exposed() {
         "--serviceaccount=default:monitor",
     ]);
     let token = |name: &str| k.ok(&["create", "token", name]);
-    let (code, _) = common::https_get(plain.port(), "/metrics", Some(&token("monitor")));
+    let (monitor, nobody) = (token("monitor"), token("nobody"));
+    let (code, _) = common::https_get(plain.port(), "/metrics", Some(&monitor));
     assert_eq!(code, 200);
-    let (code, body) = common::https_get(plain.port(), "/metrics", Some(&token("nobody")));
+    let (code, body) = common::https_get(plain.port(), "/metrics", Some(&nobody));
     assert_eq!(code, 403, "{body}");
+    let (code, _) = common::https_get(plain.port(), "/metrics", Some("not-a-valid-token"));
+    assert_eq!(code, 401);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sensitive",
+        "--from-literal=password=hunter2-kelp-secret",
+    ]);
+    k.ok(&["get", "secret", "sensitive", "-o", "yaml"]);
+    let log = plain.log();
+    for sensitive in [
+        monitor.trim(),
+        nobody.trim(),
+        "not-a-valid-token",
+        "hunter2-kelp-secret",
+        "aHVudGVyMi1rZWxwLXNlY3JldA",
+    ] {
+        assert!(!log.contains(sensitive), "{sensitive} was logged");
+    }
     assert!(body.contains(r#"cannot get path \"/metrics\""#), "{body}");
 
     // A bad version is refused as upstream refuses it.

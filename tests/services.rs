@@ -299,6 +299,15 @@ spec:
         metrics.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket"),
         "{metrics}"
     );
+    let families = common::metrics::parse(&metrics);
+    assert!(
+        common::metrics::sum(
+            &families,
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "kubeproxy_sync_proxy_rules_duration_seconds_count",
+            &[]
+        ) >= 1.0
+    );
     let health = get("http://127.0.0.1:10256/healthz");
     assert!(health.contains("\"lastUpdated\""), "{health}");
 
