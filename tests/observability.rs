@@ -72,6 +72,19 @@ fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
              endpoint: 127.0.0.1:{port}\nsamplingRatePerMillion: 0\n"
         ),
     );
+    // A malformed endpoint turns traces off; kelp runs.
+    let bad = common::write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: TracingConfiguration\nendpoint: \"not a host\"\n",
+    );
+    let untraced = Server::start_with(&["--tracing-config-file", bad.to_str().unwrap()]);
+    assert!(
+        untraced.log().contains("Traces are off"),
+        "{}",
+        untraced.log()
+    );
+    drop(untraced);
     // The collector is down at first: kelp starts and serves anyway.
     let server = Server::start_with(&["--tracing-config-file", config.to_str().unwrap()]);
     let parent_span = "00f067aa0ba902b7";

@@ -72,8 +72,9 @@ impl TracingConfiguration {
         Ok(config)
     }
 
-    /// Upstream's checks: a known kind and version, a rate in 0..=1000000,
-    /// an endpoint that is a `host:port` or URL.
+    /// Upstream's checks: a known kind and version, a rate in 0..=1000000.
+    /// The endpoint is checked when the exporter is built: a bad one turns
+    /// traces off but never stops kelp.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.kind != "TracingConfiguration" {
             bail!("kind {:?} is not TracingConfiguration", self.kind);
@@ -96,11 +97,6 @@ impl TracingConfiguration {
             ),
             _ => {}
         }
-        if let Some(endpoint) = &self.endpoint
-            && endpoint_url(endpoint).parse::<http::Uri>().is_err()
-        {
-            bail!("endpoint: Invalid value: {endpoint:?}: not a host:port or URL");
-        }
         Ok(())
     }
 
@@ -119,6 +115,12 @@ impl TracingConfiguration {
     /// so a collector that is down fails exports, not this.
     pub fn provider(&self) -> anyhow::Result<SdkTracerProvider> {
         let endpoint = self.endpoint();
+        if endpoint
+            .parse::<http::Uri>()
+            .map_or(true, |uri| uri.host().is_none())
+        {
+            bail!("endpoint: Invalid value: {endpoint:?}: not a host:port or URL");
+        }
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
@@ -342,14 +344,20 @@ mod tests {
                 "apiVersion: apiserver.config.k8s.io/v1\nkind: TracingConfiguration\nsamplingRatePerMillion: 1000001\n",
                 "less than or equal to one million",
             ),
-            (
-                "apiVersion: apiserver.config.k8s.io/v1\nkind: TracingConfiguration\nendpoint: \"bad endpoint\"\n",
-                "endpoint: Invalid value",
-            ),
         ] {
             let err = parse(yaml).unwrap_err().to_string();
             assert!(err.contains(message), "{yaml}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_bad_endpoint_is_refused_by_the_exporter_only() {
+        let config = parse(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: TracingConfiguration\nendpoint: \"bad endpoint\"\n",
+        )
+        .unwrap();
+        let err = config.provider().unwrap_err().to_string();
+        assert!(err.contains("endpoint: Invalid value"), "{err}");
     }
 
     #[test]
