@@ -13,6 +13,7 @@ pub mod client;
 pub mod components;
 pub mod convert;
 pub mod discovery;
+pub mod flowcontrol;
 pub mod handlers;
 pub mod join;
 pub mod kubelet;
@@ -98,6 +99,8 @@ pub struct ApiState {
     pub pod_security: admission::pod_security_config::PodSecurityConfig,
     /// The admission webhooks configured.
     pub webhooks: Arc<webhooks::WebhookConfigs>,
+    /// Slots for requests in flight (`--max-requests-inflight`, `--max-mutating-requests-inflight`).
+    pub in_flight: flowcontrol::InFlightLimits,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
@@ -147,6 +150,10 @@ pub fn guard(routes: Router<Arc<ApiState>>, state: &Arc<ApiState>) -> Router<Arc
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            flowcontrol::limit,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -880,6 +887,7 @@ mod tests {
             auditor: None,
             pod_security: Default::default(),
             webhooks: Default::default(),
+            in_flight: flowcontrol::InFlightLimits::new(0, 0),
         })
     }
 

@@ -289,6 +289,16 @@ pub struct ServerArgs {
     /// Logs, traces and metrics.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Read-only requests (get, list) in flight at most; more get 429 (0: no limit).
+    #[arg(long, env = "KELP_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Mutating requests in flight at most; more get 429 (0: no limit).
+    #[arg(
+        long,
+        env = "KELP_MAX_MUTATING_REQUESTS_INFLIGHT",
+        default_value_t = 200
+    )]
+    pub max_mutating_requests_inflight: usize,
     /// How often each HorizontalPodAutoscaler is synced (kube-controller-manager's flag).
     #[arg(
         long,

@@ -180,6 +180,10 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             None => Default::default(),
         },
         webhooks,
+        in_flight: crate::apiserver::flowcontrol::InFlightLimits::new(
+            args.max_requests_inflight,
+            args.max_mutating_requests_inflight,
+        ),
     });
     load_custom_resources(&state).await?;
     if !args.etcd_compaction_interval.is_zero() {
