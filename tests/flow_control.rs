@@ -133,4 +133,19 @@ fn requests_over_the_in_flight_limit_get_429_and_admins_are_not_limited() {
                 && l.contains("resource=\"configmaps\"")),
         "no 429 counted"
     );
+    let families = common::metrics::parse(&metrics);
+    assert!(
+        common::metrics::sum(
+            &families,
+            "apiserver_request_terminations",
+            "apiserver_request_terminations_total",
+            &[
+                ("code", "429"),
+                ("verb", "POST"),
+                ("resource", "configmaps")
+            ]
+        ) >= 1.0,
+        "{:?}",
+        families.get("apiserver_request_terminations")
+    );
 }

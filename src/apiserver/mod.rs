@@ -315,6 +315,24 @@ async fn observe(
         ))),
     };
     let response = next.run(req).await;
+    if let (Some(p), Some(scope)) = (&info.resource, scope)
+        && response
+            .extensions()
+            .get::<flowcontrol::Terminated>()
+            .is_some()
+    {
+        apiserver.terminated(
+            verb,
+            (
+                &p.group,
+                &p.version,
+                &p.resource,
+                p.subresource.as_deref().unwrap_or(""),
+            ),
+            scope,
+            response.status().as_u16(),
+        );
+    }
     if let (Some(p), Some(scope)) = (&info.resource, scope) {
         apiserver.observe(
             verb,

@@ -221,6 +221,7 @@ pub struct ApiserverMetrics {
     inflight: Family<KindLabels, Gauge>,
     long_running: Family<LongRunningLabels, Gauge>,
     storage_objects: Family<ResourceLabels, Gauge>,
+    terminations: Family<TerminationLabels, Counter>,
 }
 
 /// Holds one unit of a gauge (a request in flight) until dropped.
@@ -248,6 +249,19 @@ struct KindLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabels {
     resource: LabelValue,
+}
+
+/// Labels of `apiserver_request_terminations_total`, sorted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TerminationLabels {
+    code: LabelValue,
+    component: LabelValue,
+    group: LabelValue,
+    resource: LabelValue,
+    scope: LabelValue,
+    subresource: LabelValue,
+    verb: LabelValue,
+    version: LabelValue,
 }
 
 /// Labels of `apiserver_longrunning_requests`, sorted.
@@ -346,6 +360,29 @@ impl ApiserverMetrics {
         )
     }
 
+    /// Counts a request the server refused to protect itself (429 past the
+    /// in-flight limits) in `apiserver_request_terminations_total`.
+    pub fn terminated(
+        &self,
+        verb: &str,
+        (group, version, resource, subresource): (&str, &str, &str, &str),
+        scope: &str,
+        code: u16,
+    ) {
+        self.terminations
+            .get_or_create(&TerminationLabels {
+                code: code.to_string().into(),
+                component: "apiserver".into(),
+                group: group.into(),
+                resource: resource.into(),
+                scope: scope.into(),
+                subresource: subresource.into(),
+                verb: clean_verb(verb).into(),
+                version: version.into(),
+            })
+            .inc();
+    }
+
     /// Sets `apiserver_storage_objects` of `resource` (`pods`,
     /// `deployments.apps`; -1 when counting failed).
     pub fn storage_objects(&self, resource: &str, count: i64) {
@@ -363,6 +400,7 @@ impl ApiserverMetrics {
             inflight: Family::default(),
             long_running: Family::default(),
             storage_objects: Family::default(),
+            terminations: Family::default(),
         }
     }
 
@@ -412,6 +450,13 @@ impl ApiserverMetrics {
             )
             .stability(StabilityLevel::Stable),
             self.storage_objects.clone(),
+        );
+        metrics.register(
+            Descriptor::new(
+                "apiserver_request_terminations",
+                "Number of requests which apiserver terminated in self-defense",
+            ),
+            self.terminations.clone(),
         );
     }
 }

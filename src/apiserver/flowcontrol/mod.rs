@@ -23,6 +23,11 @@ use super::authn::User;
 use super::request::RequestInfo;
 use crate::api::ApiError;
 
+/// Set on a response the limits refused, so the request metrics count it as
+/// terminated in self-defense (`apiserver_request_terminations_total`).
+#[derive(Debug, Clone, Copy)]
+pub struct Terminated;
+
 /// The group whose requests are never limited.
 const PRIVILEGED_GROUP: &str = "system:masters";
 
@@ -76,12 +81,16 @@ pub async fn limit(State(state): State<Arc<ApiState>>, req: Request, next: Next)
     };
     match pool.clone().try_acquire_owned() {
         Ok(_slot) => next.run(req).await,
-        Err(_) => ApiError::TooManyRequests {
-            message: "Too many requests, please try again later.".into(),
-            retry_after_seconds: Some(1),
-            causes: Vec::new(),
+        Err(_) => {
+            let mut refused = ApiError::TooManyRequests {
+                message: "Too many requests, please try again later.".into(),
+                retry_after_seconds: Some(1),
+                causes: Vec::new(),
+            }
+            .into_response();
+            refused.extensions_mut().insert(Terminated);
+            refused
         }
-        .into_response(),
     }
 }
 
