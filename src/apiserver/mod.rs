@@ -287,27 +287,28 @@ async fn observe(
         "patch" if is_apply => "APPLY",
         _ => method.as_str(),
     };
-    let scope = info
-        .resource
-        .as_ref()
-        .map(|p| match (&p.namespace, &p.name) {
+    // A resource request's target and scope, as its metrics label it.
+    let target = info.resource.as_ref().map(|p| {
+        let scope = match (&p.namespace, &p.name) {
             (_, Some(_)) => "resource",
             (Some(_), None) => "namespace",
             (None, None) => "cluster",
-        });
-    let long_running = info.is_long_running();
-    let apiserver = &state.metrics.apiserver;
-    let held = match (&info.resource, scope) {
-        (Some(p), Some(scope)) if long_running => Some(apiserver.long_running(
-            verb,
+        };
+        let subresource = p.subresource.as_deref().unwrap_or("");
+        (
             (
-                &p.group,
-                &p.version,
-                &p.resource,
-                p.subresource.as_deref().unwrap_or(""),
+                p.group.as_str(),
+                p.version.as_str(),
+                p.resource.as_str(),
+                subresource,
             ),
             scope,
-        )),
+        )
+    });
+    let long_running = info.is_long_running();
+    let apiserver = &state.metrics.apiserver;
+    let held = match target {
+        Some((target, scope)) if long_running => Some(apiserver.long_running(verb, target, scope)),
         _ if long_running => None,
         _ => Some(apiserver.inflight(!matches!(
             method,
@@ -315,34 +316,25 @@ async fn observe(
         ))),
     };
     let response = next.run(req).await;
-    if let (Some(p), Some(scope)) = (&info.resource, scope)
-        && response
+    if let Some((target, scope)) = target {
+        let code = response.status().as_u16();
+        if response
             .extensions()
             .get::<flowcontrol::Terminated>()
             .is_some()
-    {
-        apiserver.terminated(
-            verb,
-            (
-                &p.group,
-                &p.version,
-                &p.resource,
-                p.subresource.as_deref().unwrap_or(""),
-            ),
-            scope,
-            response.status().as_u16(),
-        );
-    }
-    if let (Some(p), Some(scope)) = (&info.resource, scope) {
+        {
+            apiserver.terminated(verb, target, scope, code);
+        }
+        let (group, version, resource, subresource) = target;
         apiserver.observe(
             verb,
-            &p.group,
-            &p.version,
-            &p.resource,
-            p.subresource.as_deref().unwrap_or(""),
+            group,
+            version,
+            resource,
+            subresource,
             scope,
             "apiserver",
-            response.status().as_u16(),
+            code,
             info.query.dry_run().unwrap_or(false),
             started.elapsed().as_secs_f64(),
         );

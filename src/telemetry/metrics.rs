@@ -219,7 +219,7 @@ pub struct ApiserverMetrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
     inflight: Family<KindLabels, Gauge>,
-    long_running: Family<LongRunningLabels, Gauge>,
+    long_running: Family<TargetLabels, Gauge>,
     storage_objects: Family<ResourceLabels, Gauge>,
     terminations: Family<TerminationLabels, Counter>,
 }
@@ -251,10 +251,19 @@ struct ResourceLabels {
     resource: LabelValue,
 }
 
-/// Labels of `apiserver_request_terminations_total`, sorted.
+/// Labels of `apiserver_request_terminations_total`, sorted (`code` comes
+/// before every target label).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TerminationLabels {
     code: LabelValue,
+    #[prometheus(flatten)]
+    target: TargetLabels,
+}
+
+/// What a request was aimed at, without its outcome or dry run: the labels
+/// of `apiserver_longrunning_requests`, sorted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
     component: LabelValue,
     group: LabelValue,
     resource: LabelValue,
@@ -264,17 +273,23 @@ struct TerminationLabels {
     version: LabelValue,
 }
 
-/// Labels of `apiserver_longrunning_requests`, sorted.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LongRunningLabels {
-    component: LabelValue,
-    group: LabelValue,
-    resource: LabelValue,
-    scope: LabelValue,
-    subresource: LabelValue,
-    verb: LabelValue,
-    version: LabelValue,
+impl TargetLabels {
+    fn new(verb: &str, target: Target<'_>, scope: &str) -> Self {
+        let (group, version, resource, subresource) = target;
+        Self {
+            component: "apiserver".into(),
+            group: group.into(),
+            resource: resource.into(),
+            scope: scope.into(),
+            subresource: subresource.into(),
+            verb: clean_verb(verb).into(),
+            version: version.into(),
+        }
+    }
 }
+
+/// A request's group, version, resource and subresource ("" for none).
+pub type Target<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 impl ApiserverMetrics {
     /// Counts one finished request and observes its duration.
@@ -339,46 +354,21 @@ impl ApiserverMetrics {
 
     /// Counts a long-running request (watch, exec, proxy …) in
     /// `apiserver_longrunning_requests` until the guard drops.
-    pub fn long_running(
-        &self,
-        verb: &str,
-        (group, version, resource, subresource): (&str, &str, &str, &str),
-        scope: &str,
-    ) -> GaugeGuard {
+    pub fn long_running(&self, verb: &str, target: Target<'_>, scope: &str) -> GaugeGuard {
         GaugeGuard::new(
             self.long_running
-                .get_or_create(&LongRunningLabels {
-                    component: "apiserver".into(),
-                    group: group.into(),
-                    resource: resource.into(),
-                    scope: scope.into(),
-                    subresource: subresource.into(),
-                    verb: clean_verb(verb).into(),
-                    version: version.into(),
-                })
+                .get_or_create(&TargetLabels::new(verb, target, scope))
                 .clone(),
         )
     }
 
     /// Counts a request the server refused to protect itself (429 past the
     /// in-flight limits) in `apiserver_request_terminations_total`.
-    pub fn terminated(
-        &self,
-        verb: &str,
-        (group, version, resource, subresource): (&str, &str, &str, &str),
-        scope: &str,
-        code: u16,
-    ) {
+    pub fn terminated(&self, verb: &str, target: Target<'_>, scope: &str, code: u16) {
         self.terminations
             .get_or_create(&TerminationLabels {
                 code: code.to_string().into(),
-                component: "apiserver".into(),
-                group: group.into(),
-                resource: resource.into(),
-                scope: scope.into(),
-                subresource: subresource.into(),
-                verb: clean_verb(verb).into(),
-                version: version.into(),
+                target: TargetLabels::new(verb, target, scope),
             })
             .inc();
     }
@@ -867,6 +857,25 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains(r#"resource="we\"ird\\na\nme""#), "{text}");
         assert!(!text.contains("a\nme"), "{text}");
+    }
+
+    #[test]
+    fn terminations_and_long_running_requests_share_the_target_labels() {
+        let metrics = Metrics::new();
+        let target = ("apps", "v1", "deployments", "");
+        metrics
+            .apiserver
+            .terminated("POST", target, "namespace", 429);
+        let _watch = metrics.apiserver.long_running("WATCH", target, "cluster");
+        let text = metrics.encode();
+        assert!(
+            text.contains("apiserver_request_terminations_total{code=\"429\",component=\"apiserver\",group=\"apps\",resource=\"deployments\",scope=\"namespace\",subresource=\"\",verb=\"POST\",version=\"v1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("apiserver_longrunning_requests{component=\"apiserver\",group=\"apps\",resource=\"deployments\",scope=\"cluster\",subresource=\"\",verb=\"WATCH\",version=\"v1\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
