@@ -81,27 +81,14 @@ fn set_metrics_policy(flags: &TelemetryArgs) -> Result<()> {
         .iter()
         .flat_map(|v| crate::telemetry::stability::split_allow_items(v))
         .collect();
-    let policy = match crate::telemetry::stability::MetricsPolicy::from_flags(
+    let policy = crate::telemetry::stability::MetricsPolicy::from_flags(
         (1, minor),
         flags.show_hidden_metrics_for_version.as_deref(),
         &flags.disabled_metrics,
         &items,
         manifest.as_deref(),
-    ) {
-        Ok(policy) => policy,
-        Err(e) if e.starts_with("--allow-metric-labels-manifest") => {
-            tracing::error!(err = %e, "Failed to parse allow list manifest");
-            crate::telemetry::stability::MetricsPolicy::from_flags(
-                (1, minor),
-                flags.show_hidden_metrics_for_version.as_deref(),
-                &flags.disabled_metrics,
-                &items,
-                None,
-            )
-            .map_err(anyhow::Error::msg)?
-        }
-        Err(e) => bail!(e),
-    };
+    )
+    .map_err(anyhow::Error::msg)?;
     if policy.show_hidden_for.is_some() {
         tracing::warn!("Hidden metrics have been manually overridden, showing deprecated metrics");
     }

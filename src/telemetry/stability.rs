@@ -144,7 +144,8 @@ impl MetricsPolicy {
     /// error a bad value gets (as upstream's flag validation words it).
     /// `allow_labels_manifest` is the manifest file's text: a YAML map of
     /// `metric,label` to `value,value`, used only when the flag gives no
-    /// rule (the flag overrides it, as upstream's).
+    /// rule (the flag overrides it, as upstream's); a manifest that does not
+    /// parse is logged and left out, as upstream does, not an error.
     pub fn from_flags(
         current: (u32, u32),
         show_hidden_for: Option<&str>,
@@ -163,10 +164,9 @@ impl MetricsPolicy {
                 add_allow_rule(&mut allowed_labels, &key, &values)?;
             }
         } else if let Some(manifest) = allow_labels_manifest {
-            let entries: BTreeMap<String, String> = serde_yaml_ng::from_str(manifest)
-                .map_err(|e| format!("--allow-metric-labels-manifest: {e}"))?;
-            for (key, values) in entries {
-                add_allow_rule(&mut allowed_labels, &key, &values)?;
+            match manifest_rules(manifest) {
+                Ok(rules) => allowed_labels = rules,
+                Err(e) => tracing::error!(err = %e, "Failed to parse allow list manifest"),
             }
         }
         Ok(Self {
@@ -279,6 +279,17 @@ pub fn split_allow_items(text: &str) -> Vec<String> {
     items
 }
 
+/// The rules of an `--allow-metric-labels-manifest` file.
+fn manifest_rules(text: &str) -> Result<HashMap<String, HashMap<String, HashSet<String>>>, String> {
+    let entries: BTreeMap<String, String> =
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let mut rules = HashMap::new();
+    for (key, values) in entries {
+        add_allow_rule(&mut rules, &key, &values)?;
+    }
+    Ok(rules)
+}
+
 /// Upstream's refusal of a malformed `--allow-metric-labels`.
 const ALLOW_LABELS_FORMAT: &str = "--allow-metric-labels must have a list of kv pair with format `metricName,labelName=labelValue, labelValue,...`";
 
@@ -357,20 +368,24 @@ pub fn fold_unexpected(
     }
     let mut out = String::with_capacity(text.len());
     let mut replaced = Vec::new();
-    // The family whose samples follow, and its samples in order (merged).
+    // The family whose samples follow, and its samples in order (merged;
+    // `at` finds a series' place, so folding stays linear in the samples).
     let mut family: Option<&HashMap<String, HashSet<String>>> = None;
     let mut samples: Vec<(String, f64)> = Vec::new();
-    let flush = |out: &mut String, samples: &mut Vec<(String, f64)>| {
-        for (series, value) in samples.drain(..) {
-            out.push_str(&series);
-            out.push(' ');
-            out.push_str(&format_value(value));
-            out.push('\n');
-        }
-    };
+    let mut at: HashMap<String, usize> = HashMap::new();
+    let flush =
+        |out: &mut String, samples: &mut Vec<(String, f64)>, at: &mut HashMap<String, usize>| {
+            at.clear();
+            for (series, value) in samples.drain(..) {
+                out.push_str(&series);
+                out.push(' ');
+                out.push_str(&format_value(value));
+                out.push('\n');
+            }
+        };
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            flush(&mut out, &mut samples);
+            flush(&mut out, &mut samples, &mut at);
             let name = rest.split(' ').next().unwrap_or_default();
             family = policy.allowed_labels.get(name).or_else(|| {
                 policy
@@ -396,12 +411,15 @@ pub fn fold_unexpected(
             let metric = series.split('{').next().unwrap_or_default().to_string();
             replaced.push((metric, label, value));
         }
-        match samples.iter_mut().find(|(s, _)| *s == series) {
-            Some((_, sum)) => *sum += value,
-            None => samples.push((series, value)),
+        match at.get(&series) {
+            Some(&i) => samples[i].1 += value,
+            None => {
+                at.insert(series.clone(), samples.len());
+                samples.push((series, value));
+            }
         }
     }
-    flush(&mut out, &mut samples);
+    flush(&mut out, &mut samples, &mut at);
     (out, replaced)
 }
 
@@ -598,6 +616,11 @@ mod tests {
         assert!(!p.allowed_labels["m"].contains_key("b"));
         let p = MetricsPolicy::from_flags((1, 33), None, &[], &[], manifest).unwrap();
         assert!(p.allowed_labels["m"]["b"].contains("z"));
+        // A manifest that does not parse, or names a bad key, is left out.
+        for bad in ["[not a map", "\"nolabel\": \"x\"\n"] {
+            let p = MetricsPolicy::from_flags((1, 33), None, &[], &[], Some(bad)).unwrap();
+            assert!(p.allowed_labels.is_empty(), "{bad}");
+        }
         for bad in ["nolabel", "m=x", "1m,a=x", "m,a:b=x"] {
             let err =
                 MetricsPolicy::from_flags((1, 33), None, &[], &[bad.into()], None).unwrap_err();
