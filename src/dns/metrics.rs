@@ -288,7 +288,8 @@ impl<H: RequestHandler> RequestHandler for MeteredHandler<H> {
             .inner
             .handle_request::<R, T>(request, response_handle)
             .await;
-        let query = request.request_info().ok().map(|r| r.query.clone());
+        let asked = request.request_info().ok();
+        let query = asked.as_ref().map(|r| r.query);
         let plugin = match &query {
             Some(q) if self.cluster_zones.iter().any(|z| z.zone_of(q.name())) => "kubernetes",
             Some(_) => "forward",

@@ -384,14 +384,21 @@ async fn answer(dir: &Path, q: &NodeLogQuery) -> String {
         };
     }
     let mut out = String::new();
-    let journal_units = journal_units().await;
+    let own_file = crate::telemetry::own_log_file();
+    let is_own = |service: &str| OWN_SERVICES.contains(&service) && own_file.is_some();
+    // journalctl is asked only when some service is not answered from kelp's own file.
+    let journal_units = if q.services.iter().all(|s| is_own(s)) {
+        Vec::new()
+    } else {
+        journal_units().await
+    };
     let mut native = Vec::new();
     let mut files = Vec::new();
     for service in &q.services {
-        if OWN_SERVICES.contains(&service.as_str())
-            && let Some(own) = crate::telemetry::own_log_file()
+        if is_own(service)
+            && let Some(own) = &own_file
         {
-            match tokio::fs::read(&own).await {
+            match tokio::fs::read(own).await {
                 Ok(bytes) => out.push_str(&filter_own_log(
                     &String::from_utf8_lossy(&bytes),
                     &q.options,
