@@ -61,14 +61,7 @@ fn requests_over_the_in_flight_limit_get_429_and_admins_are_not_limited() {
     admin.apply(
         server.dir.path(),
         "slow-webhook.yaml",
-        &format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
-             metadata: {{name: slow}}\nwebhooks:\n- name: slow.kelp.test\n  \
-             clientConfig: {{url: \"https://127.0.0.1:{}/validate\", caBundle: {}}}\n  \
-             rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps]}}]\n  \
-             timeoutSeconds: 10\n  sideEffects: None\n  admissionReviewVersions: [v1]\n",
-            webhook.port, webhook.ca_bundle
-        ),
+        &webhook.validating_configmap_creates("slow"),
     );
     admin.ok(&["create", "serviceaccount", "flood"]);
     admin.ok(&[

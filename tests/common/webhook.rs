@@ -98,6 +98,19 @@ impl Webhook {
         }
     }
 
+    /// A ValidatingWebhookConfiguration `name` sending every ConfigMap
+    /// create to this webhook's `/validate` (timeoutSeconds 10, the default).
+    pub fn validating_configmap_creates(&self, name: &str) -> String {
+        format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+             metadata: {{name: {name}}}\nwebhooks:\n- name: {name}.kelp.test\n  \
+             clientConfig: {{url: \"https://127.0.0.1:{}/validate\", caBundle: {}}}\n  \
+             rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps]}}]\n  \
+             timeoutSeconds: 10\n  sideEffects: None\n  admissionReviewVersions: [v1]\n",
+            self.port, self.ca_bundle
+        )
+    }
+
     /// Operations seen on `path` for objects named `name`.
     pub fn operations(&self, path: &str, name: &str) -> Vec<String> {
         self.seen
