@@ -19,6 +19,11 @@ pub async fn run(state: Arc<ApiState>) {
         for (prefix, resource) in stored_resources(&state) {
             let count = state.store.count(&prefix).await.unwrap_or(-1);
             state.metrics.apiserver.storage_objects(&resource, count);
+            if let crate::apiserver::flowcontrol::FlowControl::PriorityAndFairness(apf) =
+                &state.flow_control
+            {
+                apf.object_count(&resource, count);
+            }
         }
     }
 }

@@ -99,8 +99,8 @@ pub struct ApiState {
     pub pod_security: admission::pod_security_config::PodSecurityConfig,
     /// The admission webhooks configured.
     pub webhooks: Arc<webhooks::WebhookConfigs>,
-    /// Slots for requests in flight (`--max-requests-inflight`, `--max-mutating-requests-inflight`).
-    pub in_flight: flowcontrol::InFlightLimits,
+    /// API Priority and Fairness, or the max-in-flight limits with it off.
+    pub flow_control: flowcontrol::FlowControl,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
@@ -116,6 +116,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::v3_root))
         .route("/openapi/v3/{*path}", get(openapi::v3_document))
+        .route(
+            &format!("{}/dump_priority_levels", flowcontrol::debug::PREFIX),
+            get(flowcontrol::debug::dump_priority_levels),
+        )
+        .route(
+            &format!("{}/dump_queues", flowcontrol::debug::PREFIX),
+            get(flowcontrol::debug::dump_queues),
+        )
+        .route(
+            &format!("{}/dump_requests", flowcontrol::debug::PREFIX),
+            get(flowcontrol::debug::dump_requests),
+        )
         .route(join::CACERTS_PATH, get(join::cacerts))
         .route(join::CONFIG_PATH, get(join::config))
         .route(
@@ -153,7 +165,7 @@ pub fn guard(routes: Router<Arc<ApiState>>, state: &Arc<ApiState>) -> Router<Arc
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            flowcontrol::limit,
+            flowcontrol::filter,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -897,7 +909,9 @@ mod tests {
             auditor: None,
             pod_security: Default::default(),
             webhooks: Default::default(),
-            in_flight: flowcontrol::InFlightLimits::new(0, 0),
+            flow_control: flowcontrol::FlowControl::MaxInFlight(flowcontrol::InFlightLimits::new(
+                0, 0,
+            )),
         })
     }
 

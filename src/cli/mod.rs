@@ -289,10 +289,22 @@ pub struct ServerArgs {
     /// Logs, traces and metrics.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
-    /// Read-only requests (get, list) in flight at most; more get 429 (0: no limit).
+    /// API Priority and Fairness: FlowSchemas classify requests into
+    /// priority levels that queue them fairly; false: the in-flight limits.
+    #[arg(
+        long,
+        env = "KELP_ENABLE_PRIORITY_AND_FAIRNESS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub enable_priority_and_fairness: bool,
+    /// With API Priority and Fairness off, read-only requests (get, list) in
+    /// flight at most; more get 429 (0: no limit). With it on, this plus the
+    /// mutating limit are the seats the priority levels share.
     #[arg(long, env = "KELP_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
     pub max_requests_inflight: usize,
-    /// Mutating requests in flight at most; more get 429 (0: no limit).
+    /// With API Priority and Fairness off, mutating requests in flight at
+    /// most; more get 429 (0: no limit). See `--max-requests-inflight`.
     #[arg(
         long,
         env = "KELP_MAX_MUTATING_REQUESTS_INFLIGHT",

@@ -144,6 +144,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         .with_modes(args.authorization_mode.clone()),
     );
     let webhooks = crate::apiserver::webhooks::WebhookConfigs::start(store.clone()).await?;
+    let flow_control = flow_control(&args, &store, &metrics).await?;
     let state = Arc::new(ApiState {
         store,
         registry: Arc::new(Registry::new()),
@@ -180,10 +181,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             None => Default::default(),
         },
         webhooks,
-        in_flight: crate::apiserver::flowcontrol::InFlightLimits::new(
-            args.max_requests_inflight,
-            args.max_mutating_requests_inflight,
-        ),
+        flow_control,
     });
     load_custom_resources(&state).await?;
     if !args.etcd_compaction_interval.is_zero() {
@@ -194,6 +192,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     }
     bootstrap(&state, service_cidr, args.https_listen_port).await?;
     tokio::spawn(crate::apiserver::census::run(state.clone()));
+    tokio::spawn(crate::apiserver::flowcontrol::maintain(state.clone()));
     crate::apiserver::authz::bootstrap::reconcile(&state)
         .await
         .map_err(|e| anyhow::anyhow!("reconciling the default RBAC policy: {e}"))?;
@@ -503,4 +502,27 @@ pub fn kubectl(args: &[String]) -> Result<()> {
     }
     let status = cmd.status().context("running kubectl")?;
     std::process::exit(status.code().unwrap_or(1));
+}
+
+/// API Priority and Fairness over the server's seats, or with
+/// `--enable-priority-and-fairness=false` the max-in-flight limits.
+async fn flow_control(
+    args: &ServerArgs,
+    store: &Arc<dyn crate::store::Store>,
+    metrics: &crate::telemetry::Metrics,
+) -> Result<crate::apiserver::flowcontrol::FlowControl> {
+    use crate::apiserver::flowcontrol::{FlowControl, InFlightLimits, PriorityAndFairness};
+    if !args.enable_priority_and_fairness {
+        return Ok(FlowControl::MaxInFlight(InFlightLimits::new(
+            args.max_requests_inflight,
+            args.max_mutating_requests_inflight,
+        )));
+    }
+    let seats = args.max_requests_inflight + args.max_mutating_requests_inflight;
+    anyhow::ensure!(
+        seats > 0,
+        "--max-requests-inflight plus --max-mutating-requests-inflight must be positive with API Priority and Fairness on"
+    );
+    let apf = PriorityAndFairness::start(store.clone(), seats as u32, metrics).await?;
+    Ok(FlowControl::PriorityAndFairness(apf))
 }

@@ -7,6 +7,7 @@ mod apps;
 pub mod batch;
 pub mod certificates;
 mod core;
+pub mod flowcontrol;
 pub mod pod;
 
 use serde_json::{Value, json};
@@ -110,6 +111,10 @@ pub fn default(rt: &ResourceType, obj: &mut Value) {
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
             admissionregistration::default_webhooks(obj, false)
         }
+        ("flowcontrol.apiserver.k8s.io", "flowschemas") => flowcontrol::default_flow_schema(obj),
+        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => {
+            flowcontrol::default_priority_level(obj)
+        }
         _ => {}
     }
 }
@@ -135,6 +140,10 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
         }
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
             admissionregistration::validate_webhooks(obj, false)
+        }
+        ("flowcontrol.apiserver.k8s.io", "flowschemas") => flowcontrol::validate_flow_schema(obj),
+        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => {
+            flowcontrol::validate_priority_level(obj)
         }
         _ => vec![],
     }

@@ -29,6 +29,17 @@ pub struct DeleteOptions {
     grace_period: Option<i64>,
 }
 
+impl DeleteOptions {
+    /// A plain delete that succeeds only while the object is at `revision`
+    /// (`preconditions.resourceVersion`).
+    pub fn at_revision(revision: i64) -> Self {
+        Self {
+            resource_version: Some(revision.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
 fn options(req: &Request, body: &Bytes) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions {
         propagation: req.query.get("propagationPolicy").map(String::from),

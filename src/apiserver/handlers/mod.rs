@@ -2,7 +2,7 @@
 //! verb and holds what the verbs share (loading, storing, rendering objects).
 
 pub mod create;
-mod delete;
+pub mod delete;
 mod get;
 mod list;
 mod namespaces;
