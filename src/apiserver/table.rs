@@ -50,7 +50,10 @@ impl<'a> TableBuilder<'a> {
     }
 
     /// The finished Table.
-    pub fn finish(self, resource_version: &str, continue_token: Option<&str>) -> Value {
+    pub fn finish(mut self, resource_version: &str, continue_token: Option<&str>) -> Value {
+        if self.rt.custom.is_none() {
+            printers::order_rows(&self.rt.group, &self.rt.kind, &mut self.rows);
+        }
         let mut metadata = json!({"resourceVersion": resource_version});
         if let Some(token) = continue_token {
             metadata["continue"] = json!(token);

@@ -143,17 +143,23 @@ impl SqliteStore {
     }
 
     /// Runs `f` on a read connection in tokio's blocking pool, so SQLite never
-    /// stalls a runtime worker.
+    /// stalls a runtime worker: a free connection if there is one (a GET need
+    /// not wait behind a long LIST page), else the next in turn.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let count = self.readers.len();
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % count;
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = readers[index]
-                .lock()
-                .map_err(|_| Error::Database("reader lock poisoned".into()))?;
+            let free = (0..count).find_map(|i| readers[(index + i) % count].try_lock().ok());
+            let conn = match free {
+                Some(conn) => conn,
+                None => readers[index]
+                    .lock()
+                    .map_err(|_| Error::Database("reader lock poisoned".into()))?,
+            };
             f(&conn)
         })
         .await

@@ -63,6 +63,23 @@ pub fn row_conditions(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
     }
 }
 
+/// Puts a list's rows (each `{"cells": [...]}`) in the order upstream's
+/// list printer does: FlowSchemas by matching precedence, then name; other
+/// kinds keep the store's (name) order.
+pub fn order_rows(group: &str, kind: &str, rows: &mut [Value]) {
+    if (group, kind) == ("flowcontrol.apiserver.k8s.io", "FlowSchema") {
+        rows.sort_by(|a, b| {
+            let key = |row: &Value| {
+                (
+                    row["cells"][2].as_i64().unwrap_or(0),
+                    row["cells"][0].as_str().unwrap_or("").to_string(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+    }
+}
+
 /// Upstream's human age ("5m", "3h12m", "2d", "4y") for a duration.
 pub fn human_duration(d: chrono::Duration) -> String {
     let seconds = d.num_seconds();
@@ -324,6 +341,23 @@ mod tests {
     use super::testutil::{ago, cells, names};
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn flow_schemas_are_listed_by_precedence_then_name() {
+        let row = |name: &str, precedence: i64| json!({"cells": [name, "pl", precedence]});
+        let mut rows = vec![
+            row("catch-all", 10000),
+            row("b", 500),
+            row("a", 500),
+            row("exempt", 1),
+        ];
+        order_rows("flowcontrol.apiserver.k8s.io", "FlowSchema", &mut rows);
+        let names: Vec<&str> = rows
+            .iter()
+            .map(|r| r["cells"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["exempt", "a", "b", "catch-all"]);
+    }
 
     fn secs(s: i64) -> String {
         human_duration(chrono::Duration::seconds(s))

@@ -2,6 +2,8 @@
 //! account), then resource or non-resource rules, as upstream's rule
 //! matching (the first schema in precedence order wins).
 
+use std::sync::Arc;
+
 use k8s_openapi::api::flowcontrol::v1::{
     NonResourcePolicyRule, PolicyRulesWithSubjects, ResourcePolicyRule, Subject,
 };
@@ -15,7 +17,7 @@ pub struct Digest<'a> {
     /// The user (after impersonation).
     pub user: &'a User,
     /// The request.
-    pub info: &'a RequestInfo,
+    pub info: &'a Arc<RequestInfo>,
 }
 
 impl Digest<'_> {
@@ -61,11 +63,12 @@ fn subject_matches(subject: &Subject, user: &User) -> bool {
             .as_ref()
             .is_some_and(|g| g.name == "*" || user.groups.contains(&g.name)),
         "ServiceAccount" => subject.service_account.as_ref().is_some_and(|sa| {
-            let prefix = format!("system:serviceaccount:{}:", sa.namespace);
-            match user.name.strip_prefix(&prefix) {
-                Some(name) => sa.name == "*" || sa.name == name,
-                None => false,
-            }
+            let name = user
+                .name
+                .strip_prefix("system:serviceaccount:")
+                .and_then(|rest| rest.strip_prefix(sa.namespace.as_str()))
+                .and_then(|rest| rest.strip_prefix(':'));
+            name.is_some_and(|name| sa.name == "*" || sa.name == name)
         }),
         _ => false,
     }
@@ -128,8 +131,8 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn info(method: Method, uri: &str) -> RequestInfo {
-        RequestInfo::new(&method, &uri.parse().unwrap())
+    fn info(method: Method, uri: &str) -> Arc<RequestInfo> {
+        Arc::new(RequestInfo::new(&method, &uri.parse().unwrap()))
     }
 
     fn user(name: &str, groups: &[&str]) -> User {

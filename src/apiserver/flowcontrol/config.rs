@@ -93,6 +93,7 @@ impl Config {
                 Some("PriorityLevelConfiguration") => {
                     match serde_json::from_value::<PriorityLevelConfiguration>(obj.clone())
                         .ok()
+                        .filter(|_| super::bootstrap::priority_level_is_usable(obj))
                         .and_then(|pl| level(&pl))
                     {
                         Some(level) => {
@@ -145,7 +146,8 @@ fn schema(fs: &FlowSchema) -> Schema {
     }
 }
 
-/// None when the spec is not one a level can be built from.
+/// None when the spec is not one a level can be built from (the caller
+/// first applies upstream's union checks).
 fn level(pl: &PriorityLevelConfiguration) -> Option<LevelSpec> {
     let spec = pl.spec.as_ref()?;
     let percent = |p: Option<i32>| p.map(|v| v.clamp(0, 100) as u32);

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::classify::{self, Digest};
 use super::concurrency::{self, Claim, Limits};
 use super::config::{Config, Distinguisher, LevelSpec, Schema};
-use super::metrics::{Flow, FlowcontrolMetrics, Seats};
+use super::metrics::{Flow, FlowSeries, FlowcontrolMetrics, Seats};
 use super::queueset::{Admission, Descr, LevelDump, QueueSet, Rejection, Shape};
 use super::retry_after::RetryAfter;
 use crate::apiserver::mirror::{self, Mirror};
@@ -62,6 +62,8 @@ impl Level {
 /// The configuration in force and the levels it names.
 struct Dispatch {
     schemas: Vec<Schema>,
+    /// Each schema's metric series, made on its first request.
+    series: Vec<OnceLock<Arc<FlowSeries>>>,
     levels: BTreeMap<String, Arc<Level>>,
 }
 
@@ -97,11 +99,10 @@ pub struct Refusal {
 pub struct Ticket {
     level: Arc<Level>,
     id: u64,
-    flow: Flow,
+    series: Arc<FlowSeries>,
     seats: u32,
     started: Instant,
     watch: bool,
-    metrics: FlowcontrolMetrics,
     /// The FlowSchema and priority level UIDs.
     pub uids: (String, String),
 }
@@ -109,12 +110,8 @@ pub struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.level.finish(self.id);
-        self.metrics.finished(
-            &self.flow,
-            self.seats,
-            self.started.elapsed().as_secs_f64(),
-            self.watch,
-        );
+        self.series
+            .finished(self.seats, self.started.elapsed().as_secs_f64(), self.watch);
     }
 }
 
@@ -147,6 +144,7 @@ impl PriorityAndFairness {
             server_seats,
             dispatch: RwLock::new(Arc::new(Dispatch {
                 schemas: Vec::new(),
+                series: Vec::new(),
                 levels: BTreeMap::new(),
             })),
             objects: Mutex::new(BTreeMap::new()),
@@ -197,12 +195,13 @@ impl PriorityAndFairness {
     /// Classifies the request, then runs it, queues it, or refuses it.
     pub async fn admit(&self, digest: Digest<'_>) -> Result<Ticket, Refusal> {
         let dispatch = self.current();
-        let schema = dispatch
+        let index = dispatch
             .schemas
             .iter()
-            .find(|s| classify::matches(&s.rules, &digest))
-            .or_else(|| dispatch.schemas.iter().find(|s| s.name == "catch-all"))
+            .position(|s| classify::matches(&s.rules, &digest))
+            .or_else(|| dispatch.schemas.iter().position(|s| s.name == "catch-all"))
             .expect("catch-all is always configured");
+        let schema = &dispatch.schemas[index];
         let level = dispatch
             .levels
             .get(&schema.level)
@@ -218,10 +217,14 @@ impl PriorityAndFairness {
             )
         };
         let uids = (schema.uid.clone(), pl_uid);
-        let flow = Flow {
-            priority_level: schema.level.clone(),
-            flow_schema: schema.name.clone(),
-        };
+        let series = dispatch.series[index]
+            .get_or_init(|| {
+                Arc::new(self.metrics.series(Flow {
+                    priority_level: schema.level.clone(),
+                    flow_schema: schema.name.clone(),
+                }))
+            })
+            .clone();
         let seats = if shape == Shape::Exempt {
             1
         } else {
@@ -243,29 +246,29 @@ impl PriorityAndFairness {
             flow_schema: schema.name.clone(),
             distinguisher,
             seats,
-            details: details(&digest),
+            user: digest.user.name.clone(),
+            info: digest.info.clone(),
         });
         if shape != Shape::Exempt {
-            self.metrics.estimated(&flow, seats);
+            series.estimated(seats);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let arrived = Instant::now();
         let admission = level.lock().queues.arrive(id, descr, hash, arrived);
-        let ticket = |level: Arc<Level>, flow: Flow, uids| {
-            self.metrics.started(&flow, seats);
+        let ticket = |level: Arc<Level>, series: Arc<FlowSeries>, uids| {
+            series.started(seats);
             Ticket {
                 level,
                 id,
-                flow,
+                series,
                 seats,
                 started: Instant::now(),
                 watch: info.verb == "watch",
-                metrics: self.metrics.clone(),
                 uids,
             }
         };
-        let refuse = |reason: Rejection, level: &Level, flow: &Flow, uids| {
-            self.metrics.rejected(flow, reason.as_str());
+        let refuse = |reason: Rejection, level: &Level, series: &FlowSeries, uids| {
+            series.rejected(reason.as_str());
             let second = self.clock.elapsed().as_secs();
             Refusal {
                 reason,
@@ -276,14 +279,14 @@ impl PriorityAndFairness {
         match admission {
             Admission::Execute => {
                 if shape != Shape::Exempt {
-                    self.metrics.waited(&flow, 0.0, true);
+                    series.not_queued();
                 }
-                Ok(ticket(level, flow, uids))
+                Ok(ticket(level, series, uids))
             }
-            Admission::Reject(reason) => Err(refuse(reason, &level, &flow, uids)),
+            Admission::Reject(reason) => Err(refuse(reason, &level, &series, uids)),
             Admission::Wait(woken) => {
                 let length = level.lock().queues.load().2;
-                self.metrics.enqueued(&flow, seats, length);
+                series.enqueued(seats, length);
                 let mut queued = Queued {
                     level: level.clone(),
                     id,
@@ -297,13 +300,11 @@ impl PriorityAndFairness {
                     _ => !level.lock().queues.cancel(id, Instant::now()),
                 };
                 queued.settled = true;
-                // Upstream records a time-out as `execute="true"` too.
-                self.metrics
-                    .dequeued(&flow, seats, arrived.elapsed().as_secs_f64(), true);
+                series.dequeued(seats, arrived.elapsed().as_secs_f64());
                 if dispatched {
-                    Ok(ticket(level, flow, uids))
+                    Ok(ticket(level, series, uids))
                 } else {
-                    Err(refuse(Rejection::TimeOut, &level, &flow, uids))
+                    Err(refuse(Rejection::TimeOut, &level, &series, uids))
                 }
             }
         }
@@ -357,6 +358,7 @@ impl PriorityAndFairness {
             levels.insert(spec.name.clone(), level);
         }
         *self.dispatch.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Dispatch {
+            series: config.schemas.iter().map(|_| OnceLock::new()).collect(),
             schemas: config.schemas,
             levels,
         });
@@ -470,30 +472,6 @@ fn flow_hash(schema: &str, distinguisher: &str) -> u64 {
     hasher.update(distinguisher.as_bytes());
     let sum = hasher.finalize();
     u64::from_le_bytes(sum[..8].try_into().expect("8 bytes"))
-}
-
-/// The `includeRequestDetails` columns of a request.
-fn details(digest: &Digest<'_>) -> [String; 8] {
-    let info = digest.info;
-    let path = info.resource.as_ref();
-    let field =
-        |f: fn(&crate::apiserver::request::ResourcePath) -> String| path.map(f).unwrap_or_default();
-    [
-        digest.user.name.clone(),
-        info.verb.clone(),
-        info.path.clone(),
-        digest.namespace().to_string(),
-        info.name().unwrap_or("").to_string(),
-        field(|p| {
-            if p.group.is_empty() {
-                p.version.clone()
-            } else {
-                format!("{}/{}", p.group, p.version)
-            }
-        }),
-        field(|p| p.resource.clone()),
-        field(|p| p.subresource.clone().unwrap_or_default()),
-    ]
 }
 
 impl mirror::Sink for PriorityAndFairness {

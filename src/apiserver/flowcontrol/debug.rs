@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::FlowControl;
-use super::queueset::LevelDump;
+use super::queueset::{Descr, LevelDump};
 use crate::apiserver::ApiState;
+use crate::apiserver::request::ResourcePath;
 
 /// The dumps' common path.
 pub const PREFIX: &str = "/debug/api_priority_and_fairness";
@@ -128,12 +129,36 @@ pub fn requests(levels: &[(String, LevelDump)], details: bool) -> String {
                     .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             ];
             if details {
-                row.extend(r.descr.details.iter().cloned());
+                row.extend(request_details(&r.descr));
             }
             rows.push(row);
         }
     }
     tabulate(&rows)
+}
+
+/// The `includeRequestDetails` columns: user, verb, path, namespace, name,
+/// apiVersion, resource, subresource.
+fn request_details(descr: &Descr) -> [String; 8] {
+    let info = &descr.info;
+    let path = info.resource.as_ref();
+    let field = |f: fn(&ResourcePath) -> String| path.map(f).unwrap_or_default();
+    [
+        descr.user.clone(),
+        info.verb.clone(),
+        info.path.clone(),
+        field(|p| p.namespace.clone().unwrap_or_default()),
+        info.name().unwrap_or("").to_string(),
+        field(|p| {
+            if p.group.is_empty() {
+                p.version.clone()
+            } else {
+                format!("{}/{}", p.group, p.version)
+            }
+        }),
+        field(|p| p.resource.clone()),
+        field(|p| p.subresource.clone().unwrap_or_default()),
+    ]
 }
 
 fn cells(names: &[&str]) -> Vec<String> {
@@ -269,7 +294,11 @@ mod tests {
                     flow_schema: "flood".into(),
                     distinguisher: "u".into(),
                     seats: 1,
-                    details: std::array::from_fn(|i| format!("d{i}")),
+                    user: "d0".into(),
+                    info: Arc::new(crate::apiserver::request::RequestInfo::new(
+                        &axum::http::Method::POST,
+                        &"/api/v1/namespaces/ns/configmaps".parse().unwrap(),
+                    )),
                 }),
                 0,
                 now,
@@ -288,12 +317,25 @@ mod tests {
         assert!(q.contains("0.00000000ss"), "{q}");
         let r = requests(&levels, true);
         let lines: Vec<&str> = r.lines().collect();
-        assert!(lines[0].ends_with("Resource, SubResource"), "{}", lines[0]);
+        let header: Vec<&str> = lines[0].split(',').map(str::trim).collect();
+        assert_eq!(header.len(), 18);
+        assert_eq!(&header[16..], ["Resource", "SubResource"]);
         // The waiting one first (queue 0, position 0), then the running one.
         let waiting: Vec<&str> = lines[1].split(',').map(str::trim).collect();
         assert_eq!(&waiting[..5], ["small", "flood", "0", "0", "u"]);
         assert_eq!(waiting[9], "0001-01-01T00:00:00Z");
-        assert_eq!(waiting[10], "d0");
+        assert_eq!(
+            &waiting[10..17],
+            [
+                "d0",
+                "create",
+                "/api/v1/namespaces/ns/configmaps",
+                "ns",
+                "",
+                "v1",
+                "configmaps"
+            ]
+        );
         let running: Vec<&str> = lines[2].split(',').map(str::trim).collect();
         assert_eq!(&running[2..4], ["0", "-1"]);
     }

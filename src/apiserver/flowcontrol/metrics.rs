@@ -64,6 +64,91 @@ struct Phase {
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 type FloatGauges = Family<Level, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
+/// One flow's series: the hot ones held, the rare ones looked up.
+#[derive(Debug, Clone)]
+pub struct FlowSeries {
+    flow: Flow,
+    dispatched: Counter,
+    executing_requests: Gauge,
+    executing_seats: Gauge,
+    waited: Histogram,
+    regular: Histogram,
+    estimated: Histogram,
+    metrics: FlowcontrolMetrics,
+}
+
+impl FlowSeries {
+    /// A request was refused for `reason`.
+    pub fn rejected(&self, reason: &'static str) {
+        self.metrics
+            .rejected
+            .get_or_create(&Rejected {
+                priority_level: self.flow.priority_level.clone(),
+                flow_schema: self.flow.flow_schema.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// A request of `seats` arrived (its estimate).
+    pub fn estimated(&self, seats: u32) {
+        self.estimated.observe(f64::from(seats));
+    }
+
+    /// A request of `seats` joined a queue now `length` long.
+    pub fn enqueued(&self, seats: u32, length: usize) {
+        let m = &self.metrics;
+        m.inqueue_requests.get_or_create(&self.flow).inc();
+        m.inqueue_seats
+            .get_or_create(&self.flow)
+            .inc_by(i64::from(seats));
+        m.queue_length
+            .get_or_create(&self.flow)
+            .observe(length as f64);
+    }
+
+    /// A queued request left its queue after `waited` seconds.
+    pub fn dequeued(&self, seats: u32, waited: f64) {
+        let m = &self.metrics;
+        m.inqueue_requests.get_or_create(&self.flow).dec();
+        m.inqueue_seats
+            .get_or_create(&self.flow)
+            .dec_by(i64::from(seats));
+        // Upstream records a time-out as `execute="true"` too.
+        self.waited.observe(waited);
+    }
+
+    /// A request that was not queued waited 0 s.
+    pub fn not_queued(&self) {
+        self.waited.observe(0.0);
+    }
+
+    /// A request of `seats` started running.
+    pub fn started(&self, seats: u32) {
+        self.dispatched.inc();
+        self.executing_requests.inc();
+        self.executing_seats.inc_by(i64::from(seats));
+    }
+
+    /// A request of `seats` stopped running after `seconds`.
+    pub fn finished(&self, seats: u32, seconds: f64, watch: bool) {
+        self.executing_requests.dec();
+        self.executing_seats.dec_by(i64::from(seats));
+        if watch {
+            self.metrics
+                .execution
+                .get_or_create(&Executed {
+                    priority_level: self.flow.priority_level.clone(),
+                    flow_schema: self.flow.flow_schema.clone(),
+                    r#type: "watch",
+                })
+                .observe(seconds);
+        } else {
+            self.regular.observe(seconds);
+        }
+    }
+}
+
 /// A level's seat figures, set after each (re)allocation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Seats {
@@ -299,75 +384,30 @@ impl FlowcontrolMetrics {
         this
     }
 
-    /// A request was refused for `reason`.
-    pub fn rejected(&self, flow: &Flow, reason: &'static str) {
-        self.rejected
-            .get_or_create(&Rejected {
-                priority_level: flow.priority_level.clone(),
-                flow_schema: flow.flow_schema.clone(),
-                reason,
-            })
-            .inc();
-    }
-
-    /// A request of `seats` arrived (its estimate).
-    pub fn estimated(&self, flow: &Flow, seats: u32) {
-        self.estimated_seats
-            .get_or_create(flow)
-            .observe(f64::from(seats));
-    }
-
-    /// A request of `seats` joined a queue now `length` long.
-    pub fn enqueued(&self, flow: &Flow, seats: u32, length: usize) {
-        self.inqueue_requests.get_or_create(flow).inc();
-        self.inqueue_seats
-            .get_or_create(flow)
-            .inc_by(i64::from(seats));
-        self.queue_length.get_or_create(flow).observe(length as f64);
-    }
-
-    /// A queued request left its queue after `waited` seconds, to run or not.
-    pub fn dequeued(&self, flow: &Flow, seats: u32, waited: f64, execute: bool) {
-        self.inqueue_requests.get_or_create(flow).dec();
-        self.inqueue_seats
-            .get_or_create(flow)
-            .dec_by(i64::from(seats));
-        self.waited(flow, waited, execute);
-    }
-
-    /// How long a (non-exempt) request waited before it ran or gave up.
-    pub fn waited(&self, flow: &Flow, seconds: f64, execute: bool) {
-        self.wait_duration
-            .get_or_create(&Waited {
-                priority_level: flow.priority_level.clone(),
-                flow_schema: flow.flow_schema.clone(),
-                execute: if execute { "true" } else { "false" },
-            })
-            .observe(seconds);
-    }
-
-    /// A request of `seats` started running.
-    pub fn started(&self, flow: &Flow, seats: u32) {
-        self.dispatched.get_or_create(flow).inc();
-        self.executing_requests.get_or_create(flow).inc();
-        self.executing_seats
-            .get_or_create(flow)
-            .inc_by(i64::from(seats));
-    }
-
-    /// A request of `seats` stopped running after `seconds`.
-    pub fn finished(&self, flow: &Flow, seats: u32, seconds: f64, watch: bool) {
-        self.executing_requests.get_or_create(flow).dec();
-        self.executing_seats
-            .get_or_create(flow)
-            .dec_by(i64::from(seats));
-        self.execution
-            .get_or_create(&Executed {
-                priority_level: flow.priority_level.clone(),
-                flow_schema: flow.flow_schema.clone(),
-                r#type: if watch { "watch" } else { "regular" },
-            })
-            .observe(seconds);
+    /// The series of one flow, looked up once and kept by the caller.
+    pub fn series(&self, flow: Flow) -> FlowSeries {
+        let waited = |execute| Waited {
+            priority_level: flow.priority_level.clone(),
+            flow_schema: flow.flow_schema.clone(),
+            execute,
+        };
+        FlowSeries {
+            dispatched: self.dispatched.get_or_create(&flow).clone(),
+            executing_requests: self.executing_requests.get_or_create(&flow).clone(),
+            executing_seats: self.executing_seats.get_or_create(&flow).clone(),
+            waited: self.wait_duration.get_or_create(&waited("true")).clone(),
+            regular: self
+                .execution
+                .get_or_create(&Executed {
+                    priority_level: flow.priority_level.clone(),
+                    flow_schema: flow.flow_schema.clone(),
+                    r#type: "regular",
+                })
+                .clone(),
+            estimated: self.estimated_seats.get_or_create(&flow).clone(),
+            metrics: self.clone(),
+            flow,
+        }
     }
 
     /// A level's seats after an allocation.

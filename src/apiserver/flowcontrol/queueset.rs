@@ -46,9 +46,10 @@ pub struct Descr {
     pub distinguisher: String,
     /// Seats held while executing.
     pub seats: u32,
-    /// `includeRequestDetails` columns: user, verb, path, namespace, name,
-    /// apiVersion, resource, subresource.
-    pub details: [String; 8],
+    /// Who sent it (for `includeRequestDetails`).
+    pub user: String,
+    /// The request (for `includeRequestDetails`).
+    pub info: Arc<crate::apiserver::request::RequestInfo>,
 }
 
 /// Why a request was refused (the `reason` label).
@@ -599,7 +600,11 @@ mod tests {
             flow_schema: "fs".into(),
             distinguisher: flow.into(),
             seats,
-            details: Default::default(),
+            user: String::new(),
+            info: Arc::new(crate::apiserver::request::RequestInfo::new(
+                &axum::http::Method::GET,
+                &axum::http::Uri::from_static("/"),
+            )),
         })
     }
 

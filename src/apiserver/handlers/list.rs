@@ -113,6 +113,9 @@ pub async fn collect(
 /// Store page size for lists: bounds the raw values held at once.
 const PAGE: usize = 500;
 
+/// Objects a LIST decodes and encodes between yields to the runtime.
+const YIELD_EVERY: usize = 100;
+
 /// Hands each matching object to `emit`, in key order, until `limit`; returns
 /// the list's revision and a continue token if more remain.
 pub async fn scan(
@@ -152,6 +155,10 @@ pub async fn scan(
             }
             emit(obj)?;
             emitted += 1;
+            if emitted % YIELD_EVERY == 0 {
+                // A long LIST must not hold a runtime worker from short requests.
+                tokio::task::yield_now().await;
+            }
             if limit != 0 && emitted == limit {
                 let more = page.more || index + 1 < page.items.len();
                 return Ok((revision, more.then(|| encode_continue(&kv.key, revision))));
