@@ -308,6 +308,30 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
         );
     }
 
+    // A Deployment's pod that has just become Ready ...
+    kubectl.ok(&[
+        "create",
+        "deployment",
+        "keeper",
+        &format!("--image={BUSYBOX}"),
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    kubectl.ok(&["rollout", "status", "deployment/keeper", "--timeout=90s"]);
+    let keeper = || {
+        kubectl.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=keeper",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].containerID} {.status.startTime} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ])
+    };
+    let keeper_before = keeper();
+    assert_eq!(keeper_before.lines().count(), 1, "{keeper_before}");
+
     // A kelp restart keeps the running pod: same container, IP, restart count.
     let before = jsonpath(
         &kubectl,
@@ -331,6 +355,10 @@ fn pods_run_with_addresses_logs_and_traffic_and_survive_a_restart() {
     );
     assert_eq!(before, after);
     assert_eq!(jsonpath(&kubectl, "web", "{.status.phase}"), "Running");
+    // ... is still the only one 30 s after the restart: no controller acted
+    // on a half-synced view (the same name, container and start time).
+    std::thread::sleep(std::time::Duration::from_secs(30));
+    assert_eq!(keeper(), keeper_before, "the Deployment's pod was replaced");
 
     // Graceful deletion: the pod is Terminating, then gone, and so are its containers.
     kubectl.ok(&["delete", "pod", "web", "--wait=false"]);
