@@ -932,14 +932,18 @@ fn validate_lendable(lendable: &Value, field: &str) -> Option<FieldError> {
         .then(|| FieldError::invalid(field, lendable, "must be between 0 and 100, inclusive"))
 }
 
+/// Upstream's error for a count that must be above 0.
+fn not_positive(field: impl Into<String>, value: i64) -> FieldError {
+    FieldError::invalid(field, &json!(value), "must be positive")
+}
+
 fn validate_limited(limited: &Value) -> Vec<FieldError> {
     let mut causes = Vec::new();
     let shares = int(&limited["nominalConcurrencyShares"]);
     if shares <= 0 {
-        causes.push(FieldError::invalid(
+        causes.push(not_positive(
             "spec.limited.nominalConcurrencyShares",
-            &json!(shares),
-            "must be positive",
+            shares,
         ));
     }
     causes.extend(validate_limit_response(&limited["limitResponse"]));
@@ -989,19 +993,14 @@ fn validate_queuing(queuing: &Value) -> Vec<FieldError> {
     let mut causes = Vec::new();
     let queue_length_limit = int(&queuing["queueLengthLimit"]);
     if queue_length_limit <= 0 {
-        causes.push(FieldError::invalid(
+        causes.push(not_positive(
             format!("{PATH}.queueLengthLimit"),
-            &json!(queue_length_limit),
-            "must be positive",
+            queue_length_limit,
         ));
     }
     let queues = int(&queuing["queues"]);
     if queues <= 0 {
-        causes.push(FieldError::invalid(
-            format!("{PATH}.queues"),
-            &json!(queues),
-            "must be positive",
-        ));
+        causes.push(not_positive(format!("{PATH}.queues"), queues));
     } else if queues > MAX_QUEUES {
         causes.push(FieldError::invalid(
             format!("{PATH}.queues"),
@@ -1011,11 +1010,7 @@ fn validate_queuing(queuing: &Value) -> Vec<FieldError> {
     }
     let hand_size = int(&queuing["handSize"]);
     if hand_size <= 0 {
-        causes.push(FieldError::invalid(
-            format!("{PATH}.handSize"),
-            &json!(hand_size),
-            "must be positive",
-        ));
+        causes.push(not_positive(format!("{PATH}.handSize"), hand_size));
     } else if hand_size > queues {
         causes.push(FieldError::invalid(
             format!("{PATH}.handSize"),
