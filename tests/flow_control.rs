@@ -152,7 +152,7 @@ spec:
 
 #[test]
 fn a_flood_from_a_small_priority_level_is_queued_and_refused_while_others_are_served() {
-    let webhook = slow_webhook(Duration::from_secs(3));
+    let webhook = slow_webhook(Duration::from_secs(4));
     let server = Server::start();
     let admin = server.kubectl("kubectl");
     let port = server.port();
@@ -216,7 +216,7 @@ fn a_flood_from_a_small_priority_level_is_queued_and_refused_while_others_are_se
         Some(level_uid.as_str())
     );
 
-    // Ten creates at once: three run (held 3 s by the webhook), two wait
+    // Ten creates at once: three run (held 4 s by the webhook), two wait
     // in the queue, the rest are refused.
     let flooders: Vec<_> = (0..10)
         .map(|i| {
@@ -289,6 +289,17 @@ fn a_flood_from_a_small_priority_level_is_queued_and_refused_while_others_are_se
         assert_eq!(cells[10], "system:serviceaccount:default:flood");
         assert_eq!(cells[11], "create");
     }
+
+    let during = common::metrics::parse(&admin.ok(&["get", "--raw", "/metrics"]));
+    assert_eq!(
+        common::metrics::sum(
+            &during,
+            "apiserver_flowcontrol_current_inqueue_requests",
+            "apiserver_flowcontrol_current_inqueue_requests",
+            &[("priority_level", "flood-level"), ("flow_schema", "flood")]
+        ),
+        2.0
+    );
 
     let replies: Vec<Reply> = flooders
         .into_iter()
