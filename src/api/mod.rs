@@ -12,9 +12,11 @@ pub mod protobuf;
 pub mod quantity;
 pub mod quota;
 pub mod resources;
+pub mod scheduling;
 pub mod schema;
 pub mod selectors;
 pub mod strategic_merge;
 pub mod strategy;
+pub mod summary;
 
 pub use error::{ApiError, FieldError};

@@ -10,10 +10,9 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::Store;
 
-use super::{ApiState, authn, authz, serve};
+use super::{ApiState, authn, authz};
+use crate::http::serve;
 use crate::telemetry::PROMETHEUS_TEXT_CONTENT_TYPE;
 
 /// kube-controller-manager's secure port.
@@ -44,13 +43,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::middleware::from_fn(super::parse_request))
 }
 
-/// The scheduler's: also `/metrics/resources` from its pod cache.
-pub fn scheduler_router(state: Arc<ApiState>, pods: Store<Pod>) -> Router {
+/// The text of the scheduler's `/metrics/resources`, made at each scrape.
+pub type ResourceMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The scheduler's: also `/metrics/resources`, as the scheduler renders it.
+pub fn scheduler_router(state: Arc<ApiState>, resources: ResourceMetrics) -> Router {
     let resources = Router::new()
         .route(
             "/metrics/resources",
             get(move || {
-                let text = crate::scheduler::metrics::resource_metrics(&pods.state());
+                let text = resources();
                 async move { prometheus(text) }
             }),
         )

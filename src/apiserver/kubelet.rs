@@ -307,7 +307,7 @@ pub async fn stream(
             "cannot exec into a container in a completed pod; current phase is {phase}"
         )));
     }
-    let request = super::upgrade::backend_request(
+    let request = crate::http::upgrade::backend_request(
         parts.method.clone(),
         &kubelet_stream_path(&path, &container, parts.uri.query()),
         &parts.headers,
@@ -319,7 +319,8 @@ pub async fn stream(
     }
     let client =
         upgrade.ok_or_else(|| ApiError::bad_request("this request must be an HTTP/1.1 upgrade"))?;
-    super::upgrade::splice(&mut response, client).map_err(|e| ApiError::Internal(e.to_string()))
+    crate::http::upgrade::splice(&mut response, client)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

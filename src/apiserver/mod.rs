@@ -25,10 +25,8 @@ pub mod request;
 pub mod resource_metrics;
 pub mod reviews;
 pub mod secrets_encryption;
-pub mod serve;
 pub mod services;
 pub mod table;
-pub mod upgrade;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -193,7 +191,7 @@ async fn version() -> Response {
             "buildDate": option_env!("KELP_BUILD_DATE").unwrap_or("1970-01-01T00:00:00Z"),
             "goVersion": "rust",
             "compiler": "rustc",
-            "platform": format!("linux/{}", crate::cli::arch()),
+            "platform": format!("{}/{}", crate::platform::OS, crate::platform::arch()),
         }),
     )
 }

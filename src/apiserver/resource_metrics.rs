@@ -17,7 +17,7 @@ use super::body::json_response;
 use super::handlers::Request;
 use crate::api::ApiError;
 use crate::api::selectors::{FieldSelector, LabelSelector};
-use crate::kubelet::stats::{CpuStats, MemoryStats, SAMPLE_PERIOD, Summary};
+use crate::api::summary::{CpuStats, MemoryStats, SAMPLE_PERIOD, Summary};
 
 /// The group served here.
 pub const GROUP: &str = "metrics.k8s.io";
@@ -258,7 +258,7 @@ fn pod_metrics(pod: &Value, summary: &Summary, now: DateTime<Utc>) -> Option<Val
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubelet::stats::{ContainerStats, NodeStats, PodReference, PodStats};
+    use crate::api::summary::{ContainerStats, NodeStats, PodReference, PodStats};
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("time")

@@ -435,16 +435,6 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("invalid duration {text:?}: must be positive"))
 }
 
-/// The CPU architecture as Kubernetes names it.
-pub fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,8 @@ use super::ServerArgs;
 use crate::api::resources::Registry;
 use crate::api::schema::Schemas;
 use crate::apiserver::authn::User;
-use crate::apiserver::{ApiConfig, ApiState, handlers, router, serve};
+use crate::apiserver::{ApiConfig, ApiState, handlers, router};
+use crate::http::serve;
 use crate::pki::reloadable::ReloadableCert;
 use crate::pki::serviceaccount::TokenSigner;
 use crate::pki::{ClusterPki, ServingNames, write_file_mode};
@@ -264,7 +265,10 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         crate::apiserver::components::spawn(
             crate::apiserver::components::SCHEDULER_PORT,
             tls.clone(),
-            crate::apiserver::components::scheduler_router(state.clone(), pods),
+            crate::apiserver::components::scheduler_router(
+                state.clone(),
+                Arc::new(move || crate::scheduler::metrics::resource_metrics(&pods.state())),
+            ),
         )
         .await;
     }

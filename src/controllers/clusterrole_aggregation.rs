@@ -19,8 +19,9 @@ use crate::api::selectors::LabelSelector;
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let api = Api::<ClusterRole>::all(context.client.clone());
-    let (roles, changes) = super::cache(api.clone());
-    let mut passes = super::passes(changes, Duration::from_secs(300), Duration::from_millis(10));
+    let (roles, changes) = crate::runtime::cache(api.clone());
+    let mut passes =
+        crate::runtime::passes(changes, Duration::from_secs(300), Duration::from_millis(10));
     while passes.next().await.is_some() {
         pass(&api, &roles).await;
     }

@@ -234,7 +234,7 @@ async fn create_job(jobs: &Api<Job>, cj: &CronJob, scheduled: Timestamp) -> Resu
     let name = job_name(&cj.name_any(), scheduled);
     metadata.name = Some(name.clone());
     metadata.namespace = cj.namespace();
-    metadata.owner_references = Some(vec![super::controller_ref(cj)]);
+    metadata.owner_references = Some(vec![crate::runtime::controller_ref(cj)]);
     metadata
         .annotations
         .get_or_insert_default()
@@ -246,7 +246,7 @@ async fn create_job(jobs: &Api<Job>, cj: &CronJob, scheduled: Timestamp) -> Resu
     };
     match jobs.create(&PostParams::default(), &job).await {
         Ok(job) => Ok(job),
-        Err(e) if super::already_exists(&e) => Ok(jobs.get(&name).await?),
+        Err(e) if crate::runtime::already_exists(&e) => Ok(jobs.get(&name).await?),
         Err(e) => Err(e.into()),
     }
 }

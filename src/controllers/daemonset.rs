@@ -23,7 +23,7 @@ use serde_json::json;
 use super::history::{self, REVISION_HASH};
 use super::{Context, Error};
 use crate::api::pods;
-use crate::scheduler::fit;
+use crate::api::scheduling;
 use crate::telemetry::events::{self, Source};
 
 const COMPONENT: &str = "daemonset-controller";
@@ -81,7 +81,7 @@ fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Pod {
     let spec = ds.spec.as_ref();
     let mut pod = super::pod_from_template(
         spec.map(|s| &s.template),
-        super::controller_ref(ds),
+        crate::runtime::controller_ref(ds),
         &ds.namespace().unwrap_or_default(),
     );
     let labels = pod.metadata.labels.get_or_insert_default();
@@ -135,7 +135,7 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
     let spec = ds.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(context.client.clone(), &namespace);
-    let owner = super::controller_ref(ds.as_ref());
+    let owner = crate::runtime::controller_ref(ds.as_ref());
     let collision_count = ds.status.as_ref().and_then(|s| s.collision_count);
     let history = history::record(
         &revisions,
@@ -187,7 +187,7 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
     for node in &nodes {
         let name = node.name_any();
         let probe = daemon_pod(&ds, &name, &hash);
-        let eligible = fit::node_allows(&probe, node).is_ok();
+        let eligible = scheduling::node_allows(&probe, node).is_ok();
         let pods = by_node.remove(&name).unwrap_or_default();
         let (failed, live): (Vec<&Pod>, Vec<&Pod>) = pods
             .into_iter()
@@ -345,15 +345,15 @@ mod tests {
         assert_eq!(target_node(&pod).as_deref(), Some("n1"));
         // Cordoned, but labelled: the daemon pod still goes.
         let edge = node("n1", json!({"role": "edge"}), json!([]));
-        assert!(fit::node_allows(&pod, &edge).is_ok());
+        assert!(scheduling::node_allows(&pod, &edge).is_ok());
         let other = node("n1", json!({}), json!([]));
-        assert!(fit::node_allows(&pod, &other).is_err());
+        assert!(scheduling::node_allows(&pod, &other).is_err());
         let tainted = node(
             "n1",
             json!({"role": "edge"}),
             json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
         );
-        assert!(fit::node_allows(&pod, &tainted).is_err());
+        assert!(scheduling::node_allows(&pod, &tainted).is_err());
     }
 
     #[test]

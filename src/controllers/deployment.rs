@@ -347,7 +347,7 @@ impl Rollout<'_> {
                 "namespace": self.d.namespace(),
                 "labels": meta.labels,
                 "annotations": annotations,
-                "ownerReferences": [super::controller_ref(self.d)],
+                "ownerReferences": [crate::runtime::controller_ref(self.d)],
             },
             "spec": {
                 "replicas": initial,
@@ -365,7 +365,7 @@ impl Rollout<'_> {
                 }
                 Ok((rs, true))
             }
-            Err(e) if super::already_exists(&e) => {
+            Err(e) if crate::runtime::already_exists(&e) => {
                 // Ours, seen before the cache caught up, or a hash collision:
                 // then count it so the next name differs.
                 let found = self.rs_api.get(&name).await?;
@@ -416,7 +416,7 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
     let mut owned = super::claim(
         &rollout.rs_api,
         &spec.selector,
-        &super::controller_ref(d.as_ref()),
+        &crate::runtime::controller_ref(d.as_ref()),
     )
     .await?;
     owned.sort_by_key(|rs| rs.metadata.creation_timestamp.clone().map(|t| t.0));

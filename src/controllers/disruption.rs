@@ -120,12 +120,13 @@ fn scaled(percent: &str, total: i32) -> i32 {
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (budgets, budget_changes) = super::cache(Api::<PodDisruptionBudget>::all(client.clone()));
-    let (pods, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
-    let (replica_sets, _) = super::cache(Api::<ReplicaSet>::all(client.clone()));
-    let (deployments, _) = super::cache(Api::<Deployment>::all(client.clone()));
-    let (stateful_sets, _) = super::cache(Api::<StatefulSet>::all(client.clone()));
-    let (controllers, _) = super::cache(Api::<ReplicationController>::all(client.clone()));
+    let (budgets, budget_changes) =
+        crate::runtime::cache(Api::<PodDisruptionBudget>::all(client.clone()));
+    let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+    let (replica_sets, _) = crate::runtime::cache(Api::<ReplicaSet>::all(client.clone()));
+    let (deployments, _) = crate::runtime::cache(Api::<Deployment>::all(client.clone()));
+    let (stateful_sets, _) = crate::runtime::cache(Api::<StatefulSet>::all(client.clone()));
+    let (controllers, _) = crate::runtime::cache(Api::<ReplicationController>::all(client.clone()));
     let scales = Scales {
         replica_sets,
         deployments,
@@ -133,7 +134,7 @@ pub async fn run(context: Arc<Context>) {
         controllers,
     };
     let changes = futures::stream::select(budget_changes, pod_changes).boxed();
-    let mut passes = super::passes(changes, RESYNC, Duration::from_millis(50));
+    let mut passes = crate::runtime::passes(changes, RESYNC, Duration::from_millis(50));
     while passes.next().await.is_some() {
         let all_pods = pods.state();
         for budget in budgets.state() {

@@ -167,10 +167,12 @@ pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     // Upstream keeps slices with a controller of their own, and its own rights.
     let slice_client = (context.identities)("endpointslice-controller");
-    let (services, service_changes) = super::cache(Api::<Service>::all(client.clone()));
-    let (pods, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
-    let (endpoints, endpoint_changes) = super::cache(Api::<Endpoints>::all(client.clone()));
-    let (slices, slice_changes) = super::cache(Api::<EndpointSlice>::all(slice_client.clone()));
+    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
+    let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+    let (endpoints, endpoint_changes) =
+        crate::runtime::cache(Api::<Endpoints>::all(client.clone()));
+    let (slices, slice_changes) =
+        crate::runtime::cache(Api::<EndpointSlice>::all(slice_client.clone()));
     let streams = [
         service_changes,
         pod_changes,
@@ -178,7 +180,8 @@ pub async fn run(context: Arc<Context>) {
         slice_changes,
     ];
     let changes = futures::stream::select_all(streams).boxed();
-    let mut passes = super::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
+    let mut passes =
+        crate::runtime::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
     while passes.next().await.is_some() {
         pass(
             &client,

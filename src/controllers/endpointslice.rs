@@ -84,7 +84,7 @@ pub async fn sync(
             .delete(&extra.name_any(), &DeleteParams::default())
             .await;
     }
-    let owner = super::controller_ref(service);
+    let owner = crate::runtime::controller_ref(service);
     let mut slice = EndpointSlice {
         metadata: kube::api::ObjectMeta {
             name: Some(slice_name.clone()),
@@ -113,7 +113,7 @@ pub async fn sync(
         }
         None => match api.create(&PostParams::default(), &slice).await {
             // The cache has not caught up with an earlier pass: next time.
-            Err(e) if super::already_exists(&e) => Ok(()),
+            Err(e) if crate::runtime::already_exists(&e) => Ok(()),
             other => other.map(|_| ()),
         },
     }

@@ -60,7 +60,7 @@ pub async fn run(context: Arc<Context>) {
         stores.push((resource, store));
     }
     let changes = futures::stream::select_all(streams).boxed();
-    let mut passes = super::passes(changes, PASS_EVERY, Duration::from_millis(20));
+    let mut passes = crate::runtime::passes(changes, PASS_EVERY, Duration::from_millis(20));
     while passes.next().await.is_some() {
         pass(&context.client, &stores).await;
     }

@@ -110,7 +110,7 @@ pub async fn record(
             };
             let created = match api.create(&PostParams::default(), &revision).await {
                 Ok(created) => created,
-                Err(e) if super::already_exists(&e) => {
+                Err(e) if crate::runtime::already_exists(&e) => {
                     api.get(&format!("{}-{hash}", owner.name)).await?
                 }
                 Err(e) => return Err(e.into()),

@@ -156,7 +156,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
     let spec = job.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let selector = spec.selector.clone().unwrap_or_default();
-    let owner = super::controller_ref(job.as_ref());
+    let owner = crate::runtime::controller_ref(job.as_ref());
     let owned = super::claim(&pods_api, &selector, &owner).await?;
     let recorder = Recorder::new(context.client.clone(), COMPONENT, None);
 

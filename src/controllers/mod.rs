@@ -132,75 +132,6 @@ pub fn retry<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> kube::runtime::con
     kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(2))
 }
 
-/// A watch cache of `api`'s objects and a stream that yields once per
-/// change, for loops that recompute from caches (one pass per burst).
-pub fn cache<K>(
-    api: kube::Api<K>,
-) -> (
-    kube::runtime::reflector::Store<K>,
-    futures::stream::BoxStream<'static, ()>,
-)
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
-    let (store, writer) = kube::runtime::reflector::store::<K>();
-    let changes = kube::runtime::reflector::reflector(
-        writer,
-        kube::runtime::watcher(api, Default::default()),
-    )
-    .default_backoff()
-    // Every event, not only touched objects: the store swaps a (re)list in
-    // at its end (InitDone), and a pass must follow that to see it.
-    .map(|_| ())
-    .boxed();
-    (store, changes)
-}
-
-/// Why a pass of a cache-driven loop is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
-    /// Something in the caches changed (a burst counts once).
-    Change,
-    /// The periodic resync.
-    Resync,
-}
-
-/// When the passes of a loop that recomputes from caches are due: once
-/// per burst of `changes` (after `settle`, so a burst makes one pass) and
-/// every `resync` (the first at once). Ends when the changes end.
-pub fn passes(
-    changes: futures::stream::BoxStream<'static, ()>,
-    resync: std::time::Duration,
-    settle: std::time::Duration,
-) -> futures::stream::BoxStream<'static, Due> {
-    use futures::StreamExt;
-    let ticker = tokio::time::interval(resync);
-    futures::stream::unfold(
-        (changes, ticker),
-        move |(mut changes, mut ticker)| async move {
-            let due = tokio::select! {
-                change = changes.next() => {
-                    change?;
-                    tokio::time::sleep(settle).await;
-                    Due::Change
-                }
-                _ = ticker.tick() => Due::Resync,
-            };
-            Some((due, (changes, ticker)))
-        },
-    )
-    .boxed()
-}
-
 /// Errors a reconcile reports (retried after a pause).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -299,20 +230,6 @@ where
     Ok(owned)
 }
 
-/// The controller reference `owner` puts on what it makes.
-pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(
-    owner: &K,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        name: owner.meta().name.clone().unwrap_or_default(),
-        uid: owner.meta().uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// A pod made from a workload's template, controlled by `owner`.
 pub fn pod_from_template(
     template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
@@ -371,12 +288,6 @@ pub fn status_patch(
         }
     }
     Some(after)
-}
-
-/// Whether an API error says the object already exists (a race with
-/// another writer, harmless for "ensure" loops).
-pub fn already_exists(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 #[cfg(test)]

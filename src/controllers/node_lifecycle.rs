@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::Context;
 use crate::api::nodes::ready_condition;
-use crate::scheduler::fit::tolerates;
+use crate::api::scheduling::tolerates;
 use crate::telemetry::events::{self, Source};
 
 /// How long a node may go without a heartbeat (upstream's
@@ -34,13 +34,13 @@ const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (nodes, node_changes) = super::cache(Api::<Node>::all(client.clone()));
+    let (nodes, node_changes) = crate::runtime::cache(Api::<Node>::all(client.clone()));
     let (leases, lease_changes) =
-        super::cache(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
-    let (pods, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
+        crate::runtime::cache(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
+    let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
     let streams = [node_changes, lease_changes, pod_changes];
     let changes = futures::stream::select_all(streams).boxed();
-    let mut passes = super::passes(changes, CHECK_EVERY, Duration::from_millis(20));
+    let mut passes = crate::runtime::passes(changes, CHECK_EVERY, Duration::from_millis(20));
     while passes.next().await.is_some() {
         pass(&client, &nodes, &leases, &pods).await;
     }

@@ -88,7 +88,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     let owned = super::claim(
         &pods_api,
         &spec.selector,
-        &super::controller_ref(rs.as_ref()),
+        &crate::runtime::controller_ref(rs.as_ref()),
     )
     .await?;
     let mut live: Vec<Pod> = owned
@@ -101,7 +101,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         for _ in live.len()..wanted {
             let pod = super::pod_from_template(
                 spec.template.as_ref(),
-                super::controller_ref(rs.as_ref()),
+                crate::runtime::controller_ref(rs.as_ref()),
                 &namespace,
             );
             pods_api.create(&PostParams::default(), &pod).await?;

@@ -50,10 +50,10 @@ fn counted(name: &str) -> Option<(String, String, String)> {
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (quotas, quota_changes) = super::cache(Api::<ResourceQuota>::all(client.clone()));
-    let (_, pod_changes) = super::cache(Api::<Pod>::all(client.clone()));
+    let (quotas, quota_changes) = crate::runtime::cache(Api::<ResourceQuota>::all(client.clone()));
+    let (_, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
     let changes = futures::stream::select(quota_changes, pod_changes).boxed();
-    let mut passes = super::passes(changes, RESYNC, Duration::from_millis(50));
+    let mut passes = crate::runtime::passes(changes, RESYNC, Duration::from_millis(50));
     while passes.next().await.is_some() {
         for quota in quotas.state() {
             if let Err(e) = sync(&client, &quota).await {

@@ -12,7 +12,8 @@ use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, already_exists};
+use super::{Context, Error};
+use crate::runtime::already_exists;
 
 /// The ConfigMap's name.
 pub const NAME: &str = "kube-root-ca.crt";

@@ -11,7 +11,8 @@ use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, already_exists};
+use super::{Context, Error};
+use crate::runtime::already_exists;
 
 /// The account every pod runs as unless it names another.
 pub const DEFAULT: &str = "default";

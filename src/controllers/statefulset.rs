@@ -56,7 +56,7 @@ fn stateful_pod(set: &StatefulSet, ordinal: i32, hash: &str) -> Pod {
     let namespace = set.namespace().unwrap_or_default();
     let mut pod = super::pod_from_template(
         spec.map(|s| &s.template),
-        super::controller_ref(set),
+        crate::runtime::controller_ref(set),
         &namespace,
     );
     let name = format!("{}-{ordinal}", set.name_any());
@@ -93,7 +93,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
     let spec = set.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(context.client.clone(), &namespace);
-    let owner = super::controller_ref(set.as_ref());
+    let owner = crate::runtime::controller_ref(set.as_ref());
     let previous = set.status.clone().unwrap_or_default();
     let history = history::record(
         &revisions,
@@ -152,7 +152,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
                 let pod = stateful_pod(&set, i, hash);
                 match pods_api.create(&PostParams::default(), &pod).await {
                     Ok(_) => event("SuccessfulCreate", "create", &pod.name_any()).await,
-                    Err(e) if super::already_exists(&e) => {}
+                    Err(e) if crate::runtime::already_exists(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
                 if !parallel {

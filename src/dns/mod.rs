@@ -96,12 +96,10 @@ pub async fn start(config: Config, client: kube::Client) -> Result<()> {
         }
     }
 
-    let (services, service_changes) =
-        crate::controllers::cache(Api::<Service>::all(client.clone()));
-    let (slices, slice_changes) =
-        crate::controllers::cache(Api::<EndpointSlice>::all(client.clone()));
+    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
+    let (slices, slice_changes) = crate::runtime::cache(Api::<EndpointSlice>::all(client.clone()));
     let (namespaces, namespace_changes) =
-        crate::controllers::cache(Api::<Namespace>::all(client.clone()));
+        crate::runtime::cache(Api::<Namespace>::all(client.clone()));
     let caches = Caches {
         services,
         slices,

@@ -107,7 +107,7 @@ pub fn slice(registration: &Registration, node: &Node) -> EndpointSlice {
             name: Some(slice_name(&registration.node)),
             namespace: Some(NAMESPACE.into()),
             labels: Some(labels),
-            owner_references: Some(vec![crate::controllers::controller_ref(node)]),
+            owner_references: Some(vec![crate::runtime::controller_ref(node)]),
             ..Default::default()
         },
         address_type: match registration.address {
@@ -228,7 +228,7 @@ pub async fn ensure(
 
 /// A create that lost a race with another writer is as good as done.
 fn ignore_conflict(e: kube::Error) -> Result<(), kube::Error> {
-    if crate::controllers::already_exists(&e) {
+    if crate::runtime::already_exists(&e) {
         Ok(())
     } else {
         Err(e)

@@ -633,8 +633,8 @@ fn build_pause_layout(exe: &Path, dir: &Path) -> Result<()> {
     let layer_size = std::fs::metadata(&layer_path)?.len();
     std::fs::rename(&layer_path, blobs.join(&layer_digest[7..]))?;
     let config = json!({
-        "architecture": crate::cli::arch(),
-        "os": "linux",
+        "architecture": crate::platform::arch(),
+        "os": crate::platform::OS,
         "config": {"Entrypoint": ["/pause"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     });

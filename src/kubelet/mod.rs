@@ -209,7 +209,7 @@ pub async fn start(
         .with_context(|| format!("listening on {addr} (kubelet API)"))?;
     tokio::spawn(async move {
         if let Err(e) =
-            crate::apiserver::serve::serve(listener, tls, kubelet, std::future::pending()).await
+            crate::http::serve::serve(listener, tls, kubelet, std::future::pending()).await
         {
             tracing::error!(err = %e, "kubelet API stopped");
         }

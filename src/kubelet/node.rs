@@ -79,15 +79,21 @@ impl NodeConfig {
     fn labels(&self) -> Result<BTreeMap<String, String>> {
         let mut labels = BTreeMap::from([
             ("kubernetes.io/hostname".to_string(), self.name.clone()),
-            ("kubernetes.io/os".to_string(), "linux".to_string()),
+            (
+                "kubernetes.io/os".to_string(),
+                crate::platform::OS.to_string(),
+            ),
             (
                 "kubernetes.io/arch".to_string(),
-                crate::cli::arch().to_string(),
+                crate::platform::arch().to_string(),
             ),
-            ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+            (
+                "beta.kubernetes.io/os".to_string(),
+                crate::platform::OS.to_string(),
+            ),
             (
                 "beta.kubernetes.io/arch".to_string(),
-                crate::cli::arch().to_string(),
+                crate::platform::arch().to_string(),
             ),
         ]);
         if self.control_plane {
@@ -256,8 +262,8 @@ pub fn node_info(runtime_version: &str) -> Value {
         "containerRuntimeVersion": runtime_version,
         "kubeletVersion": KUBELET_VERSION,
         "kubeProxyVersion": KUBELET_VERSION,
-        "operatingSystem": "linux",
-        "architecture": crate::cli::arch(),
+        "operatingSystem": crate::platform::OS,
+        "architecture": crate::platform::arch(),
     })
 }
 

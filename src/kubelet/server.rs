@@ -687,7 +687,7 @@ async fn attach(
         });
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut request =
-            crate::apiserver::upgrade::backend_request(parts.method.clone(), path, &parts.headers)
+            crate::http::upgrade::backend_request(parts.method.clone(), path, &parts.headers)
                 .map_err(|e| e.to_string())?;
         request.headers_mut().insert(
             axum::http::header::HOST,
@@ -700,7 +700,7 @@ async fn attach(
     };
     match relayed.await {
         Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            crate::apiserver::upgrade::splice(&mut response, client)
+            crate::http::upgrade::splice(&mut response, client)
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         Ok(response) => (response.status(), "the runtime refused the attach\n").into_response(),

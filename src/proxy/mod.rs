@@ -127,9 +127,8 @@ async fn run(
     metrics: ProxyMetrics,
     last_sync: Arc<LastSync>,
 ) {
-    let (services, service_changes) =
-        crate::controllers::cache(Api::<Service>::all(client.clone()));
-    let (slices, slice_changes) = crate::controllers::cache(Api::<EndpointSlice>::all(client));
+    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
+    let (slices, slice_changes) = crate::runtime::cache(Api::<EndpointSlice>::all(client));
     let mut changes = futures::stream::select_all([service_changes, slice_changes]);
     // Drive the watches until both caches are filled: rules written from a
     // half-filled cache would cut live Services off.
@@ -154,9 +153,9 @@ async fn run(
         .filter(|c| rules::PER_SERVICE_PREFIXES.iter().any(|p| c.starts_with(p)))
         .collect();
     let mut jumps_checked: Option<Instant> = None;
-    let mut passes = crate::controllers::passes(changes.boxed(), RESYNC, Duration::from_millis(10));
+    let mut passes = crate::runtime::passes(changes.boxed(), RESYNC, Duration::from_millis(10));
     while let Some(due) = passes.next().await {
-        if due == crate::controllers::Due::Resync {
+        if due == crate::runtime::Due::Resync {
             jumps_checked = None;
         }
         let started = Instant::now();

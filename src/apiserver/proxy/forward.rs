@@ -132,7 +132,7 @@ pub async fn forward(
         let mut reply = Response::new(Body::empty());
         *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *reply.headers_mut() = response.headers().clone();
-        crate::apiserver::upgrade::relay(hyper::upgrade::on(&mut response), client);
+        crate::http::upgrade::relay(hyper::upgrade::on(&mut response), client);
         return Ok(reply);
     }
     let request_host = exchange

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::authn::{ConnectionIdentity, user_from_certificate};
+use crate::pki::identity::{ConnectionIdentity, user_from_certificate};
 
 /// Accepts TLS connections on `listener` until `shutdown` resolves.
 pub async fn serve(

@@ -1,0 +1,93 @@
+//! Helpers every API client component shares (controllers, the service
+//! proxy, the cluster DNS, the kubelet): watch caches with a change stream,
+//! the passes of a loop that recomputes from caches, controller references,
+//! and reading API errors. A leaf over kube-rs: it knows no component.
+
+/// A watch cache of `api`'s objects and a stream that yields once per
+/// change, for loops that recompute from caches (one pass per burst).
+pub fn cache<K>(
+    api: kube::Api<K>,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    futures::stream::BoxStream<'static, ()>,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    let changes = kube::runtime::reflector::reflector(
+        writer,
+        kube::runtime::watcher(api, Default::default()),
+    )
+    .default_backoff()
+    // Every event, not only touched objects: the store swaps a (re)list in
+    // at its end (InitDone), and a pass must follow that to see it.
+    .map(|_| ())
+    .boxed();
+    (store, changes)
+}
+
+/// Why a pass of a cache-driven loop is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Something in the caches changed (a burst counts once).
+    Change,
+    /// The periodic resync.
+    Resync,
+}
+
+/// When the passes of a loop that recomputes from caches are due: once
+/// per burst of `changes` (after `settle`, so a burst makes one pass) and
+/// every `resync` (the first at once). Ends when the changes end.
+pub fn passes(
+    changes: futures::stream::BoxStream<'static, ()>,
+    resync: std::time::Duration,
+    settle: std::time::Duration,
+) -> futures::stream::BoxStream<'static, Due> {
+    use futures::StreamExt;
+    let ticker = tokio::time::interval(resync);
+    futures::stream::unfold(
+        (changes, ticker),
+        move |(mut changes, mut ticker)| async move {
+            let due = tokio::select! {
+                change = changes.next() => {
+                    change?;
+                    tokio::time::sleep(settle).await;
+                    Due::Change
+                }
+                _ = ticker.tick() => Due::Resync,
+            };
+            Some((due, (changes, ticker)))
+        },
+    )
+    .boxed()
+}
+
+/// The controller reference `owner` puts on what it makes.
+pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(
+    owner: &K,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether an API error says the object already exists (a race with
+/// another writer, harmless for "ensure" loops).
+pub fn already_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
