@@ -57,26 +57,60 @@ pub fn selector_string(selector: &LabelSelector) -> String {
     parts.join(",")
 }
 
-/// Which pods to delete first when scaling down: unscheduled, then pending,
-/// then not ready, then the newest.
+/// Which pods to delete first when scaling down, as upstream's ActivePods
+/// order: unassigned before assigned; Pending, then Unknown, then Running;
+/// not ready before ready; lower `controller.kubernetes.io/pod-deletion-cost`
+/// first; of ready pods, the one ready for less time first; more container
+/// restarts first; then the newest.
 pub fn deletion_order(pods: &mut [Pod]) {
-    pods.sort_by_key(|p| {
-        let unscheduled = p
+    pods.sort_by_cached_key(|p| {
+        let assigned = p
             .spec
             .as_ref()
             .and_then(|s| s.node_name.as_deref())
-            .unwrap_or("")
-            .is_empty();
-        let pending = p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running");
+            .is_some_and(|n| !n.is_empty());
+        let status = p.status.as_ref();
+        let phase = match status.and_then(|s| s.phase.as_deref()) {
+            Some("Pending") => 0,
+            Some("Unknown") => 1,
+            Some("Running") => 2,
+            _ => 0,
+        };
+        let ready = pods::is_ready(p);
+        let cost: i32 = p
+            .annotations()
+            .get(DELETION_COST)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        // Ready for less time first: the later transition sorts first.
+        let ready_since = ready
+            .then(|| {
+                status
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .and_then(|c| c.last_transition_time.clone())
+                    .map(|t| t.0)
+            })
+            .flatten();
+        let restarts = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.iter().map(|c| c.restart_count).max())
+            .unwrap_or(0);
         let created = p.metadata.creation_timestamp.clone().map(|t| t.0);
         (
-            !unscheduled,
-            !pending,
-            pods::is_ready(p),
+            assigned,
+            phase,
+            ready,
+            cost,
+            std::cmp::Reverse(ready_since),
+            std::cmp::Reverse(restarts),
             std::cmp::Reverse(created),
         )
     });
 }
+
+/// The annotation that lets users rank pods for scale-down.
+const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Error> {
     if rs.metadata.deletion_timestamp.is_some() {
@@ -202,5 +236,41 @@ mod tests {
         deletion_order(&mut pods);
         let names: Vec<_> = pods.iter().map(|p| p.name_any()).collect();
         assert_eq!(names, ["floating", "unready", "ready"]);
+    }
+
+    #[test]
+    fn of_ready_pods_cost_then_the_shortest_ready_then_restarts_then_the_newest_go_first() {
+        let pod = |name: &str,
+                   ready_at: &str,
+                   restarts: i32,
+                   created: &str,
+                   cost: Option<&str>|
+         -> Pod {
+            let mut obj = json!({
+                "metadata": {"name": name, "creationTimestamp": created},
+                "spec": {"nodeName": "n", "containers": []},
+                "status": {"phase": "Running",
+                           "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}],
+                           "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": restarts}]},
+            });
+            if let Some(cost) = cost {
+                obj["metadata"]["annotations"] = json!({DELETION_COST: cost});
+            }
+            serde_json::from_value(obj).unwrap()
+        };
+        let t = |m: u32| format!("2026-12-04T10:{m:02}:00Z");
+        let mut pods = vec![
+            pod("old-steady", &t(1), 0, &t(0), None),
+            pod("just-ready", &t(9), 0, &t(0), None),
+            pod("restarting", &t(1), 5, &t(0), None),
+            pod("newer", &t(1), 0, &t(2), None),
+            pod("cheap", &t(1), 0, &t(0), Some("-10")),
+        ];
+        deletion_order(&mut pods);
+        let names: Vec<_> = pods.iter().map(|p| p.name_any()).collect();
+        assert_eq!(
+            names,
+            ["cheap", "just-ready", "restarting", "newer", "old-steady"]
+        );
     }
 }
