@@ -77,19 +77,7 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
 
 /// A label selector matching labels (empty selector matches everything).
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|r| {
-        requirement_matches(
-            &r.operator,
-            r.values.as_deref().unwrap_or_default(),
-            labels.get(&r.key),
-        )
-    });
-    by_labels && by_expressions
+    super::selectors::LabelSelector::from_typed(selector).matches_labels(labels)
 }
 
 /// Whether `pod` may go to `node` at all: the node is schedulable and

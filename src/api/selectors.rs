@@ -40,7 +40,15 @@ impl LabelSelector {
 
     /// Whether `labels` (an object of strings, or absent) satisfy every requirement.
     pub fn matches(&self, labels: Option<&Value>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.matches_with(|k| labels.and_then(|l| l.get(k)).and_then(Value::as_str))
+    }
+
+    /// Whether a label map satisfies every requirement.
+    pub fn matches_labels(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.matches_with(|k| labels.get(k).map(String::as_str))
+    }
+
+    fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
             Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
@@ -49,6 +57,24 @@ impl LabelSelector {
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::DoesNotExist(k) => get(k).is_none(),
         })
+    }
+
+    /// Builds a selector from a typed `metav1.LabelSelector`.
+    pub fn from_typed(
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Self {
+        let mut requirements: Vec<Requirement> = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement::Equals(k.clone(), v.clone()))
+            .collect();
+        for expr in selector.match_expressions.iter().flatten() {
+            let key = expr.key.clone();
+            let values = expr.values.clone().unwrap_or_default();
+            requirements.push(requirement(&expr.operator, key, values));
+        }
+        Self(requirements)
     }
 
     /// Builds a selector from a `metav1.LabelSelector` object.
@@ -83,12 +109,8 @@ impl LabelSelector {
                 .flatten()
                 .filter_map(|v| v.as_str().map(String::from))
                 .collect();
-            requirements.push(match expr.get("operator").and_then(Value::as_str) {
-                Some("In") => Requirement::In(key, values),
-                Some("NotIn") => Requirement::NotIn(key, values),
-                Some("Exists") => Requirement::Exists(key),
-                _ => Requirement::DoesNotExist(key),
-            });
+            let operator = expr.get("operator").and_then(Value::as_str).unwrap_or("");
+            requirements.push(requirement(operator, key, values));
         }
         Self(requirements)
     }
@@ -107,6 +129,17 @@ impl LabelSelector {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// A `matchExpressions` entry's requirement (an unknown operator matches
+/// only objects without the key).
+fn requirement(operator: &str, key: String, values: Vec<String>) -> Requirement {
+    match operator {
+        "In" => Requirement::In(key, values),
+        "NotIn" => Requirement::NotIn(key, values),
+        "Exists" => Requirement::Exists(key),
+        _ => Requirement::DoesNotExist(key),
     }
 }
 

@@ -39,22 +39,7 @@ pub async fn run(context: Arc<Context>) {
 
 /// A label selector as the API's `labelSelector` query string.
 pub fn selector_string(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for r in selector.match_expressions.iter().flatten() {
-        let values = r.values.clone().unwrap_or_default().join(",");
-        parts.push(match r.operator.as_str() {
-            "In" => format!("{} in ({values})", r.key),
-            "NotIn" => format!("{} notin ({values})", r.key),
-            "Exists" => r.key.clone(),
-            _ => format!("!{}", r.key),
-        });
-    }
-    parts.join(",")
+    crate::api::selectors::LabelSelector::from_typed(selector).to_query()
 }
 
 /// Which pods to delete first when scaling down, as upstream's ActivePods
