@@ -1,0 +1,157 @@
+//! Idle budget benchmark (root; real containerd + runc): `kelp server` with
+//! its node and 20 idle pods (a Deployment of `sleep`), settled for a
+//! minute, then over a window (`KELP_BENCH_IDLE_SECONDS`, default 600 as
+//! issue 19 asks) prints, for kelp and for its containerd:
+//! - bytes written to disk per second (`/proc/PID/io` `write_bytes`);
+//! - CPU as a share of one core (`/proc/PID/stat` utime + stime);
+//! - the store writes per second by operation and resource (from
+//!   `etcd_requests_total`), which say what the writes are for.
+//!
+//! Figures go to docs/PERFORMANCE.md by hand.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{BUSYBOX, Server};
+
+const PODS: usize = 20;
+
+/// Bytes a process has caused to be written to storage.
+fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds a process has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+    // /proc reports in USER_HZ, 100 on Linux whatever the kernel's HZ.
+    ticks as f64 / 100.0
+}
+
+/// `etcd_requests_total` by (operation, type) for writes.
+fn store_writes(kubectl: &common::Kubectl) -> BTreeMap<(String, String), f64> {
+    let text = kubectl.ok(&["get", "--raw", "/metrics"]);
+    let mut writes = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("etcd_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let operation = label("operation");
+        if matches!(operation.as_str(), "create" | "update" | "delete") {
+            *writes.entry((operation, label("type"))).or_default() +=
+                value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    writes
+}
+
+struct Sample {
+    at: Instant,
+    kelp: (u64, f64),
+    containerd: (u64, f64),
+    writes: BTreeMap<(String, String), f64>,
+}
+
+fn sample(kelp: u32, containerd: u32, kubectl: &common::Kubectl) -> Sample {
+    Sample {
+        at: Instant::now(),
+        kelp: (write_bytes(kelp), cpu_seconds(kelp)),
+        containerd: (write_bytes(containerd), cpu_seconds(containerd)),
+        writes: store_writes(kubectl),
+    }
+}
+
+fn main() {
+    let window: u64 = std::env::var("KELP_BENCH_IDLE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let server = Server::start_node(&[]);
+    let kubectl = server.kubectl("kubectl");
+    kubectl.ok(&[
+        "create",
+        "deployment",
+        "idle",
+        &format!("--image={BUSYBOX}"),
+        &format!("--replicas={PODS}"),
+        "--",
+        "sleep",
+        "86400",
+    ]);
+    kubectl.ok(&["rollout", "status", "deployment/idle", "--timeout=300s"]);
+    let containerd: u32 = std::fs::read_to_string(
+        server
+            .path("data")
+            .join("agent")
+            .join("containerd")
+            .join("containerd.pid"),
+    )
+    .ok()
+    .and_then(|p| p.trim().parse().ok())
+    .expect("containerd pid");
+    std::thread::sleep(Duration::from_secs(60));
+    let before = sample(server.pid(), containerd, &kubectl);
+    std::thread::sleep(Duration::from_secs(window));
+    let after = sample(server.pid(), containerd, &kubectl);
+    let seconds = after.at.duration_since(before.at).as_secs_f64();
+    println!(
+        "idle node, {PODS} pods, {:.0} s window (after 60 s settling):",
+        seconds
+    );
+    for (name, (b0, c0), (b1, c1)) in [
+        ("kelp", before.kelp, after.kelp),
+        ("containerd", before.containerd, after.containerd),
+    ] {
+        println!(
+            "  {name:<11} writes {:>8.2} kB/s   CPU {:>6.2} % of a core",
+            (b1 - b0) as f64 / 1000.0 / seconds,
+            (c1 - c0) / seconds * 100.0
+        );
+    }
+    // The samples' own /metrics reads are GETs, not writes.
+    let mut causes: Vec<(f64, String)> = after
+        .writes
+        .iter()
+        .map(|(key, n)| {
+            let was = before.writes.get(key).copied().unwrap_or(0.0);
+            ((n - was) / seconds, format!("{} {}", key.0, key.1))
+        })
+        .filter(|(rate, _)| *rate > 0.0)
+        .collect();
+    causes.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("  store writes per second by cause:");
+    for (rate, cause) in causes {
+        println!("    {rate:>8.4}/s  {cause}");
+    }
+}
