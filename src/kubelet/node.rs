@@ -18,8 +18,9 @@ pub const KUBELET_VERSION: &str = concat!("v1.33.0+kelp-", env!("CARGO_PKG_VERSI
 const LEASE_SECONDS: i32 = 40;
 /// Heartbeat period: Lease renewal and status check (upstream: 10 s).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
-/// Status is posted at least this often even when unchanged.
-const STATUS_REPORT: Duration = Duration::from_secs(60);
+/// Status is posted at least this often even when unchanged (upstream's
+/// nodeStatusReportFrequency; the Lease is the heartbeat in between).
+const STATUS_REPORT: Duration = Duration::from_secs(300);
 /// Hard eviction thresholds that allocatable leaves room for (upstream defaults).
 const MEMORY_RESERVE: u64 = 100 << 20;
 const DISK_RESERVE_PERCENT: u64 = 10;
@@ -386,7 +387,7 @@ pub fn changed(a: &Value, b: &Value) -> bool {
     strip(a) != strip(b)
 }
 
-/// Posts node status when it changes (or every minute) and renews the Lease,
+/// Posts node status when it changes (or every 5 minutes) and renews the Lease,
 /// every [`HEARTBEAT`], until cancelled.
 pub async fn heartbeat(client: kube::Client, config: NodeConfig, runtime: super::cri::Cri) {
     let nodes: Api<Node> = Api::all(client.clone());
