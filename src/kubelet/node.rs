@@ -371,8 +371,10 @@ pub fn status(
     })
 }
 
-/// Whether two statuses differ in more than heartbeat times.
-pub fn changed(a: &Value, b: &Value) -> bool {
+/// Whether `wanted` (a status the kubelet computed) says more than
+/// `current` (the status the API holds) in the fields the kubelet sets,
+/// heartbeat times aside. Fields others own (none today) do not count.
+pub fn changed(current: &Value, wanted: &Value) -> bool {
     fn strip(v: &Value) -> Value {
         let mut v = v.clone();
         if let Some(cs) = v["conditions"].as_array_mut() {
@@ -384,15 +386,23 @@ pub fn changed(a: &Value, b: &Value) -> bool {
         }
         v
     }
-    strip(a) != strip(b)
+    let (current, wanted) = (strip(current), strip(wanted));
+    wanted
+        .as_object()
+        .into_iter()
+        .flatten()
+        .any(|(key, value)| current.get(key) != Some(value))
 }
 
-/// Posts node status when it changes (or every 5 minutes) and renews the Lease,
+/// Posts node status when it differs from the API's (as upstream's kubelet,
+/// which reads the Node first: a node the lifecycle controller marked
+/// Unknown is corrected at once) or every 5 minutes, and renews the Lease,
 /// every [`HEARTBEAT`], until cancelled.
 pub async fn heartbeat(client: kube::Client, config: NodeConfig, runtime: super::cri::Cri) {
+    let raw = client.clone();
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
-    let mut last_posted: Option<(Value, std::time::Instant)> = None;
+    let mut last_posted: Option<std::time::Instant> = None;
     let mut ticker = tokio::time::interval(HEARTBEAT);
     loop {
         ticker.tick().await;
@@ -403,19 +413,27 @@ pub async fn heartbeat(client: kube::Client, config: NodeConfig, runtime: super:
         let info = node_info(&version);
         let readings = Readings::take(&config.data_dir);
         let now = crate::api::object::now();
-        let previous = last_posted.as_ref().map(|(s, _)| s);
+        // The API's copy, as JSON (a typed round trip would drop fields):
+        // what others (the node lifecycle) changed counts.
+        let current = match read_status(&raw, &config.name).await {
+            Ok(status) => Some(status),
+            Err(e) => {
+                tracing::warn!(err = %e, "reading the node status");
+                None
+            }
+        };
         let status = status(
             &readings,
             &config.ip,
             &config.name,
             &info,
             ready,
-            previous,
+            current.as_ref(),
             &now,
         );
-        let due = match &last_posted {
-            None => true,
-            Some((posted, at)) => changed(posted, &status) || at.elapsed() >= STATUS_REPORT,
+        let due = match (&last_posted, &current) {
+            (Some(at), Some(current)) => changed(current, &status) || at.elapsed() >= STATUS_REPORT,
+            _ => true,
         };
         if !due {
             continue;
@@ -425,10 +443,17 @@ pub async fn heartbeat(client: kube::Client, config: NodeConfig, runtime: super:
             .patch_status(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => last_posted = Some((status, std::time::Instant::now())),
+            Ok(_) => last_posted = Some(std::time::Instant::now()),
             Err(e) => tracing::warn!(err = %e, "posting node status"),
         }
     }
+}
+
+/// The Node's `status` as the API serves it.
+async fn read_status(client: &kube::Client, name: &str) -> Result<Value> {
+    let request = http::Request::get(format!("/api/v1/nodes/{name}")).body(Vec::new())?;
+    let node: Value = client.request(request).await?;
+    Ok(node["status"].clone())
 }
 
 async fn renew_lease(leases: &Api<Lease>, nodes: &Api<Node>, name: &str) -> Result<()> {
@@ -533,6 +558,18 @@ mod tests {
         assert!(changed(&first, &second));
         let third = status(&r, "ip", "n", &json!({}), Ok(()), Some(&second), "T2");
         assert!(!changed(&second, &third), "only heartbeat times moved");
+        // The node lifecycle marked the node Unknown: the next status corrects it.
+        let mut unknown = third.clone();
+        for c in unknown["conditions"].as_array_mut().unwrap() {
+            if c["type"] == "Ready" {
+                c["status"] = json!("Unknown");
+            }
+        }
+        assert!(changed(&unknown, &third));
+        // Fields the kubelet does not set do not count.
+        let mut more = third.clone();
+        more["volumesInUse"] = json!(["x"]);
+        assert!(!changed(&more, &third));
     }
 
     #[test]
