@@ -399,8 +399,21 @@ fn a_flood_from_a_small_priority_level_is_queued_and_refused_while_others_are_se
 
 #[test]
 fn without_priority_and_fairness_requests_over_the_in_flight_limit_get_429() {
-    // A webhook that takes 3 s keeps a create in flight.
-    let webhook = slow_webhook(Duration::from_secs(3));
+    // A webhook that takes 3 s keeps a create in flight, and says when.
+    let holding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let webhook = {
+        let holding = holding.clone();
+        Webhook::start(move |_, review| {
+            if review["name"] == "flood-first" {
+                holding.store(true, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Answer::Allow {
+                patch: None,
+                warnings: vec![],
+            }
+        })
+    };
     let server = Server::start_with(&[
         "--enable-priority-and-fairness=false",
         "--max-mutating-requests-inflight",
@@ -415,12 +428,30 @@ fn without_priority_and_fairness_requests_over_the_in_flight_limit_get_429() {
     let token = editor(&admin, "flood");
     let port = server.port();
 
-    // One create holds the only mutating slot in the webhook ...
+    // One create holds the only mutating slot in the webhook (retried, as
+    // client-go would, while a controller's write holds it) ...
     let holder = {
         let token = token.clone();
-        std::thread::spawn(move || create_as(port, &token, "flood-first"))
+        std::thread::spawn(move || {
+            let mut reply = create_as(port, &token, "flood-first");
+            for _ in 0..10 {
+                if reply.code != 429 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                reply = create_as(port, &token, "flood-first");
+            }
+            reply
+        })
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !holding.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never saw the create"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // ... so the next one is refused at once, as upstream's filter does.
     let second = create_as(port, &token, "second");
     assert_eq!(second.code, 429, "{}", second.body);
