@@ -418,15 +418,12 @@ impl PriorityAndFairness {
         }
         let min_sum: f64 = limited
             .iter()
-            .map(|(l, _, _)| f64::from(l.lock().limits.min()))
+            .map(|(_, _, seats)| f64::from(seats.lower))
             .sum();
         let lower_sum: f64 = limited.iter().map(|(_, c, _)| c.lower).sum();
         let (allocations, fair) = if remaining <= min_sum {
             (
-                limited
-                    .iter()
-                    .map(|(l, _, _)| l.lock().limits.min())
-                    .collect(),
+                limited.iter().map(|(_, _, seats)| seats.lower).collect(),
                 0.0,
             )
         } else if remaining <= lower_sum {
@@ -434,8 +431,8 @@ impl PriorityAndFairness {
             (
                 limited
                     .iter()
-                    .map(|(l, c, _)| {
-                        let min = f64::from(l.lock().limits.min());
+                    .map(|(_, c, seats)| {
+                        let min = f64::from(seats.lower);
                         (min + ((c.lower - min) * scale).round()) as u32
                     })
                     .collect(),
