@@ -15,6 +15,7 @@ pub mod controllers;
 pub mod dns;
 pub mod http;
 pub mod kubelet;
+pub mod local_storage;
 pub mod network;
 pub mod pki;
 pub mod platform;

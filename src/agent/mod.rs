@@ -30,7 +30,13 @@ pub struct ClusterSettings {
     /// `--cluster-domain`.
     #[serde(rename = "clusterDomain")]
     pub cluster_domain: String,
+    /// Whether nodes provision local-path volumes (not `--disable local-storage`).
+    #[serde(rename = "localStorage", default)]
+    pub local_storage: bool,
 }
+
+/// The user a joined node's local-path provisioner acts as.
+pub const LOCAL_STORAGE_USER: &str = "system:kelp:local-path-provisioner";
 
 /// The identities a node's components act as.
 pub struct NodeClients {
@@ -42,6 +48,8 @@ pub struct NodeClients {
     pub proxy: kube::Client,
     /// The cluster DNS, unless disabled.
     pub dns: Option<kube::Client>,
+    /// The local-path provisioner, unless disabled.
+    pub local_storage: Option<kube::Client>,
 }
 
 /// Starts a node's components: service proxy, kubelet (which registers the
@@ -62,6 +70,13 @@ pub async fn run_node(
         },
         metrics,
     );
+    if let Some(client) = clients.local_storage {
+        let storage = crate::local_storage::LocalStorage {
+            node: config.node.name.clone(),
+            dir: config.storage_dir.clone(),
+        };
+        tokio::spawn(storage.run(client));
+    }
     let node_ip = config.node.ip.parse().ok();
     let backend = config.pod_network_backend;
     let name = config.node.name.clone();
@@ -177,6 +192,12 @@ pub async fn run_joined(
             "system:kelp:coredns",
         ));
     }
+    if joined.cluster.local_storage {
+        kinds.push(CertificateKind::component_client(
+            "client-local-path-provisioner",
+            LOCAL_STORAGE_USER,
+        ));
+    }
     let mut certs = Vec::new();
     for kind in &kinds {
         let (cert, key) =
@@ -199,6 +220,13 @@ pub async fn run_joined(
         proxy: remote(&certs[1])?,
         dns: if run_dns {
             Some(remote(&certs[2])?)
+        } else {
+            None
+        },
+        local_storage: if joined.cluster.local_storage {
+            Some(remote(
+                certs.last().context("the provisioner's certificate")?,
+            )?)
         } else {
             None
         },

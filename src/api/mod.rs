@@ -15,6 +15,7 @@ pub mod resources;
 pub mod scheduling;
 pub mod schema;
 pub mod selectors;
+pub mod storage;
 pub mod strategic_merge;
 pub mod strategy;
 pub mod summary;

@@ -62,6 +62,15 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|o| o.controller == Some(true))
 }
 
+/// The claims a pod's volumes name (`persistentVolumeClaim.claimName`).
+pub fn claims_of(pod: &Pod) -> impl Iterator<Item = &str> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

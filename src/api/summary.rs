@@ -62,6 +62,43 @@ pub struct PodStats {
     /// Traffic of the pod's network namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStats>,
+    /// The pod's volumes that report figures (claims' volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<Vec<VolumeStats>>,
+}
+
+/// A volume's file system figures (statfs of its directory).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStats {
+    /// When it was read.
+    pub time: DateTime<Utc>,
+    /// Bytes free to unprivileged users.
+    pub available_bytes: u64,
+    /// The file system's size.
+    pub capacity_bytes: u64,
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+    /// All inodes.
+    pub inodes: u64,
+    /// Inodes in use.
+    pub inodes_used: u64,
+    /// The pod's name for the volume.
+    pub name: String,
+    /// The claim, for a claim's volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc_ref: Option<ClaimReference>,
+}
+
+/// Namespace and name of a PersistentVolumeClaim.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClaimReference {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
 }
 
 /// A pod's network figures (the Summary API's: the default interface's

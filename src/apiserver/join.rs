@@ -58,6 +58,7 @@ pub async fn config(State(state): State<Arc<ApiState>>) -> Response {
             "serviceCIDR": c.service_cidr.to_string(),
             "clusterDNS": c.cluster_dns,
             "clusterDomain": c.cluster_domain,
+            "localStorage": c.local_storage,
         }),
     )
 }

@@ -65,6 +65,8 @@ pub struct ApiConfig {
     pub cluster_dns: String,
     /// `--cluster-domain`, told to joining nodes.
     pub cluster_domain: String,
+    /// Whether nodes provision local-path volumes, told to joining nodes.
+    pub local_storage: bool,
 }
 
 /// Shared state of every request.
@@ -461,6 +463,7 @@ impl ApiState {
             self.admit_service_account(req, obj).await?;
         }
         self.admit_limit_ranges(req, obj).await?;
+        self.admit_storage(req, obj).await?;
         self.call_webhooks(req, Operation::Create, Some(obj), None)
             .await?;
         self.admit_pod_security(req, obj, None).await?;
@@ -545,6 +548,9 @@ impl ApiState {
                 old,
             )?;
         }
+        if !status_only && req.rt.group.is_empty() && req.rt.resource == "persistentvolumeclaims" {
+            self.admit_resize(req, new, old).await?;
+        }
         self.call_webhooks(req, Operation::Update, Some(new), Some(old))
             .await?;
         if status_only {
@@ -616,6 +622,50 @@ impl ApiState {
                 admission::limit_ranger::message(&errors),
             )),
         }
+    }
+
+    /// DefaultStorageClass and StorageObjectInUseProtection for new claims
+    /// and volumes.
+    async fn admit_storage(&self, req: &Request, obj: &mut Value) -> Result<(), ApiError> {
+        use admission::storage;
+        match (req.rt.group.as_str(), req.rt.resource.as_str()) {
+            ("", "persistentvolumeclaims") => {
+                if storage::has_no_class(obj)
+                    && let Some(rt) = self
+                        .registry
+                        .lookup("storage.k8s.io", "v1", "storageclasses")
+                {
+                    let classes = self.stored_objects(&rt.key_prefix(None)).await?;
+                    storage::default_storage_class(obj, &classes);
+                }
+                storage::protect(obj, storage::CLAIM_PROTECTION);
+            }
+            ("", "persistentvolumes") => storage::protect(obj, storage::VOLUME_PROTECTION),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// PersistentVolumeClaimResize: a claim grows only when bound and its
+    /// class allows expansion.
+    async fn admit_resize(&self, req: &Request, new: &Value, old: &Value) -> Result<(), ApiError> {
+        use admission::storage;
+        let class = match (
+            storage::class_of(old),
+            self.registry
+                .lookup("storage.k8s.io", "v1", "storageclasses"),
+        ) {
+            (Some(name), Some(rt)) if !name.is_empty() => self
+                .store
+                .get(&rt.key(None, name))
+                .await
+                .map_err(ApiError::internal)?
+                .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()),
+            _ => None,
+        };
+        storage::check_resize(new, old, class.as_ref()).map_err(|message| {
+            ApiError::forbidden("", &req.rt.resource, object::name(new), message)
+        })
     }
 
     /// ServiceAccount admission: the pod's account and API access volume.
@@ -893,6 +943,7 @@ mod tests {
                 ca_pem: String::new(),
                 cluster_dns: "10.43.0.10".into(),
                 cluster_domain: "cluster.local".into(),
+                local_storage: true,
             },
             tokens: Arc::new(TokenSigner::from_pem(&key).expect("signer")),
             metrics: Metrics::new(),

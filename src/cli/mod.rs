@@ -283,7 +283,7 @@ pub struct ServerArgs {
         default_value = "Node,RBAC"
     )]
     pub authorization_mode: Vec<crate::apiserver::authz::Mode>,
-    /// Components not to run (repeatable): scheduler.
+    /// Components not to run (repeatable): scheduler, coredns, local-storage.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
     /// Logs, traces and metrics.
@@ -378,6 +378,10 @@ pub struct NodeArgs {
     /// --cgroup-root; give each kelp node on one machine its own).
     #[arg(long, env = "KELP_CGROUP_ROOT", default_value = "/")]
     pub cgroup_root: String,
+    /// Where the local-path provisioner makes volumes' directories
+    /// (k3s's flag; unset: `<data-dir>/storage`).
+    #[arg(long, env = "KELP_DEFAULT_LOCAL_STORAGE_PATH")]
+    pub default_local_storage_path: Option<PathBuf>,
 }
 
 /// Logging, tracing and metrics flags (klog's, component-base's), shared by

@@ -199,6 +199,10 @@ impl NodeArgs {
             private_registry: self.private_registry.clone(),
             pod_network_backend: self.pod_network_backend,
             cgroup_root: self.cgroup_root.clone(),
+            storage_dir: self
+                .default_local_storage_path
+                .clone()
+                .unwrap_or_else(|| data_dir.join("storage")),
         })
     }
 

@@ -96,10 +96,19 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         }
     }
     let pki = ClusterPki::load_or_create(&server_dir.join("tls"), &names)?;
+    for component in &args.disable {
+        anyhow::ensure!(
+            DISABLEABLE.contains(&component.as_str()),
+            "--disable {component:?}: kelp can disable: {}",
+            DISABLEABLE.join(", ")
+        );
+    }
+    let enabled = |component: &str| !args.disable.iter().any(|c| c == component);
     let cluster = crate::agent::ClusterSettings {
         cluster_cidr: args.cluster_cidr.clone(),
         cluster_dns: args.cluster_dns.clone(),
         cluster_domain: args.cluster_domain.clone(),
+        local_storage: enabled("local-storage"),
     };
     let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
         .context("--write-kubeconfig-mode")?;
@@ -164,6 +173,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             ca_pem: pki.ca_cert.clone(),
             cluster_dns: args.cluster_dns.clone(),
             cluster_domain: args.cluster_domain.clone(),
+            local_storage: cluster.local_storage,
         },
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics,
@@ -192,6 +202,17 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         ));
     }
     bootstrap(&state, service_cidr, args.https_listen_port).await?;
+    if cluster.local_storage {
+        // The default class, as k3s's local-storage manifest ships it.
+        create_if_missing(
+            &state,
+            "storage.k8s.io",
+            "storageclasses",
+            None,
+            crate::local_storage::storage_class(),
+        )
+        .await?;
+    }
     tokio::spawn(crate::apiserver::census::run(state.clone()));
     tokio::spawn(crate::apiserver::flowcontrol::maintain(state.clone()));
     crate::apiserver::authz::bootstrap::reconcile(&state)
@@ -247,13 +268,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         ),
         manifests,
     ));
-    for component in &args.disable {
-        anyhow::ensure!(
-            component == "scheduler" || component == "coredns",
-            "--disable {component:?}: kelp can disable: scheduler, coredns (the cluster DNS)"
-        );
-    }
-    if !args.disable.iter().any(|c| c == "scheduler") {
+    if enabled("scheduler") {
         let client = crate::apiserver::client::in_process(
             state.clone(),
             User {
@@ -297,10 +312,17 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             proxy: as_user("system:kube-proxy", &["system:authenticated"]),
             // The cluster DNS runs with the node, as k3s's CoreDNS with the
             // coredns service account (k3s's name for it in --disable).
-            dns: (!args.disable.iter().any(|c| c == "coredns")).then(|| {
+            dns: enabled("coredns").then(|| {
                 crate::apiserver::client::in_process(
                     state.clone(),
                     User::service_account("kube-system", "coredns"),
+                )
+            }),
+            // k3s's local-path-provisioner runs as this account too.
+            local_storage: cluster.local_storage.then(|| {
+                crate::apiserver::client::in_process(
+                    state.clone(),
+                    User::service_account("kube-system", "local-path-provisioner-service-account"),
                 )
             }),
         };
@@ -334,6 +356,9 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     tracing::info!("kelp server stopped");
     Ok(())
 }
+
+/// What `--disable` takes (k3s's names).
+const DISABLEABLE: &[&str] = &["scheduler", "coredns", "local-storage"];
 
 /// At most this many revisions of history are kept (kine, k3s's store shim,
 /// keeps 1000; a larger window lets slow informers resume instead of

@@ -33,7 +33,11 @@ use crate::pki::csr;
 const SIGNING_DURATION: time::Duration = time::Duration::days(365);
 
 /// The client certificates kelp issues to a node's own components.
-const NODE_COMPONENT_USERS: &[&str] = &["system:kube-proxy", "system:kelp:coredns"];
+const NODE_COMPONENT_USERS: &[&str] = &[
+    "system:kube-proxy",
+    "system:kelp:coredns",
+    "system:kelp:local-path-provisioner",
+];
 
 /// Runs approver and signer.
 pub async fn run(context: Arc<Context>) {

@@ -123,17 +123,29 @@ pub async fn run(context: Arc<Context>) {
     let (budgets, budget_changes) =
         crate::runtime::cache(Api::<PodDisruptionBudget>::all(client.clone()));
     let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
-    let (replica_sets, _) = crate::runtime::cache(Api::<ReplicaSet>::all(client.clone()));
-    let (deployments, _) = crate::runtime::cache(Api::<Deployment>::all(client.clone()));
-    let (stateful_sets, _) = crate::runtime::cache(Api::<StatefulSet>::all(client.clone()));
-    let (controllers, _) = crate::runtime::cache(Api::<ReplicationController>::all(client.clone()));
+    // Every cache's stream must be polled for it to fill.
+    let (replica_sets, rs_changes) = crate::runtime::cache(Api::<ReplicaSet>::all(client.clone()));
+    let (deployments, deployment_changes) =
+        crate::runtime::cache(Api::<Deployment>::all(client.clone()));
+    let (stateful_sets, sts_changes) =
+        crate::runtime::cache(Api::<StatefulSet>::all(client.clone()));
+    let (controllers, rc_changes) =
+        crate::runtime::cache(Api::<ReplicationController>::all(client.clone()));
     let scales = Scales {
         replica_sets,
         deployments,
         stateful_sets,
         controllers,
     };
-    let changes = futures::stream::select(budget_changes, pod_changes).boxed();
+    let changes = futures::stream::select_all([
+        budget_changes,
+        pod_changes,
+        rs_changes,
+        deployment_changes,
+        sts_changes,
+        rc_changes,
+    ])
+    .boxed();
     let mut passes = crate::runtime::passes(changes, RESYNC, Duration::from_millis(50));
     while passes.next().await.is_some() {
         let all_pods = pods.state();

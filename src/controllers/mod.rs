@@ -16,6 +16,7 @@ pub mod horizontal_pod_autoscaler;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod persistent_volume;
 pub mod pod_gc;
 pub mod replicaset;
 pub mod resource_quota;
@@ -23,6 +24,7 @@ pub mod root_ca;
 pub mod service_lb;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volume_protection;
 pub mod workqueue;
 
 use std::sync::Arc;
@@ -90,6 +92,13 @@ pub fn start(
     tokio::spawn(service_lb::run(context("service-controller")));
     tokio::spawn(node_lifecycle::run(context("node-controller")));
     tokio::spawn(pod_gc::run(context("pod-garbage-collector")));
+    tokio::spawn(persistent_volume::run(context("persistent-volume-binder")));
+    tokio::spawn(volume_protection::run_claims(context(
+        "pvc-protection-controller",
+    )));
+    tokio::spawn(volume_protection::run_volumes(context(
+        "pv-protection-controller",
+    )));
     tokio::spawn(cronjob::run(context("cronjob-controller")));
     tokio::spawn(horizontal_pod_autoscaler::run(context(
         "horizontal-pod-autoscaler",
@@ -122,6 +131,9 @@ fn queue_name(controller: &str) -> &'static str {
         "node-controller" => "node_lifecycle_controller",
         "service-controller" => "service",
         "generic-garbage-collector" => "garbage_collector_attempt_to_delete",
+        "persistent-volume-binder" => "claims",
+        "pvc-protection-controller" => "pvcprotection",
+        "pv-protection-controller" => "pvprotection",
         _ => "other",
     }
 }

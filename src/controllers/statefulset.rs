@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -67,6 +68,28 @@ fn stateful_pod(set: &StatefulSet, ordinal: i32, hash: &str) -> Pod {
     labels.insert(POD_NAME.into(), name.clone());
     labels.insert(POD_INDEX.into(), ordinal.to_string());
     if let Some(pod_spec) = pod.spec.as_mut() {
+        // Each claim template is a volume of that name, first.
+        let mut volumes: Vec<k8s_openapi::api::core::v1::Volume> = claim_templates(set)
+            .iter()
+            .map(|t| k8s_openapi::api::core::v1::Volume {
+                name: t.name_any(),
+                persistent_volume_claim: Some(
+                    k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                        claim_name: claim_name(set, t, ordinal),
+                        read_only: Some(false),
+                    },
+                ),
+                ..Default::default()
+            })
+            .collect();
+        for volume in pod_spec.volumes.take().unwrap_or_default() {
+            if !volumes.iter().any(|v| v.name == volume.name) {
+                volumes.push(volume);
+            }
+        }
+        if !volumes.is_empty() {
+            pod_spec.volumes = Some(volumes);
+        }
         pod_spec.hostname = Some(name);
         if let Some(service) = spec
             .and_then(|s| s.service_name.clone())
@@ -76,6 +99,166 @@ fn stateful_pod(set: &StatefulSet, ordinal: i32, hash: &str) -> Pod {
         }
     }
     pod
+}
+
+fn claim_templates(set: &StatefulSet) -> Vec<PersistentVolumeClaim> {
+    set.spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.clone())
+        .unwrap_or_default()
+}
+
+/// The claim of `template` for the pod at `ordinal`: `<template>-<set>-<ordinal>`.
+fn claim_name(set: &StatefulSet, template: &PersistentVolumeClaim, ordinal: i32) -> String {
+    format!("{}-{}-{ordinal}", template.name_any(), set.name_any())
+}
+
+/// The claim made from `template` for `ordinal`: the template with the
+/// set's namespace, and the selector's labels over the template's.
+fn new_claim(
+    set: &StatefulSet,
+    template: &PersistentVolumeClaim,
+    ordinal: i32,
+) -> PersistentVolumeClaim {
+    let mut claim = template.clone();
+    claim.metadata.name = Some(claim_name(set, template, ordinal));
+    claim.metadata.namespace = set.namespace();
+    claim.metadata.resource_version = None;
+    claim.metadata.uid = None;
+    claim.metadata.creation_timestamp = None;
+    claim.status = None;
+    let labels = claim.metadata.labels.get_or_insert_default();
+    for (k, v) in set
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default()
+    {
+        labels.insert(k, v);
+    }
+    claim
+}
+
+/// The owner references a set's claim should carry under its retention
+/// policy: the set's (whenDeleted: Delete) while its ordinal is wanted,
+/// its pod's (whenScaled: Delete) once condemned; others' refs stay.
+fn claim_owners(
+    set: &StatefulSet,
+    claim: &PersistentVolumeClaim,
+    ordinal: i32,
+    pod: Option<&Pod>,
+) -> Vec<OwnerReference> {
+    let spec = set.spec.as_ref();
+    let policy = spec.and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    let delete = |p: Option<&String>| p.map(String::as_str) == Some("Delete");
+    let when_deleted = delete(policy.and_then(|p| p.when_deleted.as_ref()));
+    let when_scaled = delete(policy.and_then(|p| p.when_scaled.as_ref()));
+    let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let condemned = ordinal >= replicas;
+    let set_uid = set.metadata.uid.clone().unwrap_or_default();
+    let pod_uid = pod.and_then(|p| p.metadata.uid.clone());
+    // Refs to this set or its pod are ours to decide; the rest stay.
+    let mut refs: Vec<OwnerReference> = claim
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            !(r.uid == set_uid
+                || (r.kind == "Pod" && Some(&r.uid) == pod_uid.as_ref())
+                || (r.kind == "StatefulSet" && r.name == set.name_any()))
+        })
+        .collect();
+    if refs.iter().any(|r| r.controller == Some(true)) {
+        return claim.metadata.owner_references.clone().unwrap_or_default();
+    }
+    if when_scaled && condemned {
+        if let Some(pod) = pod {
+            refs.push(crate::runtime::controller_ref(pod));
+        }
+    } else if when_deleted {
+        refs.push(crate::runtime::controller_ref(set));
+    }
+    refs
+}
+
+/// Makes the pod's missing claims and keeps every claim's owners as the
+/// retention policy says. Err when a claim is being deleted (the pod must
+/// wait for it to go).
+async fn ensure_claims(
+    context: &Context,
+    set: &StatefulSet,
+    ordinal: i32,
+    pod: Option<&Pod>,
+    create: bool,
+) -> Result<(), Error> {
+    let namespace = set.namespace().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(context.client.clone(), &namespace);
+    let source = Source {
+        component: COMPONENT.into(),
+        host: None,
+    };
+    let pod_name = format!("{}-{ordinal}", set.name_any());
+    for template in claim_templates(set) {
+        let name = claim_name(set, &template, ordinal);
+        match api.get_opt(&name).await? {
+            None if create => {
+                let mut claim = new_claim(set, &template, ordinal);
+                claim.metadata.owner_references =
+                    Some(claim_owners(set, &claim, ordinal, pod)).filter(|r| !r.is_empty());
+                match api.create(&PostParams::default(), &claim).await {
+                    Ok(_) => {
+                        let message = format!(
+                            "create Claim {name} Pod {pod_name} in StatefulSet {} success",
+                            set.name_any()
+                        );
+                        events::record(
+                            &context.client,
+                            &source,
+                            set,
+                            "Normal",
+                            "SuccessfulCreate",
+                            &message,
+                        )
+                        .await;
+                    }
+                    Err(e) if crate::runtime::already_exists(&e) => {}
+                    Err(e) => {
+                        let message = format!(
+                            "create Claim {name} for Pod {pod_name} in StatefulSet {} failed error: {e}",
+                            set.name_any()
+                        );
+                        events::record(
+                            &context.client,
+                            &source,
+                            set,
+                            "Warning",
+                            "FailedCreate",
+                            &message,
+                        )
+                        .await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => {}
+            Some(claim) if claim.metadata.deletion_timestamp.is_some() => {
+                return Err(Error::Api(kube::Error::Service(
+                    format!("pvc {name} is being deleted").into(),
+                )));
+            }
+            Some(claim) => {
+                let owners = claim_owners(set, &claim, ordinal, pod);
+                if owners != claim.metadata.owner_references.clone().unwrap_or_default() {
+                    let mut updated = claim.clone();
+                    updated.metadata.owner_references = Some(owners);
+                    api.replace(&name, &PostParams::default(), &updated).await?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Running and Ready (for minReadySeconds): the next ordinal may start.
@@ -150,6 +333,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
                     &update_hash
                 };
                 let pod = stateful_pod(&set, i, hash);
+                ensure_claims(&context, &set, i, None, true).await?;
                 match pods_api.create(&PostParams::default(), &pod).await {
                     Ok(_) => event("SuccessfulCreate", "create", &pod.name_any()).await,
                     Err(e) if crate::runtime::already_exists(&e) => {}
@@ -199,6 +383,10 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
     };
     for pod in doomed {
         if pod.metadata.deletion_timestamp.is_none() {
+            // Its claims follow the pod when the policy says so.
+            if let Some(i) = ordinal(&name, &pod.name_any()) {
+                ensure_claims(&context, &set, i, Some(pod), false).await?;
+            }
             let _ = pods_api
                 .delete(&pod.name_any(), &DeleteParams::default())
                 .await;
@@ -316,5 +504,49 @@ mod tests {
         assert_eq!(spec.hostname.as_deref(), Some("web-1"));
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
         assert_eq!(pod.metadata.labels.unwrap()[POD_INDEX], "1");
+    }
+
+    #[test]
+    fn claim_templates_become_claims_and_volumes_per_ordinal() {
+        let set: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "s1"},
+            "spec": {"replicas": 2, "serviceName": "nginx", "selector": {"matchLabels": {"app": "nginx"}},
+                     "template": {"metadata": {"labels": {"app": "nginx"}}, "spec": {"containers": [{"name": "c", "image": "i"}],
+                                  "volumes": [{"name": "data", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": {"tier": "db"}},
+                                               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+                     "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"}},
+        }))
+        .unwrap();
+        let pod = stateful_pod(&set, 1, "h");
+        let volumes = pod.spec.unwrap().volumes.unwrap();
+        let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["data", "cache"]);
+        assert_eq!(
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "data-web-1"
+        );
+        let template = &claim_templates(&set)[0];
+        let claim = new_claim(&set, template, 1);
+        assert_eq!(claim.name_any(), "data-web-1");
+        let labels = claim.metadata.labels.clone().unwrap();
+        assert_eq!(
+            (labels["tier"].as_str(), labels["app"].as_str()),
+            ("db", "nginx")
+        );
+        // In range: owned by the set; condemned: by its pod.
+        let owners = claim_owners(&set, &claim, 1, None);
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].uid, "s1");
+        let condemned: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "web-2", "namespace": "default", "uid": "p2"}}),
+        )
+        .unwrap();
+        let owners = claim_owners(&set, &new_claim(&set, template, 2), 2, Some(&condemned));
+        assert_eq!((owners.len(), owners[0].kind.as_str()), (1, "Pod"));
     }
 }

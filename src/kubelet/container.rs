@@ -650,10 +650,12 @@ pub async fn environment(
         .collect())
 }
 
-/// Bind mounts for the container's volumeMounts.
+/// Bind mounts for the container's volumeMounts (read-only where the
+/// mount or the volume, in `read_only`, says so).
 pub fn mounts(
     c: &Container,
     volumes: &HashMap<String, PathBuf>,
+    read_only: &std::collections::HashSet<String>,
 ) -> Result<Vec<api::Mount>, ConfigError> {
     let mut out = Vec::new();
     for m in c.volume_mounts.clone().unwrap_or_default() {
@@ -678,7 +680,7 @@ pub fn mounts(
         out.push(api::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.display().to_string(),
-            readonly: m.read_only.unwrap_or(false),
+            readonly: m.read_only.unwrap_or(false) || read_only.contains(&m.name),
             propagation: match m.mount_propagation.as_deref() {
                 Some("HostToContainer") => api::MountPropagation::PropagationHostToContainer as i32,
                 Some("Bidirectional") => api::MountPropagation::PropagationBidirectional as i32,

@@ -62,6 +62,8 @@ pub struct AgentConfig {
     pub pod_network_backend: crate::network::routes::Backend,
     /// kubelet's `--cgroup-root`.
     pub cgroup_root: String,
+    /// `--default-local-storage-path`: local-path volumes' directories.
+    pub storage_dir: PathBuf,
 }
 
 /// A running agent; [`Agent::stop`] stops containerd (pods keep running).
@@ -165,6 +167,7 @@ pub async fn start(
     let readings = node::Readings::take(&data_dir);
     let kubelet_client = client.clone();
     let probe_metrics = Arc::new(probes::ProbeMetrics::default());
+    let claim_volumes = volumes::ClaimVolumes::default();
     let ctx = Arc::new(worker::NodeContext {
         client,
         cri: cri.clone(),
@@ -180,6 +183,7 @@ pub async fn start(
         node_name: config.node.name.clone(),
         probe_metrics: probe_metrics.clone(),
         metrics: kubelet_metrics.clone(),
+        claim_volumes: claim_volumes.clone(),
     });
     tokio::spawn(pods::run(ctx));
     tokio::spawn(rotate_logs(
@@ -192,6 +196,7 @@ pub async fn start(
         cri.clone(),
         channel_for_exec.clone(),
         config.node.name.clone(),
+        claim_volumes,
     );
     tokio::spawn(collector.clone().run());
     let kubelet = server::router(Arc::new(server::KubeletApi {

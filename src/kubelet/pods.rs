@@ -177,6 +177,7 @@ async fn remove_orphans(ctx: &NodeContext, known: &HashSet<String>) {
             .await;
         super::cgroup::remove_pod(&ctx.settings.cgroup_root, uid);
         volumes::remove(&ctx.data_dir, uid);
+        ctx.claim_volumes.forget(uid);
         if let Some(meta) = &sandbox.metadata {
             let _ = std::fs::remove_dir_all(format!(
                 "/var/log/pods/{}_{}_{}",

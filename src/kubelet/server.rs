@@ -249,6 +249,7 @@ async fn kubelet_metrics(State(state): State<Arc<KubeletApi>>) -> Response {
     }
     let mut text = super::stats::kubelet_metrics(&state.node_name, ready as i64, &states);
     text.push_str(&state.metrics.encode());
+    text.push_str(&state.stats.volume_metrics());
     metrics_text(text)
 }
 

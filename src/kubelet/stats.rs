@@ -20,8 +20,8 @@ use super::cgroup::{self, Mounts, Usage};
 use super::container::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
 use super::cri::{Cri, api};
 use crate::api::summary::{
-    ContainerStats, CpuStats, FsStats, InterfaceStats, MemoryStats, NetworkStats, NodeStats,
-    PodReference, PodStats, SAMPLE_PERIOD, Summary,
+    ClaimReference, ContainerStats, CpuStats, FsStats, InterfaceStats, MemoryStats, NetworkStats,
+    NodeStats, PodReference, PodStats, SAMPLE_PERIOD, Summary, VolumeStats,
 };
 use crate::telemetry::{Descriptor, StabilityLevel, register_in};
 
@@ -79,6 +79,8 @@ struct Round {
     pod_started: HashMap<String, DateTime<Utc>>,
     /// Pod uid → its network namespace's interfaces, when read.
     pod_network: HashMap<String, (DateTime<Utc>, Vec<InterfaceStats>)>,
+    /// Pod uid → its claims' volumes' figures.
+    pod_volumes: HashMap<String, Vec<VolumeStats>>,
 }
 
 /// The last two rounds.
@@ -97,6 +99,7 @@ pub struct Collector {
     mounts: Mounts,
     boot: Option<DateTime<Utc>>,
     memory_capacity: Option<u64>,
+    claim_volumes: super::volumes::ClaimVolumes,
     // A std mutex: nothing awaits while it is held, and it is held only to
     // swap a round in or clone the two out.
     samples: Mutex<Samples>,
@@ -104,7 +107,12 @@ pub struct Collector {
 
 impl Collector {
     /// A collector for this node (nothing sampled yet).
-    pub fn new(cri: Cri, containerd: tonic::transport::Channel, node_name: String) -> Arc<Self> {
+    pub fn new(
+        cri: Cri,
+        containerd: tonic::transport::Channel,
+        node_name: String,
+        claim_volumes: super::volumes::ClaimVolumes,
+    ) -> Arc<Self> {
         let proc_stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         Arc::new(Collector {
@@ -114,6 +122,7 @@ impl Collector {
             mounts: Mounts::discover(),
             boot: cgroup::boot_time(&proc_stat).and_then(|s| DateTime::from_timestamp(s, 0)),
             memory_capacity: cgroup::parse_meminfo(&meminfo).get("MemTotal").copied(),
+            claim_volumes,
             samples: Mutex::new(Samples::default()),
         })
     }
@@ -151,6 +160,12 @@ impl Collector {
         });
         let mut round = Round {
             node,
+            pod_volumes: self
+                .claim_volumes
+                .all()
+                .into_iter()
+                .map(|(pod, volumes)| (pod.uid, volumes.iter().filter_map(volume_stats).collect()))
+                .collect(),
             ..Default::default()
         };
         let mut runtime = self.cri.runtime.clone();
@@ -286,6 +301,81 @@ impl Collector {
     pub fn cadvisor_metrics(&self) -> String {
         cadvisor_metrics(&self.summary())
     }
+
+    /// The claims' volume series of the kubelet's `/metrics`.
+    pub fn volume_metrics(&self) -> String {
+        volume_metrics(&self.summary())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClaimLabels {
+    namespace: String,
+    persistentvolumeclaim: String,
+}
+
+/// `kubelet_volume_stats_*`: one series per claim (several pods mounting
+/// one claim count once), upstream's names and help.
+fn volume_metrics(summary: &Summary) -> String {
+    type Read = fn(&VolumeStats) -> u64;
+    let families: [(&str, &str, Read); 6] = [
+        (
+            "kubelet_volume_stats_capacity_bytes",
+            "Capacity in bytes of the volume",
+            |v| v.capacity_bytes,
+        ),
+        (
+            "kubelet_volume_stats_available_bytes",
+            "Number of available bytes in the volume",
+            |v| v.available_bytes,
+        ),
+        (
+            "kubelet_volume_stats_used_bytes",
+            "Number of used bytes in the volume",
+            |v| v.used_bytes,
+        ),
+        (
+            "kubelet_volume_stats_inodes",
+            "Maximum number of inodes in the volume",
+            |v| v.inodes,
+        ),
+        (
+            "kubelet_volume_stats_inodes_free",
+            "Number of free inodes in the volume",
+            |v| v.inodes_free,
+        ),
+        (
+            "kubelet_volume_stats_inodes_used",
+            "Number of used inodes in the volume",
+            |v| v.inodes_used,
+        ),
+    ];
+    let volumes: BTreeMap<(String, String), &VolumeStats> = summary
+        .pods
+        .iter()
+        .flat_map(|p| p.volume.iter().flatten())
+        .filter_map(|v| {
+            let claim = v.pvc_ref.as_ref()?;
+            Some(((claim.namespace.clone(), claim.name.clone()), v))
+        })
+        .collect();
+    let mut registry = prometheus_client::registry::Registry::default();
+    if volumes.is_empty() {
+        return String::new();
+    }
+    for (name, help, read) in families {
+        let family = Family::<ClaimLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        for ((namespace, claim), volume) in &volumes {
+            family
+                .get_or_create(&ClaimLabels {
+                    namespace: namespace.clone(),
+                    persistentvolumeclaim: claim.clone(),
+                })
+                .set(read(volume) as i64);
+        }
+        register_in(&mut registry, &Descriptor::new(name, help), family);
+    }
+    crate::telemetry::prometheus_text(&registry)
 }
 
 fn from_nanos(ns: i64) -> DateTime<Utc> {
@@ -350,6 +440,33 @@ fn memory_stats(latest: &Reading, capacity: Option<u64>) -> Option<MemoryStats> 
 /// The Summary from the last two rounds: rates where both rounds read the
 /// same thing; pods sum their containers (a pod's rate only when every
 /// container has one).
+/// A claim volume's figures: statfs of its directory (the whole file
+/// system's, as upstream's local volumes report).
+fn volume_stats(volume: &super::volumes::ClaimVolume) -> Option<VolumeStats> {
+    let fs = nix::sys::statvfs::statvfs(&volume.path).ok()?;
+    let block = fs.fragment_size() as u64;
+    let (blocks, free, available) = (
+        fs.blocks() as u64,
+        fs.blocks_free() as u64,
+        fs.blocks_available() as u64,
+    );
+    let (inodes, inodes_free) = (fs.files() as u64, fs.files_free() as u64);
+    Some(VolumeStats {
+        time: Utc::now(),
+        available_bytes: available * block,
+        capacity_bytes: blocks * block,
+        used_bytes: blocks.saturating_sub(free) * block,
+        inodes_free,
+        inodes,
+        inodes_used: inodes.saturating_sub(inodes_free),
+        name: volume.name.clone(),
+        pvc_ref: Some(ClaimReference {
+            namespace: volume.claim.0.clone(),
+            name: volume.claim.1.clone(),
+        }),
+    })
+}
+
 fn summarize(
     previous: Option<&Round>,
     latest: Option<&Round>,
@@ -409,6 +526,11 @@ fn summarize(
                             .unwrap_or_default(),
                         interfaces: interfaces.clone(),
                     }),
+                volume: latest
+                    .pod_volumes
+                    .get(&pod_ref.uid)
+                    .filter(|v| !v.is_empty())
+                    .cloned(),
                 pod_ref,
                 containers,
             }
@@ -877,7 +999,49 @@ mod tests {
                     )),
                 ),
             )]),
+            pod_volumes: HashMap::from([(
+                "uid-web".to_string(),
+                vec![VolumeStats {
+                    time: at(secs),
+                    capacity_bytes: 1000,
+                    available_bytes: 600,
+                    used_bytes: 400,
+                    name: "data".into(),
+                    pvc_ref: Some(ClaimReference {
+                        name: "data-web-0".into(),
+                        namespace: "default".into(),
+                    }),
+                    ..Default::default()
+                }],
+            )]),
         }
+    }
+
+    #[test]
+    fn claim_volumes_are_in_the_summary_and_the_metrics() {
+        let summary = summarize(
+            None,
+            Some(&round(10, 0, &[("c1", "web", "web", 1, 1)])),
+            None,
+        );
+        let volume = &summary.pods[0].volume.as_ref().expect("volumes")[0];
+        assert_eq!(volume.pvc_ref.as_ref().expect("claim").name, "data-web-0");
+        let json = serde_json::to_value(&summary.pods[0]).expect("json");
+        assert_eq!(json["volume"][0]["pvcRef"]["namespace"], "default");
+        assert_eq!(json["volume"][0]["capacityBytes"], 1000);
+        let text = volume_metrics(&summary);
+        assert!(
+            text.contains(
+                "kubelet_volume_stats_used_bytes{namespace=\"default\",persistentvolumeclaim=\"data-web-0\"} 400"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# HELP kubelet_volume_stats_capacity_bytes [ALPHA] Capacity in bytes of the volume"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

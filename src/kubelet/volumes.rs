@@ -32,6 +32,73 @@ pub enum VolumeError {
     Unsupported(String),
 }
 
+/// A claim's volume as a pod mounts it: the pod's name for the volume,
+/// the claim, the node directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimVolume {
+    /// The pod's volume name.
+    pub name: String,
+    /// The claim's namespace and name.
+    pub claim: (String, String),
+    /// The directory on the node.
+    pub path: PathBuf,
+}
+
+/// Pod uid → the pod and its claims' volumes.
+type ClaimVolumesByPod = HashMap<String, (crate::api::summary::PodReference, Vec<ClaimVolume>)>;
+
+/// The claims' volumes of the node's pods, by pod uid: what volume stats
+/// are read from.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimVolumes(std::sync::Arc<std::sync::Mutex<ClaimVolumesByPod>>);
+
+impl ClaimVolumes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClaimVolumesByPod> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes the claim volumes of `pod`, prepared at `paths`.
+    pub fn record(&self, pod: &Pod, paths: &HashMap<String, PathBuf>) {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let claimed: Vec<ClaimVolume> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| {
+                let claim = v.persistent_volume_claim.as_ref()?;
+                Some(ClaimVolume {
+                    name: v.name.clone(),
+                    claim: (namespace.clone(), claim.claim_name.clone()),
+                    path: paths.get(&v.name)?.clone(),
+                })
+            })
+            .collect();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if claimed.is_empty() {
+            self.lock().remove(&uid);
+            return;
+        }
+        let reference = crate::api::summary::PodReference {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace,
+            uid: uid.clone(),
+        };
+        self.lock().insert(uid, (reference, claimed));
+    }
+
+    /// Forgets a removed pod.
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    /// Every pod's claim volumes.
+    pub fn all(&self) -> Vec<(crate::api::summary::PodReference, Vec<ClaimVolume>)> {
+        self.lock().values().cloned().collect()
+    }
+}
+
 /// The directory of a pod's volumes.
 pub fn pod_dir(data_dir: &Path, uid: &str) -> PathBuf {
     data_dir.join("agent").join("pods").join(uid)
@@ -74,6 +141,9 @@ async fn prepare_one(
         std::fs::create_dir_all(&d)?;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))?;
         return Ok(d);
+    }
+    if let Some(claim) = &volume.persistent_volume_claim {
+        return claimed_path(client, namespace, &claim.claim_name).await;
     }
     if let Some(host) = &volume.host_path {
         let path = PathBuf::from(&host.path);
@@ -185,6 +255,94 @@ async fn prepare_one(
     let d = dir(kind);
     write_files(&d, &files)?;
     Ok(d)
+}
+
+/// The directory of the volume bound to a claim (upstream's populator:
+/// the claim must be bound, its volume must point back at it). Local and
+/// hostPath volumes are node directories the runtime bind-mounts as they
+/// are; other sources need drivers kelp does not have.
+async fn claimed_path(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<PathBuf, VolumeError> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let api_error = |e: kube::Error| VolumeError::Api(e.to_string());
+    let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(api_error)?
+        .ok_or_else(|| VolumeError::Missing(format!("persistentvolumeclaim {name:?} not found")))?;
+    if claim.metadata.deletion_timestamp.is_some() {
+        return Err(VolumeError::Missing(format!(
+            "can't start pod because PVC {namespace}/{name} is being deleted"
+        )));
+    }
+    let phase = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    let volume = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
+    if phase != "Bound" || volume.is_empty() {
+        return Err(VolumeError::Missing(format!(
+            "PVC {namespace}/{name} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume:?})"
+        )));
+    }
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&volume)
+        .await
+        .map_err(api_error)?;
+    let spec = pv.spec.unwrap_or_default();
+    let Some(reference) = spec.claim_ref else {
+        return Err(VolumeError::Missing(format!(
+            "found PV object {volume:?} but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim"
+        )));
+    };
+    if reference.uid != claim.metadata.uid {
+        return Err(VolumeError::Missing(format!(
+            "found PV object {volume:?} but its pv.Spec.ClaimRef.UID ({:?}) does not point to claim.UID ({:?})",
+            reference.uid.unwrap_or_default(),
+            claim.metadata.uid.unwrap_or_default()
+        )));
+    }
+    if let Some(local) = spec.local {
+        let path = PathBuf::from(&local.path);
+        if !path.exists() {
+            return Err(VolumeError::Missing(format!(
+                "path {:?} does not exist",
+                local.path
+            )));
+        }
+        return Ok(path);
+    }
+    if let Some(host) = spec.host_path {
+        let path = PathBuf::from(&host.path);
+        if host.type_.as_deref() == Some("DirectoryOrCreate") {
+            std::fs::create_dir_all(&path)?;
+        }
+        return Ok(path);
+    }
+    Err(VolumeError::Unsupported(volume))
+}
+
+/// The volumes the pod mounts read-only whatever its containers say
+/// (claims marked `readOnly`).
+pub fn read_only(pod: &Pod) -> std::collections::HashSet<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.read_only == Some(true))
+        })
+        .map(|v| v.name.clone())
+        .collect()
 }
 
 /// A ConfigMap or Secret whose keys become files: source, name, the items

@@ -38,6 +38,8 @@ pub struct NodeContext {
     pub probe_metrics: Arc<super::probes::ProbeMetrics>,
     /// Pod start durations (`/metrics`).
     pub metrics: Arc<super::metrics::KubeletMetrics>,
+    /// The claims' volumes each pod mounts (for their stats).
+    pub claim_volumes: volumes::ClaimVolumes,
 }
 
 /// Back-off before restarting a failed container: 10 s doubling to 5 min.
@@ -304,6 +306,7 @@ impl PodWorker {
             };
             match volumes::prepare(&self.ctx.client, pod, &self.ctx.data_dir, &field).await {
                 Ok(v) => {
+                    self.ctx.claim_volumes.record(pod, &v);
                     self.volumes = Some(v);
                     self.tokens_due =
                         volumes::token_refresh_after(pod).map(|d| std::time::Instant::now() + d);
@@ -759,7 +762,11 @@ impl PodWorker {
                 .map(|s| container::expand(s, &vars))
                 .collect()
         };
-        let mounts = container::mounts(c, self.volumes.as_ref().unwrap_or(&HashMap::new()))?;
+        let mounts = container::mounts(
+            c,
+            self.volumes.as_ref().unwrap_or(&HashMap::new()),
+            &super::volumes::read_only(pod),
+        )?;
         let labels = HashMap::from([
             (CONTAINER_NAME.to_string(), c.name.clone()),
             (
@@ -1011,6 +1018,7 @@ impl PodWorker {
         }
         super::cgroup::remove_pod(&self.ctx.settings.cgroup_root, &uid);
         volumes::remove(&self.ctx.data_dir, &uid);
+        self.ctx.claim_volumes.forget(&uid);
         let _ = std::fs::remove_dir_all(container::log_directory(pod));
     }
 

@@ -6,12 +6,14 @@
 
 pub mod fit;
 pub mod metrics;
+pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
@@ -74,12 +76,20 @@ async fn run(
     )
     .default_backoff()
     .touched_objects();
+    let (claims, claim_events) =
+        crate::runtime::cache(Api::<PersistentVolumeClaim>::all(client.clone()));
+    let (volumes, volume_events) =
+        crate::runtime::cache(Api::<PersistentVolume>::all(client.clone()));
+    let (classes, class_events) = crate::runtime::cache(Api::<StorageClass>::all(client.clone()));
     // The watches run on their own, keeping the caches current; any number
     // of changes during a pass make one more pass.
     let changed = std::sync::Arc::new(tokio::sync::Notify::new());
     for events in [
         pod_events.map(|_| ()).boxed(),
         node_events.map(|_| ()).boxed(),
+        claim_events,
+        volume_events,
+        class_events,
     ] {
         let changed = changed.clone();
         tokio::spawn(events.for_each(move |_| {
@@ -91,6 +101,11 @@ async fn run(
     if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
         return;
     }
+    let storage = Storage {
+        claims,
+        volumes,
+        classes,
+    };
     let mut scheduler = Scheduler {
         client,
         metrics,
@@ -106,7 +121,40 @@ async fn run(
             }
             _ = retry.tick() => {}
         }
-        scheduler.pass(&pods, &nodes).await;
+        scheduler.pass(&pods, &nodes, &storage.view()).await;
+    }
+}
+
+/// The storage caches volume binding reads.
+struct Storage {
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    classes: Store<StorageClass>,
+}
+
+impl Storage {
+    fn view(&self) -> volumes::StorageView {
+        use kube::ResourceExt;
+        volumes::StorageView {
+            claims: self
+                .claims
+                .state()
+                .iter()
+                .map(|c| {
+                    (
+                        (c.namespace().unwrap_or_default(), c.name_any()),
+                        (**c).clone(),
+                    )
+                })
+                .collect(),
+            volumes: self.volumes.state().iter().map(|v| (**v).clone()).collect(),
+            classes: self
+                .classes
+                .state()
+                .iter()
+                .map(|c| (c.name_any(), (**c).clone()))
+                .collect(),
+        }
     }
 }
 
@@ -121,7 +169,12 @@ struct Scheduler {
 
 impl Scheduler {
     /// Places every pending pod it can, oldest first.
-    async fn pass(&mut self, pods: &Store<Pod>, nodes: &Store<Node>) {
+    async fn pass(
+        &mut self,
+        pods: &Store<Pod>,
+        nodes: &Store<Node>,
+        storage: &volumes::StorageView,
+    ) {
         let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         let all: Vec<std::sync::Arc<Pod>> = pods.state();
         let bound: HashSet<String> = all
@@ -179,11 +232,27 @@ impl Scheduler {
             let started = std::time::Instant::now();
             let mut reasons = Vec::new();
             let wanted = fit::pod_requests(pod);
+            let pod_volumes = match storage.pod_volumes(pod) {
+                Ok(v) => v,
+                Err(reason) => {
+                    unschedulable += 1;
+                    self.metrics
+                        .attempt(Outcome::Unschedulable, started.elapsed().as_secs_f64());
+                    let reasons = vec![reason; nodes.len()];
+                    self.unschedulable(pod, fit::unschedulable_message(nodes.len(), &reasons))
+                        .await;
+                    continue;
+                }
+            };
             // Highest score; then fewer pods; then the name, for a stable choice.
             let mut best: Option<((i64, i64), usize)> = None;
+            let mut volume_bindings: HashMap<usize, Vec<volumes::Binding>> = HashMap::new();
             for (i, node) in nodes.iter().enumerate() {
-                match fit::fits(pod, wanted, node, &infos[i], &by_node, &nodes) {
-                    Ok(()) => {
+                let fit = fit::fits(pod, wanted, node, &infos[i], &by_node, &nodes)
+                    .and_then(|()| storage.check(&pod_volumes, node));
+                match fit {
+                    Ok(bindings) => {
+                        volume_bindings.insert(i, bindings);
                         let key = (
                             fit::score(pod, wanted, node, &infos[i], &by_node),
                             -infos[i].pods,
@@ -202,6 +271,11 @@ impl Scheduler {
                 }
             }
             match best {
+                Some((_, i)) if !volumes::StorageView::all_bound(&pod_volumes) => {
+                    // Volumes first: the pod is bound once its claims are.
+                    let bindings = volume_bindings.remove(&i).unwrap_or_default();
+                    self.bind_volumes(bindings).await;
+                }
                 Some((_, i)) => {
                     // Assumed bound at once, so the next pods see it there;
                     // the bindings themselves are written together below.
@@ -247,6 +321,32 @@ impl Scheduler {
         self.metrics.pending(failed.len(), unschedulable);
         for uid in failed {
             self.assumed.remove(&uid);
+        }
+    }
+
+    /// Writes what the chosen node needs of the pod's claims (upstream's
+    /// PreBind): volumes' claimRefs, then the claims' selected node.
+    async fn bind_volumes(&self, bindings: Vec<volumes::Binding>) {
+        use kube::ResourceExt;
+        for binding in bindings {
+            let result = match binding {
+                volumes::Binding::Volume { volume } => {
+                    Api::<PersistentVolume>::all(self.client.clone())
+                        .replace(&volume.name_any(), &PostParams::default(), &volume)
+                        .await
+                        .map(|_| ())
+                }
+                volumes::Binding::Provision { claim } => Api::<PersistentVolumeClaim>::namespaced(
+                    self.client.clone(),
+                    &claim.namespace().unwrap_or_default(),
+                )
+                .replace(&claim.name_any(), &PostParams::default(), &claim)
+                .await
+                .map(|_| ()),
+            };
+            if let Err(e) = result {
+                tracing::debug!(err = %e, "binding volumes");
+            }
         }
     }
 

@@ -148,7 +148,13 @@ pub async fn record<K: Resource<DynamicType = ()>>(
 ) {
     let meta = object.meta();
     let namespace = meta.namespace.clone().unwrap_or_default();
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    // Events about cluster-scoped objects live in `default`, as upstream's.
+    let home = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace.as_str()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), home);
     let name = meta.name.clone().unwrap_or_default();
     let key: EventKey = [
         source.component.clone(),
@@ -190,7 +196,7 @@ pub async fn record<K: Resource<DynamicType = ()>>(
     };
     let event = json!({
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": event_name, "namespace": namespace},
+        "metadata": {"name": event_name, "namespace": home},
         "involvedObject": {"apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": name, "namespace": namespace, "uid": meta.uid},
         "reason": reason,
         "message": message,

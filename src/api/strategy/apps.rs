@@ -50,6 +50,18 @@ pub fn default(resource: &str, obj: &mut Value) {
                 "/spec/persistentVolumeClaimRetentionPolicy/whenScaled",
                 json!("Retain"),
             );
+            // Stored templates read back as claims with v1 defaults.
+            if let Some(templates) = obj
+                .pointer_mut("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for claim in templates {
+                    default_field(claim, "/apiVersion", json!("v1"));
+                    default_field(claim, "/kind", json!("PersistentVolumeClaim"));
+                    super::storage::default_claim(claim);
+                    default_field(claim, "/status/phase", json!("Pending"));
+                }
+            }
         }
         "daemonsets" => {
             default_field(obj, "/spec/updateStrategy/type", json!("RollingUpdate"));
@@ -84,7 +96,46 @@ pub fn validate(obj: &Value) -> Vec<FieldError> {
         Some(spec) => causes.extend(pod::validate_spec(spec, "spec.template.spec")),
         None => causes.push(FieldError::required("spec.template.spec.containers", "")),
     }
+    let templates = obj
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array);
+    for (i, claim) in templates.into_iter().flatten().enumerate() {
+        causes.extend(super::storage::validate_claim_spec(
+            &claim["spec"],
+            &format!("spec.volumeClaimTemplates[{i}].spec"),
+        ));
+    }
     causes
+}
+
+/// The StatefulSet spec fields an update may change (upstream's list).
+const STATEFULSET_MUTABLE: &[&str] = &[
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "revisionHistoryLimit",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+];
+
+/// A StatefulSet's identity (selector, service, claim templates, pod
+/// management) is fixed at creation.
+pub fn validate_statefulset_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let fixed = |set: &Value| {
+        let mut spec = set.get("spec").cloned().unwrap_or(json!({}));
+        if let Some(map) = spec.as_object_mut() {
+            map.retain(|k, v| !STATEFULSET_MUTABLE.contains(&k.as_str()) && !v.is_null());
+        }
+        spec
+    };
+    if fixed(new) == fixed(old) {
+        return vec![];
+    }
+    vec![FieldError::forbidden(
+        "spec",
+        "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+    )]
 }
 
 #[cfg(test)]
@@ -107,5 +158,17 @@ mod tests {
     fn negative_replicas_rejected() {
         let d = json!({"spec": {"replicas": -1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "a", "image": "x"}]}}}});
         assert_eq!(validate(&d)[0].field, "spec.replicas");
+    }
+
+    #[test]
+    fn statefulset_claim_templates_are_fixed() {
+        let old = json!({"spec": {"replicas": 1, "serviceName": "s",
+                                  "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}});
+        let scaled = json!({"spec": {"replicas": 3, "serviceName": "s",
+                                     "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}});
+        assert!(validate_statefulset_update(&scaled, &old).is_empty());
+        let grown = json!({"spec": {"replicas": 1, "serviceName": "s",
+                                    "volumeClaimTemplates": [{"metadata": {"name": "data2"}}]}});
+        assert_eq!(validate_statefulset_update(&grown, &old)[0].field, "spec");
     }
 }

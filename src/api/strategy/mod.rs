@@ -9,6 +9,7 @@ pub mod certificates;
 mod core;
 pub mod flowcontrol;
 pub mod pod;
+pub mod storage;
 
 use serde_json::{Value, json};
 
@@ -27,6 +28,8 @@ pub fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
         ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
         ("batch", "jobs") => batch::prepare_job_for_create(obj),
         ("", "secrets") => core::fold_string_data(obj),
+        ("", "persistentvolumes") => storage::prepare_volume_for_create(obj),
+        ("", "persistentvolumeclaims") => storage::prepare_claim_for_create(obj),
         _ => {}
     }
 }
@@ -55,6 +58,10 @@ pub fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value) {
 pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<FieldError> {
     match (rt.group.as_str(), rt.resource.as_str()) {
         ("", "configmaps" | "secrets") => core::validate_immutable_data(new, old),
+        ("", "persistentvolumeclaims") => storage::validate_claim_update(new, old),
+        ("", "persistentvolumes") => storage::validate_volume_update(new, old),
+        ("storage.k8s.io", "storageclasses") => storage::validate_class_update(new, old),
+        ("apps", "statefulsets") => apps::validate_statefulset_update(new, old),
         ("certificates.k8s.io", "certificatesigningrequests") => {
             certificates::validate_update(new, old)
         }
@@ -79,10 +86,12 @@ pub fn prepare_for_status_update(rt: &ResourceType, new: &mut Value, old: &Value
         meta["resourceVersion"] = rv;
     }
     *new = merged;
-    if (rt.group.as_str(), rt.resource.as_str())
-        == ("certificates.k8s.io", "certificatesigningrequests")
-    {
-        certificates::prepare_for_status_update(new, old);
+    match (rt.group.as_str(), rt.resource.as_str()) {
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            certificates::prepare_for_status_update(new, old)
+        }
+        ("", "persistentvolumes") => storage::prepare_volume_for_status_update(new, old),
+        _ => {}
     }
 }
 
@@ -103,6 +112,9 @@ pub fn default(rt: &ResourceType, obj: &mut Value) {
         ("", "services") => core::default_service(obj),
         ("", "secrets") => default_field(obj, "/type", json!("Opaque")),
         ("", "namespaces") => default_field(obj, "/spec/finalizers", json!(["kubernetes"])),
+        ("", "persistentvolumes") => storage::default_volume(obj),
+        ("", "persistentvolumeclaims") => storage::default_claim(obj),
+        ("storage.k8s.io", "storageclasses") => storage::default_class(obj),
         ("apps", _) => apps::default(&rt.resource, obj),
         ("batch", _) => batch::default(&rt.resource, obj),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
@@ -129,6 +141,9 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
         ("", "services") => core::validate_service(obj),
         ("", "configmaps") => core::validate_configmap(obj),
         ("", "secrets") => core::validate_secret(obj),
+        ("", "persistentvolumes") => storage::validate_volume(obj),
+        ("", "persistentvolumeclaims") => storage::validate_claim(obj),
+        ("storage.k8s.io", "storageclasses") => storage::validate_class(obj),
         ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
             apps::validate(obj)
         }

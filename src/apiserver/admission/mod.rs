@@ -8,6 +8,7 @@ pub mod node_restriction;
 pub mod pod_security;
 pub mod pod_security_config;
 pub mod service_account;
+pub mod storage;
 pub mod webhook;
 
 use serde_json::Value;
