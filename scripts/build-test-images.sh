@@ -2,6 +2,8 @@
 # Builds the image tarballs the tests use, from Debian's busybox-static:
 #   busybox.tar          OCI layout,     kelp.test/busybox:1, and kelp.test/nginx:1.14.2
 #                        and :1.16.1 (httpd on port 80 answering "nginx <version>")
+# Besides busybox, /bin/udp-echo (tests/fixtures/udp_echo.rs, built static
+# with rustc): busybox has no UDP server.
 #   busybox-docker.tar   docker-archive, kelp.test/busybox-docker:1 (same content)
 # Both hold /bin/busybox and its applets (sh, httpd, nc, wget, sleep, ...).
 # Usage: scripts/build-test-images.sh [OUT_DIR]   (default: target/test-images)
@@ -28,6 +30,9 @@ cp "$busybox" "$root/bin/busybox"
 for applet in $("$busybox" --list); do
   [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
 done
+# A UDP peer, static (glibc's libc.a, from libc6-dev like every Rust link).
+rustc --edition 2021 -O -C target-feature=+crt-static -C strip=symbols \
+  -o "$root/bin/udp-echo" "$(dirname "$0")/../tests/fixtures/udp_echo.rs"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"

@@ -2,7 +2,8 @@
 # Stops kelp and everything it started on this host: the kelp server, its
 # supervised containerd, every pod (shims and their processes), and removes
 # what kelp made: pod network namespaces, mounts under the data dir and
-# /run/kelp, the cni0 bridge, the KELP-* iptables chains (masquerade, hostPort), the
+# /run/kelp, the cni0 bridge, the KELP-* iptables chains (masquerade, hostPort,
+# network policies), the
 # service proxy's KUBE-* chains and the CNI address
 # allocations. Touches nothing that belongs to another containerd or runtime.
 #
@@ -142,6 +143,13 @@ for table in nat filter; do
   for chain in $chains; do iptables -w -t "$table" -F "$chain" 2>/dev/null; done
   for chain in $chains; do iptables -w -t "$table" -X "$chain" 2>/dev/null; done
 done
+
+# 8. The NetworkPolicy chains and the jumps to them.
+unjump filter FORWARD KELP-NETPOL "kelp network policies"
+unjump filter INPUT KELP-NETPOL "kelp network policies" -i cni0
+chains=$(iptables-save -t filter 2>/dev/null | sed -n 's/^:\(KELP-N[A-Z0-9-]*\) .*/\1/p')
+for chain in $chains; do iptables -w -t filter -F "$chain" 2>/dev/null; done
+for chain in $chains; do iptables -w -t filter -X "$chain" 2>/dev/null; done
 
 rm -rf "$DATA_DIR/agent/cni/networks" "$RUN_DIR"
 exit 0

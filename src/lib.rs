@@ -16,6 +16,7 @@ pub mod dns;
 pub mod http;
 pub mod kubelet;
 pub mod local_storage;
+pub mod netpol;
 pub mod network;
 pub mod pki;
 pub mod platform;

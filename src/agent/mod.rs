@@ -33,10 +33,15 @@ pub struct ClusterSettings {
     /// Whether nodes provision local-path volumes (not `--disable local-storage`).
     #[serde(rename = "localStorage", default)]
     pub local_storage: bool,
+    /// Whether nodes enforce NetworkPolicies (not `--disable network-policy`).
+    #[serde(rename = "networkPolicy", default)]
+    pub network_policy: bool,
 }
 
 /// The user a joined node's local-path provisioner acts as.
 pub const LOCAL_STORAGE_USER: &str = "system:kelp:local-path-provisioner";
+/// The user every node's NetworkPolicy enforcer acts as.
+pub const NETWORK_POLICY_USER: &str = "system:kelp:network-policy";
 
 /// The identities a node's components act as.
 pub struct NodeClients {
@@ -50,6 +55,8 @@ pub struct NodeClients {
     pub dns: Option<kube::Client>,
     /// The local-path provisioner, unless disabled.
     pub local_storage: Option<kube::Client>,
+    /// The NetworkPolicy enforcer, unless disabled.
+    pub network_policy: Option<kube::Client>,
 }
 
 /// Starts a node's components: service proxy, kubelet (which registers the
@@ -76,6 +83,13 @@ pub async fn run_node(
             dir: config.storage_dir.clone(),
         };
         tokio::spawn(storage.run(client));
+    }
+    if let Some(client) = clients.network_policy {
+        let enforcer = crate::netpol::PolicyEnforcer {
+            node: config.node.name.clone(),
+            bridge: crate::network::cni::default_bridge(),
+        };
+        tokio::spawn(enforcer.run(client));
     }
     let node_ip = config.node.ip.parse().ok();
     let backend = config.pod_network_backend;
@@ -198,6 +212,12 @@ pub async fn run_joined(
             LOCAL_STORAGE_USER,
         ));
     }
+    if joined.cluster.network_policy {
+        kinds.push(CertificateKind::component_client(
+            "client-network-policy",
+            NETWORK_POLICY_USER,
+        ));
+    }
     let mut certs = Vec::new();
     for kind in &kinds {
         let (cert, key) =
@@ -223,12 +243,19 @@ pub async fn run_joined(
         } else {
             None
         },
-        local_storage: if joined.cluster.local_storage {
-            Some(remote(
-                certs.last().context("the provisioner's certificate")?,
-            )?)
-        } else {
-            None
+        local_storage: match kinds
+            .iter()
+            .position(|k| k.common_name == LOCAL_STORAGE_USER)
+        {
+            Some(i) => Some(remote(&certs[i])?),
+            None => None,
+        },
+        network_policy: match kinds
+            .iter()
+            .position(|k| k.common_name == NETWORK_POLICY_USER)
+        {
+            Some(i) => Some(remote(&certs[i])?),
+            None => None,
         },
     };
     let tls = crate::pki::tls::server_config(&joined.ca_pem, certs[0].clone())?;

@@ -59,6 +59,7 @@ pub async fn config(State(state): State<Arc<ApiState>>) -> Response {
             "clusterDNS": c.cluster_dns,
             "clusterDomain": c.cluster_domain,
             "localStorage": c.local_storage,
+            "networkPolicy": c.network_policy,
         }),
     )
 }

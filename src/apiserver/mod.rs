@@ -67,6 +67,8 @@ pub struct ApiConfig {
     pub cluster_domain: String,
     /// Whether nodes provision local-path volumes, told to joining nodes.
     pub local_storage: bool,
+    /// Whether nodes enforce NetworkPolicies, told to joining nodes.
+    pub network_policy: bool,
 }
 
 /// Shared state of every request.
@@ -944,6 +946,7 @@ mod tests {
                 cluster_dns: "10.43.0.10".into(),
                 cluster_domain: "cluster.local".into(),
                 local_storage: true,
+                network_policy: true,
             },
             tokens: Arc::new(TokenSigner::from_pem(&key).expect("signer")),
             metrics: Metrics::new(),

@@ -283,7 +283,8 @@ pub struct ServerArgs {
         default_value = "Node,RBAC"
     )]
     pub authorization_mode: Vec<crate::apiserver::authz::Mode>,
-    /// Components not to run (repeatable): scheduler, coredns, local-storage.
+    /// Components not to run (repeatable): scheduler, coredns, local-storage,
+    /// network-policy.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
     /// Logs, traces and metrics.

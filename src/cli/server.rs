@@ -109,6 +109,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         cluster_dns: args.cluster_dns.clone(),
         cluster_domain: args.cluster_domain.clone(),
         local_storage: enabled("local-storage"),
+        network_policy: enabled("network-policy"),
     };
     let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
         .context("--write-kubeconfig-mode")?;
@@ -174,6 +175,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             cluster_dns: args.cluster_dns.clone(),
             cluster_domain: args.cluster_domain.clone(),
             local_storage: cluster.local_storage,
+            network_policy: cluster.network_policy,
         },
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics,
@@ -325,6 +327,15 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                     User::service_account("kube-system", "local-path-provisioner-service-account"),
                 )
             }),
+            network_policy: cluster.network_policy.then(|| {
+                crate::apiserver::client::in_process(
+                    state.clone(),
+                    User {
+                        name: crate::agent::NETWORK_POLICY_USER.into(),
+                        groups: vec!["system:authenticated".into()],
+                    },
+                )
+            }),
         };
         let dns = args.node.dns_config(&cluster);
         let tls = tls.clone();
@@ -358,7 +369,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
 }
 
 /// What `--disable` takes (k3s's names).
-const DISABLEABLE: &[&str] = &["scheduler", "coredns", "local-storage"];
+const DISABLEABLE: &[&str] = &["scheduler", "coredns", "local-storage", "network-policy"];
 
 /// At most this many revisions of history are kept (kine, k3s's store shim,
 /// keeps 1000; a larger window lets slow informers resume instead of

@@ -37,6 +37,7 @@ const NODE_COMPONENT_USERS: &[&str] = &[
     "system:kube-proxy",
     "system:kelp:coredns",
     "system:kelp:local-path-provisioner",
+    "system:kelp:network-policy",
 ];
 
 /// Runs approver and signer.

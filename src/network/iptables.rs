@@ -49,6 +49,37 @@ pub fn ensure_rule_in(table: &str, chain: &str, args: &[&str], first: bool) -> R
     }
 }
 
+/// Makes the rule (recognised by its `marker` comment) the first of
+/// `chain` in `table`: rules others insert later at the top would
+/// otherwise decide first (kube-proxy's forwarding ACCEPTs, for one).
+pub fn ensure_first_in(
+    table: &str,
+    chain: &str,
+    args: &[&str],
+    marker: &str,
+) -> Result<(), String> {
+    let listed = in_table(table, &["-S", chain]).map_err(|e| format!("running iptables: {e}"))?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let first = text.lines().find(|l| l.starts_with("-A "));
+    if first.is_some_and(|l| l.contains(marker)) {
+        return Ok(());
+    }
+    let mut delete = vec!["-D", chain];
+    delete.extend_from_slice(args);
+    while in_table(table, &delete).is_ok_and(|o| o.status.success()) {}
+    let mut insert = vec!["-I", chain, "1"];
+    insert.extend_from_slice(args);
+    let out = in_table(table, &insert).map_err(|e| format!("running iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables -t {table} -I {chain} 1: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Applies `input` with `iptables-restore --noflush` (chains it declares
 /// are flushed; others untouched), all tables in one transaction each.
 pub fn restore(input: &str) -> Result<(), String> {

@@ -1,0 +1,135 @@
+//! NetworkPolicy enforcement on a node (what k3s does with kube-router's
+//! policy controller): watch caches of NetworkPolicies, pods and
+//! namespaces over the node's client; after any change (a burst makes one
+//! pass, 50 ms after it) and every 30 s the node's rules are rebuilt
+//! (`rules.rs`, pure) and applied with one `iptables-restore --noflush`
+//! that touches only kelp's `KELP-NETPOL` and per-pod chains, deleting
+//! those no longer used (from an earlier run too). The jumps from FORWARD
+//! and INPUT are kept first in their chains.
+
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::{Api, ResourceExt};
+
+use crate::network::iptables;
+
+const RESYNC: Duration = Duration::from_secs(30);
+const MARKER: &str = "kelp network policies";
+
+/// A node's policy enforcer.
+pub struct PolicyEnforcer {
+    /// The node's name (which pods are local).
+    pub node: String,
+    /// The pod bridge (pods reaching the node come in on it).
+    pub bridge: String,
+}
+
+/// A pod as the rules see it; None without an address of its own.
+fn pod_info(pod: &Pod, node: &str) -> Option<rules::PodInfo> {
+    let spec = pod.spec.as_ref()?;
+    let status = pod.status.as_ref()?;
+    let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    if spec.host_network == Some(true) || crate::api::pods::is_terminal(pod) {
+        return None;
+    }
+    let ports = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let name = p.name.clone()?;
+            Some((
+                name,
+                (
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    p.container_port,
+                ),
+            ))
+        })
+        .collect();
+    Some(rules::PodInfo {
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        ip,
+        labels: pod.labels().clone(),
+        ports,
+        local: spec.node_name.as_deref() == Some(node),
+    })
+}
+
+impl PolicyEnforcer {
+    /// Runs until the process ends.
+    pub async fn run(self, client: kube::Client) {
+        let (policies, policy_changes) =
+            crate::runtime::cache(Api::<NetworkPolicy>::all(client.clone()));
+        let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+        let (namespaces, namespace_changes) = crate::runtime::cache(Api::<Namespace>::all(client));
+        let changes = futures::stream::select_all([policy_changes, pod_changes, namespace_changes]);
+        let mut existing: BTreeSet<String> =
+            tokio::task::spawn_blocking(|| iptables::chains("filter"))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| rules::PER_POD_PREFIXES.iter().any(|p| c.starts_with(p)))
+                .collect();
+        let mut passes = crate::runtime::passes(changes.boxed(), RESYNC, Duration::from_millis(50));
+        while passes.next().await.is_some() {
+            use futures::FutureExt;
+            // Rules from half-filled caches would isolate pods wrongly.
+            let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
+            if !ready(policies.wait_until_ready().now_or_never())
+                || !ready(pods.wait_until_ready().now_or_never())
+                || !ready(namespaces.wait_until_ready().now_or_never())
+            {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let infos: Vec<rules::PodInfo> = pods
+                .state()
+                .iter()
+                .filter_map(|p| pod_info(p, &self.node))
+                .collect();
+            let labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect();
+            let all: Vec<NetworkPolicy> = policies.state().iter().map(|p| (**p).clone()).collect();
+            let rendered = rules::render(&all, &infos, &labels, &existing);
+            let text = rendered.text.clone();
+            let bridge = self.bridge.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                iptables::restore(&text)?;
+                for (chain, args) in rules::jumps(&bridge) {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    iptables::ensure_first_in("filter", chain, &args, MARKER)?;
+                }
+                Ok::<_, String>(())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match applied {
+                Ok(()) => {
+                    existing = rendered.chains;
+                    tracing::debug!(
+                        policies = all.len(),
+                        isolated = existing.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "network policy rules synced"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(err = %e, "writing network policy rules failed; retrying at the next change or resync")
+                }
+            }
+        }
+    }
+}
