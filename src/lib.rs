@@ -14,6 +14,7 @@ pub mod cli;
 pub mod controllers;
 pub mod dns;
 pub mod http;
+pub mod ingress;
 pub mod kubelet;
 pub mod local_storage;
 pub mod netpol;

@@ -2,7 +2,7 @@
 //! the default `local-path` class, a StatefulSet's claims provisioned on
 //! the node the scheduler chose, data that survives its pod and a kelp
 //! restart, volume figures, and volumes and directories gone with their
-//! claims; `--disable local-storage,network-policy` leaves both add-ons out.
+//! claims; `--disable local-storage,network-policy,ingress` leaves the add-ons out.
 
 mod common;
 
@@ -247,18 +247,17 @@ fn statefulset_claims_are_provisioned_kept_and_removed_with_their_volumes() {
 
 #[test]
 fn disabled_add_ons_stay_out() {
-    let server = Server::start_with(&["--disable", "local-storage,network-policy"]);
+    let server = Server::start_with(&["--disable", "local-storage,network-policy,ingress"]);
     let kubectl = server.kubectl("kubectl");
     kubectl.ok(&["get", "--raw", "/readyz"]);
     assert_eq!(kubectl.ok(&["get", "storageclass", "-o", "name"]), "");
-    // Joining nodes are told to run neither.
+    assert_eq!(kubectl.ok(&["get", "ingressclass", "-o", "name"]), "");
+    // Joining nodes are told to run none.
     let config: serde_json::Value =
         serde_json::from_str(&kubectl.ok(&["get", "--raw", "/v1-kelp/config"])).expect("json");
-    assert_eq!(
-        (&config["localStorage"], &config["networkPolicy"]),
-        (&serde_json::json!(false), &serde_json::json!(false)),
-        "{config}"
-    );
+    for add_on in ["localStorage", "networkPolicy", "ingress"] {
+        assert_eq!(config[add_on], serde_json::json!(false), "{config}");
+    }
     // A claim then names no class and waits for a volume made by hand.
     let dir = server.path("manifests");
     kubectl.apply(

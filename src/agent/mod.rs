@@ -36,12 +36,17 @@ pub struct ClusterSettings {
     /// Whether nodes enforce NetworkPolicies (not `--disable network-policy`).
     #[serde(rename = "networkPolicy", default)]
     pub network_policy: bool,
+    /// Whether nodes run the ingress proxy (not `--disable ingress`).
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 /// The user a joined node's local-path provisioner acts as.
 pub const LOCAL_STORAGE_USER: &str = "system:kelp:local-path-provisioner";
 /// The user every node's NetworkPolicy enforcer acts as.
 pub const NETWORK_POLICY_USER: &str = "system:kelp:network-policy";
+/// The user every node's ingress proxy acts as.
+pub const INGRESS_USER: &str = "system:kelp:ingress";
 
 /// The identities a node's components act as.
 pub struct NodeClients {
@@ -57,6 +62,8 @@ pub struct NodeClients {
     pub local_storage: Option<kube::Client>,
     /// The NetworkPolicy enforcer, unless disabled.
     pub network_policy: Option<kube::Client>,
+    /// The ingress proxy, unless disabled.
+    pub ingress: Option<kube::Client>,
 }
 
 /// Starts a node's components: service proxy, kubelet (which registers the
@@ -90,6 +97,16 @@ pub async fn run_node(
             bridge: crate::network::cni::default_bridge(),
         };
         tokio::spawn(enforcer.run(client));
+    }
+    if let Some(client) = clients.ingress {
+        let (http, https) = config.ingress_ports;
+        let proxy = crate::ingress::IngressProxy {
+            http: (std::net::Ipv4Addr::UNSPECIFIED, http).into(),
+            https: (std::net::Ipv4Addr::UNSPECIFIED, https).into(),
+        };
+        if let Err(e) = proxy.start(client).await {
+            tracing::error!(err = %format!("{e:#}"), "the ingress proxy failed to start");
+        }
     }
     let node_ip = config.node.ip.parse().ok();
     let backend = config.pod_network_backend;
@@ -218,6 +235,12 @@ pub async fn run_joined(
             NETWORK_POLICY_USER,
         ));
     }
+    if joined.cluster.ingress {
+        kinds.push(CertificateKind::component_client(
+            "client-ingress",
+            INGRESS_USER,
+        ));
+    }
     let mut certs = Vec::new();
     for kind in &kinds {
         let (cert, key) =
@@ -254,6 +277,10 @@ pub async fn run_joined(
             .iter()
             .position(|k| k.common_name == NETWORK_POLICY_USER)
         {
+            Some(i) => Some(remote(&certs[i])?),
+            None => None,
+        },
+        ingress: match kinds.iter().position(|k| k.common_name == INGRESS_USER) {
             Some(i) => Some(remote(&certs[i])?),
             None => None,
         },

@@ -50,6 +50,28 @@ pub fn kubelet_may_set_label(key: &str) -> bool {
         || restricted("node.kubernetes.io")
 }
 
+/// The addresses a load balancer Service is served on: each Ready node's
+/// ExternalIP, or its InternalIP when it has none; sorted, IPv4 only.
+pub fn ready_addresses(nodes: &[std::sync::Arc<Node>]) -> Vec<String> {
+    let mut ips: Vec<String> = nodes
+        .iter()
+        .filter(|n| crate::api::nodes::is_ready(n))
+        .filter_map(|n| {
+            let addresses = n.status.as_ref()?.addresses.as_ref()?;
+            let of = |kind: &str| {
+                addresses
+                    .iter()
+                    .find(|a| a.type_ == kind && a.address.parse::<std::net::Ipv4Addr>().is_ok())
+                    .map(|a| a.address.clone())
+            };
+            of("ExternalIP").or_else(|| of("InternalIP"))
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

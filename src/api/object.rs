@@ -398,6 +398,25 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
+/// Among `objects` (classes), the newest one an annotation of `marks`
+/// says is the default (`"true"`), ties by name: how upstream picks the
+/// default StorageClass and IngressClass.
+pub fn newest_default<'a>(objects: &'a [Value], marks: &[&str]) -> Option<&'a Value> {
+    let text = |c: &Value, field: &str| c["metadata"][field].as_str().unwrap_or("").to_string();
+    objects
+        .iter()
+        .filter(|c| {
+            marks
+                .iter()
+                .any(|a| c["metadata"]["annotations"][*a].as_str() == Some("true"))
+        })
+        .min_by(|a, b| {
+            text(b, "creationTimestamp")
+                .cmp(&text(a, "creationTimestamp"))
+                .then_with(|| text(a, "name").cmp(&text(b, "name")))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

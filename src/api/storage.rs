@@ -25,28 +25,22 @@ pub const CLAIM_PROTECTION: &str = "kubernetes.io/pvc-protection";
 /// The finalizer kept on a volume while it is bound.
 pub const VOLUME_PROTECTION: &str = "kubernetes.io/pv-protection";
 
-/// Whether a StorageClass is marked default (GA or beta annotation "true").
+/// The annotations marking the default StorageClass (GA, beta).
+const DEFAULT_CLASS_MARKS: &[&str] = &[
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+];
+
+/// Whether a StorageClass is marked default (either annotation "true").
 pub fn is_default_class(class: &Value) -> bool {
-    let annotations = &class["metadata"]["annotations"];
-    [
-        "storageclass.kubernetes.io/is-default-class",
-        "storageclass.beta.kubernetes.io/is-default-class",
-    ]
-    .iter()
-    .any(|a| annotations[*a].as_str() == Some("true"))
+    DEFAULT_CLASS_MARKS
+        .iter()
+        .any(|a| class["metadata"]["annotations"][*a].as_str() == Some("true"))
 }
 
 /// The default class among `classes`: the newest marked default, ties by name.
 pub fn default_class(classes: &[Value]) -> Option<&Value> {
-    let text = |c: &Value, field: &str| c["metadata"][field].as_str().unwrap_or("").to_string();
-    classes
-        .iter()
-        .filter(|c| is_default_class(c))
-        .min_by(|a, b| {
-            text(b, "creationTimestamp")
-                .cmp(&text(a, "creationTimestamp"))
-                .then_with(|| text(a, "name").cmp(&text(b, "name")))
-        })
+    crate::api::object::newest_default(classes, DEFAULT_CLASS_MARKS)
 }
 
 /// Whether the object carries `annotation` (its value does not matter).

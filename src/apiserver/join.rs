@@ -60,6 +60,7 @@ pub async fn config(State(state): State<Arc<ApiState>>) -> Response {
             "clusterDomain": c.cluster_domain,
             "localStorage": c.local_storage,
             "networkPolicy": c.network_policy,
+            "ingress": c.ingress,
         }),
     )
 }

@@ -69,6 +69,8 @@ pub struct ApiConfig {
     pub local_storage: bool,
     /// Whether nodes enforce NetworkPolicies, told to joining nodes.
     pub network_policy: bool,
+    /// Whether nodes run the ingress proxy, told to joining nodes.
+    pub ingress: bool,
 }
 
 /// Shared state of every request.
@@ -627,7 +629,7 @@ impl ApiState {
     }
 
     /// DefaultStorageClass and StorageObjectInUseProtection for new claims
-    /// and volumes.
+    /// and volumes; DefaultIngressClass for new Ingresses.
     async fn admit_storage(&self, req: &Request, obj: &mut Value) -> Result<(), ApiError> {
         use admission::storage;
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
@@ -643,6 +645,30 @@ impl ApiState {
                 storage::protect(obj, storage::CLAIM_PROTECTION);
             }
             ("", "persistentvolumes") => storage::protect(obj, storage::VOLUME_PROTECTION),
+            // DefaultIngressClass: an Ingress naming no class gets the default.
+            ("networking.k8s.io", "ingresses")
+                if obj
+                    .pointer("/spec/ingressClassName")
+                    .is_none_or(Value::is_null)
+                    && obj
+                        .pointer("/metadata/annotations/kubernetes.io~1ingress.class")
+                        .is_none() =>
+            {
+                if let Some(rt) = self
+                    .registry
+                    .lookup("networking.k8s.io", "v1", "ingressclasses")
+                {
+                    let classes = self.stored_objects(&rt.key_prefix(None)).await?;
+                    if let Some(name) = object::newest_default(
+                        &classes,
+                        &["ingressclass.kubernetes.io/is-default-class"],
+                    )
+                    .and_then(|c| c["metadata"]["name"].as_str())
+                    {
+                        obj["spec"]["ingressClassName"] = serde_json::json!(name);
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -947,6 +973,7 @@ mod tests {
                 cluster_domain: "cluster.local".into(),
                 local_storage: true,
                 network_policy: true,
+                ingress: true,
             },
             tokens: Arc::new(TokenSigner::from_pem(&key).expect("signer")),
             metrics: Metrics::new(),

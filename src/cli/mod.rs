@@ -284,7 +284,7 @@ pub struct ServerArgs {
     )]
     pub authorization_mode: Vec<crate::apiserver::authz::Mode>,
     /// Components not to run (repeatable): scheduler, coredns, local-storage,
-    /// network-policy.
+    /// network-policy, ingress.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
     /// Logs, traces and metrics.
@@ -383,6 +383,12 @@ pub struct NodeArgs {
     /// (k3s's flag; unset: `<data-dir>/storage`).
     #[arg(long, env = "KELP_DEFAULT_LOCAL_STORAGE_PATH")]
     pub default_local_storage_path: Option<PathBuf>,
+    /// The ingress proxy's HTTP port on every address of the node.
+    #[arg(long, env = "KELP_INGRESS_HTTP_PORT", default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// The ingress proxy's HTTPS port on every address of the node.
+    #[arg(long, env = "KELP_INGRESS_HTTPS_PORT", default_value_t = 443)]
+    pub ingress_https_port: u16,
 }
 
 /// Logging, tracing and metrics flags (klog's, component-base's), shared by

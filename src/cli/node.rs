@@ -199,6 +199,7 @@ impl NodeArgs {
             private_registry: self.private_registry.clone(),
             pod_network_backend: self.pod_network_backend,
             cgroup_root: self.cgroup_root.clone(),
+            ingress_ports: (self.ingress_http_port, self.ingress_https_port),
             storage_dir: self
                 .default_local_storage_path
                 .clone()

@@ -110,6 +110,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         cluster_domain: args.cluster_domain.clone(),
         local_storage: enabled("local-storage"),
         network_policy: enabled("network-policy"),
+        ingress: enabled("ingress"),
     };
     let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
         .context("--write-kubeconfig-mode")?;
@@ -176,6 +177,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             cluster_domain: args.cluster_domain.clone(),
             local_storage: cluster.local_storage,
             network_policy: cluster.network_policy,
+            ingress: cluster.ingress,
         },
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics,
@@ -204,6 +206,17 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         ));
     }
     bootstrap(&state, service_cidr, args.https_listen_port).await?;
+    if cluster.ingress {
+        // kelp's IngressClass, the default (k3s ships Traefik's).
+        create_if_missing(
+            &state,
+            "networking.k8s.io",
+            "ingressclasses",
+            None,
+            crate::ingress::ingress_class(),
+        )
+        .await?;
+    }
     if cluster.local_storage {
         // The default class, as k3s's local-storage manifest ships it.
         create_if_missing(
@@ -336,6 +349,15 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                     },
                 )
             }),
+            ingress: cluster.ingress.then(|| {
+                crate::apiserver::client::in_process(
+                    state.clone(),
+                    User {
+                        name: crate::agent::INGRESS_USER.into(),
+                        groups: vec!["system:authenticated".into()],
+                    },
+                )
+            }),
         };
         let dns = args.node.dns_config(&cluster);
         let tls = tls.clone();
@@ -369,7 +391,13 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
 }
 
 /// What `--disable` takes (k3s's names).
-const DISABLEABLE: &[&str] = &["scheduler", "coredns", "local-storage", "network-policy"];
+const DISABLEABLE: &[&str] = &[
+    "scheduler",
+    "coredns",
+    "local-storage",
+    "network-policy",
+    "ingress",
+];
 
 /// At most this many revisions of history are kept (kine, k3s's store shim,
 /// keeps 1000; a larger window lets slow informers resume instead of

@@ -38,6 +38,7 @@ const NODE_COMPONENT_USERS: &[&str] = &[
     "system:kelp:coredns",
     "system:kelp:local-path-provisioner",
     "system:kelp:network-policy",
+    "system:kelp:ingress",
 ];
 
 /// Runs approver and signer.

@@ -17,28 +17,6 @@ use serde_json::json;
 
 use super::Context;
 
-/// The addresses a load balancer Service is served on: each Ready node's
-/// ExternalIP, or its InternalIP when it has none; sorted, IPv4 only.
-pub fn node_addresses(nodes: &[Arc<Node>]) -> Vec<String> {
-    let mut ips: Vec<String> = nodes
-        .iter()
-        .filter(|n| crate::api::nodes::is_ready(n))
-        .filter_map(|n| {
-            let addresses = n.status.as_ref()?.addresses.as_ref()?;
-            let of = |kind: &str| {
-                addresses
-                    .iter()
-                    .find(|a| a.type_ == kind && a.address.parse::<std::net::Ipv4Addr>().is_ok())
-                    .map(|a| a.address.clone())
-            };
-            of("ExternalIP").or_else(|| of("InternalIP"))
-        })
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
-}
-
 /// The ingress `service` should have: the node addresses for a
 /// LoadBalancer this controller owns, nothing otherwise.
 pub fn wanted_ingress(service: &Service, addresses: &[String]) -> Option<Vec<LoadBalancerIngress>> {
@@ -67,7 +45,7 @@ pub async fn run(context: Arc<Context>) {
     let mut passes =
         crate::runtime::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
     while passes.next().await.is_some() {
-        let addresses = node_addresses(&nodes.state());
+        let addresses = crate::api::nodes::ready_addresses(&nodes.state());
         for service in services.state() {
             let current = service
                 .status
@@ -140,7 +118,10 @@ mod tests {
                 json!([{"type": "InternalIP", "address": "10.0.0.4"}]),
             ),
         ];
-        assert_eq!(node_addresses(&nodes), ["10.0.0.2", "192.0.2.3"]);
+        assert_eq!(
+            crate::api::nodes::ready_addresses(&nodes),
+            ["10.0.0.2", "192.0.2.3"]
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! HTTP plumbing both servers (the API server and the kubelet) use: the
+//! HTTP plumbing the servers (API server, kubelet, ingress proxy) use: the
 //! TLS listener that serves a router with each connection's client
-//! certificate identity (`serve`), and relaying upgraded connections
-//! (exec, attach, port-forward, proxies) between a client and a backend
-//! (`upgrade`). A leaf: it knows nothing of either server.
+//! certificate identity (`serve`), relaying upgraded connections (exec,
+//! attach, port-forward, proxies) between a client and a backend
+//! (`upgrade`), and the header rules of reverse proxies (`headers`). A
+//! leaf: it knows nothing of any server.
 
+pub mod headers;
 pub mod serve;
 pub mod upgrade;

@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub cgroup_root: String,
     /// `--default-local-storage-path`: local-path volumes' directories.
     pub storage_dir: PathBuf,
+    /// `--ingress-http-port`, `--ingress-https-port`.
+    pub ingress_ports: (u16, u16),
 }
 
 /// A running agent; [`Agent::stop`] stops containerd (pods keep running).

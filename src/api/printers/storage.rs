@@ -121,17 +121,6 @@ fn pvc_cells(pvc: &Value, now: DateTime<Utc>) -> Vec<Value> {
         str_or(pvc, "/spec/volumeMode", UNSET),
     ]
 }
-/// True when either default-class annotation is "true".
-fn is_default_class(v: &Value) -> bool {
-    let annotations = obj(v, "/metadata/annotations");
-    [
-        "storageclass.kubernetes.io/is-default-class",
-        "storageclass.beta.kubernetes.io/is-default-class",
-    ]
-    .iter()
-    .any(|k| annotations.and_then(|a| a.get(*k)).and_then(Value::as_str) == Some("true"))
-}
-
 pub(crate) const STORAGE_CLASS: Table = Table {
     columns: &[
         NAME,
@@ -146,7 +135,7 @@ pub(crate) const STORAGE_CLASS: Table = Table {
     ],
     cells: |sc, now| {
         let mut display = str_at(sc, "/metadata/name").to_string();
-        if is_default_class(sc) {
+        if crate::api::storage::is_default_class(sc) {
             display.push_str(" (default)");
         }
         row![

@@ -20,6 +20,8 @@ use super::location::{forwarded_uri, rewrite_location};
 use super::resolve::{Target, Transport};
 use crate::api::ApiError;
 use crate::apiserver::ApiState;
+pub(super) use crate::http::headers::is_upgrade;
+use crate::http::headers::strip_hop_by_hop;
 
 /// How long connecting (and the TLS handshake) to a backend may take: a
 /// backend that is gone must not hold the request until the client gives up.
@@ -28,20 +30,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Service endpoints tried before giving up: a pod that just went away
 /// (its slice not yet updated) costs one retry, not the request.
 const MAX_ATTEMPTS: usize = 3;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1,
-/// the list Go's reverse proxy drops).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// CORS answers belong to the API server, not to what it proxies (upstream
 /// strips them from backend responses).
@@ -155,35 +143,6 @@ pub async fn forward(
     *reply.status_mut() = parts.status;
     *reply.headers_mut() = headers;
     Ok(reply)
-}
-
-/// Whether the request asks to switch protocols (WebSocket, SPDY).
-pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_tokens(headers).any(|t| t == "upgrade")
-}
-
-/// The lower-cased tokens of the Connection header(s).
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-}
-
-/// Removes hop-by-hop headers, including those the Connection header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
 }
 
 /// The headers sent to the backend: the client's, less hop-by-hop ones and

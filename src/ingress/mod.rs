@@ -1,0 +1,394 @@
+//! The ingress proxy every node runs (what k3s gets from Traefik behind its
+//! service load balancer): HTTP on `--ingress-http-port` and HTTPS on
+//! `--ingress-https-port` of every address, routing by the Ingresses of
+//! kelp's class (`routes.rs`, pure) to their Services' cluster IPs. TLS
+//! certificates come from the Ingresses' Secrets by SNI, a self-signed
+//! one otherwise; WebSocket and other upgrades pass through; the table is
+//! swapped in whole after any change, so open connections keep going. The
+//! Ingresses' status lists the Ready nodes' addresses.
+
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Response, StatusCode, header};
+use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressClass, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
+};
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use rustls::sign::CertifiedKey;
+
+use self::routes::{Table, Target};
+use crate::http::headers::{is_upgrade, strip_hop_by_hop};
+
+/// How long connecting to a backend may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The IngressClass the server creates: kelp's, the default.
+pub fn ingress_class() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": routes::CLASS, "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": routes::CONTROLLER},
+    })
+}
+
+/// What the proxy serves from: the table and the certificates it names.
+#[derive(Default)]
+struct Snapshot {
+    table: Table,
+    certs: BTreeMap<(String, String), Arc<CertifiedKey>>,
+}
+
+type Shared = Arc<RwLock<Arc<Snapshot>>>;
+
+fn current(shared: &Shared) -> Arc<Snapshot> {
+    shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// A node's ingress proxy.
+pub struct IngressProxy {
+    /// Where plain HTTP is served.
+    pub http: SocketAddr,
+    /// Where HTTPS is served.
+    pub https: SocketAddr,
+}
+
+/// A certificate and key from a `kubernetes.io/tls` Secret.
+fn certified_key(secret: &Secret) -> Option<Arc<CertifiedKey>> {
+    let data = secret.data.as_ref()?;
+    let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut data.get("tls.crt")?.0.as_slice())
+            .collect::<Result<_, _>>()
+            .ok()?;
+    let key = rustls_pemfile::private_key(&mut data.get("tls.key")?.0.as_slice()).ok()??;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key).ok()?;
+    (!chain.is_empty()).then(|| Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+/// A self-signed certificate for names no Ingress covers (as Traefik's
+/// default certificate).
+fn default_certificate() -> anyhow::Result<Arc<CertifiedKey>> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["kelp-ingress.default".to_string()])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "KELP DEFAULT CERT");
+    let cert = params.self_signed(&key)?;
+    let der = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(anyhow::Error::msg)?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
+}
+
+/// Picks the certificate by SNI from the current snapshot.
+#[derive(Debug)]
+struct Certificates {
+    shared: Shared,
+    fallback: Arc<CertifiedKey>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("certs", &self.certs.len())
+            .finish()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let snapshot = current(&self.shared);
+        hello
+            .server_name()
+            .and_then(|name| snapshot.table.secret_for(name))
+            .and_then(|secret| snapshot.certs.get(secret).cloned())
+            .or_else(|| Some(self.fallback.clone()))
+    }
+}
+
+impl IngressProxy {
+    /// Binds both ports, then serves and follows the Ingresses until the
+    /// process ends.
+    pub async fn start(self, client: kube::Client) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let http = tokio::net::TcpListener::bind(self.http)
+            .await
+            .with_context(|| format!("ingress: listening on {}", self.http))?;
+        let https = tokio::net::TcpListener::bind(self.https)
+            .await
+            .with_context(|| format!("ingress: listening on {}", self.https))?;
+        let shared: Shared = Arc::default();
+        let mut tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Certificates {
+                shared: shared.clone(),
+                fallback: default_certificate()?,
+            }));
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio::spawn(accept(http, None, shared.clone()));
+        tokio::spawn(accept(
+            https,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
+            shared.clone(),
+        ));
+        tokio::spawn(follow(client, shared));
+        tracing::info!(http = %self.http, https = %self.https, "ingress proxy serving");
+        Ok(())
+    }
+}
+
+/// Rebuilds the snapshot after every change; keeps the Ingresses' status.
+async fn follow(client: kube::Client, shared: Shared) {
+    let (ingresses, ingress_changes) = crate::runtime::cache(Api::<Ingress>::all(client.clone()));
+    let (classes, class_changes) = crate::runtime::cache(Api::<IngressClass>::all(client.clone()));
+    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
+    let (secrets, secret_changes) = crate::runtime::cache(Api::<Secret>::all(client.clone()));
+    let (nodes, node_changes) = crate::runtime::cache(Api::<Node>::all(client.clone()));
+    let changes = futures::stream::select_all([
+        ingress_changes,
+        class_changes,
+        service_changes,
+        secret_changes,
+        node_changes,
+    ]);
+    let mut passes = crate::runtime::passes(
+        changes.boxed(),
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+    );
+    while passes.next().await.is_some() {
+        let all: Vec<Ingress> = ingresses.state().iter().map(|i| (**i).clone()).collect();
+        let class_list: Vec<IngressClass> = classes.state().iter().map(|c| (**c).clone()).collect();
+        let service_list: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
+        let table = Table::build(&all, &class_list, &service_list);
+        let mut certs = BTreeMap::new();
+        for (namespace, name) in table.tls.values() {
+            let key = (namespace.clone(), name.clone());
+            if certs.contains_key(&key) {
+                continue;
+            }
+            let secret = secrets.state().into_iter().find(|s| {
+                s.namespace().as_deref() == Some(namespace.as_str()) && s.name_any() == *name
+            });
+            if let Some(cert) = secret.as_deref().and_then(certified_key) {
+                certs.insert(key, cert);
+            }
+        }
+        *shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(Snapshot { table, certs });
+        // Status: the Ready nodes' addresses on each of kelp's Ingresses.
+        let addresses = crate::api::nodes::ready_addresses(&nodes.state());
+        let wanted = IngressLoadBalancerStatus {
+            ingress: Some(
+                addresses
+                    .iter()
+                    .map(|ip| IngressLoadBalancerIngress {
+                        ip: Some(ip.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            )
+            .filter(|v: &Vec<_>| !v.is_empty()),
+        };
+        for ingress in all.iter().filter(|i| routes::is_ours(i, &class_list)) {
+            let current = ingress
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.clone())
+                .unwrap_or_default();
+            if current == wanted {
+                continue;
+            }
+            let mut updated = ingress.clone();
+            updated.status = Some(IngressStatus {
+                load_balancer: Some(wanted.clone()),
+            });
+            let api: Api<Ingress> =
+                Api::namespaced(client.clone(), &ingress.namespace().unwrap_or_default());
+            if let Err(e) = api
+                .replace_status(&ingress.name_any(), &PostParams::default(), &updated)
+                .await
+            {
+                tracing::debug!(err = %e, ingress = %ingress.name_any(), "ingress status");
+            }
+        }
+    }
+}
+
+/// Accepts connections (TLS when `tls`), one hyper connection each.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Shared,
+) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (tls, shared) = (tls.clone(), shared.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let shared = shared.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(handle(&shared, req, scheme, peer).await)
+                    }
+                });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                        .await
+                }
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(err = %e, peer = %peer, "ingress TLS handshake");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(err = %e, peer = %peer, "ingress connection ended");
+            }
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(text.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Routes one request and relays it.
+async fn handle(
+    shared: &Shared,
+    req: hyper::Request<hyper::body::Incoming>,
+    scheme: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("")
+        .to_string();
+    let name = host
+        .rsplit_once(':')
+        .map_or(host.as_str(), |(h, _)| h)
+        .trim_end_matches('.');
+    let target = current(shared).table.route(name, req.uri().path()).cloned();
+    match target {
+        None => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
+        Some(Target::Unavailable(why)) => {
+            tracing::debug!(host = %host, reason = %why, "ingress backend unavailable");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+        }
+        Some(Target::Address(address)) => match forward(req, address, &host, scheme, peer).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(backend = %address, err = %e, "ingress backend");
+                plain(StatusCode::BAD_GATEWAY, "Bad Gateway\n")
+            }
+        },
+    }
+}
+
+/// Relays the request to `address` with the X-Forwarded headers; an
+/// upgrade is spliced once both sides switched.
+async fn forward(
+    mut req: hyper::Request<hyper::body::Incoming>,
+    address: SocketAddr,
+    host: &str,
+    scheme: &str,
+    peer: SocketAddr,
+) -> anyhow::Result<Response<Body>> {
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let tcp =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await??;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let (mut parts, body) = req.into_parts();
+    let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(protocol)) = (upgrade, upgrade_to) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => format!("{prior}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    for (name, value) in [
+        ("x-forwarded-for", forwarded_for),
+        ("x-forwarded-proto", scheme.to_string()),
+        ("x-forwarded-host", host.to_string()),
+        ("x-real-ip", peer.ip().to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            parts.headers.insert(name, value);
+        }
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = path.parse()?;
+    parts.version = hyper::Version::HTTP_11;
+    let mut response = sender
+        .send_request(hyper::Request::from_parts(parts, body))
+        .await?;
+    if let Some(client) = client_upgrade
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let mut reply = Response::new(Body::empty());
+        *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *reply.headers_mut() = response.headers().clone();
+        crate::http::upgrade::relay(hyper::upgrade::on(&mut response), client);
+        return Ok(reply);
+    }
+    let (mut parts, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(incoming)))
+}
