@@ -196,6 +196,21 @@ pub fn find_best_match<'a>(
     best
 }
 
+/// The reference a volume bound to `claim` carries (`spec.claimRef`).
+pub fn claim_reference(
+    claim: &PersistentVolumeClaim,
+) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        namespace: claim.metadata.namespace.clone(),
+        name: claim.metadata.name.clone(),
+        uid: claim.metadata.uid.clone(),
+        resource_version: claim.metadata.resource_version.clone(),
+        field_path: None,
+    }
+}
+
 /// Whether a volume's required node affinity admits `node` (none: any node).
 pub fn node_affinity_allows(pv: &PersistentVolume, node: &Node) -> bool {
     let terms = pv

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus,
-    PersistentVolumeStatus, Pod,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeStatus,
+    Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{ListParams, PostParams};
@@ -98,15 +98,7 @@ pub fn bind_volume(
         pv.annotations_mut()
             .insert(BOUND_BY_CONTROLLER.into(), "yes".into());
     }
-    pv.spec.get_or_insert_default().claim_ref = Some(ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("PersistentVolumeClaim".into()),
-        namespace: claim.metadata.namespace.clone(),
-        name: claim.metadata.name.clone(),
-        uid: claim.metadata.uid.clone(),
-        resource_version: claim.metadata.resource_version.clone(),
-        field_path: None,
-    });
+    pv.spec.get_or_insert_default().claim_ref = Some(crate::api::storage::claim_reference(claim));
     Some(pv)
 }
 

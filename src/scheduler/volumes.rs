@@ -150,15 +150,7 @@ impl StorageView {
                 taken.push(pv.name_any());
                 let mut volume = pv.clone();
                 volume.spec.get_or_insert_default().claim_ref =
-                    Some(k8s_openapi::api::core::v1::ObjectReference {
-                        api_version: Some("v1".into()),
-                        kind: Some("PersistentVolumeClaim".into()),
-                        namespace: claim.metadata.namespace.clone(),
-                        name: claim.metadata.name.clone(),
-                        uid: claim.metadata.uid.clone(),
-                        resource_version: claim.metadata.resource_version.clone(),
-                        field_path: None,
-                    });
+                    Some(crate::api::storage::claim_reference(claim));
                 volume.annotations_mut().insert(
                     crate::api::storage::BOUND_BY_CONTROLLER.into(),
                     "yes".into(),
