@@ -1,0 +1,130 @@
+//! The k3s-style add-ons (issue 17), measured (root; real containerd + runc):
+//! - the ingress proxy: requests/s and latency percentiles of a closed
+//!   loop (`KELP_BENCH_CONNECTIONS` clients, default 8, each a new HTTP/1.1
+//!   connection per request — busybox httpd closes them — for
+//!   `KELP_BENCH_SECONDS`, default 10) through the ingress beside the
+//!   same loop straight to the pod, in the same run;
+//! - resident memory of an idle `kelp server` with its node, with every
+//!   add-on, with none, and with each one disabled alone (settled 30 s).
+//!
+//! Run: `cargo bench --bench addons`. Figures go to docs/PERFORMANCE.md by hand.
+
+use std::time::{Duration, Instant};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/mod.rs"]
+mod support;
+
+use common::{BUSYBOX, NODE, Server, free_port};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A closed loop of `connections` clients sending `GET /` with `host` to
+/// `address`; returns requests/s and sorted latencies (connect included).
+async fn closed_loop(address: std::net::SocketAddr, host: &str, connections: usize, seconds: u64) -> (f64, Vec<Duration>) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let host = host.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                // busybox httpd closes every connection: one per request,
+                // the same for both paths.
+                let started = Instant::now();
+                let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("handshake");
+                tokio::spawn(connection);
+                let request = hyper::Request::get("/")
+                    .header("host", &host)
+                    .header("connection", "close")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .expect("request");
+                let response = sender.send_request(request).await.expect("response");
+                assert!(response.status().is_success(), "{}", response.status());
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    all.sort();
+    (all.len() as f64 / seconds as f64, all)
+}
+
+fn report(what: &str, (rate, latencies): &(f64, Vec<Duration>)) {
+    println!(
+        "{what:<28} {rate:>9.0} req/s  p50 {}  p99 {}",
+        support::ms(support::percentile(latencies, 0.50)),
+        support::ms(support::percentile(latencies, 0.99)),
+    );
+}
+
+fn ingress_throughput() {
+    let (http, https) = (free_port(), free_port());
+    let server = Server::start_node(&["--ingress-http-port", &http.to_string(), "--ingress-https-port", &https.to_string()]);
+    let kubectl = server.kubectl("kubectl");
+    let dir = server.path("manifests");
+    kubectl.apply(
+        &dir,
+        "web.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  nodeName: {NODE}\n  containers:\n  - name: c\n    image: {BUSYBOX}\n    command: [sh, -c, 'mkdir -p /www; echo hello > /www/index.html; exec httpd -f -p 8080 -h /www']\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\nspec:\n  rules:\n  - host: web.example.test\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+        ),
+    );
+    kubectl.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=90s"]);
+    let ip = kubectl.ok(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
+    let connections = env("KELP_BENCH_CONNECTIONS", 8) as usize;
+    let seconds = env("KELP_BENCH_SECONDS", 10);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let ingress: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().expect("address");
+    // The proxy learns the Ingress within a second; wait for a 200.
+    let started = Instant::now();
+    while std::process::Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-H", "host: web.example.test", &format!("http://{ingress}/")])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "the ingress never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("closed loop: {connections} clients, {seconds} s each, a connection per GET / (6-byte page, busybox httpd)");
+    let direct = runtime.block_on(closed_loop(format!("{ip}:8080").parse().expect("pod"), "web", connections, seconds));
+    report("direct to the pod", &direct);
+    let proxied = runtime.block_on(closed_loop(ingress, "web.example.test", connections, seconds));
+    report("through the ingress", &proxied);
+}
+
+/// kelp's resident memory, idle with its node, settled 30 s.
+fn idle_rss(disable: &str) -> u64 {
+    let mut args = vec!["--ingress-http-port".to_string(), free_port().to_string(), "--ingress-https-port".to_string(), free_port().to_string()];
+    if !disable.is_empty() {
+        args.extend(["--disable".to_string(), disable.to_string()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_node(&refs);
+    std::thread::sleep(Duration::from_secs(30));
+    support::rss_kib(server.pid())
+}
+
+fn main() {
+    ingress_throughput();
+    println!("idle RSS of kelp server with its node (KiB):");
+    let all = idle_rss("");
+    let none = idle_rss("local-storage,network-policy,ingress");
+    println!("  every add-on      {all}");
+    println!("  none              {none}   (all three add {} KiB)", all as i64 - none as i64);
+    for add_on in ["local-storage", "network-policy", "ingress"] {
+        let without = idle_rss(add_on);
+        println!("  without {add_on:<14} {without}   ({add_on} adds {} KiB)", all as i64 - without as i64);
+    }
+}
