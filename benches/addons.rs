@@ -5,7 +5,8 @@
 //!   `KELP_BENCH_SECONDS`, default 10) through the ingress beside the
 //!   same loop straight to the pod, in the same run;
 //! - resident memory of an idle `kelp server` with its node, with every
-//!   add-on, with none, and with each one disabled alone (settled 30 s).
+//!   add-on, with none, and with each one disabled alone (settled 30 s;
+//!   `KELP_BENCH_RSS=0` skips it).
 //!
 //! Run: `cargo bench --bench addons`. Figures go to docs/PERFORMANCE.md by hand.
 
@@ -19,12 +20,20 @@ mod support;
 use common::{BUSYBOX, NODE, Server, free_port};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A closed loop of `connections` clients sending `GET /` with `host` to
 /// `address`; returns requests/s and sorted latencies (connect included).
-async fn closed_loop(address: std::net::SocketAddr, host: &str, connections: usize, seconds: u64) -> (f64, Vec<Duration>) {
+async fn closed_loop(
+    address: std::net::SocketAddr,
+    host: &str,
+    connections: usize,
+    seconds: u64,
+) -> (f64, Vec<Duration>) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -35,9 +44,13 @@ async fn closed_loop(address: std::net::SocketAddr, host: &str, connections: usi
                 // busybox httpd closes every connection: one per request,
                 // the same for both paths.
                 let started = Instant::now();
-                let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+                let tcp = tokio::net::TcpStream::connect(address)
+                    .await
+                    .expect("connect");
                 let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("handshake");
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                        .await
+                        .expect("handshake");
                 tokio::spawn(connection);
                 let request = hyper::Request::get("/")
                     .header("host", &host)
@@ -70,7 +83,12 @@ fn report(what: &str, (rate, latencies): &(f64, Vec<Duration>)) {
 
 fn ingress_throughput() {
     let (http, https) = (free_port(), free_port());
-    let server = Server::start_node(&["--ingress-http-port", &http.to_string(), "--ingress-https-port", &https.to_string()]);
+    let server = Server::start_node(&[
+        "--ingress-http-port",
+        &http.to_string(),
+        "--ingress-https-port",
+        &https.to_string(),
+    ]);
     let kubectl = server.kubectl("kubectl");
     let dir = server.path("manifests");
     kubectl.apply(
@@ -89,24 +107,51 @@ fn ingress_throughput() {
     // The proxy learns the Ingress within a second; wait for a 200.
     let started = Instant::now();
     while std::process::Command::new("curl")
-        .args(["-sf", "-o", "/dev/null", "-H", "host: web.example.test", &format!("http://{ingress}/")])
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-H",
+            "host: web.example.test",
+            &format!("http://{ingress}/"),
+        ])
         .status()
         .map(|s| !s.success())
         .unwrap_or(true)
     {
-        assert!(started.elapsed() < Duration::from_secs(30), "the ingress never answered");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the ingress never answered"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("closed loop: {connections} clients, {seconds} s each, a connection per GET / (6-byte page, busybox httpd)");
-    let direct = runtime.block_on(closed_loop(format!("{ip}:8080").parse().expect("pod"), "web", connections, seconds));
+    println!(
+        "closed loop: {connections} clients, {seconds} s each, a connection per GET / (6-byte page, busybox httpd)"
+    );
+    let direct = runtime.block_on(closed_loop(
+        format!("{ip}:8080").parse().expect("pod"),
+        "web",
+        connections,
+        seconds,
+    ));
     report("direct to the pod", &direct);
-    let proxied = runtime.block_on(closed_loop(ingress, "web.example.test", connections, seconds));
+    let proxied = runtime.block_on(closed_loop(
+        ingress,
+        "web.example.test",
+        connections,
+        seconds,
+    ));
     report("through the ingress", &proxied);
 }
 
 /// kelp's resident memory, idle with its node, settled 30 s.
 fn idle_rss(disable: &str) -> u64 {
-    let mut args = vec!["--ingress-http-port".to_string(), free_port().to_string(), "--ingress-https-port".to_string(), free_port().to_string()];
+    let mut args = vec![
+        "--ingress-http-port".to_string(),
+        free_port().to_string(),
+        "--ingress-https-port".to_string(),
+        free_port().to_string(),
+    ];
     if !disable.is_empty() {
         args.extend(["--disable".to_string(), disable.to_string()]);
     }
@@ -118,13 +163,22 @@ fn idle_rss(disable: &str) -> u64 {
 
 fn main() {
     ingress_throughput();
+    if env("KELP_BENCH_RSS", 1) == 0 {
+        return;
+    }
     println!("idle RSS of kelp server with its node (KiB):");
     let all = idle_rss("");
     let none = idle_rss("local-storage,network-policy,ingress");
     println!("  every add-on      {all}");
-    println!("  none              {none}   (all three add {} KiB)", all as i64 - none as i64);
+    println!(
+        "  none              {none}   (all three add {} KiB)",
+        all as i64 - none as i64
+    );
     for add_on in ["local-storage", "network-policy", "ingress"] {
         let without = idle_rss(add_on);
-        println!("  without {add_on:<14} {without}   ({add_on} adds {} KiB)", all as i64 - without as i64);
+        println!(
+            "  without {add_on:<14} {without}   ({add_on} adds {} KiB)",
+            all as i64 - without as i64
+        );
     }
 }

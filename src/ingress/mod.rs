@@ -324,8 +324,25 @@ async fn handle(
     }
 }
 
-/// Relays the request to `address` with the X-Forwarded headers; an
-/// upgrade is spliced once both sides switched.
+type Backends = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    hyper::body::Incoming,
+>;
+
+/// The process's pool of backend connections (keep-alive, idle 90 s).
+fn backends() -> &'static Backends {
+    static POOL: std::sync::OnceLock<Backends> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
+    })
+}
+
+/// Relays the request to `address` with the X-Forwarded headers (over a
+/// pooled connection); an upgrade gets a connection of its own and is
+/// spliced once both sides switched.
 async fn forward(
     mut req: hyper::Request<hyper::body::Incoming>,
     address: SocketAddr,
@@ -335,13 +352,6 @@ async fn forward(
 ) -> anyhow::Result<Response<Body>> {
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let tcp =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await??;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
     let (mut parts, body) = req.into_parts();
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
@@ -374,11 +384,28 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    parts.uri = path.parse()?;
     parts.version = hyper::Version::HTTP_11;
-    let mut response = sender
-        .send_request(hyper::Request::from_parts(parts, body))
-        .await?;
+    let mut response = if upgrade {
+        // A connection of its own, kept for the upgraded protocol.
+        parts.uri = path.parse()?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+            .await??;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        sender
+            .send_request(hyper::Request::from_parts(parts, body))
+            .await?
+    } else {
+        // Pooled keep-alive connections to the backends.
+        parts.uri = format!("http://{address}{path}").parse()?;
+        backends()
+            .request(hyper::Request::from_parts(parts, body))
+            .await?
+    };
     if let Some(client) = client_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
     {
@@ -391,4 +418,117 @@ async fn forward(
     let (mut parts, incoming) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(incoming)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A backend that answers `GET /` with "plain" and switches an
+    /// `Upgrade: echo` request to a byte echo.
+    async fn backend() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let service = hyper::service::service_fn(
+                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut response = Response::new(Body::from(format!(
+                            "plain host={} xff={}",
+                            req.headers()
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or(""),
+                            req.headers().contains_key("x-forwarded-for")
+                        )));
+                        if req.headers().get("upgrade").is_some() {
+                            let upgraded = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let mut io = TokioIo::new(upgraded.await.unwrap());
+                                let mut buf = [0u8; 64];
+                                let n = io.read(&mut buf).await.unwrap();
+                                io.write_all(&buf[..n]).await.unwrap();
+                            });
+                            response = Response::new(Body::empty());
+                            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                            response
+                                .headers_mut()
+                                .insert("connection", HeaderValue::from_static("upgrade"));
+                            response
+                                .headers_mut()
+                                .insert("upgrade", HeaderValue::from_static("echo"));
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn requests_keep_their_host_and_upgrades_pass_through() {
+        let backend = backend().await;
+        let ingress: Ingress = serde_json::from_value(json!({"metadata": {"name": "ws", "namespace": "default"},
+            "spec": {"ingressClassName": routes::CLASS, "rules": [{"host": "ws.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "echo", "port": {"number": backend.port()}}}}]}}]}}))
+        .unwrap();
+        let service: Service =
+            serde_json::from_value(json!({"metadata": {"name": "echo", "namespace": "default"},
+            "spec": {"clusterIP": "127.0.0.1", "ports": [{"port": backend.port()}]}}))
+            .unwrap();
+        let class: IngressClass = serde_json::from_value(ingress_class()).unwrap();
+        let shared: Shared = Arc::new(RwLock::new(Arc::new(Snapshot {
+            table: Table::build(&[ingress], &[class], &[service]),
+            certs: BTreeMap::new(),
+        })));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        tokio::spawn(accept(listener, None, shared));
+
+        // Two requests on one client connection (keep-alive), Host kept.
+        let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        for _ in 0..2 {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: ws.test\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = client.read(&mut buf).await.unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert!(text.ends_with("plain host=ws.test xff=true"), "{text}");
+        }
+        // An upgrade: 101, then bytes both ways.
+        let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        client.write_all(b"hello").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        // No route: 404.
+        let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n")
+            .await
+            .unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404"));
+    }
 }
