@@ -96,8 +96,13 @@ fn refusal(claim: &PersistentVolumeClaim) -> Option<String> {
     None
 }
 
-/// The volume local-path makes for `claim` on `node` under `base`.
-pub fn volume_for(claim: &PersistentVolumeClaim, node: &str, base: &Path) -> PersistentVolume {
+/// The volume local-path makes for `claim` on `node` under `base` (None
+/// for a claim without a storage request, which validation refuses).
+pub fn volume_for(
+    claim: &PersistentVolumeClaim,
+    node: &str,
+    base: &Path,
+) -> Option<PersistentVolume> {
     let uid = claim.metadata.uid.clone().unwrap_or_default();
     let namespace = claim.namespace().unwrap_or_default();
     let name = claim.name_any();
@@ -108,7 +113,7 @@ pub fn volume_for(claim: &PersistentVolumeClaim, node: &str, base: &Path) -> Per
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
-        .cloned();
+        .cloned()?;
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": format!("pvc-{uid}"), "annotations": {
@@ -126,7 +131,7 @@ pub fn volume_for(claim: &PersistentVolumeClaim, node: &str, base: &Path) -> Per
             "volumeMode": "Filesystem",
         },
     }))
-    .expect("a PersistentVolume")
+    .ok()
 }
 
 /// The node a local-path volume belongs to.
@@ -178,14 +183,15 @@ pub fn plan(
         if volumes.iter().any(|v| v.name_any() == name) {
             continue;
         }
-        tasks.push(match refusal(claim) {
-            Some(message) => Task::Refuse {
+        let refused = refusal(claim);
+        tasks.push(match (refused, volume_for(claim, node, base)) {
+            (None, Some(volume)) => Task::Provision {
                 claim: Box::new((**claim).clone()),
-                message,
+                volume: Box::new(volume),
             },
-            None => Task::Provision {
+            (refused, _) => Task::Refuse {
                 claim: Box::new((**claim).clone()),
-                volume: Box::new(volume_for(claim, node, base)),
+                message: refused.unwrap_or_else(|| "the claim requests no storage".into()),
             },
         });
     }
@@ -415,7 +421,7 @@ mod tests {
     #[test]
     fn only_our_released_volumes_inside_the_base_are_deleted() {
         let base = Path::new("/s");
-        let mut pv = volume_for(&claim(json!({})), "n1", base);
+        let mut pv = volume_for(&claim(json!({})), "n1", base).expect("a volume");
         pv.status = Some(k8s_openapi::api::core::v1::PersistentVolumeStatus {
             phase: Some("Released".into()),
             ..Default::default()

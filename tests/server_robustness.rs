@@ -397,3 +397,104 @@ fn openapi_v2_is_served_in_both_forms_with_etags() {
     assert_eq!(&bytes[..5], b"\x0a\x032.0");
     assert!(bytes.len() > 100_000);
 }
+
+/// A small tmpfs the test mounts, unmounted however the test ends.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: std::path::PathBuf, megabytes: u32) -> Self {
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={megabytes}m"),
+                "kelp-e2e-small-disk",
+            ])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs at {}", dir.display());
+        SmallDisk(dir)
+    }
+
+    /// Fills the disk but for `keep` bytes.
+    fn fill(&self, keep: u64) -> std::path::PathBuf {
+        let filler = self.0.join("filler");
+        let free = nix::sys::statvfs::statvfs(&self.0).expect("statvfs");
+        let available = free.blocks_available() as u64 * free.fragment_size() as u64;
+        let file = std::fs::File::create(&filler).expect("filler");
+        file.set_len(0).expect("filler");
+        let status = Command::new("fallocate")
+            .args(["-l", &available.saturating_sub(keep).to_string()])
+            .arg(&filler)
+            .status()
+            .expect("fallocate");
+        assert!(status.success(), "fallocate");
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_clearly_and_recovers() {
+    let mount = std::env::temp_dir().join(format!("kelp-e2e-small-disk-{}", std::process::id()));
+    let disk = SmallDisk::mount(mount.clone(), 48);
+    let endpoint = format!("sqlite://{}", mount.join("state.db").display());
+    let server = Server::start_with(&["--datastore-endpoint", &endpoint]);
+    let k = server.kubectl("kubectl");
+    k.ok(&["create", "configmap", "before", "--from-literal=a=b"]);
+    let filler = disk.fill(1 << 20);
+    // Writes of ~256 KiB until the disk refuses one: a 500 Status that says so.
+    let data = server.path("data.txt");
+    std::fs::write(&data, "x".repeat(256 << 10)).expect("data");
+    let mut refused = None;
+    let mut acknowledged = Vec::new();
+    for n in 0..40 {
+        let name = format!("big-{n}");
+        let out = k.run(&[
+            "create",
+            "configmap",
+            &name,
+            &format!("--from-file=data={}", data.display()),
+        ]);
+        if out.status.success() {
+            acknowledged.push(name);
+        } else {
+            refused = Some(String::from_utf8_lossy(&out.stderr).to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("the full disk never refused a write");
+    assert!(
+        refused.contains("Internal error occurred")
+            && refused.contains("the datastore's disk is full"),
+        "{refused}"
+    );
+    // Reads still work, and so does the server.
+    assert_eq!(
+        k.ok(&["get", "configmap", "before", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    k.ok(&["get", "--raw", "/readyz"]);
+    // Space back: writes succeed again, nothing acknowledged is lost.
+    std::fs::remove_file(&filler).expect("free the disk");
+    k.ok(&["create", "configmap", "after", "--from-literal=a=b"]);
+    let listed = k.ok(&["get", "configmaps", "-o", "name"]);
+    for name in acknowledged
+        .iter()
+        .chain(["before".to_string(), "after".to_string()].iter())
+    {
+        assert!(
+            listed.contains(&format!("configmap/{name}\n")),
+            "{name} lost:\n{listed}"
+        );
+    }
+    drop(server);
+}

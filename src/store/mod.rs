@@ -98,6 +98,10 @@ pub enum Error {
     /// The database failed.
     #[error("database: {0}")]
     Database(String),
+    /// The datastore's disk has no room for the write (etcd's "database
+    /// space exceeded"); reads still work, and writes once space is freed.
+    #[error("the datastore's disk is full ({0}): free space on it and retry")]
+    SpaceExceeded(String),
 }
 
 /// Result alias of the store.

@@ -223,8 +223,18 @@ fn write_loop(
                 }
             }
             Err(e) => {
+                // The transaction rolled back: nothing of the batch is kept.
+                let full = matches!(&e, rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::DiskFull);
+                if full {
+                    tracing::error!(err = %e, "the datastore's disk is full: writes fail until space is freed");
+                }
                 for req in batch {
-                    let _ = req.reply.send(Err(Error::Database(e.to_string())));
+                    let error = match full {
+                        true => Error::SpaceExceeded(e.to_string()),
+                        false => Error::Database(e.to_string()),
+                    };
+                    let _ = req.reply.send(Err(error));
                 }
             }
         }
