@@ -82,13 +82,7 @@ fn report(what: &str, (rate, latencies): &(f64, Vec<Duration>)) {
 }
 
 fn ingress_throughput() {
-    let (http, https) = (free_port(), free_port());
-    let server = Server::start_node(&[
-        "--ingress-http-port",
-        &http.to_string(),
-        "--ingress-https-port",
-        &https.to_string(),
-    ]);
+    let (server, http, _) = Server::start_node_with_ingress();
     let kubectl = server.kubectl("kubectl");
     let dir = server.path("manifests");
     kubectl.apply(

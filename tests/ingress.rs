@@ -6,23 +6,11 @@
 
 mod common;
 
-use common::{BUSYBOX, NODE, Server, free_port};
+use common::{Server, busybox_pod};
 
 fn backend(name: &str) -> String {
     format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: {name}}}
-spec:
-  nodeName: {NODE}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: {BUSYBOX}
-    command: [sh, -c, 'mkdir -p /www; echo {name} > /www/index.html; exec httpd -f -p 8080 -h /www']
----
+        "{}---
 apiVersion: v1
 kind: Service
 metadata:
@@ -30,7 +18,13 @@ metadata:
 spec:
   selector: {{app: {name}}}
   ports: [{{name: http, port: 80, targetPort: 8080}}]
-"
+",
+        busybox_pod(
+            name,
+            &format!("app: {name}"),
+            &format!("mkdir -p /www; echo {name} > /www/index.html; exec httpd -f -p 8080 -h /www"),
+            "",
+        )
     )
 }
 
@@ -48,13 +42,7 @@ fn curl(args: &[&str]) -> (String, String) {
 
 #[test]
 fn an_ingress_routes_two_hosts_over_http_and_tls() {
-    let (http, https) = (free_port(), free_port());
-    let server = Server::start_node(&[
-        "--ingress-http-port",
-        &http.to_string(),
-        "--ingress-https-port",
-        &https.to_string(),
-    ]);
+    let (server, http, https) = Server::start_node_with_ingress();
     let kubectl = server.kubectl("kubectl");
     let dir = server.path("manifests");
     assert!(

@@ -9,26 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BUSYBOX, NODE, Server};
-
-fn pod(name: &str, labels: &str, command: &str, ports: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{{labels}}}
-spec:
-  nodeName: {NODE}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: {BUSYBOX}
-    command: [sh, -c, '{command}']
-    ports: [{ports}]
-"
-    )
-}
+use common::{Server, busybox_pod};
 
 /// The filter table as iptables-save prints it.
 fn filter_rules() -> String {
@@ -87,14 +68,14 @@ fn policies_cut_and_restore_pod_traffic_for_tcp_and_udp() {
         &dir,
         "pods.yaml",
         &[
-            pod(
+            busybox_pod(
                 "server",
                 "app: server",
                 "mkdir -p /www; echo served > /www/index.html; httpd -p 8080 -h /www; exec udp-echo serve 9000",
                 "{name: http, containerPort: 8080}, {name: echo, containerPort: 9000, protocol: UDP}",
             ),
-            pod("client", "role: client", "exec sleep 3600", ""),
-            pod("other", "role: other", "exec sleep 3600", ""),
+            busybox_pod("client", "role: client", "exec sleep 3600", ""),
+            busybox_pod("other", "role: other", "exec sleep 3600", ""),
         ]
         .join("---\n"),
     );

@@ -132,6 +132,19 @@ impl Server {
         server
     }
 
+    /// [`Server::start_node`] with the ingress proxy on two free ports;
+    /// returns the server and its HTTP and HTTPS ports.
+    pub fn start_node_with_ingress() -> (Self, u16, u16) {
+        let (http, https) = (free_port(), free_port());
+        let server = Self::start_node(&[
+            "--ingress-http-port",
+            &http.to_string(),
+            "--ingress-https-port",
+            &https.to_string(),
+        ]);
+        (server, http, https)
+    }
+
     /// The local node's name.
     pub fn node_name(&self) -> &str {
         self.flag("--node-name").unwrap_or(NODE)
@@ -518,6 +531,27 @@ pub fn https_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.parse().unwrap_or(0), body.to_string())
+}
+
+/// A busybox pod on the test node: `labels` and `ports` are YAML flow
+/// items (`app: web`, `{containerPort: 80}`), `command` runs under `sh -c`.
+pub fn busybox_pod(name: &str, labels: &str, command: &str, ports: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{{labels}}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    command: [sh, -c, '{command}']
+    ports: [{ports}]
+"
+    )
 }
 
 /// Writes `content` to `dir/name`, creating directories.
