@@ -254,18 +254,12 @@ impl LocalStorage {
         );
         let mut refused = std::collections::HashSet::new();
         while passes.next().await.is_some() {
-            use futures::FutureExt;
-            // The streams fill the caches as the passes poll them: act
-            // once both hold a full list.
-            let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
-            if !ready(claims.wait_until_ready().now_or_never())
-                || !ready(volumes.wait_until_ready().now_or_never())
-            {
+            if !crate::runtime::filled(&claims) || !crate::runtime::filled(&volumes) {
                 continue;
             }
             for task in plan(&claims.state(), &volumes.state(), &self.node, &self.dir) {
                 if let Task::Refuse { claim, message } = &task {
-                    // Said once per claim; a changed claim is a new one.
+                    // Said once per claim (by uid).
                     if !refused.insert(claim.metadata.uid.clone()) {
                         continue;
                     }

@@ -36,6 +36,18 @@ where
     (store, changes)
 }
 
+/// Whether a cache made by [`cache`] holds a full list yet, without
+/// waiting (its change stream fills it as the loop polls that stream):
+/// a loop must not act on a half-filled cache.
+pub fn filled<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
 /// Why a pass of a cache-driven loop is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {

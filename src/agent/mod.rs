@@ -41,6 +41,8 @@ pub struct ClusterSettings {
     pub ingress: bool,
 }
 
+/// The user a joined node's cluster DNS acts as.
+const DNS_USER: &str = "system:kelp:coredns";
 /// The user a joined node's local-path provisioner acts as.
 pub const LOCAL_STORAGE_USER: &str = "system:kelp:local-path-provisioner";
 /// The user every node's NetworkPolicy enforcer acts as.
@@ -217,29 +219,25 @@ pub async fn run_joined(
         CertificateKind::kubelet_serving(&joined.node, ip),
         CertificateKind::component_client("client-kube-proxy", "system:kube-proxy"),
     ];
-    if run_dns {
-        kinds.push(CertificateKind::component_client(
-            "client-coredns",
-            "system:kelp:coredns",
-        ));
-    }
-    if joined.cluster.local_storage {
-        kinds.push(CertificateKind::component_client(
+    // The components that run only when enabled: (on, file stem, user).
+    let optional = [
+        (run_dns, "client-coredns", DNS_USER),
+        (
+            joined.cluster.local_storage,
             "client-local-path-provisioner",
             LOCAL_STORAGE_USER,
-        ));
-    }
-    if joined.cluster.network_policy {
-        kinds.push(CertificateKind::component_client(
+        ),
+        (
+            joined.cluster.network_policy,
             "client-network-policy",
             NETWORK_POLICY_USER,
-        ));
-    }
-    if joined.cluster.ingress {
-        kinds.push(CertificateKind::component_client(
-            "client-ingress",
-            INGRESS_USER,
-        ));
+        ),
+        (joined.cluster.ingress, "client-ingress", INGRESS_USER),
+    ];
+    for (on, stem, user) in optional {
+        if on {
+            kinds.push(CertificateKind::component_client(stem, user));
+        }
     }
     let mut certs = Vec::new();
     for kind in &kinds {
@@ -257,33 +255,22 @@ pub async fn run_joined(
             Identity::Certificate(cert.clone()),
         )
     };
+    // A client as `user`, when its certificate was asked for.
+    let optional_client = |user: &str| -> Result<Option<kube::Client>> {
+        kinds
+            .iter()
+            .position(|k| k.common_name == user)
+            .map(|i| remote(&certs[i]))
+            .transpose()
+    };
     let clients = NodeClients {
         kubelet: joined.kubelet.clone(),
         labeler: None,
         proxy: remote(&certs[1])?,
-        dns: if run_dns {
-            Some(remote(&certs[2])?)
-        } else {
-            None
-        },
-        local_storage: match kinds
-            .iter()
-            .position(|k| k.common_name == LOCAL_STORAGE_USER)
-        {
-            Some(i) => Some(remote(&certs[i])?),
-            None => None,
-        },
-        network_policy: match kinds
-            .iter()
-            .position(|k| k.common_name == NETWORK_POLICY_USER)
-        {
-            Some(i) => Some(remote(&certs[i])?),
-            None => None,
-        },
-        ingress: match kinds.iter().position(|k| k.common_name == INGRESS_USER) {
-            Some(i) => Some(remote(&certs[i])?),
-            None => None,
-        },
+        dns: optional_client(DNS_USER)?,
+        local_storage: optional_client(LOCAL_STORAGE_USER)?,
+        network_policy: optional_client(NETWORK_POLICY_USER)?,
+        ingress: optional_client(INGRESS_USER)?,
     };
     let tls = crate::pki::tls::server_config(&joined.ca_pem, certs[0].clone())?;
     let agent = run_node(clients, config, dns, tls, metrics).await?;

@@ -55,7 +55,7 @@ pub fn kubelet_may_set_label(key: &str) -> bool {
 pub fn ready_addresses(nodes: &[std::sync::Arc<Node>]) -> Vec<String> {
     let mut ips: Vec<String> = nodes
         .iter()
-        .filter(|n| crate::api::nodes::is_ready(n))
+        .filter(|n| is_ready(n))
         .filter_map(|n| {
             let addresses = n.status.as_ref()?.addresses.as_ref()?;
             let of = |kind: &str| {

@@ -146,7 +146,7 @@ pub fn access_modes(modes: Option<&Vec<String>>) -> Vec<String> {
 /// whose node affinity admits that node.
 pub fn find_best_match<'a>(
     claim: &PersistentVolumeClaim,
-    volumes: &'a [PersistentVolume],
+    volumes: impl IntoIterator<Item = &'a PersistentVolume>,
     delayed: bool,
     node: Option<&Node>,
 ) -> Option<&'a PersistentVolume> {
@@ -182,11 +182,11 @@ pub fn find_best_match<'a>(
         if delayed || phase_of(pv) != "Available" || volume_class(pv) != class {
             continue;
         }
-        if let Some(selector) = &selector {
-            let labels = pv.labels().clone();
-            if !crate::api::selectors::LabelSelector::from_typed(selector).matches_labels(&labels) {
-                continue;
-            }
+        if let Some(selector) = &selector
+            && !crate::api::selectors::LabelSelector::from_typed(selector)
+                .matches_labels(pv.labels())
+        {
+            continue;
         }
         let smaller = best.is_none_or(|b| capacity(pv) < capacity(b));
         if smaller {

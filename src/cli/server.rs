@@ -340,24 +340,12 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                     User::service_account("kube-system", "local-path-provisioner-service-account"),
                 )
             }),
-            network_policy: cluster.network_policy.then(|| {
-                crate::apiserver::client::in_process(
-                    state.clone(),
-                    User {
-                        name: crate::agent::NETWORK_POLICY_USER.into(),
-                        groups: vec!["system:authenticated".into()],
-                    },
-                )
-            }),
-            ingress: cluster.ingress.then(|| {
-                crate::apiserver::client::in_process(
-                    state.clone(),
-                    User {
-                        name: crate::agent::INGRESS_USER.into(),
-                        groups: vec!["system:authenticated".into()],
-                    },
-                )
-            }),
+            network_policy: cluster
+                .network_policy
+                .then(|| as_user(crate::agent::NETWORK_POLICY_USER, &["system:authenticated"])),
+            ingress: cluster
+                .ingress
+                .then(|| as_user(crate::agent::INGRESS_USER, &["system:authenticated"])),
         };
         let dns = args.node.dns_config(&cluster);
         let tls = tls.clone();

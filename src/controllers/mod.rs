@@ -150,6 +150,9 @@ pub enum Error {
     /// The API refused or could not be reached.
     #[error("api: {0}")]
     Api(#[from] kube::Error),
+    /// The object cannot go on until something else changes (retried).
+    #[error("{0}")]
+    Waiting(String),
 }
 
 /// A controller over namespaces that also wakes for a namespace when its

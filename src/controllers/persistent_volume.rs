@@ -23,18 +23,17 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error};
+use crate::api::storage::{
+    BETA_STORAGE_PROVISIONER, BIND_COMPLETED, BOUND_BY_CONTROLLER, PROVISIONED_BY, SELECTED_NODE,
+    STORAGE_PROVISIONER, access_modes, capacity, claim_class, find_best_match, has, phase_of,
+    prebound_to, requested, volume_class, volume_mode_claim, volume_mode_pv,
+};
 use crate::telemetry::events::Recorder;
 
 const COMPONENT: &str = "persistentvolume-controller";
 /// Every claim and volume not settled is looked at again this often
 /// (`--pvclaimbinder-sync-period`).
 const RESYNC: Duration = Duration::from_secs(15);
-
-use crate::api::storage::{
-    BETA_STORAGE_PROVISIONER, BIND_COMPLETED, BOUND_BY_CONTROLLER, PROVISIONED_BY, SELECTED_NODE,
-    STORAGE_PROVISIONER, access_modes, capacity, claim_class, find_best_match, has, phase_of,
-    prebound_to, requested, volume_class, volume_mode_claim, volume_mode_pv,
-};
 
 /// Runs the claim and volume loops.
 pub async fn run(context: Arc<Context>) {
@@ -171,13 +170,11 @@ async fn write_volume_phase(
     let previous = pv.status.clone().unwrap_or_default();
     let status = PersistentVolumeStatus {
         phase: Some(phase.into()),
-        message: message.clone(),
-        reason: message
-            .map(|_| "".into())
-            .filter(|r: &String| !r.is_empty()),
+        message,
+        reason: None,
         last_phase_transition_time: previous.last_phase_transition_time.clone(),
     };
-    if previous.phase.as_deref() == Some(phase) && previous.message == status.message {
+    if previous.phase == status.phase && previous.message == status.message {
         return Ok(());
     }
     super::write_status(api, pv, &previous, &status).await
@@ -486,11 +483,8 @@ async fn sync_volume(pv: Arc<PersistentVolume>, context: Arc<Context>) -> Result
         .await?
         .filter(|c| c.metadata.uid == reference.uid);
     let Some(claim) = claim else {
-        // The claim is gone: released, then reclaimed.
-        if !matches!(phase_of(&pv), "Released" | "Failed") {
-            write_volume_phase(&volumes, &pv, "Released", None).await?;
-        }
-        return reclaim(&volumes, &pv, &recorder).await;
+        // The claim is gone.
+        return release(&volumes, &pv, &recorder).await;
     };
     let claim_volume = claim
         .spec
@@ -517,10 +511,7 @@ async fn sync_volume(pv: Arc<PersistentVolume>, context: Arc<Context>) -> Result
     // The claim is bound to another volume.
     let policy = reclaim_policy(&pv);
     if has(&pv.metadata, PROVISIONED_BY) && policy == "Delete" {
-        if !matches!(phase_of(&pv), "Released" | "Failed") {
-            write_volume_phase(&volumes, &pv, "Released", None).await?;
-        }
-        return reclaim(&volumes, &pv, &recorder).await;
+        return release(&volumes, &pv, &recorder).await;
     }
     let mut freed = (*pv).clone();
     if has(&pv.metadata, BOUND_BY_CONTROLLER) {
@@ -541,6 +532,20 @@ fn reclaim_policy(pv: &PersistentVolume) -> String {
         .as_ref()
         .and_then(|s| s.persistent_volume_reclaim_policy.clone())
         .unwrap_or_else(|| "Retain".into())
+}
+
+/// A volume whose claim went: Released first (that status write wakes the
+/// volume again), then reclaimed.
+async fn release(
+    volumes: &Api<PersistentVolume>,
+    pv: &PersistentVolume,
+    recorder: &Recorder,
+) -> Result<Action, Error> {
+    if !matches!(phase_of(pv), "Released" | "Failed") {
+        write_volume_phase(volumes, pv, "Released", None).await?;
+        return Ok(Action::await_change());
+    }
+    reclaim(volumes, pv, recorder).await
 }
 
 /// A released volume's fate by its policy: Retain keeps it (and its data)

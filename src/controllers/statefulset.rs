@@ -244,9 +244,7 @@ async fn ensure_claims(
             }
             None => {}
             Some(claim) if claim.metadata.deletion_timestamp.is_some() => {
-                return Err(Error::Api(kube::Error::Service(
-                    format!("pvc {name} is being deleted").into(),
-                )));
+                return Err(Error::Waiting(format!("pvc {name} is being deleted")));
             }
             Some(claim) => {
                 let owners = claim_owners(set, &claim, ordinal, pod);

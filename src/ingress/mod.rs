@@ -172,6 +172,15 @@ async fn follow(client: kube::Client, shared: Shared) {
         Duration::from_millis(20),
     );
     while passes.next().await.is_some() {
+        // A table (and status) from half-filled caches would be wrong.
+        let filled = crate::runtime::filled(&ingresses)
+            && crate::runtime::filled(&classes)
+            && crate::runtime::filled(&services)
+            && crate::runtime::filled(&secrets)
+            && crate::runtime::filled(&nodes);
+        if !filled {
+            continue;
+        }
         let all: Vec<Ingress> = ingresses.state().iter().map(|i| (**i).clone()).collect();
         let class_list: Vec<IngressClass> = classes.state().iter().map(|c| (**c).clone()).collect();
         let service_list: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
@@ -182,9 +191,8 @@ async fn follow(client: kube::Client, shared: Shared) {
             if certs.contains_key(&key) {
                 continue;
             }
-            let secret = secrets.state().into_iter().find(|s| {
-                s.namespace().as_deref() == Some(namespace.as_str()) && s.name_any() == *name
-            });
+            let secret =
+                secrets.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace));
             if let Some(cert) = secret.as_deref().and_then(certified_key) {
                 certs.insert(key, cert);
             }

@@ -359,10 +359,10 @@ fn volume_metrics(summary: &Summary) -> String {
             Some(((claim.namespace.clone(), claim.name.clone()), v))
         })
         .collect();
-    let mut registry = prometheus_client::registry::Registry::default();
     if volumes.is_empty() {
         return String::new();
     }
+    let mut registry = prometheus_client::registry::Registry::default();
     for (name, help, read) in families {
         let family = Family::<ClaimLabels, prometheus_client::metrics::gauge::Gauge>::default();
         for ((namespace, claim), volume) in &volumes {

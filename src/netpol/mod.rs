@@ -2,7 +2,8 @@
 //! policy controller): watch caches of NetworkPolicies, pods and
 //! namespaces over the node's client; after any change (a burst makes one
 //! pass, 50 ms after it) and every 30 s the node's rules are rebuilt
-//! (`rules.rs`, pure) and applied with one `iptables-restore --noflush`
+//! (`rules.rs`, pure) and, when they differ from the last ones written or
+//! at the resync, applied with one `iptables-restore --noflush`
 //! that touches only kelp's `KELP-NETPOL` and per-pod chains, deleting
 //! those no longer used (from an earlier run too). The jumps from FORWARD
 //! and INPUT are kept first in their chains.
@@ -81,13 +82,14 @@ impl PolicyEnforcer {
                 .filter(|c| rules::PER_POD_PREFIXES.iter().any(|p| c.starts_with(p)))
                 .collect();
         let mut passes = crate::runtime::passes(changes.boxed(), RESYNC, Duration::from_millis(50));
-        while passes.next().await.is_some() {
-            use futures::FutureExt;
+        // What the last successful pass wrote: most pod changes (status,
+        // readiness) leave the rules as they were, and need no write.
+        let mut written: Option<String> = None;
+        while let Some(due) = passes.next().await {
             // Rules from half-filled caches would isolate pods wrongly.
-            let ready = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
-            if !ready(policies.wait_until_ready().now_or_never())
-                || !ready(pods.wait_until_ready().now_or_never())
-                || !ready(namespaces.wait_until_ready().now_or_never())
+            if !crate::runtime::filled(&policies)
+                || !crate::runtime::filled(&pods)
+                || !crate::runtime::filled(&namespaces)
             {
                 continue;
             }
@@ -104,6 +106,10 @@ impl PolicyEnforcer {
                 .collect();
             let all: Vec<NetworkPolicy> = policies.state().iter().map(|p| (**p).clone()).collect();
             let rendered = rules::render(&all, &infos, &labels, &existing);
+            // A resync writes anyway: it repairs rules others changed.
+            if due == crate::runtime::Due::Change && written.as_ref() == Some(&rendered.text) {
+                continue;
+            }
             let text = rendered.text.clone();
             let bridge = self.bridge.clone();
             let applied = tokio::task::spawn_blocking(move || {
@@ -119,6 +125,7 @@ impl PolicyEnforcer {
             match applied {
                 Ok(()) => {
                     existing = rendered.chains;
+                    written = Some(rendered.text);
                     tracing::debug!(
                         policies = all.len(),
                         isolated = existing.len(),

@@ -67,17 +67,7 @@ pub fn ensure_first_in(
     let mut delete = vec!["-D", chain];
     delete.extend_from_slice(args);
     while in_table(table, &delete).is_ok_and(|o| o.status.success()) {}
-    let mut insert = vec!["-I", chain, "1"];
-    insert.extend_from_slice(args);
-    let out = in_table(table, &insert).map_err(|e| format!("running iptables: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "iptables -t {table} -I {chain} 1: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    ensure_rule_in(table, chain, args, true)
 }
 
 /// Applies `input` with `iptables-restore --noflush` (chains it declares

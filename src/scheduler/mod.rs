@@ -121,7 +121,7 @@ async fn run(
             }
             _ = retry.tick() => {}
         }
-        scheduler.pass(&pods, &nodes, &storage.view()).await;
+        scheduler.pass(&pods, &nodes, &storage).await;
     }
 }
 
@@ -169,12 +169,11 @@ struct Scheduler {
 
 impl Scheduler {
     /// Places every pending pod it can, oldest first.
-    async fn pass(
-        &mut self,
-        pods: &Store<Pod>,
-        nodes: &Store<Node>,
-        storage: &volumes::StorageView,
-    ) {
+    async fn pass(&mut self, pods: &Store<Pod>, nodes: &Store<Node>, storage: &Storage) {
+        // The claims' snapshot is taken for the first pending pod with
+        // claims; a pass without one copies nothing.
+        let no_claims = volumes::StorageView::default();
+        let mut snapshot: Option<volumes::StorageView> = None;
         let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         let all: Vec<std::sync::Arc<Pod>> = pods.state();
         let bound: HashSet<String> = all
@@ -232,6 +231,10 @@ impl Scheduler {
             let started = std::time::Instant::now();
             let mut reasons = Vec::new();
             let wanted = fit::pod_requests(pod);
+            let storage = match crate::api::pods::claims_of(pod).next() {
+                Some(_) => &*snapshot.get_or_insert_with(|| storage.view()),
+                None => &no_claims,
+            };
             let pod_volumes = match storage.pod_volumes(pod) {
                 Ok(v) => v,
                 Err(reason) => {

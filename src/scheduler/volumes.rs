@@ -132,13 +132,8 @@ impl StorageView {
                 }
                 continue;
             }
-            let free: Vec<PersistentVolume> = self
-                .volumes
-                .iter()
-                .filter(|v| !taken.contains(&v.name_any()))
-                .cloned()
-                .collect();
-            if let Some(pv) = free.iter().find(|v| prebound_to(v, claim)) {
+            let prebound = unclaimed(&self.volumes, &taken).find(|v| prebound_to(v, claim));
+            if let Some(pv) = prebound {
                 // Already chosen for it; the binder completes the binding.
                 if !node_affinity_allows(pv, node) {
                     return Err("node(s) had volume node affinity conflict".into());
@@ -146,7 +141,9 @@ impl StorageView {
                 taken.push(pv.name_any());
                 continue;
             }
-            if let Some(pv) = find_best_match(claim, &free, false, Some(node)) {
+            let matched =
+                find_best_match(claim, unclaimed(&self.volumes, &taken), false, Some(node));
+            if let Some(pv) = matched {
                 taken.push(pv.name_any());
                 let mut volume = pv.clone();
                 volume.spec.get_or_insert_default().claim_ref =
@@ -185,6 +182,16 @@ impl StorageView {
     pub fn all_bound(volumes: &PodVolumes) -> bool {
         volumes.delayed.is_empty()
     }
+}
+
+/// The volumes not yet chosen for another claim of the pod.
+fn unclaimed<'v>(
+    volumes: &'v [PersistentVolume],
+    taken: &[String],
+) -> impl Iterator<Item = &'v PersistentVolume> {
+    volumes
+        .iter()
+        .filter(move |v| !taken.contains(&v.name_any()))
 }
 
 /// A class's allowedTopologies admit the node (none: every node).
