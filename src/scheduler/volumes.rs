@@ -288,7 +288,7 @@ mod tests {
             panic!("{bindings:?}");
         };
         assert_eq!(claim.annotations()[SELECTED_NODE], "n1");
-        let chosen = view(claim_json_with_node("n1"), vec![]);
+        let chosen = self::view(claim_json_with_node("n1"), vec![]);
         let volumes = chosen.pod_volumes(&pod("data")).unwrap();
         assert_eq!(chosen.check(&volumes, &node("n1")), Ok(vec![]));
         assert!(chosen.check(&volumes, &node("n2")).is_err());
