@@ -13,6 +13,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod controllers;
 pub mod dns;
+pub mod helm;
 pub mod http;
 pub mod ingress;
 pub mod kubelet;

@@ -1,5 +1,5 @@
 //! Entry point: dispatches by the name the binary was invoked as (`kelp-cni`,
-//! `loopback`, `pause`), else by subcommand.
+//! `loopback`, `pause`, the helm job's `entry`), else by subcommand.
 
 use kelp::cli::{self, Cli, Command};
 
@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         "kelp-cni" => std::process::exit(kelp::network::cni::run()),
         "loopback" => std::process::exit(kelp::network::cni::run_loopback()),
         "pause" => std::process::exit(kelp::kubelet::pause::run()),
+        "entry" => std::process::exit(kelp::helm::entry::run(&args[1..])),
         _ => {}
     }
     let cli: Cli = cli::config::parse(&args)?;

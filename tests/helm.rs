@@ -256,3 +256,295 @@ fn chart_lifecycle(server: &Server, helm: &Helm, kubectl: &common::Kubectl, name
     let releases = helm.ok(&["list", "-n", namespace, "-q"]);
     assert_eq!(releases.trim(), "");
 }
+
+/// A chart whose one ConfigMap shows five values, each set at a different
+/// level, packaged by the real helm; returns the `.tgz` in base64.
+fn values_chart(helm: &Helm, dir: &Path) -> String {
+    let chart = dir.join("greeting");
+    std::fs::create_dir_all(chart.join("templates")).expect("chart dir");
+    common::write(
+        &chart,
+        "Chart.yaml",
+        "apiVersion: v2\nname: greeting\nversion: 0.1.0\n",
+    );
+    common::write(
+        &chart,
+        "values.yaml",
+        "a: chart\nb: chart\nc: chart\nd: chart\ne: chart\n",
+    );
+    common::write(
+        &chart.join("templates"),
+        "values.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-values\ndata:\n{{- range $k, $v := .Values }}\n  {{ $k }}: {{ $v | quote }}\n{{- end }}\n",
+    );
+    helm.ok(&[
+        "package",
+        chart.to_str().expect("path"),
+        "-d",
+        dir.to_str().expect("path"),
+    ]);
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(dir.join("greeting-0.1.0.tgz")).expect("packaged chart"))
+}
+
+/// k3s's HelmChart and HelmChartConfig (`helm.cattle.io/v1`): a chart
+/// shipped as a manifest file installs through the `helm-install-NAME` Job
+/// (kelp's job image: kelp's entry beside the real helm), values layered
+/// as k3s layers them, a config change upgrades it, a broken chart fails
+/// clearly after its back-off limit, and deleting the chart uninstalls the
+/// release and removes every object the jobs used.
+#[test]
+fn helm_charts_from_manifests_install_upgrade_fail_and_uninstall_through_jobs() {
+    let Some(binary) = helm_binary(HELMS[1].0) else {
+        eprintln!("no helm binary could be had: test skipped");
+        return;
+    };
+    let server = Server::start_node(&["--helm-binary", binary.to_str().expect("path")]);
+    let kubectl = server.kubectl("kubectl");
+    let helm = Helm {
+        binary,
+        kubeconfig: server.kubeconfig(),
+        home: server.path("helm-home"),
+    };
+    let work = server.path("helm-charts");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let content = values_chart(&helm, &work);
+    // The CRDs are served, with k3s's short names.
+    let resources = kubectl.wait_for(
+        &["api-resources", "--api-group", "helm.cattle.io"],
+        30,
+        |out| out.contains("helmchartconfigs"),
+    );
+    assert!(
+        resources.contains("hc ") && resources.contains("hcc "),
+        "{resources}"
+    );
+
+    // Shipped as k3s users ship add-ons: a file in the manifests directory.
+    // `bootstrap` runs the job in the host network against 127.0.0.1 (the
+    // test's server listens on loopback only).
+    let manifest = format!(
+        "apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata:\n  name: greeting\n  namespace: kube-system\nspec:\n  valuesContent: |\n    d: config\n    e: config\n---\napiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: greeting\n  namespace: kube-system\nspec:\n  chartContent: {content}\n  targetNamespace: greet\n  createNamespace: true\n  bootstrap: true\n  valuesContent: |\n    b: valuesContent\n    c: valuesContent\n    d: valuesContent\n    e: valuesContent\n  values:\n    c: values\n    d: values\n    e: values\n  set:\n    e: fromSet\n"
+    );
+    common::write(
+        &server.path("data/server/manifests"),
+        "greeting.yaml",
+        &manifest,
+    );
+    let values = kubectl.wait_for(
+        &[
+            "get",
+            "configmap",
+            "greeting-values",
+            "-n",
+            "greet",
+            "-o",
+            "jsonpath={.data}",
+        ],
+        180,
+        |out| out.contains("\"d\":\"config\""),
+    );
+    // chart < valuesContent < values < config < set
+    let values: serde_json::Value = serde_json::from_str(&values).expect("json");
+    assert_eq!(
+        values,
+        serde_json::json!({"a": "chart", "b": "valuesContent", "c": "values", "d": "config", "e": "fromSet"})
+    );
+    let get = |args: &[&str]| kubectl.ok(args);
+    let chart = |path: &str| {
+        get(&[
+            "get",
+            "helmchart",
+            "greeting",
+            "-n",
+            "kube-system",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    assert_eq!(
+        chart("{.metadata.finalizers}"),
+        "[\"wrangler.cattle.io/on-helm-chart-remove\"]"
+    );
+    assert_eq!(
+        chart("{.metadata.annotations.helmcharts\\.cattle\\.io/managed-by}"),
+        "helm-controller"
+    );
+    kubectl.wait_for(
+        &["get", "helmchart", "greeting", "-n", "kube-system", "-o", "jsonpath={.status.jobName} {.status.conditions[*].type}={.status.conditions[*].status}"],
+        30,
+        |out| out == "helm-install-greeting JobCreated Failed=True False",
+    );
+    let table = get(&["get", "hc", "-n", "kube-system"]);
+    assert!(
+        table.contains("TARGETNAMESPACE") && table.contains("greet"),
+        "{table}"
+    );
+    // k3s's names for what the job uses.
+    assert_eq!(
+        get(&[
+            "get",
+            "secret",
+            "chart-values-greeting",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.type}"
+        ]),
+        "helmcharts.helm.cattle.io/values"
+    );
+    assert!(
+        get(&[
+            "get",
+            "configmap",
+            "chart-content-greeting",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.data}"
+        ])
+        .contains("greeting.tgz.base64")
+    );
+    assert_eq!(
+        get(&[
+            "get",
+            "clusterrolebinding",
+            "helm-kube-system-greeting",
+            "-o",
+            "jsonpath={.roleRef.name} {.subjects[0].name}"
+        ]),
+        "cluster-admin helm-greeting"
+    );
+    let job_hash = get(&[
+        "get",
+        "job",
+        "helm-install-greeting",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations.helmcharts\\.helm\\.cattle\\.io/configHash}",
+    ]);
+    let hash = job_hash.strip_prefix("SHA256=").expect("hash annotation");
+    // The release is helm's own, labelled with the config hash.
+    let list = helm.ok(&["list", "-n", "greet"]);
+    assert!(
+        list.contains("greeting") && list.contains("deployed"),
+        "{list}"
+    );
+    let newest = |revision: &str| {
+        kubectl.wait_for(
+            &["get", "secret", &format!("sh.helm.release.v1.greeting.v{revision}"), "-n", "greet", "-o", "jsonpath={.metadata.labels.status} {.metadata.labels.helmcharts\\.helm\\.cattle\\.io/configHash}"],
+            120,
+            |out| out.starts_with("deployed"),
+        )
+    };
+    let revisions = || {
+        get(&[
+            "get",
+            "secret",
+            "-n",
+            "greet",
+            "-l",
+            "owner=helm,name=greeting",
+            "-o",
+            "name",
+        ])
+        .lines()
+        .count()
+    };
+    let current = revisions();
+    assert_eq!(
+        newest(&current.to_string()),
+        format!("deployed {}", &hash[..63])
+    );
+
+    // A config change upgrades the release; nothing else runs it again.
+    kubectl.apply(
+        &work,
+        "config.yaml",
+        "apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata:\n  name: greeting\n  namespace: kube-system\nspec:\n  valuesContent: |\n    d: config2\n",
+    );
+    kubectl.wait_for(
+        &[
+            "get",
+            "configmap",
+            "greeting-values",
+            "-n",
+            "greet",
+            "-o",
+            "jsonpath={.data.d} {.data.e}",
+        ],
+        120,
+        |out| out == "config2 fromSet",
+    );
+    newest(&(current + 1).to_string());
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(revisions(), current + 1, "no change, no new release");
+
+    // A broken chart fails once its back-off limit is spent, and says so.
+    kubectl.apply(
+        &work,
+        "broken.yaml",
+        "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: broken\n  namespace: default\nspec:\n  chartContent: bm90IGEgY2hhcnQK\n  bootstrap: true\n  backOffLimit: 0\n",
+    );
+    kubectl.wait_for(
+        &[
+            "get",
+            "helmchart",
+            "broken",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ],
+        120,
+        |out| out == "Job failed",
+    );
+    let events = kubectl.wait_for(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=broken,reason=JobFailed",
+            "-o",
+            "name",
+        ],
+        30,
+        |out| !out.is_empty(),
+    );
+    assert!(!events.is_empty());
+
+    // Deleting the chart runs helm-delete-NAME, then removes everything.
+    kubectl.ok(&[
+        "delete",
+        "helmchart",
+        "greeting",
+        "-n",
+        "kube-system",
+        "--timeout=120s",
+    ]);
+    assert_eq!(
+        get(&[
+            "get",
+            "configmap,secret",
+            "-n",
+            "greet",
+            "-l",
+            "owner=helm",
+            "-o",
+            "name"
+        ]),
+        ""
+    );
+    kubectl.fails(&["get", "configmap", "greeting-values", "-n", "greet"]);
+    let left = get(&[
+        "get",
+        "job,serviceaccount,secret,configmap",
+        "-n",
+        "kube-system",
+        "-o",
+        "name",
+    ]);
+    assert!(!left.contains("greeting"), "{left}");
+    kubectl.fails(&["get", "clusterrolebinding", "helm-kube-system-greeting"]);
+    kubectl.ok(&["delete", "helmchart", "broken", "--timeout=120s"]);
+}

@@ -247,11 +247,22 @@ fn statefulset_claims_are_provisioned_kept_and_removed_with_their_volumes() {
 
 #[test]
 fn disabled_add_ons_stay_out() {
-    let server = Server::start_with(&["--disable", "local-storage,network-policy,ingress"]);
+    let server = Server::start_with(&[
+        "--disable",
+        "local-storage,network-policy,ingress,helm-controller",
+    ]);
     let kubectl = server.kubectl("kubectl");
     kubectl.ok(&["get", "--raw", "/readyz"]);
     assert_eq!(kubectl.ok(&["get", "storageclass", "-o", "name"]), "");
     assert_eq!(kubectl.ok(&["get", "ingressclass", "-o", "name"]), "");
+    // No HelmChart CRDs (the Addon CRD is there: the controllers run).
+    kubectl.wait_for(&["get", "crd", "-o", "name"], 30, |out| {
+        out.contains("addons.kelp.io")
+    });
+    // (registered at the same moment when the controller runs)
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let crds = kubectl.ok(&["get", "crd", "-o", "name"]);
+    assert!(!crds.contains("helm.cattle.io"), "{crds}");
     // Joining nodes are told to run none.
     let config: serde_json::Value =
         serde_json::from_str(&kubectl.ok(&["get", "--raw", "/v1-kelp/config"])).expect("json");

@@ -185,3 +185,53 @@ async fn in_use(
     }
     Ok((ips, ports))
 }
+
+/// The Endpoints and EndpointSlice of the `default/kubernetes` Service:
+/// the API server's advertised address and port, so that pods reach the
+/// API through the Service (upstream's endpoint reconciler writes these).
+pub fn kubernetes_endpoints(ip: std::net::IpAddr, port: u16) -> (Value, Value) {
+    let family = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip.to_string()}],
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    (endpoints, slice)
+}
+
+/// Writes [`kubernetes_endpoints`] through `client` (server-side apply as
+/// `kube-apiserver`), retrying until it is done.
+pub async fn publish_kubernetes_endpoints(client: kube::Client, ip: std::net::IpAddr, port: u16) {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, Patch, PatchParams};
+    let (endpoints, slice) = kubernetes_endpoints(ip, port);
+    let params = PatchParams::apply("kube-apiserver").force();
+    loop {
+        let written = async {
+            Api::<Endpoints>::namespaced(client.clone(), "default")
+                .patch("kubernetes", &params, &Patch::Apply(&endpoints))
+                .await?;
+            Api::<EndpointSlice>::namespaced(client.clone(), "default")
+                .patch("kubernetes", &params, &Patch::Apply(&slice))
+                .await
+        };
+        match written.await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(err = %e, "publishing the kubernetes Service's endpoints; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
+}

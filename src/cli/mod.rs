@@ -284,9 +284,16 @@ pub struct ServerArgs {
     )]
     pub authorization_mode: Vec<crate::apiserver::authz::Mode>,
     /// Components not to run (repeatable): scheduler, coredns, local-storage,
-    /// network-policy, ingress.
+    /// network-policy, ingress, helm-controller.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
+    /// k3s's spelling of `--disable helm-controller`.
+    #[arg(long, env = "KELP_DISABLE_HELM_CONTROLLER")]
+    pub disable_helm_controller: bool,
+    /// The image of HelmChart jobs that name none (k3s's flag; default:
+    /// kelp's own, built on each node from kelp and its `helm`).
+    #[arg(long, env = "KELP_HELM_JOB_IMAGE", default_value = crate::helm::JOB_IMAGE)]
+    pub helm_job_image: String,
     /// Logs, traces and metrics.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -389,6 +396,10 @@ pub struct NodeArgs {
     /// The ingress proxy's HTTPS port on every address of the node.
     #[arg(long, env = "KELP_INGRESS_HTTPS_PORT", default_value_t = 443)]
     pub ingress_https_port: u16,
+    /// The `helm` that goes into kelp's HelmChart job image on this node
+    /// (unset: `helm` in PATH; none found: no such image here).
+    #[arg(long, env = "KELP_HELM_BINARY")]
+    pub helm_binary: Option<PathBuf>,
 }
 
 /// Logging, tracing and metrics flags (klog's, component-base's), shared by

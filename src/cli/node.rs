@@ -171,6 +171,18 @@ impl NodeArgs {
             .unwrap_or_else(crate::network::resolv::host_resolv_conf)
     }
 
+    /// The `helm` for kelp's job image: `--helm-binary`, else `helm` in PATH.
+    pub fn helm_binary(&self) -> Option<PathBuf> {
+        if let Some(helm) = &self.helm_binary {
+            return Some(helm.clone());
+        }
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .map(|dir| dir.join("helm"))
+            .find(|helm| helm.is_file())
+    }
+
     /// The kubelet's settings.
     pub fn agent_config(
         &self,
@@ -200,6 +212,9 @@ impl NodeArgs {
             pod_network_backend: self.pod_network_backend,
             cgroup_root: self.cgroup_root.clone(),
             ingress_ports: (self.ingress_http_port, self.ingress_https_port),
+            helm_job_image: self
+                .helm_binary()
+                .map(|helm| (crate::helm::JOB_IMAGE.to_string(), helm)),
             storage_dir: self
                 .default_local_storage_path
                 .clone()

@@ -228,6 +228,17 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         )
         .await?;
     }
+    tokio::spawn(crate::apiserver::services::publish_kubernetes_endpoints(
+        crate::apiserver::client::in_process(
+            state.clone(),
+            User {
+                name: "system:apiserver".into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            },
+        ),
+        node_ip,
+        args.https_listen_port,
+    ));
     tokio::spawn(crate::apiserver::census::run(state.clone()));
     tokio::spawn(crate::apiserver::flowcontrol::maintain(state.clone()));
     crate::apiserver::authz::bootstrap::reconcile(&state)
@@ -283,6 +294,23 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         ),
         manifests,
     ));
+    if enabled("helm-controller") && !args.disable_helm_controller {
+        // k3s's helm-controller binds each chart's job to cluster-admin:
+        // it holds every right itself.
+        let controller = crate::helm::controller::HelmController {
+            client: crate::apiserver::client::in_process(
+                state.clone(),
+                User {
+                    name: "system:kelp:helm-controller".into(),
+                    groups: vec!["system:masters".into(), "system:authenticated".into()],
+                },
+            ),
+            default_image: args.helm_job_image.clone(),
+            helm_available: !args.disable_agent && args.node.helm_binary().is_some(),
+            api_port: args.https_listen_port,
+        };
+        tokio::spawn(controller.run());
+    }
     if enabled("scheduler") {
         let client = crate::apiserver::client::in_process(
             state.clone(),
@@ -385,6 +413,7 @@ const DISABLEABLE: &[&str] = &[
     "local-storage",
     "network-policy",
     "ingress",
+    "helm-controller",
 ];
 
 /// At most this many revisions of history are kept (kine, k3s's store shim,

@@ -1,5 +1,5 @@
-//! Images without a registry: kelp's own pause image (built from the kelp
-//! binary) and image tarballs (OCI layout or docker-archive), written into
+//! Images without a registry: kelp's own pause and helm job images (built
+//! from the kelp binary) and image tarballs (OCI layout or docker-archive), written into
 //! containerd's content store and image list over its gRPC API. CRI unpacks
 //! them into snapshots when a container first uses them.
 
@@ -449,18 +449,73 @@ impl ImageImporter {
 
     /// Builds (when the kelp binary changed) and imports the pause image.
     pub async fn ensure_pause(&self, work: &Path) -> Result<()> {
-        let dir = work.join("pause");
         let exe = std::env::current_exe()?;
-        let key = binary_key(&exe)?;
+        let image = BuiltImage {
+            reference: PAUSE_IMAGE.into(),
+            files: vec![(exe, "pause".into())],
+            dirs: Vec::new(),
+            config: json!({"Entrypoint": ["/pause"], "WorkingDir": "/"}),
+        };
+        self.ensure_built(&work.join("pause"), image).await
+    }
+
+    /// Builds `image` in `dir` (again only when one of its files changed)
+    /// and imports it.
+    pub async fn ensure_built(&self, dir: &Path, image: BuiltImage) -> Result<()> {
+        let key = image
+            .files
+            .iter()
+            .map(|(source, _)| binary_key(source))
+            .collect::<Result<Vec<_>>>()?
+            .join("\n");
         let key_file = dir.join("binary");
         if std::fs::read_to_string(&key_file).ok().as_deref() != Some(key.as_str()) {
-            let build_dir = dir.clone();
-            tokio::task::spawn_blocking(move || build_pause_layout(&exe, &build_dir)).await??;
+            let build_dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || build_layout(&image, &build_dir)).await??;
             std::fs::write(&key_file, &key)?;
         }
-        self.import_dir(&dir).await?;
+        self.import_dir(dir).await?;
         Ok(())
     }
+}
+
+/// An image kelp makes from files of this machine, with the shared
+/// libraries and program interpreter its first file (the kelp binary)
+/// runs with.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// Its reference.
+    pub reference: String,
+    /// (file here, path in the image), the kelp binary first.
+    pub files: Vec<(PathBuf, String)>,
+    /// Directories to make (path, owner uid, mode).
+    pub dirs: Vec<(String, u64, u32)>,
+    /// The image configuration's `config` (entrypoint, user, env).
+    pub config: Value,
+}
+
+/// kelp's helm job image `reference`: kelp's binary as `/usr/bin/entry`
+/// (klipper-helm's entry point) beside the node's `helm`, run as user
+/// 1000 in `/home/klipper-helm`, as klipper-helm's image is.
+pub fn helm_job_image(reference: &str, helm: &Path) -> Result<BuiltImage> {
+    Ok(BuiltImage {
+        reference: reference.into(),
+        files: vec![
+            (std::env::current_exe()?, "usr/bin/entry".into()),
+            (helm.to_path_buf(), "usr/bin/helm".into()),
+        ],
+        dirs: vec![
+            ("home/klipper-helm/".into(), 1000, 0o755),
+            ("tmp/".into(), 0, 0o1777),
+        ],
+        config: json!({
+            "Entrypoint": ["/usr/bin/entry"],
+            "User": "1000",
+            "WorkingDir": "/home/klipper-helm",
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME=/home/klipper-helm", "TIMEOUT="],
+        }),
+    })
 }
 
 /// A blob in the content store.
@@ -598,9 +653,9 @@ fn binary_key(exe: &Path) -> Result<String> {
     ))
 }
 
-/// Writes an OCI layout whose one layer holds the kelp binary as `/pause`
-/// and the shared libraries it runs with.
-fn build_pause_layout(exe: &Path, dir: &Path) -> Result<()> {
+/// Writes an OCI layout whose one layer holds the image's files, the
+/// shared libraries of its first and its directories.
+fn build_layout(image: &BuiltImage, dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs)?;
@@ -609,7 +664,22 @@ fn build_pause_layout(exe: &Path, dir: &Path) -> Result<()> {
         let mut builder = tar::Builder::new(std::fs::File::create(&layer_path)?);
         builder.mode(tar::HeaderMode::Deterministic);
         let mut added_dirs = std::collections::BTreeSet::new();
-        append_file(&mut builder, exe, "pause", &mut added_dirs)?;
+        for (path, uid, mode) in &image.dirs {
+            append_parents(&mut builder, path.trim_end_matches('/'), &mut added_dirs)?;
+            if added_dirs.insert(path.clone()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode);
+                header.set_uid(*uid);
+                header.set_gid(*uid);
+                header.set_size(0);
+                builder.append_data(&mut header, path, std::io::empty())?;
+            }
+        }
+        for (source, name) in &image.files {
+            append_file(&mut builder, source, name, &mut added_dirs)?;
+        }
+        let exe = &image.files.first().context("an image of no files")?.0;
         let (interp, libraries) = runtime_files(exe)?;
         for lib in &libraries {
             let name = lib.to_string_lossy().trim_start_matches('/').to_string();
@@ -635,7 +705,7 @@ fn build_pause_layout(exe: &Path, dir: &Path) -> Result<()> {
     let config = json!({
         "architecture": crate::platform::arch(),
         "os": crate::platform::OS,
-        "config": {"Entrypoint": ["/pause"], "WorkingDir": "/"},
+        "config": image.config,
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     });
     let config_bytes = serde_json::to_vec(&config)?;
@@ -654,7 +724,7 @@ fn build_pause_layout(exe: &Path, dir: &Path) -> Result<()> {
         "schemaVersion": 2,
         "mediaType": INDEX_OCI,
         "manifests": [{"mediaType": MANIFEST_OCI, "digest": manifest_digest, "size": manifest_bytes.len(),
-                       "annotations": {"io.containerd.image.name": PAUSE_IMAGE}}],
+                       "annotations": {"io.containerd.image.name": image.reference}}],
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub storage_dir: PathBuf,
     /// `--ingress-http-port`, `--ingress-https-port`.
     pub ingress_ports: (u16, u16),
+    /// kelp's helm job image to build here: (reference, the `helm` it holds).
+    pub helm_job_image: Option<(String, PathBuf)>,
 }
 
 /// A running agent; [`Agent::stop`] stops containerd (pods keep running).
@@ -129,6 +131,25 @@ pub async fn start(
         "pause image ready"
     );
     import_image_dir(&importer, &agent_dir).await;
+    if let Some((reference, helm)) = config.helm_job_image.clone() {
+        // In the background: a few hundred MB to write once per binary.
+        let importer = importer.clone();
+        let dir = agent_dir.join("helm-job-image");
+        tokio::spawn(async move {
+            let built = match images::helm_job_image(&reference, &helm) {
+                Ok(image) => importer.ensure_built(&dir, image).await,
+                Err(e) => Err(e),
+            };
+            match built {
+                Ok(()) => {
+                    tracing::info!(image = %reference, helm = %helm.display(), "helm job image ready")
+                }
+                Err(e) => {
+                    tracing::warn!(err = %format!("{e:#}"), helm = %helm.display(), "building the helm job image")
+                }
+            }
+        });
+    }
     let channel_for_exec = channel.clone();
     let kubelet_metrics = Arc::new(metrics::KubeletMetrics::default());
     let cri = cri::Cri::new(channel, kubelet_metrics.clone());
