@@ -513,6 +513,46 @@ fn helm_charts_from_manifests_install_upgrade_fail_and_uninstall_through_jobs() 
     );
     assert!(!events.is_empty());
 
+    // Fixed by naming a chart the server serves at /static/ (k3s's way of
+    // shipping charts with the distribution), it recovers.
+    let statics = server.path("data/server/static/charts");
+    std::fs::create_dir_all(&statics).expect("static dir");
+    std::fs::copy(
+        work.join("greeting-0.1.0.tgz"),
+        statics.join("greeting-0.1.0.tgz"),
+    )
+    .expect("static chart");
+    kubectl.ok(&[
+        "patch",
+        "helmchart",
+        "broken",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"chartContent":null,"chart":"https://%{KUBERNETES_API}%/static/charts/greeting-0.1.0.tgz"}}"#,
+    ]);
+    kubectl.wait_for(
+        &[
+            "get",
+            "configmap",
+            "broken-values",
+            "-o",
+            "jsonpath={.data.a}",
+        ],
+        120,
+        |out| out == "chart",
+    );
+    kubectl.wait_for(
+        &[
+            "get",
+            "helmchart",
+            "broken",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].status}",
+        ],
+        30,
+        |out| out == "False",
+    );
+
     // Deleting the chart runs helm-delete-NAME, then removes everything.
     kubectl.ok(&[
         "delete",

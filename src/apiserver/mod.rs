@@ -26,6 +26,7 @@ pub mod resource_metrics;
 pub mod reviews;
 pub mod secrets_encryption;
 pub mod services;
+pub mod static_files;
 pub mod table;
 pub mod webhooks;
 
@@ -71,6 +72,8 @@ pub struct ApiConfig {
     pub network_policy: bool,
     /// Whether nodes run the ingress proxy, told to joining nodes.
     pub ingress: bool,
+    /// `<data-dir>/server/static`, served at `/static/`.
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 /// Shared state of every request.
@@ -133,6 +136,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(flowcontrol::debug::dump_requests),
         )
         .route(join::CACERTS_PATH, get(join::cacerts))
+        .route(
+            &format!("{}{{*path}}", static_files::PREFIX),
+            get(static_files::serve),
+        )
         .route(join::CONFIG_PATH, get(join::config))
         .route(
             join::NODE_PASSWORD_PATH,
@@ -967,6 +974,7 @@ mod tests {
                 service_cidr: "10.43.0.0/16".parse().expect("cidr"),
                 cluster_cidr: "10.42.0.0/16".parse().expect("cidr"),
                 node_port_range: (30000, 32767),
+                static_dir: None,
                 advertise: "127.0.0.1:6443".into(),
                 ca_pem: String::new(),
                 cluster_dns: "10.43.0.10".into(),

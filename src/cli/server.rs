@@ -178,6 +178,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             local_storage: cluster.local_storage,
             network_policy: cluster.network_policy,
             ingress: cluster.ingress,
+            static_dir: Some(server_dir.join("static")),
         },
         tokens: Arc::new(TokenSigner::from_pem(&pki.service_account_key)?),
         metrics,

@@ -24,7 +24,8 @@ pub use crate::pki::identity::{
 pub struct Impersonator(pub User);
 
 /// Paths anyone may read (upstream's system:public-info-viewer).
-/// `/cacerts` is public as in k3s: joining nodes pin it by hash.
+/// `/cacerts` is public as in k3s: joining nodes pin it by hash; so are
+/// the files under `/static/` (k3s's chart files for HelmChart jobs).
 const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/cacerts"];
 
 /// Middleware: resolves the request's [`User`] or answers 401.
@@ -86,7 +87,9 @@ pub async fn authenticate(
             req.extensions_mut().insert(user);
             next.run(req).await
         }
-        None if PUBLIC.contains(&req.uri().path()) => {
+        None if PUBLIC.contains(&req.uri().path())
+            || req.uri().path().starts_with(super::static_files::PREFIX) =>
+        {
             req.extensions_mut().insert(User {
                 name: "system:anonymous".into(),
                 groups: vec!["system:unauthenticated".into()],
