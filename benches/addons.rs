@@ -6,7 +6,7 @@
 //!   same loop straight to the pod, in the same run;
 //! - resident memory of an idle `kelp server` with its node, with every
 //!   add-on, with none, and with each one disabled alone (settled 30 s;
-//!   `KELP_BENCH_RSS=0` skips it).
+//!   `KELP_BENCH_RSS=0` skips it; `KELP_BENCH_INGRESS=0` skips the first).
 //!
 //! Run: `cargo bench --bench addons`. Figures go to docs/PERFORMANCE.md by hand.
 
@@ -138,6 +138,14 @@ fn ingress_throughput() {
     report("through the ingress", &proxied);
 }
 
+/// The add-ons `--disable` takes.
+const ADD_ONS: [&str; 4] = [
+    "local-storage",
+    "network-policy",
+    "ingress",
+    "helm-controller",
+];
+
 /// kelp's resident memory, idle with its node, settled 30 s.
 fn idle_rss(disable: &str) -> u64 {
     let mut args = vec![
@@ -156,22 +164,24 @@ fn idle_rss(disable: &str) -> u64 {
 }
 
 fn main() {
-    ingress_throughput();
+    if env("KELP_BENCH_INGRESS", 1) != 0 {
+        ingress_throughput();
+    }
     if env("KELP_BENCH_RSS", 1) == 0 {
         return;
     }
     println!("idle RSS of kelp server with its node (KiB):");
     let all = idle_rss("");
-    let none = idle_rss("local-storage,network-policy,ingress");
+    let none = idle_rss(&ADD_ONS.join(","));
     println!("  every add-on      {all}");
     println!(
-        "  none              {none}   (all three add {} KiB)",
+        "  none              {none}   (all of them add {} KiB)",
         all as i64 - none as i64
     );
-    for add_on in ["local-storage", "network-policy", "ingress"] {
+    for add_on in ADD_ONS {
         let without = idle_rss(add_on);
         println!(
-            "  without {add_on:<14} {without}   ({add_on} adds {} KiB)",
+            "  without {add_on:<15} {without}   ({add_on} adds {} KiB)",
             all as i64 - without as i64
         );
     }

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         Command::Images { command } => cli::images::run(command),
         Command::SecretsEncrypt { command } => cli::secrets_encrypt::run(command),
         Command::Certificate { command } => cli::certificate::run(command),
+        Command::Store { command } => cli::store::run(command),
         Command::Version => {
             println!(
                 "kelp version v{} ({})",

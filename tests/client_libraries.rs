@@ -118,10 +118,10 @@ fn kube_rs_checks(server: &Server, namespace: &str, pod: &str) {
     let key = b64("/users/0/user/client-key-data");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let identity = kelp::agent::client::Identity::Certificate(
+        let identity = kelp::http::client::Identity::Certificate(
             kelp::pki::reloadable::ReloadableCert::from_pem(&cert, &key).expect("cert"),
         );
-        let client = kelp::agent::client::remote(
+        let client = kelp::http::client::remote(
             &format!("https://127.0.0.1:{}", server.port()),
             &ca,
             identity,

@@ -15,7 +15,7 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-use super::client::{self, Identity};
+use crate::http::client::{self, Identity};
 use crate::pki::bootstrap_token::{JoinToken, ca_hash};
 use crate::pki::csr;
 use crate::pki::write_file_mode;

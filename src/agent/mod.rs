@@ -1,10 +1,9 @@
 //! A node: its components (service proxy, kubelet, routes to other nodes'
 //! pods, cluster DNS), as `kelp server` runs them for its local node and
 //! `kelp agent` for a node that joins a server over the network
-//! ([`bootstrap`], [`client`]).
+//! ([`bootstrap`], over [`crate::http::client`]).
 
 pub mod bootstrap;
-pub mod client;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use self::bootstrap::{CertificateKind, CredentialFiles};
-use self::client::Identity;
+use crate::http::client::{self, Identity};
 use crate::pki::bootstrap_token::JoinToken;
 use crate::pki::reloadable::ReloadableCert;
 

@@ -11,6 +11,7 @@ pub mod notify;
 pub mod remote;
 pub mod secrets_encrypt;
 pub mod server;
+pub mod store;
 pub mod token;
 
 use std::path::PathBuf;
@@ -64,6 +65,71 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: CertificateCommand,
+    },
+    /// The embedded datastore (SQLite).
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+/// `kelp store` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Snapshots of the datastore (k3s's etcd-snapshot for kelp's SQLite).
+    Snapshot {
+        /// What to do.
+        #[command(subcommand)]
+        command: SnapshotCommand,
+        /// Where the snapshots are.
+        #[command(flatten)]
+        place: SnapshotPlace,
+    },
+}
+
+/// Where the datastore and its snapshots are.
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotPlace {
+    /// State directory.
+    #[arg(
+        long,
+        env = "KELP_DATA_DIR",
+        default_value = "/var/lib/kelp",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// The snapshots' directory (unset: `<data-dir>/server/db/snapshots`).
+    #[arg(long, env = "KELP_ETCD_SNAPSHOT_DIR", global = true)]
+    pub etcd_snapshot_dir: Option<PathBuf>,
+}
+
+/// `kelp store snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot now (also while kelp runs).
+    Save {
+        /// The name's prefix.
+        #[arg(long, default_value = "on-demand")]
+        name: String,
+    },
+    /// List the snapshots, newest first.
+    #[command(alias = "ls")]
+    List,
+    /// Replace the datastore with a snapshot (kelp must be stopped); the
+    /// old database is kept in `db/state-old-<time>/`.
+    Restore {
+        /// The snapshot: a name from `list`, or a path.
+        snapshot: String,
+    },
+    /// Remove snapshots of a name beyond the newest N.
+    Prune {
+        /// The name's prefix.
+        #[arg(long, default_value = "etcd-snapshot")]
+        name: String,
+        /// How many to keep.
+        #[arg(long = "snapshot-retention", default_value_t = 5)]
+        retention: usize,
     },
 }
 
@@ -287,6 +353,23 @@ pub struct ServerArgs {
     /// network-policy, ingress, helm-controller.
     #[arg(long, env = "KELP_DISABLE", value_delimiter = ',')]
     pub disable: Vec<String>,
+    /// When the server snapshots its datastore (cron, local time; k3s's
+    /// flag and default).
+    #[arg(
+        long,
+        env = "KELP_ETCD_SNAPSHOT_SCHEDULE_CRON",
+        default_value = "0 */12 * * *"
+    )]
+    pub etcd_snapshot_schedule_cron: String,
+    /// Scheduled snapshots kept.
+    #[arg(long, env = "KELP_ETCD_SNAPSHOT_RETENTION", default_value_t = 5)]
+    pub etcd_snapshot_retention: usize,
+    /// The snapshots' directory (unset: `<data-dir>/server/db/snapshots`).
+    #[arg(long, env = "KELP_ETCD_SNAPSHOT_DIR")]
+    pub etcd_snapshot_dir: Option<PathBuf>,
+    /// No scheduled snapshots.
+    #[arg(long, env = "KELP_ETCD_DISABLE_SNAPSHOTS")]
+    pub etcd_disable_snapshots: bool,
     /// k3s's spelling of `--disable helm-controller`.
     #[arg(long, env = "KELP_DISABLE_HELM_CONTROLLER")]
     pub disable_helm_controller: bool,

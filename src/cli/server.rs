@@ -43,6 +43,20 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     let sqlite: Arc<dyn crate::store::Store> = Arc::new(
         crate::store::observed::ObservedStore::new(sqlite, "sqlite", &metrics),
     );
+    if !args.etcd_disable_snapshots {
+        let cron = crate::store::snapshot::parse_cron(&args.etcd_snapshot_schedule_cron)
+            .map_err(|e| anyhow::anyhow!("--etcd-snapshot-schedule-cron {e}"))?;
+        tokio::spawn(crate::store::snapshot::run_schedule(
+            crate::store::snapshot::Schedule {
+                db: db_path.clone(),
+                dir: super::store::snapshot_dir(&args.data_dir, args.etcd_snapshot_dir.as_ref()),
+                prefix: "etcd-snapshot".into(),
+                node: super::node::hostname().to_lowercase(),
+                cron,
+                retention: args.etcd_snapshot_retention,
+            },
+        ));
+    }
     let (store, secrets_encryption) = if args.secrets_encryption {
         let file = server_dir.join("cred").join("encryption-config.json");
         if !file.exists() {

@@ -496,10 +496,10 @@ fn mark_failed(name: &str, namespace: &str) -> Result<()> {
             host
         };
         let server = format!("https://{host}:{}", var("KUBERNETES_SERVICE_PORT"));
-        let client = crate::agent::client::remote(
+        let client = crate::http::client::remote(
             &server,
             &ca,
-            crate::agent::client::Identity::Token(token.trim().into()),
+            crate::http::client::Identity::Token(token.trim().into()),
         )?;
         let configmaps = var("HELM_DRIVER") == "configmap";
         let params = kube::api::ListParams::default().labels(&format!("owner=helm,name={name}"));

@@ -8,6 +8,7 @@
 pub mod encrypted;
 pub mod encryption;
 pub mod observed;
+pub mod snapshot;
 pub mod sqlite;
 
 use std::pin::Pin;
@@ -102,6 +103,14 @@ pub enum Error {
     /// space exceeded"); reads still work, and writes once space is freed.
     #[error("the datastore's disk is full ({0}): free space on it and retry")]
     SpaceExceeded(String),
+    /// The database file is damaged (or is no database).
+    #[error(
+        "the datastore is damaged ({0}); stop kelp and restore a snapshot: `kelp store snapshot list`, then `kelp store snapshot restore NAME`"
+    )]
+    Corrupt(String),
+    /// Another process holds the database.
+    #[error("the datastore {0} is in use by another kelp (stop it first)")]
+    Locked(String),
 }
 
 /// Result alias of the store.

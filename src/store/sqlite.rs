@@ -29,7 +29,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The latest revision: the newest log entry, or the compaction point if the log is empty.
-const LATEST_REVISION: &str = "SELECT MAX(COALESCE((SELECT MAX(rev) FROM log), 0), (SELECT value FROM meta WHERE name='compacted'))";
+pub(crate) const LATEST_REVISION: &str = "SELECT MAX(COALESCE((SELECT MAX(rev) FROM log), 0), (SELECT value FROM meta WHERE name='compacted'))";
 
 /// Latest values in a key range (?4, the revision, is unused but keeps one parameter list).
 const LIST_LATEST: &str = "SELECT key, value, create_rev, mod_rev FROM kv WHERE key >= ?1 AND key < ?2 AND ?4 = ?4 ORDER BY key LIMIT ?3";
@@ -54,6 +54,8 @@ const READERS: usize = 4;
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
+    /// Held while the store is open: one kelp per database.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     writer: mpsc::Sender<Request>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
@@ -97,7 +99,15 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Database(format!("creating {}: {e}", dir.display())))?;
         }
+        let lock = lock(path)?;
         let mut conn = Connection::open(path).map_err(db)?;
+        // A damaged file is found now, not at the first read that hits it.
+        let started = std::time::Instant::now();
+        super::snapshot::check(&conn)?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "datastore checked"
+        );
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
         )
@@ -124,6 +134,7 @@ impl SqliteStore {
             .spawn(move || write_loop(conn, requests, writer_events, writer_revision))
             .map_err(|e| Error::Database(format!("starting writer thread: {e}")))?;
         Ok(Self {
+            _lock: lock,
             writer,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
@@ -168,7 +179,27 @@ impl SqliteStore {
 }
 
 fn db(e: rusqlite::Error) -> Error {
-    Error::Database(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            Error::Corrupt(e.to_string())
+        }
+        _ => Error::Database(e.to_string()),
+    }
+}
+
+/// Takes the database's lock file (`PATH.lock`) exclusively, without
+/// waiting: a second kelp, or a restore, on a database in use fails.
+pub fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| Error::Database(format!("opening {}: {e}", path.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| Error::Locked(path.display().to_string()))
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
