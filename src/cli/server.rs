@@ -417,6 +417,9 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     {
         agent.stop().await;
     }
+    if let Err(e) = crate::store::sqlite::checkpoint_at_stop(&db_path) {
+        tracing::warn!(err = %e, "checkpointing the datastore at stop");
+    }
     tracing::info!("kelp server stopped");
     Ok(())
 }
