@@ -5,7 +5,11 @@
 //! - bytes written to disk per second (`/proc/PID/io` `write_bytes`);
 //! - CPU as a share of one core (`/proc/PID/stat` utime + stime);
 //! - the store writes per second by operation and resource (from
-//!   `etcd_requests_total`), which say what the writes are for.
+//!   `etcd_requests_total`), which say what the writes are for;
+//!
+//! then a cold start: stop, start on the same data dir, time until the API
+//! answers and the kubelet has adopted the 20 running pods (none replaced),
+//! and the binary's size.
 //!
 //! Figures go to docs/PERFORMANCE.md by hand.
 
@@ -97,7 +101,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
-    let server = Server::start_node(&[]);
+    let mut server = Server::start_node(&[]);
     let kubectl = server.kubectl("kubectl");
     kubectl.ok(&[
         "create",
@@ -154,4 +158,67 @@ fn main() {
     for (rate, cause) in causes {
         println!("    {rate:>8.4}/s  {cause}");
     }
+    cold_start(&mut server, &kubectl);
+}
+
+/// A stop (SIGTERM) and a start on the same data dir with the 20 pods
+/// running: how long until the API answers, the node's kubelet is back
+/// with all pods adopted (`kubelet_running_pods` through the API's node
+/// proxy), and that no pod was replaced; then the binary's size.
+fn cold_start(server: &mut Server, kubectl: &common::Kubectl) {
+    let pods = || {
+        kubectl.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=idle",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].containerID}{\"\\n\"}{end}",
+        ])
+    };
+    let before = pods();
+    server.stop();
+    let started = Instant::now();
+    server.spawn();
+    let api = started.elapsed();
+    let metrics = format!("/api/v1/nodes/{}/proxy/metrics", common::NODE);
+    let adopted = loop {
+        let out = kubectl.run(&["get", "--raw", &metrics]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text
+            .lines()
+            .any(|l| l.starts_with("kubelet_running_pods ") && l.ends_with(&format!(" {PODS}")))
+        {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "pods not adopted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_secs(10));
+    let after = pods();
+    println!("cold start with {PODS} running pods to adopt (SIGTERM, then start):");
+    println!("  API ready        {:>7.2} s", api.as_secs_f64());
+    println!(
+        "  all pods adopted {:>7.2} s (the kubelet reports {PODS} running pods)",
+        adopted.as_secs_f64()
+    );
+    println!(
+        "  pods replaced    {}",
+        if before == after {
+            "none (same names and container IDs 10 s later)"
+        } else {
+            "SOME"
+        }
+    );
+    let binary = std::fs::metadata(common::kelp_bin())
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "  kelp binary      {:.1} MB ({})",
+        binary as f64 / 1e6,
+        common::kelp_bin().display()
+    );
 }

@@ -9,7 +9,7 @@
 //! revision. A restore (server stopped) checks the snapshot, moves the old
 //! database aside into `state-old-<unix seconds>/`, copies the snapshot in,
 //! and raises the revision above anything a client may have seen while
-//! marking everything older compacted, so watchers relist (etcd's
+//! marking everything older compacted (each key's latest entry kept), so watchers relist (etcd's
 //! `snapshot restore --bump-revision --mark-compacted`).
 
 use std::fs::File;
@@ -263,12 +263,23 @@ pub fn restore(db_path: &Path, snapshot: &Path) -> Result<Restored> {
         // an older revision gets 410 and relists.
         conn.execute_batch("PRAGMA journal_mode=DELETE;")
             .map_err(db)?;
+        // Compacted up to the snapshot's newest revision (each key's latest
+        // entry stays, so lists at later revisions still find every key).
+        let from: Revision = conn
+            .query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
+                r.get(0)
+            })
+            .map_err(db)?;
+        conn.execute(
+            super::sqlite::COMPACT_RANGE,
+            rusqlite::params![from, snapshot_revision],
+        )
+        .map_err(db)?;
         conn.execute(
             "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
             [revision],
         )
         .map_err(db)?;
-        conn.execute("DELETE FROM log", []).map_err(db)?;
     }
     File::open(&tmp)
         .and_then(|f| f.sync_all())

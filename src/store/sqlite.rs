@@ -53,6 +53,17 @@ const LIST_AT: &str = "SELECT key, value, create_rev, mod_rev FROM (
            AND NOT EXISTS (SELECT 1 FROM kv k WHERE k.key = l.key AND k.mod_rev <= ?4)
     ) ORDER BY key LIMIT ?3";
 
+/// Deletes, between compaction points ?1 and ?2, the tombstones written in
+/// (?1, ?2] and every entry superseded by an entry written in (?1, ?2].
+pub(crate) const COMPACT_RANGE: &str = "DELETE FROM log WHERE rev IN (
+        SELECT rev FROM log WHERE rev > ?1 AND rev <= ?2 AND kind = 2
+        UNION
+        SELECT older.rev FROM log newer JOIN log older ON older.key = newer.key AND older.rev < newer.rev
+         WHERE newer.rev > ?1 AND newer.rev <= ?2)";
+
+/// Revisions one compaction transaction covers at most.
+const COMPACT_STEP: Revision = 1000;
+
 /// How many writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
 /// Events a watcher may fall behind before it is told to relist (410).
@@ -89,6 +100,7 @@ enum Op {
         key: String,
         expected: Option<Revision>,
     },
+    /// Forget history in (the compaction point, `revision`].
     Compact {
         revision: Revision,
     },
@@ -281,6 +293,13 @@ fn guard_power_loss(conn: &Connection) -> Result<()> {
             .query_row(LATEST_REVISION, [], |r| r.get(0))
             .map_err(db)?;
         let floor = latest + super::snapshot::REVISION_BUMP;
+        let from: Revision = conn
+            .query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
+                r.get(0)
+            })
+            .map_err(db)?;
+        conn.execute(COMPACT_RANGE, params![from, latest])
+            .map_err(db)?;
         conn.execute(
             "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
             params![floor],
@@ -516,15 +535,20 @@ fn apply_op(
         }
         Op::Compact { revision } => {
             // Like etcd, keep each live key's latest entry so lists at any retained
-            // revision can still be served; older entries and tombstones go.
-            tx.execute(
-                "DELETE FROM log WHERE rev <= ?1 AND (kind = 2 OR rev < (SELECT MAX(x.rev) FROM log x WHERE x.key = log.key AND x.rev <= ?1))",
-                params![revision],
-            )?;
-            tx.execute(
-                "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
-                params![revision],
-            )?;
+            // revision can still be served; older entries and tombstones go. Rows
+            // at or below the previous point are already one per live key: only
+            // the entries written since, and those they supersede, are looked at.
+            let from: Revision =
+                tx.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
+                    r.get(0)
+                })?;
+            if *revision > from {
+                tx.execute(COMPACT_RANGE, params![from, revision])?;
+                tx.execute(
+                    "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
+                    params![revision],
+                )?;
+            }
             Ok(Ok((*rev, None, None)))
         }
     }
@@ -733,8 +757,24 @@ impl Store for SqliteStore {
         Ok(stream)
     }
 
+    /// In steps of [`COMPACT_STEP`] revisions, each its own transaction, so
+    /// writes go on between them (kine's way): a long history never holds
+    /// the writer for long.
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.submit(Op::Compact { revision }).await.map(|_| ())
+        let from: Revision = self
+            .read(|c| {
+                c.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db)
+            })
+            .await?;
+        let mut point = from;
+        while point < revision {
+            point = (point + COMPACT_STEP).min(revision);
+            self.submit(Op::Compact { revision: point }).await?;
+        }
+        Ok(())
     }
 }
 
@@ -939,6 +979,63 @@ mod tests {
         assert_eq!(store.current_revision().await.expect("rev"), rev);
         let next = store.create("/r/b", b"2".to_vec()).await.expect("create");
         assert_eq!(next, rev + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compaction_in_steps_keeps_every_retained_revision_readable() {
+        let (_dir, store) = open();
+        // Creates, updates and deletes over 40 keys, 3,000 revisions.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let key = format!("/k/{:02}", next() % 40);
+            match store.get(&key).await.expect("get") {
+                None => {
+                    store.create(&key, b"0".to_vec()).await.expect("create");
+                }
+                Some(kv) if next() % 4 == 0 => {
+                    store.delete(&key, None).await.expect("delete");
+                    let _ = kv;
+                }
+                Some(kv) => {
+                    let value = (next() % 1000).to_string().into_bytes();
+                    store
+                        .update(&key, value, kv.mod_revision)
+                        .await
+                        .expect("update");
+                }
+            }
+        }
+        let latest = store.current_revision().await.expect("rev");
+        let mut before = Vec::new();
+        for rev in (2500..=latest).step_by(37) {
+            before.push((
+                rev,
+                store
+                    .list_at("/k/", None, 0, Some(rev))
+                    .await
+                    .expect("list")
+                    .items,
+            ));
+        }
+        store.compact(2500).await.expect("compact");
+        for (rev, items) in before {
+            let after = store
+                .list_at("/k/", None, 0, Some(rev))
+                .await
+                .expect("list")
+                .items;
+            assert_eq!(after, items, "list at {rev}");
+        }
+        assert!(matches!(
+            store.list_at("/k/", None, 0, Some(2499)).await,
+            Err(Error::Compacted { .. })
+        ));
     }
 
     #[tokio::test]
