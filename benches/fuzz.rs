@@ -15,22 +15,10 @@ use std::time::{Duration, Instant};
 use kelp::api::schema::Schemas;
 use kelp::apiserver::body::{BodyFormat, decode_as};
 
-/// A small deterministic generator (xorshift64*), seeded per target, so a
-/// crash's input can be regenerated from the round number.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+// Seeded per target, so a crash's input can be regenerated from the round number.
+#[path = "../tests/common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Interesting bytes for text formats.
 const TOKENS: &[&[u8]] = &[

@@ -473,58 +473,45 @@ async fn apply_objects(
     Ok(())
 }
 
-/// Deletes a job and (first) its pods.
-async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), Error> {
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Foreground),
-        ..Default::default()
-    };
-    match jobs.delete(name, &params).await {
+/// Deletes `name` (already gone is fine).
+async fn delete<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
+/// Deletes a job and (first) its pods.
+async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), Error> {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..Default::default()
+    };
+    delete(jobs, name, &params).await
+}
+
 /// Removes everything the chart's jobs used, once the release is gone.
 async fn remove_objects(client: &kube::Client, namespace: &str, name: &str) -> Result<(), Error> {
     let background = DeleteParams::background();
-    let gone = |r: Result<_, kube::Error>| match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(Error::from(e)),
-    };
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     for job in [
         format!("helm-delete-{name}"),
         format!("helm-install-{name}"),
     ] {
-        gone(jobs.delete(&job, &background).await.map(|_| ()))?;
+        delete(&jobs, &job, &background).await?;
     }
-    gone(
-        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-            .delete(&format!("helm-{name}"), &background)
-            .await
-            .map(|_| ()),
-    )?;
-    gone(
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .delete(&format!("helm-{namespace}-{name}"), &background)
-            .await
-            .map(|_| ()),
-    )?;
-    gone(
-        Api::<Secret>::namespaced(client.clone(), namespace)
-            .delete(&format!("chart-values-{name}"), &background)
-            .await
-            .map(|_| ()),
-    )?;
-    gone(
-        Api::<ConfigMap>::namespaced(client.clone(), namespace)
-            .delete(&format!("chart-content-{name}"), &background)
-            .await
-            .map(|_| ()),
-    )
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    delete(&accounts, &format!("helm-{name}"), &background).await?;
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    delete(&bindings, &format!("helm-{namespace}-{name}"), &background).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    delete(&secrets, &format!("chart-values-{name}"), &background).await?;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    delete(&maps, &format!("chart-content-{name}"), &background).await
 }
 
 async fn release_finalizer(charts: &Api<HelmChart>, chart: &HelmChart) -> Result<Action, Error> {

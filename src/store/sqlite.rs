@@ -7,15 +7,17 @@
 //! power cut can lose the newest commits — after which, seen as a new boot,
 //! the store continues its revisions well above any a client may have seen
 //! and marks the older ones compacted, so nothing is handed out twice.
-//! Concurrent writes share one transaction. Checkpoints run on their own
-//! thread and connection (PASSIVE: they never block the writer or a
-//! reader), every [`CHECKPOINT_COMMITS`] commits or [`CHECKPOINT_IDLE`]
-//! after the last one, instead of inside a write's COMMIT; fewer fsyncs
-//! and rewritten pages are what an SD card lives on.
+//! Concurrent writes share one transaction. The writer checkpoints
+//! (PASSIVE: readers never wait) between batches every
+//! [`CHECKPOINT_COMMITS`] commits, or [`CHECKPOINT_IDLE`] after the first of
+//! fewer, instead of SQLite's every 1,000 WAL pages inside a COMMIT: at
+//! idle a page rewritten by every Lease renewal reaches the database file
+//! once per 10 minutes, not every few minutes; fewer fsyncs and rewritten
+//! pages are what an SD card lives on.
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
@@ -70,8 +72,9 @@ const MAX_BATCH: usize = 512;
 const BROADCAST_CAPACITY: usize = 16 * 1024;
 /// Read connections.
 const READERS: usize = 4;
-/// Commits between checkpoints under load (about 4 MB of WAL for small writes).
-const CHECKPOINT_COMMITS: u64 = 1000;
+/// Commits between checkpoints under load (a few MB of WAL; each
+/// checkpoint then copies little, so no write waits long behind one).
+const CHECKPOINT_COMMITS: u64 = 250;
 /// How long committed writes wait in the WAL before a checkpoint when few come.
 const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -132,6 +135,7 @@ impl SqliteStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "datastore checked"
         );
+        incremental_vacuum_mode(&conn)?;
         // The WAL file goes back to at most 16 MB once a checkpoint completes.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;
@@ -156,28 +160,9 @@ impl SqliteStore {
         let (writer, requests) = mpsc::channel();
         let writer_events = events.clone();
         let writer_revision = revision.clone();
-        let checkpointer = Connection::open(path).map_err(db)?;
-        checkpointer
-            .execute_batch("PRAGMA busy_timeout=250;")
-            .map_err(db)?;
-        let (due, wakeups) = mpsc::sync_channel(1);
-        let commits = Arc::new(AtomicU64::new(0));
-        let counted = commits.clone();
-        std::thread::Builder::new()
-            .name("store-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, wakeups, counted))
-            .map_err(|e| Error::Database(format!("starting checkpoint thread: {e}")))?;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                write_loop(
-                    conn,
-                    requests,
-                    writer_events,
-                    writer_revision,
-                    (due, commits),
-                )
-            })
+            .spawn(move || write_loop(conn, requests, writer_events, writer_revision))
             .map_err(|e| Error::Database(format!("starting writer thread: {e}")))?;
         Ok(Self {
             _lock: lock,
@@ -318,40 +303,6 @@ fn guard_power_loss(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint thread: copies committed pages from the WAL into the
-/// database (PASSIVE: what no reader still needs, without waiting) once
-/// [`CHECKPOINT_COMMITS`] commits came since the last checkpoint, or
-/// [`CHECKPOINT_IDLE`] after the first of fewer; once more when the store
-/// closes. The writer wakes it after each commit and counts in `commits`.
-fn checkpoint_loop(conn: Connection, wakeups: mpsc::Receiver<()>, commits: Arc<AtomicU64>) {
-    let mut since: Option<std::time::Instant> = None;
-    let mut checkpointed = 0;
-    loop {
-        let wait = since
-            .map(|first| CHECKPOINT_IDLE.saturating_sub(first.elapsed()))
-            .unwrap_or(std::time::Duration::from_secs(24 * 3600));
-        match wakeups.recv_timeout(wait) {
-            Ok(()) => {
-                since.get_or_insert_with(std::time::Instant::now);
-                if commits.load(Ordering::SeqCst) - checkpointed < CHECKPOINT_COMMITS {
-                    continue;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) if since.is_none() => continue,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = checkpoint(&conn);
-                return;
-            }
-        }
-        checkpointed = commits.load(Ordering::SeqCst);
-        since = None;
-        if let Err(e) = checkpoint(&conn) {
-            tracing::warn!(err = %e, "checkpointing the datastore's WAL");
-        }
-    }
-}
-
 /// At a clean stop: everything into the database file and the WAL emptied
 /// (waiting at most a second for the last writes), so a stopped kelp leaves
 /// one self-contained file.
@@ -363,11 +314,99 @@ pub fn checkpoint_at_stop(path: &Path) -> Result<()> {
         .map_err(db)
 }
 
-/// One PASSIVE checkpoint; returns (WAL frames, frames copied).
-fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })
+/// Free pages beyond which the writer gives space back to the filesystem.
+const FREE_PAGES_KEPT: i64 = 1024;
+/// Pages one step of giving space back moves at most (4 MB).
+const VACUUM_STEP: i64 = 1024;
+/// Databases up to this size are rebuilt once at open to give space back
+/// from then on (`auto_vacuum` can only change with a full VACUUM).
+const CONVERT_LIMIT: i64 = 256 << 20;
+
+/// Space freed by compaction and deletes goes back to the filesystem
+/// (`auto_vacuum=INCREMENTAL`, stepped by the writer): a new database is
+/// made so; an older one of up to [`CONVERT_LIMIT`] is rebuilt once.
+fn incremental_vacuum_mode(conn: &Connection) -> Result<()> {
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .map_err(db)?;
+    if mode == 2 {
+        return Ok(());
+    }
+    let tables: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(db)?;
+    let size: i64 = conn
+        .query_row(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if tables > 0 && size > CONVERT_LIMIT {
+        tracing::warn!(
+            bytes = size,
+            "the datastore cannot give freed space back (made before kelp did); `kelp store snapshot save` then `restore` rebuilds it"
+        );
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")
+        .map_err(db)?;
+    if tables > 0 {
+        let started = std::time::Instant::now();
+        conn.execute_batch("VACUUM;").map_err(db)?;
+        tracing::info!(
+            bytes = size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "datastore rebuilt once to give freed space back from now on"
+        );
+    }
+    Ok(())
+}
+
+/// Gives up to [`VACUUM_STEP`] free pages back when more than
+/// [`FREE_PAGES_KEPT`] are free (a few milliseconds; the rest next time).
+fn give_space_back(conn: &Connection) {
+    let free: i64 = conn
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .unwrap_or(0);
+    if free > FREE_PAGES_KEPT {
+        let step = (free - FREE_PAGES_KEPT).min(VACUUM_STEP);
+        // Stepped to the end: each step of this pragma frees one page.
+        let freed = conn
+            .prepare(&format!("PRAGMA incremental_vacuum({step})"))
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                Ok(())
+            });
+        if let Err(e) = freed {
+            tracing::warn!(err = %e, "giving the datastore's free space back");
+        }
+    }
+}
+
+/// A PASSIVE checkpoint on the writer's own connection, between batches:
+/// no write can append to the WAL meanwhile, so it copies everything no
+/// reader still needs and the next write starts the WAL over (a checkpoint
+/// from another connection under a steady write load never catches up, and
+/// the WAL grows without bound). Readers never wait for it.
+fn checkpoint(conn: &Connection, commits: &mut u64) {
+    give_space_back(conn);
+    let started = std::time::Instant::now();
+    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    match result {
+        Ok((frames, copied)) => tracing::debug!(
+            frames,
+            copied,
+            commits = *commits,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "datastore checkpoint"
+        ),
+        Err(e) => tracing::warn!(err = %e, "checkpointing the datastore's WAL"),
+    }
+    *commits = 0;
 }
 
 /// The writer thread: takes every waiting request into one transaction.
@@ -376,9 +415,26 @@ fn write_loop(
     requests: mpsc::Receiver<Request>,
     events: broadcast::Sender<Arc<Event>>,
     revision: Arc<AtomicI64>,
-    (checkpoints, commits): (mpsc::SyncSender<()>, Arc<AtomicU64>),
 ) {
-    while let Ok(first) = requests.recv() {
+    // Commits since the last checkpoint, and when the first of them came.
+    let mut commits: u64 = 0;
+    let mut since = std::time::Instant::now();
+    loop {
+        let first = if commits == 0 {
+            match requests.recv() {
+                Ok(first) => first,
+                Err(_) => break,
+            }
+        } else {
+            match requests.recv_timeout(CHECKPOINT_IDLE.saturating_sub(since.elapsed())) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    checkpoint(&conn, &mut commits);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
@@ -391,8 +447,13 @@ fn write_loop(
         match outcome {
             Ok((results, committed)) => {
                 revision.store(rev, Ordering::SeqCst);
-                commits.fetch_add(1, Ordering::SeqCst);
-                let _ = checkpoints.try_send(());
+                if commits == 0 {
+                    since = std::time::Instant::now();
+                }
+                commits += 1;
+                if commits >= CHECKPOINT_COMMITS {
+                    checkpoint(&conn, &mut commits);
+                }
                 for event in committed {
                     // No receivers is fine: nobody is watching.
                     let _ = events.send(Arc::new(event));
@@ -417,6 +478,10 @@ fn write_loop(
                 }
             }
         }
+    }
+    // The store closed: what is left in the WAL goes into the database.
+    if commits > 0 {
+        checkpoint(&conn, &mut commits);
     }
 }
 
@@ -1036,6 +1101,49 @@ mod tests {
             store.list_at("/k/", None, 0, Some(2499)).await,
             Err(Error::Compacted { .. })
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn space_freed_by_deletes_and_compaction_goes_back_to_the_filesystem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let size = || std::fs::metadata(&path).expect("db").len();
+        for n in 0..1500 {
+            store
+                .create(&format!("/r/{n}"), vec![b'x'; 8000])
+                .await
+                .expect("create");
+        }
+        for n in 0..1500 {
+            store
+                .delete(&format!("/r/{n}"), None)
+                .await
+                .expect("delete");
+        }
+        let latest = store.current_revision().await.expect("rev");
+        store.compact(latest).await.expect("compact");
+        // Enough commits for checkpoints, each giving some space back.
+        for n in 0..1000 {
+            store
+                .create(&format!("/s/{n}"), b"1".to_vec())
+                .await
+                .expect("create");
+        }
+        let peak = size();
+        drop(store);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while size() >= peak && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let reopened = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(reopened.count("/s/").await.expect("count"), 1000);
+        let free: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .expect("freelist");
+        assert!(free <= FREE_PAGES_KEPT + VACUUM_STEP, "{free} pages free");
+        assert!(size() < 12 << 20, "{} bytes after deleting 12 MB", size());
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::Server;
+use super::rng::Rng as Random;
 
 /// What the loop saw.
 #[derive(Debug, Default, Clone)]
@@ -46,22 +47,6 @@ struct Ledger {
     next: u64,
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// An admin client of the server on `port` (inside a tokio runtime).
 fn client(port: u16, (ca, cert, key): (Vec<u8>, Vec<u8>, Vec<u8>)) -> kube::Client {
     let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 PEM");
@@ -92,7 +77,7 @@ fn choose(ledger: &mut Ledger, random: &mut Random) -> (String, State) {
         ledger.next += 1;
         return (format!("durable-{}", ledger.next), Some("0".into()));
     }
-    let name = live[random.below(live.len() as u64) as usize].clone();
+    let name = live[random.below(live.len())].clone();
     if pick < 8 {
         let value = format!("{}", random.next() % 1_000_000);
         (name, Some(value))
@@ -197,7 +182,7 @@ pub fn kill_loop(server: &mut Server, kills: usize, seed: u64) -> Report {
     let mut random = Random(seed.rotate_left(17) | 1);
     let mut report = Report::default();
     for _ in 0..kills {
-        std::thread::sleep(Duration::from_millis(200 + random.below(1000)));
+        std::thread::sleep(Duration::from_millis(200 + random.below(1000) as u64));
         let killed = Instant::now();
         server.kill9();
         // Let the writer finish the write the kill cut, then hold it.

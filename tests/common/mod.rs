@@ -7,6 +7,7 @@ pub mod durability;
 pub mod join;
 pub mod metrics;
 pub mod otlp;
+pub mod rng;
 pub mod webhook;
 
 use std::net::TcpListener;
