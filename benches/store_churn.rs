@@ -10,7 +10,8 @@
 //! meanwhile the history is compacted as `kelp server` does under load (to 10,000
 //! revisions behind, here every 20,000 writes). Prints the file's size
 //! (database + WAL) against the live data, write latency percentiles overall
-//! and for writes that overlapped a compaction, and the compactions' lengths.
+//! and for writes that overlapped a compaction, the compactions' lengths,
+//! and the file once the store has closed (freed space given back).
 //!
 //! Run: `cargo bench --bench store_churn`. Figures go to docs/PERFORMANCE.md by hand.
 
@@ -266,7 +267,26 @@ async fn main() {
         lat,
         started.elapsed().as_secs_f64(),
     );
-    let mut compactions = churn.compactions.lock().expect("lock").clone();
+    // Freed space goes back when the store is quiet (10 minutes) or closes.
+    let live = live_bytes(&churn.store).await;
+    let compactions_taken = churn.compactions.lock().expect("lock").clone();
+    drop(churn);
+    let mut size = file_size(&db);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = file_size(&db);
+        if now == size {
+            break;
+        }
+        size = now;
+    }
+    println!(
+        "closed: file {:.1} MB for {} live keys of {:.1} MB",
+        size as f64 / 1e6,
+        live.0,
+        live.1 as f64 / 1e6
+    );
+    let mut compactions = compactions_taken;
     compactions.sort();
     println!(
         "compactions: {} (to {RETAINED} revisions behind, every {COMPACT_EVERY} writes): p50 {:.1} ms, max {:.1} ms",

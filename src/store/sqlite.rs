@@ -316,8 +316,9 @@ pub fn checkpoint_at_stop(path: &Path) -> Result<()> {
 
 /// Free pages beyond which the writer gives space back to the filesystem.
 const FREE_PAGES_KEPT: i64 = 1024;
-/// Pages one step of giving space back moves at most (4 MB).
-const VACUUM_STEP: i64 = 1024;
+/// Pages one step of giving space back moves at most (1 MB: a few
+/// milliseconds; a request waits for one step at most).
+const VACUUM_STEP: i64 = 256;
 /// Databases up to this size are rebuilt once at open to give space back
 /// from then on (`auto_vacuum` can only change with a full VACUUM).
 const CONVERT_LIMIT: i64 = 256 << 20;
@@ -364,12 +365,15 @@ fn incremental_vacuum_mode(conn: &Connection) -> Result<()> {
 }
 
 /// Gives up to [`VACUUM_STEP`] free pages back when more than
-/// [`FREE_PAGES_KEPT`] are free (a few milliseconds; the rest next time).
-fn give_space_back(conn: &Connection) {
+/// [`FREE_PAGES_KEPT`] are free; whether more is left to give.
+fn give_space_back(conn: &Connection) -> bool {
     let free: i64 = conn
         .query_row("PRAGMA freelist_count", [], |r| r.get(0))
         .unwrap_or(0);
-    if free > FREE_PAGES_KEPT {
+    if free <= FREE_PAGES_KEPT {
+        return false;
+    }
+    {
         let step = (free - FREE_PAGES_KEPT).min(VACUUM_STEP);
         // Stepped to the end: each step of this pragma frees one page.
         let freed = conn
@@ -381,8 +385,10 @@ fn give_space_back(conn: &Connection) {
             });
         if let Err(e) = freed {
             tracing::warn!(err = %e, "giving the datastore's free space back");
+            return false;
         }
     }
+    free - VACUUM_STEP > FREE_PAGES_KEPT
 }
 
 /// A PASSIVE checkpoint on the writer's own connection, between batches:
@@ -391,7 +397,6 @@ fn give_space_back(conn: &Connection) {
 /// from another connection under a steady write load never catches up, and
 /// the WAL grows without bound). Readers never wait for it.
 fn checkpoint(conn: &Connection, commits: &mut u64) {
-    give_space_back(conn);
     let started = std::time::Instant::now();
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
@@ -419,8 +424,12 @@ fn write_loop(
     // Commits since the last checkpoint, and when the first of them came.
     let mut commits: u64 = 0;
     let mut since = std::time::Instant::now();
+    // A request that came while space was being given back.
+    let mut waiting: Option<Request> = None;
     loop {
-        let first = if commits == 0 {
+        let first = if let Some(first) = waiting.take() {
+            first
+        } else if commits == 0 {
             match requests.recv() {
                 Ok(first) => first,
                 Err(_) => break,
@@ -430,6 +439,22 @@ fn write_loop(
                 Ok(first) => first,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     checkpoint(&conn, &mut commits);
+                    // Quiet: give freed space back, a step at a time, until a
+                    // request comes (under load freed pages are reused instead).
+                    while give_space_back(&conn) {
+                        match requests.try_recv() {
+                            Ok(request) => {
+                                waiting = Some(request);
+                                break;
+                            }
+                            Err(mpsc::TryRecvError::Empty) => {}
+                            Err(mpsc::TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    if waiting.is_none() {
+                        // The space given back is in the WAL: checkpoint it too.
+                        checkpoint(&conn, &mut commits);
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -479,10 +504,10 @@ fn write_loop(
             }
         }
     }
-    // The store closed: what is left in the WAL goes into the database.
-    if commits > 0 {
-        checkpoint(&conn, &mut commits);
-    }
+    // The store closed: freed space back, and what is left in the WAL into
+    // the database.
+    while give_space_back(&conn) {}
+    checkpoint(&conn, &mut commits);
 }
 
 type BatchOutcome = (Vec<Result<(Revision, Option<KeyValue>)>>, Vec<Event>);
