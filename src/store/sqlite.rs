@@ -64,7 +64,7 @@ pub(crate) const COMPACT_RANGE: &str = "DELETE FROM log WHERE rev IN (
          WHERE newer.rev > ?1 AND newer.rev <= ?2)";
 
 /// Revisions one compaction transaction covers at most.
-const COMPACT_STEP: Revision = 1000;
+const COMPACT_STEP: Revision = 250;
 
 /// How many writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
