@@ -244,13 +244,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         .await?;
     }
     tokio::spawn(crate::apiserver::services::publish_kubernetes_endpoints(
-        crate::apiserver::client::in_process(
-            state.clone(),
-            User {
-                name: "system:apiserver".into(),
-                groups: vec!["system:masters".into(), "system:authenticated".into()],
-            },
-        ),
+        administrator(&state, "system:apiserver"),
         node_ip,
         args.https_listen_port,
     ));
@@ -300,26 +294,14 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         tracing::warn!(err = %e, dir = %manifests.display(), "creating the add-on manifests directory");
     }
     tokio::spawn(crate::controllers::addons::run(
-        crate::apiserver::client::in_process(
-            state.clone(),
-            User {
-                name: "system:kelp-deploy".into(),
-                groups: vec!["system:masters".into(), "system:authenticated".into()],
-            },
-        ),
+        administrator(&state, "system:kelp-deploy"),
         manifests,
     ));
     if enabled("helm-controller") && !args.disable_helm_controller {
         // k3s's helm-controller binds each chart's job to cluster-admin:
         // it holds every right itself.
         let controller = crate::helm::controller::HelmController {
-            client: crate::apiserver::client::in_process(
-                state.clone(),
-                User {
-                    name: "system:kelp:helm-controller".into(),
-                    groups: vec!["system:masters".into(), "system:authenticated".into()],
-                },
-            ),
+            client: administrator(&state, "system:kelp:helm-controller"),
             default_image: args.helm_job_image.clone(),
             helm_available: !args.disable_agent && args.node.helm_binary().is_some(),
             api_port: args.https_listen_port,
@@ -422,6 +404,19 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     }
     tracing::info!("kelp server stopped");
     Ok(())
+}
+
+/// An in-process client acting as `name` in `system:masters`, for the
+/// server's own privileged components (add-on manifests, the helm
+/// controller, the `kubernetes` Service's endpoints).
+fn administrator(state: &Arc<ApiState>, name: &str) -> kube::Client {
+    crate::apiserver::client::in_process(
+        state.clone(),
+        User {
+            name: name.into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        },
+    )
 }
 
 /// What `--disable` takes (k3s's names).
