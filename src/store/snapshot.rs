@@ -265,21 +265,7 @@ pub fn restore(db_path: &Path, snapshot: &Path) -> Result<Restored> {
             .map_err(db)?;
         // Compacted up to the snapshot's newest revision (each key's latest
         // entry stays, so lists at later revisions still find every key).
-        let from: Revision = conn
-            .query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
-                r.get(0)
-            })
-            .map_err(db)?;
-        conn.execute(
-            super::sqlite::COMPACT_RANGE,
-            rusqlite::params![from, snapshot_revision],
-        )
-        .map_err(db)?;
-        conn.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
-            [revision],
-        )
-        .map_err(db)?;
+        super::sqlite::compact_through(&conn, snapshot_revision, revision).map_err(db)?;
     }
     File::open(&tmp)
         .and_then(|f| f.sync_all())

@@ -57,7 +57,7 @@ const LIST_AT: &str = "SELECT key, value, create_rev, mod_rev FROM (
 
 /// Deletes, between compaction points ?1 and ?2, the tombstones written in
 /// (?1, ?2] and every entry superseded by an entry written in (?1, ?2].
-pub(crate) const COMPACT_RANGE: &str = "DELETE FROM log WHERE rev IN (
+const COMPACT_RANGE: &str = "DELETE FROM log WHERE rev IN (
         SELECT rev FROM log WHERE rev > ?1 AND rev <= ?2 AND kind = 2
         UNION
         SELECT older.rev FROM log newer JOIN log older ON older.key = newer.key AND older.rev < newer.rev
@@ -256,6 +256,35 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// The compaction point: history at or before it is gone.
+fn compaction_point(conn: &Connection) -> rusqlite::Result<Revision> {
+    conn.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
+        r.get(0)
+    })
+}
+
+/// Forgets history through `through` (like etcd, each live key keeps its
+/// latest entry, so lists at any later revision still find it; older
+/// entries and tombstones go) and raises the compaction point to `point`
+/// (`through`, or higher where revisions are to continue beyond it). Rows
+/// at or before the previous point are already one per live key: only
+/// the entries written since, and those they supersede, are looked at.
+pub(crate) fn compact_through(
+    conn: &Connection,
+    through: Revision,
+    point: Revision,
+) -> rusqlite::Result<()> {
+    let from = compaction_point(conn)?;
+    if through > from {
+        conn.execute(COMPACT_RANGE, params![from, through])?;
+    }
+    conn.execute(
+        "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
+        params![point],
+    )?;
+    Ok(())
+}
+
 /// Moves the newest commits out of the reach of a lost power cut's
 /// reordering: when the machine booted since the last open, the store may
 /// have lost its newest commits (synchronous=NORMAL), so its revisions go
@@ -278,18 +307,7 @@ fn guard_power_loss(conn: &Connection) -> Result<()> {
             .query_row(LATEST_REVISION, [], |r| r.get(0))
             .map_err(db)?;
         let floor = latest + super::snapshot::REVISION_BUMP;
-        let from: Revision = conn
-            .query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
-                r.get(0)
-            })
-            .map_err(db)?;
-        conn.execute(COMPACT_RANGE, params![from, latest])
-            .map_err(db)?;
-        conn.execute(
-            "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
-            params![floor],
-        )
-        .map_err(db)?;
+        compact_through(conn, latest, floor).map_err(db)?;
         tracing::info!(
             revision = floor,
             "the machine restarted since the datastore was last open: revisions continue higher, older ones compacted"
@@ -373,20 +391,18 @@ fn give_space_back(conn: &Connection) -> bool {
     if free <= FREE_PAGES_KEPT {
         return false;
     }
-    {
-        let step = (free - FREE_PAGES_KEPT).min(VACUUM_STEP);
-        // Stepped to the end: each step of this pragma frees one page.
-        let freed = conn
-            .prepare(&format!("PRAGMA incremental_vacuum({step})"))
-            .and_then(|mut stmt| {
-                let mut rows = stmt.query([])?;
-                while rows.next()?.is_some() {}
-                Ok(())
-            });
-        if let Err(e) = freed {
-            tracing::warn!(err = %e, "giving the datastore's free space back");
-            return false;
-        }
+    let step = (free - FREE_PAGES_KEPT).min(VACUUM_STEP);
+    // Stepped to the end: each step of this pragma frees one page.
+    let freed = conn
+        .prepare(&format!("PRAGMA incremental_vacuum({step})"))
+        .and_then(|mut stmt| {
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            Ok(())
+        });
+    if let Err(e) = freed {
+        tracing::warn!(err = %e, "giving the datastore's free space back");
+        return false;
     }
     free - VACUUM_STEP > FREE_PAGES_KEPT
 }
@@ -438,9 +454,9 @@ fn write_loop(
             match requests.recv_timeout(CHECKPOINT_IDLE.saturating_sub(since.elapsed())) {
                 Ok(first) => first,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    checkpoint(&conn, &mut commits);
                     // Quiet: give freed space back, a step at a time, until a
-                    // request comes (under load freed pages are reused instead).
+                    // request comes (under load freed pages are reused
+                    // instead), then checkpoint the commits and the steps.
                     while give_space_back(&conn) {
                         match requests.try_recv() {
                             Ok(request) => {
@@ -451,10 +467,7 @@ fn write_loop(
                             Err(mpsc::TryRecvError::Disconnected) => break,
                         }
                     }
-                    if waiting.is_none() {
-                        // The space given back is in the WAL: checkpoint it too.
-                        checkpoint(&conn, &mut commits);
-                    }
+                    checkpoint(&conn, &mut commits);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -472,19 +485,20 @@ fn write_loop(
         match outcome {
             Ok((results, committed)) => {
                 revision.store(rev, Ordering::SeqCst);
-                if commits == 0 {
-                    since = std::time::Instant::now();
-                }
-                commits += 1;
-                if commits >= CHECKPOINT_COMMITS {
-                    checkpoint(&conn, &mut commits);
-                }
                 for event in committed {
                     // No receivers is fine: nobody is watching.
                     let _ = events.send(Arc::new(event));
                 }
                 for (req, result) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(result);
+                }
+                // After the replies: the batch does not wait for it.
+                if commits == 0 {
+                    since = std::time::Instant::now();
+                }
+                commits += 1;
+                if commits >= CHECKPOINT_COMMITS {
+                    checkpoint(&conn, &mut commits);
                 }
             }
             Err(e) => {
@@ -624,21 +638,7 @@ fn apply_op(
             Ok(Ok((*rev, Some(kv), None)))
         }
         Op::Compact { revision } => {
-            // Like etcd, keep each live key's latest entry so lists at any retained
-            // revision can still be served; older entries and tombstones go. Rows
-            // at or below the previous point are already one per live key: only
-            // the entries written since, and those they supersede, are looked at.
-            let from: Revision =
-                tx.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
-                    r.get(0)
-                })?;
-            if *revision > from {
-                tx.execute(COMPACT_RANGE, params![from, revision])?;
-                tx.execute(
-                    "UPDATE meta SET value=MAX(value, ?1) WHERE name='compacted'",
-                    params![revision],
-                )?;
-            }
+            compact_through(tx, *revision, *revision)?;
             Ok(Ok((*rev, None, None)))
         }
     }
@@ -851,14 +851,7 @@ impl Store for SqliteStore {
     /// writes go on between them (kine's way): a long history never holds
     /// the writer for long.
     async fn compact(&self, revision: Revision) -> Result<()> {
-        let from: Revision = self
-            .read(|c| {
-                c.query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db)
-            })
-            .await?;
+        let from = self.read(|c| compaction_point(c).map_err(db)).await?;
         let mut point = from;
         while point < revision {
             point = (point + COMPACT_STEP).min(revision);
