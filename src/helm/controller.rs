@@ -340,8 +340,7 @@ async fn reconcile(chart: Arc<HelmChart>, context: Arc<Context>) -> Result<Actio
     if deleting {
         let mut status = chart.status.clone().unwrap_or_default();
         status.job_name = job_name;
-        set_status(&charts, &chart, status).await?;
-        return Ok(Action::requeue(RESYNC));
+        return set_status(&charts, &chart, status).await;
     }
     let failed = existing.as_ref().is_some_and(plan::job_failed) && step == Step::Keep;
     let created = condition(
@@ -382,8 +381,7 @@ async fn reconcile(chart: Arc<HelmChart>, context: Arc<Context>) -> Result<Actio
             )
             .await;
     }
-    set_status(&charts, &chart, status).await?;
-    Ok(Action::requeue(RESYNC))
+    set_status(&charts, &chart, status).await
 }
 
 /// Where the chart comes from, for events.
@@ -402,26 +400,25 @@ fn source(chart: &HelmChart) -> String {
 async fn newest_release(client: &kube::Client, chart: &HelmChart) -> Result<Release, Error> {
     let target = plan::target_namespace(chart);
     let selector = format!("owner=helm,name={}", chart.name_any());
+    // Labels are all it needs: the records themselves (whole charts) stay put.
     let params = ListParams::default().labels(&selector);
-    let labels: Vec<std::collections::BTreeMap<String, String>> =
-        if chart.spec.driver == "configmap" {
-            Api::<ConfigMap>::namespaced(client.clone(), &target)
-                .list_metadata(&params)
-                .await?
-                .items
-                .into_iter()
-                .map(|m| m.metadata.labels.unwrap_or_default())
-                .collect()
-        } else {
-            Api::<Secret>::namespaced(client.clone(), &target)
-                .list(&params)
-                .await?
-                .items
-                .into_iter()
-                .filter(|s| s.type_.as_deref() == Some(RELEASE_TYPE))
-                .map(|s| s.metadata.labels.unwrap_or_default())
-                .collect()
-        };
+    let labels: Vec<_> = if chart.spec.driver == "configmap" {
+        Api::<ConfigMap>::namespaced(client.clone(), &target)
+            .list_metadata(&params)
+            .await?
+            .items
+            .into_iter()
+            .map(|m| m.metadata.labels.unwrap_or_default())
+            .collect()
+    } else {
+        Api::<Secret>::namespaced(client.clone(), &target)
+            .list_metadata(&params.fields(&format!("type={RELEASE_TYPE}")))
+            .await?
+            .items
+            .into_iter()
+            .map(|m| m.metadata.labels.unwrap_or_default())
+            .collect()
+    };
     Ok(plan::newest_release(&labels))
 }
 
