@@ -67,7 +67,10 @@ pub struct PodWorker {
     sandbox_backoff: Option<(std::time::Instant, Duration)>,
     waiting: HashMap<String, (String, String)>,
     volumes: Option<HashMap<String, PathBuf>>,
-    last_status: Option<Value>,
+    /// The pod as our last status write left it: the informer may deliver
+    /// that write after the next sync, and computing from its older status
+    /// would move lastTransitionTime (and a StatefulSet's ordering with it).
+    last_written: Option<Pod>,
     prober: Prober,
     probe_results: ProbeResults,
     pod_ip: String,
@@ -132,7 +135,7 @@ impl PodWorker {
             sandbox_backoff: None,
             waiting: HashMap::new(),
             volumes: None,
-            last_status: None,
+            last_written: None,
             probe_results,
             pod_ip: String::new(),
             tokens_due: None,
@@ -927,6 +930,21 @@ impl PodWorker {
                 },
             );
         }
+        let revision = |p: &Pod| {
+            p.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let basis = match &self.last_written {
+            Some(written) if revision(written) > revision(pod) => {
+                let mut newer = pod.clone();
+                newer.status = written.status.clone();
+                std::borrow::Cow::Owned(newer)
+            }
+            _ => std::borrow::Cow::Borrowed(pod),
+        };
+        let pod = basis.as_ref();
         let now = crate::api::object::now();
         let computed = status::pod_status(&status::Observed {
             pod,
@@ -945,7 +963,7 @@ impl PodWorker {
             .as_ref()
             .and_then(|s| serde_json::to_value(s).ok())
             .unwrap_or(Value::Null);
-        if same_status(&computed, &current) || self.last_status.as_ref() == Some(&computed) {
+        if same_status(&computed, &current) {
             return;
         }
         let api: Api<Pod> = Api::namespaced(
@@ -961,7 +979,7 @@ impl PodWorker {
             )
             .await
         {
-            Ok(_) => self.last_status = Some(computed),
+            Ok(written) => self.last_written = Some(written),
             Err(e) => tracing::debug!(pod = %pod_ref(pod), err = %e, "writing pod status"),
         }
     }
