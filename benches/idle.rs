@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{BUSYBOX, Server};
+use support::cpu_seconds;
 
 const PODS: usize = 20;
 
@@ -33,24 +35,6 @@ fn write_bytes(pid: u32) -> u64 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// CPU seconds a process has used (user + system).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-    // /proc reports in USER_HZ, 100 on Linux whatever the kernel's HZ.
-    ticks as f64 / 100.0
 }
 
 /// `etcd_requests_total` by (operation, type) for writes.

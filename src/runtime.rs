@@ -37,8 +37,8 @@ where
 }
 
 /// Whether a cache made by [`cache`] holds a full list yet, without
-/// waiting (its change stream fills it as the loop polls that stream):
-/// a loop must not act on a half-filled cache.
+/// waiting (its change stream fills it while [`passes`] polls that
+/// stream): a loop must not act on a half-filled cache.
 pub fn filled<K>(store: &kube::runtime::reflector::Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,
@@ -60,25 +60,41 @@ pub enum Due {
 /// When the passes of a loop that recomputes from caches are due: once
 /// per burst of `changes` (after `settle`, so a burst makes one pass) and
 /// every `resync` (the first at once). Ends when the changes end.
+///
+/// The change streams (which fill the caches) are polled by a task of
+/// their own, not by the loop: a pass that awaits API calls would
+/// otherwise leave the caches as they were when it began, and the next
+/// pass would redo the same writes from stale state (under load, a storm).
 pub fn passes(
     changes: futures::stream::BoxStream<'static, ()>,
     resync: std::time::Duration,
     settle: std::time::Duration,
 ) -> futures::stream::BoxStream<'static, Due> {
     use futures::StreamExt;
+    // One pending token is the whole backlog: a pass sees every change
+    // that came before it.
+    let (dirty, pending) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let mut changes = changes;
+        while changes.next().await.is_some() {
+            let _ = dirty.try_send(());
+        }
+    });
     let ticker = tokio::time::interval(resync);
     futures::stream::unfold(
-        (changes, ticker),
-        move |(mut changes, mut ticker)| async move {
+        (pending, ticker),
+        move |(mut pending, mut ticker)| async move {
             let due = tokio::select! {
-                change = changes.next() => {
+                change = pending.recv() => {
                     change?;
                     tokio::time::sleep(settle).await;
+                    // What came during the settling is in this pass too.
+                    let _ = pending.try_recv();
                     Due::Change
                 }
                 _ = ticker.tick() => Due::Resync,
             };
-            Some((due, (changes, ticker)))
+            Some((due, (pending, ticker)))
         },
     )
     .boxed()

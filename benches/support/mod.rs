@@ -1,5 +1,5 @@
 //! Helpers shared by the benchmarks: an HTTPS client with the admin
-//! certificate, resident memory of a process, percentiles.
+//! certificate, resident memory and CPU time of a process, percentiles.
 
 #![allow(dead_code)]
 
@@ -25,6 +25,24 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU seconds a process has used (user + system).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+    // /proc reports in USER_HZ, 100 on Linux whatever the kernel's HZ.
+    ticks as f64 / 100.0
 }
 
 /// One keep-alive HTTPS/1.1 connection authenticated with the admin certificate.

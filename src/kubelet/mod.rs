@@ -184,7 +184,10 @@ pub async fn start(
     tokio::spawn(node::heartbeat(
         client.clone(),
         config.node.clone(),
-        cri.clone(),
+        node::Host {
+            runtime: cri.clone(),
+            data_dir: data_dir.clone(),
+        },
     ));
 
     let readings = node::Readings::take(&data_dir);

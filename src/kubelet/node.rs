@@ -394,11 +394,39 @@ pub fn changed(current: &Value, wanted: &Value) -> bool {
         .any(|(key, value)| current.get(key) != Some(value))
 }
 
+/// What a heartbeat reads from the node: its runtime's version and health
+/// and the machine's figures. A real node reads CRI and /proc ([`Host`]);
+/// the hollow nodes of `benches/hollow_nodes.rs` report fixed ones.
+pub trait Machine: Send + Sync + 'static {
+    /// The runtime's `name://version`, and whether it and the network are ready.
+    fn health(&self) -> impl std::future::Future<Output = (String, Result<(), String>)> + Send;
+    /// Capacity and what is free.
+    fn readings(&self) -> Readings;
+}
+
+/// This machine: the CRI runtime's health, /proc and the data dir's file system.
+pub struct Host {
+    /// The node's runtime.
+    pub runtime: super::cri::Cri,
+    /// The data dir (its file system is the node's ephemeral storage).
+    pub data_dir: std::path::PathBuf,
+}
+
+impl Machine for Host {
+    async fn health(&self) -> (String, Result<(), String>) {
+        self.runtime.health().await
+    }
+
+    fn readings(&self) -> Readings {
+        Readings::take(&self.data_dir)
+    }
+}
+
 /// Posts node status when it differs from the API's (as upstream's kubelet,
 /// which reads the Node first: a node the lifecycle controller marked
 /// Unknown is corrected at once) or every 5 minutes, and renews the Lease,
 /// every [`HEARTBEAT`], until cancelled.
-pub async fn heartbeat(client: kube::Client, config: NodeConfig, runtime: super::cri::Cri) {
+pub async fn heartbeat(client: kube::Client, config: NodeConfig, machine: impl Machine) {
     let raw = client.clone();
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
@@ -409,9 +437,9 @@ pub async fn heartbeat(client: kube::Client, config: NodeConfig, runtime: super:
         if let Err(e) = renew_lease(&leases, &nodes, &config.name).await {
             tracing::warn!(err = %format!("{e:#}"), "renewing the node lease");
         }
-        let (version, ready) = runtime.health().await;
+        let (version, ready) = machine.health().await;
         let info = node_info(&version);
-        let readings = Readings::take(&config.data_dir);
+        let readings = machine.readings();
         let now = crate::api::object::now();
         // The API's copy, as JSON (a typed round trip would drop fields):
         // what others (the node lifecycle) changed counts.

@@ -183,6 +183,23 @@ pub fn ephemeral_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<C
         .collect()
 }
 
+/// Whether a computed status says nothing new: equal to the API's apart
+/// from fields the API fills in (null condition fields).
+pub fn unchanged(computed: &Value, current: &Value) -> bool {
+    fn normal(v: &Value) -> Value {
+        let mut v = v.clone();
+        if let Some(cs) = v["conditions"].as_array_mut() {
+            for c in cs.iter_mut() {
+                if let Some(o) = c.as_object_mut() {
+                    o.retain(|_, x| !x.is_null());
+                }
+            }
+        }
+        v
+    }
+    normal(computed) == normal(current)
+}
+
 /// The pod's `.status`, given what it was.
 pub fn pod_status(o: &Observed) -> Value {
     let spec = o.pod.spec.clone().unwrap_or_default();

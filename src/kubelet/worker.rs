@@ -963,7 +963,7 @@ impl PodWorker {
             .as_ref()
             .and_then(|s| serde_json::to_value(s).ok())
             .unwrap_or(Value::Null);
-        if same_status(&computed, &current) {
+        if status::unchanged(&computed, &current) {
             return;
         }
         let api: Api<Pod> = Api::namespaced(
@@ -1061,22 +1061,6 @@ impl PodWorker {
             tracing::debug!(pod = %pod_ref(pod), err = %e, "final pod delete");
         }
     }
-}
-
-/// Statuses equal apart from fields the API fills in.
-fn same_status(computed: &Value, current: &Value) -> bool {
-    fn normal(v: &Value) -> Value {
-        let mut v = v.clone();
-        if let Some(cs) = v["conditions"].as_array_mut() {
-            for c in cs.iter_mut() {
-                if let Some(o) = c.as_object_mut() {
-                    o.retain(|_, x| !x.is_null());
-                }
-            }
-        }
-        v
-    }
-    normal(computed) == normal(current)
 }
 
 /// `namespace/name` for logs.

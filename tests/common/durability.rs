@@ -50,11 +50,7 @@ struct Ledger {
 /// An admin client of the server on `port` (inside a tokio runtime).
 fn client(port: u16, (ca, cert, key): (Vec<u8>, Vec<u8>, Vec<u8>)) -> kube::Client {
     let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8 PEM");
-    let identity = kelp::http::client::Identity::Certificate(
-        kelp::pki::reloadable::ReloadableCert::from_pem(&text(cert), &text(key)).expect("cert"),
-    );
-    kelp::http::client::remote(&format!("https://127.0.0.1:{port}"), &text(ca), identity)
-        .expect("client")
+    super::client(port, &text(ca), &text(cert), &text(key))
 }
 
 fn config_map(name: &str, value: &str) -> ConfigMap {

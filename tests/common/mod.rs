@@ -312,10 +312,9 @@ impl Server {
         self.kubectl_with_user(name, &format!("    token: {token}\n"))
     }
 
-    /// A kubectl acting as `user` in `groups`, with a client certificate the
-    /// cluster CA signed (as a kubelet or another component would hold).
-    pub fn kubectl_with_certificate(&self, user: &str, groups: &[&str]) -> Kubectl {
-        use base64::Engine;
+    /// A client certificate and key (PEM) for `user` in `groups`, signed by
+    /// the cluster CA (as a kubelet or another component would hold).
+    pub fn client_certificate(&self, user: &str, groups: &[&str]) -> (String, String) {
         let tls = self.path("data/server/tls");
         let ca_cert = std::fs::read_to_string(tls.join("server-ca.crt")).expect("CA cert");
         let ca_key = std::fs::read_to_string(tls.join("server-ca.key")).expect("CA key");
@@ -337,13 +336,21 @@ impl Server {
         }
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A kubectl acting as `user` in `groups`, with a client certificate the
+    /// cluster CA signed (as a kubelet or another component would hold).
+    pub fn kubectl_with_certificate(&self, user: &str, groups: &[&str]) -> Kubectl {
+        use base64::Engine;
+        let (cert, key) = self.client_certificate(user, groups);
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         self.kubectl_with_user(
             &user.replace(':', "_"),
             &format!(
                 "    client-certificate-data: {}\n    client-key-data: {}\n",
-                b64(&cert.pem()),
-                b64(&key.serialize_pem())
+                b64(&cert),
+                b64(&key)
             ),
         )
     }
@@ -369,6 +376,17 @@ impl Server {
             kubeconfig: path,
             home,
         }
+    }
+
+    /// A kube-rs client of this server with a client certificate (inside a
+    /// tokio runtime).
+    pub fn client_as(&self, cert_pem: &str, key_pem: &str) -> kube::Client {
+        client(self.port, &self.ca_pem(), cert_pem, key_pem)
+    }
+
+    /// The CA the kubeconfig trusts for the server's certificate, PEM.
+    pub fn ca_pem(&self) -> String {
+        String::from_utf8(self.admin_credentials().0).expect("utf-8 PEM")
     }
 
     /// A kubectl bound to this server.
@@ -629,4 +647,14 @@ pub fn dns_query(
     };
     let answer = hickory_proto::op::Message::from_vec(&bytes).ok()?;
     (answer.metadata.id == id).then_some(answer)
+}
+
+/// A kube-rs client of the server on `port` with a client certificate
+/// (inside a tokio runtime).
+pub fn client(port: u16, ca_pem: &str, cert_pem: &str, key_pem: &str) -> kube::Client {
+    let identity = kelp::http::client::Identity::Certificate(
+        kelp::pki::reloadable::ReloadableCert::from_pem(cert_pem, key_pem).expect("cert"),
+    );
+    kelp::http::client::remote(&format!("https://127.0.0.1:{port}"), ca_pem, identity)
+        .expect("client")
 }

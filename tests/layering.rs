@@ -1,0 +1,164 @@
+//! The import rules of docs/DESIGN.md ("Layers"), checked on the source:
+//! every `crate::MODULE` path in `src/` must name a module its own
+//! top-level module may use. Imports run downwards only: the API server
+//! never reaches into the kubelet or a controller, the kubelet never into
+//! the API server, nothing but the API server (and the CLI that starts it)
+//! touches the store, and shared helpers live in leaves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Leaves: used by many, use (almost) nothing.
+const LEAVES: &[&str] = &["platform", "telemetry", "runtime", "network", "pki"];
+/// Client-side plumbing every component may use.
+const COMPONENT_BASE: &[&str] = &[
+    "api",
+    "runtime",
+    "telemetry",
+    "pki",
+    "http",
+    "network",
+    "platform",
+];
+
+/// What each top-level module may import besides itself.
+fn allowed(module: &str) -> Option<BTreeSet<&'static str>> {
+    let set = |items: &[&'static str]| items.iter().copied().collect::<BTreeSet<_>>();
+    Some(match module {
+        "platform" | "telemetry" | "runtime" | "network" | "pki" => BTreeSet::new(),
+        "http" => set(&["pki"]),
+        "store" => set(&["telemetry"]),
+        "api" => set(&["pki", "platform"]),
+        "apiserver" => set(&[
+            "api",
+            "store",
+            "pki",
+            "telemetry",
+            "http",
+            "platform",
+            "network",
+        ]),
+        "kubelet" => set(&["api", "telemetry", "platform", "network", "http", "pki"]),
+        "scheduler" | "controllers" | "dns" | "proxy" | "helm" | "ingress" | "netpol"
+        | "local_storage" => set(COMPONENT_BASE),
+        "agent" => {
+            let mut s = set(COMPONENT_BASE);
+            s.extend([
+                "kubelet",
+                "dns",
+                "proxy",
+                "netpol",
+                "local_storage",
+                "ingress",
+            ]);
+            s
+        }
+        // The CLI wires everything; lib.rs and main.rs only declare and dispatch.
+        "cli" | "lib" | "main" => return None,
+        _ => {
+            return Some(BTreeSet::from([
+                "<unknown module: add it to tests/layering.rs>",
+            ]));
+        }
+    })
+}
+
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The modules a source text names as `crate::NAME`.
+fn crate_paths(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + "crate::".len()..];
+        // `kelp_crate::x` or `some_crate::x` are other things.
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            found.insert(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn imports_run_downwards_only() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut upward: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).expect("under src");
+        let top = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .expect("component")
+            .trim_end_matches(".rs")
+            .to_string();
+        let Some(allowed) = allowed(&top) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(file).expect("source");
+        for used in crate_paths(&text) {
+            if used != top && !allowed.contains(used.as_str()) {
+                upward
+                    .entry(format!("{} ({top})", relative.display()))
+                    .or_default()
+                    .insert(used);
+            }
+        }
+    }
+    assert!(
+        upward.is_empty(),
+        "imports against the layering (file (module) → modules it may not use):\n{}",
+        upward
+            .iter()
+            .map(|(f, m)| format!(
+                "  {f} → {}",
+                m.iter().cloned().collect::<Vec<_>>().join(", ")
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn leaves_and_rules_cover_every_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for entry in std::fs::read_dir(&src).expect("src") {
+        let name = entry.expect("entry").file_name();
+        let name = name.to_string_lossy();
+        let module = name.trim_end_matches(".rs");
+        assert!(
+            allowed(module).is_none_or(|a| !a.iter().any(|m| m.starts_with('<'))),
+            "src/{name} has no layering rule in tests/layering.rs"
+        );
+    }
+    for leaf in LEAVES {
+        assert!(allowed(leaf).is_some_and(|a| a.is_empty()), "{leaf}");
+    }
+}
+
+#[test]
+fn crate_paths_are_found_in_use_lines_and_inline_paths() {
+    let text =
+        "use crate::api::x;\nlet y = crate::store::open();\nuse kelp_crate::z; // crate::pki\n";
+    let found: Vec<String> = crate_paths(text).into_iter().collect();
+    assert_eq!(found, ["api", "pki", "store"]);
+}
