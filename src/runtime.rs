@@ -1,7 +1,110 @@
 //! Helpers every API client component shares (controllers, the service
 //! proxy, the cluster DNS, the kubelet): watch caches with a change stream,
-//! the passes of a loop that recomputes from caches, controller references,
-//! and reading API errors. A leaf over kube-rs: it knows no component.
+//! shared by kind across a process ([`Informers`]), the passes of a loop
+//! that recomputes from caches, controller references, and reading API
+//! errors. A leaf over kube-rs: it knows no component.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::reflector::Store;
+
+/// One watch cache per kind for every loop that reads that kind
+/// cluster-wide (upstream's shared informers): one watch, one decoding of
+/// each event and one copy of the objects, however many loops read them.
+/// Each kind's watch starts when it is first asked for.
+#[derive(Clone)]
+pub struct Informers {
+    client: kube::Client,
+    caches: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
+}
+
+/// A kind's shared cache and its change counter.
+struct Shared<K: kube::Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    changed: tokio::sync::watch::Receiver<u64>,
+}
+
+impl<K: kube::Resource + 'static> Clone for Shared<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            changed: self.changed.clone(),
+        }
+    }
+}
+
+impl Informers {
+    /// Caches whose watches run as `client` (in kelp's server, the
+    /// controller-manager's reader identity).
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            caches: Arc::default(),
+        }
+    }
+
+    /// The shared cache of every `K` in the cluster and a stream that
+    /// yields after changes (bursts may count once), as [`cache`] gives.
+    pub fn cache<K>(&self) -> (Store<K>, futures::stream::BoxStream<'static, ()>)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        use futures::StreamExt;
+        let shared = {
+            let mut caches = self.caches.lock().expect("informers");
+            caches
+                .entry(TypeId::of::<K>())
+                .or_insert_with(|| Box::new(start_shared::<K>(self.client.clone())))
+                .downcast_ref::<Shared<K>>()
+                .expect("one cache type per kind")
+                .clone()
+        };
+        let changes = futures::stream::unfold(shared.changed, |mut changed| async move {
+            changed.changed().await.ok()?;
+            Some(((), changed))
+        })
+        .boxed();
+        (shared.store, changes)
+    }
+}
+
+/// Starts the watch that fills a shared cache.
+fn start_shared<K>(client: kube::Client) -> Shared<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    let (store, mut events) = cache(kube::Api::<K>::all(client));
+    let (count, changed) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut seen = 0u64;
+        while events.next().await.is_some() {
+            seen += 1;
+            count.send_replace(seen);
+        }
+    });
+    Shared { store, changed }
+}
 
 /// A watch cache of `api`'s objects and a stream that yields once per
 /// change, for loops that recompute from caches (one pass per burst).

@@ -122,7 +122,7 @@ pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     let (budgets, budget_changes) =
         crate::runtime::cache(Api::<PodDisruptionBudget>::all(client.clone()));
-    let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+    let (pods, pod_changes) = context.informers.cache::<Pod>();
     // Every cache's stream must be polled for it to fill.
     let (replica_sets, rs_changes) = crate::runtime::cache(Api::<ReplicaSet>::all(client.clone()));
     let (deployments, deployment_changes) =

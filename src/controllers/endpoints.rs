@@ -167,8 +167,8 @@ pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     // Upstream keeps slices with a controller of their own, and its own rights.
     let slice_client = (context.identities)("endpointslice-controller");
-    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
-    let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+    let (services, service_changes) = context.informers.cache::<Service>();
+    let (pods, pod_changes) = context.informers.cache::<Pod>();
     let (endpoints, endpoint_changes) =
         crate::runtime::cache(Api::<Endpoints>::all(client.clone()));
     let (slices, slice_changes) =

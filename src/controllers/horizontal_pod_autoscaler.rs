@@ -73,7 +73,7 @@ struct Memory {
 /// every sync period.
 pub async fn run(context: Arc<super::Context>) {
     let client = context.client.clone();
-    let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+    let (pods, pod_changes) = context.informers.cache::<Pod>();
     tokio::spawn(pod_changes.for_each(|_| async {}));
     if pods.wait_until_ready().await.is_err() {
         return;

@@ -55,6 +55,8 @@ pub struct Context {
     pub hpa_sync_period: std::time::Duration,
     /// The controller's work queue, for its metrics.
     pub queue: workqueue::Queue,
+    /// Watch caches shared by every controller (pods, nodes, services).
+    pub informers: crate::runtime::Informers,
 }
 
 /// Starts every controller, each as its upstream identity; they run until
@@ -66,6 +68,9 @@ pub fn start(
     metrics: &crate::telemetry::Metrics,
 ) {
     let queues = workqueue::WorkQueueMetrics::new(metrics);
+    // Lists and watches go as the controller-manager whoever asks, so
+    // any identity's client serves the shared caches.
+    let informers = crate::runtime::Informers::new(identities("shared-informers"));
     // The identity each controller acts as, and its queue's upstream name.
     let context = |controller: &str| {
         Arc::new(Context {
@@ -76,6 +81,7 @@ pub fn start(
             ca_chain_pem: ca_chain_pem.clone(),
             hpa_sync_period,
             queue: queues.queue(queue_name(controller)),
+            informers: informers.clone(),
         })
     };
     tokio::spawn(serviceaccount::run(context("service-account-controller")));

@@ -34,10 +34,10 @@ const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (nodes, node_changes) = crate::runtime::cache(Api::<Node>::all(client.clone()));
+    let (nodes, node_changes) = context.informers.cache::<Node>();
     let (leases, lease_changes) =
         crate::runtime::cache(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
-    let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+    let (pods, pod_changes) = context.informers.cache::<Pod>();
     let streams = [node_changes, lease_changes, pod_changes];
     let changes = futures::stream::select_all(streams).boxed();
     let mut passes = crate::runtime::passes(changes, CHECK_EVERY, Duration::from_millis(20));

@@ -51,7 +51,7 @@ fn counted(name: &str) -> Option<(String, String, String)> {
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     let (quotas, quota_changes) = crate::runtime::cache(Api::<ResourceQuota>::all(client.clone()));
-    let (_, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
+    let (_, pod_changes) = context.informers.cache::<Pod>();
     let changes = futures::stream::select(quota_changes, pod_changes).boxed();
     let mut passes = crate::runtime::passes(changes, RESYNC, Duration::from_millis(50));
     while passes.next().await.is_some() {

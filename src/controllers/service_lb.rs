@@ -39,8 +39,8 @@ pub fn wanted_ingress(service: &Service, addresses: &[String]) -> Option<Vec<Loa
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
-    let (nodes, node_changes) = crate::runtime::cache(Api::<Node>::all(client.clone()));
+    let (services, service_changes) = context.informers.cache::<Service>();
+    let (nodes, node_changes) = context.informers.cache::<Node>();
     let changes = futures::stream::select_all([service_changes, node_changes]).boxed();
     let mut passes =
         crate::runtime::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
