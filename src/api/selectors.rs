@@ -21,6 +21,11 @@ enum Requirement {
 pub struct LabelSelector(Vec<Requirement>);
 
 impl LabelSelector {
+    /// Whether it selects everything (no requirement).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Parses `app=web,tier!=db,env in (a,b),!legacy`.
     pub fn parse(text: &str) -> Result<Self, ApiError> {
         let mut requirements = Vec::new();
@@ -218,6 +223,11 @@ fn valid_value(v: &str) -> bool {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// Whether it selects everything (no term).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Parses and checks every key is among `supported` (plus metadata.name/namespace).
     pub fn parse(text: &str, supported: &[&str]) -> Result<Self, ApiError> {
         let mut terms = Vec::new();

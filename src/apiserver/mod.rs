@@ -108,6 +108,8 @@ pub struct ApiState {
     pub webhooks: Arc<webhooks::WebhookConfigs>,
     /// API Priority and Fairness, or the max-in-flight limits with it off.
     pub flow_control: flowcontrol::FlowControl,
+    /// Watch events decoded once for all the watches that receive them.
+    pub watch_events: handlers::DecodedEvents,
 }
 
 /// The API router: used by the TLS listener and by tests as a tower service.
@@ -999,6 +1001,7 @@ mod tests {
             flow_control: flowcontrol::FlowControl::MaxInFlight(flowcontrol::InFlightLimits::new(
                 0, 0,
             )),
+            watch_events: Default::default(),
         })
     }
 

@@ -212,6 +212,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         },
         webhooks,
         flow_control,
+        watch_events: Default::default(),
     });
     load_custom_resources(&state).await?;
     if !args.etcd_compaction_interval.is_zero() {

@@ -33,6 +33,11 @@ impl Filters {
         })
     }
 
+    /// Whether they select everything.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     /// Whether `obj` passes both selectors.
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(obj.pointer("/metadata/labels")) && self.fields.matches(obj)

@@ -12,6 +12,7 @@ mod scale;
 mod token;
 pub mod update;
 mod watch;
+pub use watch::DecodedEvents;
 
 use std::sync::Arc;
 

@@ -2,7 +2,8 @@
 //! initial ADDED events for resourceVersion ""/"0", BOOKMARKs when asked for,
 //! a 410 ERROR event when the revision is gone, close at `timeoutSeconds`.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -22,6 +23,101 @@ use crate::store::{self, EventKind};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How often a bookmark is sent when the client allows them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// How many recent events stay decoded: watches take an event within
+/// moments of each other; one that lags further decodes it again.
+const DECODED_KEPT: usize = 128;
+
+/// Watch events decoded once for every watch that receives them: each
+/// change of a pod reaches every kubelet's watch and each controller's,
+/// and decoding the stored bytes (and the previous value, for selectors)
+/// and encoding the line per watch was the API server's largest cost with
+/// 100 nodes (`benches/hollow_nodes.rs`).
+#[derive(Default)]
+pub struct DecodedEvents {
+    recent: Mutex<Recent>,
+}
+
+/// (revision, key, group/version served).
+type EventKey = (store::Revision, String, String);
+
+#[derive(Default)]
+struct Recent {
+    by_event: HashMap<EventKey, Arc<Decoded>>,
+    order: VecDeque<EventKey>,
+}
+
+/// One event as watches of one version see it.
+struct Decoded {
+    /// The object, or None when the stored bytes do not decode.
+    object: Option<Value>,
+    /// The previous value, decoded when a filtered watch first needs it.
+    previous: OnceLock<Option<Value>>,
+    /// The object as JSON, encoded when a plain JSON watch first needs it.
+    json: OnceLock<Vec<u8>>,
+}
+
+impl DecodedEvents {
+    fn get(&self, rt: &crate::api::resources::ResourceType, event: &store::Event) -> Arc<Decoded> {
+        let key = (
+            event.kv.mod_revision,
+            event.kv.key.clone(),
+            format!("{}/{}", rt.group, rt.version),
+        );
+        if let Some(hit) = self.recent.lock().expect("decoded").by_event.get(&key) {
+            return hit.clone();
+        }
+        // Decoded outside the lock: two watches racing both decode, rarely.
+        let decoded = Arc::new(Decoded {
+            object: decode_stored(rt, &event.kv).ok(),
+            previous: OnceLock::new(),
+            json: OnceLock::new(),
+        });
+        let mut recent = self.recent.lock().expect("decoded");
+        if recent
+            .by_event
+            .insert(key.clone(), decoded.clone())
+            .is_none()
+        {
+            recent.order.push_back(key);
+        }
+        while recent.order.len() > DECODED_KEPT {
+            if let Some(old) = recent.order.pop_front() {
+                recent.by_event.remove(&old);
+            }
+        }
+        decoded
+    }
+}
+
+impl Decoded {
+    fn previous(&self, event: &store::Event) -> Option<&Value> {
+        self.previous
+            .get_or_init(|| {
+                event
+                    .prev
+                    .as_deref()
+                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+            })
+            .as_ref()
+    }
+
+    fn json(&self, object: &Value) -> &[u8] {
+        self.json
+            .get_or_init(|| serde_json::to_vec(object).unwrap_or_default())
+    }
+}
+
+/// A watch line from an object already encoded.
+fn framed(event_type: &str, object_json: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(object_json.len() + 32);
+    bytes.extend_from_slice(br#"{"type":""#);
+    bytes.extend_from_slice(event_type.as_bytes());
+    bytes.extend_from_slice(br#"","object":"#);
+    bytes.extend_from_slice(object_json);
+    bytes.extend_from_slice(b"}\n");
+    bytes
+}
 
 /// Starts a watch; the response body streams until timeout or disconnect.
 pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
@@ -115,9 +211,15 @@ pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiEr
                         }
                     };
                     last = event.kv.mod_revision;
-                    let Ok(obj) = decode_stored(&rt, &event.kv) else { continue };
-                    let now_matches = filters.matches(&obj);
-                    let before_matched = event.prev.as_deref().and_then(|p| serde_json::from_slice::<Value>(p).ok()).map(|p| filters.matches(&p));
+                    let decoded = state.watch_events.get(&rt, &event);
+                    let Some(obj) = decoded.object.as_ref() else { continue };
+                    let now_matches = filters.matches(obj);
+                    // Only a selection can be entered or left.
+                    let before_matched = if filters.is_empty() {
+                        None
+                    } else {
+                        decoded.previous(&event).map(|p| filters.matches(p))
+                    };
                     let kind = match (event.kind, before_matched, now_matches) {
                         (EventKind::Created, _, true) => "ADDED",
                         (EventKind::Deleted, _, true) => "DELETED",
@@ -126,7 +228,12 @@ pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiEr
                         (EventKind::Updated, _, true) => "MODIFIED",
                         _ => continue,
                     };
-                    if tx.send(Ok(line(kind, &obj))).await.is_err() {
+                    let bytes = if table || metadata_only {
+                        line(kind, obj)
+                    } else {
+                        framed(kind, decoded.json(obj))
+                    };
+                    if tx.send(Ok(bytes)).await.is_err() {
                         return;
                     }
                 }
@@ -170,4 +277,54 @@ fn without_paging(req: &Request) -> String {
         }
     }
     out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::resources::Registry;
+
+    fn event(revision: i64, value: &str, prev: Option<&str>) -> store::Event {
+        store::Event {
+            kind: EventKind::Updated,
+            kv: store::KeyValue {
+                key: "/registry/configmaps/default/a".into(),
+                value: value.as_bytes().to_vec(),
+                create_revision: 1,
+                mod_revision: revision,
+            },
+            prev: prev.map(|p| p.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn an_event_is_decoded_once_for_every_watch_and_framed_as_a_line() {
+        let rt = Registry::new()
+            .lookup("", "v1", "configmaps")
+            .expect("configmaps");
+        let events = DecodedEvents::default();
+        let first = event(
+            7,
+            r#"{"metadata":{"name":"a"},"data":{"k":"v"}}"#,
+            Some("{}"),
+        );
+        let a = events.get(&rt, &first);
+        let b = events.get(&rt, &first);
+        assert!(Arc::ptr_eq(&a, &b), "the second watch reuses the decoding");
+        let object = a.object.as_ref().expect("decoded");
+        assert_eq!(object["metadata"]["resourceVersion"], "7");
+        assert_eq!(a.previous(&first), Some(&json!({})));
+        let line = framed("MODIFIED", a.json(object));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let parsed: Value = serde_json::from_slice(&line).expect("a JSON line");
+        assert_eq!(parsed["type"], "MODIFIED");
+        assert_eq!(parsed["object"]["data"]["k"], "v");
+        // Only the recent events are kept.
+        for revision in 8..8 + DECODED_KEPT as i64 {
+            events.get(&rt, &event(revision, "{}", None));
+        }
+        assert!(!Arc::ptr_eq(&a, &events.get(&rt, &first)));
+        let corrupt = events.get(&rt, &event(1_000, "not json", None));
+        assert!(corrupt.object.is_none());
+    }
 }
