@@ -174,7 +174,7 @@ impl Scheduler {
         // claims; a pass without one copies nothing.
         let no_claims = volumes::StorageView::default();
         let mut snapshot: Option<volumes::StorageView> = None;
-        let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+        let node_cache = nodes;
         let all: Vec<std::sync::Arc<Pod>> = pods.state();
         let bound: HashSet<String> = all
             .iter()
@@ -188,7 +188,25 @@ impl Scheduler {
             .collect();
         self.assumed.retain(|uid, _| !bound.contains(uid));
         self.metrics
-            .cache_size(nodes.len(), bound.len(), self.assumed.len());
+            .cache_size(node_cache.state().len(), bound.len(), self.assumed.len());
+        let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        self.reported.retain(|uid, _| live.contains(uid));
+        let mut queue: Vec<&std::sync::Arc<Pod>> = all
+            .iter()
+            .filter(|p| pending(p))
+            .filter(|p| {
+                !self
+                    .assumed
+                    .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
+            })
+            .collect();
+        // Nothing to place: no copy of the nodes and their pods (passes
+        // follow every pod change, most of them of bound pods).
+        if queue.is_empty() {
+            self.metrics.pending(0, 0);
+            return;
+        }
+        let nodes: Vec<Node> = node_cache.state().iter().map(|n| (**n).clone()).collect();
         let mut by_node: HashMap<String, Vec<Pod>> = HashMap::new();
         for p in &all {
             if let Some(node) = p
@@ -203,15 +221,6 @@ impl Scheduler {
         for (node, pod) in self.assumed.values() {
             by_node.entry(node.clone()).or_default().push(pod.clone());
         }
-        let mut queue: Vec<&std::sync::Arc<Pod>> = all
-            .iter()
-            .filter(|p| pending(p))
-            .filter(|p| {
-                !self
-                    .assumed
-                    .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
-            })
-            .collect();
         queue.sort_by_key(|p| {
             let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
             (
@@ -219,8 +228,6 @@ impl Scheduler {
                 p.metadata.creation_timestamp.clone().map(|t| t.0),
             )
         });
-        let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-        self.reported.retain(|uid, _| live.contains(uid));
         let mut infos: Vec<fit::NodeInfo> = nodes
             .iter()
             .map(|n| fit::NodeInfo::new(n, &by_node))
