@@ -37,7 +37,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kelp::kubelet::node::{self, Machine, NodeConfig, Readings};
 use kelp::kubelet::status::{self, ContainerRun, ContainerView, Observed, RunState, SandboxView};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
@@ -243,14 +243,7 @@ async fn finish(client: &kube::Client, pod: &Pod, tally: &Tally) {
         client.clone(),
         pod.metadata.namespace.as_deref().unwrap_or_default(),
     );
-    let params = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions {
-            uid: pod.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
+    let params = kelp::kubelet::worker::final_delete(pod);
     let since = Instant::now();
     match api
         .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)

@@ -20,6 +20,29 @@ pub struct Informers {
     caches: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
 }
 
+/// A kind [`Informers`] can cache: a typed, cluster-known Kubernetes object.
+pub trait Shareable:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Shareable for K where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A kind's shared cache and its change counter.
 struct Shared<K: kube::Resource + 'static>
 where
@@ -53,16 +76,7 @@ impl Informers {
 
     /// The shared cache of every `K` in the cluster and a stream that
     /// yields after changes (bursts may count once), as [`cache`] gives.
-    pub fn cache<K>(&self) -> (Store<K>, futures::stream::BoxStream<'static, ()>)
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn cache<K: Shareable>(&self) -> (Store<K>, futures::stream::BoxStream<'static, ()>) {
         use futures::StreamExt;
         let shared = {
             let mut caches = self.caches.lock().expect("informers");
@@ -83,16 +97,7 @@ impl Informers {
 }
 
 /// Starts the watch that fills a shared cache.
-fn start_shared<K>(client: kube::Client) -> Shared<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+fn start_shared<K: Shareable>(client: kube::Client) -> Shared<K> {
     use futures::StreamExt;
     let (store, mut events) = cache(kube::Api::<K>::all(client));
     let (count, changed) = tokio::sync::watch::channel(0u64);

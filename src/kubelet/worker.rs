@@ -1046,14 +1046,7 @@ impl PodWorker {
             self.ctx.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
+        let params = final_delete(pod);
         if let Err(e) = api
             .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
             .await
@@ -1086,4 +1079,17 @@ fn sync_span(pod: &Pod) -> tracing::Span {
         k8s.namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
         k8s.pod.uid = pod.metadata.uid.as_deref().unwrap_or(""),
     )
+}
+
+/// The kubelet's final DELETE of a pod whose containers are gone: at once,
+/// and only of this pod (not one made since under the same name).
+pub fn final_delete(pod: &Pod) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    }
 }
