@@ -425,6 +425,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let nodes_ready = start.elapsed();
+        eprintln!("hollow: {node_count} nodes Ready; 30 s idle");
         let (idle_cpu, _) = watch_server(pid, Duration::from_secs(30)).await;
         let rss_nodes = rss_kib(pid);
 
@@ -454,6 +455,7 @@ fn main() {
         )
         .await;
         let all_running = start.elapsed();
+        eprintln!("hollow: every pod Running; 60 s steady");
         let ramp_cpu = (cpu_seconds(pid) - cpu_before) / all_running.as_secs_f64() * 100.0;
         let after = durations(&admin).await;
         let mut bound = tally.bound.lock().expect("tally").clone();
@@ -466,6 +468,7 @@ fn main() {
         let (steady_cpu, steady_rss) = watch_server(pid, Duration::from_secs(60)).await;
 
         // Teardown: Deployments deleted, every pod gone.
+        eprintln!("hollow: deleting");
         let start = Instant::now();
         for name in &made {
             deployments

@@ -176,21 +176,31 @@ impl Scheduler {
         let mut snapshot: Option<volumes::StorageView> = None;
         let node_cache = nodes;
         let all: Vec<std::sync::Arc<Pod>> = pods.state();
-        let bound: HashSet<String> = all
-            .iter()
-            .filter(|p| {
-                p.spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_deref())
-                    .is_some_and(|n| !n.is_empty())
-            })
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect();
-        self.assumed.retain(|uid, _| !bound.contains(uid));
+        let is_bound = |p: &Pod| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty())
+        };
+        // Bookkeeping only when there is some: passes follow every pod change.
+        if !self.assumed.is_empty() {
+            let bound: HashSet<&str> = all
+                .iter()
+                .filter(|p| is_bound(p))
+                .filter_map(|p| p.metadata.uid.as_deref())
+                .collect();
+            self.assumed.retain(|uid, _| !bound.contains(uid.as_str()));
+        }
+        let bound_count = all.iter().filter(|p| is_bound(p)).count();
         self.metrics
-            .cache_size(node_cache.state().len(), bound.len(), self.assumed.len());
-        let live: HashSet<String> = all.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-        self.reported.retain(|uid, _| live.contains(uid));
+            .cache_size(node_cache.state().len(), bound_count, self.assumed.len());
+        if !self.reported.is_empty() {
+            let live: HashSet<&str> = all
+                .iter()
+                .filter_map(|p| p.metadata.uid.as_deref())
+                .collect();
+            self.reported.retain(|uid, _| live.contains(uid.as_str()));
+        }
         let mut queue: Vec<&std::sync::Arc<Pod>> = all
             .iter()
             .filter(|p| pending(p))
