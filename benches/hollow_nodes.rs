@@ -292,28 +292,22 @@ async fn durations(client: &kube::Client) -> (Buckets, Buckets) {
         .expect("request");
     let page = client.request_text(request).await.expect("/metrics");
     let (mut mutating, mut reading) = (Buckets::new(), Buckets::new());
-    for line in page.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_duration_seconds_bucket{") else {
+    let families = common::metrics::parse(&page);
+    let Some((_, _, samples)) = families.get("apiserver_request_duration_seconds") else {
+        return (mutating, reading);
+    };
+    for (name, labels, count) in samples {
+        let (Some(verb), Some(le)) = (labels.get("verb"), labels.get("le")) else {
             continue;
         };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
+        if name != "apiserver_request_duration_seconds_bucket" {
             continue;
-        };
-        let label = |key: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-        };
-        let (Some(verb), Some(le)) = (label("verb"), label("le")) else {
-            continue;
-        };
+        }
         let bound = if le == "+Inf" {
             u64::MAX
         } else {
             (le.parse::<f64>().unwrap_or(0.0) * 1e6) as u64
         };
-        let count: f64 = value.trim().parse().unwrap_or(0.0);
         let into = if MUTATING.contains(&verb.as_str()) {
             &mut mutating
         } else if READING.contains(&verb.as_str()) {

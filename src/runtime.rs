@@ -43,16 +43,21 @@ impl<K> Shareable for K where
 {
 }
 
-/// A kind's shared cache and its change counter.
-struct Shared<K: kube::Resource + 'static>
+/// A kind's shared cache: the objects, a change counter (for loops that
+/// recompute from caches), the newest revision it has taken in, and each
+/// change as an object (for loops that act per object).
+pub struct Informer<K: kube::Resource + 'static>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    store: Store<K>,
+    /// The objects.
+    pub store: Store<K>,
     changed: tokio::sync::watch::Receiver<u64>,
+    revision: tokio::sync::watch::Receiver<u64>,
+    changes: tokio::sync::broadcast::Sender<Change<K>>,
 }
 
-impl<K: kube::Resource + 'static> Clone for Shared<K>
+impl<K: kube::Resource + 'static> Clone for Informer<K>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
@@ -60,9 +65,34 @@ where
         Self {
             store: self.store.clone(),
             changed: self.changed.clone(),
+            revision: self.revision.clone(),
+            changes: self.changes.clone(),
         }
     }
 }
+
+/// One change in a shared cache, as its subscribers see it.
+#[derive(Debug)]
+pub enum Change<K> {
+    /// An object was added, updated or deleted (its last state).
+    Object(Arc<K>),
+    /// The cache was (re)filled from a list, or this subscriber fell
+    /// behind: anything may have changed.
+    Relisted,
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Object(o) => Change::Object(o.clone()),
+            Change::Relisted => Change::Relisted,
+        }
+    }
+}
+
+/// Changes a subscriber may fall behind by before it is told
+/// [`Change::Relisted`] instead (the cache itself never waits for one).
+const SUBSCRIBER_BACKLOG: usize = 4096;
 
 impl Informers {
     /// Caches whose watches run as `client` (in kelp's server, the
@@ -78,37 +108,228 @@ impl Informers {
     /// yields after changes (bursts may count once), as [`cache`] gives.
     pub fn cache<K: Shareable>(&self) -> (Store<K>, futures::stream::BoxStream<'static, ()>) {
         use futures::StreamExt;
-        let shared = {
-            let mut caches = self.caches.lock().expect("informers");
-            caches
-                .entry(TypeId::of::<K>())
-                .or_insert_with(|| Box::new(start_shared::<K>(self.client.clone())))
-                .downcast_ref::<Shared<K>>()
-                .expect("one cache type per kind")
-                .clone()
-        };
-        let changes = futures::stream::unfold(shared.changed, |mut changed| async move {
+        let informer = self.informer::<K>();
+        let changes = futures::stream::unfold(informer.changed, |mut changed| async move {
             changed.changed().await.ok()?;
             Some(((), changed))
         })
         .boxed();
-        (shared.store, changes)
+        (informer.store, changes)
+    }
+
+    /// The shared cache of every `K` in the cluster, with its per-object
+    /// changes and the revision it has reached.
+    pub fn informer<K: Shareable>(&self) -> Informer<K> {
+        let mut caches = self.caches.lock().expect("informers");
+        caches
+            .entry(TypeId::of::<K>())
+            .or_insert_with(|| Box::new(start_shared::<K>(self.client.clone())))
+            .downcast_ref::<Informer<K>>()
+            .expect("one cache type per kind")
+            .clone()
+    }
+}
+
+impl<K: Shareable> Informer<K> {
+    /// Each change from now on; a subscriber that falls behind is told
+    /// [`Change::Relisted`] rather than holding the cache up.
+    pub fn changes(&self) -> futures::stream::BoxStream<'static, Change<K>> {
+        use futures::StreamExt;
+        futures::stream::unfold(self.changes.subscribe(), |mut changes| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            let change = match changes.recv().await {
+                Ok(change) => change,
+                Err(RecvError::Lagged(_)) => Change::Relisted,
+                Err(RecvError::Closed) => return None,
+            };
+            Some((change, changes))
+        })
+        .boxed()
+    }
+
+    /// The objects of kind `O` whose controlled objects changed, each time
+    /// one of them changes (for `Controller::reconcile_on`).
+    pub fn owners<O>(
+        &self,
+    ) -> futures::stream::BoxStream<'static, kube::runtime::reflector::ObjectRef<O>>
+    where
+        O: kube::Resource<DynamicType = ()>,
+    {
+        use futures::StreamExt;
+        self.changes()
+            .filter_map(|change| async move {
+                let Change::Object(object) = change else {
+                    return None;
+                };
+                let meta = object.meta();
+                let owner = meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .find(|o| o.controller == Some(true))?;
+                let ours = owner.kind == O::kind(&()) && owner.api_version == O::api_version(&());
+                ours.then(|| {
+                    kube::runtime::reflector::ObjectRef::new(&owner.name)
+                        .within(meta.namespace.as_deref().unwrap_or_default())
+                })
+            })
+            .boxed()
+    }
+
+    /// Yields whenever the cache was refilled or a subscriber fell behind
+    /// (for `Controller::reconcile_all_on`).
+    pub fn relists(&self) -> futures::stream::BoxStream<'static, ()> {
+        use futures::StreamExt;
+        self.changes()
+            .filter_map(|change| async move { matches!(change, Change::Relisted).then_some(()) })
+            .boxed()
+    }
+
+    /// Whether the cache holds a full list yet: nothing may act on it before.
+    pub fn filled(&self) -> bool {
+        filled(&self.store)
+    }
+
+    /// Whether the cache has taken in every change up to `revision`, so a
+    /// write answered at that revision is in it. (kelp's resourceVersions
+    /// are its store's revisions: one sequence for every kind, delivered in
+    /// order on each watch.)
+    pub fn has_seen(&self, revision: u64) -> bool {
+        *self.revision.borrow() >= revision
     }
 }
 
 /// Starts the watch that fills a shared cache.
-fn start_shared<K: Shareable>(client: kube::Client) -> Shared<K> {
+fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
     use futures::StreamExt;
-    let (store, mut events) = cache(kube::Api::<K>::all(client));
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::Event;
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    let mut events = kube::runtime::reflector::reflector(
+        writer,
+        kube::runtime::watcher(kube::Api::<K>::all(client), Default::default()),
+    )
+    .default_backoff()
+    .boxed();
     let (count, changed) = tokio::sync::watch::channel(0u64);
+    let (newest, revision) = tokio::sync::watch::channel(0u64);
+    let (changes, _) = tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG);
+    let sender = changes.clone();
     tokio::spawn(async move {
         let mut seen = 0u64;
-        while events.next().await.is_some() {
-            seen += 1;
-            count.send_replace(seen);
+        while let Some(event) = events.next().await {
+            let (object, announce) = match event {
+                Ok(Event::Apply(o) | Event::Delete(o)) => (o, true),
+                Ok(Event::InitApply(o)) => (o, false),
+                Ok(Event::InitDone) => {
+                    let _ = sender.send(Change::Relisted);
+                    seen += 1;
+                    count.send_replace(seen);
+                    continue;
+                }
+                Ok(Event::Init) | Err(_) => continue,
+            };
+            let rev = revision_of(&object);
+            newest.send_if_modified(|n| {
+                let newer = rev > *n;
+                *n = (*n).max(rev);
+                newer
+            });
+            if announce {
+                if sender.receiver_count() > 0 {
+                    let _ = sender.send(Change::Object(Arc::new(object)));
+                }
+                seen += 1;
+                count.send_replace(seen);
+            }
         }
     });
-    Shared { store, changed }
+    Informer {
+        store,
+        changed,
+        revision,
+        changes,
+    }
+}
+
+/// An object's resourceVersion as kelp's store revision (0 if none).
+fn revision_of<K: kube::Resource>(object: &K) -> u64 {
+    object
+        .meta()
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a controller has written and not yet seen in its cache (upstream's
+/// ControllerExpectations): until the cache has taken in the objects an
+/// owner made and deleted, a reconcile must not count without them, or a
+/// lagging cache makes it create or delete twice.
+#[derive(Default)]
+pub struct Expectations {
+    pending: Mutex<HashMap<String, Expected>>,
+}
+
+/// One owner's writes not yet seen.
+struct Expected {
+    /// The newest revision its writes were answered at.
+    revision: u64,
+    /// The objects it deleted (namespace, name, uid): seen once gone or
+    /// terminating.
+    deleted: Vec<(String, String, String)>,
+    /// When the first was recorded: after [`EXPECTATIONS_TIMEOUT`] the
+    /// owner syncs anyway (a change a relist folded away must not stall it).
+    since: std::time::Instant,
+}
+
+/// Upstream's ExpectationsTimeout.
+const EXPECTATIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Expectations {
+    /// Records that `owner` made `object` (as the API answered), or
+    /// deleted it when `deleted`.
+    pub fn wrote<K: kube::Resource>(&self, owner: &str, object: &K, deleted: bool) {
+        let mut pending = self.pending.lock().expect("expectations");
+        let entry = pending
+            .entry(owner.to_string())
+            .or_insert_with(|| Expected {
+                revision: 0,
+                deleted: Vec::new(),
+                since: std::time::Instant::now(),
+            });
+        entry.revision = entry.revision.max(revision_of(object));
+        if deleted {
+            let meta = object.meta();
+            entry.deleted.push((
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+                meta.uid.clone().unwrap_or_default(),
+            ));
+        }
+    }
+
+    /// Whether `owner` may act on `informer`'s objects: every write it
+    /// recorded is in the cache (or they timed out). A satisfied owner is
+    /// forgotten.
+    pub fn satisfied<K: Shareable>(&self, owner: &str, informer: &Informer<K>) -> bool {
+        let mut pending = self.pending.lock().expect("expectations");
+        let Some(expected) = pending.get(owner) else {
+            return true;
+        };
+        let live = |(namespace, name, uid): &(String, String, String)| {
+            let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+            informer.store.get(&key).is_some_and(|o| {
+                o.meta().uid.as_ref() == Some(uid) && o.meta().deletion_timestamp.is_none()
+            })
+        };
+        let seen = informer.has_seen(expected.revision) && !expected.deleted.iter().any(live);
+        if seen || expected.since.elapsed() > EXPECTATIONS_TIMEOUT {
+            pending.remove(owner);
+            return true;
+        }
+        false
+    }
 }
 
 /// A watch cache of `api`'s objects and a stream that yields once per
@@ -226,4 +447,90 @@ pub fn controller_ref<K: kube::Resource<DynamicType = ()>>(
 /// another writer, harmless for "ensure" loops).
 pub fn already_exists(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher::Event;
+
+    fn pod(name: &str, uid: &str, rev: u64, terminating: bool) -> Pod {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": rev.to_string()},
+        }))
+        .unwrap();
+        if terminating {
+            pod.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ));
+        }
+        pod
+    }
+
+    /// An informer fed by hand: its writer and the revision it has seen.
+    fn informer() -> (
+        Informer<Pod>,
+        kube::runtime::reflector::store::Writer<Pod>,
+        tokio::sync::watch::Sender<u64>,
+    ) {
+        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        let (_, changed) = tokio::sync::watch::channel(0);
+        let (seen, revision) = tokio::sync::watch::channel(0);
+        let (changes, _) = tokio::sync::broadcast::channel(4);
+        let informer = Informer {
+            store,
+            changed,
+            revision,
+            changes,
+        };
+        (informer, writer, seen)
+    }
+
+    #[test]
+    fn an_owner_waits_until_the_cache_shows_what_it_made_and_deleted() {
+        let (informer, mut writer, seen) = informer();
+        assert!(informer.filled());
+        let expectations = Expectations::default();
+        assert!(
+            expectations.satisfied("ns/rs", &informer),
+            "nothing written"
+        );
+
+        let old = pod("old", "u-old", 3, false);
+        writer.apply_watcher_event(&Event::Apply(old.clone()));
+        seen.send_replace(3);
+        // Made one (answered at revision 5), deleted another (answered at 6).
+        expectations.wrote("ns/rs", &pod("new", "u-new", 5, false), false);
+        expectations.wrote("ns/rs", &pod("old", "u-old", 6, true), true);
+        assert!(!expectations.satisfied("ns/rs", &informer));
+        assert!(expectations.satisfied("ns/other", &informer), "per owner");
+
+        // The create is in the cache, the delete not yet.
+        seen.send_replace(5);
+        assert!(!expectations.satisfied("ns/rs", &informer));
+        // The delete shows as terminating: both seen, and then forgotten.
+        writer.apply_watcher_event(&Event::Apply(pod("old", "u-old", 6, true)));
+        seen.send_replace(6);
+        assert!(expectations.satisfied("ns/rs", &informer));
+        assert!(expectations.pending.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_deleted_object_counts_as_seen_once_gone_even_if_its_answer_had_no_newer_revision() {
+        let (informer, mut writer, seen) = informer();
+        let expectations = Expectations::default();
+        let doomed = pod("p", "u-p", 7, false);
+        writer.apply_watcher_event(&Event::Apply(doomed.clone()));
+        seen.send_replace(7);
+        // Deleted at once (the API answered with a Status): only its uid says
+        // whether the cache caught up.
+        expectations.wrote("ns/rs", &doomed, true);
+        assert!(!expectations.satisfied("ns/rs", &informer));
+        writer.apply_watcher_event(&Event::Delete(doomed));
+        assert!(expectations.satisfied("ns/rs", &informer));
+    }
 }

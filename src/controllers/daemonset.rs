@@ -14,9 +14,9 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus}
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -30,25 +30,23 @@ const COMPONENT: &str = "daemonset-controller";
 /// The label carrying the DaemonSet generation a pod was made at.
 const TEMPLATE_GENERATION: &str = "pod-template-generation";
 
-/// Runs the controller; any node change looks at every DaemonSet again.
+/// Runs the controller: woken by its DaemonSets and by changes to the
+/// pods they control (from the shared pod cache); any node change looks at
+/// every DaemonSet again.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let node_changes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .touched_objects()
-        .filter_map(|n| async move { n.ok().map(|_| ()) });
-    Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .reconcile_all_on(node_changes)
-    .run(
-        super::workqueue::queued(context.queue.clone(), reconcile),
-        super::retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    let pods = context.informers.informer::<Pod>();
+    let node_changes = context.informers.informer::<Node>().changes().map(|_| ());
+    Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default())
+        .reconcile_on(pods.owners::<DaemonSet>())
+        .reconcile_all_on(futures::stream::select(pods.relists(), node_changes))
+        .run(
+            super::workqueue::queued(context.queue.clone(), reconcile),
+            super::retry,
+            context,
+        )
+        .for_each(|_| async {})
+        .await;
 }
 
 /// The tolerations upstream gives every daemon pod, so that node trouble
@@ -132,6 +130,15 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let namespace = ds.namespace().unwrap_or_default();
+    let cache = context.informers.informer::<Pod>();
+    let node_cache = context.informers.informer::<Node>();
+    // Act only on full caches that show this set's own last creates and
+    // deletes (the next change in them wakes the set; the requeue is a
+    // fallback).
+    let key = format!("{namespace}/{}", ds.name_any());
+    if !cache.filled() || !node_cache.filled() || !context.expectations.satisfied(&key, &cache) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let spec = ds.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(context.client.clone(), &namespace);
@@ -146,11 +153,9 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
     )
     .await?;
     let hash = history::hash_of(&history.current);
-    let nodes = Api::<Node>::all(context.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let owned = super::claim(&pods_api, &spec.selector, &owner).await?;
+    let nodes = node_cache.store.state();
+    let candidates = super::selected(&cache, &namespace, &spec.selector);
+    let owned = super::claim_from(&pods_api, candidates, &owner).await;
     let source = Source {
         component: COMPONENT.into(),
         host: None,
@@ -253,6 +258,7 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
     for name in create {
         let pod = daemon_pod(&ds, &name, &hash);
         let created = pods_api.create(&PostParams::default(), &pod).await?;
+        context.expectations.wrote(&key, &created, false);
         events::record(
             &context.client,
             &source,
@@ -264,11 +270,13 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
         .await;
     }
     for pod in delete {
-        if pods_api
+        if let Ok(gone) = pods_api
             .delete(&pod.name_any(), &DeleteParams::default())
             .await
-            .is_ok()
         {
+            context
+                .expectations
+                .wrote(&key, &gone.left_or(pod.clone()), true);
             events::record(
                 &context.client,
                 &source,

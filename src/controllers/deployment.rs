@@ -18,13 +18,12 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::replicaset::selector_string;
 use super::{Context, Error};
 use crate::api::pods;
 use crate::telemetry::events::{self, Source};
@@ -400,8 +399,11 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
     let namespace = d.namespace().unwrap_or_default();
     let spec = d.spec.clone().unwrap_or_default();
     let rs_api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
-    let pod_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let selector = selector_string(&spec.selector);
+    let pods = context.informers.informer::<Pod>();
+    // A restart must change nothing that runs: act only on a full cache.
+    if !pods.filled() {
+        return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+    }
     let rollout = Rollout {
         d: &d,
         replicas: spec.replicas.unwrap_or(1),
@@ -424,16 +426,14 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
     // Their pods, counted per ReplicaSet.
     let now = Timestamp::now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let pod_list = pod_api
-        .list(&ListParams::default().labels(&selector))
-        .await?;
+    let pod_list = super::selected(&pods, &namespace, &spec.selector);
     let size_of = |rs: &ReplicaSet| -> Size {
         let rs_uid = rs.metadata.uid.as_deref();
         let mut size = Size {
             spec: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
             ..Size::default()
         };
-        for pod in &pod_list.items {
+        for pod in &pod_list {
             if pods::controller_of(&pod.metadata).map(|o| o.uid.as_str()) != rs_uid {
                 continue;
             }

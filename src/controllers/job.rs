@@ -31,11 +31,14 @@ const COMPONENT: &str = "job-controller";
 const BACKOFF_BASE: u64 = 10;
 const BACKOFF_MAX: u64 = 360;
 
-/// Runs the controller.
+/// Runs the controller: woken by its Jobs and by changes to the pods
+/// they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
+    let pods = context.informers.informer::<Pod>();
+    Controller::new(Api::<Job>::all(client), watcher::Config::default())
+        .reconcile_on(pods.owners::<Job>())
+        .reconcile_all_on(pods.relists())
         .run(
             super::workqueue::queued(context.queue.clone(), reconcile),
             super::retry,
@@ -157,7 +160,16 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let selector = spec.selector.clone().unwrap_or_default();
     let owner = crate::runtime::controller_ref(job.as_ref());
-    let owned = super::claim(&pods_api, &selector, &owner).await?;
+    let cache = context.informers.informer::<Pod>();
+    // Act only on a full cache, and only once it shows this Job's own
+    // last creates and deletes (else it would count without them).
+    if !cache.filled() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let key = format!("{namespace}/{}", job.name_any());
+    let in_sync = context.expectations.satisfied(&key, &cache);
+    let candidates = super::selected(&cache, &namespace, &selector);
+    let owned = super::claim_from(&pods_api, candidates, &owner).await;
     let recorder = Recorder::new(context.client.clone(), COMPONENT, None);
 
     let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone());
@@ -287,7 +299,10 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
                 Duration::from_millis(u64::try_from(due - now.as_millisecond()).unwrap_or(0))
             })
             .filter(|d| !d.is_zero());
-        if active.len() < wanted
+        if !in_sync {
+            // The cache's news of those writes wakes it; this is the fallback.
+            requeue = Some(Duration::from_secs(1));
+        } else if active.len() < wanted
             && let Some(wait) = wait
         {
             requeue = Some(wait);
@@ -305,6 +320,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
             for index in free {
                 let pod = job_pod(&job, &owner, &namespace, index);
                 let created = pods_api.create(&PostParams::default(), &pod).await?;
+                context.expectations.wrote(&key, &created, false);
                 recorder
                     .record(
                         job.as_ref(),
@@ -320,9 +336,14 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
                 std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0))
             });
             for pod in active.drain(..active.len() - wanted) {
-                let _ = pods_api
+                if let Ok(gone) = pods_api
                     .delete(&pod.name_any(), &DeleteParams::default())
-                    .await;
+                    .await
+                {
+                    context
+                        .expectations
+                        .wrote(&key, &gone.left_or(pod.clone()), true);
+                }
             }
         }
         if let Some(d) = spec.active_deadline_seconds

@@ -57,6 +57,8 @@ pub struct Context {
     pub queue: workqueue::Queue,
     /// Watch caches shared by every controller (pods, nodes, services).
     pub informers: crate::runtime::Informers,
+    /// What this controller wrote and its caches have not shown yet.
+    pub expectations: Arc<crate::runtime::Expectations>,
 }
 
 /// Starts every controller, each as its upstream identity; they run until
@@ -82,6 +84,7 @@ pub fn start(
             hpa_sync_period,
             queue: queues.queue(queue_name(controller)),
             informers: informers.clone(),
+            expectations: Arc::default(),
         })
     };
     tokio::spawn(serviceaccount::run(context("service-account-controller")));
@@ -217,13 +220,45 @@ pub async fn claim<K>(
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    use kube::ResourceExt;
-    use kube::api::{ListParams, Patch, PatchParams};
     let listed = api
-        .list(&ListParams::default().labels(&replicaset::selector_string(selector)))
+        .list(&kube::api::ListParams::default().labels(&replicaset::selector_string(selector)))
         .await?;
+    Ok(claim_from(api, listed.items, owner).await)
+}
+
+/// The objects in `namespace` a cache holds that `selector` matches
+/// (candidates for [`claim_from`]).
+pub fn selected<K: crate::runtime::Shareable>(
+    informer: &crate::runtime::Informer<K>,
+    namespace: &str,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> Vec<K> {
+    let selector = crate::api::selectors::LabelSelector::from_typed(selector);
+    let labels = std::collections::BTreeMap::new();
+    informer
+        .store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        .filter(|o| selector.matches_labels(o.meta().labels.as_ref().unwrap_or(&labels)))
+        .map(|o| K::clone(o))
+        .collect()
+}
+
+/// [`claim`] over candidates already read (from a cache), which the
+/// selector matched: the owned ones, with matching orphans adopted.
+pub async fn claim_from<K>(
+    api: &kube::Api<K>,
+    candidates: impl IntoIterator<Item = K>,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> Vec<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::ResourceExt;
+    use kube::api::{Patch, PatchParams};
     let mut owned = Vec::new();
-    for object in listed.items {
+    for object in candidates {
         let meta = object.meta();
         match crate::api::pods::controller_of(meta) {
             Some(o) if o.uid == owner.uid => owned.push(object),
@@ -248,7 +283,7 @@ where
             None => {}
         }
     }
-    Ok(owned)
+    owned
 }
 
 /// A pod made from a workload's template, controlled by `owner`.

@@ -20,21 +20,21 @@ use serde_json::json;
 use super::{Context, Error};
 use crate::api::pods;
 
-/// Runs the controller.
+/// Runs the controller: woken by its ReplicaSets and by changes to the
+/// pods they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(
-        super::workqueue::queued(context.queue.clone(), reconcile),
-        super::retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    let pods = context.informers.informer::<Pod>();
+    Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
+        .reconcile_on(pods.owners::<ReplicaSet>())
+        .reconcile_all_on(pods.relists())
+        .run(
+            super::workqueue::queued(context.queue.clone(), reconcile),
+            super::retry,
+            context,
+        )
+        .for_each(|_| async {})
+        .await;
 }
 
 /// A label selector as the API's `labelSelector` query string.
@@ -104,34 +104,48 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     let namespace = rs.namespace().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let owned = super::claim(
+    let cache = context.informers.informer::<Pod>();
+    // A restart must change nothing that runs: act only on a full cache.
+    if !cache.filled() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let key = format!("{namespace}/{}", rs.name_any());
+    // Until the cache shows this ReplicaSet's own last creates and deletes,
+    // counting from it would make or remove pods twice.
+    let in_sync = context.expectations.satisfied(&key, &cache);
+    let owned = super::claim_from(
         &pods_api,
-        &spec.selector,
+        super::selected(&cache, &namespace, &spec.selector),
         &crate::runtime::controller_ref(rs.as_ref()),
     )
-    .await?;
+    .await;
     let mut live: Vec<Pod> = owned
         .iter()
         .filter(|p| pods::is_active(p))
         .cloned()
         .collect();
     let wanted = spec.replicas.unwrap_or(1).max(0) as usize;
-    if live.len() < wanted {
+    if in_sync && live.len() < wanted {
         for _ in live.len()..wanted {
             let pod = super::pod_from_template(
                 spec.template.as_ref(),
                 crate::runtime::controller_ref(rs.as_ref()),
                 &namespace,
             );
-            pods_api.create(&PostParams::default(), &pod).await?;
+            let made = pods_api.create(&PostParams::default(), &pod).await?;
+            context.expectations.wrote(&key, &made, false);
         }
-    } else if live.len() > wanted {
+    } else if in_sync && live.len() > wanted {
         deletion_order(&mut live);
         let surplus = live.len() - wanted;
         for pod in live.drain(..surplus) {
-            let _ = pods_api
+            if let Ok(gone) = pods_api
                 .delete(&pod.name_any(), &DeleteParams::default())
-                .await;
+                .await
+            {
+                let gone = gone.left_or(pod);
+                context.expectations.wrote(&key, &gone, true);
+            }
         }
     }
     let labels: BTreeMap<String, String> = spec
@@ -183,6 +197,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         let body: ReplicaSet = serde_json::from_value(body).map_err(kube::Error::SerdeError)?;
         api.replace_status(&rs.name_any(), &PostParams::default(), &body)
             .await?;
+    }
+    if !in_sync {
+        // The cache's news of these writes wakes it; this is the fallback.
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     Ok(next_check.map_or_else(Action::await_change, |d| {
         Action::requeue(d + Duration::from_millis(100))

@@ -29,21 +29,21 @@ const COMPONENT: &str = "statefulset-controller";
 const POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 
-/// Runs the controller.
+/// Runs the controller: woken by its StatefulSets and by changes to the
+/// pods they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    Controller::new(
-        Api::<StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(
-        super::workqueue::queued(context.queue.clone(), reconcile),
-        super::retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    let pods = context.informers.informer::<Pod>();
+    Controller::new(Api::<StatefulSet>::all(client), watcher::Config::default())
+        .reconcile_on(pods.owners::<StatefulSet>())
+        .reconcile_all_on(pods.relists())
+        .run(
+            super::workqueue::queued(context.queue.clone(), reconcile),
+            super::retry,
+            context,
+        )
+        .for_each(|_| async {})
+        .await;
 }
 
 /// The ordinal in a StatefulSet pod's name (`web-3` → 3).
@@ -265,12 +265,32 @@ fn settled(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
         && pods::is_available(pod, min_ready, now)
 }
 
+/// Deletes one of the set's pods, remembered until the cache shows it.
+async fn delete_pod(context: &Context, key: &str, pods_api: &Api<Pod>, pod: &Pod) {
+    if let Ok(gone) = pods_api
+        .delete(&pod.name_any(), &DeleteParams::default())
+        .await
+    {
+        context
+            .expectations
+            .wrote(key, &gone.left_or(pod.clone()), true);
+    }
+}
+
 async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Action, Error> {
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let namespace = set.namespace().unwrap_or_default();
     let name = set.name_any();
+    let cache = context.informers.informer::<Pod>();
+    // Act only on a full cache that shows this set's own last creates and
+    // deletes (the next change in it wakes the set; the requeue is a
+    // fallback).
+    let key = format!("{namespace}/{name}");
+    if !cache.filled() || !context.expectations.satisfied(&key, &cache) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let spec = set.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(context.client.clone(), &namespace);
@@ -297,7 +317,8 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
         .find(|h| h.name_any() == current_revision)
         .map(history::hash_of)
         .unwrap_or_else(|| update_hash.clone());
-    let owned = super::claim(&pods_api, &spec.selector, &owner).await?;
+    let candidates = super::selected(&cache, &namespace, &spec.selector);
+    let owned = super::claim_from(&pods_api, candidates, &owner).await;
     let replicas = spec.replicas.unwrap_or(1).max(0);
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -333,7 +354,10 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
                 let pod = stateful_pod(&set, i, hash);
                 ensure_claims(&context, &set, i, None, true).await?;
                 match pods_api.create(&PostParams::default(), &pod).await {
-                    Ok(_) => event("SuccessfulCreate", "create", &pod.name_any()).await,
+                    Ok(made) => {
+                        context.expectations.wrote(&key, &made, false);
+                        event("SuccessfulCreate", "create", &pod.name_any()).await
+                    }
                     Err(e) if crate::runtime::already_exists(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -342,9 +366,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
                 }
             }
             Some(pod) if pods::is_terminal(pod) && pod.metadata.deletion_timestamp.is_none() => {
-                let _ = pods_api
-                    .delete(&pod.name_any(), &DeleteParams::default())
-                    .await;
+                delete_pod(&context, &key, &pods_api, pod).await;
                 event("SuccessfulDelete", "delete", &pod.name_any()).await;
                 if !parallel {
                     break;
@@ -385,9 +407,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
             if let Some(i) = ordinal(&name, &pod.name_any()) {
                 ensure_claims(&context, &set, i, Some(pod), false).await?;
             }
-            let _ = pods_api
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await;
+            delete_pod(&context, &key, &pods_api, pod).await;
             event("SuccessfulDelete", "delete", &pod.name_any()).await;
         }
     }
@@ -407,9 +427,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
             .find(|(_, p)| p.labels().get(REVISION_HASH) != Some(&update_hash))
             && pod.metadata.deletion_timestamp.is_none()
         {
-            let _ = pods_api
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await;
+            delete_pod(&context, &key, &pods_api, pod).await;
             event("SuccessfulDelete", "delete", &pod.name_any()).await;
         }
     }
