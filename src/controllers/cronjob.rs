@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -31,18 +30,12 @@ const COMPONENT: &str = "cronjob-controller";
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    Controller::new(
+    let controller = Controller::new(
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Job>::all(client), watcher::Config::default())
-    .run(
-        super::workqueue::queued(context.queue.clone(), reconcile),
-        super::retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    .owns(Api::<Job>::all(client), watcher::Config::default());
+    super::drive(controller, context, reconcile).await;
 }
 
 /// The latest scheduled time after `since` and at or before `now`, and the

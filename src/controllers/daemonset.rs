@@ -15,8 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -34,19 +33,9 @@ const TEMPLATE_GENERATION: &str = "pod-template-generation";
 /// pods they control (from the shared pod cache); any node change looks at
 /// every DaemonSet again.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    let pods = context.informers.informer::<Pod>();
     let node_changes = context.informers.informer::<Node>().changes().map(|_| ());
-    Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default())
-        .reconcile_on(pods.owners::<DaemonSet>())
-        .reconcile_all_on(futures::stream::select(pods.relists(), node_changes))
-        .run(
-            super::workqueue::queued(context.queue.clone(), reconcile),
-            super::retry,
-            context,
-        )
-        .for_each(|_| async {})
-        .await;
+    let controller = super::over_owned_pods::<DaemonSet>(&context).reconcile_all_on(node_changes);
+    super::drive(controller, context, reconcile).await;
 }
 
 /// The tolerations upstream gives every daemon pod, so that node trouble

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet,
 };
@@ -48,18 +47,12 @@ const COMPONENT: &str = "deployment-controller";
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    Controller::new(
+    let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-    .run(
-        super::workqueue::queued(context.queue.clone(), reconcile),
-        super::retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default());
+    super::drive(controller, context, reconcile).await;
 }
 
 /// The template without the hash label, for comparing a ReplicaSet's

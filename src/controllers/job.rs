@@ -9,14 +9,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -34,18 +32,8 @@ const BACKOFF_MAX: u64 = 360;
 /// Runs the controller: woken by its Jobs and by changes to the pods
 /// they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    let pods = context.informers.informer::<Pod>();
-    Controller::new(Api::<Job>::all(client), watcher::Config::default())
-        .reconcile_on(pods.owners::<Job>())
-        .reconcile_all_on(pods.relists())
-        .run(
-            super::workqueue::queued(context.queue.clone(), reconcile),
-            super::retry,
-            context,
-        )
-        .for_each(|_| async {})
-        .await;
+    let controller = super::over_owned_pods::<Job>(&context);
+    super::drive(controller, context, reconcile).await;
 }
 
 /// The job has a Complete or Failed condition: it is done.

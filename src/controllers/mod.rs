@@ -120,6 +120,61 @@ pub fn start(
     )));
 }
 
+/// Runs `controller` until the process ends: each reconcile through the
+/// controller's work queue (for its metrics), a failed one retried after 2 s.
+pub async fn drive<K, F, Fut>(
+    controller: kube::runtime::Controller<K>,
+    context: Arc<Context>,
+    reconcile: F,
+) where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: std::fmt::Debug + Unpin + std::hash::Hash + Eq + Clone,
+    F: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
+        + Send
+        + 'static,
+{
+    use futures::StreamExt;
+    controller
+        .run(
+            workqueue::queued(context.queue.clone(), reconcile),
+            retry,
+            context,
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+/// A controller of every `K`, woken by their changes and by changes to the
+/// pods they control, which its reconciles read from the process's shared
+/// pod cache (a refill of that cache wakes every `K`).
+pub fn over_owned_pods<K>(context: &Context) -> kube::runtime::Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let pods = context
+        .informers
+        .informer::<k8s_openapi::api::core::v1::Pod>();
+    kube::runtime::Controller::new(
+        kube::Api::<K>::all(context.client.clone()),
+        kube::runtime::watcher::Config::default(),
+    )
+    .reconcile_on(pods.owners::<K>())
+    .reconcile_all_on(pods.relists())
+}
+
 /// The name upstream gives a controller's work queue.
 fn queue_name(controller: &str) -> &'static str {
     match controller {

@@ -41,8 +41,37 @@ pub async fn run(context: Arc<Context>) {
     let streams = [node_changes, lease_changes, pod_changes];
     let changes = futures::stream::select_all(streams).boxed();
     let mut passes = crate::runtime::passes(changes, CHECK_EVERY, Duration::from_millis(20));
+    let mut seen = Heartbeats::default();
     while passes.next().await.is_some() {
-        pass(&client, &nodes, &leases, &pods).await;
+        pass(&client, &nodes, &leases, &pods, &mut seen).await;
+    }
+}
+
+/// When this controller saw each node's heartbeat change, by its own clock
+/// (upstream's probeTimestamp): a node is silent when that is more than the
+/// grace period ago, not when the stored renewTime is old. So a restart
+/// (this controller's, which finds every heartbeat as of when kelp stopped,
+/// or the store's, which may have lost coalesced renewals) starts every
+/// node's grace period afresh instead of declaring it gone.
+#[derive(Default)]
+struct Heartbeats(std::collections::HashMap<String, (Option<Timestamp>, std::time::Instant)>);
+
+impl Heartbeats {
+    /// Whether `node`, whose latest heartbeat is `heartbeat`, has been
+    /// silent for longer than the grace period.
+    fn silent(&mut self, node: &str, heartbeat: Option<Timestamp>) -> bool {
+        let now = std::time::Instant::now();
+        let (last, at) = self.0.entry(node.to_string()).or_insert((heartbeat, now));
+        if *last != heartbeat {
+            *last = heartbeat;
+            *at = now;
+        }
+        now.duration_since(*at) > GRACE
+    }
+
+    /// Forgets nodes that are gone.
+    fn keep(&mut self, nodes: &[String]) {
+        self.0.retain(|name, _| nodes.contains(name));
     }
 }
 
@@ -98,6 +127,7 @@ async fn pass(
     nodes: &Store<Node>,
     leases: &Store<Lease>,
     pods: &Store<Pod>,
+    seen: &mut Heartbeats,
 ) {
     let now = Timestamp::now();
     let node_api: Api<Node> = Api::all(client.clone());
@@ -107,12 +137,13 @@ async fn pass(
         component: "node-controller".into(),
         host: None,
     };
-    for node in nodes.state() {
+    let nodes = nodes.state();
+    seen.keep(&nodes.iter().map(|n| n.name_any()).collect::<Vec<_>>());
+    for node in nodes {
         let name = node.name_any();
         let lease = leases.iter().find(|l| l.name_any() == name);
         let mut ready = ready_condition(&node).map_or("Unknown".to_string(), |c| c.status.clone());
-        let silent = last_heartbeat(&node, lease.map(|l| l.as_ref()))
-            .is_none_or(|t| now.as_second() - t.as_second() > GRACE.as_secs() as i64);
+        let silent = seen.silent(&name, last_heartbeat(&node, lease.map(|l| l.as_ref())));
         if silent && ready != "Unknown" {
             // The kubelet is gone: every condition becomes Unknown.
             let conditions: Vec<_> = node
@@ -263,6 +294,22 @@ async fn mark_pods_not_ready(client: &kube::Client, pods: &[Arc<Pod>], node: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeat_is_judged_by_when_it_was_seen_to_change_not_by_its_age() {
+        let mut seen = Heartbeats::default();
+        // Found at start with a renewal an hour old (kelp was stopped, or
+        // the store lost coalesced renewals): the grace period starts now.
+        let old: Timestamp = "2026-12-05T09:00:00Z".parse().unwrap();
+        assert!(!seen.silent("n1", Some(old)));
+        // As if seen that long ago: silent, until the heartbeat moves.
+        seen.0.get_mut("n1").unwrap().1 -= GRACE + Duration::from_secs(1);
+        assert!(seen.silent("n1", Some(old)));
+        let renewed: Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+        assert!(!seen.silent("n1", Some(renewed)));
+        seen.keep(&[]);
+        assert!(seen.0.is_empty());
+    }
 
     #[test]
     fn readiness_decides_the_taints() {

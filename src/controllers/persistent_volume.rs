@@ -42,7 +42,7 @@ pub async fn run(context: Arc<Context>) {
 
 async fn run_claims(context: Arc<Context>) {
     let client = context.client.clone();
-    Controller::new(
+    let controller = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         Default::default(),
     )
@@ -53,14 +53,8 @@ async fn run_claims(context: Arc<Context>) {
             let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
             Some(ObjectRef::new(claim.name.as_deref()?).within(claim.namespace.as_deref()?))
         },
-    )
-    .run(
-        super::workqueue::queued(context.queue.clone(), sync_claim),
-        super::retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    );
+    super::drive(controller, context, sync_claim).await;
 }
 
 async fn run_volumes(context: Arc<Context>) {

@@ -7,13 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -23,18 +21,8 @@ use crate::api::pods;
 /// Runs the controller: woken by its ReplicaSets and by changes to the
 /// pods they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    let pods = context.informers.informer::<Pod>();
-    Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .reconcile_on(pods.owners::<ReplicaSet>())
-        .reconcile_all_on(pods.relists())
-        .run(
-            super::workqueue::queued(context.queue.clone(), reconcile),
-            super::retry,
-            context,
-        )
-        .for_each(|_| async {})
-        .await;
+    let controller = super::over_owned_pods::<ReplicaSet>(&context);
+    super::drive(controller, context, reconcile).await;
 }
 
 /// A label selector as the API's `labelSelector` query string.

@@ -9,14 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::history::{self, REVISION_HASH};
@@ -32,18 +30,8 @@ const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 /// Runs the controller: woken by its StatefulSets and by changes to the
 /// pods they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    let pods = context.informers.informer::<Pod>();
-    Controller::new(Api::<StatefulSet>::all(client), watcher::Config::default())
-        .reconcile_on(pods.owners::<StatefulSet>())
-        .reconcile_all_on(pods.relists())
-        .run(
-            super::workqueue::queued(context.queue.clone(), reconcile),
-            super::retry,
-            context,
-        )
-        .for_each(|_| async {})
-        .await;
+    let controller = super::over_owned_pods::<StatefulSet>(&context);
+    super::drive(controller, context, reconcile).await;
 }
 
 /// The ordinal in a StatefulSet pod's name (`web-3` → 3).

@@ -18,7 +18,7 @@ use crate::api::storage::{CLAIM_PROTECTION, VOLUME_PROTECTION};
 /// Runs the claim protection loop (woken by the claims' pods too).
 pub async fn run_claims(context: Arc<Context>) {
     let client = context.client.clone();
-    Controller::new(
+    let controller = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         Default::default(),
     )
@@ -27,14 +27,8 @@ pub async fn run_claims(context: Arc<Context>) {
         crate::api::pods::claims_of(&pod)
             .map(|claim| ObjectRef::new(claim).within(&namespace))
             .collect::<Vec<_>>()
-    })
-    .run(
-        super::workqueue::queued(context.queue.clone(), sync_claim),
-        super::retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    });
+    super::drive(controller, context, sync_claim).await;
 }
 
 /// Runs the volume protection loop.

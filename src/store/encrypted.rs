@@ -189,6 +189,16 @@ impl Store for EncryptedStore {
         self.inner.update(key, sealed, expected).await
     }
 
+    async fn update_coalesced(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision> {
+        let sealed = seal(&self.config(), key, value)?;
+        self.inner.update_coalesced(key, sealed, expected).await
+    }
+
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
         let (revision, kv) = self.inner.delete(key, expected).await?;
         Ok((revision, open(&self.config(), kv)?))

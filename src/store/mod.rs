@@ -7,6 +7,7 @@
 
 pub mod encrypted;
 pub mod encryption;
+mod held;
 pub mod observed;
 pub mod snapshot;
 pub mod sqlite;
@@ -146,6 +147,18 @@ pub trait Store: Send + Sync {
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
     /// Replaces `key` if its mod revision is `expected`. Returns the new revision once durable.
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision>;
+    /// Like `update`, for a write a crash may lose without harm (a Lease
+    /// renewal): the store may hold it in memory, seen by every read and
+    /// watch at once, and make it durable with a later commit. A store that
+    /// cannot hold writes commits it as `update` does.
+    async fn update_coalesced(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision> {
+        self.update(key, value, expected).await
+    }
     /// Removes `key`, if `expected` is given only at that revision. Returns the deletion's
     /// revision and the last value.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)>;

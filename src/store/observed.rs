@@ -170,6 +170,16 @@ impl Store for ObservedStore {
             .await
     }
 
+    async fn update_coalesced(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision> {
+        let write = self.inner.update_coalesced(key, value, expected);
+        self.observe("update", key, write).await
+    }
+
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
         self.observe("delete", key, self.inner.delete(key, expected))
             .await

@@ -14,6 +14,13 @@
 //! idle a page rewritten by every Lease renewal reaches the database file
 //! once per 10 minutes, not every few minutes; fewer fsyncs and rewritten
 //! pages are what an SD card lives on.
+//!
+//! Coalesced updates (`update_coalesced`: Lease renewals) are the one
+//! exception to "acknowledged = in the WAL": the writer holds them in
+//! memory ([`super::held`]) until its next commit, at most five minutes.
+//! A `kill -9` may lose those renewals (never anything else); the store
+//! then continues its revisions [`super::snapshot::REVISION_BUMP`] higher
+//! at the next start, so none of the lost ones is handed out again.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -24,6 +31,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{broadcast, oneshot};
 
+use super::held::Held;
 use super::{
     Error, Event, EventKind, KeyValue, ListPage, Result, Revision, Store, WatchStream, prefix_end,
 };
@@ -39,7 +47,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The latest revision: the newest log entry, or the compaction point if the log is empty.
-pub(crate) const LATEST_REVISION: &str = "SELECT MAX(COALESCE((SELECT MAX(rev) FROM log), 0), (SELECT value FROM meta WHERE name='compacted'))";
+/// ('floor': where revisions continue after a start that found held writes lost.)
+pub(crate) const LATEST_REVISION: &str = "SELECT MAX(COALESCE((SELECT MAX(rev) FROM log), 0), (SELECT value FROM meta WHERE name='compacted'), COALESCE((SELECT value FROM meta WHERE name='floor'), 0))";
 
 /// Latest values in a key range (?4, the revision, is unused but keeps one parameter list).
 const LIST_LATEST: &str = "SELECT key, value, create_rev, mod_rev FROM kv WHERE key >= ?1 AND key < ?2 AND ?4 = ?4 ORDER BY key LIMIT ?3";
@@ -87,6 +96,8 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     events: broadcast::Sender<Arc<Event>>,
     revision: Arc<AtomicI64>,
+    /// Coalesced updates not committed yet (the writer's; reads look here).
+    held: Arc<Mutex<Held>>,
 }
 
 enum Op {
@@ -95,6 +106,12 @@ enum Op {
         value: Vec<u8>,
     },
     Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    /// An update the writer may hold until its next commit.
+    Hold {
         key: String,
         value: Vec<u8>,
         expected: Revision,
@@ -144,6 +161,7 @@ impl SqliteStore {
         .map_err(db)?;
         migrate(&mut conn)?;
         guard_power_loss(&conn)?;
+        recover_held(&conn)?;
         let revision: Revision = conn
             .query_row(LATEST_REVISION, [], |r| r.get(0))
             .map_err(db)?;
@@ -157,20 +175,26 @@ impl SqliteStore {
             readers.push(Mutex::new(reader));
         }
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let (writer, requests) = mpsc::channel();
-        let writer_events = events.clone();
-        let writer_revision = revision.clone();
+        let (requests_tx, requests) = mpsc::channel();
+        let held = Arc::new(Mutex::new(Held::default()));
+        let writer = Writer {
+            events: events.clone(),
+            revision: revision.clone(),
+            held: held.clone(),
+            marked: false,
+        };
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(conn, requests, writer_events, writer_revision))
+            .spawn(move || write_loop(conn, requests, writer))
             .map_err(|e| Error::Database(format!("starting writer thread: {e}")))?;
         Ok(Self {
             _lock: lock,
-            writer,
+            writer: requests_tx,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             events,
             revision,
+            held,
         })
     }
 
@@ -321,6 +345,41 @@ fn guard_power_loss(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// When the last run held writes and did not close the store (killed),
+/// the revisions of those it lost may have been seen: revisions continue
+/// [`super::snapshot::REVISION_BUMP`] higher (a floor, nothing compacted: a
+/// watcher that saw a lost revision simply receives everything after it).
+fn recover_held(conn: &Connection) -> Result<()> {
+    let held: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE name='held'", [], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
+    if held != Some(1) {
+        return Ok(());
+    }
+    let latest: Revision = conn
+        .query_row(LATEST_REVISION, [], |r| r.get(0))
+        .map_err(db)?;
+    let floor = latest + super::snapshot::REVISION_BUMP;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    let written = conn
+        .execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('floor', ?1)",
+            params![floor],
+        )
+        .and_then(|_| conn.execute("UPDATE meta SET value=0 WHERE name='held'", []))
+        .and_then(|_| conn.execute_batch("COMMIT"));
+    if let Err(e) = written {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(db(e));
+    }
+    tracing::info!(
+        revision = floor,
+        "the datastore was not closed while it held Lease renewals in memory: revisions continue higher"
+    );
+    Ok(())
+}
+
 /// At a clean stop: everything into the database file and the WAL emptied
 /// (waiting at most a second for the last writes), so a stopped kelp leaves
 /// one self-contained file.
@@ -430,29 +489,49 @@ fn checkpoint(conn: &Connection, commits: &mut u64) {
     *commits = 0;
 }
 
-/// The writer thread: takes every waiting request into one transaction.
-fn write_loop(
-    mut conn: Connection,
-    requests: mpsc::Receiver<Request>,
+/// What the writer thread shares with the store's readers.
+struct Writer {
     events: broadcast::Sender<Arc<Event>>,
     revision: Arc<AtomicI64>,
-) {
+    held: Arc<Mutex<Held>>,
+    /// The database says writes may be held (set by the first commit that
+    /// holds one, cleared when the store closes).
+    marked: bool,
+}
+
+/// The writer thread: takes every waiting request into one transaction
+/// (or, for a batch of coalesced updates only, holds them in memory).
+fn write_loop(mut conn: Connection, requests: mpsc::Receiver<Request>, mut writer: Writer) {
     // Commits since the last checkpoint, and when the first of them came.
     let mut commits: u64 = 0;
     let mut since = std::time::Instant::now();
     // A request that came while space was being given back.
     let mut waiting: Option<Request> = None;
     loop {
+        let held_due = writer.held.lock().map(|h| h.due()).unwrap_or(None);
+        let checkpoint_due = (commits > 0).then(|| since + CHECKPOINT_IDLE);
+        let due = match (held_due, checkpoint_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let first = if let Some(first) = waiting.take() {
             first
-        } else if commits == 0 {
-            match requests.recv() {
+        } else if let Some(due) = due {
+            let wait = due.saturating_duration_since(std::time::Instant::now());
+            match requests.recv_timeout(wait) {
                 Ok(first) => first,
-                Err(_) => break,
-            }
-        } else {
-            match requests.recv_timeout(CHECKPOINT_IDLE.saturating_sub(since.elapsed())) {
-                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if held_due.is_some_and(|d| d <= std::time::Instant::now()) =>
+                {
+                    // Held writes waited long enough: a commit of their own.
+                    if commit(&mut conn, &[], &mut writer).is_ok() {
+                        if commits == 0 {
+                            since = std::time::Instant::now();
+                        }
+                        commits += 1;
+                    }
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Quiet: give freed space back, a step at a time, until a
                     // request comes (under load freed pages are reused
@@ -472,6 +551,11 @@ fn write_loop(
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
+        } else {
+            match requests.recv() {
+                Ok(first) => first,
+                Err(_) => break,
+            }
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -480,14 +564,15 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let mut rev = revision.load(Ordering::SeqCst);
-        let outcome = apply_batch(&mut conn, &batch, &mut rev);
-        match outcome {
+        if writer.marked && batch.iter().all(|r| matches!(r.op, Op::Hold { .. })) {
+            hold_batch(&conn, batch, &writer);
+            continue;
+        }
+        match commit(&mut conn, &batch, &mut writer) {
             Ok((results, committed)) => {
-                revision.store(rev, Ordering::SeqCst);
                 for event in committed {
                     // No receivers is fine: nobody is watching.
-                    let _ = events.send(Arc::new(event));
+                    let _ = writer.events.send(Arc::new(event));
                 }
                 for (req, result) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(result);
@@ -518,10 +603,96 @@ fn write_loop(
             }
         }
     }
-    // The store closed: freed space back, and what is left in the WAL into
-    // the database.
+    // The store closed: what is held committed (and the mark cleared),
+    // freed space back, and what is left in the WAL into the database.
+    if let Err(e) = close_held(&mut conn, &mut writer) {
+        tracing::warn!(err = %e, "committing held writes at close");
+    }
     while give_space_back(&conn) {}
     checkpoint(&conn, &mut commits);
+}
+
+/// Holds a batch of coalesced updates in memory: checked against the
+/// newest value (held or committed), given their revisions, broadcast and
+/// answered without a commit.
+fn hold_batch(conn: &Connection, batch: Vec<Request>, writer: &Writer) {
+    let mut held = writer.held.lock().expect("held writes");
+    for req in batch {
+        let Op::Hold {
+            key,
+            value,
+            expected,
+        } = req.op
+        else {
+            continue;
+        };
+        let old = match held.current(&key) {
+            Some(kv) => Ok(Some(kv.clone())),
+            None => current(conn, &key),
+        };
+        let result = match old {
+            Err(e) => Err(db(e)),
+            Ok(None) => Err(Error::NotFound(key)),
+            Ok(Some(old)) if old.mod_revision != expected => Err(Error::Conflict {
+                expected,
+                current: Box::new(old),
+            }),
+            Ok(Some(old)) => {
+                let rev = writer.revision.load(Ordering::SeqCst) + 1;
+                let kv = KeyValue {
+                    key,
+                    value,
+                    create_revision: old.create_revision,
+                    mod_revision: rev,
+                };
+                let event = Event {
+                    kind: EventKind::Updated,
+                    kv: kv.clone(),
+                    prev: Some(old.value),
+                };
+                held.hold(event.clone());
+                writer.revision.store(rev, Ordering::SeqCst);
+                let _ = writer.events.send(Arc::new(event));
+                Ok((rev, Some(kv)))
+            }
+        };
+        let _ = req.reply.send(result);
+    }
+}
+
+/// One transaction: what is held first (its revisions are the oldest),
+/// then the batch; what was held is forgotten once committed.
+fn commit(
+    conn: &mut Connection,
+    batch: &[Request],
+    writer: &mut Writer,
+) -> rusqlite::Result<BatchOutcome> {
+    let mut rev = writer.revision.load(Ordering::SeqCst);
+    let held = writer.held.lock().expect("held writes").events().to_vec();
+    let marks = !writer.marked && batch.iter().any(|r| matches!(r.op, Op::Hold { .. }));
+    let outcome = apply_batch(conn, batch, &mut rev, &held, marks)?;
+    writer.revision.store(rev, Ordering::SeqCst);
+    writer.held.lock().expect("held writes").clear();
+    writer.marked |= marks;
+    Ok(outcome)
+}
+
+/// At close: what is held committed and the mark cleared, so the next
+/// start knows nothing was lost.
+fn close_held(conn: &mut Connection, writer: &mut Writer) -> rusqlite::Result<()> {
+    if !writer.marked {
+        return Ok(());
+    }
+    let held = writer.held.lock().expect("held writes").events().to_vec();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for event in &held {
+        write(&tx, &event.kv, EventKind::Updated)?;
+    }
+    tx.execute("UPDATE meta SET value=0 WHERE name='held'", [])?;
+    tx.commit()?;
+    writer.held.lock().expect("held writes").clear();
+    writer.marked = false;
+    Ok(())
 }
 
 type BatchOutcome = (Vec<Result<(Revision, Option<KeyValue>)>>, Vec<Event>);
@@ -530,8 +701,19 @@ fn apply_batch(
     conn: &mut Connection,
     batch: &[Request],
     rev: &mut Revision,
+    held: &[Event],
+    marks: bool,
 ) -> rusqlite::Result<BatchOutcome> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for event in held {
+        write(&tx, &event.kv, EventKind::Updated)?;
+    }
+    if marks {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('held', 1)",
+            [],
+        )?;
+    }
     let mut results = Vec::with_capacity(batch.len());
     let mut committed = Vec::new();
     for req in batch {
@@ -539,7 +721,7 @@ fn apply_batch(
         if let Ok((_, Some(kv), prev)) = &result {
             let kind = match &req.op {
                 Op::Create { .. } => EventKind::Created,
-                Op::Update { .. } => EventKind::Updated,
+                Op::Update { .. } | Op::Hold { .. } => EventKind::Updated,
                 _ => EventKind::Deleted,
             };
             committed.push(Event {
@@ -594,6 +776,11 @@ fn apply_op(
             Ok(Ok((*rev, Some(kv), None)))
         }
         Op::Update {
+            key,
+            value,
+            expected,
+        }
+        | Op::Hold {
             key,
             value,
             expected,
@@ -676,6 +863,11 @@ fn event_kind(code: i64) -> EventKind {
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        // Held values are cleared only after their commit: a miss here finds
+        // the value committed.
+        if let Some(kv) = self.held.lock().expect("held writes").current(key) {
+            return Ok(Some(kv.clone()));
+        }
         let key = key.to_string();
         self.read(move |conn| current(conn, &key).map_err(db)).await
     }
@@ -702,15 +894,22 @@ impl Store for SqliteStore {
             .unwrap_or_else(|| prefix.to_string());
         let end = prefix_end(prefix);
         let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
+        // Held writes, taken before the rows: one committed meanwhile is in
+        // the rows too, and the newer of the two wins.
+        let (held, newest_held) = {
+            let held = self.held.lock().expect("held writes");
+            (held.events_after(&start, &end, 0), held.newest())
+        };
         self.read(move |conn| {
             // Read revision and rows in one read transaction so they agree.
             conn.execute_batch("BEGIN").map_err(db)?;
             let result = (|| {
-                let latest: Revision = conn
+                let committed: Revision = conn
                     .query_row(LATEST_REVISION, [], |r| r.get(0))
                     .map_err(db)?;
+                let latest = committed.max(newest_held.unwrap_or(0));
                 let revision = at.unwrap_or(latest).min(latest);
-                let sql = if revision == latest {
+                let sql = if revision >= committed {
                     LIST_LATEST
                 } else {
                     let compacted: Revision = conn
@@ -741,6 +940,13 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 let more = limit != 0 && items.len() > limit;
                 items.truncate(if limit == 0 { items.len() } else { limit });
+                if !held.is_empty() {
+                    let mut overlay = Held::default();
+                    for event in held {
+                        overlay.hold(event);
+                    }
+                    overlay.overlay(&mut items, revision);
+                }
                 Ok(ListPage {
                     items,
                     revision,
@@ -774,6 +980,22 @@ impl Store for SqliteStore {
             .0)
     }
 
+    async fn update_coalesced(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision> {
+        Ok(self
+            .submit(Op::Hold {
+                key: key.to_string(),
+                value,
+                expected,
+            })
+            .await?
+            .0)
+    }
+
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
         let (rev, kv) = self
             .submit(Op::Delete {
@@ -794,7 +1016,14 @@ impl Store for SqliteStore {
         let mut live = self.events.subscribe();
         let backlog_prefix = prefix.to_string();
         let end = prefix_end(prefix);
-        let backlog = self
+        // Held events, taken before the log is read: newer than anything
+        // committed then; one committed meanwhile is in the log as well.
+        let held = self
+            .held
+            .lock()
+            .expect("held writes")
+            .events_after(prefix, &end, after);
+        let mut backlog = self
             .read(move |conn| {
                 let compacted: Revision = conn
                     .query_row("SELECT value FROM meta WHERE name='compacted'", [], |r| r.get(0))
@@ -822,6 +1051,8 @@ impl Store for SqliteStore {
                 .map_err(db)
             })
             .await?;
+        let committed = backlog.last().map(|e| e.kv.mod_revision).unwrap_or(after);
+        backlog.extend(held.into_iter().filter(|e| e.kv.mod_revision > committed));
         let prefix = prefix.to_string();
         let mut last = backlog.last().map(|e| e.kv.mod_revision).unwrap_or(after);
         let stream = async_stream(backlog, move |tx| async move {
@@ -1216,5 +1447,128 @@ mod tests {
         assert!(db_file() >= 50 * 1000, "{} bytes", db_file());
         let reopened = SqliteStore::open(&path).expect("reopen");
         assert_eq!(reopened.count("/r/").await.expect("count"), 50);
+    }
+
+    /// The lease's committed mod revision, read as another process would.
+    fn committed_revision(path: &Path, key: &str) -> Revision {
+        Connection::open(path)
+            .expect("open")
+            .query_row("SELECT mod_rev FROM kv WHERE key=?1", [key], |r| r.get(0))
+            .expect("committed row")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn held_renewals_are_read_at_once_and_committed_with_the_next_write() {
+        let (dir, store) = open();
+        let path = dir.path().join("state.db");
+        let key = "/leases/kube-node-lease/n1";
+        let created = store.create(key, b"r0".to_vec()).await.expect("create");
+        // The first coalesced write of a run is committed (it marks the store).
+        let first = store
+            .update_coalesced(key, b"r1".to_vec(), created)
+            .await
+            .expect("first");
+        assert_eq!(committed_revision(&path, key), first);
+        let held = store
+            .update_coalesced(key, b"r2".to_vec(), first)
+            .await
+            .expect("held");
+        assert_eq!(committed_revision(&path, key), first, "held, not committed");
+        // Every read sees it.
+        let got = store.get(key).await.expect("get").expect("some");
+        assert_eq!((got.value.as_slice(), got.mod_revision), (&b"r2"[..], held));
+        let page = store.list("/leases/", None, 0).await.expect("list");
+        assert_eq!(page.items[0].value, b"r2");
+        assert_eq!(page.revision, held);
+        assert_eq!(store.current_revision().await.expect("rev"), held);
+        let earlier = store
+            .list_at("/leases/", None, 0, Some(first))
+            .await
+            .expect("list at");
+        assert_eq!(earlier.items[0].value, b"r1");
+        let mut watch = store.watch("/leases/", first).await.expect("watch");
+        let event = watch.next().await.expect("event").expect("ok");
+        assert_eq!(
+            (event.kv.mod_revision, event.prev),
+            (held, Some(b"r1".to_vec()))
+        );
+        // Preconditions see the held value.
+        assert!(matches!(
+            store.update_coalesced(key, b"x".to_vec(), first).await,
+            Err(Error::Conflict { .. })
+        ));
+        // Any committed write takes what is held with it, in order.
+        let other = store.create("/cm/a", b"a".to_vec()).await.expect("create");
+        assert!(other > held);
+        assert_eq!(committed_revision(&path, key), held);
+        let after = store.list("/leases/", None, 0).await.expect("list");
+        assert_eq!((after.items[0].mod_revision, after.revision), (held, other));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn held_renewals_wait_at_most_their_period() {
+        let (dir, store) = open();
+        let path = dir.path().join("state.db");
+        let key = "/leases/kube-node-lease/n1";
+        let mut rev = store.create(key, b"r0".to_vec()).await.expect("create");
+        for n in 1..=3 {
+            rev = store
+                .update_coalesced(key, format!("r{n}").into_bytes(), rev)
+                .await
+                .expect("renew");
+        }
+        assert!(committed_revision(&path, key) < rev);
+        tokio::time::sleep(super::super::held::HOLD_AT_MOST * 3).await;
+        assert_eq!(committed_revision(&path, key), rev);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_close_commits_held_writes_and_a_kill_moves_revisions_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let key = "/leases/kube-node-lease/n1";
+        let store = SqliteStore::open(&path).expect("open");
+        let mut rev = store.create(key, b"r0".to_vec()).await.expect("create");
+        for n in 1..=2 {
+            rev = store
+                .update_coalesced(key, format!("r{n}").into_bytes(), rev)
+                .await
+                .expect("renew");
+        }
+        drop(store);
+        let mark = || -> i64 {
+            Connection::open(&path)
+                .expect("open")
+                .query_row("SELECT value FROM meta WHERE name='held'", [], |r| r.get(0))
+                .unwrap_or(-1)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while mark() != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(mark(), 0, "a clean close clears the mark");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(
+            store.current_revision().await.expect("rev"),
+            rev,
+            "nothing lost"
+        );
+        drop(store);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // As if killed while holding: the mark stayed.
+        Connection::open(&path)
+            .expect("open")
+            .execute("UPDATE meta SET value=1 WHERE name='held'", [])
+            .expect("mark");
+        let store = SqliteStore::open(&path).expect("reopen");
+        let floor = rev + crate::store::snapshot::REVISION_BUMP;
+        assert_eq!(store.current_revision().await.expect("rev"), floor);
+        // A watcher that saw a lost revision gets what comes after it.
+        let mut watch = store.watch("/cm/", rev + 1).await.expect("watch");
+        let made = store.create("/cm/a", b"a".to_vec()).await.expect("create");
+        assert_eq!(made, floor + 1);
+        let event = watch.next().await.expect("event").expect("ok");
+        assert_eq!(event.kv.mod_revision, made);
     }
 }

@@ -6,6 +6,7 @@ pub mod admissionregistration;
 mod apps;
 pub mod batch;
 pub mod certificates;
+mod coordination;
 mod core;
 pub mod flowcontrol;
 pub mod pod;
@@ -31,6 +32,15 @@ pub fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
         ("", "persistentvolumes") => storage::prepare_volume_for_create(obj),
         ("", "persistentvolumeclaims") => storage::prepare_claim_for_create(obj),
         _ => {}
+    }
+}
+
+/// Whether an update may be coalesced by the store (held in memory until a
+/// later commit): one a crash may lose without harm.
+pub fn coalescible(rt: &ResourceType, new: &Value, old: &Value) -> bool {
+    match (rt.group.as_str(), rt.resource.as_str()) {
+        ("coordination.k8s.io", "leases") => coordination::renewal_only(old, new),
+        _ => false,
     }
 }
 

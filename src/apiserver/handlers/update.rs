@@ -117,11 +117,17 @@ pub async fn write_update(
         // Nothing changed: no write, same resourceVersion, as upstream.
         return Ok((StatusCode::OK, new));
     }
-    let rev = state
-        .store
-        .update(&req.key(), encode_for_store(&req.rt, &new), revision)
-        .await
-        .map_err(|e| store_error(req, e))?;
+    let encoded = encode_for_store(&req.rt, &new);
+    let written = if crate::api::strategy::coalescible(&req.rt, &new, old) {
+        // A Lease renewal: the store may hold it until its next commit.
+        state
+            .store
+            .update_coalesced(&req.key(), encoded, revision)
+            .await
+    } else {
+        state.store.update(&req.key(), encoded, revision).await
+    };
+    let rev = written.map_err(|e| store_error(req, e))?;
     state.after_write(&req.rt, &new, rev).await;
     Ok((StatusCode::OK, with_revision(new, rev)))
 }
