@@ -284,23 +284,25 @@ type Buckets = BTreeMap<u64, f64>;
 const MUTATING: &[&str] = &["POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION"];
 const READING: &[&str] = &["GET", "LIST"];
 
-/// The server's request-duration histogram, split into mutating and
-/// read-only verbs (watches aside), keyed by bucket bound in microseconds.
-async fn durations(client: &kube::Client) -> (Buckets, Buckets) {
+/// The server's request-duration histogram (watches aside) per verb and
+/// resource (`PATCH pods/status`), keyed by bucket bound in microseconds.
+async fn durations(client: &kube::Client) -> BTreeMap<(String, String), Buckets> {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("request");
     let page = client.request_text(request).await.expect("/metrics");
-    let (mut mutating, mut reading) = (Buckets::new(), Buckets::new());
+    let mut by_request: BTreeMap<(String, String), Buckets> = BTreeMap::new();
     let families = common::metrics::parse(&page);
     let Some((_, _, samples)) = families.get("apiserver_request_duration_seconds") else {
-        return (mutating, reading);
+        return by_request;
     };
     for (name, labels, count) in samples {
         let (Some(verb), Some(le)) = (labels.get("verb"), labels.get("le")) else {
             continue;
         };
-        if name != "apiserver_request_duration_seconds_bucket" {
+        if name != "apiserver_request_duration_seconds_bucket"
+            || !(MUTATING.contains(&verb.as_str()) || READING.contains(&verb.as_str()))
+        {
             continue;
         }
         let bound = if le == "+Inf" {
@@ -308,16 +310,31 @@ async fn durations(client: &kube::Client) -> (Buckets, Buckets) {
         } else {
             (le.parse::<f64>().unwrap_or(0.0) * 1e6) as u64
         };
-        let into = if MUTATING.contains(&verb.as_str()) {
-            &mut mutating
-        } else if READING.contains(&verb.as_str()) {
-            &mut reading
-        } else {
-            continue;
+        let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+        let resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
         };
-        *into.entry(bound).or_default() += count;
+        *by_request
+            .entry((verb.clone(), resource))
+            .or_default()
+            .entry(bound)
+            .or_default() += count;
     }
-    (mutating, reading)
+    by_request
+}
+
+/// The buckets of the requests whose verb is one of `verbs`, summed.
+fn of_verbs(by_request: &BTreeMap<(String, String), Buckets>, verbs: &[&str]) -> Buckets {
+    let mut sum = Buckets::new();
+    for ((verb, _), buckets) in by_request {
+        if verbs.contains(&verb.as_str()) {
+            for (le, n) in buckets {
+                *sum.entry(*le).or_default() += n;
+            }
+        }
+    }
+    sum
 }
 
 /// The p99 bucket bound of the requests between two readings, and their count.
@@ -490,8 +507,22 @@ fn main() {
         }
         let all_gone = start.elapsed();
 
-        let (mutating_p99, mutating_n) = p99_between(&before.0, &after.0);
-        let (reading_p99, reading_n) = p99_between(&before.1, &after.1);
+        let (mutating_p99, mutating_n) =
+            p99_between(&of_verbs(&before, MUTATING), &of_verbs(&after, MUTATING));
+        let (reading_p99, reading_n) =
+            p99_between(&of_verbs(&before, READING), &of_verbs(&after, READING));
+        // Which requests make the p99: the five most frequent mutating ones.
+        let mut breakdown: Vec<(f64, String, String)> = after
+            .iter()
+            .filter(|((verb, _), _)| MUTATING.contains(&verb.as_str()))
+            .map(|(key, buckets)| {
+                let empty = Buckets::new();
+                let (p99, n) = p99_between(before.get(key).unwrap_or(&empty), buckets);
+                (n, format!("{} {}", key.0, key.1), p99)
+            })
+            .filter(|(n, _, _)| *n > 0.0)
+            .collect();
+        breakdown.sort_by(|a, b| b.0.total_cmp(&a.0));
         println!("hollow nodes: {node_count} nodes, {pod_count} pods (Deployments of {PODS_PER_DEPLOYMENT})");
         println!(
             "  nodes registered → all Ready: {:.2} s",
@@ -510,6 +541,9 @@ fn main() {
         println!(
             "  API p99 in the ramp (server histogram): mutating {mutating_p99} ({mutating_n:.0} requests), GET/LIST {reading_p99} ({reading_n:.0} requests)"
         );
+        for (n, request, p99) in breakdown.iter().take(5) {
+            println!("    {request:<28} {n:>6.0} requests, p99 {p99}");
+        }
         println!(
             "  the nodes' pod writes ({} requests): p50 {}, p99 {}, max {}",
             writes.len(),

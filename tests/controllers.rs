@@ -190,7 +190,9 @@ fn a_silent_node_becomes_unknown_is_tainted_and_loses_its_pods() {
     let server = Server::start();
     let kubectl = server.kubectl("kubectl");
     let dir = server.path("manifests");
-    // A node that posted Ready once, long ago, and has no Lease.
+    // A node that posted Ready once, long ago, and has no Lease. The
+    // controller judges silence by its own clock (upstream's
+    // probeTimestamp): Unknown once it has seen no heartbeat for 40 s.
     kubectl.apply(
         &dir,
         "ghost.yaml",
@@ -232,7 +234,7 @@ fn a_silent_node_becomes_unknown_is_tainted_and_loses_its_pods() {
             "-o",
             "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints[*].key}",
         ],
-        30,
+        75,
         |o| o == "Unknown node.kubernetes.io/unreachable node.kubernetes.io/unreachable",
     );
     assert!(

@@ -4,7 +4,8 @@
 //! cascading); while an owner is deleted with `propagationPolicy: Foreground`
 //! its dependents are deleted first and its `foregroundDeletion` finalizer
 //! goes when none is left; with `Orphan` the dependents lose their owner
-//! reference and the `orphan` finalizer goes. Watch caches of those kinds
+//! reference and the `orphan` finalizer goes. The process's shared caches
+//! of those kinds (read as metadata only, as upstream's collector does)
 //! drive passes after changes and every few seconds.
 
 use std::collections::{HashMap, HashSet};
@@ -12,31 +13,101 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions,
 };
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::Context;
+use crate::runtime::{Informers, Shareable};
 
-/// Kinds whose owner references the collector follows: group, version, kind, plural.
-const KINDS: &[(&str, &str, &str, &str)] = &[
-    ("", "v1", "Pod", "pods"),
-    ("apps", "v1", "ReplicaSet", "replicasets"),
-    ("apps", "v1", "Deployment", "deployments"),
-    ("apps", "v1", "DaemonSet", "daemonsets"),
-    ("apps", "v1", "StatefulSet", "statefulsets"),
-    ("apps", "v1", "ControllerRevision", "controllerrevisions"),
-    ("batch", "v1", "Job", "jobs"),
-    ("batch", "v1", "CronJob", "cronjobs"),
-    ("", "v1", "Service", "services"),
-    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+/// Kinds whose owner references the collector follows: group, version,
+/// kind, plural, and how to read the process's shared cache of them.
+const KINDS: &[(&str, &str, &str, &str, Reader)] = &[
+    ("", "v1", "Pod", "pods", shared::<Pod>),
+    (
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        shared::<ReplicaSet>,
+    ),
+    (
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        shared::<Deployment>,
+    ),
+    ("apps", "v1", "DaemonSet", "daemonsets", shared::<DaemonSet>),
+    (
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        shared::<StatefulSet>,
+    ),
+    (
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        shared::<ControllerRevision>,
+    ),
+    ("batch", "v1", "Job", "jobs", shared::<Job>),
+    ("batch", "v1", "CronJob", "cronjobs", shared::<CronJob>),
+    ("", "v1", "Service", "services", shared::<Service>),
+    (
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        shared::<EndpointSlice>,
+    ),
     // Owners only: each node's slice of the kube-dns Service (src/dns/service.rs).
-    ("", "v1", "Node", "nodes"),
+    ("", "v1", "Node", "nodes", shared::<Node>),
 ];
+
+/// What the collector reads of an object: its metadata.
+trait Metadata: Send + Sync {
+    fn metadata(&self) -> &ObjectMeta;
+}
+
+impl<K: kube::Resource + Send + Sync> Metadata for K {
+    fn metadata(&self) -> &ObjectMeta {
+        self.meta()
+    }
+}
+
+/// One kind's cache as the collector reads it: every object, or None
+/// until the cache holds a full list.
+type Objects = Box<dyn Fn() -> Option<Vec<Arc<dyn Metadata>>> + Send + Sync>;
+
+/// Opens a kind's shared cache: its objects and its change stream.
+type Reader = fn(&Informers) -> (Objects, BoxStream<'static, ()>);
+
+fn shared<K: Shareable>(informers: &Informers) -> (Objects, BoxStream<'static, ()>) {
+    let (store, changes) = informers.cache::<K>();
+    let objects: Objects = Box::new(move || {
+        crate::runtime::filled(&store).then(|| {
+            store
+                .state()
+                .into_iter()
+                .map(|o| o as Arc<dyn Metadata>)
+                .collect()
+        })
+    });
+    (objects, changes)
+}
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";
 const PASS_EVERY: Duration = Duration::from_secs(5);
@@ -45,19 +116,12 @@ const PASS_EVERY: Duration = Duration::from_secs(5);
 pub async fn run(context: Arc<Context>) {
     let mut stores = Vec::new();
     let mut streams = Vec::new();
-    for (group, version, kind, plural) in KINDS {
+    for (group, version, kind, plural, read) in KINDS {
         let resource =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
-        let store = writer.as_reader();
-        let api: Api<DynamicObject> = Api::all_with(context.client.clone(), &resource);
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .map(|_| ())
-            .boxed();
-        streams.push(stream);
-        stores.push((resource, store));
+        let (objects, changes) = read(&context.informers);
+        streams.push(changes);
+        stores.push((resource, objects));
     }
     let changes = futures::stream::select_all(streams).boxed();
     let mut passes = crate::runtime::passes(changes, PASS_EVERY, Duration::from_millis(20));
@@ -73,8 +137,8 @@ async fn owners_absent(
     refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
 ) -> bool {
     for r in refs {
-        let Some((group, version, _, plural)) =
-            KINDS.iter().find(|(_, _, kind, _)| *kind == r.kind)
+        let Some((group, version, _, plural, _)) =
+            KINDS.iter().find(|(_, _, kind, _, _)| *kind == r.kind)
         else {
             continue;
         };
@@ -99,49 +163,49 @@ async fn owners_absent(
     true
 }
 
-fn finalizers(object: &DynamicObject) -> Vec<String> {
-    object.metadata.finalizers.clone().unwrap_or_default()
+fn finalizers(object: &ObjectMeta) -> Vec<String> {
+    object.finalizers.clone().unwrap_or_default()
 }
 
-async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject>)]) {
-    let objects: Vec<(&ApiResource, Arc<DynamicObject>)> = stores
-        .iter()
-        .flat_map(|(resource, store)| store.state().into_iter().map(move |o| (resource, o)))
-        .collect();
-    // Decide only from complete caches: a kind not listed yet would make
-    // every owner of that kind look gone (upstream waits for its informers
-    // to sync too).
-    let all_listed = stores.iter().all(|(_, store)| {
-        futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
-    });
-    if objects.is_empty() || !all_listed {
+async fn pass(client: &kube::Client, stores: &[(ApiResource, Objects)]) {
+    let mut objects: Vec<(&ApiResource, Arc<dyn Metadata>)> = Vec::new();
+    for (resource, read) in stores {
+        // Decide only from complete caches: a kind not listed yet would make
+        // every owner of that kind look gone (upstream waits for its
+        // informers to sync too).
+        let Some(listed) = read() else {
+            return;
+        };
+        objects.extend(listed.into_iter().map(|o| (resource, o)));
+    }
+    if objects.is_empty() {
         return;
     }
-    let by_uid: HashMap<String, &DynamicObject> = objects
+    let by_uid: HashMap<String, &ObjectMeta> = objects
         .iter()
-        .filter_map(|(_, o)| Some((o.metadata.uid.clone()?, o.as_ref())))
+        .filter_map(|(_, o)| Some((o.metadata().uid.clone()?, o.metadata())))
         .collect();
-    let tracked_kinds: HashSet<&str> = KINDS.iter().map(|(_, _, kind, _)| *kind).collect();
+    let tracked_kinds: HashSet<&str> = KINDS.iter().map(|(_, _, kind, _, _)| *kind).collect();
     let mut referenced: HashSet<String> = HashSet::new();
     for (resource, object) in &objects {
-        let refs = object.metadata.owner_references.clone().unwrap_or_default();
+        let object = object.metadata();
+        let refs = object.owner_references.clone().unwrap_or_default();
         if refs.is_empty() {
             continue;
         }
         for r in &refs {
             referenced.insert(r.uid.clone());
         }
-        let namespace = object.namespace().unwrap_or_default();
+        let namespace = object.namespace.clone().unwrap_or_default();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, *resource);
-        let name = object.name_any();
+        let name = object.name.clone().unwrap_or_default();
         let owner_of = |uid: &str| by_uid.get(uid).copied();
         // Owners being deleted with Orphan: let go of them.
         let orphaned: Vec<&str> = refs
             .iter()
             .filter(|r| {
                 owner_of(&r.uid).is_some_and(|o| {
-                    o.metadata.deletion_timestamp.is_some()
-                        && finalizers(o).iter().any(|f| f == ORPHAN)
+                    o.deletion_timestamp.is_some() && finalizers(o).iter().any(|f| f == ORPHAN)
                 })
             })
             .map(|r| r.uid.as_str())
@@ -168,14 +232,13 @@ async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject
             .all(|r| tracked_kinds.contains(r.kind.as_str()) && owner_of(&r.uid).is_none());
         let owner_in_foreground = refs.iter().any(|r| {
             owner_of(&r.uid).is_some_and(|o| {
-                o.metadata.deletion_timestamp.is_some()
-                    && finalizers(o).iter().any(|f| f == FOREGROUND)
+                o.deletion_timestamp.is_some() && finalizers(o).iter().any(|f| f == FOREGROUND)
             })
         });
         // An owner the caches miss is looked up once more before its
         // dependents go (upstream's collector asks the API too).
         let gone = gone && owners_absent(client, &namespace, &refs).await;
-        if (gone || owner_in_foreground) && object.metadata.deletion_timestamp.is_none() {
+        if (gone || owner_in_foreground) && object.deletion_timestamp.is_none() {
             let params = DeleteParams {
                 propagation_policy: Some(if owner_in_foreground {
                     kube::api::PropagationPolicy::Foreground
@@ -183,7 +246,7 @@ async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject
                     kube::api::PropagationPolicy::Background
                 }),
                 preconditions: Some(Preconditions {
-                    uid: object.metadata.uid.clone(),
+                    uid: object.uid.clone(),
                     resource_version: None,
                 }),
                 ..Default::default()
@@ -193,9 +256,10 @@ async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject
     }
     // Owners whose cascading is done lose their GC finalizer (and then go).
     for (resource, object) in &objects {
-        let uid = object.metadata.uid.clone().unwrap_or_default();
+        let object = object.metadata();
+        let uid = object.uid.clone().unwrap_or_default();
         let current = finalizers(object);
-        if object.metadata.deletion_timestamp.is_none()
+        if object.deletion_timestamp.is_none()
             || !current.iter().any(|f| f == FOREGROUND || f == ORPHAN)
             || referenced.contains(&uid)
         {
@@ -205,12 +269,12 @@ async fn pass(client: &kube::Client, stores: &[(ApiResource, Store<DynamicObject
             .iter()
             .filter(|f| *f != FOREGROUND && *f != ORPHAN)
             .collect();
-        let namespace = object.namespace().unwrap_or_default();
+        let namespace = object.namespace.clone().unwrap_or_default();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, *resource);
         let patch = json!({"metadata": {"finalizers": remaining}});
         let _ = api
             .patch(
-                &object.name_any(),
+                object.name.as_deref().unwrap_or_default(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
