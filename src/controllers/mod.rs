@@ -154,16 +154,9 @@ pub async fn drive<K, F, Fut>(
 /// A controller of every `K`, woken by their changes and by changes to the
 /// pods they control, which its reconciles read from the process's shared
 /// pod cache (a refill of that cache wakes every `K`).
-pub fn over_owned_pods<K>(context: &Context) -> kube::runtime::Controller<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+pub fn over_owned_pods<K: crate::runtime::Shareable>(
+    context: &Context,
+) -> kube::runtime::Controller<K> {
     let pods = context
         .informers
         .informer::<k8s_openapi::api::core::v1::Pod>();
