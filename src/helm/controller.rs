@@ -287,6 +287,16 @@ async fn reconcile(chart: Arc<HelmChart>, context: Arc<Context>) -> Result<Actio
     }
     let existing = jobs.get_opt(&job_name).await?;
     let step = plan::step(&desired, existing.as_ref(), &release, deleting);
+    if deleting && step == Step::Create {
+        // The cache may still hold a chart whose uninstall already finished
+        // (its finalizer released): a delete job made for it would outlive it.
+        let current = charts.get_opt(&name).await?;
+        let ours =
+            |c: &HelmChart| c.uid() == chart.uid() && c.finalizers().iter().any(|f| f == FINALIZER);
+        if !current.as_ref().is_some_and(ours) {
+            return Ok(Action::await_change());
+        }
+    }
     apply_objects(&client, &namespace, &desired).await?;
     match step {
         Step::Create => {
