@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus}
 use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -119,15 +119,15 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let namespace = ds.namespace().unwrap_or_default();
-    let cache = context.informers.informer::<Pod>();
     let node_cache = context.informers.informer::<Node>();
     // Act only on full caches that show this set's own last creates and
     // deletes (the next change in them wakes the set; the requeue is a
     // fallback).
     let key = format!("{namespace}/{}", ds.name_any());
-    if !cache.filled() || !node_cache.filled() || !context.expectations.satisfied(&key, &cache) {
+    let Some((cache, true)) = super::pod_cache(&context, &key).filter(|_| node_cache.filled())
+    else {
         return Ok(Action::requeue(Duration::from_secs(1)));
-    }
+    };
     let spec = ds.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(context.client.clone(), &namespace);
@@ -259,13 +259,7 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
         .await;
     }
     for pod in delete {
-        if let Ok(gone) = pods_api
-            .delete(&pod.name_any(), &DeleteParams::default())
-            .await
-        {
-            context
-                .expectations
-                .wrote(&key, &gone.left_or(pod.clone()), true);
+        if super::delete_owned(&context, &key, &pods_api, pod).await {
             events::record(
                 &context.client,
                 &source,

@@ -148,14 +148,12 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let selector = spec.selector.clone().unwrap_or_default();
     let owner = crate::runtime::controller_ref(job.as_ref());
-    let cache = context.informers.informer::<Pod>();
     // Act only on a full cache, and only once it shows this Job's own
     // last creates and deletes (else it would count without them).
-    if !cache.filled() {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
     let key = format!("{namespace}/{}", job.name_any());
-    let in_sync = context.expectations.satisfied(&key, &cache);
+    let Some((cache, in_sync)) = super::pod_cache(&context, &key) else {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    };
     let candidates = super::selected(&cache, &namespace, &selector);
     let owned = super::claim_from(&pods_api, candidates, &owner).await;
     let recorder = Recorder::new(context.client.clone(), COMPONENT, None);
@@ -324,14 +322,7 @@ async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error
                 std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0))
             });
             for pod in active.drain(..active.len() - wanted) {
-                if let Ok(gone) = pods_api
-                    .delete(&pod.name_any(), &DeleteParams::default())
-                    .await
-                {
-                    context
-                        .expectations
-                        .wrote(&key, &gone.left_or(pod.clone()), true);
-                }
+                super::delete_owned(&context, &key, &pods_api, pod).await;
             }
         }
         if let Some(d) = spec.active_deadline_seconds

@@ -127,14 +127,7 @@ pub async fn drive<K, F, Fut>(
     context: Arc<Context>,
     reconcile: F,
 ) where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: std::fmt::Debug + Unpin + std::hash::Hash + Eq + Clone,
+    K: crate::runtime::Shareable,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
         + Send
@@ -166,6 +159,48 @@ pub fn over_owned_pods<K: crate::runtime::Shareable>(
     )
     .reconcile_on(pods.owners::<K>())
     .reconcile_all_on(pods.relists())
+}
+
+/// The shared pod cache once it holds a full list (nothing may act on it
+/// before: a restart must change nothing that runs), and whether it shows
+/// the last creates and deletes of the owner `key` (`namespace/name`).
+pub fn pod_cache(
+    context: &Context,
+    key: &str,
+) -> Option<(
+    crate::runtime::Informer<k8s_openapi::api::core::v1::Pod>,
+    bool,
+)> {
+    let cache = context
+        .informers
+        .informer::<k8s_openapi::api::core::v1::Pod>();
+    if !cache.filled() {
+        return None;
+    }
+    let in_sync = context.expectations.satisfied(key, &cache);
+    Some((cache, in_sync))
+}
+
+/// Deletes `pod` for the owner `key`, remembered in the expectations until
+/// the cache shows it; whether the API took the delete.
+pub async fn delete_owned(
+    context: &Context,
+    key: &str,
+    api: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> bool {
+    use kube::ResourceExt;
+    match api
+        .delete(&pod.name_any(), &kube::api::DeleteParams::default())
+        .await
+    {
+        Ok(gone) => {
+            let gone = gone.left_or_else(|_| pod.clone());
+            context.expectations.wrote(key, &gone, true);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// The name upstream gives a controller's work queue.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -92,15 +92,12 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
     let namespace = rs.namespace().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let cache = context.informers.informer::<Pod>();
-    // A restart must change nothing that runs: act only on a full cache.
-    if !cache.filled() {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
     let key = format!("{namespace}/{}", rs.name_any());
     // Until the cache shows this ReplicaSet's own last creates and deletes,
     // counting from it would make or remove pods twice.
-    let in_sync = context.expectations.satisfied(&key, &cache);
+    let Some((cache, in_sync)) = super::pod_cache(&context, &key) else {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    };
     let owned = super::claim_from(
         &pods_api,
         super::selected(&cache, &namespace, &spec.selector),
@@ -127,13 +124,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action,
         deletion_order(&mut live);
         let surplus = live.len() - wanted;
         for pod in live.drain(..surplus) {
-            if let Ok(gone) = pods_api
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await
-            {
-                let gone = gone.left_or(pod);
-                context.expectations.wrote(&key, &gone, true);
-            }
+            super::delete_owned(&context, &key, &pods_api, &pod).await;
         }
     }
     let labels: BTreeMap<String, String> = spec

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSta
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -253,32 +253,19 @@ fn settled(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
         && pods::is_available(pod, min_ready, now)
 }
 
-/// Deletes one of the set's pods, remembered until the cache shows it.
-async fn delete_pod(context: &Context, key: &str, pods_api: &Api<Pod>, pod: &Pod) {
-    if let Ok(gone) = pods_api
-        .delete(&pod.name_any(), &DeleteParams::default())
-        .await
-    {
-        context
-            .expectations
-            .wrote(key, &gone.left_or(pod.clone()), true);
-    }
-}
-
 async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Action, Error> {
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let namespace = set.namespace().unwrap_or_default();
     let name = set.name_any();
-    let cache = context.informers.informer::<Pod>();
     // Act only on a full cache that shows this set's own last creates and
     // deletes (the next change in it wakes the set; the requeue is a
     // fallback).
     let key = format!("{namespace}/{name}");
-    if !cache.filled() || !context.expectations.satisfied(&key, &cache) {
+    let Some((cache, true)) = super::pod_cache(&context, &key) else {
         return Ok(Action::requeue(Duration::from_secs(1)));
-    }
+    };
     let spec = set.spec.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let revisions: Api<ControllerRevision> = Api::namespaced(context.client.clone(), &namespace);
@@ -354,7 +341,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
                 }
             }
             Some(pod) if pods::is_terminal(pod) && pod.metadata.deletion_timestamp.is_none() => {
-                delete_pod(&context, &key, &pods_api, pod).await;
+                super::delete_owned(&context, &key, &pods_api, pod).await;
                 event("SuccessfulDelete", "delete", &pod.name_any()).await;
                 if !parallel {
                     break;
@@ -395,7 +382,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
             if let Some(i) = ordinal(&name, &pod.name_any()) {
                 ensure_claims(&context, &set, i, Some(pod), false).await?;
             }
-            delete_pod(&context, &key, &pods_api, pod).await;
+            super::delete_owned(&context, &key, &pods_api, pod).await;
             event("SuccessfulDelete", "delete", &pod.name_any()).await;
         }
     }
@@ -415,7 +402,7 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
             .find(|(_, p)| p.labels().get(REVISION_HASH) != Some(&update_hash))
             && pod.metadata.deletion_timestamp.is_none()
         {
-            delete_pod(&context, &key, &pods_api, pod).await;
+            super::delete_owned(&context, &key, &pods_api, pod).await;
             event("SuccessfulDelete", "delete", &pod.name_any()).await;
         }
     }

@@ -72,25 +72,24 @@ impl Held {
             .cloned()
             .collect()
     }
+}
 
-    /// Lays held values over `items` (rows read from the database) as they
-    /// stood at revision `at`: a row takes the newest held value at or
-    /// before `at` when that is newer than the row.
-    pub fn overlay(&self, items: &mut [KeyValue], at: Revision) {
-        if self.events.is_empty() {
-            return;
-        }
-        for item in items {
-            let newest = self
-                .events
-                .iter()
-                .rev()
-                .find(|e| e.kv.key == item.key && e.kv.mod_revision <= at);
-            if let Some(held) = newest
-                && held.kv.mod_revision > item.mod_revision
-            {
-                *item = held.kv.clone();
-            }
+/// Lays held values over `items` (rows read from the database) as they
+/// stood at revision `at`: a row takes the newest of the held `events` at or
+/// before `at` when that is newer than the row.
+pub fn overlay(events: &[Event], items: &mut [KeyValue], at: Revision) {
+    if events.is_empty() {
+        return;
+    }
+    for item in items {
+        let newest = events
+            .iter()
+            .rev()
+            .find(|e| e.kv.key == item.key && e.kv.mod_revision <= at);
+        if let Some(held) = newest
+            && held.kv.mod_revision > item.mod_revision
+        {
+            *item = held.kv.clone();
         }
     }
 }
@@ -128,18 +127,18 @@ mod tests {
         held.hold(update("/l/a", "a@7", 7));
         let rows = || vec![kv("/l/a", "a@2", 2), kv("/l/b", "b@3", 3)];
         let mut latest = rows();
-        held.overlay(&mut latest, 7);
+        overlay(held.events(), &mut latest, 7);
         assert_eq!(latest[0].value, b"a@7");
         assert_eq!(latest[1].value, b"b@3");
         let mut earlier = rows();
-        held.overlay(&mut earlier, 6);
+        overlay(held.events(), &mut earlier, 6);
         assert_eq!(earlier[0].value, b"a@5");
         let mut before = rows();
-        held.overlay(&mut before, 4);
+        overlay(held.events(), &mut before, 4);
         assert_eq!(before[0].value, b"a@2");
         // A row committed since (newer than what is held) stays.
         let mut committed = vec![kv("/l/a", "a@9", 9)];
-        held.overlay(&mut committed, 9);
+        overlay(held.events(), &mut committed, 9);
         assert_eq!(committed[0].value, b"a@9");
     }
 

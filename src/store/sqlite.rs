@@ -524,7 +524,7 @@ fn write_loop(mut conn: Connection, requests: mpsc::Receiver<Request>, mut write
                     if held_due.is_some_and(|d| d <= std::time::Instant::now()) =>
                 {
                     // Held writes waited long enough: a commit of their own.
-                    if commit(&mut conn, &[], &mut writer).is_ok() {
+                    if commit(&mut conn, &[], &mut writer, None).is_ok() {
                         if commits == 0 {
                             since = std::time::Instant::now();
                         }
@@ -568,7 +568,7 @@ fn write_loop(mut conn: Connection, requests: mpsc::Receiver<Request>, mut write
             hold_batch(&conn, batch, &writer);
             continue;
         }
-        match commit(&mut conn, &batch, &mut writer) {
+        match commit(&mut conn, &batch, &mut writer, None) {
             Ok((results, committed)) => {
                 for event in committed {
                     // No receivers is fine: nobody is watching.
@@ -628,23 +628,12 @@ fn hold_batch(conn: &Connection, batch: Vec<Request>, writer: &Writer) {
         };
         let old = match held.current(&key) {
             Some(kv) => Ok(Some(kv.clone())),
-            None => current(conn, &key),
+            None => current(conn, &key).map_err(db),
         };
-        let result = match old {
-            Err(e) => Err(db(e)),
-            Ok(None) => Err(Error::NotFound(key)),
-            Ok(Some(old)) if old.mod_revision != expected => Err(Error::Conflict {
-                expected,
-                current: Box::new(old),
-            }),
-            Ok(Some(old)) => {
-                let rev = writer.revision.load(Ordering::SeqCst) + 1;
-                let kv = KeyValue {
-                    key,
-                    value,
-                    create_revision: old.create_revision,
-                    mod_revision: rev,
-                };
+        let rev = writer.revision.load(Ordering::SeqCst) + 1;
+        let result = old
+            .and_then(|old| updated(old, &key, value, expected, rev))
+            .map(|(kv, old)| {
                 let event = Event {
                     kind: EventKind::Updated,
                     kv: kv.clone(),
@@ -653,45 +642,41 @@ fn hold_batch(conn: &Connection, batch: Vec<Request>, writer: &Writer) {
                 held.hold(event.clone());
                 writer.revision.store(rev, Ordering::SeqCst);
                 let _ = writer.events.send(Arc::new(event));
-                Ok((rev, Some(kv)))
-            }
-        };
+                (rev, Some(kv))
+            });
         let _ = req.reply.send(result);
     }
 }
 
 /// One transaction: what is held first (its revisions are the oldest),
-/// then the batch; what was held is forgotten once committed.
+/// then the batch; what was held is forgotten once committed. The `held`
+/// mark is set (`Some(true)`) or cleared (`Some(false)`) with it as `mark`
+/// says, and set in any case by the first batch that holds a write.
 fn commit(
     conn: &mut Connection,
     batch: &[Request],
     writer: &mut Writer,
+    mark: Option<bool>,
 ) -> rusqlite::Result<BatchOutcome> {
     let mut rev = writer.revision.load(Ordering::SeqCst);
     let held = writer.held.lock().expect("held writes").events().to_vec();
-    let marks = !writer.marked && batch.iter().any(|r| matches!(r.op, Op::Hold { .. }));
-    let outcome = apply_batch(conn, batch, &mut rev, &held, marks)?;
+    let first_hold = !writer.marked && batch.iter().any(|r| matches!(r.op, Op::Hold { .. }));
+    let mark = mark.or(first_hold.then_some(true));
+    let outcome = apply_batch(conn, batch, &mut rev, &held, mark)?;
     writer.revision.store(rev, Ordering::SeqCst);
     writer.held.lock().expect("held writes").clear();
-    writer.marked |= marks;
+    if let Some(mark) = mark {
+        writer.marked = mark;
+    }
     Ok(outcome)
 }
 
 /// At close: what is held committed and the mark cleared, so the next
 /// start knows nothing was lost.
 fn close_held(conn: &mut Connection, writer: &mut Writer) -> rusqlite::Result<()> {
-    if !writer.marked {
-        return Ok(());
+    if writer.marked {
+        commit(conn, &[], writer, Some(false))?;
     }
-    let held = writer.held.lock().expect("held writes").events().to_vec();
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for event in &held {
-        write(&tx, &event.kv, EventKind::Updated)?;
-    }
-    tx.execute("UPDATE meta SET value=0 WHERE name='held'", [])?;
-    tx.commit()?;
-    writer.held.lock().expect("held writes").clear();
-    writer.marked = false;
     Ok(())
 }
 
@@ -702,16 +687,16 @@ fn apply_batch(
     batch: &[Request],
     rev: &mut Revision,
     held: &[Event],
-    marks: bool,
+    mark: Option<bool>,
 ) -> rusqlite::Result<BatchOutcome> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for event in held {
         write(&tx, &event.kv, EventKind::Updated)?;
     }
-    if marks {
+    if let Some(mark) = mark {
         tx.execute(
-            "INSERT OR REPLACE INTO meta (name, value) VALUES ('held', 1)",
-            [],
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('held', ?1)",
+            params![i64::from(mark)],
         )?;
     }
     let mut results = Vec::with_capacity(batch.len());
@@ -753,6 +738,34 @@ fn current(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
     .optional()
 }
 
+/// An update of `key` to `value` over its current value `old`, allowed when
+/// `expected` is that value's revision: the new value at `rev` (not written
+/// yet), and the old one.
+fn updated(
+    old: Option<KeyValue>,
+    key: &str,
+    value: Vec<u8>,
+    expected: Revision,
+    rev: Revision,
+) -> Result<(KeyValue, KeyValue)> {
+    let Some(old) = old else {
+        return Err(Error::NotFound(key.to_string()));
+    };
+    if old.mod_revision != expected {
+        return Err(Error::Conflict {
+            expected,
+            current: Box::new(old),
+        });
+    }
+    let kv = KeyValue {
+        key: key.to_string(),
+        value,
+        create_revision: old.create_revision,
+        mod_revision: rev,
+    };
+    Ok((kv, old))
+}
+
 /// One operation inside the batch transaction. Outer error = database failure
 /// (aborts the batch); inner = this operation's own outcome.
 fn apply_op(
@@ -785,22 +798,12 @@ fn apply_op(
             value,
             expected,
         } => {
-            let Some(old) = current(tx, key)? else {
-                return Ok(Err(Error::NotFound(key.clone())));
-            };
-            if old.mod_revision != *expected {
-                return Ok(Err(Error::Conflict {
-                    expected: *expected,
-                    current: Box::new(old),
-                }));
-            }
+            let (kv, old) =
+                match updated(current(tx, key)?, key, value.clone(), *expected, *rev + 1) {
+                    Ok(update) => update,
+                    Err(e) => return Ok(Err(e)),
+                };
             *rev += 1;
-            let kv = KeyValue {
-                key: key.clone(),
-                value: value.clone(),
-                create_revision: old.create_revision,
-                mod_revision: *rev,
-            };
             write(tx, &kv, EventKind::Updated)?;
             Ok(Ok((*rev, Some(kv), Some(old.value))))
         }
@@ -940,13 +943,7 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 let more = limit != 0 && items.len() > limit;
                 items.truncate(if limit == 0 { items.len() } else { limit });
-                if !held.is_empty() {
-                    let mut overlay = Held::default();
-                    for event in held {
-                        overlay.hold(event);
-                    }
-                    overlay.overlay(&mut items, revision);
-                }
+                super::held::overlay(&held, &mut items, revision);
                 Ok(ListPage {
                     items,
                     revision,
