@@ -375,6 +375,8 @@ impl SmallDisk {
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        // The mount point is the test's too.
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
