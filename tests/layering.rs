@@ -1,6 +1,6 @@
-//! The import rules of docs/DESIGN.md ("Layers"), checked on the source:
-//! every `crate::MODULE` path in `src/` must name a module its own
-//! top-level module may use. Imports run downwards only: the API server
+//! The import rules of docs/DESIGN.md (§2 "Where the code lives", §3),
+//! checked on the source: every `crate::MODULE` path in `src/` must name a
+//! module its own top-level module may use. Imports run downwards only: the API server
 //! never reaches into the kubelet or a controller, the kubelet never into
 //! the API server, nothing but the API server (and the CLI that starts it)
 //! touches the store, and shared helpers live in leaves.
@@ -38,9 +38,8 @@ fn allowed(module: &str) -> Option<BTreeSet<&'static str>> {
             "platform",
             "network",
         ]),
-        "kubelet" => set(&["api", "telemetry", "platform", "network", "http", "pki"]),
-        "scheduler" | "controllers" | "dns" | "proxy" | "helm" | "ingress" | "netpol"
-        | "local_storage" => set(COMPONENT_BASE),
+        "kubelet" | "scheduler" | "controllers" | "dns" | "proxy" | "helm" | "ingress"
+        | "netpol" | "local_storage" => set(COMPONENT_BASE),
         "agent" => {
             let mut s = set(COMPONENT_BASE);
             s.extend([

@@ -31,6 +31,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;
 
+use crate::runtime::Backoff;
+
 /// How often the directory is looked at.
 pub const POLL: Duration = Duration::from_secs(2);
 /// The server-side apply field manager of add-on objects.
@@ -211,12 +213,8 @@ pub fn documents(text: &str) -> Result<Vec<Value>> {
 enum Known {
     /// This content is applied (or recorded as applied).
     Applied(String),
-    /// This content failed; try again at `retry`, waiting `backoff` after that.
-    Failed {
-        checksum: String,
-        retry: Instant,
-        backoff: Duration,
-    },
+    /// This content failed; it is tried again after the file's back-off.
+    Failed(String),
 }
 
 /// Registers the Addon CRD, then applies the manifests under `dir` until
@@ -240,6 +238,7 @@ pub async fn run(client: kube::Client, dir: PathBuf) {
     }
     let recorder = crate::telemetry::events::Recorder::new(client.clone(), "deploy", None);
     let mut known: HashMap<PathBuf, Known> = HashMap::new();
+    let mut backoff: Backoff<PathBuf> = Backoff::new(POLL, MAX_BACKOFF);
     loop {
         for path in scan(&dir) {
             let Ok(content) = std::fs::read(&path) else {
@@ -248,31 +247,28 @@ pub async fn run(client: kube::Client, dir: PathBuf) {
             let sum = checksum(&content);
             match known.get(&path) {
                 Some(Known::Applied(done)) if *done == sum => continue,
-                Some(Known::Failed {
-                    checksum, retry, ..
-                }) if *checksum == sum && Instant::now() < *retry => continue,
+                Some(Known::Failed(checksum))
+                    if *checksum == sum && backoff.left(&path, Instant::now()).is_some() =>
+                {
+                    continue;
+                }
                 _ => {}
             }
             let previous = known.remove(&path);
             let outcome = sync(&client, &recorder, &path, &content, &sum).await;
             let state = match outcome {
-                Ok(()) => Known::Applied(sum),
+                Ok(()) => {
+                    backoff.reset(&path);
+                    Known::Applied(sum)
+                }
                 Err(e) => {
-                    let backoff = match previous {
-                        Some(Known::Failed {
-                            checksum, backoff, ..
-                        }) if checksum == sum => (backoff * 2).min(MAX_BACKOFF),
-                        _ => {
-                            tracing::error!(file = %path.display(), err = %format!("{e:#}"), "applying add-on manifest");
-                            POLL
-                        }
-                    };
-                    tracing::debug!(file = %path.display(), err = %format!("{e:#}"), retry_in = ?backoff, "add-on manifest failed");
-                    Known::Failed {
-                        checksum: sum,
-                        retry: Instant::now() + backoff,
-                        backoff,
+                    if previous != Some(Known::Failed(sum.clone())) {
+                        tracing::error!(file = %path.display(), err = %format!("{e:#}"), "applying add-on manifest");
+                        backoff.reset(&path);
                     }
+                    let retry_in = backoff.step(&path, Instant::now());
+                    tracing::debug!(file = %path.display(), err = %format!("{e:#}"), ?retry_in, "add-on manifest failed");
+                    Known::Failed(sum)
                 }
             };
             known.insert(path, state);

@@ -3,12 +3,14 @@
 //! shims), and the gRPC channel both CRI and the containerd API use.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tokio::process::Command;
 use tokio::sync::watch;
 use tonic::transport::Channel;
+
+use crate::runtime::Backoff;
 
 /// The socket of the containerd kelp supervises (default data dir).
 pub const SOCKET: &str = "/run/kelp/containerd/containerd.sock";
@@ -168,15 +170,16 @@ fn has_capability(bit: u32) -> bool {
 /// A containerd left behind by a kelp that was killed is stopped first.
 pub async fn supervise(layout: Layout, mut stop: watch::Receiver<bool>) {
     stop_stale(&layout).await;
-    let mut backoff = Duration::from_secs(1);
+    // Restarts wait 1 s, doubling to 30 s; a run of 30 s forgets the back-off.
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut child = match spawn(&layout) {
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(err = %format!("{e:#}"), "starting containerd");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.step(&(), Instant::now())) => {}
                     _ = stop.changed() => return,
                 }
                 continue;
@@ -190,12 +193,10 @@ pub async fn supervise(layout: Layout, mut stop: watch::Receiver<bool>) {
             status = child.wait() => {
                 tracing::warn!(status = ?status, "containerd exited; restarting");
                 if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Duration::from_secs(1);
-                } else {
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff.reset(&());
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.step(&(), Instant::now())) => {}
                     _ = stop.changed() => return,
                 }
             }

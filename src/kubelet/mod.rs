@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod node;
 pub mod node_logs;
 pub mod pause;
+pub mod plan;
+pub mod pod_runtime;
 pub mod pods;
 pub mod portforward;
 pub mod probes;

@@ -1,14 +1,15 @@
 //! One `PodWorker` per pod bound to this node: makes the runtime match the
-//! pod (sandbox, init containers in order, containers, restarts with
-//! back-off), reports status when it changes, and tears everything down
-//! when the pod goes.
+//! pod, reports status when it changes, and tears everything down when the
+//! pod goes. Each sync asks the planner (`plan.rs`, pure) what to do about
+//! the sandbox and the containers, and carries it out over the runtime
+//! trait (`pod_runtime.rs`): pulls, hooks, events and waiting reasons.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
@@ -17,9 +18,12 @@ use tracing::Instrument as _;
 
 use super::container::{self, CONTAINER_HASH, CONTAINER_NAME, NodeSettings, POD_UID};
 use super::cri::{Cri, api};
+use super::plan::{self, Action, KillReason, Runs, SandboxStep};
+use super::pod_runtime::PodRuntime;
 use super::probes::{ProbeResults, Prober};
 use super::status::{self, ContainerRun, ContainerView, RunState, SandboxView};
 use super::volumes;
+use crate::runtime::Backoff;
 use crate::telemetry::events;
 
 /// What every worker shares.
@@ -42,29 +46,24 @@ pub struct NodeContext {
     pub claim_volumes: volumes::ClaimVolumes,
 }
 
-/// Back-off before restarting a failed container: 10 s doubling to 5 min.
-const BACKOFF_START: Duration = Duration::from_secs(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// A container that ran this long has its back-off forgotten.
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
-/// Resync period when nothing else wakes the worker.
-const RESYNC: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    delay: Duration,
-}
+/// Image pulls that failed wait 10 s, doubling to 5 min (upstream's).
+const PULL_BACKOFF: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(300));
+/// Sandbox creations that failed wait 2 s, doubling to a minute.
+const SANDBOX_BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(60));
 
 /// Reconciles one pod.
 pub struct PodWorker {
     ctx: Arc<NodeContext>,
+    /// Sandboxes, containers and images, over CRI.
+    runtime: Arc<dyn PodRuntime>,
     pod_rx: watch::Receiver<Option<Arc<Pod>>>,
     wake: Arc<Notify>,
-    backoff: HashMap<String, Backoff>,
-    /// Per container: no pull before the instant; the current delay.
-    pull_backoff: HashMap<String, (std::time::Instant, Duration)>,
-    /// After a failed sandbox creation: no new attempt before the instant.
-    sandbox_backoff: Option<(std::time::Instant, Duration)>,
+    /// Container restarts by container name.
+    restarts: Backoff<String>,
+    /// Image pulls by container name.
+    pulls: Backoff<String>,
+    /// Sandbox creations.
+    sandbox_backoff: Backoff<()>,
     waiting: HashMap<String, (String, String)>,
     volumes: Option<HashMap<String, PathBuf>>,
     /// The pod as our last status write left it: the informer may deliver
@@ -75,33 +74,14 @@ pub struct PodWorker {
     probe_results: ProbeResults,
     pod_ip: String,
     /// When the pod's projected service-account tokens are next refreshed.
-    tokens_due: Option<std::time::Instant>,
+    tokens_due: Option<Instant>,
     /// When this kubelet first saw the pod, until it runs (None for a pod
     /// already running when seen: a restarted kubelet measures nothing).
-    pending_since: Option<std::time::Instant>,
+    pending_since: Option<Instant>,
 }
 
 fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-}
-
-fn run_of(s: &api::ContainerStatus) -> ContainerRun {
-    ContainerRun {
-        id: s.id.clone(),
-        attempt: s.metadata.as_ref().map_or(0, |m| m.attempt),
-        state: match api::ContainerState::try_from(s.state) {
-            Ok(api::ContainerState::ContainerCreated) => RunState::Created,
-            Ok(api::ContainerState::ContainerRunning) => RunState::Running,
-            Ok(api::ContainerState::ContainerExited) => RunState::Exited,
-            _ => RunState::Unknown,
-        },
-        started_at: s.started_at,
-        finished_at: s.finished_at,
-        exit_code: s.exit_code,
-        reason: s.reason.clone(),
-        message: s.message.clone(),
-        image_ref: s.image_ref.clone(),
-    }
 }
 
 impl PodWorker {
@@ -119,7 +99,7 @@ impl PodWorker {
             .and_then(|p| p.status.as_ref())
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|phase| phase != "Pending");
-        let pending_since = (!running).then(std::time::Instant::now);
+        let pending_since = (!running).then(Instant::now);
         PodWorker {
             prober: Prober::new(
                 ctx.cri.clone(),
@@ -127,12 +107,13 @@ impl PodWorker {
                 wake.clone(),
                 ctx.probe_metrics.clone(),
             ),
+            runtime: Arc::new(ctx.cri.clone()),
             ctx,
             pod_rx,
             wake,
-            backoff: HashMap::new(),
-            pull_backoff: HashMap::new(),
-            sandbox_backoff: None,
+            restarts: Backoff::new(plan::RESTART_BACKOFF_START, plan::RESTART_BACKOFF_MAX),
+            pulls: Backoff::new(PULL_BACKOFF.0, PULL_BACKOFF.1),
+            sandbox_backoff: Backoff::new(SANDBOX_BACKOFF.0, SANDBOX_BACKOFF.1),
             waiting: HashMap::new(),
             volumes: None,
             last_written: None,
@@ -197,88 +178,75 @@ impl PodWorker {
         pod.metadata.uid.clone().unwrap_or_default()
     }
 
-    async fn sandboxes(&self, uid: &str) -> Result<Vec<api::PodSandbox>, tonic::Status> {
-        let mut runtime = self.ctx.cri.runtime.clone();
-        let filter = api::PodSandboxFilter {
-            label_selector: HashMap::from([(POD_UID.to_string(), uid.to_string())]),
-            ..Default::default()
-        };
-        let mut items = runtime
-            .list_pod_sandbox(api::ListPodSandboxRequest {
-                filter: Some(filter),
-            })
-            .await?
-            .into_inner()
-            .items;
-        items.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-        Ok(items)
-    }
-
-    async fn container_views(
-        &self,
-        sandbox_id: &str,
-    ) -> Result<HashMap<String, Vec<(ContainerRun, String)>>, tonic::Status> {
-        let mut runtime = self.ctx.cri.runtime.clone();
-        let filter = api::ContainerFilter {
-            pod_sandbox_id: sandbox_id.to_string(),
-            ..Default::default()
-        };
-        let list = runtime
-            .list_containers(api::ListContainersRequest {
-                filter: Some(filter),
-            })
-            .await?
-            .into_inner()
-            .containers;
-        let mut by_name: HashMap<String, Vec<(ContainerRun, String)>> = HashMap::new();
-        for c in list {
-            let status = match runtime
-                .container_status(api::ContainerStatusRequest {
-                    container_id: c.id.clone(),
-                    verbose: false,
-                })
-                .await
-            {
-                Ok(s) => s.into_inner().status.unwrap_or_default(),
-                Err(_) => continue,
-            };
-            let name = c.labels.get(CONTAINER_NAME).cloned().unwrap_or_default();
-            let hash = c
-                .annotations
-                .get(CONTAINER_HASH)
-                .cloned()
-                .unwrap_or_default();
-            by_name
-                .entry(name)
-                .or_default()
-                .push((run_of(&status), hash));
-        }
-        for runs in by_name.values_mut() {
-            runs.sort_by_key(|(r, _)| std::cmp::Reverse(r.attempt));
-        }
-        Ok(by_name)
-    }
-
     /// One reconciliation; returns when to look again at the latest.
     async fn sync(&mut self, pod: &Pod) -> anyhow::Result<Duration> {
         let uid = Self::uid(pod);
         let spec = pod.spec.clone().unwrap_or_default();
-        let terminal = crate::api::pods::is_terminal(pod);
-        let sandboxes = self.sandboxes(&uid).await?;
-        let ready = sandboxes
-            .iter()
-            .find(|s| s.state == api::PodSandboxState::SandboxReady as i32)
-            .cloned();
-        if terminal {
-            // Finished pods keep their containers (for logs) but not their sandbox.
-            if let Some(s) = &ready {
-                self.stop_sandbox(&s.id).await;
-            }
-            return Ok(RESYNC * 6);
+        let sandboxes = self.runtime.sandboxes(&uid).await?;
+        let step = plan::sandbox_step(
+            crate::api::pods::is_terminal(pod),
+            &sandboxes,
+            self.sandbox_backoff.left(&(), Instant::now()),
+        );
+        if !matches!(step, SandboxStep::Finish { .. })
+            && let Some(retry) = self.prepare_volumes(pod, &spec).await
+        {
+            return Ok(retry);
         }
+        let sandbox = match step {
+            SandboxStep::Finish { stop } => {
+                if let Some(id) = stop {
+                    self.runtime.stop_sandbox(&id).await;
+                }
+                return Ok(plan::RESYNC * 6);
+            }
+            SandboxStep::Wait(left) => return Ok(left),
+            SandboxStep::Use(id) => id,
+            SandboxStep::Create { remove, attempt } => {
+                for id in &remove {
+                    self.runtime.remove_sandbox(id).await;
+                }
+                if let Err(retry) = self.create_sandbox(pod, &spec, attempt).await {
+                    return Ok(retry);
+                }
+                match self
+                    .runtime
+                    .sandboxes(&uid)
+                    .await?
+                    .into_iter()
+                    .find(|s| s.ready)
+                {
+                    Some(s) => s.id,
+                    None => return Ok(Duration::from_secs(1)),
+                }
+            }
+        };
+        let sandbox_view = self.runtime.sandbox_view(&sandbox).await;
+        self.pod_ip = sandbox_view.ip.clone().unwrap_or_default();
+        let runs = self.runtime.containers(&sandbox).await?;
+        let probes = self.probe_results.clone();
+        let liveness_failed = |id: &str| probes.liveness_failed(id);
+        let plan = plan::containers(&plan::Inputs {
+            spec: &spec,
+            runs: &runs,
+            restarts: &self.restarts,
+            liveness_failed: &liveness_failed,
+            now_nanos: now_nanos(),
+        });
+        for action in plan.actions {
+            self.act(pod, &sandbox, &spec, action).await;
+        }
+        let runs = self.runtime.containers(&sandbox).await?;
+        self.report(pod, Some(sandbox_view), &runs).await;
+        Ok(plan.next)
+    }
+
+    /// Refreshes projected tokens when due and prepares the volumes once;
+    /// when they cannot be prepared, says so and returns when to retry.
+    async fn prepare_volumes(&mut self, pod: &Pod, spec: &PodSpec) -> Option<Duration> {
         if self.volumes.is_some()
             && let Some(due) = self.tokens_due
-            && std::time::Instant::now() >= due
+            && Instant::now() >= due
         {
             // Projected tokens expire: fresh ones before they do (upstream's
             // kubelet token manager).
@@ -289,261 +257,107 @@ impl PodWorker {
             )
             .await
             {
-                Ok(()) => volumes::token_refresh_after(pod).map(|d| std::time::Instant::now() + d),
+                Ok(()) => volumes::token_refresh_after(pod).map(|d| Instant::now() + d),
                 Err(e) => {
                     tracing::warn!(err = %e, pod = %pod.metadata.name.as_deref().unwrap_or_default(), "refreshing projected tokens; retrying");
-                    Some(std::time::Instant::now() + Duration::from_secs(10))
+                    Some(Instant::now() + Duration::from_secs(10))
                 }
             };
         }
-        if self.volumes.is_none() {
-            let node = self.ctx.settings.clone();
-            let field = |path: &str| {
-                if let Some(resource) = path.strip_prefix("resource:") {
-                    return spec
-                        .containers
-                        .first()
-                        .and_then(|c| container::resource_value(c, resource, None, &node));
-                }
-                container::field_value(pod, "", &node, path)
-            };
-            match volumes::prepare(&self.ctx.client, pod, &self.ctx.data_dir, &field).await {
-                Ok(v) => {
-                    self.ctx.claim_volumes.record(pod, &v);
-                    self.volumes = Some(v);
-                    self.tokens_due =
-                        volumes::token_refresh_after(pod).map(|d| std::time::Instant::now() + d);
-                }
-                Err(e) => {
-                    let message = format!("MountVolume.SetUp failed: {e}");
-                    for c in spec
-                        .containers
-                        .iter()
-                        .chain(spec.init_containers.iter().flatten())
-                    {
-                        self.waiting.insert(
-                            c.name.clone(),
-                            ("ContainerCreating".into(), message.clone()),
-                        );
-                    }
-                    self.event(pod, "Warning", "FailedMount", &message).await;
-                    self.report(pod, None, &HashMap::new()).await;
-                    return Ok(Duration::from_secs(5));
-                }
-            }
+        if self.volumes.is_some() {
+            return None;
         }
-        let sandbox = match ready {
-            Some(s) => s,
-            None => {
-                if let Some((until, _)) = self.sandbox_backoff
-                    && let Some(left) = until.checked_duration_since(std::time::Instant::now())
-                {
-                    return Ok(left);
-                }
-                // A new sandbox: the old ones (and their containers) go.
-                for old in &sandboxes {
-                    self.remove_sandbox(&old.id).await;
-                }
-                let attempt = sandboxes
-                    .iter()
-                    .filter_map(|s| s.metadata.as_ref())
-                    .map(|m| m.attempt + 1)
-                    .max()
-                    .unwrap_or(0);
-                let config = container::sandbox_config(pod, attempt, &self.ctx.settings);
-                let _ = std::fs::create_dir_all(&config.log_directory);
-                let mut runtime = self.ctx.cri.runtime.clone();
-                match runtime
-                    .run_pod_sandbox(api::RunPodSandboxRequest {
-                        config: Some(config),
-                        runtime_handler: String::new(),
-                    })
-                    .await
-                {
-                    Ok(_) => self.sandbox_backoff = None,
-                    Err(e) => {
-                        let delay = self
-                            .sandbox_backoff
-                            .map_or(Duration::from_secs(2), |(_, d)| {
-                                (d * 2).min(Duration::from_secs(60))
-                            });
-                        self.sandbox_backoff = Some((std::time::Instant::now() + delay, delay));
-                        let message = format!("Failed to create pod sandbox: {}", e.message());
-                        self.event(pod, "Warning", "FailedCreatePodSandBox", &message)
-                            .await;
-                        for c in &spec.containers {
-                            self.waiting.insert(
-                                c.name.clone(),
-                                ("ContainerCreating".into(), message.clone()),
-                            );
-                        }
-                        self.report(pod, None, &HashMap::new()).await;
-                        return Ok(delay);
-                    }
-                }
-                self.waiting.clear();
-                match self
-                    .sandboxes(&uid)
-                    .await?
-                    .into_iter()
-                    .find(|s| s.state == api::PodSandboxState::SandboxReady as i32)
-                {
-                    Some(s) => s,
-                    None => return Ok(Duration::from_secs(1)),
-                }
+        let node = self.ctx.settings.clone();
+        let field = |path: &str| {
+            if let Some(resource) = path.strip_prefix("resource:") {
+                return spec
+                    .containers
+                    .first()
+                    .and_then(|c| container::resource_value(c, resource, None, &node));
             }
+            container::field_value(pod, "", &node, path)
         };
-        let sandbox_view = self.sandbox_view(&sandbox.id).await;
-        self.pod_ip = sandbox_view.ip.clone().unwrap_or_default();
-        let mut runs = self.container_views(&sandbox.id).await?;
-        let restart_policy = spec
-            .restart_policy
-            .clone()
-            .unwrap_or_else(|| "Always".into());
-        let mut next = RESYNC;
-
-        // Init containers, one at a time, in order.
-        let mut initialized = true;
-        for c in spec.init_containers.iter().flatten() {
-            let latest = runs
-                .get(&c.name)
-                .and_then(|r| r.first())
-                .map(|(r, _)| r.clone());
-            match latest {
-                None => {
-                    self.start(pod, &sandbox.id, c, 0).await;
-                    initialized = false;
-                    break;
-                }
-                Some(r) if r.state == RunState::Exited && r.exit_code == 0 => continue,
-                Some(r) if r.state == RunState::Exited => {
-                    initialized = false;
-                    if restart_policy != "Never" {
-                        next = next.min(self.restart_after_backoff(pod, &sandbox.id, c, &r).await);
-                    }
-                    break;
-                }
-                Some(_) => {
-                    initialized = false;
-                    break;
-                }
+        match volumes::prepare(&self.ctx.client, pod, &self.ctx.data_dir, &field).await {
+            Ok(v) => {
+                self.ctx.claim_volumes.record(pod, &v);
+                self.volumes = Some(v);
+                self.tokens_due = volumes::token_refresh_after(pod).map(|d| Instant::now() + d);
+                None
             }
-        }
-        if initialized {
-            for c in &spec.containers {
-                let latest = runs.get(&c.name).and_then(|r| r.first()).cloned();
-                match latest {
-                    None => self.start(pod, &sandbox.id, c, 0).await,
-                    Some((r, hash)) if r.state == RunState::Running => {
-                        let changed = hash != container::spec_hash(c);
-                        let unhealthy = self.probe_results.liveness_failed(&r.id);
-                        if changed || unhealthy {
-                            let why = if changed {
-                                format!(
-                                    "Container {} definition changed, will be restarted",
-                                    c.name
-                                )
-                            } else {
-                                format!(
-                                    "Container {} failed liveness probe, will be restarted",
-                                    c.name
-                                )
-                            };
-                            self.event(pod, "Normal", "Killing", &why).await;
-                            let grace = spec.termination_grace_period_seconds.unwrap_or(30);
-                            self.stop_container(pod, c, &r.id, grace).await;
-                            self.probe_results.forget(&r.id);
-                            next = Duration::from_millis(100);
-                        } else {
-                            let ip = self.probe_ip();
-                            let labels = super::probes::PodRef {
-                                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                                name: pod.metadata.name.clone().unwrap_or_default(),
-                                uid: pod.metadata.uid.clone().unwrap_or_default(),
-                                container: c.name.clone(),
-                            };
-                            self.prober.ensure(c, &r.id, &ip, labels);
-                        }
-                    }
-                    Some((r, _)) if r.state == RunState::Exited || r.state == RunState::Unknown => {
-                        self.prober.stop(&r.id);
-                        let restart = match restart_policy.as_str() {
-                            "Always" => true,
-                            "OnFailure" => r.exit_code != 0,
-                            _ => false,
-                        };
-                        if restart {
-                            next =
-                                next.min(self.restart_after_backoff(pod, &sandbox.id, c, &r).await);
-                        }
-                    }
-                    Some(_) => {}
+            Err(e) => {
+                let message = format!("MountVolume.SetUp failed: {e}");
+                for c in spec
+                    .containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                {
+                    self.waiting.insert(
+                        c.name.clone(),
+                        ("ContainerCreating".into(), message.clone()),
+                    );
                 }
+                self.event(pod, "Warning", "FailedMount", &message).await;
+                self.report(pod, None, &HashMap::new()).await;
+                Some(Duration::from_secs(5))
             }
-            // Ephemeral containers (`kubectl debug`) start once, never again.
-            for c in status::ephemeral_containers(&spec) {
-                if !runs.contains_key(&c.name) {
-                    self.start(pod, &sandbox.id, &c, 0).await;
-                }
-            }
-        }
-        self.collect_garbage(&mut runs).await;
-        let runs = self.container_views(&sandbox.id).await?;
-        self.report(pod, Some(sandbox_view), &runs).await;
-        Ok(next)
-    }
-
-    /// Where probes and hooks connect: the pod IP, or the node's with host networking.
-    fn probe_ip(&self) -> String {
-        if self.pod_ip.is_empty() {
-            self.ctx.settings.node_ip.clone()
-        } else {
-            self.pod_ip.clone()
         }
     }
 
-    async fn sandbox_view(&self, id: &str) -> SandboxView {
-        let mut runtime = self.ctx.cri.runtime.clone();
-        match runtime
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.into(),
-                verbose: false,
-            })
-            .await
-        {
-            Ok(s) => {
-                let s = s.into_inner().status.unwrap_or_default();
-                SandboxView {
-                    ready: s.state == api::PodSandboxState::SandboxReady as i32,
-                    ip: s.network.map(|n| n.ip).filter(|ip| !ip.is_empty()),
-                }
-            }
-            Err(_) => SandboxView::default(),
-        }
-    }
-
-    /// Restarts an exited container unless it is backing off; returns when to look again.
-    async fn restart_after_backoff(
+    /// Creates the pod's sandbox, attempt `attempt`; on failure says so and
+    /// returns its back-off.
+    async fn create_sandbox(
         &mut self,
         pod: &Pod,
-        sandbox: &str,
-        c: &Container,
-        last: &ContainerRun,
-    ) -> Duration {
-        let ran = Duration::from_nanos((last.finished_at - last.started_at).max(0) as u64);
-        if ran >= BACKOFF_RESET {
-            self.backoff.remove(&c.name);
+        spec: &PodSpec,
+        attempt: u32,
+    ) -> Result<(), Duration> {
+        let config = container::sandbox_config(pod, attempt, &self.ctx.settings);
+        let _ = std::fs::create_dir_all(&config.log_directory);
+        if let Err(e) = self.runtime.run_sandbox(config).await {
+            let delay = self.sandbox_backoff.step(&(), Instant::now());
+            let message = format!("Failed to create pod sandbox: {}", e.message());
+            self.event(pod, "Warning", "FailedCreatePodSandBox", &message)
+                .await;
+            for c in &spec.containers {
+                self.waiting.insert(
+                    c.name.clone(),
+                    ("ContainerCreating".into(), message.clone()),
+                );
+            }
+            self.report(pod, None, &HashMap::new()).await;
+            return Err(delay);
         }
-        let since_exit = Duration::from_nanos((now_nanos() - last.finished_at).max(0) as u64);
-        match self.backoff.get(&c.name).copied() {
-            Some(b) if since_exit < b.delay => {
+        self.sandbox_backoff.reset(&());
+        self.waiting.clear();
+        Ok(())
+    }
+
+    /// Carries out one step of the containers' plan.
+    async fn act(&mut self, pod: &Pod, sandbox: &str, spec: &PodSpec, action: Action) {
+        match action {
+            Action::Start {
+                container,
+                attempt,
+                restart,
+            } => {
+                if let Some(restart) = restart {
+                    if restart.reset_backoff {
+                        self.restarts.reset(&container.name);
+                    }
+                    self.restarts.step(&container.name, Instant::now());
+                }
+                self.start(pod, sandbox, &container, attempt).await;
+            }
+            Action::BackingOff {
+                container, delay, ..
+            } => {
                 let message = format!(
-                    "back-off {}s restarting failed container={} pod={}",
-                    b.delay.as_secs(),
-                    c.name,
+                    "back-off {}s restarting failed container={container} pod={}",
+                    delay.as_secs(),
                     pod_ref(pod)
                 );
-                if self.waiting.get(&c.name).map(|(r, _)| r.as_str()) != Some("CrashLoopBackOff") {
+                if self.waiting.get(&container).map(|(r, _)| r.as_str()) != Some("CrashLoopBackOff")
+                {
                     self.event(
                         pod,
                         "Warning",
@@ -553,15 +367,49 @@ impl PodWorker {
                     .await;
                 }
                 self.waiting
-                    .insert(c.name.clone(), ("CrashLoopBackOff".into(), message));
-                b.delay - since_exit
+                    .insert(container, ("CrashLoopBackOff".into(), message));
             }
-            previous => {
-                let delay = previous.map_or(BACKOFF_START, |b| (b.delay * 2).min(BACKOFF_MAX));
-                self.backoff.insert(c.name.clone(), Backoff { delay });
-                self.start(pod, sandbox, c, last.attempt + 1).await;
-                RESYNC
+            Action::Kill {
+                container,
+                id,
+                reason,
+            } => {
+                let why = match reason {
+                    KillReason::SpecChanged => format!(
+                        "Container {} definition changed, will be restarted",
+                        container.name
+                    ),
+                    KillReason::Unhealthy => format!(
+                        "Container {} failed liveness probe, will be restarted",
+                        container.name
+                    ),
+                };
+                self.event(pod, "Normal", "Killing", &why).await;
+                let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+                self.stop_container(pod, &container, &id, grace).await;
+                self.probe_results.forget(&id);
             }
+            Action::Probe { container, id } => {
+                let ip = self.probe_ip();
+                let labels = super::probes::PodRef {
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    uid: pod.metadata.uid.clone().unwrap_or_default(),
+                    container: container.name.clone(),
+                };
+                self.prober.ensure(&container, &id, &ip, labels);
+            }
+            Action::Unprobe { id } => self.prober.stop(&id),
+            Action::Remove { id } => self.runtime.remove_container(&id).await,
+        }
+    }
+
+    /// Where probes and hooks connect: the pod IP, or the node's with host networking.
+    fn probe_ip(&self) -> String {
+        if self.pod_ip.is_empty() {
+            self.ctx.settings.node_ip.clone()
+        } else {
+            self.pod_ip.clone()
         }
     }
 
@@ -608,16 +456,12 @@ impl PodWorker {
             }
         };
         let sandbox_config = container::sandbox_config(pod, 0, &self.ctx.settings);
-        let mut runtime = self.ctx.cri.runtime.clone();
-        let created = runtime
-            .create_container(api::CreateContainerRequest {
-                pod_sandbox_id: sandbox.into(),
-                config: Some(config),
-                sandbox_config: Some(sandbox_config),
-            })
+        let created = self
+            .runtime
+            .create_container(sandbox, config, sandbox_config)
             .await;
         let id = match created {
-            Ok(r) => r.into_inner().container_id,
+            Ok(id) => id,
             Err(e) => {
                 self.fail(
                     pod,
@@ -636,12 +480,7 @@ impl PodWorker {
             &format!("Created container: {}", c.name),
         )
         .await;
-        if let Err(e) = runtime
-            .start_container(api::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-        {
+        if let Err(e) = self.runtime.start_container(&id).await {
             self.fail(pod, &c.name, "RunContainerError", e.message().to_string())
                 .await;
             return;
@@ -671,19 +510,7 @@ impl PodWorker {
             .image_pull_policy
             .clone()
             .unwrap_or_else(|| "IfNotPresent".into());
-        let mut images = self.ctx.cri.images.clone();
-        let spec = api::ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        };
-        let present = images
-            .image_status(api::ImageStatusRequest {
-                image: Some(spec.clone()),
-                verbose: false,
-            })
-            .await
-            .map(|r| r.into_inner().image.is_some())
-            .unwrap_or(false);
+        let present = self.runtime.image_present(image).await;
         if present && policy != "Always" {
             return Ok(());
         }
@@ -692,9 +519,7 @@ impl PodWorker {
                 format!("Container image \"{image}\" is not present with pull policy of Never");
             return Err(("ErrImageNeverPull".into(), message));
         }
-        if let Some((until, _)) = self.pull_backoff.get(&c.name)
-            && std::time::Instant::now() < *until
-        {
+        if self.pulls.left(&c.name, Instant::now()).is_some() {
             return Err((
                 "ImagePullBackOff".into(),
                 format!("Back-off pulling image \"{image}\""),
@@ -707,17 +532,10 @@ impl PodWorker {
             &format!("Pulling image \"{image}\""),
         )
         .await;
-        let started = std::time::Instant::now();
-        match images
-            .pull_image(api::PullImageRequest {
-                image: Some(spec),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await
-        {
-            Ok(_) => {
-                self.pull_backoff.remove(&c.name);
+        let started = Instant::now();
+        match self.runtime.pull_image(image).await {
+            Ok(()) => {
+                self.pulls.reset(&c.name);
                 self.event(
                     pod,
                     "Normal",
@@ -731,12 +549,7 @@ impl PodWorker {
                 Ok(())
             }
             Err(e) => {
-                let delay = self
-                    .pull_backoff
-                    .get(&c.name)
-                    .map_or(BACKOFF_START, |(_, d)| (*d * 2).min(BACKOFF_MAX));
-                self.pull_backoff
-                    .insert(c.name.clone(), (std::time::Instant::now() + delay, delay));
+                self.pulls.step(&c.name, Instant::now());
                 let message = format!("Failed to pull image \"{image}\": {}", e.message());
                 self.event(pod, "Warning", "Failed", &message).await;
                 Err(("ErrImagePull".into(), message))
@@ -820,7 +633,7 @@ impl PodWorker {
 
     /// Runs the preStop hook, then stops the container within `grace` seconds.
     async fn stop_container(&self, pod: &Pod, c: &Container, id: &str, grace: i64) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) {
             self.prober
                 .run_hook(
@@ -832,60 +645,13 @@ impl PodWorker {
                 .await;
         }
         let left = (grace - started.elapsed().as_secs() as i64).max(2);
-        let mut runtime = self.ctx.cri.runtime.clone();
-        if let Err(e) = runtime
-            .stop_container(api::StopContainerRequest {
-                container_id: id.into(),
-                timeout: left,
-            })
-            .await
-        {
+        if let Err(e) = self.runtime.stop_container(id, left).await {
             tracing::warn!(pod = %pod_ref(pod), container = %c.name, err = %e.message(), "stopping container");
         }
     }
 
-    async fn stop_sandbox(&self, id: &str) {
-        let mut runtime = self.ctx.cri.runtime.clone();
-        let _ = runtime
-            .stop_pod_sandbox(api::StopPodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await;
-    }
-
-    async fn remove_sandbox(&self, id: &str) {
-        self.stop_sandbox(id).await;
-        let mut runtime = self.ctx.cri.runtime.clone();
-        let _ = runtime
-            .remove_pod_sandbox(api::RemovePodSandboxRequest {
-                pod_sandbox_id: id.into(),
-            })
-            .await;
-    }
-
-    /// Keeps the latest two attempts of each container (the current one and
-    /// the one `kubectl logs --previous` reads).
-    async fn collect_garbage(&self, runs: &mut HashMap<String, Vec<(ContainerRun, String)>>) {
-        let mut runtime = self.ctx.cri.runtime.clone();
-        for list in runs.values_mut() {
-            while list.len() > 2 {
-                let (old, _) = list.pop().expect("len > 2");
-                let _ = runtime
-                    .remove_container(api::RemoveContainerRequest {
-                        container_id: old.id,
-                    })
-                    .await;
-            }
-        }
-    }
-
     /// Computes the status and writes it when it changed.
-    async fn report(
-        &mut self,
-        pod: &Pod,
-        sandbox: Option<SandboxView>,
-        runs: &HashMap<String, Vec<(ContainerRun, String)>>,
-    ) {
+    async fn report(&mut self, pod: &Pod, sandbox: Option<SandboxView>, runs: &Runs) {
         let spec = pod.spec.clone().unwrap_or_default();
         let ephemeral = status::ephemeral_containers(&spec);
         let mut views = HashMap::new();
@@ -989,12 +755,12 @@ impl PodWorker {
     async fn terminate(&mut self, pod: &Pod, grace: i64) {
         let uid = Self::uid(pod);
         self.prober.stop_all();
-        let Ok(sandboxes) = self.sandboxes(&uid).await else {
+        let Ok(sandboxes) = self.runtime.sandboxes(&uid).await else {
             return;
         };
         let spec = pod.spec.clone().unwrap_or_default();
         for sandbox in &sandboxes {
-            if let Ok(runs) = self.container_views(&sandbox.id).await {
+            if let Ok(runs) = self.runtime.containers(&sandbox.id).await {
                 let stops = runs.iter().filter_map(|(name, list)| {
                     let (r, _) = list.first()?;
                     if r.state != RunState::Running {
@@ -1032,7 +798,7 @@ impl PodWorker {
                 )
                 .await;
             }
-            self.remove_sandbox(&sandbox.id).await;
+            self.runtime.remove_sandbox(&sandbox.id).await;
         }
         super::cgroup::remove_pod(&self.ctx.settings.cgroup_root, &uid);
         volumes::remove(&self.ctx.data_dir, &uid);

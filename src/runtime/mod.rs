@@ -1,14 +1,18 @@
 //! Helpers every API client component shares (controllers, the service
 //! proxy, the cluster DNS, the kubelet): watch caches with a change stream,
 //! shared by kind across a process ([`Informers`]), the passes of a loop
-//! that recomputes from caches, controller references, and reading API
-//! errors. A leaf over kube-rs: it knows no component.
+//! that recomputes from caches, controller references, reading API
+//! errors, and the keyed back-off every retry uses ([`Backoff`]). A leaf
+//! over kube-rs: it knows no component.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kube::runtime::reflector::Store;
+
+mod backoff;
+pub use backoff::Backoff;
 
 /// One watch cache per kind for every loop that reads that kind
 /// cluster-wide (upstream's shared informers): one watch, one decoding of
