@@ -185,6 +185,7 @@ pub fn register(registry: &Registry, crd: &Value) {
                     scale,
                     served: true,
                 })),
+                strategy: &crate::api::strategy::Plain,
             }
         })
         .collect();

@@ -8,6 +8,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
+use super::strategy::{self, Plain, Strategy};
+
 /// A subresource served under `<resource>/<name>/<subresource>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subresource {
@@ -189,6 +191,8 @@ pub struct ResourceType {
     pub storage_version: String,
     /// For custom resources: the CRD version's schema, printer columns, scale paths.
     pub custom: Option<Arc<CustomResource>>,
+    /// The resource's own rules (`strategy/`).
+    pub strategy: &'static dyn Strategy,
 }
 
 /// What a CRD says about one of its versions.
@@ -238,7 +242,8 @@ impl ResourceType {
     }
 }
 
-/// A built-in row: group, version, resource, kind, namespaced, short names, categories, subresources.
+/// A built-in row: group, version, resource, kind, namespaced, short names,
+/// categories, subresources, and its rules (`strategy/`; `Plain` for none).
 type Row = (
     &'static str,
     &'static str,
@@ -248,6 +253,7 @@ type Row = (
     &'static [&'static str],
     &'static [&'static str],
     &'static [Subresource],
+    &'static dyn Strategy,
 );
 
 use Subresource::*;
@@ -266,6 +272,7 @@ const BUILTIN: &[Row] = &[
         &["ns"],
         NONE,
         &[Status, Finalize],
+        &strategy::core::Namespaces,
     ),
     (
         "",
@@ -286,8 +293,19 @@ const BUILTIN: &[Row] = &[
             Proxy,
             EphemeralContainers,
         ],
+        &strategy::pod::Pods,
     ),
-    ("", "v1", "bindings", "Binding", true, NONE, NONE, &[]),
+    (
+        "",
+        "v1",
+        "bindings",
+        "Binding",
+        true,
+        NONE,
+        NONE,
+        &[],
+        &Plain,
+    ),
     (
         "",
         "v1",
@@ -297,8 +315,19 @@ const BUILTIN: &[Row] = &[
         &["svc"],
         ALL,
         &[Status, Proxy],
+        &strategy::core::Services,
     ),
-    ("", "v1", "endpoints", "Endpoints", true, &["ep"], NONE, &[]),
+    (
+        "",
+        "v1",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        NONE,
+        &[],
+        &Plain,
+    ),
     (
         "",
         "v1",
@@ -308,8 +337,19 @@ const BUILTIN: &[Row] = &[
         &["cm"],
         NONE,
         &[],
+        &strategy::core::ConfigMaps,
     ),
-    ("", "v1", "secrets", "Secret", true, NONE, NONE, &[]),
+    (
+        "",
+        "v1",
+        "secrets",
+        "Secret",
+        true,
+        NONE,
+        NONE,
+        &[],
+        &strategy::core::Secrets,
+    ),
     (
         "",
         "v1",
@@ -319,6 +359,7 @@ const BUILTIN: &[Row] = &[
         &["sa"],
         NONE,
         &[Token],
+        &Plain,
     ),
     (
         "",
@@ -329,8 +370,19 @@ const BUILTIN: &[Row] = &[
         &["no"],
         NONE,
         &[Status, Proxy],
+        &Plain,
     ),
-    ("", "v1", "events", "Event", true, &["ev"], NONE, &[]),
+    (
+        "",
+        "v1",
+        "events",
+        "Event",
+        true,
+        &["ev"],
+        NONE,
+        &[],
+        &Plain,
+    ),
     (
         "",
         "v1",
@@ -340,6 +392,7 @@ const BUILTIN: &[Row] = &[
         &["pv"],
         NONE,
         &[Status],
+        &strategy::storage::PersistentVolumes,
     ),
     (
         "",
@@ -350,6 +403,7 @@ const BUILTIN: &[Row] = &[
         &["pvc"],
         NONE,
         &[Status],
+        &strategy::storage::PersistentVolumeClaims,
     ),
     (
         "",
@@ -360,6 +414,7 @@ const BUILTIN: &[Row] = &[
         &["rc"],
         ALL,
         &[Status, Scale],
+        &strategy::core::ReplicationControllers,
     ),
     (
         "",
@@ -370,6 +425,7 @@ const BUILTIN: &[Row] = &[
         &["quota"],
         NONE,
         &[Status],
+        &Plain,
     ),
     (
         "",
@@ -380,6 +436,7 @@ const BUILTIN: &[Row] = &[
         &["limits"],
         NONE,
         &[],
+        &Plain,
     ),
     (
         "",
@@ -390,6 +447,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &strategy::core::PodTemplates,
     ),
     (
         "apps",
@@ -400,6 +458,7 @@ const BUILTIN: &[Row] = &[
         &["deploy"],
         ALL,
         &[Status, Scale],
+        &strategy::apps::Workload("deployments"),
     ),
     (
         "apps",
@@ -410,6 +469,7 @@ const BUILTIN: &[Row] = &[
         &["rs"],
         ALL,
         &[Status, Scale],
+        &strategy::apps::Workload("replicasets"),
     ),
     (
         "apps",
@@ -420,6 +480,7 @@ const BUILTIN: &[Row] = &[
         &["sts"],
         ALL,
         &[Status, Scale],
+        &strategy::apps::Workload("statefulsets"),
     ),
     (
         "apps",
@@ -430,6 +491,7 @@ const BUILTIN: &[Row] = &[
         &["ds"],
         ALL,
         &[Status],
+        &strategy::apps::Workload("daemonsets"),
     ),
     (
         "apps",
@@ -440,8 +502,19 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
-    ("batch", "v1", "jobs", "Job", true, NONE, ALL, &[Status]),
+    (
+        "batch",
+        "v1",
+        "jobs",
+        "Job",
+        true,
+        NONE,
+        ALL,
+        &[Status],
+        &strategy::batch::Jobs,
+    ),
     (
         "batch",
         "v1",
@@ -451,6 +524,7 @@ const BUILTIN: &[Row] = &[
         &["cj"],
         ALL,
         &[Status],
+        &strategy::batch::CronJobs,
     ),
     (
         "autoscaling",
@@ -461,6 +535,7 @@ const BUILTIN: &[Row] = &[
         &["hpa"],
         ALL,
         &[Status],
+        &Plain,
     ),
     (
         "autoscaling",
@@ -471,6 +546,7 @@ const BUILTIN: &[Row] = &[
         &["hpa"],
         ALL,
         &[Status],
+        &Plain,
     ),
     (
         "policy",
@@ -481,6 +557,7 @@ const BUILTIN: &[Row] = &[
         &["pdb"],
         NONE,
         &[Status],
+        &Plain,
     ),
     (
         "coordination.k8s.io",
@@ -491,6 +568,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &strategy::coordination::Leases,
     ),
     (
         "discovery.k8s.io",
@@ -501,6 +579,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "events.k8s.io",
@@ -511,6 +590,7 @@ const BUILTIN: &[Row] = &[
         &["ev"],
         NONE,
         &[],
+        &Plain,
     ),
     (
         "networking.k8s.io",
@@ -521,6 +601,7 @@ const BUILTIN: &[Row] = &[
         &["ing"],
         NONE,
         &[Status],
+        &Plain,
     ),
     (
         "networking.k8s.io",
@@ -531,6 +612,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "networking.k8s.io",
@@ -541,6 +623,7 @@ const BUILTIN: &[Row] = &[
         &["netpol"],
         NONE,
         &[],
+        &Plain,
     ),
     (
         "storage.k8s.io",
@@ -551,6 +634,7 @@ const BUILTIN: &[Row] = &[
         &["sc"],
         NONE,
         &[],
+        &strategy::storage::StorageClasses,
     ),
     (
         "scheduling.k8s.io",
@@ -561,6 +645,7 @@ const BUILTIN: &[Row] = &[
         &["pc"],
         NONE,
         &[],
+        &Plain,
     ),
     (
         "certificates.k8s.io",
@@ -571,6 +656,7 @@ const BUILTIN: &[Row] = &[
         &["csr"],
         NONE,
         &[Status, Approval],
+        &strategy::certificates::SigningRequests,
     ),
     (
         "admissionregistration.k8s.io",
@@ -581,6 +667,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         &["api-extensions"],
         &[],
+        &strategy::admissionregistration::Webhooks(true),
     ),
     (
         "admissionregistration.k8s.io",
@@ -591,6 +678,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         &["api-extensions"],
         &[],
+        &strategy::admissionregistration::Webhooks(false),
     ),
     (
         "rbac.authorization.k8s.io",
@@ -601,6 +689,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "rbac.authorization.k8s.io",
@@ -611,6 +700,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "rbac.authorization.k8s.io",
@@ -621,6 +711,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "rbac.authorization.k8s.io",
@@ -631,6 +722,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "flowcontrol.apiserver.k8s.io",
@@ -641,6 +733,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[Status],
+        &strategy::flowcontrol::FlowSchemas,
     ),
     (
         "flowcontrol.apiserver.k8s.io",
@@ -651,6 +744,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[Status],
+        &strategy::flowcontrol::PriorityLevels,
     ),
     (
         "apiextensions.k8s.io",
@@ -661,6 +755,7 @@ const BUILTIN: &[Row] = &[
         &["crd", "crds"],
         NONE,
         &[Status],
+        &Plain,
     ),
     (
         "authentication.k8s.io",
@@ -671,6 +766,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "authentication.k8s.io",
@@ -681,6 +777,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "authorization.k8s.io",
@@ -691,6 +788,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "authorization.k8s.io",
@@ -701,6 +799,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "authorization.k8s.io",
@@ -711,6 +810,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "authorization.k8s.io",
@@ -721,6 +821,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "metrics.k8s.io",
@@ -731,6 +832,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
     (
         "metrics.k8s.io",
@@ -741,6 +843,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
+        &Plain,
     ),
 ];
 
@@ -777,7 +880,8 @@ const GENERATION_TRACKED: &[&str] = &[
 ];
 
 fn builtin(row: &Row) -> ResourceType {
-    let (group, version, resource, kind, namespaced, short, categories, subresources) = *row;
+    let (group, version, resource, kind, namespaced, short, categories, subresources, strategy) =
+        *row;
     // Versions of one resource share storage in the group's first listed (preferred) version.
     let storage_version = BUILTIN
         .iter()
@@ -810,6 +914,7 @@ fn builtin(row: &Row) -> ResourceType {
         storage_group: storage_group.into(),
         storage_version: storage_version.into(),
         custom: None,
+        strategy,
     }
 }
 

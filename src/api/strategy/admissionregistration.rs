@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::default_field;
+use super::{Strategy, default_field};
 use crate::api::FieldError;
 
 /// Upstream's defaults for each webhook of a configuration.
@@ -217,6 +217,20 @@ fn validate_rule(rule: &Value, at: &str) -> Vec<FieldError> {
         ));
     }
     causes
+}
+
+/// Mutating (`true`) or validating webhook configurations.
+#[derive(Debug)]
+pub struct Webhooks(pub bool);
+
+impl Strategy for Webhooks {
+    fn default(&self, obj: &mut Value) {
+        default_webhooks(obj, self.0);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_webhooks(obj, self.0)
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::{default_field, default_template, validate_non_negative, validate_selector_matches};
+use super::{
+    Strategy, default_field, default_template, validate_non_negative, validate_selector_matches,
+};
 use crate::api::FieldError;
 use crate::api::strategy::pod;
 
@@ -136,6 +138,27 @@ pub fn validate_statefulset_update(new: &Value, old: &Value) -> Vec<FieldError> 
         "spec",
         "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
     )]
+}
+
+/// An apps/v1 workload, by its resource name (`deployments`, …).
+#[derive(Debug)]
+pub struct Workload(pub &'static str);
+
+impl Strategy for Workload {
+    fn default(&self, obj: &mut Value) {
+        default(self.0, obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        match self.0 {
+            "statefulsets" => validate_statefulset_update(new, old),
+            _ => vec![],
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::{default_field, default_template, validate_non_negative, validate_selector_matches};
+use super::{
+    Strategy, default_field, default_template, validate_non_negative, validate_selector_matches,
+};
 use crate::api::FieldError;
 use crate::api::strategy::pod;
 
@@ -168,6 +170,42 @@ fn validate_template(spec: Option<&Value>, path: &str) -> Vec<FieldError> {
         ));
     }
     causes
+}
+
+/// Jobs: a generated selector, upstream's defaults.
+#[derive(Debug)]
+pub struct Jobs;
+
+impl Strategy for Jobs {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        prepare_job_for_create(obj);
+    }
+
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        prepare_job_for_update(new, old);
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default("jobs", obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_job(obj)
+    }
+}
+
+/// CronJobs.
+#[derive(Debug)]
+pub struct CronJobs;
+
+impl Strategy for CronJobs {
+    fn default(&self, obj: &mut Value) {
+        default("cronjobs", obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_cronjob(obj)
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
+use super::Strategy;
 use crate::api::FieldError;
 
 /// Condition types only `/approval` may write.
@@ -210,6 +211,28 @@ fn valid_signer_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
+}
+
+/// CertificateSigningRequests.
+#[derive(Debug)]
+pub struct SigningRequests;
+
+impl Strategy for SigningRequests {
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        prepare_for_update(new, old);
+    }
+
+    fn prepare_for_status_update(&self, new: &mut Value, old: &Value) {
+        prepare_for_status_update(new, old);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        validate_update(new, old)
+    }
 }
 
 #[cfg(test)]

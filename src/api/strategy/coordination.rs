@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use super::Strategy;
+
 /// Whether an update to a Lease only renews it: nothing but `spec.renewTime`
 /// (and the bookkeeping every write moves, the resourceVersion and the
 /// managed-fields timestamps) differs. Such a write may be coalesced: a
@@ -30,6 +32,16 @@ pub fn renewal_only(old: &Value, new: &Value) -> bool {
         lease
     };
     old.pointer("/spec/renewTime") != new.pointer("/spec/renewTime") && strip(old) == strip(new)
+}
+
+/// Leases: a renewal alone may be coalesced.
+#[derive(Debug)]
+pub struct Leases;
+
+impl Strategy for Leases {
+    fn coalescible(&self, new: &Value, old: &Value) -> bool {
+        renewal_only(old, new)
+    }
 }
 
 #[cfg(test)]

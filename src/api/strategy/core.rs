@@ -3,7 +3,7 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::default_field;
+use super::{Strategy, default_field, default_template};
 use crate::api::FieldError;
 
 const SERVICE_TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
@@ -187,6 +187,95 @@ pub fn validate_configmap(cm: &Value) -> Vec<FieldError> {
 /// Secret keys and base64 data.
 pub fn validate_secret(secret: &Value) -> Vec<FieldError> {
     validate_keys(secret, &["data", "stringData"])
+}
+
+/// Namespaces: Active from the start, the `kubernetes` finalizer.
+#[derive(Debug)]
+pub struct Namespaces;
+
+impl Strategy for Namespaces {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"phase": "Active"});
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_field(obj, "/spec/finalizers", json!(["kubernetes"]));
+    }
+}
+
+/// Secrets: `stringData` folded into `data`, immutable once so marked.
+#[derive(Debug)]
+pub struct Secrets;
+
+impl Strategy for Secrets {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        fold_string_data(obj);
+    }
+
+    fn prepare_for_update(&self, new: &mut Value, _old: &Value) {
+        fold_string_data(new);
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_field(obj, "/type", json!("Opaque"));
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_secret(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        validate_immutable_data(new, old)
+    }
+}
+
+/// ConfigMaps: keys checked, immutable once so marked.
+#[derive(Debug)]
+pub struct ConfigMaps;
+
+impl Strategy for ConfigMaps {
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_configmap(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        validate_immutable_data(new, old)
+    }
+}
+
+/// Services.
+#[derive(Debug)]
+pub struct Services;
+
+impl Strategy for Services {
+    fn default(&self, obj: &mut Value) {
+        default_service(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_service(obj)
+    }
+}
+
+/// PodTemplates: their pod spec defaulted.
+#[derive(Debug)]
+pub struct PodTemplates;
+
+impl Strategy for PodTemplates {
+    fn default(&self, obj: &mut Value) {
+        default_template(obj.get_mut("template"));
+    }
+}
+
+/// ReplicationControllers: one replica, their template defaulted.
+#[derive(Debug)]
+pub struct ReplicationControllers;
+
+impl Strategy for ReplicationControllers {
+    fn default(&self, obj: &mut Value) {
+        default_field(obj, "/spec/replicas", json!(1));
+        default_template(obj.pointer_mut("/spec/template"));
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
+use super::Strategy;
 use crate::api::FieldError;
 use crate::api::object;
 
@@ -1032,6 +1033,34 @@ fn validate_queuing(queuing: &Value) -> Vec<FieldError> {
 /// Upstream's `shufflesharding.RequiredEntropyBits`: ceil(log2(deck) × hand).
 fn required_entropy_bits(deck_size: i64, hand_size: i64) -> f64 {
     ((deck_size as f64).log2() * hand_size as f64).ceil()
+}
+
+/// FlowSchemas.
+#[derive(Debug)]
+pub struct FlowSchemas;
+
+impl Strategy for FlowSchemas {
+    fn default(&self, obj: &mut Value) {
+        default_flow_schema(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_flow_schema(obj)
+    }
+}
+
+/// PriorityLevelConfigurations.
+#[derive(Debug)]
+pub struct PriorityLevels;
+
+impl Strategy for PriorityLevels {
+    fn default(&self, obj: &mut Value) {
+        default_priority_level(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_priority_level(obj)
+    }
 }
 
 #[cfg(test)]

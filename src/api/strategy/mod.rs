@@ -1,13 +1,16 @@
 //! Per-resource rules (upstream's REST strategies): what create clears, what an
-//! update may change, defaults, validation. One file per API group; this file
-//! dispatches by resource and holds the rules shared by all.
+//! update may change, defaults, validation, which updates the store may
+//! coalesce. Each resource with rules of its own has a [`Strategy`], named
+//! by its row in the resource table (`resources.rs`); the rest use
+//! [`Plain`]. This file holds the trait, the rules every resource shares,
+//! and the entry points the API server calls.
 
 pub mod admissionregistration;
-mod apps;
+pub(crate) mod apps;
 pub mod batch;
 pub mod certificates;
-mod coordination;
-mod core;
+pub(crate) mod coordination;
+pub(crate) mod core;
 pub mod flowcontrol;
 pub mod pod;
 pub mod storage;
@@ -17,6 +20,39 @@ use serde_json::{Value, json};
 use super::FieldError;
 use super::resources::{ResourceType, Subresource};
 
+/// One resource's own rules. Every method defaults to "nothing special".
+pub trait Strategy: std::fmt::Debug + Send + Sync {
+    /// Sets what a new object starts with (after its status is cleared).
+    fn prepare_for_create(&self, _obj: &mut Value) {}
+    /// Keeps what a main-resource update may not change (after its status
+    /// is kept).
+    fn prepare_for_update(&self, _new: &mut Value, _old: &Value) {}
+    /// Keeps what a status update may not change (after everything but the
+    /// status is the old object's).
+    fn prepare_for_status_update(&self, _new: &mut Value, _old: &Value) {}
+    /// Upstream's defaults for the resource's fields.
+    fn default(&self, _obj: &mut Value) {}
+    /// Field problems of the object; empty when valid.
+    fn validate(&self, _obj: &Value) -> Vec<FieldError> {
+        vec![]
+    }
+    /// Update-only checks: what may not change once set.
+    fn validate_update(&self, _new: &Value, _old: &Value) -> Vec<FieldError> {
+        vec![]
+    }
+    /// Whether an update may be coalesced by the store (held in memory
+    /// until a later commit): one a crash may lose without harm.
+    fn coalescible(&self, _new: &Value, _old: &Value) -> bool {
+        false
+    }
+}
+
+/// The strategy of resources with no rules of their own.
+#[derive(Debug)]
+pub struct Plain;
+
+impl Strategy for Plain {}
+
 /// Clears what users may not set on create (status, mostly) and sets initial status.
 pub fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
     if rt.has(Subresource::Status)
@@ -24,24 +60,12 @@ pub fn prepare_for_create(rt: &ResourceType, obj: &mut Value) {
     {
         map.remove("status");
     }
-    match (rt.group.as_str(), rt.resource.as_str()) {
-        ("", "pods") => pod::prepare_for_create(obj),
-        ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
-        ("batch", "jobs") => batch::prepare_job_for_create(obj),
-        ("", "secrets") => core::fold_string_data(obj),
-        ("", "persistentvolumes") => storage::prepare_volume_for_create(obj),
-        ("", "persistentvolumeclaims") => storage::prepare_claim_for_create(obj),
-        _ => {}
-    }
+    rt.strategy.prepare_for_create(obj);
 }
 
-/// Whether an update may be coalesced by the store (held in memory until a
-/// later commit): one a crash may lose without harm.
+/// Whether an update may be coalesced by the store.
 pub fn coalescible(rt: &ResourceType, new: &Value, old: &Value) -> bool {
-    match (rt.group.as_str(), rt.resource.as_str()) {
-        ("coordination.k8s.io", "leases") => coordination::renewal_only(old, new),
-        _ => false,
-    }
+    rt.strategy.coalescible(new, old)
 }
 
 /// A main-resource update keeps the status it had (status has its own endpoint).
@@ -54,29 +78,12 @@ pub fn prepare_for_update(rt: &ResourceType, new: &mut Value, old: &Value) {
             None => map.remove("status"),
         };
     }
-    match (rt.group.as_str(), rt.resource.as_str()) {
-        ("batch", "jobs") => batch::prepare_job_for_update(new, old),
-        ("certificates.k8s.io", "certificatesigningrequests") => {
-            certificates::prepare_for_update(new, old)
-        }
-        ("", "secrets") => core::fold_string_data(new),
-        _ => {}
-    }
+    rt.strategy.prepare_for_update(new, old);
 }
 
 /// Update-only checks: what may not change once set.
 pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<FieldError> {
-    match (rt.group.as_str(), rt.resource.as_str()) {
-        ("", "configmaps" | "secrets") => core::validate_immutable_data(new, old),
-        ("", "persistentvolumeclaims") => storage::validate_claim_update(new, old),
-        ("", "persistentvolumes") => storage::validate_volume_update(new, old),
-        ("storage.k8s.io", "storageclasses") => storage::validate_class_update(new, old),
-        ("apps", "statefulsets") => apps::validate_statefulset_update(new, old),
-        ("certificates.k8s.io", "certificatesigningrequests") => {
-            certificates::validate_update(new, old)
-        }
-        _ => vec![],
-    }
+    rt.strategy.validate_update(new, old)
 }
 
 /// A status update changes only `.status`: everything else is the old object's.
@@ -96,82 +103,17 @@ pub fn prepare_for_status_update(rt: &ResourceType, new: &mut Value, old: &Value
         meta["resourceVersion"] = rv;
     }
     *new = merged;
-    match (rt.group.as_str(), rt.resource.as_str()) {
-        ("certificates.k8s.io", "certificatesigningrequests") => {
-            certificates::prepare_for_status_update(new, old)
-        }
-        ("", "persistentvolumes") => storage::prepare_volume_for_status_update(new, old),
-        _ => {}
-    }
+    rt.strategy.prepare_for_status_update(new, old);
 }
 
 /// Upstream's defaults for the resource's fields.
 pub fn default(rt: &ResourceType, obj: &mut Value) {
-    match (rt.group.as_str(), rt.resource.as_str()) {
-        ("", "pods") => {
-            if let Some(spec) = obj.get_mut("spec") {
-                pod::default_spec(spec);
-                pod::default_pod_only(spec);
-            }
-        }
-        ("", "podtemplates") => default_template(obj.get_mut("template")),
-        ("", "replicationcontrollers") => {
-            default_field(obj, "/spec/replicas", json!(1));
-            default_template(obj.pointer_mut("/spec/template"));
-        }
-        ("", "services") => core::default_service(obj),
-        ("", "secrets") => default_field(obj, "/type", json!("Opaque")),
-        ("", "namespaces") => default_field(obj, "/spec/finalizers", json!(["kubernetes"])),
-        ("", "persistentvolumes") => storage::default_volume(obj),
-        ("", "persistentvolumeclaims") => storage::default_claim(obj),
-        ("storage.k8s.io", "storageclasses") => storage::default_class(obj),
-        ("apps", _) => apps::default(&rt.resource, obj),
-        ("batch", _) => batch::default(&rt.resource, obj),
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
-            admissionregistration::default_webhooks(obj, true)
-        }
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
-            admissionregistration::default_webhooks(obj, false)
-        }
-        ("flowcontrol.apiserver.k8s.io", "flowschemas") => flowcontrol::default_flow_schema(obj),
-        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => {
-            flowcontrol::default_priority_level(obj)
-        }
-        _ => {}
-    }
+    rt.strategy.default(obj);
 }
 
 /// Field problems of the object; empty when valid. Must not change anything.
 pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
-    match (rt.group.as_str(), rt.resource.as_str()) {
-        ("", "pods") => obj
-            .get("spec")
-            .map(|s| pod::validate_spec(s, "spec"))
-            .unwrap_or_else(|| vec![FieldError::required("spec.containers", "")]),
-        ("", "services") => core::validate_service(obj),
-        ("", "configmaps") => core::validate_configmap(obj),
-        ("", "secrets") => core::validate_secret(obj),
-        ("", "persistentvolumes") => storage::validate_volume(obj),
-        ("", "persistentvolumeclaims") => storage::validate_claim(obj),
-        ("storage.k8s.io", "storageclasses") => storage::validate_class(obj),
-        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
-            apps::validate(obj)
-        }
-        ("batch", "jobs") => batch::validate_job(obj),
-        ("batch", "cronjobs") => batch::validate_cronjob(obj),
-        ("certificates.k8s.io", "certificatesigningrequests") => certificates::validate(obj),
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
-            admissionregistration::validate_webhooks(obj, true)
-        }
-        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
-            admissionregistration::validate_webhooks(obj, false)
-        }
-        ("flowcontrol.apiserver.k8s.io", "flowschemas") => flowcontrol::validate_flow_schema(obj),
-        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => {
-            flowcontrol::validate_priority_level(obj)
-        }
-        _ => vec![],
-    }
+    rt.strategy.validate(obj)
 }
 
 /// Sets `pointer` to `value` when absent, creating parent objects.

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::default_field;
+use super::{Strategy, default_field};
 use crate::api::FieldError;
 use crate::api::object::dns_label;
 
@@ -276,6 +276,29 @@ pub fn validate_spec(spec: &Value, path: &str) -> Vec<FieldError> {
         ));
     }
     causes
+}
+
+/// Pods.
+#[derive(Debug)]
+pub struct Pods;
+
+impl Strategy for Pods {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        prepare_for_create(obj);
+    }
+
+    fn default(&self, obj: &mut Value) {
+        if let Some(spec) = obj.get_mut("spec") {
+            default_spec(spec);
+            default_pod_only(spec);
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        obj.get("spec")
+            .map(|s| validate_spec(s, "spec"))
+            .unwrap_or_else(|| vec![FieldError::required("spec.containers", "")])
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::default_field;
+use super::{Strategy, default_field};
 use crate::api::FieldError;
 use crate::api::object::now;
 
@@ -392,6 +392,72 @@ pub fn validate_class_update(new: &Value, old: &Value) -> Vec<FieldError> {
         ));
     }
     causes
+}
+
+/// PersistentVolumes.
+#[derive(Debug)]
+pub struct PersistentVolumes;
+
+impl Strategy for PersistentVolumes {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        prepare_volume_for_create(obj);
+    }
+
+    fn prepare_for_status_update(&self, new: &mut Value, old: &Value) {
+        prepare_volume_for_status_update(new, old);
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_volume(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_volume(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        validate_volume_update(new, old)
+    }
+}
+
+/// PersistentVolumeClaims.
+#[derive(Debug)]
+pub struct PersistentVolumeClaims;
+
+impl Strategy for PersistentVolumeClaims {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        prepare_claim_for_create(obj);
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_claim(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_claim(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        validate_claim_update(new, old)
+    }
+}
+
+/// StorageClasses.
+#[derive(Debug)]
+pub struct StorageClasses;
+
+impl Strategy for StorageClasses {
+    fn default(&self, obj: &mut Value) {
+        default_class(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_class(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        validate_class_update(new, old)
+    }
 }
 
 #[cfg(test)]
