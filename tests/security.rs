@@ -1507,4 +1507,52 @@ webhooks:
         refused.contains("admission webhook \"service.kelp.test\" denied the request: refused"),
         "{refused}"
     );
+
+    // Upstream's order: Pod Security judges a pod before the validating
+    // webhooks are called.
+    admin.ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "by-service",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/webhooks/0/rules/0/resources/-", "value": "pods"}]"#,
+    ]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        "plain",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let pod = |security: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "refused-by-service", "namespace": "plain"},
+            "spec": {"automountServiceAccountToken": false,
+                "containers": [{"name": "c", "image": "busybox", "securityContext": security}]}})
+        .to_string()
+    };
+    let create = |file: &str, manifest: String| {
+        let path = common::write(server.dir.path(), file, &manifest);
+        admin.fails(&["create", "-f", path.to_str().expect("utf-8 path")])
+    };
+    let privileged = create("privileged.json", pod(json!({"privileged": true})));
+    assert!(
+        privileged.contains("violates PodSecurity \"restricted:latest\""),
+        "{privileged}"
+    );
+    assert_eq!(
+        webhook.operations("/service", "refused-by-service").len(),
+        1
+    );
+    let compliant = create(
+        "compliant.json",
+        pod(
+            json!({"runAsNonRoot": true, "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}),
+        ),
+    );
+    assert!(
+        compliant.contains("admission webhook \"service.kelp.test\" denied the request: refused"),
+        "{compliant}"
+    );
 }

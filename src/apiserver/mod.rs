@@ -392,6 +392,16 @@ pub fn add_warnings(response: &mut Response, warnings: &[String]) {
     }
 }
 
+/// Which admission webhooks a call runs: upstream runs the mutating ones
+/// among the mutating plugins and the validating ones among the validating
+/// plugins (after Pod Security, before ResourceQuota).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Mutating,
+    Validating,
+    Both,
+}
+
 impl ApiState {
     /// Field validation per `fieldValidation`: unknown and duplicate fields are
     /// errors (Strict), warnings (Warn) or ignored. Returns the warnings.
@@ -477,9 +487,13 @@ impl ApiState {
         }
         self.admit_limit_ranges(req, obj).await?;
         self.admit_storage(req, obj).await?;
-        self.call_webhooks(req, Operation::Create, Some(obj), None)
+        // Upstream's order: mutating webhooks with the mutating plugins,
+        // then the validating plugins (Pod Security before the webhooks).
+        self.call_webhooks(req, Operation::Create, Some(obj), None, Phase::Mutating)
             .await?;
         self.admit_pod_security(req, obj, None).await?;
+        self.call_webhooks(req, Operation::Create, Some(obj), None, Phase::Validating)
+            .await?;
         let mut guards: Vec<_> = self.admit_quota(req, obj).await?.into_iter().collect();
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
             ("", "services") => {
@@ -564,12 +578,28 @@ impl ApiState {
         if !status_only && req.rt.group.is_empty() && req.rt.resource == "persistentvolumeclaims" {
             self.admit_resize(req, new, old).await?;
         }
-        self.call_webhooks(req, Operation::Update, Some(new), Some(old))
-            .await?;
+        self.call_webhooks(
+            req,
+            Operation::Update,
+            Some(new),
+            Some(old),
+            Phase::Mutating,
+        )
+        .await?;
+        if !status_only {
+            self.admit_pod_security(req, new, Some(old)).await?;
+        }
+        self.call_webhooks(
+            req,
+            Operation::Update,
+            Some(new),
+            Some(old),
+            Phase::Validating,
+        )
+        .await?;
         if status_only {
             return Ok(());
         }
-        self.admit_pod_security(req, new, Some(old)).await?;
         match (req.rt.group.as_str(), req.rt.resource.as_str()) {
             ("", "services") => {
                 let _guard = self.allocation.lock().await;
@@ -779,20 +809,19 @@ impl ApiState {
     /// Admission for deletes.
     pub async fn admit_delete(&self, req: &Request, obj: &Value) -> Result<(), ApiError> {
         self.admit_identity(req, "delete", obj, Some(obj))?;
-        self.call_webhooks(req, Operation::Delete, None, Some(obj))
+        self.call_webhooks(req, Operation::Delete, None, Some(obj), Phase::Both)
             .await
     }
 
-    /// The admission webhooks for a write: the mutating ones (their changes
-    /// defaulted and validated again), then the validating ones. Runs
-    /// between the built-in mutating and validating plugins, as upstream's
-    /// plugin order has it.
+    /// The admission webhooks of `phase` for a write: the mutating ones
+    /// (their changes defaulted and validated again), the validating ones.
     async fn call_webhooks(
         &self,
         req: &Request,
         operation: Operation,
         mut object: Option<&mut Value>,
         old: Option<&Value>,
+        phase: Phase,
     ) -> Result<(), ApiError> {
         if !self.webhooks.any() {
             return Ok(());
@@ -823,6 +852,7 @@ impl ApiState {
             dry_run,
         };
         match object.as_deref_mut() {
+            _ if phase == Phase::Validating => {}
             Some(obj) => {
                 let snapshot = obj.clone();
                 let attrs = webhook::Attributes {
@@ -840,6 +870,9 @@ impl ApiState {
             None => {
                 webhooks::mutate(self, &base, &mut Value::Null, &req.warnings).await?;
             }
+        }
+        if phase == Phase::Mutating {
+            return Ok(());
         }
         let attrs = webhook::Attributes {
             object: object.as_deref(),
