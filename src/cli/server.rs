@@ -269,18 +269,26 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         crate::apiserver::components::router(state.clone()),
     )
     .await;
+    // The components, started from this one list and stopped together.
+    let mut components = crate::runtime::Components::new();
     let controllers_state = state.clone();
-    crate::controllers::start(
-        Arc::new(move |controller: &str| {
-            crate::apiserver::client::in_process_with_reader(
-                controllers_state.clone(),
-                User::service_account("kube-system", controller),
-                User {
-                    name: "system:kube-controller-manager".into(),
-                    groups: vec!["system:authenticated".into()],
-                },
-            )
-        }),
+    let identities: crate::controllers::Identities = Arc::new(move |controller: &str| {
+        crate::apiserver::client::in_process_with_reader(
+            controllers_state.clone(),
+            User::service_account("kube-system", controller),
+            User {
+                name: "system:kube-controller-manager".into(),
+                groups: vec!["system:authenticated".into()],
+            },
+        )
+    });
+    // One watch cache per kind for the controllers and the scheduler. Its
+    // lists and watches go as the controller-manager (any identity's
+    // client lists as it).
+    let informers = crate::runtime::Informers::new(identities("shared-informers"));
+    let controller_manager = crate::controllers::ControllerManager::new(
+        identities,
+        informers.clone(),
         (
             pki.ca_cert.clone(),
             pki.ca_key.clone(),
@@ -289,15 +297,18 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         args.horizontal_pod_autoscaler_sync_period,
         &state.metrics,
     );
+    components.start("controller-manager", |shutdown| {
+        controller_manager.run(shutdown)
+    });
     // Add-on manifests, applied as an administrator (they may hold anything).
     let manifests = server_dir.join("manifests");
     if let Err(e) = std::fs::create_dir_all(&manifests) {
         tracing::warn!(err = %e, dir = %manifests.display(), "creating the add-on manifests directory");
     }
-    tokio::spawn(crate::controllers::addons::run(
-        administrator(&state, "system:kelp-deploy"),
-        manifests,
-    ));
+    let deployer = administrator(&state, "system:kelp-deploy");
+    components.start("deploy", |shutdown| {
+        crate::controllers::addons::run(deployer, manifests, shutdown)
+    });
     if enabled("helm-controller") && !args.disable_helm_controller {
         // k3s's helm-controller binds each chart's job to cluster-admin:
         // it holds every right itself.
@@ -307,7 +318,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             helm_available: !args.disable_agent && args.node.helm_binary().is_some(),
             api_port: args.https_listen_port,
         };
-        tokio::spawn(controller.run());
+        components.start("helm-controller", |shutdown| controller.run(shutdown));
     }
     if enabled("scheduler") {
         let client = crate::apiserver::client::in_process(
@@ -317,7 +328,10 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 groups: vec!["system:authenticated".into()],
             },
         );
-        let pods = crate::scheduler::start(client, &state.metrics);
+        let scheduler =
+            crate::scheduler::DefaultScheduler::new(client, informers.clone(), &state.metrics);
+        let pods = scheduler.pods();
+        components.start("scheduler", |shutdown| scheduler.run(shutdown));
         crate::apiserver::components::spawn(
             crate::apiserver::components::SCHEDULER_PORT,
             tls.clone(),
@@ -328,9 +342,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         )
         .await;
     }
-    let agent = if args.disable_agent {
-        None
-    } else {
+    if !args.disable_agent {
         let config = args
             .node
             .agent_config(&args.data_dir, &cluster, node_ip, true)?;
@@ -377,28 +389,34 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         let tls = tls.clone();
         let notifier = notifier.clone();
         let metrics = state.metrics.clone();
-        Some(tokio::spawn(async move {
+        components.start("node", |shutdown| async move {
             let agent = crate::agent::run_node(clients, config, dns, tls, metrics).await;
             // Ready once the node is registered, or known not to come up
             // (then the API serves alone, which systemd should know too).
-            match &agent {
-                Ok(_) => notifier.ready("serving; node registered"),
-                Err(_) => notifier.ready("serving the API only: the node agent failed"),
-            }
-            agent
-                .inspect_err(|e| tracing::error!(err = %format!("{e:#}"), "the node agent failed; serving the API only"))
-                .ok()
-        }))
-    };
+            let agent = match agent {
+                Ok(agent) => {
+                    notifier.ready("serving; node registered");
+                    agent
+                }
+                Err(e) => {
+                    notifier.ready("serving the API only: the node agent failed");
+                    return Err(e.context("the node agent failed; serving the API only"));
+                }
+            };
+            shutdown.requested().await;
+            agent.stop().await;
+            Ok(())
+        });
+    }
     if args.disable_agent {
         notifier.ready("serving");
     }
     serve::serve(listener, tls, router(state), shutdown_signal(notifier)).await?;
-    if let Some(agent) = agent
-        && let Ok(Ok(Some(agent))) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), agent).await
-    {
-        agent.stop().await;
+    // The API has stopped serving remote clients; the components (which
+    // use the in-process client) get a bounded grace period together.
+    let aborted = components.stop(COMPONENTS_GRACE).await;
+    if !aborted.is_empty() {
+        tracing::warn!(components = ?aborted, "stopped without finishing");
     }
     if let Err(e) = crate::store::sqlite::checkpoint_at_stop(&db_path) {
         tracing::warn!(err = %e, "checkpointing the datastore at stop");
@@ -434,6 +452,10 @@ const DISABLEABLE: &[&str] = &[
 /// keeps 1000; a larger window lets slow informers resume instead of
 /// relisting).
 const RETAINED_REVISIONS: i64 = 10_000;
+
+/// How long the components have, together, to stop at shutdown (the node
+/// waits up to 10 s for containerd to exit).
+const COMPONENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Every `interval`, forgets the history older than the revision of the
 /// previous pass (upstream kube-apiserver's compaction: one interval of

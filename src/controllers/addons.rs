@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::runtime::Backoff;
+use crate::runtime::{Backoff, Shutdown};
 
 /// How often the directory is looked at.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -218,9 +218,15 @@ enum Known {
 }
 
 /// Registers the Addon CRD, then applies the manifests under `dir` until
-/// the process ends. `client` should be privileged (manifests may hold
-/// anything).
-pub async fn run(client: kube::Client, dir: PathBuf) {
+/// `shutdown` (k3s's deploy controller). `client` should be privileged
+/// (manifests may hold anything).
+pub async fn run(client: kube::Client, dir: PathBuf, shutdown: Shutdown) -> anyhow::Result<()> {
+    shutdown.until(apply_forever(client, dir)).await;
+    Ok(())
+}
+
+/// Applies the manifests under `dir` until dropped.
+async fn apply_forever(client: kube::Client, dir: PathBuf) {
     let crds: Api<DynamicObject> = Api::all_with(
         client.clone(),
         &kube::discovery::ApiResource::from_gvk_with_plural(

@@ -29,6 +29,8 @@ pub mod workqueue;
 
 use std::sync::Arc;
 
+use crate::runtime::Shutdown;
+
 /// A client acting as the kube-system service account of the named
 /// upstream controller (`deployment-controller`, ...).
 pub type Identities = Arc<dyn Fn(&str) -> kube::Client + Send + Sync>;
@@ -61,63 +63,128 @@ pub struct Context {
     pub expectations: Arc<crate::runtime::Expectations>,
 }
 
-/// Starts every controller, each as its upstream identity; they run until
-/// the process ends.
-pub fn start(
+/// One controller's loop, given its context.
+type Loop = fn(Arc<Context>) -> futures::future::BoxFuture<'static, ()>;
+
+/// Every controller: its upstream name (its identity and its queue's name)
+/// and its loop.
+const CONTROLLERS: &[(&str, Loop)] = &[
+    ("service-account-controller", |c| {
+        Box::pin(serviceaccount::run(c))
+    }),
+    ("root-ca-cert-publisher", |c| Box::pin(root_ca::run(c))),
+    ("resourcequota-controller", |c| {
+        Box::pin(resource_quota::run(c))
+    }),
+    ("disruption-controller", |c| Box::pin(disruption::run(c))),
+    ("namespace-controller", |c| Box::pin(namespace::run(c))),
+    ("replicaset-controller", |c| Box::pin(replicaset::run(c))),
+    ("deployment-controller", |c| Box::pin(deployment::run(c))),
+    ("job-controller", |c| Box::pin(job::run(c))),
+    ("daemon-set-controller", |c| Box::pin(daemonset::run(c))),
+    ("statefulset-controller", |c| Box::pin(statefulset::run(c))),
+    ("endpoint-controller", |c| Box::pin(endpoints::run(c))),
+    ("service-controller", |c| Box::pin(service_lb::run(c))),
+    ("node-controller", |c| Box::pin(node_lifecycle::run(c))),
+    ("pod-garbage-collector", |c| Box::pin(pod_gc::run(c))),
+    ("persistent-volume-binder", |c| {
+        Box::pin(persistent_volume::run(c))
+    }),
+    ("pvc-protection-controller", |c| {
+        Box::pin(volume_protection::run_claims(c))
+    }),
+    ("pv-protection-controller", |c| {
+        Box::pin(volume_protection::run_volumes(c))
+    }),
+    ("cronjob-controller", |c| Box::pin(cronjob::run(c))),
+    ("horizontal-pod-autoscaler", |c| {
+        Box::pin(horizontal_pod_autoscaler::run(c))
+    }),
+    ("generic-garbage-collector", |c| {
+        Box::pin(garbage_collector::run(c))
+    }),
+    ("certificate-controller", |c| Box::pin(certificates::run(c))),
+    ("token-cleaner", |c| Box::pin(certificates::clean_tokens(c))),
+    ("clusterrole-aggregation-controller", |c| {
+        Box::pin(clusterrole_aggregation::run(c))
+    }),
+];
+
+/// The controller-manager: every controller, each as its upstream identity.
+pub struct ControllerManager {
     identities: Identities,
-    (ca_pem, ca_key_pem, ca_chain_pem): (String, String, String),
+    ca: (String, String, String),
     hpa_sync_period: std::time::Duration,
-    metrics: &crate::telemetry::Metrics,
-) {
-    let queues = workqueue::WorkQueueMetrics::new(metrics);
-    // Lists and watches go as the controller-manager whoever asks, so
-    // any identity's client serves the shared caches.
-    let informers = crate::runtime::Informers::new(identities("shared-informers"));
-    // The identity each controller acts as, and its queue's upstream name.
-    let context = |controller: &str| {
-        Arc::new(Context {
-            client: identities(controller),
-            identities: identities.clone(),
-            ca_pem: ca_pem.clone(),
-            ca_key_pem: ca_key_pem.clone(),
-            ca_chain_pem: ca_chain_pem.clone(),
+    queues: workqueue::WorkQueueMetrics,
+    informers: crate::runtime::Informers,
+}
+
+impl ControllerManager {
+    /// The controllers acting as `identities`, reading the process's
+    /// shared caches, signing with the CA's `(certificate, key, chain)`,
+    /// their queues' series in `metrics`.
+    pub fn new(
+        identities: Identities,
+        informers: crate::runtime::Informers,
+        ca: (String, String, String),
+        hpa_sync_period: std::time::Duration,
+        metrics: &crate::telemetry::Metrics,
+    ) -> Self {
+        ControllerManager {
+            identities,
+            ca,
             hpa_sync_period,
-            queue: queues.queue(queue_name(controller)),
-            informers: informers.clone(),
-            expectations: Arc::default(),
-        })
-    };
-    tokio::spawn(serviceaccount::run(context("service-account-controller")));
-    tokio::spawn(root_ca::run(context("root-ca-cert-publisher")));
-    tokio::spawn(resource_quota::run(context("resourcequota-controller")));
-    tokio::spawn(disruption::run(context("disruption-controller")));
-    tokio::spawn(namespace::run(context("namespace-controller")));
-    tokio::spawn(replicaset::run(context("replicaset-controller")));
-    tokio::spawn(deployment::run(context("deployment-controller")));
-    tokio::spawn(job::run(context("job-controller")));
-    tokio::spawn(daemonset::run(context("daemon-set-controller")));
-    tokio::spawn(statefulset::run(context("statefulset-controller")));
-    tokio::spawn(endpoints::run(context("endpoint-controller")));
-    tokio::spawn(service_lb::run(context("service-controller")));
-    tokio::spawn(node_lifecycle::run(context("node-controller")));
-    tokio::spawn(pod_gc::run(context("pod-garbage-collector")));
-    tokio::spawn(persistent_volume::run(context("persistent-volume-binder")));
-    tokio::spawn(volume_protection::run_claims(context(
-        "pvc-protection-controller",
-    )));
-    tokio::spawn(volume_protection::run_volumes(context(
-        "pv-protection-controller",
-    )));
-    tokio::spawn(cronjob::run(context("cronjob-controller")));
-    tokio::spawn(horizontal_pod_autoscaler::run(context(
-        "horizontal-pod-autoscaler",
-    )));
-    tokio::spawn(garbage_collector::run(context("generic-garbage-collector")));
-    tokio::spawn(certificates::run(context("certificate-controller")));
-    tokio::spawn(certificates::clean_tokens(context("token-cleaner")));
-    tokio::spawn(clusterrole_aggregation::run(context(
-        "clusterrole-aggregation-controller",
-    )));
+            queues: workqueue::WorkQueueMetrics::new(metrics),
+            informers,
+        }
+    }
+
+    /// Runs every controller until `shutdown`, then stops them all. A
+    /// controller that ends on its own is logged (they run until stopped).
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let ControllerManager {
+            identities,
+            ca: (ca_pem, ca_key_pem, ca_chain_pem),
+            hpa_sync_period,
+            queues,
+            informers,
+        } = self;
+        // The identity each controller acts as, and its queue's upstream name.
+        let context = |controller: &str| {
+            Arc::new(Context {
+                client: identities(controller),
+                identities: identities.clone(),
+                ca_pem: ca_pem.clone(),
+                ca_key_pem: ca_key_pem.clone(),
+                ca_chain_pem: ca_chain_pem.clone(),
+                hpa_sync_period,
+                queue: queues.queue(queue_name(controller)),
+                informers: informers.clone(),
+                expectations: Arc::default(),
+            })
+        };
+        let mut loops = tokio::task::JoinSet::new();
+        for (name, run) in CONTROLLERS {
+            let work = run(context(name));
+            loops.spawn(async move {
+                work.await;
+                *name
+            });
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.requested() => break,
+                ended = loops.join_next() => match ended {
+                    Some(Ok(name)) => tracing::error!(controller = name, "controller ended"),
+                    Some(Err(e)) => tracing::error!(err = %e, "controller failed"),
+                    None => break,
+                },
+            }
+        }
+        // The loops hold no state of their own: stopping is dropping them.
+        loops.shutdown().await;
+        Ok(())
+    }
 }
 
 /// Runs `controller` until the process ends: each reconcile through the

@@ -61,8 +61,14 @@ struct Context {
 }
 
 impl HelmController {
-    /// Registers the CRDs, then runs until the process ends.
-    pub async fn run(self) {
+    /// Registers the CRDs, then runs until `shutdown`.
+    pub async fn run(self, shutdown: crate::runtime::Shutdown) -> anyhow::Result<()> {
+        shutdown.until(self.run_forever()).await;
+        Ok(())
+    }
+
+    /// Runs until dropped.
+    async fn run_forever(self) {
         let client = self.client.clone();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();

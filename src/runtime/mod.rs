@@ -2,8 +2,9 @@
 //! proxy, the cluster DNS, the kubelet): watch caches with a change stream,
 //! shared by kind across a process ([`Informers`]), the passes of a loop
 //! that recomputes from caches, controller references, reading API
-//! errors, and the keyed back-off every retry uses ([`Backoff`]). A leaf
-//! over kube-rs: it knows no component.
+//! errors, the keyed back-off every retry uses ([`Backoff`]), and the one
+//! lifecycle of components ([`Components`], [`Shutdown`]). A leaf over
+//! kube-rs: it knows no component.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -12,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use kube::runtime::reflector::Store;
 
 mod backoff;
+mod lifecycle;
 pub use backoff::Backoff;
+pub use lifecycle::{Components, Shutdown};
 
 /// One watch cache per kind for every loop that reads that kind
 /// cluster-wide (upstream's shared informers): one watch, one decoding of

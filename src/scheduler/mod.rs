@@ -1,8 +1,8 @@
 //! The scheduler: binds pending pods (`spec.schedulerName` default, no node
-//! yet) to nodes through `pods/binding`. Nodes and pods come from reflectors
-//! (kube-rs watch caches) over the in-process client; a pass runs after any
-//! change and every few seconds, so unschedulable pods are retried when
-//! nodes or pods change. The rules are in `fit.rs`.
+//! yet) to nodes through `pods/binding`. Nodes, pods and the storage
+//! objects come from the process's shared caches (`runtime::Informers`); a
+//! pass runs after any change and every few seconds, so unschedulable pods
+//! are retried when nodes or pods change. The rules are in `fit.rs`.
 
 pub mod fit;
 pub mod metrics;
@@ -16,11 +16,11 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use self::metrics::{Outcome, SchedulerMetrics};
+use crate::runtime::{Informers, Shutdown};
 use crate::telemetry::{Metrics, events};
 
 /// The scheduler's name in pods and events.
@@ -43,63 +43,70 @@ fn pending(pod: &Pod) -> bool {
 /// Bindings written concurrently in one pass.
 const BINDINGS_IN_FLIGHT: usize = 32;
 
-/// Starts the scheduler, its series registered in `metrics`; returns its
-/// pod cache (which `/metrics/resources` reads).
-pub fn start(client: kube::Client, metrics: &Metrics) -> Store<Pod> {
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    tokio::spawn(run(
-        client,
-        SchedulerMetrics::new(metrics),
-        pods.clone(),
-        pod_writer,
-    ));
-    pods
+/// The `default-scheduler` component, ready to run.
+pub struct DefaultScheduler {
+    client: kube::Client,
+    informers: Informers,
+    metrics: SchedulerMetrics,
 }
 
-/// Runs until the process ends.
+impl DefaultScheduler {
+    /// The scheduler binding through `client`, reading the process's shared
+    /// caches, its series registered in `metrics`.
+    pub fn new(client: kube::Client, informers: Informers, metrics: &Metrics) -> Self {
+        DefaultScheduler {
+            client,
+            informers,
+            metrics: SchedulerMetrics::new(metrics),
+        }
+    }
+
+    /// Its pod cache (which `/metrics/resources` reads).
+    pub fn pods(&self) -> Store<Pod> {
+        self.informers.informer::<Pod>().store
+    }
+
+    /// Schedules until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        shutdown
+            .until(run(self.client, self.informers, self.metrics))
+            .await
+            .unwrap_or(Ok(()))
+    }
+}
+
+/// Schedules until dropped.
 async fn run(
     client: kube::Client,
+    informers: Informers,
     metrics: SchedulerMetrics,
-    pods: Store<Pod>,
-    pod_writer: reflector::store::Writer<Pod>,
-) {
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), Default::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), Default::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (claims, claim_events) =
-        crate::runtime::cache(Api::<PersistentVolumeClaim>::all(client.clone()));
-    let (volumes, volume_events) =
-        crate::runtime::cache(Api::<PersistentVolume>::all(client.clone()));
-    let (classes, class_events) = crate::runtime::cache(Api::<StorageClass>::all(client.clone()));
+) -> anyhow::Result<()> {
+    let (pods, pod_events) = informers.cache::<Pod>();
+    let (nodes, node_events) = informers.cache::<Node>();
+    let (claims, claim_events) = informers.cache::<PersistentVolumeClaim>();
+    let (volumes, volume_events) = informers.cache::<PersistentVolume>();
+    let (classes, class_events) = informers.cache::<StorageClass>();
     // The watches run on their own, keeping the caches current; any number
     // of changes during a pass make one more pass.
     let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    // Aborted with the scheduler.
+    let mut watches = tokio::task::JoinSet::new();
     for events in [
-        pod_events.map(|_| ()).boxed(),
-        node_events.map(|_| ()).boxed(),
+        pod_events,
+        node_events,
         claim_events,
         volume_events,
         class_events,
     ] {
         let changed = changed.clone();
-        tokio::spawn(events.for_each(move |_| {
+        watches.spawn(events.for_each(move |_| {
             changed.notify_one();
             std::future::ready(())
         }));
     }
     // A pass before both caches are filled would find pods and no nodes.
     if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
-        return;
+        anyhow::bail!("the scheduler's pod and node caches ended before they filled");
     }
     let storage = Storage {
         claims,
