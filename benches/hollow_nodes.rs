@@ -277,51 +277,85 @@ fn deployment(name: &str, replicas: usize) -> Deployment {
     .expect("deployment")
 }
 
-/// `apiserver_request_duration_seconds` buckets summed over the verbs of a
-/// kind: upper bound → cumulative count.
+/// A histogram's buckets: upper bound in microseconds → cumulative count.
 type Buckets = BTreeMap<u64, f64>;
 
 const MUTATING: &[&str] = &["POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION"];
 const READING: &[&str] = &["GET", "LIST"];
 
-/// The server's request-duration histogram (watches aside) per verb and
-/// resource (`PATCH pods/status`), keyed by bucket bound in microseconds.
-async fn durations(client: &kube::Client) -> BTreeMap<(String, String), Buckets> {
+/// The server's latency histograms at one moment, each summed per group.
+struct Scrape {
+    /// `apiserver_request_duration_seconds` (watches aside) per request:
+    /// `(verb, resource[/subresource])`.
+    requests: BTreeMap<(String, String), Buckets>,
+    /// Priority and Fairness: time queued, per priority level.
+    waits: BTreeMap<String, Buckets>,
+    /// Priority and Fairness: time executing, per priority level.
+    executions: BTreeMap<String, Buckets>,
+    /// `etcd_request_duration_seconds` (kelp's store) per operation.
+    store: BTreeMap<String, Buckets>,
+}
+
+async fn scrape(client: &kube::Client) -> Scrape {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("request");
     let page = client.request_text(request).await.expect("/metrics");
-    let mut by_request: BTreeMap<(String, String), Buckets> = BTreeMap::new();
     let families = common::metrics::parse(&page);
-    let Some((_, _, samples)) = families.get("apiserver_request_duration_seconds") else {
-        return by_request;
+    let label = |labels: &BTreeMap<String, String>, key: &str| labels.get(key).cloned();
+    Scrape {
+        requests: histograms(&families, "apiserver_request_duration_seconds", |labels| {
+            let verb = label(labels, "verb")?;
+            if !(MUTATING.contains(&verb.as_str()) || READING.contains(&verb.as_str())) {
+                return None;
+            }
+            let resource = label(labels, "resource").unwrap_or_default();
+            Some(match label(labels, "subresource").as_deref() {
+                None | Some("") => (verb, resource),
+                Some(sub) => (verb, format!("{resource}/{sub}")),
+            })
+        }),
+        waits: histograms(
+            &families,
+            "apiserver_flowcontrol_request_wait_duration_seconds",
+            |labels| label(labels, "priority_level"),
+        ),
+        executions: histograms(
+            &families,
+            "apiserver_flowcontrol_request_execution_seconds",
+            |labels| label(labels, "priority_level"),
+        ),
+        store: histograms(&families, "etcd_request_duration_seconds", |labels| {
+            label(labels, "operation")
+        }),
+    }
+}
+
+/// The buckets of histogram `family`, summed over the samples `group` puts
+/// under one key (`None`: left out).
+fn histograms<K: Ord>(
+    families: &common::metrics::Families,
+    family: &str,
+    group: impl Fn(&BTreeMap<String, String>) -> Option<K>,
+) -> BTreeMap<K, Buckets> {
+    let mut grouped: BTreeMap<K, Buckets> = BTreeMap::new();
+    let Some((_, _, samples)) = families.get(family) else {
+        return grouped;
     };
     for (name, labels, count) in samples {
-        let (Some(verb), Some(le)) = (labels.get("verb"), labels.get("le")) else {
-            continue;
-        };
-        if name != "apiserver_request_duration_seconds_bucket"
-            || !(MUTATING.contains(&verb.as_str()) || READING.contains(&verb.as_str()))
-        {
+        let Some(le) = labels.get("le") else { continue };
+        if *name != format!("{family}_bucket") {
             continue;
         }
+        let Some(key) = group(labels) else { continue };
         let bound = if le == "+Inf" {
             u64::MAX
         } else {
             (le.parse::<f64>().unwrap_or(0.0) * 1e6) as u64
         };
-        let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
-        let resource = match label("subresource").as_str() {
-            "" => label("resource"),
-            sub => format!("{}/{sub}", label("resource")),
-        };
-        *by_request
-            .entry((verb.clone(), resource))
-            .or_default()
-            .entry(bound)
-            .or_default() += count;
+        *grouped.entry(key).or_default().entry(bound).or_default() += count;
     }
-    by_request
+    grouped
 }
 
 /// The buckets of the requests whose verb is one of `verbs`, summed.
@@ -335,6 +369,24 @@ fn of_verbs(by_request: &BTreeMap<(String, String), Buckets>, verbs: &[&str]) ->
         }
     }
     sum
+}
+
+/// Per group, the p99 between two readings and the count, most frequent first.
+fn p99s_between<K: Ord + Clone>(
+    before: &BTreeMap<K, Buckets>,
+    after: &BTreeMap<K, Buckets>,
+) -> Vec<(K, String, f64)> {
+    let empty = Buckets::new();
+    let mut rows: Vec<(K, String, f64)> = after
+        .iter()
+        .map(|(key, buckets)| {
+            let (p99, n) = p99_between(before.get(key).unwrap_or(&empty), buckets);
+            (key.clone(), p99, n)
+        })
+        .filter(|(_, _, n)| *n > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    rows
 }
 
 /// The p99 bucket bound of the requests between two readings, and their count.
@@ -441,7 +493,7 @@ fn main() {
         let rss_nodes = rss_kib(pid);
 
         // The ramp: Deployments made, every pod Running.
-        let before = durations(&admin).await;
+        let before = scrape(&admin).await;
         let cpu_before = cpu_seconds(pid);
         let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
         let start = Instant::now();
@@ -468,7 +520,7 @@ fn main() {
         let all_running = start.elapsed();
         eprintln!("hollow: every pod Running; 60 s steady");
         let ramp_cpu = (cpu_seconds(pid) - cpu_before) / all_running.as_secs_f64() * 100.0;
-        let after = durations(&admin).await;
+        let after = scrape(&admin).await;
         let mut bound = tally.bound.lock().expect("tally").clone();
         bound.sort();
         let binding_span = bound[bound.len() - 1] - bound[0];
@@ -507,22 +559,23 @@ fn main() {
         }
         let all_gone = start.elapsed();
 
-        let (mutating_p99, mutating_n) =
-            p99_between(&of_verbs(&before, MUTATING), &of_verbs(&after, MUTATING));
-        let (reading_p99, reading_n) =
-            p99_between(&of_verbs(&before, READING), &of_verbs(&after, READING));
-        // Which requests make the p99: the five most frequent mutating ones.
-        let mut breakdown: Vec<(f64, String, String)> = after
-            .iter()
-            .filter(|((verb, _), _)| MUTATING.contains(&verb.as_str()))
-            .map(|(key, buckets)| {
-                let empty = Buckets::new();
-                let (p99, n) = p99_between(before.get(key).unwrap_or(&empty), buckets);
-                (n, format!("{} {}", key.0, key.1), p99)
-            })
-            .filter(|(n, _, _)| *n > 0.0)
+        let (mutating_p99, mutating_n) = p99_between(
+            &of_verbs(&before.requests, MUTATING),
+            &of_verbs(&after.requests, MUTATING),
+        );
+        let (reading_p99, reading_n) = p99_between(
+            &of_verbs(&before.requests, READING),
+            &of_verbs(&after.requests, READING),
+        );
+        // Which requests make the p99: the five most frequent mutating ones;
+        // and where their time goes: queued, executing, in the store.
+        let breakdown: Vec<_> = p99s_between(&before.requests, &after.requests)
+            .into_iter()
+            .filter(|((verb, _), _, _)| MUTATING.contains(&verb.as_str()))
             .collect();
-        breakdown.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let waits = p99s_between(&before.waits, &after.waits);
+        let executions = p99s_between(&before.executions, &after.executions);
+        let store = p99s_between(&before.store, &after.store);
         println!("hollow nodes: {node_count} nodes, {pod_count} pods (Deployments of {PODS_PER_DEPLOYMENT})");
         println!(
             "  nodes registered → all Ready: {:.2} s",
@@ -541,8 +594,19 @@ fn main() {
         println!(
             "  API p99 in the ramp (server histogram): mutating {mutating_p99} ({mutating_n:.0} requests), GET/LIST {reading_p99} ({reading_n:.0} requests)"
         );
-        for (n, request, p99) in breakdown.iter().take(5) {
+        for ((verb, resource), p99, n) in breakdown.iter().take(5) {
+            let request = format!("{verb} {resource}");
             println!("    {request:<28} {n:>6.0} requests, p99 {p99}");
+        }
+        for (what, rows) in [
+            ("queued (APF wait)", &waits),
+            ("executing (APF)", &executions),
+            ("store operation", &store),
+        ] {
+            println!("  {what}, p99 per group in the ramp:");
+            for (group, p99, n) in rows.iter().take(6) {
+                println!("    {group:<28} {n:>6.0} requests, p99 {p99}");
+            }
         }
         println!(
             "  the nodes' pod writes ({} requests): p50 {}, p99 {}, max {}",
