@@ -13,6 +13,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod controllers;
 pub mod dns;
+pub mod gofmt;
 pub mod helm;
 pub mod http;
 pub mod ingress;

@@ -1,5 +1,6 @@
 //! What the API serves: the resource table, object rules, schemas, patches, errors.
 
+pub mod conditions;
 pub mod crd;
 pub mod error;
 pub mod managed_fields;

@@ -352,7 +352,9 @@ fn message_json(message: &'static Message, buf: &[u8], depth: usize) -> Result<V
         Special::Plain => plain_json(message, &wire, depth),
         Special::Time => time_json(buf, &wire, false),
         Special::MicroTime => time_json(buf, &wire, true),
-        Special::Duration => Ok(Value::String(go_duration(last_varint(&wire, 1)? as i64))),
+        Special::Duration => Ok(Value::String(crate::gofmt::duration(
+            last_varint(&wire, 1)? as i64,
+        ))),
         Special::FieldsV1 => raw_json(&wire, "FieldsV1", depth),
         Special::Quantity => quantity_json(&wire),
         Special::IntOrString => int_or_string_json(&wire),
@@ -708,48 +710,6 @@ fn invalid_time(seconds: i64) -> DecodeError {
         what: "time",
         detail: format!("{seconds} seconds since the epoch is out of range"),
     }
-}
-
-/// `time.Duration.String()` of Go: "1h0m0s", "1.5s", "300ms", "0s".
-fn go_duration(nanos: i64) -> String {
-    let mut u = nanos.unsigned_abs();
-    let mut out = String::new();
-    if u < 1_000_000_000 {
-        let (precision, unit) = match u {
-            0 => return "0s".to_owned(),
-            1..1_000 => (0, "ns"),
-            1_000..1_000_000 => (3, "µs"),
-            _ => (6, "ms"),
-        };
-        let scale = 10u64.pow(precision);
-        out.push_str(&(u / scale).to_string());
-        out.push_str(&fraction(u % scale, precision));
-        out.push_str(unit);
-    } else {
-        let frac = fraction(u % 1_000_000_000, 9);
-        u /= 1_000_000_000;
-        let (hours, minutes, seconds) = (u / 3600, (u / 60) % 60, u % 60);
-        if hours > 0 {
-            out.push_str(&format!("{hours}h"));
-        }
-        if hours > 0 || minutes > 0 {
-            out.push_str(&format!("{minutes}m"));
-        }
-        out.push_str(&format!("{seconds}{frac}s"));
-    }
-    if nanos < 0 {
-        out.insert(0, '-');
-    }
-    out
-}
-
-/// A fraction of `precision` digits without trailing zeros, "" when zero (Go's `fmtFrac`).
-fn fraction(value: u64, precision: u32) -> String {
-    if value == 0 {
-        return String::new();
-    }
-    let digits = format!("{value:0width$}", width = precision as usize);
-    format!(".{}", digits.trim_end_matches('0'))
 }
 
 /// `resource.Quantity` {string=1}: its canonical string, "0" for the zero quantity.
@@ -1611,25 +1571,6 @@ mod tests {
             json!({"user": "alice", "extra": {"none": null, "scopes": ["a", "b"]}})
         );
         assert_eq!(v["status"], json!({"allowed": false}));
-    }
-
-    #[test]
-    fn go_durations() {
-        let cases = [
-            (0, "0s"),
-            (1, "1ns"),
-            (1_500, "1.5µs"),
-            (300_000_000, "300ms"),
-            (1_500_000_000, "1.5s"),
-            (90_000_000_000, "1m30s"),
-            (3_600_000_000_000, "1h0m0s"),
-            (3_723_000_000_001, "1h2m3.000000001s"),
-            (-2_000_000_000, "-2s"),
-            (i64::MIN, "-2562047h47m16.854775808s"),
-        ];
-        for (nanos, expected) in cases {
-            assert_eq!(go_duration(nanos), expected, "{nanos}");
-        }
     }
 
     #[test]

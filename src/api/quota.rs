@@ -159,24 +159,12 @@ pub fn concerns(hard: &Usage, usage: &Usage) -> bool {
 
 /// A quantity as upstream prints it: `500m`, `2`, `128Mi`.
 pub fn format(name: &str, milli: i64) -> String {
-    if milli % ONE != 0 {
-        return format!("{milli}m");
-    }
-    let units = milli / ONE;
     let bytes = name.contains("memory") || name.contains("storage");
-    if bytes && units != 0 {
-        for (suffix, size) in [
-            ("Ti", 1i64 << 40),
-            ("Gi", 1 << 30),
-            ("Mi", 1 << 20),
-            ("Ki", 1 << 10),
-        ] {
-            if units % size == 0 {
-                return format!("{}{suffix}", units / size);
-            }
-        }
-    }
-    units.to_string()
+    let suffixes = match bytes {
+        true => super::quantity::Suffixes::Binary,
+        false => super::quantity::Suffixes::Decimal,
+    };
+    super::quantity::format_milli(milli, suffixes)
 }
 
 fn pairs(names: &[&String], amounts: &Usage) -> String {

@@ -24,7 +24,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{Context, Error};
-use crate::api::pods;
+use crate::api::{conditions, pods};
 use crate::telemetry::events::{self, Source};
 
 /// The revision a ReplicaSet (and its Deployment) is at.
@@ -727,8 +727,8 @@ fn condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a Deploy
         .find(|c| c.type_ == type_)
 }
 
-/// Sets a condition as upstream does: unchanged when status and reason are
-/// the same; lastTransitionTime kept while the status stays.
+/// Sets a condition as upstream's deployment controller does
+/// ([`conditions::set`]).
 fn set_condition(
     status: &mut DeploymentStatus,
     type_: &str,
@@ -737,24 +737,17 @@ fn set_condition(
     message: &str,
     now: Timestamp,
 ) {
-    let current = condition(status, type_);
-    if current.is_some_and(|c| c.status == value && c.reason.as_deref() == Some(reason)) {
-        return;
-    }
-    let since = current
-        .filter(|c| c.status == value)
-        .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    let conditions = status.conditions.get_or_insert_default();
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(DeploymentCondition {
-        type_: type_.into(),
-        status: value.into(),
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        last_update_time: Some(Time(now)),
-        last_transition_time: Some(since),
-    });
+    conditions::set(
+        status.conditions.get_or_insert_default(),
+        DeploymentCondition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_update_time: Some(Time(now)),
+            last_transition_time: Some(Time(now)),
+        },
+    );
 }
 
 /// Whether the rollout moved since the last status: more updated, ready or

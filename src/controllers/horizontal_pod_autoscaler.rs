@@ -38,8 +38,8 @@ use serde_json::{Value, json};
 use self::normalize::{Behavior, Bounds, DEFAULT_DOWNSCALE_STABILIZATION, History};
 use self::replicas::{PodFacts, PodMetric, Target, Tolerances};
 use super::Error;
-use crate::api::quantity;
 use crate::api::selectors::LabelSelector;
+use crate::api::{conditions, quantity};
 use crate::telemetry::events::Recorder;
 
 /// Upstream's `--horizontal-pod-autoscaler-sync-period` default.
@@ -593,7 +593,10 @@ impl<'a> Autoscaling<'a> {
         .map_err(|e| failed(format!("failed to get {resource} {what}: {e}")))?;
         let current_value = MetricValueStatus {
             average_utilization: proposal.utilization,
-            average_value: Some(Quantity(milli_quantity(proposal.average))),
+            average_value: Some(Quantity(quantity::format_milli(
+                proposal.average,
+                quantity::Suffixes::Decimal,
+            ))),
             value: None,
         };
         let status = match container {
@@ -794,26 +797,8 @@ fn pod_facts(pod: &Pod, resource: &str, container: Option<&str>) -> PodFacts {
     }
 }
 
-/// A quantity of thousandths as upstream prints `NewMilliQuantity(v,
-/// DecimalSI)`: whole units with the largest exact SI suffix, else `m`.
-fn milli_quantity(milli: i64) -> String {
-    if milli % 1000 != 0 {
-        return format!("{milli}m");
-    }
-    let mut whole = milli / 1000;
-    if whole == 0 {
-        return "0".into();
-    }
-    for suffix in ["", "k", "M", "G", "T", "P"] {
-        if whole % 1000 != 0 {
-            return format!("{whole}{suffix}");
-        }
-        whole /= 1000;
-    }
-    format!("{whole}E")
-}
-
-/// Sets a condition, keeping its transition time while its status holds.
+/// Sets a condition in place, keeping its transition time while its status
+/// holds ([`conditions::upsert`]).
 fn set_condition(
     conditions: &mut Vec<HorizontalPodAutoscalerCondition>,
     kind: &str,
@@ -822,44 +807,21 @@ fn set_condition(
     message: String,
     now: Timestamp,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
-    let existing = conditions.iter_mut().find(|c| c.type_ == kind);
-    let condition = HorizontalPodAutoscalerCondition {
-        last_transition_time: Some(Time(now)),
-        message: Some(message),
-        reason: Some(reason.into()),
-        status,
-        type_: kind.into(),
-    };
-    match existing {
-        Some(old) => {
-            let since = if old.status == condition.status {
-                old.last_transition_time.clone()
-            } else {
-                condition.last_transition_time.clone()
-            };
-            *old = HorizontalPodAutoscalerCondition {
-                last_transition_time: since,
-                ..condition
-            };
-        }
-        None => conditions.push(condition),
-    }
+    conditions::upsert(
+        conditions,
+        HorizontalPodAutoscalerCondition {
+            last_transition_time: Some(Time(now)),
+            message: Some(message),
+            reason: Some(reason.into()),
+            status: if status { "True" } else { "False" }.into(),
+            type_: kind.into(),
+        },
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn milli_quantities_print_as_upstream() {
-        assert_eq!(milli_quantity(0), "0");
-        assert_eq!(milli_quantity(250), "250m");
-        assert_eq!(milli_quantity(1500), "1500m");
-        assert_eq!(milli_quantity(2000), "2");
-        assert_eq!(milli_quantity(1_245_184_000), "1245184");
-        assert_eq!(milli_quantity(2_000_000_000), "2M");
-    }
 
     #[test]
     fn pods_sum_their_containers_requests() {

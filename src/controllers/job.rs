@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error};
-use crate::api::pods;
+use crate::api::{conditions, pods};
 use crate::telemetry::events::Recorder;
 
 /// Annotation and label naming an Indexed Job pod's index.
@@ -116,17 +116,10 @@ fn condition(type_: &str, reason: &str, message: &str, now: Timestamp) -> JobCon
     }
 }
 
-/// Sets `type_` (replacing one of the same type unless it already says the same).
+/// Sets `type_` (replacing one of the same type unless it already says the
+/// same: [`conditions::set`]).
 fn set_condition(status: &mut JobStatus, new: JobCondition) {
-    let conditions = status.conditions.get_or_insert_default();
-    if conditions
-        .iter()
-        .any(|c| c.type_ == new.type_ && c.status == new.status && c.reason == new.reason)
-    {
-        return;
-    }
-    conditions.retain(|c| c.type_ != new.type_);
-    conditions.push(new);
+    conditions::set(status.conditions.get_or_insert_default(), new);
 }
 
 async fn reconcile(job: Arc<Job>, context: Arc<Context>) -> Result<Action, Error> {

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
+use crate::api::conditions;
+
 /// State of one CRI container (one attempt of a pod container).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
@@ -295,14 +297,9 @@ pub fn pod_status(o: &Observed) -> Value {
         .collect();
     let condition = |kind: &str, ok: bool, reason: &str, message: String| {
         let status = if ok { "True" } else { "False" };
-        let since = previous["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
-            .filter(|c| c["status"] == status)
-            .and_then(|c| c["lastTransitionTime"].as_str())
-            .unwrap_or(o.now)
-            .to_string();
-        let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
+        let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": o.now});
+        let before = previous["conditions"].as_array();
+        conditions::carry_transition(before.map_or(&[][..], Vec::as_slice), &mut c);
         if !ok && !reason.is_empty() {
             c["reason"] = json!(reason);
             if !message.is_empty() {

@@ -18,6 +18,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::{LookupSpan, Scope};
 
+use crate::gofmt;
+
 /// Layout of the log lines (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -632,7 +634,7 @@ fn format_text_stamped(entry: &Entry<'_>, stamp: Option<(&DateTime<Local>, u32)>
             let _ = write!(out, "{severity} {file}:{line}] ");
         }
     }
-    go_quote(entry.message, &mut out);
+    gofmt::quote_into(entry.message, &mut out);
     if let Some(err) = entry.hoisted_err() {
         write_text_pair(ERR_KEY, err, &mut out);
     }
@@ -685,7 +687,7 @@ fn write_text_pair(key: &str, value: &Value, out: &mut String) {
         Value::Str(s) if s.contains('\n') => write_multiline(s, out),
         Value::Str(s) => {
             out.push('=');
-            go_quote(s, out);
+            gofmt::quote_into(s, out);
         }
         Value::I64(n) => {
             let _ = write!(out, "={n}");
@@ -701,7 +703,7 @@ fn write_text_pair(key: &str, value: &Value, out: &mut String) {
         }
         Value::F64(f) => {
             out.push('=');
-            go_float(*f, out);
+            gofmt::float_into(*f, out);
         }
         Value::Bool(b) => {
             let _ = write!(out, "={b}");
@@ -774,99 +776,6 @@ fn json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Go's `strconv.Quote`: a double-quoted literal with `\a \b \f \n \r \t \v`,
-/// `\xHH` for other ASCII controls and `\uHHHH`/`\UHHHHHHHH` for other
-/// non-printable characters. Unassigned code points count as printable.
-fn go_quote(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if go_printable(c) => out.push(c),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if (c as u32) < 0x10000 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", c as u32);
-            }
-        }
-    }
-    out.push('"');
-}
-
-/// Go's `unicode.IsPrint` as far as std can tell: not a control, no space but
-/// U+0020, not a format character, private-use or non-character code point.
-fn go_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    !matches!(
-        c as u32,
-        0xAD | 0x600..=0x605
-            | 0x61C
-            | 0x6DD
-            | 0x70F
-            | 0x890..=0x891
-            | 0x8E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x202A..=0x202E
-            | 0x2060..=0x206F
-            | 0xE000..=0xF8FF
-            | 0xFDD0..=0xFDEF
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0xFFFE..=0xFFFF
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-            | 0xF0000..=0x10FFFF
-    ) && (c as u32 & 0xFFFE) != 0xFFFE
-}
-
-/// Go's `%v` for a float64: shortest digits, exponent form (`1e+06`,
-/// `1e-05`) below 1e-4 and from 1e6 on.
-fn go_float(f: f64, out: &mut String) {
-    if f.is_nan() {
-        out.push_str("NaN");
-        return;
-    }
-    if f.is_infinite() {
-        out.push_str(if f > 0.0 { "+Inf" } else { "-Inf" });
-        return;
-    }
-    let sci = format!("{f:e}");
-    let Some((mantissa, exp)) = sci.split_once('e') else {
-        let _ = write!(out, "{f}");
-        return;
-    };
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if f != 0.0 && !(-4..6).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        let _ = write!(out, "{mantissa}e{sign}{:02}", exp.unsigned_abs());
-    } else {
-        let _ = write!(out, "{f}");
-    }
-}
-
 fn basename(path: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
@@ -937,18 +846,6 @@ mod tests {
         for (k, v) in kvs {
             write_text_pair(k, v, &mut out);
         }
-        out
-    }
-
-    fn quoted(s: &str) -> String {
-        let mut out = String::new();
-        go_quote(s, &mut out);
-        out
-    }
-
-    fn float(f: f64) -> String {
-        let mut out = String::new();
-        go_float(f, &mut out);
         out
     }
 
@@ -1039,36 +936,6 @@ mod tests {
         // The message itself is always quoted on one line.
         let line = format_text(&entry(Level::INFO, "a\nb", &[]), &fixed_time(), 1);
         assert!(line.ends_with("] \"a\\nb\"\n"), "{line}");
-    }
-
-    #[test]
-    fn go_quote_matches_strconv_quote() {
-        assert_eq!(quoted("plain"), r#""plain""#);
-        assert_eq!(quoted(r#"say "hi" \ bye"#), r#""say \"hi\" \\ bye""#);
-        assert_eq!(quoted("\x07\x08\x0c\n\r\t\x0b"), r#""\a\b\f\n\r\t\v""#);
-        assert_eq!(quoted("\x00\x1b\x7f"), r#""\x00\x1b\x7f""#);
-        assert_eq!(quoted("héllo 世界 🦀"), "\"héllo 世界 🦀\"");
-        assert_eq!(quoted("\u{a0}\u{200b}\u{feff}"), r#""\u00a0\u200b\ufeff""#);
-        assert_eq!(quoted("\u{85}"), r#""\u0085""#);
-        assert_eq!(quoted("\u{e0001}\u{10fffd}"), r#""\U000e0001\U0010fffd""#);
-    }
-
-    #[test]
-    fn go_float_matches_percent_v() {
-        assert_eq!(float(0.25), "0.25");
-        assert_eq!(float(3.0), "3");
-        assert_eq!(float(0.0), "0");
-        assert_eq!(float(-0.0), "-0");
-        assert_eq!(float(123456.0), "123456");
-        assert_eq!(float(1e6), "1e+06");
-        assert_eq!(float(1234567.0), "1.234567e+06");
-        assert_eq!(float(-2.5e21), "-2.5e+21");
-        assert_eq!(float(1e100), "1e+100");
-        assert_eq!(float(0.0001), "0.0001");
-        assert_eq!(float(0.00001), "1e-05");
-        assert_eq!(float(f64::NAN), "NaN");
-        assert_eq!(float(f64::INFINITY), "+Inf");
-        assert_eq!(float(f64::NEG_INFINITY), "-Inf");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::helpers::{go_float, go_json, name, opt_int, parse_time, since, str_at};
+use super::helpers::{go_json, name, opt_int, parse_time, since, str_at};
 use super::jsonpath::{self, Step};
 use super::{CREATED_DESC, ColumnDefinition, NAME, Printer};
 
@@ -92,7 +92,7 @@ fn print_result(v: &Value) -> String {
         Value::Null => "<no value>".to_string(),
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) if n.is_f64() => go_float(n.as_f64().unwrap_or(0.0)),
+        Value::Number(n) if n.is_f64() => crate::gofmt::float(n.as_f64().unwrap_or(0.0)),
         Value::Number(n) => n.to_string(),
         Value::Array(_) | Value::Object(_) => go_json(v),
     }

@@ -248,45 +248,6 @@ pub(crate) fn condition_true(v: &Value, ptr: &str, kind: &str) -> bool {
     condition(v, ptr, kind).is_some_and(|c| str_at(c, "/status") == "True")
 }
 
-/// A float formatted like Go's `fmt.Print` (%v: shortest digits, exponent form
-/// when the decimal exponent is below -4 or at least 6).
-pub(crate) fn go_float(f: f64) -> String {
-    go_float_with(f, |exp| !(-4..6).contains(&exp))
-}
-
-/// Formats `f` with the shortest digits, in exponent form when `use_exp(exponent)`.
-fn go_float_with(f: f64, use_exp: impl Fn(i32) -> bool) -> String {
-    if !f.is_finite() {
-        return if f.is_nan() {
-            "NaN"
-        } else if f > 0.0 {
-            "+Inf"
-        } else {
-            "-Inf"
-        }
-        .to_string();
-    }
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if f != 0.0 && use_exp(exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exp.abs());
-    }
-    let plain = format!("{f}");
-    plain.strip_suffix(".0").unwrap_or(&plain).to_string()
-}
-
-/// A float formatted like Go's encoding/json: exponent form below 1e-6 or from 1e21,
-/// without zero-padding a negative exponent.
-pub(crate) fn go_json_float(f: f64) -> String {
-    let s = go_float_with(f, |exp| !(-6..21).contains(&exp));
-    match s.split_once("e-0") {
-        Some((m, e)) => format!("{m}e-{e}"),
-        None => s,
-    }
-}
-
 /// Serializes like Go's encoding/json: sorted object keys, HTML-safe escaping.
 pub(crate) fn go_json(v: &Value) -> String {
     let mut out = String::new();
@@ -298,7 +259,9 @@ fn write_go_json(v: &Value, out: &mut String) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) if n.is_f64() => out.push_str(&go_json_float(n.as_f64().unwrap_or(0.0))),
+        Value::Number(n) if n.is_f64() => {
+            out.push_str(&crate::gofmt::json_float(n.as_f64().unwrap_or(0.0)))
+        }
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::String(s) => write_go_string(s, out),
         Value::Array(items) => {
@@ -379,18 +342,11 @@ mod tests {
     }
 
     #[test]
-    fn go_number_and_json_formatting() {
-        assert_eq!(go_float(1.5), "1.5");
-        assert_eq!(go_float(5.0), "5");
-        assert_eq!(go_float(1e21), "1e+21");
-        assert_eq!(go_float(1e6), "1e+06");
-        assert_eq!(go_float(123456.0), "123456");
-        assert_eq!(go_float(0.00001), "1e-05");
+    fn go_json_sorts_keys_and_escapes_html() {
         assert_eq!(
-            go_json(&json!({"b": [1, 2.5], "a": "<x>"})),
-            r#"{"a":"\u003cx\u003e","b":[1,2.5]}"#
+            go_json(&json!({"b": [1, 2.5e-7], "a": "<x>"})),
+            r#"{"a":"\u003cx\u003e","b":[1,2.5e-7]}"#
         );
-        assert_eq!(go_json_float(1e-7), "1e-7");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
+use crate::gofmt;
+
 /// Prefix shared by the namespace labels and the audit annotations.
 pub const LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
 /// Namespace label holding the enforced level.
@@ -275,7 +277,11 @@ impl LabelError {
 
     /// The message without the field, as in a Status cause.
     pub fn body(&self) -> String {
-        format!("Invalid value: {}: {}", go_quote(&self.value), self.message)
+        format!(
+            "Invalid value: {}: {}",
+            gofmt::quote(&self.value),
+            self.message
+        )
     }
 }
 
@@ -311,9 +317,9 @@ pub fn aggregate_errors(errors: &[LabelError]) -> String {
 pub fn invalid_namespace_message(name: &str, errors: &[LabelError]) -> String {
     let agg = aggregate_errors(errors);
     if agg.is_empty() {
-        format!("Namespace {} is invalid", go_quote(name))
+        format!("Namespace {} is invalid", gofmt::quote(name))
     } else {
-        format!("Namespace {} is invalid: {agg}", go_quote(name))
+        format!("Namespace {} is invalid: {agg}", gofmt::quote(name))
     }
 }
 
@@ -744,7 +750,7 @@ fn app_armor_profile(pod: &Pod<'_>, _minor: u64) -> Option<Failure> {
     let mut values: Vec<String> = bad_types.into_iter().collect();
     let mut bad_annotations: Vec<String> = annotations(pod.meta)
         .filter(|(k, v)| k.starts_with(APPARMOR_ANNOTATION_PREFIX) && !allowed_annotation(v))
-        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .map(|(k, v)| format!("{k}={}", gofmt::quote(v)))
         .collect();
     if !bad_annotations.is_empty() {
         bad_annotations.sort();
@@ -944,7 +950,7 @@ fn seccomp_annotations_baseline(pod: &Pod<'_>) -> Option<Failure> {
         if let Some(v) = annotation(pod.meta, &key)
             && !valid(v)
         {
-            forbidden.insert(format!("{key}={}", go_quote(v)));
+            forbidden.insert(format!("{key}={}", gofmt::quote(v)));
         }
     }
     let listed = joined(&forbidden, ", ")?;
@@ -1209,7 +1215,7 @@ pub fn warning_message(level: Level, version: Version, violations: &[Violation])
 fn policy_message(verb: &str, level: Level, version: Version, violations: &[Violation]) -> String {
     format!(
         "{verb} PodSecurity {}: {}",
-        go_quote(&LevelVersion::new(level, version).to_string()),
+        gofmt::quote(&LevelVersion::new(level, version).to_string()),
         forbidden_detail(violations)
     )
 }
@@ -1222,7 +1228,7 @@ pub fn forbidden_status_message(resource: &str, name: &str, message: &str) -> St
     } else if name.is_empty() {
         format!("{resource} is forbidden: {message}")
     } else {
-        format!("{resource} {} is forbidden: {message}", go_quote(name))
+        format!("{resource} {} is forbidden: {message}", gofmt::quote(name))
     }
 }
 
@@ -1569,44 +1575,6 @@ fn counted_list(
 /// `container "a"` or `containers "a", "b"`; `None` when there are none.
 fn containers_phrase(names: &[String]) -> Option<String> {
     counted_list("container", "containers", names)
-}
-
-/// Quotes like Go's `%q`: backslash escapes for quotes, backslashes and
-/// non-printable characters. Go's notion of printable is approximated by
-/// excluding control characters, non-ASCII spaces and common format marks.
-fn go_quote(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control()
-                || (c.is_whitespace() && c != ' ')
-                || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}') =>
-            {
-                if (c as u32) < 0x10000 {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                } else {
-                    let _ = write!(out, "\\U{:08x}", c as u32);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -2791,13 +2759,5 @@ mod tests {
         assert!(is_ignored_pod_subresource("status"));
         assert!(!is_ignored_pod_subresource("ephemeralcontainers"));
         assert!(!is_ignored_pod_subresource(""));
-    }
-
-    #[test]
-    fn go_quoting() {
-        assert_eq!(go_quote("plain"), "\"plain\"");
-        assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
-        assert_eq!(go_quote("x\ny\u{1}\u{7f}"), r#""x\ny\x01\x7f""#);
-        assert_eq!(go_quote("é\u{a0}"), "\"é\\u00a0\"");
     }
 }
