@@ -120,15 +120,77 @@ impl LabelSelector {
         Self(requirements)
     }
 
-    /// The selector as a query string (`a=b,c in (d)`).
+    /// Builds a selector from a `metav1.LabelSelector` object as upstream's
+    /// `LabelSelectorAsSelector` does: a label value that is not a string,
+    /// an unknown operator, `In`/`NotIn` without values or
+    /// `Exists`/`DoesNotExist` with some are refused. Absent or null: empty.
+    pub fn from_object_checked(selector: Option<&Value>) -> Result<Self, InvalidSelector> {
+        let Some(selector) = selector.filter(|s| !s.is_null()) else {
+            return Ok(Self::default());
+        };
+        let mut requirements = Vec::new();
+        for (k, v) in selector
+            .get("matchLabels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let v = v.as_str().ok_or(InvalidSelector)?;
+            requirements.push(Requirement::Equals(k.clone(), v.into()));
+        }
+        for expr in selector
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = expr.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<String> = expr
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            let operator = expr.get("operator").and_then(Value::as_str).unwrap_or("");
+            let fits = match operator {
+                "In" | "NotIn" => !values.is_empty(),
+                "Exists" | "DoesNotExist" => values.is_empty(),
+                _ => false,
+            };
+            if !fits {
+                return Err(InvalidSelector);
+            }
+            requirements.push(requirement(operator, key.into(), values));
+        }
+        Ok(Self(requirements))
+    }
+
+    /// The selector as upstream's `Selector.String()` prints it:
+    /// requirements ordered by key, set values sorted (`a=b,c in (d,e),!f`).
     pub fn to_query(&self) -> String {
-        self.0
-            .iter()
+        let key = |r: &Requirement| match r {
+            Requirement::Equals(k, _)
+            | Requirement::NotEquals(k, _)
+            | Requirement::In(k, _)
+            | Requirement::NotIn(k, _)
+            | Requirement::Exists(k)
+            | Requirement::DoesNotExist(k) => k.clone(),
+        };
+        let sorted = |vs: &[String]| {
+            let mut vs = vs.to_vec();
+            vs.sort();
+            vs.join(",")
+        };
+        let mut requirements: Vec<&Requirement> = self.0.iter().collect();
+        requirements.sort_by_key(|r| key(r));
+        requirements
+            .into_iter()
             .map(|r| match r {
                 Requirement::Equals(k, v) => format!("{k}={v}"),
                 Requirement::NotEquals(k, v) => format!("{k}!={v}"),
-                Requirement::In(k, vs) => format!("{k} in ({})", vs.join(",")),
-                Requirement::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+                Requirement::In(k, vs) => format!("{k} in ({})", sorted(vs)),
+                Requirement::NotIn(k, vs) => format!("{k} notin ({})", sorted(vs)),
                 Requirement::Exists(k) => k.clone(),
                 Requirement::DoesNotExist(k) => format!("!{k}"),
             })
@@ -136,6 +198,10 @@ impl LabelSelector {
             .join(",")
     }
 }
+
+/// A `metav1.LabelSelector` upstream cannot turn into a selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidSelector;
 
 /// A `matchExpressions` entry's requirement (an unknown operator matches
 /// only objects without the key).

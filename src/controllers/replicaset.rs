@@ -197,7 +197,7 @@ mod tests {
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "canary", "operator": "DoesNotExist"}]
         }))
         .unwrap();
-        assert_eq!(selector_string(&selector), "app=web,tier in (a,b),!canary");
+        assert_eq!(selector_string(&selector), "app=web,!canary,tier in (a,b)");
     }
 
     #[test]

@@ -136,43 +136,11 @@ pub(crate) fn format_labels(map: Option<&Map<String, Value>>) -> String {
     non_empty_or(&pairs.join(","), NONE)
 }
 
-/// Why a label selector could not be turned into a selector.
-#[derive(Debug, PartialEq)]
-pub(crate) struct InvalidSelector;
+pub(crate) use crate::api::selectors::InvalidSelector;
 
 /// The string form of a metav1 LabelSelector ("" for a nil or empty one).
 pub(crate) fn selector_string(sel: Option<&Value>) -> Result<String, InvalidSelector> {
-    let Some(sel) = sel.filter(|s| !s.is_null()) else {
-        return Ok(String::new());
-    };
-    let mut reqs: Vec<(String, String)> = Vec::new();
-    for (k, v) in obj(sel, "/matchLabels").into_iter().flatten() {
-        let value = v.as_str().ok_or(InvalidSelector)?;
-        reqs.push((k.clone(), format!("{k}={value}")));
-    }
-    for expr in arr(sel, "/matchExpressions") {
-        reqs.push((str_at(expr, "/key").to_string(), requirement(expr)?));
-    }
-    reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    let parts: Vec<String> = reqs.into_iter().map(|(_, s)| s).collect();
-    Ok(parts.join(","))
-}
-
-/// One matchExpressions entry as a selector requirement string.
-fn requirement(expr: &Value) -> Result<String, InvalidSelector> {
-    let key = str_at(expr, "/key");
-    let mut values: Vec<&str> = arr(expr, "/values")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    values.sort_unstable();
-    match (str_at(expr, "/operator"), values.is_empty()) {
-        ("In", false) => Ok(format!("{key} in ({})", values.join(","))),
-        ("NotIn", false) => Ok(format!("{key} notin ({})", values.join(","))),
-        ("Exists", true) => Ok(key.to_string()),
-        ("DoesNotExist", true) => Ok(format!("!{key}")),
-        _ => Err(InvalidSelector),
-    }
+    crate::api::selectors::LabelSelector::from_object_checked(sel).map(|s| s.to_query())
 }
 
 /// A label selector for display: "<none>" when empty, "<error>" when invalid.
