@@ -6,7 +6,8 @@
 //! (`KELP_BENCH_IDLE_SECONDS`, default 600 as issue 19 asks) prints, for
 //! kelp and for its containerd:
 //! - bytes written to disk per second (`/proc/PID/io` `write_bytes`);
-//! - CPU as a share of one core (`/proc/PID/stat` utime + stime);
+//! - CPU as a share of one core (`/proc/PID/stat` utime + stime), and the
+//!   CPU of the commands kelp ran and waited for (cutime + cstime);
 //! - the store writes per second by operation and resource (from
 //!   `etcd_requests_total`), which say what the writes are for;
 //!
@@ -24,7 +25,7 @@ mod common;
 mod support;
 
 use common::{BUSYBOX, Server};
-use support::cpu_seconds;
+use support::{children_cpu_seconds, cpu_seconds};
 
 const PODS: usize = 20;
 
@@ -71,6 +72,8 @@ struct Sample {
     at: Instant,
     kelp: (u64, f64),
     containerd: (u64, f64),
+    /// CPU of the commands kelp ran (iptables, …) and waited for.
+    commands: f64,
     writes: BTreeMap<(String, String), f64>,
 }
 
@@ -79,6 +82,7 @@ fn sample(kelp: u32, containerd: u32, kubectl: &common::Kubectl) -> Sample {
         at: Instant::now(),
         kelp: (write_bytes(kelp), cpu_seconds(kelp)),
         containerd: (write_bytes(containerd), cpu_seconds(containerd)),
+        commands: children_cpu_seconds(kelp),
         writes: store_writes(kubectl),
     }
 }
@@ -139,6 +143,10 @@ fn main() {
             (c1 - c0) / seconds * 100.0
         );
     }
+    println!(
+        "  kelp's commands (iptables, …)      CPU {:>6.2} % of a core",
+        (after.commands - before.commands) / seconds * 100.0
+    );
     // The samples' own /metrics reads are GETs, not writes.
     let mut causes: Vec<(f64, String)> = after
         .writes

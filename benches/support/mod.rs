@@ -29,20 +29,30 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// CPU seconds a process has used (user + system).
 pub fn cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(pid, 11)
+}
+
+/// CPU seconds used by the children a process has waited for (user +
+/// system): the commands it runs (iptables, mount, …) are its work too.
+pub fn children_cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(pid, 13)
+}
+
+/// The sum of two consecutive tick fields of `/proc/PID/stat`, counted
+/// from the field after the command, in seconds.
+fn stat_seconds(pid: u32, first: usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command (which may hold spaces) in parentheses.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // /proc reports in USER_HZ, 100 on Linux whatever the kernel's HZ.
-    ticks as f64 / 100.0
+    (field(first) + field(first + 1)) as f64 / 100.0
 }
 
 /// One keep-alive HTTPS/1.1 connection authenticated with the admin certificate.

@@ -12,6 +12,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::api::conditions;
+
 /// The kubelet version Nodes report (the API version kelp serves).
 pub const KUBELET_VERSION: &str = concat!("v1.33.0+kelp-", env!("CARGO_PKG_VERSION"));
 /// How long a Lease stays valid without renewal (upstream's default).
@@ -284,16 +286,11 @@ pub fn status(
     let pid_pressure = r.pids.0 * 100 > r.pids.1 * 90;
     let condition = |kind: &str, status: bool, reason: &str, message: &str| {
         let status = if status { "True" } else { "False" };
-        // lastTransitionTime moves only when the status flips.
-        let since = previous
-            .and_then(|p| p["conditions"].as_array())
-            .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
-            .filter(|c| c["status"] == status)
-            .and_then(|c| c["lastTransitionTime"].as_str())
-            .unwrap_or(now)
-            .to_string();
-        json!({"type": kind, "status": status, "reason": reason, "message": message,
-               "lastHeartbeatTime": now, "lastTransitionTime": since})
+        let mut c = json!({"type": kind, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now});
+        let before = previous.and_then(|p| p["conditions"].as_array());
+        conditions::carry_transition(before.map_or(&[][..], Vec::as_slice), &mut c);
+        c
     };
     let (ready_status, ready_reason, ready_message) = match &ready {
         Ok(()) => (
@@ -433,7 +430,7 @@ pub async fn heartbeat(client: kube::Client, config: NodeConfig, machine: impl M
     let mut last_posted: Option<std::time::Instant> = None;
     let mut ticker = tokio::time::interval(HEARTBEAT);
     loop {
-        ticker.tick().await;
+        let tick = ticker.tick().await;
         if let Err(e) = renew_lease(&leases, &nodes, &config.name).await {
             tracing::warn!(err = %format!("{e:#}"), "renewing the node lease");
         }
@@ -471,7 +468,11 @@ pub async fn heartbeat(client: kube::Client, config: NodeConfig, machine: impl M
             .patch_status(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => last_posted = Some(std::time::Instant::now()),
+            // Timed from the tick, not the reply: the report then falls due
+            // on the 30th tick exactly, always before the store's deadline
+            // for the renewals it holds meanwhile (first held a tick after
+            // this post), so one commit carries both.
+            Ok(_) => last_posted = Some(tick.into_std()),
             Err(e) => tracing::warn!(err = %e, "posting node status"),
         }
     }

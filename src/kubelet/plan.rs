@@ -17,8 +17,10 @@ pub const RESTART_BACKOFF_START: Duration = Duration::from_secs(10);
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long has its back-off forgotten.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
-/// When to look again if nothing else wakes the worker.
-pub const RESYNC: Duration = Duration::from_secs(10);
+/// When to look again if nothing else wakes the worker (upstream's
+/// `--sync-frequency`): the runtime relist wakes it when a container or
+/// sandbox changes, a probe when its verdict does, and back-offs shorten it.
+pub const RESYNC: Duration = Duration::from_secs(60);
 /// When to look again after killing a container (to start its successor).
 const AFTER_KILL: Duration = Duration::from_millis(100);
 

@@ -198,7 +198,7 @@ impl PodWorker {
                 if let Some(id) = stop {
                     self.runtime.stop_sandbox(&id).await;
                 }
-                return Ok(plan::RESYNC * 6);
+                return Ok(plan::RESYNC);
             }
             SandboxStep::Wait(left) => return Ok(left),
             SandboxStep::Use(id) => id,

@@ -106,9 +106,38 @@ impl PolicyEnforcer {
                 .collect();
             let all: Vec<NetworkPolicy> = policies.state().iter().map(|p| (**p).clone()).collect();
             let rendered = rules::render(&all, &infos, &labels, &existing);
-            // A resync writes anyway: it repairs rules others changed.
-            if due == crate::runtime::Due::Change && written.as_ref() == Some(&rendered.text) {
-                continue;
+            // A resync with nothing new looks whether the rules are still in
+            // place (one iptables-save), and writes them again if not.
+            if written.as_ref() == Some(&rendered.text) {
+                let unchanged = match due {
+                    crate::runtime::Due::Change => true,
+                    crate::runtime::Due::Resync => {
+                        let (text, bridge) = (rendered.text.clone(), self.bridge.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let jumps = rules::jumps(&bridge);
+                            let args: Vec<Vec<&str>> = jumps
+                                .iter()
+                                .map(|(_, args)| args.iter().map(String::as_str).collect())
+                                .collect();
+                            let jumps: Vec<iptables::Jump> = jumps
+                                .iter()
+                                .zip(&args)
+                                .map(|((chain, _), args)| iptables::Jump {
+                                    table: "filter",
+                                    chain,
+                                    args,
+                                    first: true,
+                                })
+                                .collect();
+                            iptables::still_in_place(&text, &jumps)
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                };
+                if unchanged {
+                    continue;
+                }
             }
             let text = rendered.text.clone();
             let bridge = self.bridge.clone();

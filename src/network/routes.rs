@@ -296,6 +296,13 @@ pub struct Plan {
     pub fdb: Vec<FdbEntry>,
 }
 
+impl Plan {
+    /// Whether this node wants nothing routed (it is alone).
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.neighbours.is_empty() && self.fdb.is_empty()
+    }
+}
+
 /// What this node wants, given every node it knows of (itself included, it
 /// is skipped by name). Peers are taken in name order; a pod CIDR claimed
 /// twice is routed to the first claimant only, so the kernel is never asked
@@ -943,13 +950,18 @@ async fn delete_vxlan_device(handle: &Handle) -> Result<()> {
 /// tried; failures are reported together. Returns what was decided.
 pub async fn apply(handle: &Handle, backend: Backend, plan: &Plan) -> Result<Changes> {
     let vxlan_index = if backend == Backend::Vxlan {
-        let link = link_by_name(handle, VXLAN_DEVICE)
-            .await?
-            .ok_or_else(|| Error::Netlink {
-                what: VXLAN_DEVICE.into(),
-                detail: "does not exist; ensure_vxlan must run first".into(),
-            })?;
-        Some(link.header.index)
+        match link_by_name(handle, VXLAN_DEVICE).await? {
+            Some(link) => Some(link.header.index),
+            // Alone in the cluster: no tunnel yet, and none needed (only
+            // routes kelp made some other way can be left to delete).
+            None if plan.is_empty() => None,
+            None => {
+                return Err(Error::Netlink {
+                    what: VXLAN_DEVICE.into(),
+                    detail: "does not exist; ensure_vxlan must run first".into(),
+                });
+            }
+        }
     } else {
         delete_vxlan_device(handle).await?;
         None

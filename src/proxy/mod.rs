@@ -153,6 +153,10 @@ async fn run(
         .filter(|c| rules::PER_SERVICE_PREFIXES.iter().any(|p| c.starts_with(p)))
         .collect();
     let mut jumps_checked: Option<Instant> = None;
+    // What the last successful pass wrote: a change that leaves the rules as
+    // they were (a pod's readiness elsewhere) writes nothing, and a resync
+    // first looks whether they are still in place.
+    let mut written: Option<String> = None;
     let mut passes = crate::runtime::passes(changes.boxed(), RESYNC, Duration::from_millis(10));
     while let Some(due) = passes.next().await {
         if due == crate::runtime::Due::Resync {
@@ -163,6 +167,26 @@ async fn run(
         prepare_host(&config.bridge, false);
         let ports = rules::all_service_ports(&services.state(), &slices.state(), &config.node_name);
         let rendered = rules::render(&ports, &config.cluster_cidr, &existing);
+        if written.as_ref() == Some(&rendered.text) {
+            let unchanged = match due {
+                crate::runtime::Due::Change => true,
+                crate::runtime::Due::Resync => {
+                    let text = rendered.text.clone();
+                    tokio::task::spawn_blocking(move || {
+                        iptables::still_in_place(&text, &rules::JUMPS.map(rules::jump))
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
+            };
+            if unchanged {
+                last_sync.set_now();
+                metrics
+                    .last
+                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                continue;
+            }
+        }
         let text = rendered.text.clone();
         let check_jumps = jumps_checked.is_none();
         let applied = tokio::task::spawn_blocking(move || {
@@ -182,6 +206,7 @@ async fn run(
                     jumps_checked = Some(Instant::now());
                 }
                 existing = rendered.chains;
+                written = Some(rendered.text.clone());
                 metrics.duration.observe(started.elapsed().as_secs_f64());
                 metrics
                     .last

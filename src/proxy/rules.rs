@@ -161,6 +161,19 @@ pub const JUMPS: [(&str, &str, &[&str]); 8] = [
     ),
 ];
 
+/// One of [`JUMPS`] as the resync's check takes it (present anywhere in
+/// its chain: it is inserted first, but others may insert before it).
+pub fn jump(
+    (table, chain, args): (&'static str, &'static str, &'static [&'static str]),
+) -> crate::network::iptables::Jump<'static> {
+    crate::network::iptables::Jump {
+        table,
+        chain,
+        args,
+        first: false,
+    }
+}
+
 /// One endpoint of a Service port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
