@@ -82,42 +82,10 @@ impl LabelSelector {
         Self(requirements)
     }
 
-    /// Builds a selector from a `metav1.LabelSelector` object.
+    /// Builds a selector from a `metav1.LabelSelector` object, leniently:
+    /// an unknown operator matches only objects without the key.
     pub fn from_object(selector: &Value) -> Self {
-        let mut requirements = Vec::new();
-        for (k, v) in selector
-            .get("matchLabels")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            requirements.push(Requirement::Equals(
-                k.clone(),
-                v.as_str().unwrap_or("").into(),
-            ));
-        }
-        for expr in selector
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let key = expr
-                .get("key")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let values: Vec<String> = expr
-                .get("values")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect();
-            let operator = expr.get("operator").and_then(Value::as_str).unwrap_or("");
-            requirements.push(requirement(operator, key, values));
-        }
-        Self(requirements)
+        Self::read_object(selector, false).unwrap_or_default()
     }
 
     /// Builds a selector from a `metav1.LabelSelector` object as upstream's
@@ -125,9 +93,14 @@ impl LabelSelector {
     /// an unknown operator, `In`/`NotIn` without values or
     /// `Exists`/`DoesNotExist` with some are refused. Absent or null: empty.
     pub fn from_object_checked(selector: Option<&Value>) -> Result<Self, InvalidSelector> {
-        let Some(selector) = selector.filter(|s| !s.is_null()) else {
-            return Ok(Self::default());
-        };
+        match selector.filter(|s| !s.is_null()) {
+            Some(selector) => Self::read_object(selector, true),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// Reads a `metav1.LabelSelector`; only when `checked` can it fail.
+    fn read_object(selector: &Value, checked: bool) -> Result<Self, InvalidSelector> {
         let mut requirements = Vec::new();
         for (k, v) in selector
             .get("matchLabels")
@@ -135,7 +108,11 @@ impl LabelSelector {
             .into_iter()
             .flatten()
         {
-            let v = v.as_str().ok_or(InvalidSelector)?;
+            let v = match v.as_str() {
+                Some(v) => v,
+                None if checked => return Err(InvalidSelector),
+                None => "",
+            };
             requirements.push(Requirement::Equals(k.clone(), v.into()));
         }
         for expr in selector
@@ -158,7 +135,7 @@ impl LabelSelector {
                 "Exists" | "DoesNotExist" => values.is_empty(),
                 _ => false,
             };
-            if !fits {
+            if checked && !fits {
                 return Err(InvalidSelector);
             }
             requirements.push(requirement(operator, key.into(), values));

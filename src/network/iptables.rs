@@ -101,17 +101,7 @@ pub fn restore(input: &str) -> Result<(), String> {
 
 /// The user-defined chains of `table` (from `iptables-save`).
 pub fn chains(table: &str) -> Result<Vec<String>, String> {
-    let out = Command::new("iptables-save")
-        .args(["-t", table])
-        .output()
-        .map_err(|e| format!("running iptables-save: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "iptables-save -t {table}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(saved(&["-t", table])?
         .lines()
         .filter_map(|l| l.strip_prefix(':'))
         .filter_map(|l| l.split_whitespace().next())
@@ -121,12 +111,19 @@ pub fn chains(table: &str) -> Result<Vec<String>, String> {
 
 /// Every table's rules as `iptables-save` prints them.
 pub fn save() -> Result<String, String> {
+    saved(&[])
+}
+
+/// The output of `iptables-save ARGS`.
+fn saved(args: &[&str]) -> Result<String, String> {
     let out = Command::new("iptables-save")
+        .args(args)
         .output()
         .map_err(|e| format!("running iptables-save: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "iptables-save: {}",
+            "iptables-save {}: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }

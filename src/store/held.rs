@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use super::{Event, KeyValue, Revision};
 
-/// How long a held write may wait for a commit (upstream's node status
-/// report period: at idle, the Node's own status write takes the held
-/// renewals with it).
+/// How long a held write may wait for a commit: upstream's node status
+/// report period (5 minutes) and half a minute, so that at idle the Node's
+/// own status write takes the held renewals with it. (The kubelet renews
+/// its Lease a moment before it posts the status in the same heartbeat:
+/// with exactly 5 minutes the renewal's deadline came first, and two
+/// commits a second apart did the work of one.)
 #[cfg(not(test))]
-pub const HOLD_AT_MOST: Duration = Duration::from_secs(300);
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(330);
 #[cfg(test)]
 pub const HOLD_AT_MOST: Duration = Duration::from_millis(300);
 

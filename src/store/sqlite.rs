@@ -17,7 +17,7 @@
 //!
 //! Coalesced updates (`update_coalesced`: Lease renewals) are the one
 //! exception to "acknowledged = in the WAL": the writer holds them in
-//! memory ([`super::held`]) until its next commit, at most five minutes.
+//! memory ([`super::held`]) until its next commit, at most 5½ minutes.
 //! A `kill -9` may lose those renewals (never anything else); the store
 //! then continues its revisions [`super::snapshot::REVISION_BUMP`] higher
 //! at the next start, so none of the lost ones is handed out again.
@@ -690,8 +690,18 @@ fn apply_batch(
     mark: Option<bool>,
 ) -> rusqlite::Result<BatchOutcome> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Each held key's newest value only: the renewals before it were
+    // answered and broadcast already, and a Lease's history is worth no
+    // disk (at idle they were a third of a commit's pages). A watch that
+    // resumes from one of their revisions gets the newest.
+    let newest: std::collections::HashMap<&str, Revision> = held
+        .iter()
+        .map(|e| (e.kv.key.as_str(), e.kv.mod_revision))
+        .collect();
     for event in held {
-        write(&tx, &event.kv, EventKind::Updated)?;
+        if newest.get(event.kv.key.as_str()) == Some(&event.kv.mod_revision) {
+            write(&tx, &event.kv, EventKind::Updated)?;
+        }
     }
     if let Some(mark) = mark {
         tx.execute(
@@ -1517,6 +1527,24 @@ mod tests {
         assert!(committed_revision(&path, key) < rev);
         tokio::time::sleep(super::super::held::HOLD_AT_MOST * 3).await;
         assert_eq!(committed_revision(&path, key), rev);
+        // The log keeps the create, the first renewal (committed: it marks
+        // the store) and the newest; the one between was never written.
+        let logged: Vec<Revision> = Connection::open(&path)
+            .expect("open")
+            .prepare("SELECT rev FROM log WHERE key=?1 ORDER BY rev")
+            .expect("query")
+            .query_map([key], |r| r.get(0))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("revs");
+        assert_eq!(logged, [rev - 3, rev - 2, rev]);
+        // A watch resuming from the revision that was skipped gets the newest.
+        let mut watch = store.watch("/leases/", rev - 1).await.expect("watch");
+        let event = watch.next().await.expect("event").expect("ok");
+        assert_eq!(
+            (event.kv.mod_revision, event.kv.value),
+            (rev, b"r3".to_vec())
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

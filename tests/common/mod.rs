@@ -403,6 +403,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test's server log goes with its temp dir: show its tail
+        // (cargo test prints a failed test's output) to tell why.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!("--- the last {} lines of server.log ---", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
         // SIGTERM first so the server shuts down cleanly; SIGKILL if it lingers.
         self.stop();
         if self.node {
