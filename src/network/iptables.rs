@@ -283,30 +283,17 @@ mod tests {
         -A KUBE-SERVICES -d 10.43.0.1/32 -p tcp -j KUBE-SVC-A\n\
         -A KUBE-SVC-A -j DNAT --to-destination 10.42.0.5:80\n\
         -A KUBE-SVC-A -j DNAT --to-destination 10.42.0.6:80\nCOMMIT\n";
+    // Matched by containment: a jump names the words that identify it.
     const PORTALS: Jump = Jump {
         table: "nat",
         chain: "PREROUTING",
-        args: &[
-            "-m",
-            "comment",
-            "--comment",
-            "kubernetes service portals",
-            "-j",
-            "KUBE-SERVICES",
-        ],
+        args: &["kubernetes service portals", "-j", "KUBE-SERVICES"],
         first: false,
     };
     const POLICIES: Jump = Jump {
         table: "filter",
         chain: "FORWARD",
-        args: &[
-            "-m",
-            "comment",
-            "--comment",
-            "kelp network policies",
-            "-j",
-            "KELP-NETPOL",
-        ],
+        args: &["kelp network policies", "-j", "KELP-NETPOL"],
         first: true,
     };
 
