@@ -83,6 +83,27 @@ fn printable(c: char) -> bool {
 /// Go's `%v` for a float64: shortest digits, exponent form (`1e+06`,
 /// `1e-05`) below 1e-4 and from 1e6 on.
 pub fn float_into(f: f64, out: &mut String) {
+    float_with(f, -4..6, 2, out);
+}
+
+/// Go's `%v` for a float64 (`fmt.Print`).
+pub fn float(f: f64) -> String {
+    let mut out = String::new();
+    float_into(f, &mut out);
+    out
+}
+
+/// A float as Go's encoding/json writes it: exponent form below 1e-6 or
+/// from 1e21, the exponent without zero padding.
+pub fn json_float(f: f64) -> String {
+    let mut out = String::new();
+    float_with(f, -6..21, 1, &mut out);
+    out
+}
+
+/// Shortest digits; in exponent form (at least `width` exponent digits)
+/// when the decimal exponent is outside `plain`.
+fn float_with(f: f64, plain: std::ops::Range<i32>, width: usize, out: &mut String) {
     if f.is_nan() {
         out.push_str("NaN");
         return;
@@ -97,35 +118,12 @@ pub fn float_into(f: f64, out: &mut String) {
         return;
     };
     let exp: i32 = exp.parse().unwrap_or(0);
-    if f != 0.0 && !(-4..6).contains(&exp) {
+    if f != 0.0 && !plain.contains(&exp) {
         let sign = if exp < 0 { '-' } else { '+' };
-        let _ = write!(out, "{mantissa}e{sign}{:02}", exp.unsigned_abs());
+        let _ = write!(out, "{mantissa}e{sign}{:0width$}", exp.unsigned_abs());
     } else {
         let _ = write!(out, "{f}");
     }
-}
-
-/// Go's `%v` for a float64 (`fmt.Print`).
-pub fn float(f: f64) -> String {
-    let mut out = String::new();
-    float_into(f, &mut out);
-    out
-}
-
-/// A float as Go's encoding/json writes it: exponent form below 1e-6 or
-/// from 1e21, the exponent without zero padding.
-pub fn json_float(f: f64) -> String {
-    if !f.is_finite() || f == 0.0 {
-        return float(f);
-    }
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if (-6..21).contains(&exp) {
-        return format!("{f}");
-    }
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{}", exp.unsigned_abs())
 }
 
 /// `time.Duration.String()` of Go: "1h0m0s", "1.5s", "300ms", "0s".

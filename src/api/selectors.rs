@@ -16,6 +16,20 @@ enum Requirement {
     DoesNotExist(String),
 }
 
+impl Requirement {
+    /// The label it is about.
+    fn key(&self) -> &str {
+        match self {
+            Requirement::Equals(k, _)
+            | Requirement::NotEquals(k, _)
+            | Requirement::In(k, _)
+            | Requirement::NotIn(k, _)
+            | Requirement::Exists(k)
+            | Requirement::DoesNotExist(k) => k,
+        }
+    }
+}
+
 /// A parsed label selector; empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelSelector(Vec<Requirement>);
@@ -146,21 +160,13 @@ impl LabelSelector {
     /// The selector as upstream's `Selector.String()` prints it:
     /// requirements ordered by key, set values sorted (`a=b,c in (d,e),!f`).
     pub fn to_query(&self) -> String {
-        let key = |r: &Requirement| match r {
-            Requirement::Equals(k, _)
-            | Requirement::NotEquals(k, _)
-            | Requirement::In(k, _)
-            | Requirement::NotIn(k, _)
-            | Requirement::Exists(k)
-            | Requirement::DoesNotExist(k) => k.clone(),
-        };
         let sorted = |vs: &[String]| {
             let mut vs = vs.to_vec();
             vs.sort();
             vs.join(",")
         };
         let mut requirements: Vec<&Requirement> = self.0.iter().collect();
-        requirements.sort_by_key(|r| key(r));
+        requirements.sort_by(|a, b| a.key().cmp(b.key()));
         requirements
             .into_iter()
             .map(|r| match r {

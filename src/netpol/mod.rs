@@ -108,36 +108,29 @@ impl PolicyEnforcer {
             let rendered = rules::render(&all, &infos, &labels, &existing);
             // A resync with nothing new looks whether the rules are still in
             // place (one iptables-save), and writes them again if not.
-            if written.as_ref() == Some(&rendered.text) {
-                let unchanged = match due {
-                    crate::runtime::Due::Change => true,
-                    crate::runtime::Due::Resync => {
-                        let (text, bridge) = (rendered.text.clone(), self.bridge.clone());
-                        tokio::task::spawn_blocking(move || {
-                            let jumps = rules::jumps(&bridge);
-                            let args: Vec<Vec<&str>> = jumps
-                                .iter()
-                                .map(|(_, args)| args.iter().map(String::as_str).collect())
-                                .collect();
-                            let jumps: Vec<iptables::Jump> = jumps
-                                .iter()
-                                .zip(&args)
-                                .map(|((chain, _), args)| iptables::Jump {
-                                    table: "filter",
-                                    chain,
-                                    args,
-                                    first: true,
-                                })
-                                .collect();
-                            iptables::still_in_place(&text, &jumps)
-                        })
-                        .await
-                        .unwrap_or(false)
-                    }
-                };
-                if unchanged {
-                    continue;
-                }
+            let resync = due == crate::runtime::Due::Resync;
+            let bridge = self.bridge.clone();
+            if iptables::unchanged(written.as_deref(), &rendered.text, resync, move |text| {
+                let jumps = rules::jumps(&bridge);
+                let args: Vec<Vec<&str>> = jumps
+                    .iter()
+                    .map(|(_, args)| args.iter().map(String::as_str).collect())
+                    .collect();
+                let jumps: Vec<iptables::Jump> = jumps
+                    .iter()
+                    .zip(&args)
+                    .map(|((chain, _), args)| iptables::Jump {
+                        table: "filter",
+                        chain,
+                        args,
+                        first: true,
+                    })
+                    .collect();
+                iptables::still_in_place(text, &jumps)
+            })
+            .await
+            {
+                continue;
             }
             let text = rendered.text.clone();
             let bridge = self.bridge.clone();

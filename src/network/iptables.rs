@@ -186,6 +186,27 @@ pub fn still_in_place(restore: &str, jumps: &[Jump]) -> bool {
     save().is_ok_and(|saved| in_place(&saved, restore, jumps))
 }
 
+/// Whether a pass may leave its rules as they are: `text` is what it last
+/// wrote and, at a resync, `check` (given `text`; [`still_in_place`] with
+/// the pass's jumps) finds them still in place, run off the async threads.
+pub async fn unchanged(
+    written: Option<&str>,
+    text: &str,
+    resync: bool,
+    check: impl FnOnce(&str) -> bool + Send + 'static,
+) -> bool {
+    if written != Some(text) {
+        return false;
+    }
+    if !resync {
+        return true;
+    }
+    let text = text.to_string();
+    tokio::task::spawn_blocking(move || check(&text))
+        .await
+        .unwrap_or(false)
+}
+
 /// One table of an `iptables-save` or `iptables-restore` text: the chains
 /// it declares and its rule lines.
 #[derive(Default)]

@@ -167,25 +167,17 @@ async fn run(
         prepare_host(&config.bridge, false);
         let ports = rules::all_service_ports(&services.state(), &slices.state(), &config.node_name);
         let rendered = rules::render(&ports, &config.cluster_cidr, &existing);
-        if written.as_ref() == Some(&rendered.text) {
-            let unchanged = match due {
-                crate::runtime::Due::Change => true,
-                crate::runtime::Due::Resync => {
-                    let text = rendered.text.clone();
-                    tokio::task::spawn_blocking(move || {
-                        iptables::still_in_place(&text, &rules::JUMPS.map(rules::jump))
-                    })
-                    .await
-                    .unwrap_or(false)
-                }
-            };
-            if unchanged {
-                last_sync.set_now();
-                metrics
-                    .last
-                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                continue;
-            }
+        let resync = due == crate::runtime::Due::Resync;
+        if iptables::unchanged(written.as_deref(), &rendered.text, resync, |text| {
+            iptables::still_in_place(text, &rules::JUMPS.map(rules::jump))
+        })
+        .await
+        {
+            last_sync.set_now();
+            metrics
+                .last
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+            continue;
         }
         let text = rendered.text.clone();
         let check_jumps = jumps_checked.is_none();
