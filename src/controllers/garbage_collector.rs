@@ -96,9 +96,10 @@ type Objects = Box<dyn Fn() -> Option<Vec<Arc<dyn Metadata>>> + Send + Sync>;
 type Reader = fn(&Informers) -> (Objects, BoxStream<'static, ()>);
 
 fn shared<K: Shareable>(informers: &Informers) -> (Objects, BoxStream<'static, ()>) {
+    let informer = informers.informer::<K>();
     let (store, changes) = informers.cache::<K>();
     let objects: Objects = Box::new(move || {
-        crate::runtime::filled(&store).then(|| {
+        informer.filled().then(|| {
             store
                 .state()
                 .into_iter()

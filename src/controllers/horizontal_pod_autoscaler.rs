@@ -75,7 +75,7 @@ pub async fn run(context: Arc<super::Context>) {
     let client = context.client.clone();
     let (pods, pod_changes) = context.informers.cache::<Pod>();
     tokio::spawn(pod_changes.for_each(|_| async {}));
-    if pods.wait_until_ready().await.is_err() {
+    if !context.informers.informer::<Pod>().ready().await {
         return;
     }
     let ctx = Arc::new(Ctx {

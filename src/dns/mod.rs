@@ -162,9 +162,9 @@ struct Caches {
 
 impl Caches {
     async fn ready(&self) {
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.slices.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
+        crate::runtime::until_filled(&self.services).await;
+        crate::runtime::until_filled(&self.slices).await;
+        crate::runtime::until_filled(&self.namespaces).await;
     }
 
     fn index(&self, zone: &Name, cluster_ip: IpAddr) -> Index {

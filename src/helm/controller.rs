@@ -95,7 +95,7 @@ impl HelmController {
             kube::runtime::WatchStreamExt::default_backoff(config_events).for_each(|_| async {}),
         );
         // A chart planned without its config would run twice.
-        let _ = configs.wait_until_ready().await;
+        crate::runtime::until_filled(&configs).await;
         let controller = Controller::new(charts, watcher::Config::default());
         let secret_charts = controller.store();
         let secret_configs = configs.clone();

@@ -40,11 +40,11 @@ pub async fn run(client: kube::Client, node_name: String, node_ip: Ipv4Addr, bac
     let mut published_mac: Option<[u8; 6]> = None;
     // Plan only from a complete list: an empty store would delete every route.
     {
-        let ready = store.wait_until_ready();
+        let ready = crate::runtime::until_filled(&store);
         tokio::pin!(ready);
         loop {
             tokio::select! {
-                ready = &mut ready => if ready.is_err() { return } else { break },
+                ready = &mut ready => if ready { break } else { return },
                 change = changes.next() => if change.is_none() { return },
             }
         }

@@ -133,8 +133,8 @@ async fn run(
     // Drive the watches until both caches are filled: rules written from a
     // half-filled cache would cut live Services off.
     let ready = async {
-        let _ = services.wait_until_ready().await;
-        let _ = slices.wait_until_ready().await;
+        crate::runtime::until_filled(&services).await;
+        crate::runtime::until_filled(&slices).await;
     };
     tokio::pin!(ready);
     loop {

@@ -61,6 +61,12 @@ where
     pub store: Store<K>,
     changed: tokio::sync::watch::Receiver<u64>,
     revision: tokio::sync::watch::Receiver<u64>,
+    /// Whether the first list is in. Not the store's own
+    /// `wait_until_ready`: that wakes only the last of its waiters (one
+    /// oneshot receiver behind every clone of the store), and a probe of it
+    /// with a no-op waker (`now_or_never`) takes the wake-up from whoever
+    /// waits; a shared cache has many waiters and probes.
+    filled: tokio::sync::watch::Receiver<bool>,
     changes: tokio::sync::broadcast::Sender<Change<K>>,
 }
 
@@ -73,6 +79,7 @@ where
             store: self.store.clone(),
             changed: self.changed.clone(),
             revision: self.revision.clone(),
+            filled: self.filled.clone(),
             changes: self.changes.clone(),
         }
     }
@@ -113,6 +120,8 @@ impl Informers {
 
     /// The shared cache of every `K` in the cluster and a stream that
     /// yields after changes (bursts may count once), as [`cache`] gives.
+    /// Whether it is filled: [`Informer::filled`] and [`Informer::ready`],
+    /// never the store's own readiness (see [`Informer`]).
     pub fn cache<K: Shareable>(&self) -> (Store<K>, futures::stream::BoxStream<'static, ()>) {
         use futures::StreamExt;
         let informer = self.informer::<K>();
@@ -194,7 +203,13 @@ impl<K: Shareable> Informer<K> {
 
     /// Whether the cache holds a full list yet: nothing may act on it before.
     pub fn filled(&self) -> bool {
-        filled(&self.store)
+        *self.filled.borrow()
+    }
+
+    /// Waits until the cache holds a full list; false if its watch ended
+    /// first. Any number of tasks may wait at once.
+    pub async fn ready(&self) -> bool {
+        self.filled.clone().wait_for(|filled| *filled).await.is_ok()
     }
 
     /// Whether the cache has taken in every change up to `revision`, so a
@@ -220,6 +235,7 @@ fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
     .boxed();
     let (count, changed) = tokio::sync::watch::channel(0u64);
     let (newest, revision) = tokio::sync::watch::channel(0u64);
+    let (listed, filled) = tokio::sync::watch::channel(false);
     let (changes, _) = tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG);
     let sender = changes.clone();
     tokio::spawn(async move {
@@ -229,6 +245,8 @@ fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
                 Ok(Event::Apply(o) | Event::Delete(o)) => (o, true),
                 Ok(Event::InitApply(o)) => (o, false),
                 Ok(Event::InitDone) => {
+                    // The reflector has swapped the list into the store.
+                    listed.send_replace(true);
                     let _ = sender.send(Change::Relisted);
                     seen += 1;
                     count.send_replace(seen);
@@ -255,6 +273,7 @@ fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
         store,
         changed,
         revision,
+        filled,
         changes,
     }
 }
@@ -374,14 +393,32 @@ where
 
 /// Whether a cache made by [`cache`] holds a full list yet, without
 /// waiting (its change stream fills it while [`passes`] polls that
-/// stream): a loop must not act on a half-filled cache.
+/// stream): a loop must not act on a half-filled cache. Only for a cache
+/// its loop owns alone: the probe takes the store's one wake-up slot from
+/// any task awaiting `wait_until_ready` (a shared cache has
+/// [`Informer::filled`] and [`Informer::ready`]).
 pub fn filled<K>(store: &kube::runtime::reflector::Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     use futures::FutureExt;
-    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+    #[allow(clippy::disallowed_methods)] // the one probe of a cache with one owner
+    let ready = store.wait_until_ready();
+    matches!(ready.now_or_never(), Some(Ok(())))
+}
+
+/// Waits until a cache one task owns alone holds a full list (its change
+/// stream must be polled meanwhile); false if its watch ended first. A
+/// shared cache waits with [`Informer::ready`].
+pub async fn until_filled<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    #[allow(clippy::disallowed_methods)] // the one waiter of a cache with one owner
+    let ready = store.wait_until_ready();
+    ready.await.is_ok()
 }
 
 /// Why a pass of a cache-driven loop is due.
@@ -488,13 +525,39 @@ mod tests {
         let (_, changed) = tokio::sync::watch::channel(0);
         let (seen, revision) = tokio::sync::watch::channel(0);
         let (changes, _) = tokio::sync::broadcast::channel(4);
+        let (_, filled) = tokio::sync::watch::channel(true);
         let informer = Informer {
             store,
             changed,
             revision,
+            filled,
             changes,
         };
         (informer, writer, seen)
+    }
+
+    #[tokio::test]
+    async fn every_waiter_on_a_shared_cache_wakes_when_it_fills_whatever_probes_it_meanwhile() {
+        let (mut informer, _writer, _seen) = informer();
+        let (listed, filled) = tokio::sync::watch::channel(false);
+        informer.filled = filled;
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let informer = informer.clone();
+                tokio::spawn(async move { informer.ready().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // A controller's reconcile probes the cache while the others wait
+        // (with the store's own readiness, this took the wake-up).
+        assert!(!informer.filled());
+        tokio::task::yield_now().await;
+        listed.send_replace(true);
+        for waiter in waiters {
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+            assert!(matches!(woke, Ok(Ok(true))), "a waiter was not woken");
+        }
+        assert!(informer.filled());
     }
 
     #[test]

@@ -105,7 +105,7 @@ async fn run(
         }));
     }
     // A pass before both caches are filled would find pods and no nodes.
-    if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
+    if !informers.informer::<Pod>().ready().await || !informers.informer::<Node>().ready().await {
         anyhow::bail!("the scheduler's pod and node caches ended before they filled");
     }
     let storage = Storage {
