@@ -370,7 +370,7 @@ const BUILTIN: &[Row] = &[
         &["no"],
         NONE,
         &[Status, Proxy],
-        &Plain,
+        &strategy::core::Nodes,
     ),
     (
         "",

@@ -15,6 +15,7 @@ pub mod convert;
 pub mod discovery;
 pub mod flowcontrol;
 pub mod handlers;
+pub mod hooks;
 pub mod join;
 pub mod kubelet;
 pub mod mirror;
@@ -495,22 +496,11 @@ impl ApiState {
         self.call_webhooks(req, Operation::Create, Some(obj), None, Phase::Validating)
             .await?;
         let mut guards: Vec<_> = self.admit_quota(req, obj).await?.into_iter().collect();
-        match (req.rt.group.as_str(), req.rt.resource.as_str()) {
-            ("", "services") => {
-                guards.push(self.allocation.lock().await);
-                services::allocate(self, req, obj, None).await?;
-            }
-            ("", "nodes") => {
-                guards.push(self.allocation.lock().await);
-                nodes::allocate_pod_cidr(self, req, obj, None).await?;
-            }
-            ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                crate::api::crd::prepare(obj).map_err(|causes| {
-                    ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(obj), causes)
-                })?;
-            }
-            _ => {}
+        let hooks = hooks::of(&req.rt);
+        if hooks.allocates() {
+            guards.push(self.allocation.lock().await);
         }
+        hooks.before_write(self, req, obj, None).await?;
         Ok(guards)
     }
 
@@ -600,21 +590,12 @@ impl ApiState {
         if status_only {
             return Ok(());
         }
-        match (req.rt.group.as_str(), req.rt.resource.as_str()) {
-            ("", "services") => {
-                let _guard = self.allocation.lock().await;
-                services::allocate(self, req, new, Some(old)).await
-            }
-            ("", "nodes") => {
-                let _guard = self.allocation.lock().await;
-                nodes::allocate_pod_cidr(self, req, new, Some(old)).await
-            }
-            ("apiextensions.k8s.io", "customresourcedefinitions") => crate::api::crd::prepare(new)
-                .map_err(|causes| {
-                    ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(new), causes)
-                }),
-            _ => Ok(()),
-        }
+        let hooks = hooks::of(&req.rt);
+        let _guard = match hooks.allocates() {
+            true => Some(self.allocation.lock().await),
+            false => None,
+        };
+        hooks.before_write(self, req, new, Some(old)).await
     }
 
     /// Every stored object under `prefix`, decoded (what admission counts
@@ -917,31 +898,14 @@ impl ApiState {
     /// Hooks after a committed write at `revision`: CRDs change what is
     /// served; a policy write is in force before its writer hears back.
     pub async fn after_write(&self, rt: &ResourceType, obj: &Value, revision: Revision) {
-        if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
-            crate::api::crd::register(&self.registry, obj);
-        }
-        let graph_changes = rt.group.is_empty() && rt.resource == "pods" && {
-            // Only a newly bound pod changes what its node may read; status
-            // writes (most pod writes) leave the graph as it is.
-            let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str);
-            bound.is_some()
-                && self
-                    .authorizer
-                    .nodes()
-                    .node_of_pod(object::namespace(obj), object::name(obj))
-                    .as_deref()
-                    != bound
-        };
+        let graph_changes = hooks::of(rt).after_write(self, obj);
         self.policy_written(rt, revision, graph_changes).await;
     }
 
     /// Hooks after a committed delete at `revision`.
     pub async fn after_delete(&self, rt: &ResourceType, obj: &Value, revision: Revision) {
-        if rt.group == "apiextensions.k8s.io" && rt.resource == "customresourcedefinitions" {
-            crate::api::crd::unregister(&self.registry, obj);
-        }
-        let pod = rt.group.is_empty() && rt.resource == "pods";
-        self.policy_written(rt, revision, pod).await;
+        let graph_changes = hooks::of(rt).after_delete(self, obj);
+        self.policy_written(rt, revision, graph_changes).await;
     }
 
     /// Waits for the authorizers' mirrors to hold a write they judge by
@@ -956,38 +920,6 @@ impl ApiState {
         }
     }
 
-    /// Seconds a DELETE leaves the object for its owner to wind down (pods
-    /// on a node), or None for resources deleted at once.
-    pub fn deletion_grace(
-        &self,
-        rt: &ResourceType,
-        obj: &Value,
-        requested: Option<i64>,
-    ) -> Option<i64> {
-        (rt.group.is_empty() && rt.resource == "pods")
-            .then(|| crate::api::strategy::pod::deletion_grace(obj, requested))
-    }
-
-    /// Namespaces are finalized by the namespace controller, never deleted at once.
-    pub fn finalized_by_server(&self, rt: &ResourceType) -> bool {
-        rt.group.is_empty() && rt.resource == "namespaces"
-    }
-
-    /// Resources whose DELETE answers with the object rather than a Status.
-    pub fn returns_deleted_object(&self, rt: &ResourceType) -> bool {
-        rt.group.is_empty()
-            && matches!(
-                rt.resource.as_str(),
-                "pods" | "namespaces" | "services" | "nodes"
-            )
-    }
-
-    /// Extra changes when an object starts terminating.
-    pub fn mark_deleting(&self, rt: &ResourceType, obj: &mut Value) {
-        if rt.group.is_empty() && rt.resource == "namespaces" {
-            obj["status"] = json!({"phase": "Terminating"});
-        }
-    }
 }
 
 #[cfg(test)]

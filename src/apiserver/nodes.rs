@@ -13,8 +13,28 @@ use crate::api::{ApiError, FieldError, object};
 /// Prefix length of each node's pod CIDR.
 const NODE_PREFIX: u8 = 24;
 
+/// Nodes' storage hooks: the pod CIDR, allocated before the write.
+pub struct Nodes;
+
+#[async_trait::async_trait]
+impl super::hooks::StorageHooks for Nodes {
+    fn allocates(&self) -> bool {
+        true
+    }
+
+    async fn before_write(
+        &self,
+        state: &ApiState,
+        req: &Request,
+        node: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        allocate_pod_cidr(state, req, node, old).await
+    }
+}
+
 /// Gives a new node the first free /24, or keeps the one it asked for if free.
-pub async fn allocate_pod_cidr(
+async fn allocate_pod_cidr(
     state: &ApiState,
     req: &Request,
     node: &mut Value,

@@ -11,8 +11,29 @@ use super::handlers::Request;
 use crate::api::{ApiError, FieldError, object};
 pub use crate::network::cidr::Cidr;
 
+/// Services' storage hooks: the cluster IP and node ports, allocated
+/// before the write.
+pub struct Services;
+
+#[async_trait::async_trait]
+impl super::hooks::StorageHooks for Services {
+    fn allocates(&self) -> bool {
+        true
+    }
+
+    async fn before_write(
+        &self,
+        state: &ApiState,
+        req: &Request,
+        svc: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        allocate(state, req, svc, old).await
+    }
+}
+
 /// Fills in `spec.clusterIP(s)` and node ports, keeping what `old` had.
-pub async fn allocate(
+async fn allocate(
     state: &ApiState,
     req: &Request,
     svc: &mut Value,

@@ -201,6 +201,18 @@ impl Strategy for Namespaces {
     fn default(&self, obj: &mut Value) {
         default_field(obj, "/spec/finalizers", json!(["kubernetes"]));
     }
+
+    fn finalized_by_server(&self) -> bool {
+        true
+    }
+
+    fn mark_deleting(&self, obj: &mut Value) {
+        obj["status"] = json!({"phase": "Terminating"});
+    }
+
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
 }
 
 /// Secrets: `stringData` folded into `data`, immutable once so marked.
@@ -254,6 +266,20 @@ impl Strategy for Services {
 
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         validate_service(obj)
+    }
+
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+}
+
+/// Nodes: deleted at once, answered with the object.
+#[derive(Debug)]
+pub struct Nodes;
+
+impl Strategy for Nodes {
+    fn returns_deleted_object(&self) -> bool {
+        true
     }
 }
 

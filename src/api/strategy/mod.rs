@@ -45,6 +45,23 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
     fn coalescible(&self, _new: &Value, _old: &Value) -> bool {
         false
     }
+    /// Seconds a DELETE leaves the object for its owner to wind down (a
+    /// pod on its node), or None to delete it at once.
+    fn deletion_grace(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
+    }
+    /// Whether a DELETE only marks the object, for a controller of the
+    /// server's to finalize (namespaces), even without finalizers.
+    fn finalized_by_server(&self) -> bool {
+        false
+    }
+    /// Changes to an object as its DELETE marks it terminating.
+    fn mark_deleting(&self, _obj: &mut Value) {}
+    /// Whether a DELETE answers with the deleted object rather than a
+    /// Status (upstream's `ReturnDeletedObject`).
+    fn returns_deleted_object(&self) -> bool {
+        false
+    }
 }
 
 /// The strategy of resources with no rules of their own.
@@ -236,5 +253,35 @@ mod tests {
             validate_selector_matches(&json!({"spec": {}}))[0].field,
             "spec.selector"
         );
+    }
+
+    #[test]
+    fn deletes_wait_for_pods_and_namespaces_and_answer_with_the_object_where_upstream_does() {
+        let registry = crate::api::resources::Registry::new();
+        let rule = |resource: &str| registry.lookup("", "v1", resource).expect(resource).strategy;
+        // A pod on a node gets its grace period; nothing else waits.
+        let pod = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 30}});
+        assert_eq!(rule("pods").deletion_grace(&pod, None), Some(30));
+        assert_eq!(rule("configmaps").deletion_grace(&json!({}), Some(5)), None);
+        // Namespaces are finalized by the server and show Terminating.
+        assert!(rule("namespaces").finalized_by_server());
+        assert!(!rule("pods").finalized_by_server());
+        let mut ns = json!({"status": {"phase": "Active"}});
+        rule("namespaces").mark_deleting(&mut ns);
+        assert_eq!(ns["status"]["phase"], "Terminating");
+        for (resource, answers_object) in [
+            ("pods", true),
+            ("namespaces", true),
+            ("services", true),
+            ("nodes", true),
+            ("configmaps", false),
+            ("secrets", false),
+        ] {
+            assert_eq!(
+                rule(resource).returns_deleted_object(),
+                answers_object,
+                "{resource}"
+            );
+        }
     }
 }

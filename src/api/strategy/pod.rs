@@ -287,6 +287,14 @@ impl Strategy for Pods {
         prepare_for_create(obj);
     }
 
+    fn deletion_grace(&self, obj: &Value, requested: Option<i64>) -> Option<i64> {
+        Some(deletion_grace(obj, requested))
+    }
+
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
             default_spec(spec);

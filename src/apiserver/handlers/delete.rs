@@ -162,7 +162,7 @@ pub async fn delete_one(
             ));
         }
         let mut marked = obj.clone();
-        if let Some(grace) = state.deletion_grace(&req.rt, &obj, opts.grace_period)
+        if let Some(grace) = req.rt.strategy.deletion_grace(&obj, opts.grace_period)
             && grace > 0
         {
             // Graceful: the node stops the pod, then deletes it with grace 0.
@@ -198,7 +198,7 @@ pub async fn delete_one(
             }
             _ => {}
         }
-        let needs_finalizing = !finalizers.is_empty() || state.finalized_by_server(&req.rt);
+        let needs_finalizing = !finalizers.is_empty() || req.rt.strategy.finalized_by_server();
         if !needs_finalizing {
             if dry_run {
                 return Ok((StatusCode::OK, Some(obj)));
@@ -208,7 +208,7 @@ pub async fn delete_one(
                     state.after_delete(&req.rt, &obj, rev).await;
                     return Ok((
                         StatusCode::OK,
-                        state.returns_deleted_object(&req.rt).then_some(obj),
+                        req.rt.strategy.returns_deleted_object().then_some(obj),
                     ));
                 }
                 Err(crate::store::Error::Conflict { .. }) => continue,
@@ -230,7 +230,7 @@ pub async fn delete_one(
         meta.entry("deletionTimestamp")
             .or_insert_with(|| json!(object::now()));
         meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-        state.mark_deleting(&req.rt, &mut marked);
+        req.rt.strategy.mark_deleting(&mut marked);
         match write_marked(state, req, marked, kv.mod_revision, dry_run).await? {
             Some(marked) => return Ok((StatusCode::ACCEPTED, Some(marked))),
             None => continue,
