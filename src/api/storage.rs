@@ -68,13 +68,13 @@ pub fn volume_class(pv: &PersistentVolume) -> String {
         .unwrap_or_default()
 }
 
-fn quantity(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> f64 {
-    q.and_then(|q| crate::api::quantity::parse(&q.0))
-        .unwrap_or(0.0)
+fn quantity(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> i64 {
+    q.and_then(|q| crate::api::quantity::value(&q.0))
+        .unwrap_or(0)
 }
 
 /// The storage a claim asks for, in bytes.
-pub fn requested(claim: &PersistentVolumeClaim) -> f64 {
+pub fn requested(claim: &PersistentVolumeClaim) -> i64 {
     quantity(
         claim
             .spec
@@ -86,7 +86,7 @@ pub fn requested(claim: &PersistentVolumeClaim) -> f64 {
 }
 
 /// A volume's storage capacity, in bytes.
-pub fn capacity(pv: &PersistentVolume) -> f64 {
+pub fn capacity(pv: &PersistentVolume) -> i64 {
     quantity(
         pv.spec
             .as_ref()

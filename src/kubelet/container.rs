@@ -716,8 +716,7 @@ pub fn linux_resources(c: &Container) -> api::LinuxContainerResources {
             .map(|m| (m * 1024 / 1000).max(2))
             .unwrap_or(2),
         memory_limit_in_bytes: memory_limit
-            .and_then(|q| quantity::parse(&q))
-            .map(|b| b as i64)
+            .and_then(|q| quantity::value(&q))
             .unwrap_or(0),
         ..Default::default()
     }

@@ -51,10 +51,10 @@ fn container_requests(c: &Container) -> Requests {
     };
     Requests {
         cpu: get("cpu").and_then(quantity::milli).unwrap_or(0),
-        memory: get("memory").and_then(quantity::parse).unwrap_or(0.0) as i64,
+        memory: get("memory").and_then(quantity::value).unwrap_or(0),
         storage: get("ephemeral-storage")
-            .and_then(quantity::parse)
-            .unwrap_or(0.0) as i64,
+            .and_then(quantity::value)
+            .unwrap_or(0),
     }
 }
 
@@ -82,8 +82,8 @@ pub fn pod_requests(pod: &Pod) -> Requests {
                 .unwrap_or(0),
             memory: overhead
                 .get("memory")
-                .and_then(|q| quantity::parse(&q.0))
-                .unwrap_or(0.0) as i64,
+                .and_then(|q| quantity::value(&q.0))
+                .unwrap_or(0),
             storage: 0,
         };
     }
@@ -102,15 +102,15 @@ fn allocatable(node: &Node) -> (Requests, i64) {
         Requests {
             cpu: get("cpu").and_then(|q| quantity::milli(&q)).unwrap_or(0),
             memory: get("memory")
-                .and_then(|q| quantity::parse(&q))
-                .unwrap_or(0.0) as i64,
+                .and_then(|q| quantity::value(&q))
+                .unwrap_or(0),
             storage: get("ephemeral-storage")
-                .and_then(|q| quantity::parse(&q))
-                .unwrap_or(0.0) as i64,
+                .and_then(|q| quantity::value(&q))
+                .unwrap_or(0),
         },
         get("pods")
-            .and_then(|q| quantity::parse(&q))
-            .unwrap_or(110.0) as i64,
+            .and_then(|q| quantity::value(&q))
+            .unwrap_or(110),
     )
 }
 

@@ -199,7 +199,7 @@ fn limits_of(pod: &Pod) -> (i64, i64) {
         let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
         let get = |key: &str| limits.and_then(|l| l.get(key)).map(|q| q.0.as_str());
         cpu += get("cpu").and_then(quantity::milli).unwrap_or(0);
-        memory += get("memory").and_then(quantity::parse).unwrap_or(0.0) as i64;
+        memory += get("memory").and_then(quantity::value).unwrap_or(0);
     }
     (cpu, memory)
 }

@@ -123,7 +123,7 @@ impl StorageView {
         // Smaller claims choose first, as upstream.
         let mut delayed: Vec<&PersistentVolumeClaim> = volumes.delayed.iter().collect();
         delayed.sort_by(|a, b| {
-            crate::api::storage::requested(a).total_cmp(&crate::api::storage::requested(b))
+            crate::api::storage::requested(a).cmp(&crate::api::storage::requested(b))
         });
         for claim in delayed {
             if let Some(selected) = claim.annotations().get(SELECTED_NODE) {

@@ -202,7 +202,7 @@ pub fn validate_claim_update(new: &Value, old: &Value) -> Vec<FieldError> {
         let quantity = |o: &Value, pointer: &str| {
             o.pointer(pointer)
                 .and_then(Value::as_str)
-                .and_then(crate::api::quantity::parse)
+                .and_then(|q| crate::api::quantity::Quantity::parse(q).ok())
         };
         let request = quantity(new, "/spec/resources/requests/storage");
         let previous = quantity(old, "/spec/resources/requests/storage");

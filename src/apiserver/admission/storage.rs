@@ -58,7 +58,7 @@ pub fn check_resize(new: &Value, old: &Value, class: Option<&Value>) -> Result<(
     let request = |c: &Value| {
         c.pointer("/spec/resources/requests/storage")
             .and_then(Value::as_str)
-            .and_then(crate::api::quantity::parse)
+            .and_then(|q| crate::api::quantity::Quantity::parse(q).ok())
     };
     match (request(new), request(old)) {
         (Some(n), Some(o)) if n > o => {}
