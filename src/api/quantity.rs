@@ -16,7 +16,9 @@ pub struct Quantity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
     /// Not `<number><suffix>` as upstream defines them.
-    #[error("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
+    #[error(
+        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    )]
     Format,
     /// Too large to hold.
     #[error("quantity is too large")]
@@ -49,7 +51,11 @@ impl Quantity {
         if mantissa.len() > 36 {
             return Err(QuantityError::TooLarge);
         }
-        let mantissa: i128 = if mantissa.is_empty() { 0 } else { mantissa.parse().map_err(|_| QuantityError::TooLarge)? };
+        let mantissa: i128 = if mantissa.is_empty() {
+            0
+        } else {
+            mantissa.parse().map_err(|_| QuantityError::TooLarge)?
+        };
         let mut exponent = -(fraction.len() as i32);
         let mut binary: u32 = 0;
         match suffix {
@@ -105,7 +111,9 @@ impl Quantity {
 
     /// The value in thousandths, rounded up (upstream's `MilliValue`).
     pub fn milli(&self) -> i64 {
-        saturate(self.nanos.div_euclid(1_000_000) + i128::from(self.nanos.rem_euclid(1_000_000) != 0))
+        saturate(
+            self.nanos.div_euclid(1_000_000) + i128::from(self.nanos.rem_euclid(1_000_000) != 0),
+        )
     }
 
     /// The value in whole units, rounded up (upstream's `Value`).
@@ -225,7 +233,8 @@ mod tests {
         assert_eq!((q("0.1") + q("0.2")).milli(), 300);
         assert_eq!(q("0.1") + q("0.2"), q("300m"));
         assert_eq!(q("1.1Gi").value(), 1_181_116_007); // 1.1 × 2^30, rounded up
-        assert_eq!(q("8Ei").value(), 8 << 60);
+        assert_eq!(q("7Ei").value(), 7 << 60);
+        assert_eq!(q("8Ei").value(), i64::MAX, "saturates");
         assert_eq!(q("123456789n").milli(), 124);
         assert_eq!(q("1n").value(), 1);
         assert_eq!(q("-1500m").milli(), -1500);
