@@ -8,6 +8,9 @@
 //! - bytes written to disk per second (`/proc/PID/io` `write_bytes`);
 //! - CPU as a share of one core (`/proc/PID/stat` utime + stime), and the
 //!   CPU of the commands kelp ran and waited for (cutime + cstime);
+//! - kelp's disk writes split by cause: the store writer's bytes by the
+//!   resource its commits wrote, checkpoints and freed space (from
+//!   `kelp_store_disk_written_bytes_total`), and the rest of the process;
 //! - the store writes per second by operation and resource (from
 //!   `etcd_requests_total`), which say what the writes are for;
 //!
@@ -41,9 +44,20 @@ fn write_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `kelp_store_disk_written_bytes_total` by cause.
+fn disk_writes(metrics: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("kelp_store_disk_written_bytes_total{cause=\""))
+        .filter_map(|rest| {
+            let (cause, value) = rest.split_once("\"} ")?;
+            Some((cause.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// `etcd_requests_total` by (operation, type) for writes.
-fn store_writes(kubectl: &common::Kubectl) -> BTreeMap<(String, String), f64> {
-    let text = kubectl.ok(&["get", "--raw", "/metrics"]);
+fn store_writes(text: &str) -> BTreeMap<(String, String), f64> {
     let mut writes = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("etcd_requests_total{") else {
@@ -75,15 +89,19 @@ struct Sample {
     /// CPU of the commands kelp ran (iptables, …) and waited for.
     commands: f64,
     writes: BTreeMap<(String, String), f64>,
+    /// The store writer's bytes by cause.
+    disk: BTreeMap<String, f64>,
 }
 
 fn sample(kelp: u32, containerd: u32, kubectl: &common::Kubectl) -> Sample {
+    let metrics = kubectl.ok(&["get", "--raw", "/metrics"]);
     Sample {
         at: Instant::now(),
         kelp: (write_bytes(kelp), cpu_seconds(kelp)),
         containerd: (write_bytes(containerd), cpu_seconds(containerd)),
         commands: children_cpu_seconds(kelp),
-        writes: store_writes(kubectl),
+        writes: store_writes(&metrics),
+        disk: disk_writes(&metrics),
     }
 }
 
@@ -146,6 +164,20 @@ fn main() {
     println!(
         "  kelp's commands (iptables, …)      CPU {:>6.2} % of a core",
         (after.commands - before.commands) / seconds * 100.0
+    );
+    let mut store_bytes = 0.0;
+    println!("  kelp's disk writes by cause:");
+    for (cause, bytes) in &after.disk {
+        let bytes = bytes - before.disk.get(cause).copied().unwrap_or(0.0);
+        if bytes > 0.0 {
+            store_bytes += bytes;
+            println!("    {:>8.3} kB/s  store: {cause}", bytes / 1000.0 / seconds);
+        }
+    }
+    let rest = (after.kelp.0 - before.kelp.0) as f64 - store_bytes;
+    println!(
+        "    {:>8.3} kB/s  the rest of the process (the store's readers' shared index, logs, …)",
+        rest / 1000.0 / seconds
     );
     // The samples' own /metrics reads are GETs, not writes.
     let mut causes: Vec<(f64, String)> = after

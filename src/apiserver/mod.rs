@@ -919,7 +919,6 @@ impl ApiState {
             self.authorizer.nodes().caught_up(revision).await;
         }
     }
-
 }
 
 #[cfg(test)]

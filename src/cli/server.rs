@@ -37,9 +37,10 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         },
     };
     let metrics = Metrics::new();
-    let sqlite: Arc<dyn crate::store::Store> = Arc::new(
-        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?,
-    );
+    let sqlite =
+        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
+    sqlite.register_metrics(&metrics);
+    let sqlite: Arc<dyn crate::store::Store> = Arc::new(sqlite);
     let sqlite: Arc<dyn crate::store::Store> = Arc::new(
         crate::store::observed::ObservedStore::new(sqlite, "sqlite", &metrics),
     );

@@ -715,9 +715,7 @@ pub fn linux_resources(c: &Container) -> api::LinuxContainerResources {
             .and_then(|q| quantity::milli(&q))
             .map(|m| (m * 1024 / 1000).max(2))
             .unwrap_or(2),
-        memory_limit_in_bytes: memory_limit
-            .and_then(|q| quantity::value(&q))
-            .unwrap_or(0),
+        memory_limit_in_bytes: memory_limit.and_then(|q| quantity::value(&q)).unwrap_or(0),
         ..Default::default()
     }
 }

@@ -101,16 +101,12 @@ fn allocatable(node: &Node) -> (Requests, i64) {
     (
         Requests {
             cpu: get("cpu").and_then(|q| quantity::milli(&q)).unwrap_or(0),
-            memory: get("memory")
-                .and_then(|q| quantity::value(&q))
-                .unwrap_or(0),
+            memory: get("memory").and_then(|q| quantity::value(&q)).unwrap_or(0),
             storage: get("ephemeral-storage")
                 .and_then(|q| quantity::value(&q))
                 .unwrap_or(0),
         },
-        get("pods")
-            .and_then(|q| quantity::value(&q))
-            .unwrap_or(110),
+        get("pods").and_then(|q| quantity::value(&q)).unwrap_or(110),
     )
 }
 

@@ -31,6 +31,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{broadcast, oneshot};
 
+use super::disk_writes::{self, DiskWrites};
 use super::held::Held;
 use super::{
     Error, Event, EventKind, KeyValue, ListPage, Result, Revision, Store, WatchStream, prefix_end,
@@ -98,6 +99,8 @@ pub struct SqliteStore {
     revision: Arc<AtomicI64>,
     /// Coalesced updates not committed yet (the writer's; reads look here).
     held: Arc<Mutex<Held>>,
+    /// The writer's disk writes by cause.
+    disk_writes: DiskWrites,
 }
 
 enum Op {
@@ -177,11 +180,13 @@ impl SqliteStore {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         let (requests_tx, requests) = mpsc::channel();
         let held = Arc::new(Mutex::new(Held::default()));
+        let disk_writes = DiskWrites::default();
         let writer = Writer {
             events: events.clone(),
             revision: revision.clone(),
             held: held.clone(),
             marked: false,
+            disk_writes: disk_writes.clone(),
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -195,7 +200,13 @@ impl SqliteStore {
             events,
             revision,
             held,
+            disk_writes,
         })
+    }
+
+    /// Serves the writer's disk writes by cause in `metrics`.
+    pub fn register_metrics(&self, metrics: &crate::telemetry::Metrics) {
+        self.disk_writes.register(metrics);
     }
 
     async fn submit(&self, op: Op) -> Result<(Revision, Option<KeyValue>)> {
@@ -471,10 +482,12 @@ fn give_space_back(conn: &Connection) -> bool {
 /// reader still needs and the next write starts the WAL over (a checkpoint
 /// from another connection under a steady write load never catches up, and
 /// the WAL grows without bound). Readers never wait for it.
-fn checkpoint(conn: &Connection, commits: &mut u64) {
+fn checkpoint(conn: &Connection, commits: &mut u64, disk_writes: &DiskWrites) {
     let started = std::time::Instant::now();
-    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    let result = disk_writes.measure_as(disk_writes::CHECKPOINT, || {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
     });
     match result {
         Ok((frames, copied)) => tracing::debug!(
@@ -497,6 +510,7 @@ struct Writer {
     /// The database says writes may be held (set by the first commit that
     /// holds one, cleared when the store closes).
     marked: bool,
+    disk_writes: DiskWrites,
 }
 
 /// The writer thread: takes every waiting request into one transaction
@@ -536,7 +550,10 @@ fn write_loop(mut conn: Connection, requests: mpsc::Receiver<Request>, mut write
                     // Quiet: give freed space back, a step at a time, until a
                     // request comes (under load freed pages are reused
                     // instead), then checkpoint the commits and the steps.
-                    while give_space_back(&conn) {
+                    while writer
+                        .disk_writes
+                        .measure_as(disk_writes::FREEING_SPACE, || give_space_back(&conn))
+                    {
                         match requests.try_recv() {
                             Ok(request) => {
                                 waiting = Some(request);
@@ -546,7 +563,7 @@ fn write_loop(mut conn: Connection, requests: mpsc::Receiver<Request>, mut write
                             Err(mpsc::TryRecvError::Disconnected) => break,
                         }
                     }
-                    checkpoint(&conn, &mut commits);
+                    checkpoint(&conn, &mut commits, &writer.disk_writes);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -583,7 +600,7 @@ fn write_loop(mut conn: Connection, requests: mpsc::Receiver<Request>, mut write
                 }
                 commits += 1;
                 if commits >= CHECKPOINT_COMMITS {
-                    checkpoint(&conn, &mut commits);
+                    checkpoint(&conn, &mut commits, &writer.disk_writes);
                 }
             }
             Err(e) => {
@@ -609,7 +626,7 @@ fn write_loop(mut conn: Connection, requests: mpsc::Receiver<Request>, mut write
         tracing::warn!(err = %e, "committing held writes at close");
     }
     while give_space_back(&conn) {}
-    checkpoint(&conn, &mut commits);
+    checkpoint(&conn, &mut commits, &writer.disk_writes);
 }
 
 /// Holds a batch of coalesced updates in memory: checked against the
@@ -662,7 +679,23 @@ fn commit(
     let held = writer.held.lock().expect("held writes").events().to_vec();
     let first_hold = !writer.marked && batch.iter().any(|r| matches!(r.op, Op::Hold { .. }));
     let mark = mark.or(first_hold.then_some(true));
-    let outcome = apply_batch(conn, batch, &mut rev, &held, mark)?;
+    let mut causes = std::collections::BTreeMap::<String, u64>::new();
+    let keys = batch.iter().map(|r| match &r.op {
+        Op::Create { key, .. }
+        | Op::Update { key, .. }
+        | Op::Hold { key, .. }
+        | Op::Delete { key, .. } => disk_writes::cause_of(key),
+        Op::Compact { .. } => disk_writes::COMPACTION,
+    });
+    // A held key's newest value is the one row it writes.
+    let held_keys: std::collections::BTreeSet<&str> =
+        held.iter().map(|e| e.kv.key.as_str()).collect();
+    for cause in keys.chain(held_keys.into_iter().map(disk_writes::cause_of)) {
+        *causes.entry(cause.to_string()).or_default() += 1;
+    }
+    let outcome = writer
+        .disk_writes
+        .measure(&causes, || apply_batch(conn, batch, &mut rev, &held, mark))?;
     writer.revision.store(rev, Ordering::SeqCst);
     writer.held.lock().expect("held writes").clear();
     if let Some(mark) = mark {

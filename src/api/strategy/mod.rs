@@ -258,7 +258,12 @@ mod tests {
     #[test]
     fn deletes_wait_for_pods_and_namespaces_and_answer_with_the_object_where_upstream_does() {
         let registry = crate::api::resources::Registry::new();
-        let rule = |resource: &str| registry.lookup("", "v1", resource).expect(resource).strategy;
+        let rule = |resource: &str| {
+            registry
+                .lookup("", "v1", resource)
+                .expect(resource)
+                .strategy
+        };
         // A pod on a node gets its grace period; nothing else waits.
         let pod = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 30}});
         assert_eq!(rule("pods").deletion_grace(&pod, None), Some(30));
