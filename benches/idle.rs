@@ -176,7 +176,7 @@ fn main() {
     }
     let rest = (after.kelp.0 - before.kelp.0) as f64 - store_bytes;
     println!(
-        "    {:>8.3} kB/s  the rest of the process (the store's readers' shared index, logs, …)",
+        "    {:>8.3} kB/s  the rest of the process (not the store's writer thread)",
         rest / 1000.0 / seconds
     );
     // The samples' own /metrics reads are GETs, not writes.
