@@ -16,13 +16,6 @@ use crate::api::{ApiError, object};
 /// One resource's hooks. Every method defaults to "nothing".
 #[async_trait::async_trait]
 pub trait StorageHooks: Send + Sync {
-    /// Whether [`StorageHooks::before_write`] allocates from what is stored:
-    /// the write then holds the server's allocation lock, so two writes
-    /// cannot take the same free value.
-    fn allocates(&self) -> bool {
-        false
-    }
-
     /// Before a create (`old` None) or a main-resource update is written,
     /// after admission.
     async fn before_write(
@@ -47,23 +40,50 @@ pub trait StorageHooks: Send + Sync {
     }
 }
 
-/// The hooks of `rt` (none for most resources).
-pub fn of(rt: &ResourceType) -> &'static dyn StorageHooks {
-    HOOKS
-        .iter()
-        .find(|(group, resource, _)| rt.group == *group && rt.resource == *resource)
-        .map_or(&NONE, |(_, _, hooks)| *hooks)
+/// One resource's row in the table.
+pub struct Row {
+    group: &'static str,
+    resource: &'static str,
+    /// Whether its [`StorageHooks::before_write`] allocates from what is
+    /// stored: the write then holds the server's allocation lock, so two
+    /// writes cannot take the same free value.
+    pub allocates: bool,
+    pub hooks: &'static dyn StorageHooks,
 }
 
-static HOOKS: &[(&str, &str, &dyn StorageHooks)] = &[
-    ("", "services", &super::services::Services),
-    ("", "nodes", &super::nodes::Nodes),
-    ("", "pods", &Pods),
-    (
-        "apiextensions.k8s.io",
-        "customresourcedefinitions",
-        &CustomResourceDefinitions,
-    ),
+/// The row of `rt` (no hooks for most resources).
+pub fn of(rt: &ResourceType) -> &'static Row {
+    HOOKS
+        .iter()
+        .find(|row| rt.group == row.group && rt.resource == row.resource)
+        .unwrap_or(&NONE)
+}
+
+static HOOKS: &[Row] = &[
+    Row {
+        group: "",
+        resource: "services",
+        allocates: true,
+        hooks: &super::services::Services,
+    },
+    Row {
+        group: "",
+        resource: "nodes",
+        allocates: true,
+        hooks: &super::nodes::Nodes,
+    },
+    Row {
+        group: "",
+        resource: "pods",
+        allocates: false,
+        hooks: &Pods,
+    },
+    Row {
+        group: "apiextensions.k8s.io",
+        resource: "customresourcedefinitions",
+        allocates: false,
+        hooks: &CustomResourceDefinitions,
+    },
 ];
 
 /// A resource without hooks.
@@ -71,7 +91,12 @@ struct NoHooks;
 
 impl StorageHooks for NoHooks {}
 
-static NONE: NoHooks = NoHooks;
+static NONE: Row = Row {
+    group: "",
+    resource: "",
+    allocates: false,
+    hooks: &NoHooks,
+};
 
 /// Pods: a newly bound pod (or a deleted one) changes what its node may
 /// read.
@@ -137,10 +162,10 @@ mod tests {
 
     #[test]
     fn allocating_resources_are_services_and_nodes_only() {
-        assert!(of(&rt("", "services")).allocates());
-        assert!(of(&rt("", "nodes")).allocates());
-        assert!(!of(&rt("", "pods")).allocates());
-        assert!(!of(&rt("", "configmaps")).allocates());
-        assert!(!of(&rt("apiextensions.k8s.io", "customresourcedefinitions")).allocates());
+        assert!(of(&rt("", "services")).allocates);
+        assert!(of(&rt("", "nodes")).allocates);
+        assert!(!of(&rt("", "pods")).allocates);
+        assert!(!of(&rt("", "configmaps")).allocates);
+        assert!(!of(&rt("apiextensions.k8s.io", "customresourcedefinitions")).allocates);
     }
 }

@@ -496,11 +496,11 @@ impl ApiState {
         self.call_webhooks(req, Operation::Create, Some(obj), None, Phase::Validating)
             .await?;
         let mut guards: Vec<_> = self.admit_quota(req, obj).await?.into_iter().collect();
-        let hooks = hooks::of(&req.rt);
-        if hooks.allocates() {
+        let row = hooks::of(&req.rt);
+        if row.allocates {
             guards.push(self.allocation.lock().await);
         }
-        hooks.before_write(self, req, obj, None).await?;
+        row.hooks.before_write(self, req, obj, None).await?;
         Ok(guards)
     }
 
@@ -590,12 +590,12 @@ impl ApiState {
         if status_only {
             return Ok(());
         }
-        let hooks = hooks::of(&req.rt);
-        let _guard = match hooks.allocates() {
+        let row = hooks::of(&req.rt);
+        let _guard = match row.allocates {
             true => Some(self.allocation.lock().await),
             false => None,
         };
-        hooks.before_write(self, req, new, Some(old)).await
+        row.hooks.before_write(self, req, new, Some(old)).await
     }
 
     /// Every stored object under `prefix`, decoded (what admission counts
@@ -898,13 +898,13 @@ impl ApiState {
     /// Hooks after a committed write at `revision`: CRDs change what is
     /// served; a policy write is in force before its writer hears back.
     pub async fn after_write(&self, rt: &ResourceType, obj: &Value, revision: Revision) {
-        let graph_changes = hooks::of(rt).after_write(self, obj);
+        let graph_changes = hooks::of(rt).hooks.after_write(self, obj);
         self.policy_written(rt, revision, graph_changes).await;
     }
 
     /// Hooks after a committed delete at `revision`.
     pub async fn after_delete(&self, rt: &ResourceType, obj: &Value, revision: Revision) {
-        let graph_changes = hooks::of(rt).after_delete(self, obj);
+        let graph_changes = hooks::of(rt).hooks.after_delete(self, obj);
         self.policy_written(rt, revision, graph_changes).await;
     }
 

@@ -18,10 +18,8 @@ pub struct Nodes;
 
 #[async_trait::async_trait]
 impl super::hooks::StorageHooks for Nodes {
-    fn allocates(&self) -> bool {
-        true
-    }
-
+    /// Gives a new node the first free /24, or keeps the one it asked for
+    /// if free.
     async fn before_write(
         &self,
         state: &ApiState,
@@ -29,81 +27,71 @@ impl super::hooks::StorageHooks for Nodes {
         node: &mut Value,
         old: Option<&Value>,
     ) -> Result<(), ApiError> {
-        allocate_pod_cidr(state, req, node, old).await
-    }
-}
-
-/// Gives a new node the first free /24, or keeps the one it asked for if free.
-async fn allocate_pod_cidr(
-    state: &ApiState,
-    req: &Request,
-    node: &mut Value,
-    old: Option<&Value>,
-) -> Result<(), ApiError> {
-    let previous = old
-        .and_then(|o| o.pointer("/spec/podCIDR"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    let wanted = node
-        .pointer("/spec/podCIDR")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(String::from);
-    if let Some(previous) = previous {
-        if wanted.as_deref().is_some_and(|w| w != previous) {
-            return Err(ApiError::invalid(
-                "",
-                "Node",
-                object::name(node),
-                vec![FieldError::forbidden(
-                    "spec.podCIDR",
-                    "node updates may not change podCIDR except from \"\" to valid",
-                )],
-            ));
-        }
-        set(node, previous);
-        return Ok(());
-    }
-    let taken = in_use(state, req, node).await?;
-    let cluster = state.config.cluster_cidr;
-    let chosen = match wanted {
-        Some(w) => {
-            if taken.contains(&w) {
+        let previous = old
+            .and_then(|o| o.pointer("/spec/podCIDR"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let wanted = node
+            .pointer("/spec/podCIDR")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from);
+        if let Some(previous) = previous {
+            if wanted.as_deref().is_some_and(|w| w != previous) {
                 return Err(ApiError::invalid(
                     "",
                     "Node",
                     object::name(node),
-                    vec![FieldError::invalid(
+                    vec![FieldError::forbidden(
                         "spec.podCIDR",
-                        &json!(w),
-                        "already allocated to another node",
+                        "node updates may not change podCIDR except from \"\" to valid",
                     )],
                 ));
             }
-            w
+            set(node, previous);
+            return Ok(());
         }
-        None => {
-            let count = if cluster.prefix >= NODE_PREFIX {
-                1
-            } else {
-                1u32 << (NODE_PREFIX - cluster.prefix)
-            };
-            let block = 1u32 << (32 - NODE_PREFIX);
-            (0..count)
-                .map(|i| {
-                    format!(
-                        "{}/{NODE_PREFIX}",
-                        Ipv4Addr::from(u32::from(cluster.base) + i * block)
-                    )
-                })
-                .find(|c| !taken.contains(c))
-                .ok_or_else(|| {
-                    ApiError::internal("no pod CIDR left in --cluster-cidr for this node")
-                })?
-        }
-    };
-    set(node, &chosen);
-    Ok(())
+        let taken = in_use(state, req, node).await?;
+        let cluster = state.config.cluster_cidr;
+        let chosen = match wanted {
+            Some(w) => {
+                if taken.contains(&w) {
+                    return Err(ApiError::invalid(
+                        "",
+                        "Node",
+                        object::name(node),
+                        vec![FieldError::invalid(
+                            "spec.podCIDR",
+                            &json!(w),
+                            "already allocated to another node",
+                        )],
+                    ));
+                }
+                w
+            }
+            None => {
+                let count = if cluster.prefix >= NODE_PREFIX {
+                    1
+                } else {
+                    1u32 << (NODE_PREFIX - cluster.prefix)
+                };
+                let block = 1u32 << (32 - NODE_PREFIX);
+                (0..count)
+                    .map(|i| {
+                        format!(
+                            "{}/{NODE_PREFIX}",
+                            Ipv4Addr::from(u32::from(cluster.base) + i * block)
+                        )
+                    })
+                    .find(|c| !taken.contains(c))
+                    .ok_or_else(|| {
+                        ApiError::internal("no pod CIDR left in --cluster-cidr for this node")
+                    })?
+            }
+        };
+        set(node, &chosen);
+        Ok(())
+    }
 }
 
 fn set(node: &mut Value, cidr: &str) {

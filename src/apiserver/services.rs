@@ -17,10 +17,7 @@ pub struct Services;
 
 #[async_trait::async_trait]
 impl super::hooks::StorageHooks for Services {
-    fn allocates(&self) -> bool {
-        true
-    }
-
+    /// Fills in `spec.clusterIP(s)` and node ports, keeping what `old` had.
     async fn before_write(
         &self,
         state: &ApiState,
@@ -28,64 +25,53 @@ impl super::hooks::StorageHooks for Services {
         svc: &mut Value,
         old: Option<&Value>,
     ) -> Result<(), ApiError> {
-        allocate(state, req, svc, old).await
-    }
-}
-
-/// Fills in `spec.clusterIP(s)` and node ports, keeping what `old` had.
-async fn allocate(
-    state: &ApiState,
-    req: &Request,
-    svc: &mut Value,
-    old: Option<&Value>,
-) -> Result<(), ApiError> {
-    let kind = svc
-        .pointer("/spec/type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP")
-        .to_string();
-    let (used_ips, used_ports) = in_use(state, req, svc).await?;
-    let mut causes = Vec::new();
-    if kind == "ExternalName" {
-        return Ok(());
-    }
-    let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).cloned();
-    let wanted = svc
-        .pointer("/spec/clusterIP")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let ip = match (wanted.as_str(), old_ip) {
-        ("", Some(old_ip)) => old_ip,
-        ("None", _) => json!("None"),
-        ("", None) => {
-            let cidr = state.config.service_cidr;
-            // Dynamic allocation from the upper part, leaving the low addresses for static ones (kube-dns at .10).
-            let start = (cidr.size() / 16).clamp(11, 256).min(cidr.size());
-            let free = (start..=cidr.size())
-                .chain(2..start)
-                .map(|n| cidr.nth(n))
-                .find(|ip| !used_ips.contains(ip));
-            match free {
-                Some(ip) => json!(ip.to_string()),
-                None => {
-                    return Err(ApiError::internal(
-                        "failed to allocate a serviceIP: range is full",
-                    ));
+        let kind = svc
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
+        let (used_ips, used_ports) = in_use(state, req, svc).await?;
+        let mut causes = Vec::new();
+        if kind == "ExternalName" {
+            return Ok(());
+        }
+        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).cloned();
+        let wanted = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let ip = match (wanted.as_str(), old_ip) {
+            ("", Some(old_ip)) => old_ip,
+            ("None", _) => json!("None"),
+            ("", None) => {
+                let cidr = state.config.service_cidr;
+                // Dynamic allocation from the upper part, leaving the low addresses for static ones (kube-dns at .10).
+                let start = (cidr.size() / 16).clamp(11, 256).min(cidr.size());
+                let free = (start..=cidr.size())
+                    .chain(2..start)
+                    .map(|n| cidr.nth(n))
+                    .find(|ip| !used_ips.contains(ip));
+                match free {
+                    Some(ip) => json!(ip.to_string()),
+                    None => {
+                        return Err(ApiError::internal(
+                            "failed to allocate a serviceIP: range is full",
+                        ));
+                    }
                 }
             }
-        }
-        (given, old_ip) => {
-            if let Some(old_ip) = old_ip
-                && old_ip.as_str() != Some(given)
-            {
-                causes.push(FieldError::invalid(
-                    "spec.clusterIPs[0]",
-                    &json!(given),
-                    "may not change once set",
-                ));
-            }
-            match given.parse::<Ipv4Addr>() {
+            (given, old_ip) => {
+                if let Some(old_ip) = old_ip
+                    && old_ip.as_str() != Some(given)
+                {
+                    causes.push(FieldError::invalid(
+                        "spec.clusterIPs[0]",
+                        &json!(given),
+                        "may not change once set",
+                    ));
+                }
+                match given.parse::<Ipv4Addr>() {
                 Ok(ip) if !state.config.service_cidr.contains(ip) => causes.push(FieldError::invalid(
                     "spec.clusterIPs",
                     &json!([given]),
@@ -99,69 +85,70 @@ async fn allocate(
                 Ok(_) => {}
                 Err(_) => causes.push(FieldError::invalid("spec.clusterIPs[0]", &json!(given), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")),
             }
-            json!(given)
-        }
-    };
-    svc["spec"]["clusterIP"] = ip.clone();
-    svc["spec"]["clusterIPs"] = json!([ip]);
-    if kind == "NodePort" || kind == "LoadBalancer" {
-        let (low, high) = state.config.node_port_range;
-        let old_ports: Vec<Value> = old
-            .and_then(|o| o.pointer("/spec/ports"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let mut taken = used_ports;
-        if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-            for (i, port) in ports.iter_mut().enumerate() {
-                if let Some(n) = port.get("nodePort").and_then(Value::as_u64) {
-                    let n = n as u16;
-                    let kept = old_ports
+                json!(given)
+            }
+        };
+        svc["spec"]["clusterIP"] = ip.clone();
+        svc["spec"]["clusterIPs"] = json!([ip]);
+        if kind == "NodePort" || kind == "LoadBalancer" {
+            let (low, high) = state.config.node_port_range;
+            let old_ports: Vec<Value> = old
+                .and_then(|o| o.pointer("/spec/ports"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut taken = used_ports;
+            if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                for (i, port) in ports.iter_mut().enumerate() {
+                    if let Some(n) = port.get("nodePort").and_then(Value::as_u64) {
+                        let n = n as u16;
+                        let kept = old_ports
+                            .iter()
+                            .any(|p| p.get("nodePort").and_then(Value::as_u64) == Some(n as u64));
+                        if !(low..=high).contains(&n) {
+                            causes.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(n), &format!("provided port is not in the valid range. The range of valid ports is {low}-{high}")));
+                        } else if !kept && taken.contains(&n) {
+                            causes.push(FieldError::invalid(
+                                format!("spec.ports[{i}].nodePort"),
+                                &json!(n),
+                                "provided port is already allocated",
+                            ));
+                        }
+                        taken.insert(n);
+                        continue;
+                    }
+                    let previous = old_ports
                         .iter()
-                        .any(|p| p.get("nodePort").and_then(Value::as_u64) == Some(n as u64));
-                    if !(low..=high).contains(&n) {
-                        causes.push(FieldError::invalid(format!("spec.ports[{i}].nodePort"), &json!(n), &format!("provided port is not in the valid range. The range of valid ports is {low}-{high}")));
-                    } else if !kept && taken.contains(&n) {
-                        causes.push(FieldError::invalid(
-                            format!("spec.ports[{i}].nodePort"),
-                            &json!(n),
-                            "provided port is already allocated",
-                        ));
-                    }
-                    taken.insert(n);
-                    continue;
-                }
-                let previous = old_ports
-                    .iter()
-                    .find(|p| p.get("port") == port.get("port"))
-                    .and_then(|p| p.get("nodePort").and_then(Value::as_u64));
-                let chosen = previous
-                    .map(|p| p as u16)
-                    .or_else(|| (low..=high).find(|p| !taken.contains(p)));
-                match chosen {
-                    Some(p) => {
-                        taken.insert(p);
-                        port["nodePort"] = json!(p);
-                    }
-                    None => {
-                        return Err(ApiError::internal(
-                            "failed to allocate a nodePort: range is full",
-                        ));
+                        .find(|p| p.get("port") == port.get("port"))
+                        .and_then(|p| p.get("nodePort").and_then(Value::as_u64));
+                    let chosen = previous
+                        .map(|p| p as u16)
+                        .or_else(|| (low..=high).find(|p| !taken.contains(p)));
+                    match chosen {
+                        Some(p) => {
+                            taken.insert(p);
+                            port["nodePort"] = json!(p);
+                        }
+                        None => {
+                            return Err(ApiError::internal(
+                                "failed to allocate a nodePort: range is full",
+                            ));
+                        }
                     }
                 }
             }
-        }
-    } else if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-        for port in ports {
-            if let Some(map) = port.as_object_mut() {
-                map.remove("nodePort");
+        } else if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for port in ports {
+                if let Some(map) = port.as_object_mut() {
+                    map.remove("nodePort");
+                }
             }
         }
-    }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("", "Service", object::name(svc), causes))
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid("", "Service", object::name(svc), causes))
+        }
     }
 }
 
