@@ -48,6 +48,7 @@ pub struct Row {
     /// stored: the write then holds the server's allocation lock, so two
     /// writes cannot take the same free value.
     pub allocates: bool,
+    /// What the server does around its writes.
     pub hooks: &'static dyn StorageHooks,
 }
 
