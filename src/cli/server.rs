@@ -217,7 +217,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     });
     load_custom_resources(&state).await?;
     if !args.etcd_compaction_interval.is_zero() {
-        tokio::spawn(compact_periodically(
+        tokio::spawn(crate::store::compaction::run(
             state.store.clone(),
             args.etcd_compaction_interval,
         ));
@@ -449,38 +449,9 @@ const DISABLEABLE: &[&str] = &[
     "helm-controller",
 ];
 
-/// At most this many revisions of history are kept (kine, k3s's store shim,
-/// keeps 1000; a larger window lets slow informers resume instead of
-/// relisting).
-const RETAINED_REVISIONS: i64 = 10_000;
-
 /// How long the components have, together, to stop at shutdown (the node
 /// waits up to 10 s for containerd to exit).
 const COMPONENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Every `interval`, forgets the history older than the revision of the
-/// previous pass (upstream kube-apiserver's compaction: one interval of
-/// history stays), or than the last [`RETAINED_REVISIONS`] when that is
-/// less; watches from before get 410 Gone.
-async fn compact_periodically(store: Arc<dyn crate::store::Store>, interval: std::time::Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    let mut previous: Option<crate::store::Revision> = None;
-    loop {
-        ticker.tick().await;
-        let Ok(current) = store.current_revision().await else {
-            continue;
-        };
-        let Some(last_pass) = previous.replace(current) else {
-            continue;
-        };
-        let target = last_pass.max(current - RETAINED_REVISIONS);
-        if target > 0
-            && let Err(e) = store.compact(target).await
-        {
-            tracing::warn!(err = %e, revision = target, "compaction failed");
-        }
-    }
-}
 
 /// Resolves on SIGTERM or SIGINT, telling systemd the server is stopping.
 pub(crate) async fn shutdown_signal(notifier: super::notify::Notifier) {

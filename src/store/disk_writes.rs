@@ -93,9 +93,23 @@ fn split(bytes: u64, causes: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
 }
 
 /// Bytes the calling thread has had written to storage so far (None
-/// where the kernel does not count per thread).
+/// where the kernel does not count per thread). The file stays open per
+/// thread and is read into a buffer on the stack: this runs around every
+/// commit on the writer's path.
 fn thread_written() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    use std::os::unix::fs::FileExt;
+    thread_local! {
+        static IO: Option<std::fs::File> = std::fs::File::open("/proc/thread-self/io").ok();
+    }
+    IO.with(|file| {
+        let mut buf = [0u8; 512];
+        let n = file.as_ref()?.read_at(&mut buf, 0).ok()?;
+        write_bytes(std::str::from_utf8(&buf[..n]).ok()?)
+    })
+}
+
+/// The `write_bytes` figure of a `/proc/…/io` text.
+fn write_bytes(io: &str) -> Option<u64> {
     io.lines()
         .find_map(|line| line.strip_prefix("write_bytes:"))
         .and_then(|n| n.trim().parse().ok())

@@ -5,6 +5,7 @@
 //! `resourceVersion`. Implementations: [`sqlite::SqliteStore`] (the default).
 //! Later: PostgreSQL and etcd, behind the same trait.
 
+pub mod compaction;
 pub mod disk_writes;
 pub mod encrypted;
 pub mod encryption;
