@@ -62,7 +62,7 @@ async fn admission_cost() {
     let store: Arc<dyn Store> = Arc::new(
         kelp::store::sqlite::SqliteStore::open(&dir.path().join("state.db")).expect("store"),
     );
-    use kelp::api::strategy::flowcontrol as boot;
+    use kelp::api::registry::strategy::flowcontrol as boot;
     for (resource, objects) in [
         (
             "prioritylevelconfigurations",

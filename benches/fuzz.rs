@@ -12,7 +12,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use kelp::api::schema::Schemas;
+use kelp::api::registry::schema::Schemas;
 use kelp::apiserver::body::{BodyFormat, decode_as};
 
 // Seeded per target, so a crash's input can be regenerated from the round number.
@@ -151,7 +151,7 @@ fn targets() -> Vec<Target> {
             ],
             run: Box::new(move |b| {
                 if let Ok(patch) = serde_json::from_slice::<serde_json::Value>(b) {
-                    let _ = kelp::api::strategic_merge::apply(
+                    let _ = kelp::api::codec::strategic_merge::apply(
                         &deployment,
                         &patch,
                         Some("io.k8s.api.apps.v1.Deployment"),
@@ -178,14 +178,14 @@ fn targets() -> Vec<Target> {
             name: "label selectors",
             seeds: vec![b"app=web,tier!=db", b"env in (a,b),!legacy,x notin (y)"],
             run: Box::new(|b| {
-                let _ = kelp::api::selectors::LabelSelector::parse(&String::from_utf8_lossy(b));
+                let _ = kelp::api::values::selectors::LabelSelector::parse(&String::from_utf8_lossy(b));
             }),
         },
         Target {
             name: "field selectors",
             seeds: vec![b"metadata.name=a,status.phase!=Running", b"spec.nodeName==n"],
             run: Box::new(|b| {
-                let _ = kelp::api::selectors::FieldSelector::parse(
+                let _ = kelp::api::values::selectors::FieldSelector::parse(
                     &String::from_utf8_lossy(b),
                     &["metadata.name", "status.phase", "spec.nodeName"],
                 );
@@ -196,8 +196,8 @@ fn targets() -> Vec<Target> {
             seeds: vec![b"100m", b"1.5Gi", b"2e3", b"-0.5Ki"],
             run: Box::new(|b| {
                 let text = String::from_utf8_lossy(b);
-                let _ = kelp::api::quantity::parse(&text);
-                let _ = kelp::api::quantity::milli(&text);
+                let _ = kelp::api::values::quantity::parse(&text);
+                let _ = kelp::api::values::quantity::milli(&text);
             }),
         },
         Target {

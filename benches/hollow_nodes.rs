@@ -204,7 +204,7 @@ async fn start(client: &kube::Client, mut pod: Pod, ip: &str, host_ip: &str, tal
     let name = pod.metadata.name.clone().unwrap_or_default();
     for running in [false, true] {
         let views = containers(&pod, running);
-        let now = kelp::api::object::now();
+        let now = kelp::api::values::meta::now();
         let computed = status::pod_status(&Observed {
             pod: &pod,
             sandbox: Some(SandboxView {

@@ -24,7 +24,8 @@ use kelp::store::Store;
 use kelp::store::sqlite::SqliteStore;
 
 const WRITERS: usize = 16;
-const RETAINED: i64 = 10_000;
+/// As `kelp server` keeps them under load.
+const RETAINED: i64 = kelp::store::compaction::RETAINED_REVISIONS;
 const COMPACT_EVERY: u64 = 20_000;
 
 fn env(name: &str, default: u64) -> u64 {

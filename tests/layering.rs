@@ -3,7 +3,9 @@
 //! module its own top-level module may use. Imports run downwards only: the API server
 //! never reaches into the kubelet or a controller, the kubelet never into
 //! the API server, nothing but the API server (and the CLI that starts it)
-//! touches the store, and shared helpers live in leaves.
+//! touches the store, and shared helpers live in leaves. Inside `api`,
+//! the same holds one level down: `registry` over `codec` and `printers`
+//! over `values`, and components outside the API server use only `values`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -75,6 +77,27 @@ fn allowed(module: &str) -> Option<BTreeSet<&'static str>> {
     })
 }
 
+/// The parts of `api` a file under `src/<module>/…` (or `src/api/<part>/…`)
+/// may name as `crate::api::PART`; None: any.
+fn allowed_api_parts(module: &str, api_part: Option<&str>) -> Option<BTreeSet<&'static str>> {
+    const ERROR: [&str; 3] = ["error", "ApiError", "FieldError"];
+    let with_error = |parts: &[&'static str]| {
+        parts
+            .iter()
+            .chain(ERROR.iter())
+            .copied()
+            .collect::<BTreeSet<_>>()
+    };
+    Some(match (module, api_part) {
+        ("api", Some("values")) => with_error(&["values"]),
+        ("api", Some("codec")) => with_error(&["codec", "values"]),
+        ("api", Some("printers")) => with_error(&["printers", "values"]),
+        ("api", Some("registry")) => with_error(&["registry", "codec", "printers", "values"]),
+        ("api" | "apiserver" | "cli" | "lib" | "main", _) => return None,
+        _ => BTreeSet::from(["values"]),
+    })
+}
+
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("src") {
         let path = entry.expect("entry").path();
@@ -86,13 +109,14 @@ fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The modules a source text names as `crate::NAME`.
-fn crate_paths(text: &str) -> BTreeSet<String> {
+/// The `NAME`s a source text names as `PREFIX NAME` (`crate::NAME`,
+/// `crate::api::NAME`).
+fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut rest = text;
-    while let Some(at) = rest.find("crate::") {
+    while let Some(at) = rest.find(prefix) {
         let before = rest[..at].chars().last();
-        rest = &rest[at + "crate::".len()..];
+        rest = &rest[at + prefix.len()..];
         // `kelp_crate::x` or `some_crate::x` are other things.
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue;
@@ -108,45 +132,78 @@ fn crate_paths(text: &str) -> BTreeSet<String> {
     found
 }
 
-#[test]
-fn imports_run_downwards_only() {
+/// The modules a source text names as `crate::NAME`.
+fn crate_paths(text: &str) -> BTreeSet<String> {
+    names_after(text, "crate::")
+}
+
+/// Every file under `src/` whose `PREFIX NAME` paths name what `allowed`
+/// (given the file's path components below `src/`) does not list; None
+/// from `allowed`: anything.
+fn against_rules(
+    prefix: &str,
+    allowed: impl Fn(&[&str]) -> Option<BTreeSet<&'static str>>,
+) -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
     let mut upward: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in &files {
         let relative = file.strip_prefix(&src).expect("under src");
-        let top = relative
+        let parts: Vec<&str> = relative
             .components()
-            .next()
-            .and_then(|c| c.as_os_str().to_str())
-            .expect("component")
-            .trim_end_matches(".rs")
-            .to_string();
-        let Some(allowed) = allowed(&top) else {
+            .filter_map(|c| c.as_os_str().to_str())
+            .map(|c| c.trim_end_matches(".rs"))
+            .collect();
+        let Some(allowed) = allowed(&parts) else {
             continue;
         };
         let text = std::fs::read_to_string(file).expect("source");
-        for used in crate_paths(&text) {
-            if used != top && !allowed.contains(used.as_str()) {
+        for used in names_after(&text, prefix) {
+            if used != parts[0] && !allowed.contains(used.as_str()) {
                 upward
-                    .entry(format!("{} ({top})", relative.display()))
+                    .entry(format!("{} ({})", relative.display(), parts[0]))
                     .or_default()
                     .insert(used);
             }
         }
     }
+    upward
+}
+
+/// `against_rules`' findings, a line each.
+fn listed(upward: &BTreeMap<String, BTreeSet<String>>) -> String {
+    upward
+        .iter()
+        .map(|(f, m)| {
+            format!(
+                "  {f} → {}",
+                m.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn imports_run_downwards_only() {
+    let upward = against_rules("crate::", |parts| allowed(parts[0]));
     assert!(
         upward.is_empty(),
         "imports against the layering (file (module) → modules it may not use):\n{}",
-        upward
-            .iter()
-            .map(|(f, m)| format!(
-                "  {f} → {}",
-                m.iter().cloned().collect::<Vec<_>>().join(", ")
-            ))
-            .collect::<Vec<_>>()
-            .join("\n")
+        listed(&upward)
+    );
+}
+
+#[test]
+fn api_parts_import_downwards_and_components_use_only_values() {
+    let upward = against_rules("crate::api::", |parts| {
+        allowed_api_parts(parts[0], parts.get(1).copied())
+    });
+    assert!(
+        upward.is_empty(),
+        "api parts used against the layering (file (module) → crate::api::PART):\n{}",
+        listed(&upward)
     );
 }
 
@@ -178,4 +235,6 @@ fn crate_paths_are_found_in_use_lines_and_inline_paths() {
         "use crate::api::x;\nlet y = crate::store::open();\nuse kelp_crate::z; // crate::pki\n";
     let found: Vec<String> = crate_paths(text).into_iter().collect();
     assert_eq!(found, ["api", "pki", "store"]);
+    let parts: Vec<String> = names_after(text, "crate::api::").into_iter().collect();
+    assert_eq!(parts, ["x"]);
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates src/protobuf/schema.rs: the wire + JSON-shape schema of the Kubernetes built-in types.
+"""Generates src/api/codec/protobuf/schema.rs: the wire + JSON-shape schema of the Kubernetes built-in types.
 
 Inputs are the upstream Kubernetes staging repositories (Apache-2.0), checked out at one release tag:
 
@@ -7,10 +7,10 @@ Inputs are the upstream Kubernetes staging repositories (Apache-2.0), checked ou
     github.com/kubernetes/apimachinery             -> <root>/apimachinery
     github.com/kubernetes/apiextensions-apiserver  -> <root>/apiextensions-apiserver
 
-Usage: gen_schema.py <root> <tag> > src/protobuf/schema.rs
+Usage: gen_schema.py <root> <tag> > src/api/codec/protobuf/schema.rs
 
 e.g. for each repo: `git -C <clone> archive v0.33.13 | tar x -C <root>/<name>`, then
-`python3 tools/gen_schema.py <root> v0.33.13 > src/protobuf/schema.rs` (tag v0.33.x = Kubernetes 1.33.x).
+`python3 tools/gen_schema.py <root> v0.33.13 > src/api/codec/protobuf/schema.rs` (tag v0.33.x = Kubernetes 1.33.x).
 
 Two sources are merged per message:
   * generated.proto (go-to-protobuf output): field numbers, wire types, repeated/map, message types;

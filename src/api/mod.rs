@@ -1,24 +1,15 @@
-//! What the API serves: the resource table, object rules, schemas, patches, errors.
+//! What the API serves, in four parts that import downwards only:
+//! `registry` (the resource table, strategies, CRDs, schemas) uses
+//! `codec` (protobuf, strategic merge, managed fields), `printers`
+//! (table columns) and `values`; `values` (Kubernetes value semantics:
+//! metadata, quantities, selectors, conditions, pod and node facts) uses
+//! nothing of the others. Client-side components import only `values`;
+//! `error` is the one HTTP error shape.
 
-pub mod conditions;
-pub mod crd;
+pub mod codec;
 pub mod error;
-pub mod managed_fields;
-pub mod nodes;
-pub mod object;
-pub mod openapi_v2;
-pub mod pods;
 pub mod printers;
-pub mod protobuf;
-pub mod quantity;
-pub mod quota;
-pub mod resources;
-pub mod scheduling;
-pub mod schema;
-pub mod selectors;
-pub mod storage;
-pub mod strategic_merge;
-pub mod strategy;
-pub mod summary;
+pub mod registry;
+pub mod values;
 
 pub use error::{ApiError, FieldError};

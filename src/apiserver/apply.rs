@@ -11,8 +11,8 @@ use super::ApiState;
 use super::handlers::patch::decode_apply_body;
 use super::handlers::update::write_update;
 use super::handlers::{Request, load, render};
-use crate::api::managed_fields::{conflicts, fields_of, remove_dropped, subtract};
-use crate::api::{ApiError, FieldError, object};
+use crate::api::codec::managed_fields::{conflicts, fields_of, remove_dropped, subtract};
+use crate::api::{ApiError, FieldError, values::meta};
 
 /// Applies the body as `fieldManager`'s configuration.
 pub async fn apply(
@@ -36,10 +36,10 @@ pub async fn apply(
     let force = req.query.flag("force");
     let mut applied = decode_apply_body(body)?;
     let warnings = state.validate_fields(req, &applied, &[])?;
-    if object::name(&applied) != req.name() {
+    if meta::name(&applied) != req.name() {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({})",
-            object::name(&applied),
+            meta::name(&applied),
             req.name()
         )));
     }
@@ -48,18 +48,18 @@ pub async fn apply(
         "manager": manager,
         "operation": "Apply",
         "apiVersion": req.rt.api_version(),
-        "time": object::now(),
+        "time": meta::now(),
         "fieldsType": "FieldsV1",
         "fieldsV1": owned,
     });
     let (status, result) = match load(state, req).await {
         Err(ApiError::NotFound { .. }) => {
-            object::metadata_mut(&mut applied).insert("managedFields".into(), json!([entry]));
+            meta::metadata_mut(&mut applied).insert("managedFields".into(), json!([entry]));
             super::handlers::create::create_object(state, req, &mut applied).await?
         }
         Err(e) => return Err(e),
         Ok((live, kv)) => {
-            let managed: Vec<Value> = object::metadata(&live)
+            let managed: Vec<Value> = meta::metadata(&live)
                 .get("managedFields")
                 .and_then(Value::as_array)
                 .cloned()
@@ -83,7 +83,7 @@ pub async fn apply(
                 remove_dropped(&mut merged, &previous, &owned);
             }
             let root = state.schemas.definition_name(&req.rt);
-            merged = crate::api::strategic_merge::apply(
+            merged = crate::api::codec::strategic_merge::apply(
                 &merged,
                 &strip_meta(&applied),
                 root.as_deref(),
@@ -105,7 +105,7 @@ pub async fn apply(
                 }
             }
             managed.push(entry);
-            object::metadata_mut(&mut merged).insert("managedFields".into(), Value::Array(managed));
+            meta::metadata_mut(&mut merged).insert("managedFields".into(), Value::Array(managed));
             write_update(state, req, merged, &live, kv.mod_revision, status_only).await?
         }
     };

@@ -162,7 +162,8 @@ pub fn decode_as(format: BodyFormat, body: &[u8]) -> Result<(Value, Vec<String>)
             (value, vec![])
         }
         BodyFormat::Protobuf => (
-            crate::api::protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            crate::api::codec::protobuf::decode(body)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
             vec![],
         ),
     };

@@ -35,7 +35,7 @@ fn stored_resources(state: &ApiState) -> BTreeMap<String, String> {
         .registry
         .all()
         .into_iter()
-        .filter(|rt| !crate::api::resources::Registry::is_review(&rt.kind))
+        .filter(|rt| !crate::api::registry::resources::Registry::is_review(&rt.kind))
         .map(|rt| {
             let label = if rt.group.is_empty() {
                 rt.resource.clone()

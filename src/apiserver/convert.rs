@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::resources::ResourceType;
+use crate::api::registry::resources::ResourceType;
 
 /// Turns a stored object into the version served at `rt`.
 pub fn to_version(rt: &ResourceType, obj: &mut Value) {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::body::{DISCOVERY_V2, DISCOVERY_V2BETA1, accept, json_response, typed_response};
 use crate::api::ApiError;
-use crate::api::resources::ResourceType;
+use crate::api::registry::resources::ResourceType;
 
 /// Which aggregated discovery version the client accepts, if any.
 fn aggregated(headers: &HeaderMap) -> Option<&'static str> {

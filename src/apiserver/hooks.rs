@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::ApiState;
 use super::handlers::Request;
-use crate::api::resources::ResourceType;
-use crate::api::{ApiError, object};
+use crate::api::registry::resources::ResourceType;
+use crate::api::{ApiError, values::meta};
 
 /// One resource's hooks. Every method defaults to "nothing".
 #[async_trait::async_trait]
@@ -112,7 +112,7 @@ impl StorageHooks for Pods {
             && state
                 .authorizer
                 .nodes()
-                .node_of_pod(object::namespace(pod), object::name(pod))
+                .node_of_pod(meta::namespace(pod), meta::name(pod))
                 .as_deref()
                 != bound
     }
@@ -135,18 +135,18 @@ impl StorageHooks for CustomResourceDefinitions {
         crd: &mut Value,
         _old: Option<&Value>,
     ) -> Result<(), ApiError> {
-        crate::api::crd::prepare(crd).map_err(|causes| {
-            ApiError::invalid(&req.rt.group, &req.rt.kind, object::name(crd), causes)
+        crate::api::registry::crd::prepare(crd).map_err(|causes| {
+            ApiError::invalid(&req.rt.group, &req.rt.kind, meta::name(crd), causes)
         })
     }
 
     fn after_write(&self, state: &ApiState, crd: &Value) -> bool {
-        crate::api::crd::register(&state.registry, crd);
+        crate::api::registry::crd::register(&state.registry, crd);
         false
     }
 
     fn after_delete(&self, state: &ApiState, crd: &Value) -> bool {
-        crate::api::crd::unregister(&state.registry, crd);
+        crate::api::registry::crd::unregister(&state.registry, crd);
         false
     }
 }
@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     fn rt(group: &str, resource: &str) -> std::sync::Arc<ResourceType> {
-        crate::api::resources::Registry::new()
+        crate::api::registry::resources::Registry::new()
             .lookup(group, "v1", resource)
             .expect("a built-in resource")
     }

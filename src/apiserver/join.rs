@@ -28,7 +28,7 @@ use super::authn::User;
 use super::body::json_response;
 use super::handlers;
 use crate::api::ApiError;
-use crate::api::object;
+use crate::api::values::meta;
 use crate::pki::node_password::{self, VERIFIED_AT, VERIFIED_BY, hash};
 
 /// The public CA bundle.
@@ -82,7 +82,7 @@ async fn verify_node_password(state: &ApiState, user: &User, body: &[u8]) -> Res
         .map_err(|e| ApiError::bad_request(format!("the body must be JSON: {e}")))?;
     let node = request["node"].as_str().unwrap_or_default();
     let password = request["password"].as_str().unwrap_or_default();
-    if object::dns_subdomain(node).is_some() {
+    if meta::dns_subdomain(node).is_some() {
         return Err(ApiError::bad_request(format!(
             "{node:?} is not a valid node name"
         )));
@@ -153,7 +153,7 @@ async fn verify_node_password(state: &ApiState, user: &User, body: &[u8]) -> Res
                 ));
             }
             let mut new = old.clone();
-            object::metadata_mut(&mut new).insert("annotations".into(), annotations);
+            meta::metadata_mut(&mut new).insert("annotations".into(), annotations);
             if !matches {
                 // The Node was deleted: the name is free, the new password counts.
                 tracing::info!(node, "node password replaced for a node that was deleted");

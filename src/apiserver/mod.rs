@@ -40,9 +40,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::api::resources::{Registry, ResourceType};
-use crate::api::schema::Schemas;
-use crate::api::{ApiError, object};
+use crate::api::registry::resources::{Registry, ResourceType};
+use crate::api::registry::schema::Schemas;
+use crate::api::{ApiError, registry::object, values::meta};
 use crate::pki::serviceaccount::TokenSigner;
 use crate::store::{Revision, Store};
 use crate::telemetry::Metrics;
@@ -477,7 +477,7 @@ impl ApiState {
     ) -> Result<Vec<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
         self.admit_identity(req, "create", obj, None)?;
         if req.rt.group == "certificates.k8s.io" {
-            crate::api::strategy::certificates::set_requestor(
+            crate::api::registry::strategy::certificates::set_requestor(
                 obj,
                 &req.user.name,
                 &req.user.groups,
@@ -513,7 +513,7 @@ impl ApiState {
         req: &Request,
         obj: &Value,
     ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
-        use crate::api::quota;
+        use crate::api::values::quota;
         let (Some(ns), Some(quotas_rt)) = (
             req.namespace(),
             self.registry.lookup("", "v1", "resourcequotas"),
@@ -528,7 +528,7 @@ impl ApiState {
         let requested = quota::object_usage(group, resource, obj);
         let applicable: Vec<(String, quota::Usage)> = quotas
             .iter()
-            .filter_map(|q| Some((object::name(q).to_string(), quota::hard(q)?)))
+            .filter_map(|q| Some((meta::name(q).to_string(), quota::hard(q)?)))
             .filter(|(_, hard)| quota::concerns(hard, &requested))
             .collect();
         if applicable.is_empty() {
@@ -540,7 +540,7 @@ impl ApiState {
         for (name, hard) in applicable {
             let used = quota::total(group, resource, &existing, &hard);
             quota::admit(&name, &hard, &used, &requested, pod).map_err(|message| {
-                ApiError::forbidden(group, resource, object::name(obj), message)
+                ApiError::forbidden(group, resource, meta::name(obj), message)
             })?;
         }
         Ok(Some(guard))
@@ -642,7 +642,7 @@ impl ApiState {
             false => Err(ApiError::forbidden(
                 "",
                 &req.rt.resource,
-                object::name(obj),
+                meta::name(obj),
                 admission::limit_ranger::message(&errors),
             )),
         }
@@ -679,7 +679,7 @@ impl ApiState {
                     .lookup("networking.k8s.io", "v1", "ingressclasses")
                 {
                     let classes = self.stored_objects(&rt.key_prefix(None)).await?;
-                    if let Some(name) = object::newest_default(
+                    if let Some(name) = meta::newest_default(
                         &classes,
                         &["ingressclass.kubernetes.io/is-default-class"],
                     )
@@ -711,9 +711,8 @@ impl ApiState {
                 .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()),
             _ => None,
         };
-        storage::check_resize(new, old, class.as_ref()).map_err(|message| {
-            ApiError::forbidden("", &req.rt.resource, object::name(new), message)
-        })
+        storage::check_resize(new, old, class.as_ref())
+            .map_err(|message| ApiError::forbidden("", &req.rt.resource, meta::name(new), message))
     }
 
     /// ServiceAccount admission: the pod's account and API access volume.
@@ -735,7 +734,11 @@ impl ApiState {
                 .and_then(|sa| sa["automountServiceAccountToken"].as_bool()),
             None => None,
         };
-        admission::service_account::admit(pod, automount, &crate::api::object::random_suffix());
+        admission::service_account::admit(
+            pod,
+            automount,
+            &crate::api::values::meta::random_suffix(),
+        );
         Ok(())
     }
 
@@ -780,7 +783,7 @@ impl ApiState {
             return Ok(());
         }
         let namespace = self.pod_security.effective_namespace(&namespace);
-        let name = object::name(new);
+        let name = meta::name(new);
         for warning in admission::pod_security(kind, name, &namespace, new, old)? {
             req.warnings.push(warning);
         }
@@ -810,8 +813,8 @@ impl ApiState {
         let rt = &req.rt;
         let dry_run = req.query.dry_run()?;
         let name = match (&object, old) {
-            (Some(obj), _) => object::name(obj).to_string(),
-            (None, Some(old)) => object::name(old).to_string(),
+            (Some(obj), _) => meta::name(obj).to_string(),
+            (None, Some(old)) => meta::name(old).to_string(),
             (None, None) => req.name().to_string(),
         };
         let namespace = match rt.resource.as_str() {
@@ -841,7 +844,7 @@ impl ApiState {
                     ..base
                 };
                 if webhooks::mutate(self, &attrs, obj, &req.warnings).await? {
-                    crate::api::strategy::default(rt, obj);
+                    crate::api::registry::strategy::default(rt, obj);
                     match old {
                         Some(old) => object::validate_after_strategy(rt, obj, old)?,
                         None => object::validate_created(rt, obj)?,
@@ -887,7 +890,7 @@ impl ApiState {
                 verb,
                 resource: &req.rt.resource,
                 subresource: req.path.subresource.as_deref().unwrap_or(""),
-                name: object::name(new),
+                name: meta::name(new),
                 new,
                 old,
             })?;

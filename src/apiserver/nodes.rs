@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::handlers::Request;
-use crate::api::{ApiError, FieldError, object};
+use crate::api::{ApiError, FieldError, values::meta};
 
 /// Prefix length of each node's pod CIDR.
 const NODE_PREFIX: u8 = 24;
@@ -41,7 +41,7 @@ impl super::hooks::StorageHooks for Nodes {
                 return Err(ApiError::invalid(
                     "",
                     "Node",
-                    object::name(node),
+                    meta::name(node),
                     vec![FieldError::forbidden(
                         "spec.podCIDR",
                         "node updates may not change podCIDR except from \"\" to valid",
@@ -59,7 +59,7 @@ impl super::hooks::StorageHooks for Nodes {
                     return Err(ApiError::invalid(
                         "",
                         "Node",
-                        object::name(node),
+                        meta::name(node),
                         vec![FieldError::invalid(
                             "spec.podCIDR",
                             &json!(w),
@@ -104,12 +104,12 @@ async fn in_use(
     req: &Request,
     node: &Value,
 ) -> Result<HashSet<String>, ApiError> {
-    let me = object::name(node);
+    let me = meta::name(node);
     Ok(state
         .stored_objects(&req.rt.key_prefix(None))
         .await?
         .iter()
-        .filter(|other| object::name(other) != me)
+        .filter(|other| meta::name(other) != me)
         .filter_map(|other| {
             other
                 .pointer("/spec/podCIDR")

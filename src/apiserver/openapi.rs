@@ -2,7 +2,7 @@
 //! group-version documents with one path per resource whose PATCH carries
 //! `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what
 //! kubectl's validation looks for), plus the schemas (`kubectl explain`);
-//! and the v2 document (`api::openapi_v2`), whose definitions kubectl
+//! and the v2 document (`api::registry::openapi_v2`), whose definitions kubectl
 //! validates `kind: List` documents against.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::ApiState;
 use super::body::json_response;
 use crate::api::ApiError;
-use crate::api::resources::ResourceType;
+use crate::api::registry::resources::ResourceType;
 
 /// How the protobuf form is answered (as upstream: the requested
 /// `application/com.github.proto-openapi.spec.v2@v1.0+protobuf` is no
@@ -89,12 +89,12 @@ fn v2_document(state: &ApiState) -> Arc<V2Document> {
             definitions.insert(name, schema);
         }
     }
-    let doc = crate::api::openapi_v2::document(
+    let doc = crate::api::registry::openapi_v2::document(
         &definitions,
         &format!("v1.{}.0", super::KUBERNETES_MINOR),
     );
     let json = serde_json::to_vec(&doc).unwrap_or_default();
-    let protobuf = crate::api::openapi_v2::encode(&doc);
+    let protobuf = crate::api::registry::openapi_v2::encode(&doc);
     use sha2::Digest;
     let etag = format!("\"{}\"", hex::encode_upper(sha2::Sha256::digest(&json)));
     let built = Arc::new(V2Document {

@@ -16,8 +16,8 @@ use super::ApiState;
 use super::body::json_response;
 use super::handlers::Request;
 use crate::api::ApiError;
-use crate::api::selectors::{FieldSelector, LabelSelector};
-use crate::api::summary::{CpuStats, MemoryStats, SAMPLE_PERIOD, Summary};
+use crate::api::values::selectors::{FieldSelector, LabelSelector};
+use crate::api::values::summary::{CpuStats, MemoryStats, SAMPLE_PERIOD, Summary};
 
 /// The group served here.
 pub const GROUP: &str = "metrics.k8s.io";
@@ -258,7 +258,7 @@ fn pod_metrics(pod: &Value, summary: &Summary, now: DateTime<Utc>) -> Option<Val
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::summary::{ContainerStats, NodeStats, PodReference, PodStats};
+    use crate::api::values::summary::{ContainerStats, NodeStats, PodReference, PodStats};
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("time")
@@ -358,7 +358,7 @@ mod tests {
         assert_eq!(memory_quantity(2048), "2Ki");
         assert_eq!(cpu_quantity(5), "5n");
         assert_eq!(
-            crate::api::quantity::milli(&cpu_quantity(123_000_000)),
+            crate::api::values::quantity::milli(&cpu_quantity(123_000_000)),
             Some(123)
         );
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::handlers::Request;
-use crate::api::{ApiError, FieldError, object};
+use crate::api::{ApiError, FieldError, values::meta};
 pub use crate::network::cidr::Cidr;
 
 /// Services' storage hooks: the cluster IP and node ports, allocated
@@ -147,7 +147,7 @@ impl super::hooks::StorageHooks for Services {
         if causes.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::invalid("", "Service", object::name(svc), causes))
+            Err(ApiError::invalid("", "Service", meta::name(svc), causes))
         }
     }
 }
@@ -160,15 +160,15 @@ async fn in_use(
 ) -> Result<(HashSet<Ipv4Addr>, HashSet<u16>), ApiError> {
     let others = state.stored_objects(&req.rt.key_prefix(None)).await?;
     let me = (
-        object::namespace(svc).to_string(),
-        object::name(svc).to_string(),
+        meta::namespace(svc).to_string(),
+        meta::name(svc).to_string(),
     );
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
     for other in others {
         if (
-            object::namespace(&other).to_string(),
-            object::name(&other).to_string(),
+            meta::namespace(&other).to_string(),
+            meta::name(&other).to_string(),
         ) == me
         {
             continue;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::request::Query;
 use crate::api::printers::{self, Printer};
-use crate::api::resources::ResourceType;
+use crate::api::registry::resources::ResourceType;
 
 /// Builds a Table row by row.
 pub struct TableBuilder<'a> {
@@ -39,7 +39,7 @@ impl<'a> TableBuilder<'a> {
         let object = match self.include_object.as_str() {
             "None" => Value::Null,
             "Object" => obj.clone(),
-            _ => crate::api::object::partial_metadata(obj),
+            _ => crate::api::registry::object::partial_metadata(obj),
         };
         let mut row = json!({"cells": self.printer.cells(obj, self.now), "object": object});
         let conditions = printers::row_conditions(&self.rt.group, &self.rt.kind, obj);

@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::ServerArgs;
-use crate::api::resources::Registry;
-use crate::api::schema::Schemas;
+use crate::api::registry::resources::Registry;
+use crate::api::registry::schema::Schemas;
 use crate::apiserver::authn::User;
 use crate::apiserver::{ApiConfig, ApiState, handlers, router};
 use crate::http::serve;
@@ -480,7 +480,7 @@ async fn load_custom_resources(state: &ApiState) -> Result<()> {
     let page = state.store.list(&crds.key_prefix(None), None, 0).await?;
     for kv in page.items {
         if let Ok(crd) = serde_json::from_slice(&kv.value) {
-            crate::api::crd::register(&state.registry, &crd);
+            crate::api::registry::crd::register(&state.registry, &crd);
         }
     }
     Ok(())

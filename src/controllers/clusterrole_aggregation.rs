@@ -14,7 +14,7 @@ use kube::runtime::reflector::Store;
 use serde_json::json;
 
 use super::Context;
-use crate::api::selectors::LabelSelector;
+use crate::api::values::selectors::LabelSelector;
 
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {

@@ -19,8 +19,8 @@ use kube::{Api, ResourceExt};
 
 use super::job::finished;
 use super::{Context, Error};
-use crate::api::pods;
-use crate::api::strategy::batch::{parse_schedule, time_zone};
+use crate::api::values::cron::{parse_schedule, time_zone};
+use crate::api::values::pods;
 use crate::telemetry::events::Recorder;
 
 /// The annotation holding the time a Job was scheduled for.

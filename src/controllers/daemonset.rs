@@ -21,8 +21,8 @@ use serde_json::json;
 
 use super::history::{self, REVISION_HASH};
 use super::{Context, Error};
-use crate::api::pods;
-use crate::api::scheduling;
+use crate::api::values::pods;
+use crate::api::values::scheduling;
 use crate::telemetry::events::{self, Source};
 
 const COMPONENT: &str = "daemonset-controller";

@@ -24,7 +24,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{Context, Error};
-use crate::api::{conditions, pods};
+use crate::api::values::{conditions, pods};
 use crate::telemetry::events::{self, Source};
 
 /// The revision a ReplicaSet (and its Deployment) is at.

@@ -172,12 +172,12 @@ impl Scales {
     fn of(&self, pods: &[Arc<Pod>]) -> Option<i32> {
         let mut seen = HashMap::new();
         for pod in pods {
-            let owner = crate::api::pods::controller_of(&pod.metadata)?;
+            let owner = crate::api::values::pods::controller_of(&pod.metadata)?;
             let namespace = pod.namespace().unwrap_or_default();
             let (uid, replicas) = match owner.kind.as_str() {
                 "ReplicaSet" => {
                     let rs = owned(&self.replica_sets, &namespace, owner)?;
-                    match crate::api::pods::controller_of(&rs.metadata) {
+                    match crate::api::values::pods::controller_of(&rs.metadata) {
                         Some(d) if d.kind == "Deployment" => {
                             let deployment = owned(&self.deployments, &namespace, d)?;
                             (
@@ -231,7 +231,7 @@ async fn sync(
         // A null selector matches nothing; an empty one every pod (policy/v1).
         None => vec![],
         Some(selector) => {
-            let selector = crate::api::selectors::LabelSelector::from_object(
+            let selector = crate::api::values::selectors::LabelSelector::from_object(
                 &serde_json::to_value(selector).unwrap_or_default(),
             );
             all_pods

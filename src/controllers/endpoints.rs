@@ -21,7 +21,7 @@ use kube::{Api, ResourceExt};
 
 use super::Context;
 use super::endpointslice;
-use crate::api::pods;
+use crate::api::values::pods;
 
 /// Marks Endpoints this controller manages (upstream's annotation).
 const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";

@@ -38,8 +38,8 @@ use serde_json::{Value, json};
 use self::normalize::{Behavior, Bounds, DEFAULT_DOWNSCALE_STABILIZATION, History};
 use self::replicas::{PodFacts, PodMetric, Target, Tolerances};
 use super::Error;
-use crate::api::selectors::LabelSelector;
-use crate::api::{conditions, quantity};
+use crate::api::values::selectors::LabelSelector;
+use crate::api::values::{conditions, quantity};
 use crate::telemetry::events::Recorder;
 
 /// Upstream's `--horizontal-pod-autoscaler-sync-period` default.

@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error};
-use crate::api::{conditions, pods};
+use crate::api::values::{conditions, pods};
 use crate::telemetry::events::Recorder;
 
 /// Annotation and label naming an Indexed Job pod's index.

@@ -383,7 +383,7 @@ pub fn selected<K: crate::runtime::Shareable>(
     namespace: &str,
     selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
 ) -> Vec<K> {
-    let selector = crate::api::selectors::LabelSelector::from_typed(selector);
+    let selector = crate::api::values::selectors::LabelSelector::from_typed(selector);
     let labels = std::collections::BTreeMap::new();
     informer
         .store
@@ -410,7 +410,7 @@ where
     let mut owned = Vec::new();
     for object in candidates {
         let meta = object.meta();
-        match crate::api::pods::controller_of(meta) {
+        match crate::api::values::pods::controller_of(meta) {
             Some(o) if o.uid == owner.uid => owned.push(object),
             Some(_) => {}
             None if meta.deletion_timestamp.is_none() => {

@@ -20,8 +20,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::Context;
-use crate::api::nodes::ready_condition;
-use crate::api::scheduling::tolerates;
+use crate::api::values::nodes::ready_condition;
+use crate::api::values::scheduling::tolerates;
 use crate::telemetry::events::{self, Source};
 
 /// How long a node may go without a heartbeat (upstream's
@@ -264,7 +264,7 @@ async fn mark_pods_not_ready(client: &kube::Client, pods: &[Arc<Pod>], node: &st
     for pod in pods
         .iter()
         .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-        .filter(|p| crate::api::pods::is_ready(p))
+        .filter(|p| crate::api::values::pods::is_ready(p))
     {
         let conditions: Vec<_> = pod
             .status

@@ -23,7 +23,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error};
-use crate::api::storage::{
+use crate::api::values::storage::{
     BETA_STORAGE_PROVISIONER, BIND_COMPLETED, BOUND_BY_CONTROLLER, PROVISIONED_BY, SELECTED_NODE,
     STORAGE_PROVISIONER, access_modes, capacity, claim_class, find_best_match, has, phase_of,
     prebound_to, requested, volume_class, volume_mode_claim, volume_mode_pv,
@@ -91,7 +91,8 @@ pub fn bind_volume(
         pv.annotations_mut()
             .insert(BOUND_BY_CONTROLLER.into(), "yes".into());
     }
-    pv.spec.get_or_insert_default().claim_ref = Some(crate::api::storage::claim_reference(claim));
+    pv.spec.get_or_insert_default().claim_ref =
+        Some(crate::api::values::storage::claim_reference(claim));
     Some(pv)
 }
 
@@ -364,7 +365,7 @@ async fn sync_claim(
 
 /// The name of the default class among `classes` (as JSON objects).
 fn default_class_name(classes: &[serde_json::Value]) -> Option<String> {
-    crate::api::storage::default_class(classes)
+    crate::api::values::storage::default_class(classes)
         .and_then(|c| c["metadata"]["name"].as_str())
         .map(str::to_string)
 }
@@ -385,8 +386,8 @@ async fn waiting_pods(client: &kube::Client, claim: &PersistentVolumeClaim) -> V
             p.spec
                 .as_ref()
                 .is_some_and(|s| s.node_name.as_deref().unwrap_or("").is_empty())
-                && !crate::api::pods::is_terminal(p)
-                && crate::api::pods::claims_of(p).any(|c| c == name)
+                && !crate::api::values::pods::is_terminal(p)
+                && crate::api::values::pods::claims_of(p).any(|c| c == name)
         })
         .map(|p| p.name_any())
         .collect()

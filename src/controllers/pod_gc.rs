@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 
 use super::Context;
-use crate::api::pods;
+use crate::api::values::pods;
 
 const PERIOD: Duration = Duration::from_secs(20);
 /// Finished pods kept at most.

@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error};
-use crate::api::pods;
+use crate::api::values::pods;
 
 /// Runs the controller: woken by its ReplicaSets and by changes to the
 /// pods they control, which it reads from the shared pod cache.
@@ -27,7 +27,7 @@ pub async fn run(context: Arc<Context>) {
 
 /// A label selector as the API's `labelSelector` query string.
 pub fn selector_string(selector: &LabelSelector) -> String {
-    crate::api::selectors::LabelSelector::from_typed(selector).to_query()
+    crate::api::values::selectors::LabelSelector::from_typed(selector).to_query()
 }
 
 /// Which pods to delete first when scaling down, as upstream's ActivePods

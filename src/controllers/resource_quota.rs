@@ -1,6 +1,6 @@
 //! The ResourceQuota controller (as `resourcequota-controller`): keeps each
 //! quota's `status.hard` and `status.used` true, counting the namespace's
-//! objects with the same arithmetic admission uses (`api::quota`), after
+//! objects with the same arithmetic admission uses (`api::values::quota`), after
 //! every change of a quota or a pod and every few seconds for the rest.
 
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use serde_json::Value;
 
 use super::Context;
-use crate::api::quota;
+use crate::api::values::quota;
 
 const RESYNC: Duration = Duration::from_secs(10);
 

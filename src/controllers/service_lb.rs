@@ -45,7 +45,7 @@ pub async fn run(context: Arc<Context>) {
     let mut passes =
         crate::runtime::passes(changes, Duration::from_secs(30), Duration::from_millis(10));
     while passes.next().await.is_some() {
-        let addresses = crate::api::nodes::ready_addresses(&nodes.state());
+        let addresses = crate::api::values::nodes::ready_addresses(&nodes.state());
         for service in services.state() {
             let current = service
                 .status
@@ -119,7 +119,7 @@ mod tests {
             ),
         ];
         assert_eq!(
-            crate::api::nodes::ready_addresses(&nodes),
+            crate::api::values::nodes::ready_addresses(&nodes),
             ["10.0.0.2", "192.0.2.3"]
         );
     }

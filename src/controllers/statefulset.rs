@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt};
 
 use super::history::{self, REVISION_HASH};
 use super::{Context, Error};
-use crate::api::pods;
+use crate::api::values::pods;
 use crate::telemetry::events::{self, Source};
 
 const COMPONENT: &str = "statefulset-controller";

@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, Error};
-use crate::api::storage::{CLAIM_PROTECTION, VOLUME_PROTECTION};
+use crate::api::values::storage::{CLAIM_PROTECTION, VOLUME_PROTECTION};
 
 /// Runs the claim protection loop (woken by the claims' pods too).
 pub async fn run_claims(context: Arc<Context>) {
@@ -24,7 +24,7 @@ pub async fn run_claims(context: Arc<Context>) {
     )
     .watches(Api::<Pod>::all(client), Default::default(), |pod: Pod| {
         let namespace = pod.namespace().unwrap_or_default();
-        crate::api::pods::claims_of(&pod)
+        crate::api::values::pods::claims_of(&pod)
             .map(|claim| ObjectRef::new(claim).within(&namespace))
             .collect::<Vec<_>>()
     });
@@ -49,7 +49,7 @@ pub fn uses(pod: &Pod, claim: &str) -> bool {
     pod.spec
         .as_ref()
         .is_some_and(|s| s.node_name.as_deref().is_some_and(|n| !n.is_empty()))
-        && crate::api::pods::claims_of(pod).any(|c| c == claim)
+        && crate::api::values::pods::claims_of(pod).any(|c| c == claim)
 }
 
 /// `object` without `finalizer`, or None when it does not carry it.

@@ -202,7 +202,7 @@ async fn follow(client: kube::Client, shared: Shared) {
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Arc::new(Snapshot { table, certs });
         // Status: the Ready nodes' addresses on each of kelp's Ingresses.
-        let addresses = crate::api::nodes::ready_addresses(&nodes.state());
+        let addresses = crate::api::values::nodes::ready_addresses(&nodes.state());
         let wanted = IngressLoadBalancerStatus {
             ingress: Some(
                 addresses

@@ -9,7 +9,7 @@ use kube::Api;
 use sha2::{Digest, Sha256};
 
 use super::cri::api;
-use crate::api::quantity;
+use crate::api::values::quantity;
 
 /// CRI labels kelp (like upstream's kubelet) sets to find a pod's objects.
 pub const POD_UID: &str = "io.kubernetes.pod.uid";

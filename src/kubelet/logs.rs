@@ -310,7 +310,7 @@ async fn prune_rotated(path: &Path, keep: usize) {
 
 /// Parses a Kubernetes quantity of bytes (`10Mi`) for the rotation flag.
 pub fn parse_size(s: &str) -> Option<u64> {
-    crate::api::quantity::value(s).and_then(|v| u64::try_from(v).ok())
+    crate::api::values::quantity::value(s).and_then(|v| u64::try_from(v).ok())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::api::conditions;
+use crate::api::values::conditions;
 
 /// The kubelet version Nodes report (the API version kelp serves).
 pub const KUBELET_VERSION: &str = concat!("v1.33.0+kelp-", env!("CARGO_PKG_VERSION"));
@@ -124,7 +124,7 @@ pub async fn register(
     let (own, restricted): (BTreeMap<_, _>, BTreeMap<_, _>) = config
         .labels()?
         .into_iter()
-        .partition(|(k, _)| crate::api::nodes::kubelet_may_set_label(k));
+        .partition(|(k, _)| crate::api::values::nodes::kubelet_may_set_label(k));
     let taints = parse_taints(&config.taints)?;
     let node = match nodes.get_opt(&config.name).await? {
         None => {
@@ -437,7 +437,7 @@ pub async fn heartbeat(client: kube::Client, config: NodeConfig, machine: impl M
         let (version, ready) = machine.health().await;
         let info = node_info(&version);
         let readings = machine.readings();
-        let now = crate::api::object::now();
+        let now = crate::api::values::meta::now();
         // The API's copy, as JSON (a typed round trip would drop fields):
         // what others (the node lifecycle) changed counts.
         let current = match read_status(&raw, &config.name).await {

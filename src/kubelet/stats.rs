@@ -5,7 +5,7 @@
 //! from their cgroups when CRI has none; the node's from the root cgroup.
 //! Served on 10250 as the Summary API (`/stats/summary`) and as Prometheus
 //! text (`/metrics/resource`); the API server's `metrics.k8s.io` reads the
-//! summary. The document's types are in `crate::api::summary`.
+//! summary. The document's types are in `crate::api::values::summary`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::cgroup::{self, Mounts, Usage};
 use super::container::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
 use super::cri::{Cri, api};
-use crate::api::summary::{
+use crate::api::values::summary::{
     ClaimReference, ContainerStats, CpuStats, FsStats, InterfaceStats, MemoryStats, NetworkStats,
     NodeStats, PodReference, PodStats, SAMPLE_PERIOD, Summary, VolumeStats,
 };

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
-use crate::api::conditions;
+use crate::api::values::conditions;
 
 /// State of one CRI container (one attempt of a pod container).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

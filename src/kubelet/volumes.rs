@@ -45,7 +45,8 @@ pub struct ClaimVolume {
 }
 
 /// Pod uid → the pod and its claims' volumes.
-type ClaimVolumesByPod = HashMap<String, (crate::api::summary::PodReference, Vec<ClaimVolume>)>;
+type ClaimVolumesByPod =
+    HashMap<String, (crate::api::values::summary::PodReference, Vec<ClaimVolume>)>;
 
 /// The claims' volumes of the node's pods, by pod uid: what volume stats
 /// are read from.
@@ -80,7 +81,7 @@ impl ClaimVolumes {
             self.lock().remove(&uid);
             return;
         }
-        let reference = crate::api::summary::PodReference {
+        let reference = crate::api::values::summary::PodReference {
             name: pod.metadata.name.clone().unwrap_or_default(),
             namespace,
             uid: uid.clone(),
@@ -94,7 +95,7 @@ impl ClaimVolumes {
     }
 
     /// Every pod's claim volumes.
-    pub fn all(&self) -> Vec<(crate::api::summary::PodReference, Vec<ClaimVolume>)> {
+    pub fn all(&self) -> Vec<(crate::api::values::summary::PodReference, Vec<ClaimVolume>)> {
         self.lock().values().cloned().collect()
     }
 }

@@ -184,7 +184,7 @@ impl PodWorker {
         let spec = pod.spec.clone().unwrap_or_default();
         let sandboxes = self.runtime.sandboxes(&uid).await?;
         let step = plan::sandbox_step(
-            crate::api::pods::is_terminal(pod),
+            crate::api::values::pods::is_terminal(pod),
             &sandboxes,
             self.sandbox_backoff.left(&(), Instant::now()),
         );
@@ -711,7 +711,7 @@ impl PodWorker {
             _ => std::borrow::Cow::Borrowed(pod),
         };
         let pod = basis.as_ref();
-        let now = crate::api::object::now();
+        let now = crate::api::values::meta::now();
         let computed = status::pod_status(&status::Observed {
             pod,
             sandbox,

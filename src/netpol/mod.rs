@@ -36,7 +36,7 @@ fn pod_info(pod: &Pod, node: &str) -> Option<rules::PodInfo> {
     let spec = pod.spec.as_ref()?;
     let status = pod.status.as_ref()?;
     let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
-    if spec.host_network == Some(true) || crate::api::pods::is_terminal(pod) {
+    if spec.host_network == Some(true) || crate::api::values::pods::is_terminal(pod) {
         return None;
     }
     let ports = spec

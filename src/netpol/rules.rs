@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::api::selectors::LabelSelector;
+use crate::api::values::selectors::LabelSelector;
 
 /// The chain FORWARD and INPUT jump to.
 pub const CHAIN: &str = "KELP-NETPOL";

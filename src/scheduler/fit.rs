@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::api::{pods, quantity};
+use crate::api::values::{pods, quantity};
 
 /// The pods bound to each node, by node name.
 pub type PodsByNode = HashMap<String, Vec<Pod>>;
 
-pub use crate::api::scheduling::Reason;
-use crate::api::scheduling::{node_allows, selector_matches, term_matches};
+pub use crate::api::values::scheduling::Reason;
+use crate::api::values::scheduling::{node_allows, selector_matches, term_matches};
 
 /// Resources a pod asks for: cpu in millicores, memory and ephemeral storage in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

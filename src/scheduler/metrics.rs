@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use super::{NAME, fit};
-use crate::api::quantity;
+use crate::api::values::quantity;
 use crate::telemetry::{Descriptor, Metrics, StabilityLevel};
 
 /// How a scheduling attempt ended (kube-scheduler's `result` label).
@@ -148,7 +148,7 @@ pub fn resource_metrics(pods: &[std::sync::Arc<Pod>]) -> String {
     let mut sorted: Vec<&Pod> = pods
         .iter()
         .map(|p| &**p)
-        .filter(|p| !crate::api::pods::is_terminal(p))
+        .filter(|p| !crate::api::values::pods::is_terminal(p))
         .collect();
     sorted.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
     for pod in sorted {

@@ -37,7 +37,7 @@ fn pending(pod: &Pod) -> bool {
     node.is_empty()
         && scheduler == NAME
         && pod.metadata.deletion_timestamp.is_none()
-        && !crate::api::pods::is_terminal(pod)
+        && !crate::api::values::pods::is_terminal(pod)
 }
 
 /// Bindings written concurrently in one pass.
@@ -255,7 +255,7 @@ impl Scheduler {
             let started = std::time::Instant::now();
             let mut reasons = Vec::new();
             let wanted = fit::pod_requests(pod);
-            let storage = match crate::api::pods::claims_of(pod).next() {
+            let storage = match crate::api::values::pods::claims_of(pod).next() {
                 Some(_) => &*snapshot.get_or_insert_with(|| storage.view()),
                 None => &no_claims,
             };
@@ -419,7 +419,7 @@ impl Scheduler {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        let now = crate::api::object::now();
+        let now = crate::api::values::meta::now();
         let mut conditions: Vec<serde_json::Value> = pod
             .status
             .as_ref()

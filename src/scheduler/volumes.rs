@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 
-use crate::api::scheduling::Reason;
-use crate::api::storage::{
+use crate::api::values::scheduling::Reason;
+use crate::api::values::storage::{
     BIND_COMPLETED, SELECTED_NODE, claim_class, find_best_match, has, node_affinity_allows,
     prebound_to,
 };
@@ -75,7 +75,7 @@ impl StorageView {
     pub fn pod_volumes(&self, pod: &Pod) -> Result<PodVolumes, Reason> {
         let namespace = pod.namespace().unwrap_or_default();
         let mut found = PodVolumes::default();
-        for name in crate::api::pods::claims_of(pod) {
+        for name in crate::api::values::pods::claims_of(pod) {
             let Some(claim) = self.claims.get(&(namespace.clone(), name.to_string())) else {
                 return Err(format!("persistentvolumeclaim {name:?} not found"));
             };
@@ -123,7 +123,8 @@ impl StorageView {
         // Smaller claims choose first, as upstream.
         let mut delayed: Vec<&PersistentVolumeClaim> = volumes.delayed.iter().collect();
         delayed.sort_by(|a, b| {
-            crate::api::storage::requested(a).cmp(&crate::api::storage::requested(b))
+            crate::api::values::storage::requested(a)
+                .cmp(&crate::api::values::storage::requested(b))
         });
         for claim in delayed {
             if let Some(selected) = claim.annotations().get(SELECTED_NODE) {
@@ -147,9 +148,9 @@ impl StorageView {
                 taken.push(pv.name_any());
                 let mut volume = pv.clone();
                 volume.spec.get_or_insert_default().claim_ref =
-                    Some(crate::api::storage::claim_reference(claim));
+                    Some(crate::api::values::storage::claim_reference(claim));
                 volume.annotations_mut().insert(
-                    crate::api::storage::BOUND_BY_CONTROLLER.into(),
+                    crate::api::values::storage::BOUND_BY_CONTROLLER.into(),
                     "yes".into(),
                 );
                 bindings.push(Binding::Volume {

@@ -136,11 +136,11 @@ pub(crate) fn format_labels(map: Option<&Map<String, Value>>) -> String {
     non_empty_or(&pairs.join(","), NONE)
 }
 
-pub(crate) use crate::api::selectors::InvalidSelector;
+pub(crate) use crate::api::values::selectors::InvalidSelector;
 
 /// The string form of a metav1 LabelSelector ("" for a nil or empty one).
 pub(crate) fn selector_string(sel: Option<&Value>) -> Result<String, InvalidSelector> {
-    crate::api::selectors::LabelSelector::from_object_checked(sel).map(|s| s.to_query())
+    crate::api::values::selectors::LabelSelector::from_object_checked(sel).map(|s| s.to_query())
 }
 
 /// A label selector for display: "<none>" when empty, "<error>" when invalid.

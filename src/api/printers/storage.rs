@@ -135,7 +135,7 @@ pub(crate) const STORAGE_CLASS: Table = Table {
     ],
     cells: |sc, now| {
         let mut display = str_at(sc, "/metadata/name").to_string();
-        if crate::api::storage::is_default_class(sc) {
+        if crate::api::values::storage::is_default_class(sc) {
             display.push_str(" (default)");
         }
         row![

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::api::quantity;
+use crate::api::values::quantity;
 
 /// The annotation recording what defaults were set.
 pub const ANNOTATION: &str = "kubernetes.io/limit-ranger";

@@ -70,7 +70,7 @@ pub fn pod_security_labels(namespace: &Value) -> Result<(), ApiError> {
     Err(ApiError::invalid(
         "",
         "namespaces",
-        crate::api::object::name(namespace),
+        crate::api::values::meta::name(namespace),
         causes,
     ))
 }

@@ -6,8 +6,8 @@
 use serde_json::Value;
 
 use crate::api::ApiError;
-use crate::api::nodes::kubelet_may_set_label;
-use crate::api::object;
+use crate::api::values::meta;
+use crate::api::values::nodes::kubelet_may_set_label;
 
 /// A write a kubelet makes, as admission sees it.
 pub struct Write<'a> {
@@ -99,7 +99,7 @@ pub fn admit(w: &Write) -> Result<(), ApiError> {
                         ),
                     );
                 }
-                if object::meta_str(w.new, "namespace").is_empty()
+                if meta::meta_str(w.new, "namespace").is_empty()
                     || w.new.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node)
                 {
                     return deny(

@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-pub use crate::api::storage::{BETA_CLASS, CLAIM_PROTECTION, VOLUME_PROTECTION, default_class};
+pub use crate::api::values::storage::{
+    BETA_CLASS, CLAIM_PROTECTION, VOLUME_PROTECTION, default_class,
+};
 
 /// A claim that names no class at all (neither field nor beta annotation).
 pub fn has_no_class(claim: &Value) -> bool {
@@ -58,7 +60,7 @@ pub fn check_resize(new: &Value, old: &Value, class: Option<&Value>) -> Result<(
     let request = |c: &Value| {
         c.pointer("/spec/resources/requests/storage")
             .and_then(Value::as_str)
-            .and_then(|q| crate::api::quantity::Quantity::parse(q).ok())
+            .and_then(|q| crate::api::values::quantity::Quantity::parse(q).ok())
     };
     match (request(new), request(old)) {
         (Some(n), Some(o)) if n > o => {}

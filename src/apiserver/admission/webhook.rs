@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::api::ApiError;
-use crate::api::selectors::LabelSelector;
+use crate::api::values::selectors::LabelSelector;
 use crate::pki::identity::User;
 
 /// Which admission phase a webhook takes part in.
@@ -112,7 +112,7 @@ pub struct Hook {
 
 /// The webhooks a stored Mutating- or ValidatingWebhookConfiguration declares.
 pub fn hooks_of(phase: Phase, configuration: &Value) -> Vec<Hook> {
-    let config_name = crate::api::object::name(configuration).to_string();
+    let config_name = crate::api::values::meta::name(configuration).to_string();
     let webhooks = configuration["webhooks"].as_array().into_iter().flatten();
     webhooks
         .filter_map(|w| {

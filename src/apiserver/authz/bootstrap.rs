@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, object};
+use crate::api::{ApiError, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::handlers::{self, Request};
 
@@ -58,7 +58,7 @@ pub async fn reconcile(state: &ApiState) -> Result<(), ApiError> {
             continue;
         };
         let namespace = expected["metadata"]["namespace"].as_str();
-        let name = object::name(expected);
+        let name = meta::name(expected);
         let Some(req) = handlers::system_request(
             state,
             "rbac.authorization.k8s.io",

@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::Value;
 
 use super::{Attributes, Authorizer, PRIVILEGED_GROUP, ResourceAttributes};
-use crate::api::{ApiError, object};
+use crate::api::{ApiError, values::meta};
 use crate::apiserver::authn::User;
 
 const GROUP: &str = "rbac.authorization.k8s.io";
@@ -24,7 +24,7 @@ pub fn check(
         return Ok(());
     }
     let ns = namespace.unwrap_or("");
-    let name = object::name(obj);
+    let name = meta::name(obj);
     let may = |verb: &str, resource: &str, name: &str| {
         authorizer
             .authorize(&Attributes {

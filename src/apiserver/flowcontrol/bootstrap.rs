@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::strategy::flowcontrol as boot;
-use crate::api::{ApiError, object};
+use crate::api::registry::strategy::flowcontrol as boot;
+use crate::api::{ApiError, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::handlers::{self, Request};
 use crate::apiserver::request::Query;
@@ -84,7 +84,7 @@ pub fn plan(current: Option<&Value>, bootstrap: &Value, mandatory: bool) -> Acti
         revised["spec"] = bootstrap["spec"].clone();
     }
     if update_annotation {
-        let meta = object::metadata_mut(&mut revised);
+        let meta = meta::metadata_mut(&mut revised);
         let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
         if !annotations.is_object() {
             *annotations = json!({});
@@ -101,7 +101,7 @@ fn spec_equalish(bootstrap: &Value, current: &Value) -> bool {
     let kind = bootstrap["kind"].as_str().unwrap_or("");
     let mut want = boot::comparable_spec(kind, &bootstrap["spec"]);
     let have = boot::comparable_spec(kind, &current["spec"]);
-    if kind == PRIORITY_LEVEL_KIND && object::name(bootstrap) == "exempt" {
+    if kind == PRIORITY_LEVEL_KIND && meta::name(bootstrap) == "exempt" {
         let Some(exempt) = have.get("exempt").filter(|e| e.is_object()) else {
             return false;
         };
@@ -170,7 +170,7 @@ pub async fn ensure(state: &ApiState) -> Result<Ensured, ApiError> {
         let wanted: HashSet<&str> = passes
             .iter()
             .filter(|(r, _, _)| *r == resource)
-            .flat_map(|(_, objects, _)| objects.iter().map(object::name))
+            .flat_map(|(_, objects, _)| objects.iter().map(meta::name))
             .collect();
         remove_unwanted(state, resource, &wanted, &mut done).await?;
     }
@@ -184,7 +184,7 @@ async fn ensure_one(
     mandatory: bool,
     done: &mut Ensured,
 ) -> Result<(), ApiError> {
-    let name = object::name(bootstrap);
+    let name = meta::name(bootstrap);
     let req = request(state, resource, Some(name), PRODUCER_FIELD_MANAGER)?;
     let shown = format!("{resource}/{name}");
     // A create that finds the object created meanwhile reads it again.
@@ -262,7 +262,7 @@ async fn remove_unwanted(
     done: &mut Ensured,
 ) -> Result<(), ApiError> {
     for (obj, revision) in list(state, resource).await? {
-        let name = object::name(&obj);
+        let name = meta::name(&obj);
         if wanted.contains(name) || annotation(&obj).and_then(parse_bool) != Some(true) {
             continue;
         }
@@ -337,7 +337,7 @@ pub fn priority_level_is_usable(level: &Value) -> bool {
     let rejects = response["type"].as_str() == Some("Reject");
     (kind == "Limited") == has_limited
         && (kind == "Exempt") == has_exempt
-        && (kind == "Exempt") == (object::name(level) == "exempt")
+        && (kind == "Exempt") == (meta::name(level) == "exempt")
         && (!has_limited || rejects == response["queuing"].is_null())
 }
 
@@ -412,14 +412,14 @@ pub async fn sync_status(state: &ApiState) -> Result<(), ApiError> {
         .await?
         .iter()
         .filter(|(level, _)| priority_level_is_usable(level))
-        .map(|(level, _)| object::name(level).to_string())
+        .map(|(level, _)| meta::name(level).to_string())
         .collect();
-    let now = object::now();
+    let now = meta::now();
     for (fs, revision) in list(state, FLOW_SCHEMAS).await? {
         let Some(status) = dangling_status(&fs, &levels, &now) else {
             continue;
         };
-        let name = object::name(&fs);
+        let name = meta::name(&fs);
         let mut req = request(state, FLOW_SCHEMAS, Some(name), CONSUMER_FIELD_MANAGER)?;
         req.path.subresource = Some("status".into());
         let mut new = fs.clone();
@@ -445,7 +445,7 @@ mod tests {
     fn named(objects: Vec<Value>, name: &str) -> Value {
         objects
             .into_iter()
-            .find(|o| object::name(o) == name)
+            .find(|o| meta::name(o) == name)
             .expect("bootstrap object")
     }
 
@@ -504,7 +504,7 @@ mod tests {
                     plan(Some(&current), &obj, mandatory),
                     Action::Keep,
                     "{}",
-                    object::name(&obj)
+                    meta::name(&obj)
                 );
             }
         }
@@ -612,7 +612,7 @@ mod tests {
         ]
         .concat()
         {
-            assert!(priority_level_is_usable(&level), "{}", object::name(&level));
+            assert!(priority_level_is_usable(&level), "{}", meta::name(&level));
         }
         let bare_exempt = json!({"metadata": {"name": "exempt"}, "spec": {"type": "Exempt"}});
         assert!(!priority_level_is_usable(&bare_exempt));
@@ -671,7 +671,7 @@ mod tests {
     }
 
     async fn put(state: &ApiState, resource: &str, obj: Value) {
-        let req = request(state, resource, Some(object::name(&obj)), "test").expect("request");
+        let req = request(state, resource, Some(meta::name(&obj)), "test").expect("request");
         let (old, kv) = handlers::load(state, &req).await.expect("stored");
         handlers::update::write_update(state, &req, obj, &old, kv.mod_revision, false)
             .await

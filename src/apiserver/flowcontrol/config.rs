@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::concurrency::Share;
 use super::queueset::{Queuing, Shape};
-use crate::api::strategy::flowcontrol as bootstrap;
+use crate::api::registry::strategy::flowcontrol as bootstrap;
 
 /// How a schema splits its requests into flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::{Request, encode_for_store, render, store_error, with_revision};
-use crate::api::{ApiError, object};
+use crate::api::{ApiError, registry::object, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::body::decode_object;
 
@@ -30,11 +30,11 @@ pub async fn create_object(
     obj: &mut Value,
 ) -> Result<(StatusCode, Value), ApiError> {
     super::super::convert::from_request(&req.rt, obj);
-    let sent = crate::api::managed_fields::fields_of(obj);
+    let sent = crate::api::codec::managed_fields::fields_of(obj);
     object::before_create(&req.rt, obj, req.path.namespace.as_deref())?;
     if let Some(manager) = req.update_manager() {
-        object::metadata_mut(obj).remove("managedFields");
-        crate::api::managed_fields::record_update(
+        meta::metadata_mut(obj).remove("managedFields");
+        crate::api::codec::managed_fields::record_update(
             obj,
             &manager,
             &req.rt.api_version(),
@@ -45,7 +45,7 @@ pub async fn create_object(
     if let Some(ns) = req.namespace() {
         state.require_namespace(ns, req).await?;
     }
-    let name = object::name(obj).to_string();
+    let name = meta::name(obj).to_string();
     let key = req.rt.key(req.namespace(), &name);
     let named = req.for_object(None, &name);
     let _allocation = state.admit_create(&named, obj).await?;

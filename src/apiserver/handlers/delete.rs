@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::list::collect;
 use super::{Request, encode_for_store, load, render, store_error, with_revision};
-use crate::api::{ApiError, object};
+use crate::api::{ApiError, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::body::{BodyFormat, content_type, decode_as, json_response};
 
@@ -114,7 +114,7 @@ pub async fn delete_collection(
     let (items, revision, _) = collect(state, req).await?;
     let mut deleted = Vec::new();
     for item in items {
-        let named = req.for_object(Some(object::namespace(&item)), object::name(&item));
+        let named = req.for_object(Some(meta::namespace(&item)), meta::name(&item));
         match delete_one(state, &named, &opts).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(item),
             Err(e) => return Err(e),
@@ -147,9 +147,9 @@ pub async fn delete_one(
         let (obj, kv) = load(state, req).await?;
         state.admit_delete(req, &obj).await?;
         if let Some(uid) = &opts.uid
-            && object::meta_str(&obj, "uid") != uid
+            && meta::meta_str(&obj, "uid") != uid
         {
-            return Err(precondition(req, "UID", uid, object::meta_str(&obj, "uid")));
+            return Err(precondition(req, "UID", uid, meta::meta_str(&obj, "uid")));
         }
         if let Some(rv) = &opts.resource_version
             && kv.mod_revision.to_string() != *rv
@@ -173,7 +173,7 @@ pub async fn delete_one(
                 return Ok((StatusCode::OK, Some(obj)));
             }
             let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
-            let meta = object::metadata_mut(&mut marked);
+            let meta = meta::metadata_mut(&mut marked);
             meta.insert(
                 "deletionTimestamp".into(),
                 json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -184,7 +184,7 @@ pub async fn delete_one(
                 None => continue,
             }
         }
-        let mut finalizers: Vec<Value> = object::metadata(&obj)
+        let mut finalizers: Vec<Value> = meta::metadata(&obj)
             .get("finalizers")
             .and_then(Value::as_array)
             .cloned()
@@ -217,7 +217,7 @@ pub async fn delete_one(
         }
         if obj.pointer("/metadata/deletionTimestamp").is_some()
             && finalizers.len()
-                == object::metadata(&obj)
+                == meta::metadata(&obj)
                     .get("finalizers")
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len)
@@ -225,10 +225,10 @@ pub async fn delete_one(
             // Already being deleted; nothing new to record.
             return Ok((StatusCode::ACCEPTED, Some(obj)));
         }
-        let meta = object::metadata_mut(&mut marked);
+        let meta = meta::metadata_mut(&mut marked);
         meta.insert("finalizers".into(), Value::Array(finalizers));
         meta.entry("deletionTimestamp")
-            .or_insert_with(|| json!(object::now()));
+            .or_insert_with(|| json!(meta::now()));
         meta.insert("deletionGracePeriodSeconds".into(), json!(0));
         req.rt.strategy.mark_deleting(&mut marked);
         match write_marked(state, req, marked, kv.mod_revision, dry_run).await? {

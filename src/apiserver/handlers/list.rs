@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Request, decode_stored, store_error};
 use crate::api::ApiError;
-use crate::api::selectors::{FieldSelector, LabelSelector, supported_fields};
+use crate::api::values::selectors::{FieldSelector, LabelSelector, supported_fields};
 use crate::apiserver::ApiState;
 use crate::apiserver::body::{TABLE, typed_response, wants_table};
 use crate::apiserver::table::TableBuilder;
@@ -65,7 +65,7 @@ pub async fn list(state: &ApiState, req: &Request) -> Result<Response, ApiError>
         items.push(if first { b'[' } else { b',' });
         first = false;
         let obj = match metadata_only {
-            true => crate::api::object::partial_metadata(&obj),
+            true => crate::api::registry::object::partial_metadata(&obj),
             false => obj,
         };
         serde_json::to_writer(&mut items, &obj).map_err(ApiError::internal)

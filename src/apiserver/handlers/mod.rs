@@ -25,8 +25,8 @@ use super::ApiState;
 use super::authn::User;
 use super::body::{TABLE, json_response, typed_response, wants_table};
 use super::request::{Query, ResourcePath};
-use crate::api::resources::{ResourceType, Subresource, Verbs};
-use crate::api::{ApiError, object};
+use crate::api::registry::resources::{ResourceType, Subresource, Verbs};
+use crate::api::{ApiError, registry::object, values::meta};
 use crate::store::{self, KeyValue};
 
 /// One resource request, parsed and resolved against the registry.
@@ -334,7 +334,7 @@ pub async fn load(state: &ApiState, req: &Request) -> Result<(Value, KeyValue), 
 
 /// Sets `resourceVersion` on an object after a write.
 pub fn with_revision(mut obj: Value, revision: i64) -> Value {
-    object::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    meta::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
     obj
 }
 
@@ -347,7 +347,7 @@ pub fn render(_state: &ApiState, req: &Request, status: StatusCode, obj: &Value)
         let table = super::table::single(
             &req.rt,
             obj,
-            object::meta_str(obj, "resourceVersion"),
+            meta::meta_str(obj, "resourceVersion"),
             &req.query,
         );
         return typed_response(status, TABLE, &table);
@@ -357,7 +357,7 @@ pub fn render(_state: &ApiState, req: &Request, status: StatusCode, obj: &Value)
 
 /// The resourceVersion precondition inside a body, if any.
 pub fn body_revision(obj: &Value) -> Result<Option<i64>, ApiError> {
-    match object::meta_str(obj, "resourceVersion") {
+    match meta::meta_str(obj, "resourceVersion") {
         "" => Ok(None),
         rv => rv
             .parse::<i64>()

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::update::write_update;
 use super::{Request, body_revision, load, render};
-use crate::api::{ApiError, object};
+use crate::api::{ApiError, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::body::{BodyFormat, content_type, decode_as, parse_json};
 
@@ -133,7 +133,7 @@ pub fn apply_patch(
                 ));
             }
             let root = state.schemas.definition_name(&req.rt);
-            target = crate::api::strategic_merge::apply(
+            target = crate::api::codec::strategic_merge::apply(
                 old,
                 patch,
                 root.as_deref(),
@@ -143,7 +143,7 @@ pub fn apply_patch(
         }
         PatchType::Apply => return Err(ApiError::internal("apply is not a plain patch")),
     }
-    if object::name(&target) != req.name() {
+    if meta::name(&target) != req.name() {
         return Err(ApiError::bad_request(
             "the name of the object may not be changed by a patch",
         ));

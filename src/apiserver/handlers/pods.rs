@@ -68,7 +68,7 @@ pub async fn bind(state: &ApiState, req: &Request, body: &Bytes) -> Result<Respo
     conditions.retain(|c| c["type"] != "PodScheduled");
     conditions.push(
         json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-                           "lastTransitionTime": crate::api::object::now()}),
+                           "lastTransitionTime": crate::api::values::meta::now()}),
     );
     bound["status"]["conditions"] = json!(conditions);
     write_update(state, req, bound, &pod, kv.mod_revision, false).await?;
@@ -126,7 +126,8 @@ async fn spend_budget(state: &ApiState, req: &Request, pod: &Value) -> Result<()
         .into_iter()
         .filter(|b| {
             b.pointer("/spec/selector").is_some_and(|s| {
-                !s.is_null() && crate::api::selectors::LabelSelector::from_object(s).matches(labels)
+                !s.is_null()
+                    && crate::api::values::selectors::LabelSelector::from_object(s).matches(labels)
             })
         })
         .collect();
@@ -139,7 +140,7 @@ async fn spend_budget(state: &ApiState, req: &Request, pod: &Value) -> Result<()
             ));
         }
     };
-    let name = crate::api::object::name(budget).to_string();
+    let name = crate::api::values::meta::name(budget).to_string();
     let status = &budget["status"];
     let number = |field: &str| status[field].as_i64().unwrap_or(0);
     let ready = pod
@@ -209,8 +210,8 @@ async fn spend_budget(state: &ApiState, req: &Request, pod: &Value) -> Result<()
     }
     let mut updated = current.clone();
     updated["status"]["disruptionsAllowed"] = json!(allowed - 1);
-    updated["status"]["disruptedPods"][crate::api::object::name(pod)] =
-        json!(crate::api::object::now());
+    updated["status"]["disruptedPods"][crate::api::values::meta::name(pod)] =
+        json!(crate::api::values::meta::now());
     if allowed == 1
         && let Some(conditions) = updated["status"]["conditions"].as_array_mut()
     {
@@ -220,7 +221,7 @@ async fn spend_budget(state: &ApiState, req: &Request, pod: &Value) -> Result<()
         {
             condition["status"] = json!("False");
             condition["reason"] = json!("InsufficientPods");
-            condition["lastTransitionTime"] = json!(crate::api::object::now());
+            condition["lastTransitionTime"] = json!(crate::api::values::meta::now());
         }
     }
     write_update(state, &status_req, updated, &current, kv.mod_revision, true).await?;

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::patch::{PatchType, apply_patch};
 use super::update::write_update;
 use super::{Request, load};
-use crate::api::selectors::LabelSelector;
-use crate::api::{ApiError, object};
+use crate::api::values::selectors::LabelSelector;
+use crate::api::{ApiError, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::body::{content_type, decode_object, json_response, parse_json};
 
@@ -39,7 +39,7 @@ fn to_pointer(json_path: &str) -> String {
 /// The Scale object for `obj`.
 fn scale_of(req: &Request, obj: &Value) -> Value {
     let (spec, status, selector) = paths(req);
-    let meta = object::metadata(obj);
+    let meta = meta::metadata(obj);
     let selector_text = selector
         .and_then(|p| obj.pointer(&p).cloned())
         .map(|s| match s {
@@ -123,7 +123,7 @@ async fn write_scale(state: &ApiState, req: &Request, scale: Value) -> Result<Re
     let mut new = old.clone();
     match new.pointer_mut(&spec_path) {
         Some(slot) => *slot = replicas,
-        None => crate::api::strategy::default_field(&mut new, &spec_path, replicas),
+        None => crate::api::registry::strategy::default_field(&mut new, &spec_path, replicas),
     }
     let (_, updated) = write_update(state, req, new, &old, kv.mod_revision, false).await?;
     Ok(json_response(StatusCode::OK, &scale_of(req, &updated)))

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{Request, load};
-use crate::api::{ApiError, FieldError, object};
+use crate::api::{ApiError, FieldError, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::body::{decode_object, json_response};
 use crate::pki::serviceaccount::{Claims, ISSUER, KubernetesClaims, Ref};
@@ -56,7 +56,7 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
             name: r.get("name").and_then(Value::as_str).unwrap_or("").into(),
             uid: r.get("uid").and_then(Value::as_str).unwrap_or("").into(),
         });
-    let namespace = object::namespace(&account).to_string();
+    let namespace = meta::namespace(&account).to_string();
     if let Some(node) = crate::apiserver::authz::node::node_name(&req.user) {
         let kind = request
             .pointer("/spec/boundObjectRef/kind")
@@ -89,7 +89,7 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
             namespace,
             serviceaccount: Ref {
                 name: req.name().into(),
-                uid: object::meta_str(&account, "uid").into(),
+                uid: meta::meta_str(&account, "uid").into(),
             },
             pod,
         },
@@ -103,9 +103,9 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
     request["spec"]["audiences"] = json!(audiences);
     request["spec"]["expirationSeconds"] = json!(seconds);
     request["status"] = json!({"token": token, "expirationTimestamp": expires});
-    let meta = object::metadata_mut(&mut request);
+    let meta = meta::metadata_mut(&mut request);
     meta.insert("name".into(), json!(req.name()));
-    meta.insert("namespace".into(), json!(object::namespace(&account)));
+    meta.insert("namespace".into(), json!(meta::namespace(&account)));
     meta.insert("creationTimestamp".into(), Value::Null);
     Ok(json_response(StatusCode::CREATED, &request))
 }

@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::{Request, body_revision, encode_for_store, load, render, store_error, with_revision};
-use crate::api::{ApiError, FieldError, object};
+use crate::api::{ApiError, FieldError, registry::object, values::meta};
 use crate::apiserver::ApiState;
 use crate::apiserver::body::decode_object;
 
@@ -19,7 +19,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let (mut obj, duplicates) = decode_object(&req.headers, body)?;
     let warnings = state.validate_fields(req, &obj, &duplicates)?;
-    let body_name = object::name(&obj).to_string();
+    let body_name = meta::name(&obj).to_string();
     if !body_name.is_empty() && body_name != req.name() {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({})",
@@ -37,7 +37,7 @@ pub async fn update(
             req.name(),
         ));
     }
-    object::metadata_mut(&mut obj).insert("name".into(), Value::String(req.name().to_string()));
+    meta::metadata_mut(&mut obj).insert("name".into(), Value::String(req.name().to_string()));
     let (status, updated) =
         write_update(state, req, obj, &old, kv.mod_revision, status_only).await?;
     let mut response = render(state, req, status, &updated);
@@ -57,27 +57,29 @@ pub async fn write_update(
     super::super::convert::from_request(&req.rt, &mut new);
     if req.path.subresource.as_deref() == Some("ephemeralcontainers") {
         // Only ephemeral containers change, and only by being added.
-        new = crate::api::strategy::pod::with_ephemeral_containers(old, &new)
+        new = crate::api::registry::strategy::pods::with_ephemeral_containers(old, &new)
             .map_err(|causes| ApiError::invalid(&req.rt.group, &req.rt.kind, req.name(), causes))?;
     }
     let approval = req.path.subresource.as_deref() == Some("approval");
     let requested_status = approval.then(|| new.get("status").cloned().unwrap_or_default());
     object::before_update(&req.rt, &mut new, old, status_only)?;
     if let Some(requested) = requested_status {
-        crate::api::strategy::certificates::prepare_for_approval_update(&mut new, &requested, old);
+        crate::api::registry::strategy::certificates::prepare_for_approval_update(
+            &mut new, &requested, old,
+        );
         object::validate_after_strategy(&req.rt, &new, old)?;
     }
     state.admit_update(req, &mut new, old, status_only).await?;
     if let Some(manager) = req.update_manager() {
         // What the writer sent for managedFields is ignored; ownership follows the change.
-        let previous = object::metadata(old).get("managedFields").cloned();
+        let previous = meta::metadata(old).get("managedFields").cloned();
         match previous {
-            Some(managed) => object::metadata_mut(&mut new).insert("managedFields".into(), managed),
-            None => object::metadata_mut(&mut new).remove("managedFields"),
+            Some(managed) => meta::metadata_mut(&mut new).insert("managedFields".into(), managed),
+            None => meta::metadata_mut(&mut new).remove("managedFields"),
         };
-        let changed = crate::api::managed_fields::changed_fields(&new, old);
+        let changed = crate::api::codec::managed_fields::changed_fields(&new, old);
         let subresource = status_only.then_some("status");
-        crate::api::managed_fields::record_update(
+        crate::api::codec::managed_fields::record_update(
             &mut new,
             &manager,
             &req.rt.api_version(),
@@ -118,7 +120,7 @@ pub async fn write_update(
         return Ok((StatusCode::OK, new));
     }
     let encoded = encode_for_store(&req.rt, &new);
-    let written = if crate::api::strategy::coalescible(&req.rt, &new, old) {
+    let written = if crate::api::registry::strategy::coalescible(&req.rt, &new, old) {
         // A Lease renewal: the store may hold it until its next commit.
         state
             .store

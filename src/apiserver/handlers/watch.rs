@@ -64,7 +64,11 @@ struct Decoded {
 }
 
 impl DecodedEvents {
-    fn get(&self, rt: &crate::api::resources::ResourceType, event: &store::Event) -> Arc<Decoded> {
+    fn get(
+        &self,
+        rt: &crate::api::registry::resources::ResourceType,
+        event: &store::Event,
+    ) -> Arc<Decoded> {
         let key = (
             event.kv.mod_revision,
             event.kv.key.clone(),
@@ -165,7 +169,7 @@ pub async fn watch(state: Arc<ApiState>, req: Request) -> Result<Response, ApiEr
         let object = if table && event_type != "ERROR" && event_type != "BOOKMARK" {
             crate::apiserver::table::single(&req.rt, obj, "", &req.query)
         } else if metadata_only && event_type != "ERROR" {
-            crate::api::object::partial_metadata(obj)
+            crate::api::registry::object::partial_metadata(obj)
         } else {
             obj.clone()
         };
@@ -269,7 +273,11 @@ fn tokio_stream(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn bookmark(rt: &crate::api::resources::ResourceType, revision: i64, initial_end: bool) -> Value {
+fn bookmark(
+    rt: &crate::api::registry::resources::ResourceType,
+    revision: i64,
+    initial_end: bool,
+) -> Value {
     let mut meta = json!({"resourceVersion": revision.to_string(), "creationTimestamp": null});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
@@ -291,7 +299,7 @@ fn without_paging(req: &Request) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::resources::Registry;
+    use crate::api::registry::resources::Registry;
 
     fn event(revision: i64, value: &str, prev: Option<&str>) -> store::Event {
         store::Event {

@@ -17,7 +17,7 @@ pub use location::ProxyPath;
 
 use super::ApiState;
 use crate::api::ApiError;
-use crate::api::resources::Subresource;
+use crate::api::registry::resources::Subresource;
 
 /// The proxy request `raw_path` (still percent-encoded) makes, if it is one
 /// of a resource whose table row serves `proxy`.

@@ -2,11 +2,11 @@
 
 use serde_json::{Value, json};
 
+use super::pods;
 use super::{
     Strategy, default_field, default_template, validate_non_negative, validate_selector_matches,
 };
 use crate::api::FieldError;
-use crate::api::strategy::pod;
 
 /// Upstream defaults per workload.
 pub fn default(resource: &str, obj: &mut Value) {
@@ -60,7 +60,7 @@ pub fn default(resource: &str, obj: &mut Value) {
                 for claim in templates {
                     default_field(claim, "/apiVersion", json!("v1"));
                     default_field(claim, "/kind", json!("PersistentVolumeClaim"));
-                    super::storage::default_claim(claim);
+                    super::persistent_volume_claims::default_claim(claim);
                     default_field(claim, "/status/phase", json!("Pending"));
                 }
             }
@@ -95,14 +95,14 @@ pub fn validate(obj: &Value) -> Vec<FieldError> {
         "spec.replicas",
     ));
     match obj.pointer("/spec/template/spec") {
-        Some(spec) => causes.extend(pod::validate_spec(spec, "spec.template.spec")),
+        Some(spec) => causes.extend(pods::validate_spec(spec, "spec.template.spec")),
         None => causes.push(FieldError::required("spec.template.spec.containers", "")),
     }
     let templates = obj
         .pointer("/spec/volumeClaimTemplates")
         .and_then(Value::as_array);
     for (i, claim) in templates.into_iter().flatten().enumerate() {
-        causes.extend(super::storage::validate_claim_spec(
+        causes.extend(super::persistent_volume_claims::validate_claim_spec(
             &claim["spec"],
             &format!("spec.volumeClaimTemplates[{i}].spec"),
         ));

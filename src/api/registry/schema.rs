@@ -234,7 +234,7 @@ fn preserves_unknown(schema: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::resources::Registry;
+    use crate::api::registry::resources::Registry;
 
     #[test]
     fn finds_unknown_fields_through_refs() {

@@ -40,7 +40,7 @@ pub fn is_default_class(class: &Value) -> bool {
 
 /// The default class among `classes`: the newest marked default, ties by name.
 pub fn default_class(classes: &[Value]) -> Option<&Value> {
-    crate::api::object::newest_default(classes, DEFAULT_CLASS_MARKS)
+    crate::api::values::meta::newest_default(classes, DEFAULT_CLASS_MARKS)
 }
 
 /// Whether the object carries `annotation` (its value does not matter).
@@ -69,7 +69,7 @@ pub fn volume_class(pv: &PersistentVolume) -> String {
 }
 
 fn quantity(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> i64 {
-    q.and_then(|q| crate::api::quantity::value(&q.0))
+    q.and_then(|q| crate::api::values::quantity::value(&q.0))
         .unwrap_or(0)
 }
 
@@ -183,7 +183,7 @@ pub fn find_best_match<'a>(
             continue;
         }
         if let Some(selector) = &selector
-            && !crate::api::selectors::LabelSelector::from_typed(selector)
+            && !crate::api::values::selectors::LabelSelector::from_typed(selector)
                 .matches_labels(pv.labels())
         {
             continue;
@@ -223,7 +223,7 @@ pub fn node_affinity_allows(pv: &PersistentVolume, node: &Node) -> bool {
         None => true,
         Some(terms) => terms
             .iter()
-            .any(|t| crate::api::scheduling::term_matches(t, node)),
+            .any(|t| crate::api::values::scheduling::term_matches(t, node)),
     }
 }
 

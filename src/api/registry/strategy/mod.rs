@@ -2,23 +2,34 @@
 //! update may change, defaults, validation, which updates the store may
 //! coalesce. Each resource with rules of its own has a [`Strategy`], named
 //! by its row in the resource table (`resources.rs`); the rest use
-//! [`Plain`]. This file holds the trait, the rules every resource shares,
-//! and the entry points the API server calls.
+//! [`Plain`], one file per resource (a family sharing one strategy shares
+//! its file: the apps workloads, the webhook configurations, APF's two
+//! kinds). This file holds the trait, the rules every resource shares, and
+//! the entry points the API server calls.
 
 pub mod admissionregistration;
 pub(crate) mod apps;
-pub mod batch;
 pub mod certificates;
-pub(crate) mod coordination;
-pub(crate) mod core;
+pub mod configmaps;
+pub mod cronjobs;
 pub mod flowcontrol;
-pub mod pod;
-pub mod storage;
+pub mod jobs;
+pub(crate) mod leases;
+pub mod namespaces;
+pub mod nodes;
+pub mod persistent_volume_claims;
+pub mod persistent_volumes;
+pub mod pod_templates;
+pub mod pods;
+pub mod replication_controllers;
+pub mod secrets;
+pub mod services;
+pub mod storage_classes;
 
 use serde_json::{Value, json};
 
-use super::FieldError;
 use super::resources::{ResourceType, Subresource};
+use crate::api::FieldError;
 
 /// One resource's own rules. Every method defaults to "nothing special".
 pub trait Strategy: std::fmt::Debug + Send + Sync {
@@ -159,7 +170,7 @@ pub fn default_field(obj: &mut Value, pointer: &str, value: Value) {
 /// Defaults inside a pod template (`{metadata, spec}`).
 pub(crate) fn default_template(template: Option<&mut Value>) {
     if let Some(spec) = template.and_then(|t| t.get_mut("spec")) {
-        pod::default_spec(spec);
+        pods::default_spec(spec);
     }
 }
 
@@ -257,7 +268,7 @@ mod tests {
 
     #[test]
     fn deletes_wait_for_pods_and_namespaces_and_answer_with_the_object_where_upstream_does() {
-        let registry = crate::api::resources::Registry::new();
+        let registry = crate::api::registry::resources::Registry::new();
         let rule = |resource: &str| {
             registry
                 .lookup("", "v1", resource)

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::FieldError;
 use super::resources::{CustomResource, Registry, ResourceType, Subresource, Verbs};
+use crate::api::FieldError;
 
 /// Checks a CRD and fills in its status (names accepted, established).
 pub fn prepare(crd: &mut Value) -> Result<(), Vec<FieldError>> {
@@ -89,7 +89,7 @@ pub fn prepare(crd: &mut Value) -> Result<(), Vec<FieldError>> {
         names["listKind"] = json!(format!("{kind}List"));
     }
     crd["spec"]["names"] = names.clone();
-    let now = super::object::now();
+    let now = crate::api::values::meta::now();
     let stored: Vec<Value> = versions
         .iter()
         .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
@@ -185,7 +185,7 @@ pub fn register(registry: &Registry, crd: &Value) {
                     scale,
                     served: true,
                 })),
-                strategy: &crate::api::strategy::Plain,
+                strategy: &crate::api::registry::strategy::Plain,
             }
         })
         .collect();

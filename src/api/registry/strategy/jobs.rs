@@ -1,32 +1,20 @@
-//! batch/v1 rules: Job (generated selector), CronJob.
+//! Jobs (upstream's job strategy): upstream's defaults, a selector generated
+//! from the Job's uid, a pod template that must not restart forever. The
+//! spec defaults and template rules CronJobs share are here.
 
 use serde_json::{Value, json};
 
+use super::pods;
 use super::{
     Strategy, default_field, default_template, validate_non_negative, validate_selector_matches,
 };
 use crate::api::FieldError;
-use crate::api::strategy::pod;
 
 /// The label a Job's generated selector uses.
 const CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 
-/// Defaults for jobs and cron jobs.
-pub fn default(resource: &str, obj: &mut Value) {
-    match resource {
-        "jobs" => default_job_spec(obj.pointer_mut("/spec")),
-        "cronjobs" => {
-            default_field(obj, "/spec/concurrencyPolicy", json!("Allow"));
-            default_field(obj, "/spec/suspend", json!(false));
-            default_field(obj, "/spec/successfulJobsHistoryLimit", json!(3));
-            default_field(obj, "/spec/failedJobsHistoryLimit", json!(1));
-            default_job_spec(obj.pointer_mut("/spec/jobTemplate/spec"));
-        }
-        _ => {}
-    }
-}
-
-fn default_job_spec(spec: Option<&mut Value>) {
+/// Upstream's defaults for a Job spec (a Job's, or a CronJob's template).
+pub(super) fn default_job_spec(spec: Option<&mut Value>) {
     let Some(spec) = spec else {
         return;
     };
@@ -105,59 +93,12 @@ pub fn validate_job(job: &Value) -> Vec<FieldError> {
     causes
 }
 
-/// A CronJob's schedule as upstream's standard parser reads it: five
-/// fields (minute hour day-of-month month day-of-week; day-of-month and
-/// day-of-week match either) or a macro such as `@hourly`.
-pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
-    if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
-        return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into());
-    }
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Disallowed)
-        .year(croner::parser::Year::Disallowed)
-        .build()
-        .parse(schedule)
-        .map_err(|e| format!("unparseable schedule: {e}"))
-}
-
-/// A CronJob's `timeZone` (unset: the node's local time).
-pub fn time_zone(name: Option<&str>) -> Result<jiff::tz::TimeZone, String> {
-    match name {
-        None => Ok(jiff::tz::TimeZone::system()),
-        Some(name) => {
-            jiff::tz::TimeZone::get(name).map_err(|_| format!("unknown time zone {name}"))
-        }
-    }
-}
-
-/// CronJob checks.
-pub fn validate_cronjob(cj: &Value) -> Vec<FieldError> {
-    let mut causes = Vec::new();
-    match cj.pointer("/spec/schedule").and_then(Value::as_str) {
-        None | Some("") => causes.push(FieldError::required("spec.schedule", "")),
-        Some(schedule) => {
-            if let Err(e) = parse_schedule(schedule) {
-                causes.push(FieldError::invalid("spec.schedule", &json!(schedule), &e));
-            }
-        }
-    }
-    if let Some(zone) = cj.pointer("/spec/timeZone").and_then(Value::as_str)
-        && let Err(e) = time_zone(Some(zone))
-    {
-        causes.push(FieldError::invalid("spec.timeZone", &json!(zone), &e));
-    }
-    causes.extend(validate_template(
-        cj.pointer("/spec/jobTemplate/spec/template/spec"),
-        "spec.jobTemplate.spec.template.spec",
-    ));
-    causes
-}
-
-fn validate_template(spec: Option<&Value>, path: &str) -> Vec<FieldError> {
+/// A Job template's pod spec: a pod's rules, restarted only on failure or never.
+pub(super) fn validate_template(spec: Option<&Value>, path: &str) -> Vec<FieldError> {
     let Some(spec) = spec else {
         return vec![FieldError::required(format!("{path}.containers"), "")];
     };
-    let mut causes = pod::validate_spec(spec, path);
+    let mut causes = pods::validate_spec(spec, path);
     let policy = spec
         .get("restartPolicy")
         .cloned()
@@ -186,25 +127,11 @@ impl Strategy for Jobs {
     }
 
     fn default(&self, obj: &mut Value) {
-        default("jobs", obj);
+        default_job_spec(obj.pointer_mut("/spec"));
     }
 
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         validate_job(obj)
-    }
-}
-
-/// CronJobs.
-#[derive(Debug)]
-pub struct CronJobs;
-
-impl Strategy for CronJobs {
-    fn default(&self, obj: &mut Value) {
-        default("cronjobs", obj);
-    }
-
-    fn validate(&self, obj: &Value) -> Vec<FieldError> {
-        validate_cronjob(obj)
     }
 }
 
@@ -215,7 +142,7 @@ mod tests {
     #[test]
     fn job_gets_generated_selector() {
         let mut job = json!({"metadata": {"name": "pi", "uid": "u-1"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "a", "image": "x"}]}}}});
-        default("jobs", &mut job);
+        Jobs.default(&mut job);
         prepare_job_for_create(&mut job);
         assert_eq!(
             job["spec"]["selector"]["matchLabels"][CONTROLLER_UID],
@@ -230,24 +157,9 @@ mod tests {
     }
 
     #[test]
-    fn schedules_parse_as_standard_cron() {
-        assert!(parse_schedule("*/1 * * * *").is_ok());
-        assert!(parse_schedule("0 3 * * MON-FRI").is_ok());
-        assert!(parse_schedule("@hourly").is_ok());
-        assert!(
-            parse_schedule("* * * * * *").is_err(),
-            "seconds are not standard"
-        );
-        assert!(parse_schedule("61 * * * *").is_err());
-        assert!(parse_schedule("TZ=UTC * * * * *").is_err());
-        assert!(time_zone(Some("Etc/UTC")).is_ok());
-        assert!(time_zone(Some("Mars/Olympus")).is_err());
-    }
-
-    #[test]
     fn job_needs_terminating_restart_policy() {
         let mut job = json!({"metadata": {"uid": "u"}, "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
-        default("jobs", &mut job);
+        Jobs.default(&mut job);
         prepare_job_for_create(&mut job);
         assert_eq!(
             validate_job(&job)[0].field,

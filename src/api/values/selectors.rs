@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::ApiError;
+use crate::api::ApiError;
 
 /// One label requirement.
 #[derive(Debug, Clone, PartialEq)]

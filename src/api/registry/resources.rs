@@ -272,7 +272,7 @@ const BUILTIN: &[Row] = &[
         &["ns"],
         NONE,
         &[Status, Finalize],
-        &strategy::core::Namespaces,
+        &strategy::namespaces::Namespaces,
     ),
     (
         "",
@@ -293,7 +293,7 @@ const BUILTIN: &[Row] = &[
             Proxy,
             EphemeralContainers,
         ],
-        &strategy::pod::Pods,
+        &strategy::pods::Pods,
     ),
     (
         "",
@@ -315,7 +315,7 @@ const BUILTIN: &[Row] = &[
         &["svc"],
         ALL,
         &[Status, Proxy],
-        &strategy::core::Services,
+        &strategy::services::Services,
     ),
     (
         "",
@@ -337,7 +337,7 @@ const BUILTIN: &[Row] = &[
         &["cm"],
         NONE,
         &[],
-        &strategy::core::ConfigMaps,
+        &strategy::configmaps::ConfigMaps,
     ),
     (
         "",
@@ -348,7 +348,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
-        &strategy::core::Secrets,
+        &strategy::secrets::Secrets,
     ),
     (
         "",
@@ -370,7 +370,7 @@ const BUILTIN: &[Row] = &[
         &["no"],
         NONE,
         &[Status, Proxy],
-        &strategy::core::Nodes,
+        &strategy::nodes::Nodes,
     ),
     (
         "",
@@ -392,7 +392,7 @@ const BUILTIN: &[Row] = &[
         &["pv"],
         NONE,
         &[Status],
-        &strategy::storage::PersistentVolumes,
+        &strategy::persistent_volumes::PersistentVolumes,
     ),
     (
         "",
@@ -403,7 +403,7 @@ const BUILTIN: &[Row] = &[
         &["pvc"],
         NONE,
         &[Status],
-        &strategy::storage::PersistentVolumeClaims,
+        &strategy::persistent_volume_claims::PersistentVolumeClaims,
     ),
     (
         "",
@@ -414,7 +414,7 @@ const BUILTIN: &[Row] = &[
         &["rc"],
         ALL,
         &[Status, Scale],
-        &strategy::core::ReplicationControllers,
+        &strategy::replication_controllers::ReplicationControllers,
     ),
     (
         "",
@@ -447,7 +447,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
-        &strategy::core::PodTemplates,
+        &strategy::pod_templates::PodTemplates,
     ),
     (
         "apps",
@@ -513,7 +513,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         ALL,
         &[Status],
-        &strategy::batch::Jobs,
+        &strategy::jobs::Jobs,
     ),
     (
         "batch",
@@ -524,7 +524,7 @@ const BUILTIN: &[Row] = &[
         &["cj"],
         ALL,
         &[Status],
-        &strategy::batch::CronJobs,
+        &strategy::cronjobs::CronJobs,
     ),
     (
         "autoscaling",
@@ -568,7 +568,7 @@ const BUILTIN: &[Row] = &[
         NONE,
         NONE,
         &[],
-        &strategy::coordination::Leases,
+        &strategy::leases::Leases,
     ),
     (
         "discovery.k8s.io",
@@ -634,7 +634,7 @@ const BUILTIN: &[Row] = &[
         &["sc"],
         NONE,
         &[],
-        &strategy::storage::StorageClasses,
+        &strategy::storage_classes::StorageClasses,
     ),
     (
         "scheduling.k8s.io",

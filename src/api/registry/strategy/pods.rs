@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::{Strategy, default_field};
 use crate::api::FieldError;
-use crate::api::object::dns_label;
+use crate::api::values::meta::dns_label;
 
 /// Defaults of a pod spec, also inside templates.
 pub fn default_spec(spec: &mut Value) {

@@ -104,7 +104,7 @@ pub fn node_allows(pod: &Pod, node: &Node) -> Result<(), Reason> {
     {
         return Err("node(s) were unschedulable".into());
     }
-    let ready = crate::api::nodes::is_ready(node);
+    let ready = crate::api::values::nodes::is_ready(node);
     if !ready && !tolerated("node.kubernetes.io/not-ready", "NoSchedule") {
         return Err("node(s) were not ready".into());
     }

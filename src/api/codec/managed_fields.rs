@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::object;
+use crate::api::values::meta;
 
 /// Records that `manager` changed `changed` (FieldsV1) with an Update: the
 /// fields move to its entry and leave every other manager's.
@@ -18,7 +18,7 @@ pub fn record_update(
     if changed.as_object().is_none_or(Map::is_empty) {
         return;
     }
-    let mut managed: Vec<Value> = object::metadata(obj)
+    let mut managed: Vec<Value> = meta::metadata(obj)
         .get("managedFields")
         .and_then(Value::as_array)
         .cloned()
@@ -50,7 +50,7 @@ pub fn record_update(
         "manager": manager,
         "operation": "Update",
         "apiVersion": api_version,
-        "time": object::now(),
+        "time": meta::now(),
         "fieldsType": "FieldsV1",
         "fieldsV1": mine,
     });
@@ -58,7 +58,7 @@ pub fn record_update(
         entry["subresource"] = json!(sub);
     }
     managed.push(entry);
-    object::metadata_mut(obj).insert("managedFields".into(), Value::Array(managed));
+    meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(managed));
 }
 
 /// FieldsV1 of the leaves of `new` that differ from `old` (all of them when

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Strategy;
 use crate::api::FieldError;
-use crate::api::object;
+use crate::api::values::meta;
 
 /// The annotation that says whether the server keeps an object's spec
 /// equal to its bootstrap value (parsed as Go's `strconv.ParseBool`).
@@ -354,7 +354,7 @@ pub fn suggested_flow_schemas() -> Vec<Value> {
 }
 
 fn find_named(objects: Vec<Value>, name: &str) -> Option<Value> {
-    objects.into_iter().find(|o| object::name(o) == name)
+    objects.into_iter().find(|o| meta::name(o) == name)
 }
 
 // ---------------------------------------------------------------------------
@@ -477,7 +477,7 @@ fn present(value: &Value) -> bool {
 
 /// Field problems of a FlowSchema.
 pub fn validate_flow_schema(obj: &Value) -> Vec<FieldError> {
-    let name = object::name(obj);
+    let name = meta::name(obj);
     let spec = &obj["spec"];
     let mut causes = validate_flow_schema_spec(name, spec);
     if let Some(fixed) = find_named(mandatory_flow_schemas(), name)
@@ -534,7 +534,7 @@ fn validate_flow_schema_spec(name: &str, spec: &Value) -> Vec<FieldError> {
             "must reference a priority level",
         )),
         level_name => {
-            if let Some(msg) = object::dns_subdomain(level_name) {
+            if let Some(msg) = meta::dns_subdomain(level_name) {
                 causes.push(FieldError::invalid(
                     "spec.priorityLevelConfiguration.name",
                     level,
@@ -652,7 +652,7 @@ fn validate_service_account_subject(sa: &Value, path: &str) -> Vec<FieldError> {
         "" => causes.push(FieldError::required(format!("{path}.name"), "")),
         "*" => {}
         name => {
-            if let Some(msg) = object::dns_subdomain(name) {
+            if let Some(msg) = meta::dns_subdomain(name) {
                 causes.push(FieldError::invalid(
                     format!("{path}.name"),
                     &sa["name"],
@@ -667,7 +667,7 @@ fn validate_service_account_subject(sa: &Value, path: &str) -> Vec<FieldError> {
             "must specify namespace for service account",
         )),
         namespace => {
-            if let Some(msg) = object::dns_label(namespace) {
+            if let Some(msg) = meta::dns_label(namespace) {
                 causes.push(FieldError::invalid(
                     format!("{path}.namespace"),
                     &sa["namespace"],
@@ -801,7 +801,7 @@ fn validate_resource_rule(rule: &Value, path: &str) -> Vec<FieldError> {
         }
     } else {
         for (i, namespace) in namespaces.iter().enumerate() {
-            if let Some(msg) = object::dns_label(namespace) {
+            if let Some(msg) = meta::dns_label(namespace) {
                 causes.push(FieldError::invalid(
                     format!("{path}.namespaces[{i}]"),
                     &json!(namespace),
@@ -843,7 +843,7 @@ fn validate_conditions(status: &Value) -> Vec<FieldError> {
 /// Field problems of a PriorityLevelConfiguration. A zero `limited`
 /// `nominalConcurrencyShares` is refused, as 1.33's strategy does.
 pub fn validate_priority_level(obj: &Value) -> Vec<FieldError> {
-    let name = object::name(obj);
+    let name = meta::name(obj);
     let spec = &obj["spec"];
     let mut causes = validate_priority_level_spec(name, spec);
     if let Some(fixed) = find_named(mandatory_priority_levels(), name) {
@@ -1100,16 +1100,16 @@ mod tests {
                 "true"
             );
             assert!(
-                names.insert((obj["kind"].clone(), object::name(obj).to_string())),
+                names.insert((obj["kind"].clone(), meta::name(obj).to_string())),
                 "{obj}"
             );
-            assert_eq!(validate(obj), vec![], "{}", object::name(obj));
+            assert_eq!(validate(obj), vec![], "{}", meta::name(obj));
             let mut defaulted = obj.clone();
             match obj["kind"].as_str() {
                 Some(FLOW_SCHEMA) => default_flow_schema(&mut defaulted),
                 _ => default_priority_level(&mut defaulted),
             }
-            assert_eq!(&defaulted, obj, "defaulting changes {}", object::name(obj));
+            assert_eq!(&defaulted, obj, "defaulting changes {}", meta::name(obj));
         }
     }
 
@@ -1136,7 +1136,7 @@ mod tests {
             .map(|l| {
                 let limited = &l["spec"]["limited"];
                 (
-                    object::name(l).to_string(),
+                    meta::name(l).to_string(),
                     int(&limited["nominalConcurrencyShares"]),
                     int(&limited["lendablePercent"]),
                 )
@@ -1163,7 +1163,7 @@ mod tests {
                 .iter()
                 .map(|s| {
                     (
-                        object::name(s).to_string(),
+                        meta::name(s).to_string(),
                         text(&s["spec"]["priorityLevelConfiguration"]["name"]).to_string(),
                         int(&s["spec"]["matchingPrecedence"]),
                     )
