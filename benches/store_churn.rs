@@ -271,16 +271,12 @@ async fn main() {
     // Freed space goes back when the store is quiet (10 minutes) or closes.
     let live = live_bytes(&churn.store).await;
     let compactions_taken = churn.compactions.lock().expect("lock").clone();
-    drop(churn);
-    let mut size = file_size(&db);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = file_size(&db);
-        if now == size {
-            break;
-        }
-        size = now;
-    }
+    let store = Arc::try_unwrap(churn)
+        .ok()
+        .and_then(|churn| Arc::try_unwrap(churn.store).ok())
+        .expect("the writers are done: the store is the bench's alone");
+    store.close();
+    let size = file_size(&db);
     println!(
         "closed: file {:.1} MB for {} live keys of {:.1} MB",
         size as f64 / 1e6,

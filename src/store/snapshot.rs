@@ -372,12 +372,10 @@ mod tests {
         let taken = save(&path, &dir.path().join("snapshots"), "etcd-snapshot", "n").unwrap();
         assert_eq!(taken.revision, 1);
         store.create("/registry/b", b"2".to_vec()).await.unwrap();
-        drop(store);
+        store.close();
         let listed = list(&dir.path().join("snapshots")).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].revision, 1);
-        // The lock is released with the store.
-        std::thread::sleep(std::time::Duration::from_millis(100));
         let restored = restore(&path, &listed[0].path).unwrap();
         assert_eq!(restored.revision, 2 + REVISION_BUMP);
         assert!(restored.old.join("state.db").exists());

@@ -90,9 +90,10 @@ const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_secs(600)
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
-    /// Held while the store is open: one kelp per database.
-    _lock: nix::fcntl::Flock<std::fs::File>,
     writer: mpsc::Sender<Request>,
+    /// The writer thread: it closes the database once every sender is
+    /// gone, then lets go of the lock ([`SqliteStore::close`] waits).
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     events: broadcast::Sender<Arc<Event>>,
@@ -188,13 +189,18 @@ impl SqliteStore {
             marked: false,
             disk_writes: disk_writes.clone(),
         };
-        std::thread::Builder::new()
+        // The lock (one kelp per database) stays with the writer until the
+        // database is closed: a reopen never meets a writer still finishing.
+        let writer_thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(conn, requests, writer))
+            .spawn(move || {
+                let _lock = lock;
+                write_loop(conn, requests, writer);
+            })
             .map_err(|e| Error::Database(format!("starting writer thread: {e}")))?;
         Ok(Self {
-            _lock: lock,
             writer: requests_tx,
+            writer_thread: Some(writer_thread),
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             events,
@@ -202,6 +208,17 @@ impl SqliteStore {
             held,
             disk_writes,
         })
+    }
+
+    /// Closes the store and waits until it is closed: held writes
+    /// committed, freed space given back, the WAL checkpointed, the lock
+    /// released. (Dropping the store does the same without waiting.)
+    pub fn close(mut self) {
+        let thread = self.writer_thread.take();
+        drop(self);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     /// Serves the writer's disk writes by cause in `metrics`.
@@ -1327,7 +1344,9 @@ mod tests {
         let path = dir.path().join("state.db");
         let rev = {
             let store = SqliteStore::open(&path).expect("open");
-            store.create("/r/a", b"1".to_vec()).await.expect("create")
+            let rev = store.create("/r/a", b"1".to_vec()).await.expect("create");
+            store.close();
+            rev
         };
         let store = SqliteStore::open(&path).expect("reopen");
         assert_eq!(store.current_revision().await.expect("rev"), rev);
@@ -1420,11 +1439,8 @@ mod tests {
                 .expect("create");
         }
         let peak = size();
-        drop(store);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while size() >= peak && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        store.close();
+        assert!(size() < peak, "closing gives the space back");
         let reopened = SqliteStore::open(&path).expect("reopen");
         assert_eq!(reopened.count("/s/").await.expect("count"), 1000);
         let free: i64 = Connection::open(&path)
@@ -1441,7 +1457,9 @@ mod tests {
         let path = dir.path().join("state.db");
         let rev = {
             let store = SqliteStore::open(&path).expect("open");
-            store.create("/r/a", b"1".to_vec()).await.expect("create")
+            let rev = store.create("/r/a", b"1".to_vec()).await.expect("create");
+            store.close();
+            rev
         };
         // As if the database was last open under another boot.
         Connection::open(&path)
@@ -1456,7 +1474,7 @@ mod tests {
             store.watch("/r/", rev - 1).await,
             Err(Error::Compacted { .. })
         ));
-        drop(store);
+        store.close();
         // The same boot again: nothing moves.
         let store = SqliteStore::open(&path).expect("reopen");
         assert_eq!(store.current_revision().await.expect("rev"), now);
@@ -1479,11 +1497,7 @@ mod tests {
         let db_file = || std::fs::metadata(&path).expect("db").len();
         assert!(db_file() < 50 * 1000, "checkpointed inside a commit");
         // Closing the store checkpoints: the pages reach the database file.
-        drop(store);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while db_file() < 50 * 1000 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        store.close();
         assert!(db_file() >= 50 * 1000, "{} bytes", db_file());
         let reopened = SqliteStore::open(&path).expect("reopen");
         assert_eq!(reopened.count("/r/").await.expect("count"), 50);
@@ -1593,27 +1607,21 @@ mod tests {
                 .await
                 .expect("renew");
         }
-        drop(store);
+        store.close();
         let mark = || -> i64 {
             Connection::open(&path)
                 .expect("open")
                 .query_row("SELECT value FROM meta WHERE name='held'", [], |r| r.get(0))
                 .unwrap_or(-1)
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while mark() != 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
         assert_eq!(mark(), 0, "a clean close clears the mark");
-        std::thread::sleep(std::time::Duration::from_millis(100));
         let store = SqliteStore::open(&path).expect("reopen");
         assert_eq!(
             store.current_revision().await.expect("rev"),
             rev,
             "nothing lost"
         );
-        drop(store);
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        store.close();
         // As if killed while holding: the mark stayed.
         Connection::open(&path)
             .expect("open")
