@@ -1,4 +1,5 @@
-//! ConfigMaps, and the key and immutability rules Secrets share.
+//! ConfigMaps, and the key and immutability rules Secrets share (what is
+//! Secrets' own is in `secrets.rs`).
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -16,7 +17,9 @@ fn is_config_key(key: &str) -> bool {
 
 const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 
-pub(super) fn validate_keys(obj: &Value, fields: &[&str]) -> Vec<FieldError> {
+/// The entries of `fields` have config keys and string values; `data`'s
+/// values are base64 text where `base64_data` (a Secret's).
+pub(super) fn validate_keys(obj: &Value, fields: &[&str], base64_data: bool) -> Vec<FieldError> {
     let mut causes = Vec::new();
     for field in fields {
         for (key, value) in obj
@@ -28,7 +31,7 @@ pub(super) fn validate_keys(obj: &Value, fields: &[&str]) -> Vec<FieldError> {
             if !is_config_key(key) {
                 causes.push(FieldError::invalid(*field, &json!(key), CONFIG_KEY_MSG));
             }
-            if *field == "data" && obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+            if *field == "data" && base64_data {
                 let valid = value
                     .as_str()
                     .is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
@@ -70,21 +73,12 @@ pub fn validate_immutable_data(new: &Value, old: &Value) -> Vec<FieldError> {
             }
         }
     }
-    if old.get("kind").and_then(Value::as_str) == Some("Secret")
-        && new.get("type") != old.get("type")
-    {
-        causes.push(FieldError::invalid(
-            "type",
-            new.get("type").unwrap_or(&Value::Null),
-            "field is immutable",
-        ));
-    }
     causes
 }
 
 /// ConfigMap keys.
 pub fn validate_configmap(cm: &Value) -> Vec<FieldError> {
-    validate_keys(cm, &["data", "binaryData"])
+    validate_keys(cm, &["data", "binaryData"], false)
 }
 
 /// ConfigMaps: keys checked, immutable once so marked.

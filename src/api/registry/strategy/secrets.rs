@@ -31,7 +31,20 @@ pub fn fold_string_data(secret: &mut Value) {
 
 /// Secret keys and base64 data.
 pub fn validate_secret(secret: &Value) -> Vec<FieldError> {
-    validate_keys(secret, &["data", "stringData"])
+    validate_keys(secret, &["data", "stringData"], true)
+}
+
+/// The data rules a ConfigMap has too, and a `type` that never changes.
+pub fn validate_secret_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut causes = validate_immutable_data(new, old);
+    if new.get("type") != old.get("type") {
+        causes.push(FieldError::invalid(
+            "type",
+            new.get("type").unwrap_or(&Value::Null),
+            "field is immutable",
+        ));
+    }
+    causes
 }
 
 /// Secrets: `stringData` folded into `data`, immutable once so marked.
@@ -56,7 +69,7 @@ impl Strategy for Secrets {
     }
 
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
-        validate_immutable_data(new, old)
+        validate_secret_update(new, old)
     }
 }
 
@@ -69,6 +82,14 @@ mod tests {
         let mut secret = json!({"data": {"a": "eA=="}, "stringData": {"b": "hi", "a": "y"}});
         fold_string_data(&mut secret);
         assert_eq!(secret, json!({"data": {"a": "eQ==", "b": "aGk="}}));
+    }
+
+    #[test]
+    fn a_secrets_type_never_changes() {
+        let old = json!({"kind": "Secret", "type": "Opaque", "data": {"a": "eA=="}});
+        assert!(validate_secret_update(&old, &old).is_empty());
+        let retyped = json!({"kind": "Secret", "type": "kubernetes.io/tls", "data": {"a": "eA=="}});
+        assert_eq!(validate_secret_update(&retyped, &old)[0].field, "type");
     }
 
     #[test]
