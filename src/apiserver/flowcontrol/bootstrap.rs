@@ -84,8 +84,8 @@ pub fn plan(current: Option<&Value>, bootstrap: &Value, mandatory: bool) -> Acti
         revised["spec"] = bootstrap["spec"].clone();
     }
     if update_annotation {
-        let meta = meta::metadata_mut(&mut revised);
-        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        let metadata = meta::metadata_mut(&mut revised);
+        let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
         if !annotations.is_object() {
             *annotations = json!({});
         }

@@ -173,12 +173,12 @@ pub async fn delete_one(
                 return Ok((StatusCode::OK, Some(obj)));
             }
             let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
-            let meta = meta::metadata_mut(&mut marked);
-            meta.insert(
+            let metadata = meta::metadata_mut(&mut marked);
+            metadata.insert(
                 "deletionTimestamp".into(),
                 json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             );
-            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            metadata.insert("deletionGracePeriodSeconds".into(), json!(grace));
             match write_marked(state, req, marked, kv.mod_revision, dry_run).await? {
                 Some(marked) => return Ok((StatusCode::OK, Some(marked))),
                 None => continue,
@@ -225,11 +225,12 @@ pub async fn delete_one(
             // Already being deleted; nothing new to record.
             return Ok((StatusCode::ACCEPTED, Some(obj)));
         }
-        let meta = meta::metadata_mut(&mut marked);
-        meta.insert("finalizers".into(), Value::Array(finalizers));
-        meta.entry("deletionTimestamp")
+        let metadata = meta::metadata_mut(&mut marked);
+        metadata.insert("finalizers".into(), Value::Array(finalizers));
+        metadata
+            .entry("deletionTimestamp")
             .or_insert_with(|| json!(meta::now()));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
         req.rt.strategy.mark_deleting(&mut marked);
         match write_marked(state, req, marked, kv.mod_revision, dry_run).await? {
             Some(marked) => return Ok((StatusCode::ACCEPTED, Some(marked))),

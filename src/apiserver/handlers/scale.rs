@@ -39,7 +39,7 @@ fn to_pointer(json_path: &str) -> String {
 /// The Scale object for `obj`.
 fn scale_of(req: &Request, obj: &Value) -> Value {
     let (spec, status, selector) = paths(req);
-    let meta = meta::metadata(obj);
+    let metadata = meta::metadata(obj);
     let selector_text = selector
         .and_then(|p| obj.pointer(&p).cloned())
         .map(|s| match s {
@@ -54,11 +54,11 @@ fn scale_of(req: &Request, obj: &Value) -> Value {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "creationTimestamp": meta.get("creationTimestamp"),
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+            "creationTimestamp": metadata.get("creationTimestamp"),
         },
         "spec": {"replicas": obj.pointer(&spec).cloned().unwrap_or(json!(0))},
         "status": scale_status,

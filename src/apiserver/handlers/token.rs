@@ -103,9 +103,9 @@ pub async fn create(state: &ApiState, req: &Request, body: &Bytes) -> Result<Res
     request["spec"]["audiences"] = json!(audiences);
     request["spec"]["expirationSeconds"] = json!(seconds);
     request["status"] = json!({"token": token, "expirationTimestamp": expires});
-    let meta = meta::metadata_mut(&mut request);
-    meta.insert("name".into(), json!(req.name()));
-    meta.insert("namespace".into(), json!(meta::namespace(&account)));
-    meta.insert("creationTimestamp".into(), Value::Null);
+    let metadata = meta::metadata_mut(&mut request);
+    metadata.insert("name".into(), json!(req.name()));
+    metadata.insert("namespace".into(), json!(meta::namespace(&account)));
+    metadata.insert("creationTimestamp".into(), Value::Null);
     Ok(json_response(StatusCode::CREATED, &request))
 }
