@@ -237,20 +237,19 @@ fn compacted_history_gives_410_gone() {
     // A pass compacts to the revision the pass before saw; with so few
     // revisions to forget, passes wait (at most 11 in a row) for more.
     let list = "/api/v1/namespaces/default/configmaps";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let (stream, event) = loop {
-        let stream = k.ok(&[
+    let first_event = |stream: &str| -> serde_json::Value {
+        serde_json::from_str(stream.lines().next().expect("an event")).expect("JSON")
+    };
+    let stream = k.wait_for(
+        &[
             "get",
             "--raw",
             &format!("{list}?watch=true&resourceVersion={old}&timeoutSeconds=1"),
-        ]);
-        let event: serde_json::Value =
-            serde_json::from_str(stream.lines().next().expect("an event")).expect("JSON");
-        if event["type"] == "ERROR" || std::time::Instant::now() > deadline {
-            break (stream, event);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    };
+        ],
+        30,
+        |stream| first_event(stream)["type"] == "ERROR",
+    );
+    let event = first_event(&stream);
     assert_eq!(event["type"], "ERROR", "{stream}");
     assert_eq!(event["object"]["code"], 410);
     assert_eq!(event["object"]["reason"], "Expired");

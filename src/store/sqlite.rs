@@ -93,7 +93,7 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Request>,
     /// The writer thread: it closes the database once every sender is
     /// gone, then lets go of the lock ([`SqliteStore::close`] waits).
-    writer_thread: Option<std::thread::JoinHandle<()>>,
+    writer_thread: std::thread::JoinHandle<()>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     events: broadcast::Sender<Arc<Event>>,
@@ -200,7 +200,7 @@ impl SqliteStore {
             .map_err(|e| Error::Database(format!("starting writer thread: {e}")))?;
         Ok(Self {
             writer: requests_tx,
-            writer_thread: Some(writer_thread),
+            writer_thread,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             events,
@@ -213,12 +213,15 @@ impl SqliteStore {
     /// Closes the store and waits until it is closed: held writes
     /// committed, freed space given back, the WAL checkpointed, the lock
     /// released. (Dropping the store does the same without waiting.)
-    pub fn close(mut self) {
-        let thread = self.writer_thread.take();
-        drop(self);
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+    pub fn close(self) {
+        let Self {
+            writer,
+            writer_thread,
+            readers,
+            ..
+        } = self;
+        drop((writer, readers));
+        let _ = writer_thread.join();
     }
 
     /// Serves the writer's disk writes by cause in `metrics`.
