@@ -7,6 +7,9 @@
 //! - resident memory of an idle `kelp server` with its node, with every
 //!   add-on, with none, and with each one disabled alone (settled 30 s;
 //!   `KELP_BENCH_RSS=0` skips it; `KELP_BENCH_INGRESS=0` skips the first).
+//!   `KELP_BENCH_RSS_RUNS=N` measures every add-on and none N times each
+//!   (the median and the range) and skips the per-add-on rows, to tell a
+//!   change of a few MB from the run-to-run spread.
 //!
 //! Run: `cargo bench --bench addons`. Figures go to docs/PERFORMANCE.md by hand.
 
@@ -171,6 +174,20 @@ fn main() {
         return;
     }
     println!("idle RSS of kelp server with its node (KiB):");
+    let runs = env("KELP_BENCH_RSS_RUNS", 1);
+    if runs > 1 {
+        for (label, disable) in [("every add-on", String::new()), ("none", ADD_ONS.join(","))] {
+            let mut readings: Vec<u64> = (0..runs).map(|_| idle_rss(&disable)).collect();
+            readings.sort_unstable();
+            println!(
+                "  {label:<17} median {}   range {}..{}   ({runs} runs: {readings:?})",
+                readings[readings.len() / 2],
+                readings[0],
+                readings[readings.len() - 1],
+            );
+        }
+        return;
+    }
     let all = idle_rss("");
     let none = idle_rss(&ADD_ONS.join(","));
     println!("  every add-on      {all}");

@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::api::values::storage::{
     BETA_STORAGE_PROVISIONER, PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER,
 };
+use crate::runtime::{Informers, Shutdown};
 use crate::telemetry::events::Recorder;
 
 /// The provisioner's name, as k3s's.
@@ -238,12 +239,21 @@ pub struct LocalStorage {
 }
 
 impl LocalStorage {
-    /// Runs until the process ends.
-    pub async fn run(self, client: kube::Client) {
-        let (claims, claim_changes) =
-            crate::runtime::cache(Api::<PersistentVolumeClaim>::all(client.clone()));
-        let (volumes, volume_changes) =
-            crate::runtime::cache(Api::<PersistentVolume>::all(client.clone()));
+    /// Runs until `shutdown`: reads the node's shared caches, writes
+    /// volumes and events as `client`.
+    pub async fn run(
+        self,
+        informers: Informers,
+        client: kube::Client,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        shutdown.until(self.provision(informers, client)).await;
+        Ok(())
+    }
+
+    async fn provision(self, informers: Informers, client: kube::Client) {
+        let (claims, claim_changes) = informers.cache::<PersistentVolumeClaim>();
+        let (volumes, volume_changes) = informers.cache::<PersistentVolume>();
         let changes = futures::stream::select(claim_changes, volume_changes).boxed();
         let mut passes =
             crate::runtime::passes(changes, Duration::from_secs(30), Duration::from_millis(50));
@@ -254,7 +264,9 @@ impl LocalStorage {
         );
         let mut refused = std::collections::HashSet::new();
         while passes.next().await.is_some() {
-            if !crate::runtime::filled(&claims) || !crate::runtime::filled(&volumes) {
+            if !informers.informer::<PersistentVolumeClaim>().filled()
+                || !informers.informer::<PersistentVolume>().filled()
+            {
                 continue;
             }
             for task in plan(&claims.state(), &volumes.state(), &self.node, &self.dir) {

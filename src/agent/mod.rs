@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::sync::oneshot;
 
 use self::bootstrap::{CertificateKind, CredentialFiles};
 use crate::http::client::{self, Identity};
 use crate::pki::bootstrap_token::JoinToken;
 use crate::pki::reloadable::ReloadableCert;
+use crate::runtime::{Components, Informers, Shutdown};
 
 /// What every node of a cluster shares (the server's flags; agents ask the
 /// server at `/v1-kelp/config`).
@@ -40,95 +42,151 @@ pub struct ClusterSettings {
     pub ingress: bool,
 }
 
-/// The user a joined node's cluster DNS acts as.
-const DNS_USER: &str = "system:kelp:coredns";
-/// The user a joined node's local-path provisioner acts as.
-pub const LOCAL_STORAGE_USER: &str = "system:kelp:local-path-provisioner";
-/// The user every node's NetworkPolicy enforcer acts as.
-pub const NETWORK_POLICY_USER: &str = "system:kelp:network-policy";
-/// The user every node's ingress proxy acts as.
-pub const INGRESS_USER: &str = "system:kelp:ingress";
-
-/// The identities a node's components act as.
+/// The identities a node's components write as (they read from the
+/// node's shared caches, [`crate::runtime::Informers`]).
 pub struct NodeClients {
     /// The kubelet: `system:node:<name>`.
     pub kubelet: kube::Client,
     /// Sets what a kubelet may not (role labels), on the server's own node only.
     pub labeler: Option<kube::Client>,
-    /// The service proxy: `system:kube-proxy`.
-    pub proxy: kube::Client,
     /// The cluster DNS, unless disabled.
     pub dns: Option<kube::Client>,
     /// The local-path provisioner, unless disabled.
     pub local_storage: Option<kube::Client>,
-    /// The NetworkPolicy enforcer, unless disabled.
-    pub network_policy: Option<kube::Client>,
+    /// Whether the node enforces NetworkPolicies (the enforcer only reads).
+    pub network_policy: bool,
     /// The ingress proxy, unless disabled.
     pub ingress: Option<kube::Client>,
 }
 
-/// Starts a node's components: service proxy, kubelet (which registers the
-/// Node and gets its pod CIDR), routes to other nodes' pods, cluster DNS.
-pub async fn run_node(
-    clients: NodeClients,
-    config: crate::kubelet::AgentConfig,
-    mut dns: crate::dns::Config,
-    tls: Arc<rustls::ServerConfig>,
-    metrics: Arc<crate::telemetry::Metrics>,
-) -> Result<crate::kubelet::Agent> {
-    crate::proxy::start(
-        clients.proxy,
-        crate::proxy::ProxyConfig {
+/// A node: its components, what they write as, and the caches they read.
+pub struct Node {
+    /// What the components write as.
+    pub clients: NodeClients,
+    /// The caches every component reads: one per kind for them all.
+    pub informers: Informers,
+    /// The kubelet's settings.
+    pub config: crate::kubelet::AgentConfig,
+    /// The cluster DNS's settings (its pod CIDR comes at registration).
+    pub dns: crate::dns::Config,
+    /// The kubelet API's serving configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Where the service proxy's metrics go.
+    pub metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// How long a node's components have, together, to stop (containerd gets
+/// up to 10 s to exit).
+const NODE_GRACE: Duration = Duration::from_secs(12);
+
+impl Node {
+    /// Runs the node's components until `shutdown`, then stops them
+    /// together: service proxy, local-path provisioner, NetworkPolicy
+    /// enforcer, ingress proxy and kubelet, then (once the kubelet has
+    /// registered the Node and got its pod CIDR, which `registered` is
+    /// told) the routes to other nodes' pods and the cluster DNS. An error
+    /// if the kubelet fails before registering (`registered` is dropped).
+    pub async fn run(self, registered: oneshot::Sender<String>, shutdown: Shutdown) -> Result<()> {
+        let Node {
+            clients,
+            informers,
+            config,
+            mut dns,
+            tls,
+            metrics,
+        } = self;
+        let mut components = Components::new();
+        let proxy = crate::proxy::ProxyConfig {
             node_name: config.node.name.clone(),
             cluster_cidr: config.cluster_cidr.clone(),
             bridge: crate::network::cni::default_bridge(),
-        },
-        metrics,
-    );
-    if let Some(client) = clients.local_storage {
-        let storage = crate::local_storage::LocalStorage {
-            node: config.node.name.clone(),
-            dir: config.storage_dir.clone(),
         };
-        tokio::spawn(storage.run(client));
-    }
-    if let Some(client) = clients.network_policy {
-        let enforcer = crate::netpol::PolicyEnforcer {
-            node: config.node.name.clone(),
-            bridge: crate::network::cni::default_bridge(),
-        };
-        tokio::spawn(enforcer.run(client));
-    }
-    if let Some(client) = clients.ingress {
-        let (http, https) = config.ingress_ports;
-        let proxy = crate::ingress::IngressProxy {
-            http: (std::net::Ipv4Addr::UNSPECIFIED, http).into(),
-            https: (std::net::Ipv4Addr::UNSPECIFIED, https).into(),
-        };
-        if let Err(e) = proxy.start(client).await {
-            tracing::error!(err = %format!("{e:#}"), "the ingress proxy failed to start");
+        let reader = informers.clone();
+        components.start("service-proxy", |shutdown| {
+            crate::proxy::run(reader, proxy, metrics, shutdown)
+        });
+        if let Some(client) = clients.local_storage {
+            let storage = crate::local_storage::LocalStorage {
+                node: config.node.name.clone(),
+                dir: config.storage_dir.clone(),
+            };
+            let reader = informers.clone();
+            components.start("local-storage", |shutdown| {
+                storage.run(reader, client, shutdown)
+            });
         }
-    }
-    let node_ip = config.node.ip.parse().ok();
-    let backend = config.pod_network_backend;
-    let name = config.node.name.clone();
-    let agent =
-        crate::kubelet::start(config, clients.kubelet.clone(), clients.labeler, tls).await?;
-    if let Some(IpAddr::V4(ip)) = node_ip {
-        tokio::spawn(crate::network::peers::run(
-            clients.kubelet,
-            name,
-            ip,
-            backend,
-        ));
-    }
-    if let Some(client) = clients.dns {
-        dns.pod_cidr = agent.pod_cidr.clone();
-        if let Err(e) = crate::dns::start(dns, client).await {
-            tracing::error!(err = %format!("{e:#}"), "the cluster DNS failed to start");
+        if clients.network_policy {
+            let enforcer = crate::netpol::PolicyEnforcer {
+                node: config.node.name.clone(),
+                bridge: crate::network::cni::default_bridge(),
+            };
+            let reader = informers.clone();
+            components.start("network-policy", |shutdown| enforcer.run(reader, shutdown));
         }
+        if let Some(client) = clients.ingress {
+            let (http, https) = config.ingress_ports;
+            let ingress = crate::ingress::IngressProxy {
+                http: (std::net::Ipv4Addr::UNSPECIFIED, http).into(),
+                https: (std::net::Ipv4Addr::UNSPECIFIED, https).into(),
+            };
+            let reader = informers.clone();
+            components.start("ingress", |shutdown| ingress.run(reader, client, shutdown));
+        }
+        let node_ip = config.node.ip.parse().ok();
+        let backend = config.pod_network_backend;
+        let name = config.node.name.clone();
+        let (kubelet_registered, pod_cidr) = oneshot::channel();
+        let kubelet = clients.kubelet.clone();
+        components.start("kubelet", |shutdown| {
+            crate::kubelet::run(
+                config,
+                kubelet,
+                clients.labeler,
+                tls,
+                kubelet_registered,
+                shutdown,
+            )
+        });
+        let pod_cidr = match shutdown.until(pod_cidr).await {
+            Some(Ok(pod_cidr)) => pod_cidr,
+            Some(Err(_)) => {
+                stop(components).await;
+                anyhow::bail!("the kubelet failed before registering the node");
+            }
+            None => {
+                stop(components).await;
+                return Ok(());
+            }
+        };
+        let _ = registered.send(pod_cidr.clone());
+        if let Some(IpAddr::V4(ip)) = node_ip
+            && backend != crate::network::routes::Backend::None
+        {
+            let reader = informers.clone();
+            components.start("routes", |shutdown| async move {
+                let routes = crate::network::peers::run(reader, clients.kubelet, name, ip, backend);
+                shutdown.until(routes).await;
+                Ok(())
+            });
+        }
+        if let Some(client) = clients.dns {
+            dns.pod_cidr = pod_cidr;
+            components.start("cluster-dns", |shutdown| {
+                crate::dns::run(dns, informers, client, shutdown)
+            });
+        }
+        shutdown.requested().await;
+        stop(components).await;
+        Ok(())
     }
-    Ok(agent)
+}
+
+/// Stops a node's components within [`NODE_GRACE`].
+async fn stop(components: Components) {
+    let aborted = components.stop(NODE_GRACE).await;
+    if !aborted.is_empty() {
+        tracing::warn!(components = ?aborted, "node components stopped without finishing");
+    }
 }
 
 /// A node that has joined: the pinned CA, its kubelet identity and the
@@ -203,35 +261,56 @@ pub async fn join(
     })
 }
 
-/// Runs the joined node: gets the serving certificate and the proxy's and
-/// DNS's client certificates, starts the components, and keeps every
+/// Runs the joined node until `shutdown`: gets the serving certificate
+/// and its components' client certificates, runs the components
+/// ([`Node::run`]; `registered` hears the pod CIDR), and keeps every
 /// certificate renewed before it expires.
 pub async fn run_joined(
     joined: Joined,
     config: crate::kubelet::AgentConfig,
     dns: crate::dns::Config,
-    run_dns: bool,
     metrics: Arc<crate::telemetry::Metrics>,
-) -> Result<crate::kubelet::Agent> {
+    registered: oneshot::Sender<String>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let certified = shutdown.until(certify(joined, config, dns, metrics)).await;
+    let Some(certified) = certified else {
+        return Ok(());
+    };
+    let (node, renewal) = certified?;
+    tokio::select! {
+        outcome = node.run(registered, shutdown.clone()) => outcome,
+        () = renewal => Ok(()),
+    }
+}
+
+/// The joined node with its certificates, and the loop that renews them
+/// (it never ends).
+async fn certify(
+    joined: Joined,
+    config: crate::kubelet::AgentConfig,
+    dns: crate::dns::Config,
+    metrics: Arc<crate::telemetry::Metrics>,
+) -> Result<(Node, impl std::future::Future<Output = ()>)> {
     let ip: IpAddr = config.node.ip.parse().context("the node IP")?;
+    use crate::pki::identity::node_components;
     let mut kinds = vec![
         CertificateKind::kubelet_serving(&joined.node, ip),
-        CertificateKind::component_client("client-kube-proxy", "system:kube-proxy"),
+        CertificateKind::component_client("client-node-reader", node_components::READER),
+        CertificateKind::component_client("client-coredns", node_components::DNS),
     ];
     // The components that run only when enabled: (on, file stem, user).
     let optional = [
-        (run_dns, "client-coredns", DNS_USER),
         (
             joined.cluster.local_storage,
             "client-local-path-provisioner",
-            LOCAL_STORAGE_USER,
+            node_components::LOCAL_STORAGE,
         ),
         (
-            joined.cluster.network_policy,
-            "client-network-policy",
-            NETWORK_POLICY_USER,
+            joined.cluster.ingress,
+            "client-ingress",
+            node_components::INGRESS,
         ),
-        (joined.cluster.ingress, "client-ingress", INGRESS_USER),
     ];
     for (on, stem, user) in optional {
         if on {
@@ -265,14 +344,21 @@ pub async fn run_joined(
     let clients = NodeClients {
         kubelet: joined.kubelet.clone(),
         labeler: None,
-        proxy: remote(&certs[1])?,
-        dns: optional_client(DNS_USER)?,
-        local_storage: optional_client(LOCAL_STORAGE_USER)?,
-        network_policy: optional_client(NETWORK_POLICY_USER)?,
-        ingress: optional_client(INGRESS_USER)?,
+        dns: optional_client(node_components::DNS)?,
+        local_storage: optional_client(node_components::LOCAL_STORAGE)?,
+        network_policy: joined.cluster.network_policy,
+        ingress: optional_client(node_components::INGRESS)?,
     };
+    let informers = Informers::new(remote(&certs[1])?);
     let tls = crate::pki::tls::server_config(&joined.ca_pem, certs[0].clone())?;
-    let agent = run_node(clients, config, dns, tls, metrics).await?;
+    let node = Node {
+        clients,
+        informers,
+        config,
+        dns,
+        tls,
+        metrics,
+    };
     // The kubelet's own client certificate renews like the others (as the
     // node itself: upstream's selfnodeclient approval).
     let mut renewed: Vec<(CertificateKind, Arc<ReloadableCert>)> =
@@ -281,12 +367,8 @@ pub async fn run_joined(
         CertificateKind::kubelet_client(&joined.node),
         joined.kubelet_cert.clone(),
     ));
-    tokio::spawn(keep_renewed(
-        joined.kubelet.clone(),
-        joined.files.clone(),
-        renewed,
-    ));
-    Ok(agent)
+    let renewal = keep_renewed(joined.kubelet.clone(), joined.files.clone(), renewed);
+    Ok((node, renewal))
 }
 
 /// Renews each certificate once 80% of its lifetime has passed.

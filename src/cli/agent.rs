@@ -28,13 +28,32 @@ async fn run_agent(args: AgentArgs, notifier: super::notify::Notifier) -> Result
         .node
         .agent_config(&args.data_dir, &joined.cluster, ip, false)?;
     let dns = args.node.dns_config(&joined.cluster);
-    let agent =
-        crate::agent::run_joined(joined, config, dns, true, crate::telemetry::Metrics::new())
-            .await?;
-    tracing::info!(node = %node, pod_cidr = %agent.pod_cidr, "kelp agent is running");
-    notifier.ready("node registered");
-    super::server::shutdown_signal(notifier).await;
-    agent.stop().await;
+    let metrics = crate::telemetry::Metrics::new();
+    let mut components = crate::runtime::Components::new();
+    let (registered, pod_cidr) = tokio::sync::oneshot::channel();
+    components.start("node", |shutdown| {
+        crate::agent::run_joined(joined, config, dns, metrics, registered, shutdown)
+    });
+    let stopped = super::server::shutdown_signal(notifier.clone());
+    tokio::pin!(stopped);
+    let failed = tokio::select! {
+        pod_cidr = pod_cidr => match pod_cidr {
+            Ok(pod_cidr) => {
+                tracing::info!(node = %node, pod_cidr = %pod_cidr, "kelp agent is running");
+                notifier.ready("node registered");
+                (&mut stopped).await;
+                false
+            }
+            // The node's error is logged as it ends.
+            Err(_) => true,
+        },
+        () = &mut stopped => false,
+    };
+    let aborted = components.stop(super::server::COMPONENTS_GRACE).await;
+    if !aborted.is_empty() {
+        tracing::warn!(components = ?aborted, "stopped without finishing");
+    }
+    anyhow::ensure!(!failed, "the node failed to start");
     tracing::info!("kelp agent stopped");
     Ok(())
 }

@@ -363,7 +363,6 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             ),
             // Sets what a kubelet may not (role labels), as k3s's controller does.
             labeler: Some(as_user("system:kelp-controller", &["system:authenticated"])),
-            proxy: as_user("system:kube-proxy", &["system:authenticated"]),
             // The cluster DNS runs with the node, as k3s's CoreDNS with the
             // coredns service account (k3s's name for it in --disable).
             dns: enabled("coredns").then(|| {
@@ -379,34 +378,34 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                     User::service_account("kube-system", "local-path-provisioner-service-account"),
                 )
             }),
-            network_policy: cluster
-                .network_policy
-                .then(|| as_user(crate::agent::NETWORK_POLICY_USER, &["system:authenticated"])),
-            ingress: cluster
-                .ingress
-                .then(|| as_user(crate::agent::INGRESS_USER, &["system:authenticated"])),
+            network_policy: cluster.network_policy,
+            ingress: cluster.ingress.then(|| {
+                as_user(
+                    crate::pki::identity::node_components::INGRESS,
+                    &["system:authenticated"],
+                )
+            }),
         };
-        let dns = args.node.dns_config(&cluster);
-        let tls = tls.clone();
+        let node = crate::agent::Node {
+            clients,
+            // The node's components read from the server's caches: one
+            // cache per kind in the process.
+            informers: informers.clone(),
+            config,
+            dns: args.node.dns_config(&cluster),
+            tls: tls.clone(),
+            metrics: state.metrics.clone(),
+        };
+        let (registered, pod_cidr) = tokio::sync::oneshot::channel();
+        components.start("node", |shutdown| node.run(registered, shutdown));
+        // Ready once the node is registered, or known not to come up (then
+        // the API serves alone, which systemd should know too).
         let notifier = notifier.clone();
-        let metrics = state.metrics.clone();
-        components.start("node", |shutdown| async move {
-            let agent = crate::agent::run_node(clients, config, dns, tls, metrics).await;
-            // Ready once the node is registered, or known not to come up
-            // (then the API serves alone, which systemd should know too).
-            let agent = match agent {
-                Ok(agent) => {
-                    notifier.ready("serving; node registered");
-                    agent
-                }
-                Err(e) => {
-                    notifier.ready("serving the API only: the node agent failed");
-                    return Err(e.context("the node agent failed; serving the API only"));
-                }
-            };
-            shutdown.requested().await;
-            agent.stop().await;
-            Ok(())
+        tokio::spawn(async move {
+            match pod_cidr.await {
+                Ok(_) => notifier.ready("serving; node registered"),
+                Err(_) => notifier.ready("serving the API only: the node agent failed"),
+            }
         });
     }
     if args.disable_agent {
@@ -451,7 +450,7 @@ const DISABLEABLE: &[&str] = &[
 
 /// How long the components have, together, to stop at shutdown (the node
 /// waits up to 10 s for containerd to exit).
-const COMPONENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+pub(crate) const COMPONENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Resolves on SIGTERM or SIGINT, telling systemd the server is stopping.
 pub(crate) async fn shutdown_signal(notifier: super::notify::Notifier) {

@@ -9,8 +9,9 @@
 //! renewals a node asks for itself (`…/selfnodeclient`). Approved by kelp,
 //! as k3s issues them to its agents: a node's own kubelet serving
 //! certificate naming only itself, and the client certificates of a node's
-//! service proxy (`system:kube-proxy`) and cluster DNS
-//! (`system:kelp:coredns`). Anything else waits for
+//! components ([`crate::pki::identity::node_components`]: its shared
+//! caches' reader, cluster DNS, local-path provisioner and ingress proxy).
+//! Anything else waits for
 //! `kubectl certificate approve|deny`.
 
 use std::sync::Arc;
@@ -31,15 +32,6 @@ use crate::pki::csr;
 /// Lifetime of issued certificates (kube-controller-manager's
 /// `--cluster-signing-duration` default).
 const SIGNING_DURATION: time::Duration = time::Duration::days(365);
-
-/// The client certificates kelp issues to a node's own components.
-const NODE_COMPONENT_USERS: &[&str] = &[
-    "system:kube-proxy",
-    "system:kelp:coredns",
-    "system:kelp:local-path-provisioner",
-    "system:kelp:network-policy",
-    "system:kelp:ingress",
-];
 
 /// Runs approver and signer.
 pub async fn run(context: Arc<Context>) {
@@ -145,7 +137,7 @@ async fn approval(
     }
     if signer == csr::KUBE_APISERVER_CLIENT
         && from_node
-        && NODE_COMPONENT_USERS.contains(&request.common_name.as_str())
+        && crate::pki::identity::node_components::ALL.contains(&request.common_name.as_str())
         && request.organizations.is_empty()
         && request.dns_names.is_empty()
         && request.ip_addresses.is_empty()

@@ -165,14 +165,14 @@ fn labels(service: &Service) -> BTreeMap<String, String> {
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    // Upstream keeps slices with a controller of their own, and its own rights.
+    // Upstream keeps slices with a controller of their own, and its own
+    // rights to write them (it reads them from the shared cache).
     let slice_client = (context.identities)("endpointslice-controller");
     let (services, service_changes) = context.informers.cache::<Service>();
     let (pods, pod_changes) = context.informers.cache::<Pod>();
     let (endpoints, endpoint_changes) =
         crate::runtime::cache(Api::<Endpoints>::all(client.clone()));
-    let (slices, slice_changes) =
-        crate::runtime::cache(Api::<EndpointSlice>::all(slice_client.clone()));
+    let (slices, slice_changes) = context.informers.cache::<EndpointSlice>();
     let streams = [
         service_changes,
         pod_changes,

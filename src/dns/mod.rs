@@ -29,11 +29,11 @@ use hickory_server::Server;
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
 use kube::runtime::reflector::Store;
 
 use self::records::{Index, Shared};
 use self::service::Registration;
+use crate::runtime::{Informers, Shutdown};
 
 /// The DNS port (pods' resolvers know no other).
 pub const PORT: u16 = 53;
@@ -71,9 +71,15 @@ pub fn listen_address(pod_cidr: &str) -> Result<IpAddr> {
 }
 
 /// Opens the listeners and starts the caches, the index and the
-/// registration; serving begins once the caches have synced. Runs until the
-/// process ends. `client` is the DNS's in-process API client.
-pub async fn start(config: Config, client: kube::Client) -> Result<()> {
+/// registration; serving begins once the caches have synced. Runs until
+/// `shutdown`. It reads from the node's shared caches; `client` (the DNS's
+/// own identity) writes the `kube-dns` Service and this node's slice.
+pub async fn run(
+    config: Config,
+    informers: Informers,
+    client: kube::Client,
+    shutdown: Shutdown,
+) -> Result<()> {
     let zone = Name::from_ascii(format!("{}.", config.cluster_domain.trim_end_matches('.')))
         .with_context(|| format!("--cluster-domain {:?}", config.cluster_domain))?
         .to_lowercase();
@@ -87,23 +93,28 @@ pub async fn start(config: Config, client: kube::Client) -> Result<()> {
     let tcp = bind_tcp(listen).with_context(|| format!("listening on {listen}/tcp"))?;
     let dns_metrics = Arc::new(metrics::DnsMetrics::default());
     let metrics_address = SocketAddr::new(address, metrics::PORT);
-    match bind_tcp(metrics_address) {
-        Ok(listener) => {
-            tokio::spawn(metrics::serve(listener, dns_metrics.clone()));
-        }
-        Err(e) => {
+    let metrics_listener = bind_tcp(metrics_address)
+        .inspect_err(|e| {
             tracing::warn!(address = %metrics_address, err = %e, "cluster DNS metrics are off: port taken");
+        })
+        .ok();
+    let serving_metrics = {
+        let dns_metrics = dns_metrics.clone();
+        async move {
+            if let Some(listener) = metrics_listener {
+                metrics::serve(listener, dns_metrics).await;
+            }
         }
-    }
+    };
 
-    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
-    let (slices, slice_changes) = crate::runtime::cache(Api::<EndpointSlice>::all(client.clone()));
-    let (namespaces, namespace_changes) =
-        crate::runtime::cache(Api::<Namespace>::all(client.clone()));
+    let (services, service_changes) = informers.cache::<Service>();
+    let (slices, slice_changes) = informers.cache::<EndpointSlice>();
+    let (namespaces, namespace_changes) = informers.cache::<Namespace>();
     let caches = Caches {
         services,
         slices,
         namespaces,
+        informers: informers.clone(),
     };
     let shared = Shared::new(Index::build(&zone, vec![cluster_ip], 0, [], [], []));
     let forwarder = forward::handler(&config.resolv_conf, &[address, cluster_ip]);
@@ -124,10 +135,10 @@ pub async fn start(config: Config, client: kube::Client) -> Result<()> {
         cluster_ip,
     };
 
-    // Keeps the index current; the caches fill as this task polls their streams.
+    // Keeps the index current.
     let changes = futures::stream::select_all([service_changes, slice_changes, namespace_changes]);
     let (indexed, first_index) = tokio::sync::oneshot::channel();
-    tokio::spawn(keep_index(
+    let indexing = keep_index(
         changes,
         caches,
         shared,
@@ -136,8 +147,9 @@ pub async fn start(config: Config, client: kube::Client) -> Result<()> {
         client,
         registration,
         indexed,
-    ));
-    tokio::spawn(async move {
+    );
+    // Dropped at the stop, the server aborts its socket tasks.
+    let serving = async move {
         if first_index.await.is_err() {
             return;
         }
@@ -148,7 +160,10 @@ pub async fn start(config: Config, client: kube::Client) -> Result<()> {
         if let Err(e) = server.block_until_done().await {
             tracing::error!(err = %e, "cluster DNS stopped");
         }
-    });
+    };
+    shutdown
+        .until(async { tokio::join!(serving_metrics, indexing, serving) })
+        .await;
     Ok(())
 }
 
@@ -158,13 +173,20 @@ struct Caches {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     namespaces: Store<Namespace>,
+    informers: Informers,
 }
 
 impl Caches {
     async fn ready(&self) {
-        crate::runtime::until_filled(&self.services).await;
-        crate::runtime::until_filled(&self.slices).await;
-        crate::runtime::until_filled(&self.namespaces).await;
+        self.informers.informer::<Service>().ready().await;
+        self.informers.informer::<EndpointSlice>().ready().await;
+        self.informers.informer::<Namespace>().ready().await;
+    }
+
+    fn filled(&self) -> bool {
+        self.informers.informer::<Service>().filled()
+            && self.informers.informer::<EndpointSlice>().filled()
+            && self.informers.informer::<Namespace>().filled()
     }
 
     fn index(&self, zone: &Name, cluster_ip: IpAddr) -> Index {
@@ -221,10 +243,7 @@ async fn keep_index(
         }
         if indexed.is_some() {
             // Until every cache has listed, an index would deny names that exist.
-            if tokio::time::timeout(Duration::ZERO, caches.ready())
-                .await
-                .is_err()
-            {
+            if !caches.filled() {
                 continue;
             }
         }

@@ -28,6 +28,7 @@ use rustls::sign::CertifiedKey;
 
 use self::routes::{Table, Target};
 use crate::http::headers::{is_upgrade, strip_hop_by_hop};
+use crate::runtime::{Informers, Shutdown};
 
 /// How long connecting to a backend may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,9 +123,15 @@ impl rustls::server::ResolvesServerCert for Certificates {
 }
 
 impl IngressProxy {
-    /// Binds both ports, then serves and follows the Ingresses until the
-    /// process ends.
-    pub async fn start(self, client: kube::Client) -> anyhow::Result<()> {
+    /// Binds both ports, then serves and follows the Ingresses until
+    /// `shutdown`: reads from the node's shared caches (Secrets excepted),
+    /// writes Ingress status and reads Secrets as `client`.
+    pub async fn run(
+        self,
+        informers: Informers,
+        client: kube::Client,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
         use anyhow::Context;
         let http = tokio::net::TcpListener::bind(self.http)
             .await
@@ -140,25 +147,32 @@ impl IngressProxy {
                 fallback: default_certificate()?,
             }));
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        tokio::spawn(accept(http, None, shared.clone()));
-        tokio::spawn(accept(
-            https,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
-            shared.clone(),
-        ));
-        tokio::spawn(follow(client, shared));
         tracing::info!(http = %self.http, https = %self.https, "ingress proxy serving");
+        let serving = async {
+            tokio::join!(
+                accept(http, None, shared.clone()),
+                accept(
+                    https,
+                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
+                    shared.clone(),
+                ),
+                follow(informers, client, shared.clone()),
+            )
+        };
+        shutdown.until(serving).await;
         Ok(())
     }
 }
 
 /// Rebuilds the snapshot after every change; keeps the Ingresses' status.
-async fn follow(client: kube::Client, shared: Shared) {
-    let (ingresses, ingress_changes) = crate::runtime::cache(Api::<Ingress>::all(client.clone()));
-    let (classes, class_changes) = crate::runtime::cache(Api::<IngressClass>::all(client.clone()));
-    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
+async fn follow(informers: Informers, client: kube::Client, shared: Shared) {
+    let (ingresses, ingress_changes) = informers.cache::<Ingress>();
+    let (classes, class_changes) = informers.cache::<IngressClass>();
+    let (services, service_changes) = informers.cache::<Service>();
+    // Secrets under the ingress's own identity: the node's shared reader
+    // may not read them.
     let (secrets, secret_changes) = crate::runtime::cache(Api::<Secret>::all(client.clone()));
-    let (nodes, node_changes) = crate::runtime::cache(Api::<Node>::all(client.clone()));
+    let (nodes, node_changes) = informers.cache::<Node>();
     let changes = futures::stream::select_all([
         ingress_changes,
         class_changes,
@@ -173,11 +187,11 @@ async fn follow(client: kube::Client, shared: Shared) {
     );
     while passes.next().await.is_some() {
         // A table (and status) from half-filled caches would be wrong.
-        let filled = crate::runtime::filled(&ingresses)
-            && crate::runtime::filled(&classes)
-            && crate::runtime::filled(&services)
+        let filled = informers.informer::<Ingress>().filled()
+            && informers.informer::<IngressClass>().filled()
+            && informers.informer::<Service>().filled()
             && crate::runtime::filled(&secrets)
-            && crate::runtime::filled(&nodes);
+            && informers.informer::<Node>().filled();
         if !filled {
             continue;
         }

@@ -34,10 +34,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use self::container::NodeSettings;
 use self::node::NodeConfig;
+use crate::runtime::Shutdown;
 
 /// Everything the agent is told at start.
 #[derive(Debug, Clone)]
@@ -72,34 +73,21 @@ pub struct AgentConfig {
     pub helm_job_image: Option<(String, PathBuf)>,
 }
 
-/// A running agent; [`Agent::stop`] stops containerd (pods keep running).
-pub struct Agent {
-    /// The pod CIDR the API server gave this node.
-    pub pod_cidr: String,
-    stop: watch::Sender<bool>,
-    supervisor: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Agent {
-    /// Stops what the agent started, waiting for containerd to exit.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.supervisor {
-            let _ = task.await;
-        }
-    }
-}
-
-/// Starts the node. `client` acts as the node; `tls` is the serving
-/// configuration of the kubelet API.
-pub async fn start(
+/// Runs the node until `shutdown`: starts containerd (unless
+/// `--container-runtime-endpoint` names one), registers the Node and tells
+/// `registered` its pod CIDR, then runs the pod workers, heartbeat, log
+/// rotation, stats and the kubelet API. At the stop, containerd stops
+/// too (pods keep running). `client` acts as the node; `tls` serves the
+/// kubelet API.
+pub async fn run(
     config: AgentConfig,
     client: kube::Client,
     labeler: Option<kube::Client>,
     tls: Arc<rustls::ServerConfig>,
-) -> Result<Agent> {
-    let data_dir = config.node.data_dir.clone();
-    let layout = containerd::Layout::new(&data_dir);
+    registered: oneshot::Sender<String>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let layout = containerd::Layout::new(&config.node.data_dir);
     let (stop, stop_rx) = watch::channel(false);
     let (socket, supervisor) = match &config.runtime_endpoint {
         Some(endpoint) => {
@@ -113,11 +101,28 @@ pub async fn start(
             (layout.socket.clone(), Some(task))
         }
     };
-    let mut agent = Agent {
-        pod_cidr: String::new(),
-        stop,
-        supervisor,
-    };
+    let outcome = shutdown
+        .until(run_over(config, client, labeler, tls, socket, registered))
+        .await
+        .unwrap_or(Ok(()));
+    let _ = stop.send(true);
+    if let Some(task) = supervisor {
+        let _ = task.await;
+    }
+    outcome
+}
+
+/// The node over the container runtime at `socket`, until dropped.
+async fn run_over(
+    config: AgentConfig,
+    client: kube::Client,
+    labeler: Option<kube::Client>,
+    tls: Arc<rustls::ServerConfig>,
+    socket: PathBuf,
+    registered: oneshot::Sender<String>,
+) -> Result<()> {
+    let data_dir = config.node.data_dir.clone();
+    let layout = containerd::Layout::new(&data_dir);
     let channel = containerd::connect(&socket, Duration::from_secs(60)).await?;
     let importer = images::ImageImporter::new(channel.clone());
     let agent_dir = data_dir.join("agent");
@@ -181,16 +186,15 @@ pub async fn start(
         .context("writing the CNI configuration")?;
     }
     tracing::info!(node = %config.node.name, pod_cidr = %pod_cidr, "node registered");
-    agent.pod_cidr = pod_cidr.clone();
-    tokio::spawn(keep_masquerade(config.cluster_cidr.clone()));
-    tokio::spawn(node::heartbeat(
+    let _ = registered.send(pod_cidr);
+    let heartbeat = node::heartbeat(
         client.clone(),
         config.node.clone(),
         node::Host {
             runtime: cri.clone(),
             data_dir: data_dir.clone(),
         },
-    ));
+    );
 
     let readings = node::Readings::take(&data_dir);
     let kubelet_client = client.clone();
@@ -213,12 +217,6 @@ pub async fn start(
         metrics: kubelet_metrics.clone(),
         claim_volumes: claim_volumes.clone(),
     });
-    tokio::spawn(pods::run(ctx));
-    tokio::spawn(rotate_logs(
-        cri.clone(),
-        config.log_max_size,
-        config.log_max_files,
-    ));
 
     let collector = stats::Collector::new(
         cri.clone(),
@@ -226,9 +224,9 @@ pub async fn start(
         config.node.name.clone(),
         claim_volumes,
     );
-    tokio::spawn(collector.clone().run());
+    let sampling = collector.clone().run();
     let kubelet = server::router(Arc::new(server::KubeletApi {
-        cri,
+        cri: cri.clone(),
         containerd: channel_for_exec,
         client: kubelet_client,
         stats: collector,
@@ -240,14 +238,24 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("listening on {addr} (kubelet API)"))?;
-    tokio::spawn(async move {
+    let serving = async move {
         if let Err(e) =
             crate::http::serve::serve(listener, tls, kubelet, std::future::pending()).await
         {
             tracing::error!(err = %e, "kubelet API stopped");
         }
-    });
-    Ok(agent)
+    };
+    // Each loop its own task, as before; dropping the set at the stop
+    // aborts them all.
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(keep_masquerade(config.cluster_cidr.clone()));
+    loops.spawn(heartbeat);
+    loops.spawn(pods::run(ctx));
+    loops.spawn(rotate_logs(cri, config.log_max_size, config.log_max_files));
+    loops.spawn(sampling);
+    loops.spawn(serving);
+    while loops.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Keeps the MASQUERADE rule for pod traffic leaving `--cluster-cidr`:

@@ -16,9 +16,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
 use crate::network::iptables;
+use crate::runtime::{Informers, Shutdown};
 
 const RESYNC: Duration = Duration::from_secs(30);
 const MARKER: &str = "kelp network policies";
@@ -65,12 +66,16 @@ fn pod_info(pod: &Pod, node: &str) -> Option<rules::PodInfo> {
 }
 
 impl PolicyEnforcer {
-    /// Runs until the process ends.
-    pub async fn run(self, client: kube::Client) {
-        let (policies, policy_changes) =
-            crate::runtime::cache(Api::<NetworkPolicy>::all(client.clone()));
-        let (pods, pod_changes) = crate::runtime::cache(Api::<Pod>::all(client.clone()));
-        let (namespaces, namespace_changes) = crate::runtime::cache(Api::<Namespace>::all(client));
+    /// Runs until `shutdown`, reading the node's shared caches.
+    pub async fn run(self, informers: Informers, shutdown: Shutdown) -> anyhow::Result<()> {
+        shutdown.until(self.enforce(informers)).await;
+        Ok(())
+    }
+
+    async fn enforce(self, informers: Informers) {
+        let (policies, policy_changes) = informers.cache::<NetworkPolicy>();
+        let (pods, pod_changes) = informers.cache::<Pod>();
+        let (namespaces, namespace_changes) = informers.cache::<Namespace>();
         let changes = futures::stream::select_all([policy_changes, pod_changes, namespace_changes]);
         let mut existing: BTreeSet<String> =
             tokio::task::spawn_blocking(|| iptables::chains("filter"))
@@ -87,9 +92,9 @@ impl PolicyEnforcer {
         let mut written: Option<String> = None;
         while let Some(due) = passes.next().await {
             // Rules from half-filled caches would isolate pods wrongly.
-            if !crate::runtime::filled(&policies)
-                || !crate::runtime::filled(&pods)
-                || !crate::runtime::filled(&namespaces)
+            if !informers.informer::<NetworkPolicy>().filled()
+                || !informers.informer::<Pod>().filled()
+                || !informers.informer::<Namespace>().filled()
             {
                 continue;
             }

@@ -10,16 +10,23 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
 use super::routes::{self, Backend, Peer};
+use crate::runtime::Informers;
 
 /// How often the routes are re-applied without a change (someone deleted one).
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// Keeps this node's routes to the other nodes' pods until the task is dropped.
-pub async fn run(client: kube::Client, node_name: String, node_ip: Ipv4Addr, backend: Backend) {
+/// Keeps this node's routes to the other nodes' pods until dropped: reads the Nodes from the node's shared cache, publishes the
+/// vxlan MAC on its own Node as `client` (the kubelet).
+pub async fn run(
+    informers: Informers,
+    client: kube::Client,
+    node_name: String,
+    node_ip: Ipv4Addr,
+    backend: Backend,
+) {
     if backend == Backend::None {
         return;
     }
@@ -32,22 +39,11 @@ pub async fn run(client: kube::Client, node_name: String, node_ip: Ipv4Addr, bac
     };
     tokio::spawn(connection);
     let nodes: Api<Node> = Api::all(client);
-    let (store, writer) = reflector::store::<Node>();
-    let mut changes = reflector::reflector(writer, watcher(nodes.clone(), Default::default()))
-        .default_backoff()
-        .touched_objects()
-        .boxed();
+    let (store, mut changes) = informers.cache::<Node>();
     let mut published_mac: Option<[u8; 6]> = None;
     // Plan only from a complete list: an empty store would delete every route.
-    {
-        let ready = crate::runtime::until_filled(&store);
-        tokio::pin!(ready);
-        loop {
-            tokio::select! {
-                ready = &mut ready => if ready { break } else { return },
-                change = changes.next() => if change.is_none() { return },
-            }
-        }
+    if !informers.informer::<Node>().ready().await {
+        return;
     }
     let mut ticker = tokio::time::interval(RESYNC);
     loop {

@@ -22,6 +22,24 @@ impl User {
     }
 }
 
+/// The users a node's own components act as. A joined node gets their
+/// client certificates without a human's approval (as k3s issues its
+/// agents theirs); `kelp server`'s own node acts as them in-process.
+pub mod node_components {
+    /// The node's shared caches: every kind its components read, Secrets
+    /// excepted (k3s's agents read as `system:k3s-controller`).
+    pub const READER: &str = "system:kelp:node-reader";
+    /// A joined node's cluster DNS (the server's runs as the `coredns`
+    /// service account, as k3s's CoreDNS does).
+    pub const DNS: &str = "system:kelp:coredns";
+    /// A joined node's local-path provisioner.
+    pub const LOCAL_STORAGE: &str = "system:kelp:local-path-provisioner";
+    /// Every node's ingress proxy (its Secrets, its Ingresses' status).
+    pub const INGRESS: &str = "system:kelp:ingress";
+    /// All of them.
+    pub const ALL: &[&str] = &[READER, DNS, LOCAL_STORAGE, INGRESS];
+}
+
 /// The groups of every service account of `namespace`.
 pub fn service_account_groups(namespace: &str) -> Vec<String> {
     vec![

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::network::iptables;
+use crate::runtime::{Informers, Shutdown};
 use crate::telemetry::{Descriptor, Metrics};
 
 /// How often the rules are rebuilt without any change (kube-proxy's
@@ -113,35 +113,39 @@ impl ProxyMetrics {
     }
 }
 
-/// Starts the proxy and its metrics and health ports.
-pub fn start(client: kube::Client, config: ProxyConfig, metrics: Arc<Metrics>) {
+/// Runs the proxy and its metrics and health ports until `shutdown`,
+/// reading the node's shared caches.
+pub async fn run(
+    informers: Informers,
+    config: ProxyConfig,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let proxy_metrics = ProxyMetrics::new(&metrics);
     let last_sync = Arc::new(LastSync::default());
-    tokio::spawn(server::serve(metrics, last_sync.clone()));
-    tokio::spawn(run(client, config, proxy_metrics, last_sync));
+    let serving = server::serve(metrics, last_sync.clone());
+    let syncing = sync_rules(informers, config, proxy_metrics, last_sync);
+    shutdown
+        .until(async { tokio::join!(serving, syncing) })
+        .await;
+    Ok(())
 }
 
-async fn run(
-    client: kube::Client,
+/// Keeps the rules in step with the Services and their endpoints.
+async fn sync_rules(
+    informers: Informers,
     config: ProxyConfig,
     metrics: ProxyMetrics,
     last_sync: Arc<LastSync>,
 ) {
-    let (services, service_changes) = crate::runtime::cache(Api::<Service>::all(client.clone()));
-    let (slices, slice_changes) = crate::runtime::cache(Api::<EndpointSlice>::all(client));
-    let mut changes = futures::stream::select_all([service_changes, slice_changes]);
-    // Drive the watches until both caches are filled: rules written from a
-    // half-filled cache would cut live Services off.
-    let ready = async {
-        crate::runtime::until_filled(&services).await;
-        crate::runtime::until_filled(&slices).await;
-    };
-    tokio::pin!(ready);
-    loop {
-        tokio::select! {
-            _ = &mut ready => break,
-            change = changes.next() => if change.is_none() { return },
-        }
+    let (services, service_changes) = informers.cache::<Service>();
+    let (slices, slice_changes) = informers.cache::<EndpointSlice>();
+    let changes = futures::stream::select_all([service_changes, slice_changes]);
+    // Rules written from a half-filled cache would cut live Services off.
+    if !informers.informer::<Service>().ready().await
+        || !informers.informer::<EndpointSlice>().ready().await
+    {
+        return;
     }
     prepare_host(&config.bridge, true);
     let mut existing: BTreeSet<String> = tokio::task::spawn_blocking(|| iptables::chains("nat"))

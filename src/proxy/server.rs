@@ -44,21 +44,21 @@ pub async fn serve(metrics: Arc<Metrics>, last_sync: Arc<LastSync>) {
             async move { answer }
         }),
     );
+    let mut serving = Vec::new();
     for (port, app) in [(METRICS_PORT, metrics_app), (HEALTHZ_PORT, health_app)] {
         let addr = format!("127.0.0.1:{port}");
         match tokio::net::TcpListener::bind(&addr).await {
-            Ok(listener) => {
-                tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).await {
-                        tracing::warn!(err = %e, port, "service proxy port stopped");
-                    }
-                });
-            }
+            Ok(listener) => serving.push(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::warn!(err = %e, port, "service proxy port stopped");
+                }
+            }),
             Err(e) => {
                 tracing::warn!(err = %e, address = %addr, "cannot serve the service proxy port")
             }
         }
     }
+    futures::future::join_all(serving).await;
 }
 
 fn health(last: Option<chrono::DateTime<Utc>>) -> axum::response::Response {
