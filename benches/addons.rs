@@ -9,7 +9,10 @@
 //!   `KELP_BENCH_RSS=0` skips it; `KELP_BENCH_INGRESS=0` skips the first).
 //!   `KELP_BENCH_RSS_RUNS=N` measures every add-on and none N times each
 //!   (the median and the range) and skips the per-add-on rows, to tell a
-//!   change of a few MB from the run-to-run spread.
+//!   change of a few MB from the run-to-run spread;
+//! - the watches open at that idle moment with every add-on, by resource
+//!   (`apiserver_longrunning_requests{verb="WATCH"}`: the process's own
+//!   components watch through the same API), the first run's.
 //!
 //! Run: `cargo bench --bench addons`. Figures go to docs/PERFORMANCE.md by hand.
 
@@ -149,8 +152,9 @@ const ADD_ONS: [&str; 4] = [
     "helm-controller",
 ];
 
-/// kelp's resident memory, idle with its node, settled 30 s.
-fn idle_rss(disable: &str) -> u64 {
+/// kelp's resident memory, idle with its node, settled 30 s, and the
+/// watches open then (resource → count).
+fn idle_rss(disable: &str) -> (u64, std::collections::BTreeMap<String, u64>) {
     let mut args = vec![
         "--ingress-http-port".to_string(),
         free_port().to_string(),
@@ -163,7 +167,47 @@ fn idle_rss(disable: &str) -> u64 {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start_node(&refs);
     std::thread::sleep(Duration::from_secs(30));
-    support::rss_kib(server.pid())
+    let rss = support::rss_kib(server.pid());
+    let metrics = server.kubectl("kubectl").ok(&["get", "--raw", "/metrics"]);
+    (rss, open_watches(&metrics))
+}
+
+/// `apiserver_longrunning_requests` of verb WATCH, by resource.
+fn open_watches(metrics: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut watches = std::collections::BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(labels) = line.strip_prefix("apiserver_longrunning_requests{") else {
+            continue;
+        };
+        if !labels.contains("verb=\"WATCH\"") {
+            continue;
+        }
+        let resource = labels
+            .split("resource=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default();
+        let count: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        *watches.entry(resource.to_string()).or_insert(0) += count;
+    }
+    watches
+}
+
+fn print_watches(watches: &std::collections::BTreeMap<String, u64>) {
+    let total: u64 = watches.values().sum();
+    let each: Vec<String> = watches
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(resource, n)| format!("{resource} {n}"))
+        .collect();
+    println!(
+        "  watches open, every add-on: {total} ({})",
+        each.join(", ")
+    );
 }
 
 fn main() {
@@ -176,8 +220,15 @@ fn main() {
     println!("idle RSS of kelp server with its node (KiB):");
     let runs = env("KELP_BENCH_RSS_RUNS", 1);
     if runs > 1 {
+        let mut first_watches = None;
         for (label, disable) in [("every add-on", String::new()), ("none", ADD_ONS.join(","))] {
-            let mut readings: Vec<u64> = (0..runs).map(|_| idle_rss(&disable)).collect();
+            let mut readings: Vec<u64> = (0..runs)
+                .map(|_| {
+                    let (rss, watches) = idle_rss(&disable);
+                    first_watches.get_or_insert(watches);
+                    rss
+                })
+                .collect();
             readings.sort_unstable();
             println!(
                 "  {label:<17} median {}   range {}..{}   ({runs} runs: {readings:?})",
@@ -186,17 +237,19 @@ fn main() {
                 readings[readings.len() - 1],
             );
         }
+        print_watches(&first_watches.unwrap_or_default());
         return;
     }
-    let all = idle_rss("");
-    let none = idle_rss(&ADD_ONS.join(","));
+    let (all, watches) = idle_rss("");
+    let (none, _) = idle_rss(&ADD_ONS.join(","));
     println!("  every add-on      {all}");
     println!(
         "  none              {none}   (all of them add {} KiB)",
         all as i64 - none as i64
     );
+    print_watches(&watches);
     for add_on in ADD_ONS {
-        let without = idle_rss(add_on);
+        let (without, _) = idle_rss(add_on);
         println!(
             "  without {add_on:<15} {without}   ({add_on} adds {} KiB)",
             all as i64 - without as i64

@@ -56,7 +56,18 @@ pub struct NodeClients {
     /// Whether the node enforces NetworkPolicies (the enforcer only reads).
     pub network_policy: bool,
     /// The ingress proxy, unless disabled.
-    pub ingress: Option<kube::Client>,
+    pub ingress: Option<IngressIdentity>,
+}
+
+/// What the ingress proxy writes Ingress status as, and the caches it
+/// reads Secrets from (the node's shared reader may not read them):
+/// `kelp server`'s own caches, or on a joined node its own as
+/// `system:kelp:ingress`.
+pub struct IngressIdentity {
+    /// Writes the Ingresses' status.
+    pub client: kube::Client,
+    /// Holds the Secrets.
+    pub secrets: Informers,
 }
 
 /// A node: its components, what they write as, and the caches they read.
@@ -123,14 +134,16 @@ impl Node {
             let reader = informers.clone();
             components.start("network-policy", |shutdown| enforcer.run(reader, shutdown));
         }
-        if let Some(client) = clients.ingress {
+        if let Some(IngressIdentity { client, secrets }) = clients.ingress {
             let (http, https) = config.ingress_ports;
             let ingress = crate::ingress::IngressProxy {
                 http: (std::net::Ipv4Addr::UNSPECIFIED, http).into(),
                 https: (std::net::Ipv4Addr::UNSPECIFIED, https).into(),
             };
             let reader = informers.clone();
-            components.start("ingress", |shutdown| ingress.run(reader, client, shutdown));
+            components.start("ingress", |shutdown| {
+                ingress.run(reader, secrets, client, shutdown)
+            });
         }
         let node_ip = config.node.ip.parse().ok();
         let backend = config.pod_network_backend;
@@ -347,7 +360,10 @@ async fn certify(
         dns: optional_client(node_components::DNS)?,
         local_storage: optional_client(node_components::LOCAL_STORAGE)?,
         network_policy: joined.cluster.network_policy,
-        ingress: optional_client(node_components::INGRESS)?,
+        ingress: optional_client(node_components::INGRESS)?.map(|client| IngressIdentity {
+            secrets: Informers::new(client.clone()),
+            client,
+        }),
     };
     let informers = Informers::new(remote(&certs[1])?);
     let tls = crate::pki::tls::server_config(&joined.ca_pem, certs[0].clone())?;

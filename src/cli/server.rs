@@ -318,6 +318,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             default_image: args.helm_job_image.clone(),
             helm_available: !args.disable_agent && args.node.helm_binary().is_some(),
             api_port: args.https_listen_port,
+            informers: informers.clone(),
         };
         components.start("helm-controller", |shutdown| controller.run(shutdown));
     }
@@ -379,11 +380,12 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 )
             }),
             network_policy: cluster.network_policy,
-            ingress: cluster.ingress.then(|| {
-                as_user(
+            ingress: cluster.ingress.then(|| crate::agent::IngressIdentity {
+                client: as_user(
                     crate::pki::identity::node_components::INGRESS,
                     &["system:authenticated"],
-                )
+                ),
+                secrets: informers.clone(),
             }),
         };
         let node = crate::agent::Node {

@@ -17,16 +17,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{PostParams, ResourceExt};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use super::{Context, Error, retry};
+use super::{Context, Error};
 use crate::pki::csr;
 
 /// Lifetime of issued certificates (kube-controller-manager's
@@ -35,15 +34,11 @@ const SIGNING_DURATION: time::Duration = time::Duration::days(365);
 
 /// Runs approver and signer.
 pub async fn run(context: Arc<Context>) {
-    let api: Api<CertificateSigningRequest> = Api::all(context.client.clone());
-    Controller::new(api, Default::default())
-        .run(
-            super::workqueue::queued(context.queue.clone(), reconcile),
-            retry,
-            context,
-        )
-        .for_each(|_| async {})
-        .await;
+    if let Some(controller) =
+        crate::runtime::shared_controller::<CertificateSigningRequest>(&context.informers).await
+    {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 fn condition(csr: &CertificateSigningRequest, kind: &str) -> bool {

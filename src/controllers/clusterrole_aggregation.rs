@@ -19,7 +19,7 @@ use crate::api::values::selectors::LabelSelector;
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let api = Api::<ClusterRole>::all(context.client.clone());
-    let (roles, changes) = crate::runtime::cache(api.clone());
+    let (roles, changes) = context.informers.cache::<ClusterRole>();
     let mut passes =
         crate::runtime::passes(changes, Duration::from_secs(300), Duration::from_millis(10));
     while passes.next().await.is_some() {

@@ -12,9 +12,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::job::finished;
@@ -29,13 +28,10 @@ const COMPONENT: &str = "cronjob-controller";
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    let controller = Controller::new(
-        Api::<CronJob>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Job>::all(client), watcher::Config::default());
-    super::drive(controller, context, reconcile).await;
+    let owning = crate::runtime::shared_controller_owning::<CronJob, Job>;
+    if let Some(controller) = owning(&context.informers).await {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 /// The latest scheduled time after `since` and at or before `now`, and the
@@ -85,12 +81,17 @@ async fn reconcile(cj: Arc<CronJob>, context: Arc<Context>) -> Result<Action, Er
     let spec = cj.spec.clone().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     let uid = cj.metadata.uid.clone().unwrap_or_default();
-    let mut jobs: Vec<Job> = jobs_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
+    let cached = context.informers.informer::<Job>();
+    if !cached.filled() {
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
+    let mut jobs: Vec<Job> = cached
+        .store
+        .state()
+        .iter()
+        .filter(|j| j.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .filter(|j| pods::controller_of(&j.metadata).is_some_and(|o| o.uid == uid))
+        .map(|j| (**j).clone())
         .collect();
     jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
     let recorder = Recorder::new(context.client.clone(), COMPONENT, None);

@@ -34,8 +34,10 @@ const TEMPLATE_GENERATION: &str = "pod-template-generation";
 /// every DaemonSet again.
 pub async fn run(context: Arc<Context>) {
     let node_changes = context.informers.informer::<Node>().changes().map(|_| ());
-    let controller = super::over_owned_pods::<DaemonSet>(&context).reconcile_all_on(node_changes);
-    super::drive(controller, context, reconcile).await;
+    if let Some(controller) = super::over_owned_pods::<DaemonSet>(&context).await {
+        let controller = controller.reconcile_all_on(node_changes);
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 /// The tolerations upstream gives every daemon pod, so that node trouble
@@ -136,9 +138,11 @@ async fn reconcile(ds: Arc<DaemonSet>, context: Arc<Context>) -> Result<Action, 
     let history = history::record(
         &revisions,
         &owner,
+        &namespace,
         &spec.selector,
         &spec.template,
         collision_count,
+        &context.informers,
     )
     .await?;
     let hash = history::hash_of(&history.current);

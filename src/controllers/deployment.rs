@@ -18,8 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -46,13 +45,10 @@ const COMPONENT: &str = "deployment-controller";
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
-    let client = context.client.clone();
-    let controller = Controller::new(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default());
-    super::drive(controller, context, reconcile).await;
+    let owning = crate::runtime::shared_controller_owning::<Deployment, ReplicaSet>;
+    if let Some(controller) = owning(&context.informers).await {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 /// The template without the hash label, for comparing a ReplicaSet's
@@ -393,8 +389,9 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
     let spec = d.spec.clone().unwrap_or_default();
     let rs_api: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
     let pods = context.informers.informer::<Pod>();
-    // A restart must change nothing that runs: act only on a full cache.
-    if !pods.filled() {
+    let replica_sets = context.informers.informer::<ReplicaSet>();
+    // A restart must change nothing that runs: act only on full caches.
+    if !pods.filled() || !replica_sets.filled() {
         return Ok(Action::requeue(std::time::Duration::from_millis(200)));
     }
     let rollout = Rollout {
@@ -408,12 +405,12 @@ async fn reconcile(d: Arc<Deployment>, context: Arc<Context>) -> Result<Action, 
 
     // The ReplicaSets it controls (adopting orphans its selector matches),
     // oldest first.
-    let mut owned = super::claim(
+    let mut owned = super::claim_from(
         &rollout.rs_api,
-        &spec.selector,
+        super::selected(&replica_sets, &namespace, &spec.selector),
         &crate::runtime::controller_ref(d.as_ref()),
     )
-    .await?;
+    .await;
     owned.sort_by_key(|rs| rs.metadata.creation_timestamp.clone().map(|t| t.0));
 
     // Their pods, counted per ReplicaSet.

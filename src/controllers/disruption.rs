@@ -120,17 +120,13 @@ fn scaled(percent: &str, total: i32) -> i32 {
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (budgets, budget_changes) =
-        crate::runtime::cache(Api::<PodDisruptionBudget>::all(client.clone()));
-    let (pods, pod_changes) = context.informers.cache::<Pod>();
-    // Every cache's stream must be polled for it to fill.
-    let (replica_sets, rs_changes) = crate::runtime::cache(Api::<ReplicaSet>::all(client.clone()));
-    let (deployments, deployment_changes) =
-        crate::runtime::cache(Api::<Deployment>::all(client.clone()));
-    let (stateful_sets, sts_changes) =
-        crate::runtime::cache(Api::<StatefulSet>::all(client.clone()));
-    let (controllers, rc_changes) =
-        crate::runtime::cache(Api::<ReplicationController>::all(client.clone()));
+    let informers = &context.informers;
+    let (budgets, budget_changes) = informers.cache::<PodDisruptionBudget>();
+    let (pods, pod_changes) = informers.cache::<Pod>();
+    let (replica_sets, rs_changes) = informers.cache::<ReplicaSet>();
+    let (deployments, deployment_changes) = informers.cache::<Deployment>();
+    let (stateful_sets, sts_changes) = informers.cache::<StatefulSet>();
+    let (controllers, rc_changes) = informers.cache::<ReplicationController>();
     let scales = Scales {
         replica_sets,
         deployments,

@@ -170,8 +170,7 @@ pub async fn run(context: Arc<Context>) {
     let slice_client = (context.identities)("endpointslice-controller");
     let (services, service_changes) = context.informers.cache::<Service>();
     let (pods, pod_changes) = context.informers.cache::<Pod>();
-    let (endpoints, endpoint_changes) =
-        crate::runtime::cache(Api::<Endpoints>::all(client.clone()));
+    let (endpoints, endpoint_changes) = context.informers.cache::<Endpoints>();
     let (slices, slice_changes) = context.informers.cache::<EndpointSlice>();
     let streams = [
         service_changes,

@@ -61,15 +61,26 @@ pub struct History {
 
 /// Finds or records the revision of `template` for `owner`: an older
 /// revision with the same template becomes the newest (as after `rollout
-/// undo`); otherwise a new one is made, numbered after the others.
+/// undo`); otherwise a new one is made, numbered after the others. The
+/// owner's revisions come from the shared cache (orphans its selector
+/// matches are adopted).
 pub async fn record(
     api: &Api<ControllerRevision>,
     owner: &OwnerReference,
+    namespace: &str,
     selector: &LabelSelector,
     template: &PodTemplateSpec,
     collision_count: Option<i32>,
+    informers: &crate::runtime::Informers,
 ) -> Result<History, Error> {
-    let mut all = super::claim(api, selector, owner).await?;
+    let cached = informers.informer::<ControllerRevision>();
+    if !cached.filled() {
+        return Err(Error::Waiting(
+            "the revisions' cache is not filled yet".into(),
+        ));
+    }
+    let candidates = super::selected(&cached, namespace, selector);
+    let mut all = super::claim_from(api, candidates, owner).await;
     all.sort_by_key(number);
     let wanted = data(template);
     let newest = all.iter().map(number).max().unwrap_or(0);

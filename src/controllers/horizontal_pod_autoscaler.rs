@@ -29,9 +29,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -73,29 +72,30 @@ struct Memory {
 /// every sync period.
 pub async fn run(context: Arc<super::Context>) {
     let client = context.client.clone();
-    let (pods, pod_changes) = context.informers.cache::<Pod>();
-    tokio::spawn(pod_changes.for_each(|_| async {}));
-    if !context.informers.informer::<Pod>().ready().await {
+    let pods = context.informers.informer::<Pod>();
+    if !pods.ready().await {
         return;
     }
+    let Some(controller) =
+        crate::runtime::shared_controller::<HorizontalPodAutoscaler>(&context.informers).await
+    else {
+        return;
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), COMPONENT, None),
         sync_period: context.hpa_sync_period,
-        pods,
+        pods: pods.store,
         autoscalers: Mutex::new(HashMap::new()),
     });
-    Controller::new(
-        Api::<HorizontalPodAutoscaler>::all(client),
-        watcher::Config::default(),
-    )
-    .run(
-        super::workqueue::queued(context.queue.clone(), reconcile),
-        retry,
-        ctx,
-    )
-    .for_each(|_| async {})
-    .await;
+    controller
+        .run(
+            super::workqueue::queued(context.queue.clone(), reconcile),
+            retry,
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
 }
 
 async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<Action, Error> {

@@ -32,8 +32,9 @@ const BACKOFF_MAX: u64 = 360;
 /// Runs the controller: woken by its Jobs and by changes to the pods
 /// they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
-    let controller = super::over_owned_pods::<Job>(&context);
-    super::drive(controller, context, reconcile).await;
+    if let Some(controller) = super::over_owned_pods::<Job>(&context).await {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 /// The job has a Complete or Failed condition: it is done.

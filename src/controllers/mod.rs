@@ -214,18 +214,19 @@ pub async fn drive<K, F, Fut>(
 /// A controller of every `K`, woken by their changes and by changes to the
 /// pods they control, which its reconciles read from the process's shared
 /// pod cache (a refill of that cache wakes every `K`).
-pub fn over_owned_pods<K: crate::runtime::Shareable>(
+/// `None` if the cache of `K` ended before it filled.
+pub async fn over_owned_pods<K: crate::runtime::Shareable>(
     context: &Context,
-) -> kube::runtime::Controller<K> {
+) -> Option<kube::runtime::Controller<K>> {
     let pods = context
         .informers
         .informer::<k8s_openapi::api::core::v1::Pod>();
-    kube::runtime::Controller::new(
-        kube::Api::<K>::all(context.client.clone()),
-        kube::runtime::watcher::Config::default(),
+    Some(
+        crate::runtime::shared_controller::<K>(&context.informers)
+            .await?
+            .reconcile_on(pods.owners::<K>())
+            .reconcile_all_on(pods.relists()),
     )
-    .reconcile_on(pods.owners::<K>())
-    .reconcile_all_on(pods.relists())
 }
 
 /// The shared pod cache once it holds a full list (nothing may act on it
@@ -316,35 +317,21 @@ pub enum Error {
 
 /// A controller over namespaces that also wakes for a namespace when its
 /// object of kind `K` named `name` changes (or goes): the shape of the
-/// "one object in every namespace" controllers.
-pub fn per_namespace<K>(
-    client: &kube::Client,
+/// "one object in every namespace" controllers. Both from the process's
+/// shared caches; `None` if the namespaces' cache ended before it filled.
+pub async fn per_namespace<K>(
+    context: &Context,
     name: &'static str,
-) -> kube::runtime::Controller<k8s_openapi::api::core::v1::Namespace>
+) -> Option<kube::runtime::Controller<k8s_openapi::api::core::v1::Namespace>>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+    K: crate::runtime::Shareable + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
     use kube::ResourceExt;
     use kube::runtime::reflector::ObjectRef;
-    kube::runtime::Controller::new(
-        kube::Api::all(client.clone()),
-        kube::runtime::watcher::Config::default(),
-    )
-    .watches(
-        kube::Api::<K>::all(client.clone()),
-        kube::runtime::watcher::Config::default(),
-        move |object: K| {
-            (object.name_any() == name)
-                .then(|| ObjectRef::new(&object.namespace().unwrap_or_default()))
-        },
-    )
+    let namespace_of = move |object: Arc<K>| {
+        (object.name_any() == name).then(|| ObjectRef::new(&object.namespace().unwrap_or_default()))
+    };
+    crate::runtime::shared_controller_watching(&context.informers, namespace_of).await
 }
 
 /// One object by name, read as upstream controllers read: from the
@@ -357,23 +344,6 @@ where
 {
     let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
     Ok(api.list(&params).await?.items.into_iter().next())
-}
-
-/// The objects `owner` controls among those its selector matches, adopting
-/// matching orphans (as upstream's controller-ref manager does); objects
-/// controlled by someone else are left alone.
-pub async fn claim<K>(
-    api: &kube::Api<K>,
-    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-) -> Result<Vec<K>, Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let listed = api
-        .list(&kube::api::ListParams::default().labels(&replicaset::selector_string(selector)))
-        .await?;
-    Ok(claim_from(api, listed.items, owner).await)
 }
 
 /// The objects in `namespace` a cache holds that `selector` matches
@@ -395,8 +365,10 @@ pub fn selected<K: crate::runtime::Shareable>(
         .collect()
 }
 
-/// [`claim`] over candidates already read (from a cache), which the
-/// selector matched: the owned ones, with matching orphans adopted.
+/// The objects `owner` controls among candidates its selector matched
+/// (read from a cache, [`selected`]), adopting matching orphans (as
+/// upstream's controller-ref manager does); objects controlled by someone
+/// else are left alone.
 pub async fn claim_from<K>(
     api: &kube::Api<K>,
     candidates: impl IntoIterator<Item = K>,

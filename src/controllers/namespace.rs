@@ -6,12 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{Discovery, Scope, verbs};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error};
@@ -21,17 +19,11 @@ const FINALIZER: &str = "kubernetes";
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
-    Controller::new(
-        Api::<Namespace>::all(context.client.clone()),
-        watcher::Config::default(),
-    )
-    .run(
-        super::workqueue::queued(context.queue.clone(), reconcile),
-        retry,
-        context,
-    )
-    .for_each(|_| async {})
-    .await;
+    if let Some(controller) =
+        crate::runtime::shared_controller::<Namespace>(&context.informers).await
+    {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, Error> {
@@ -93,9 +85,4 @@ async fn delete_contents(client: &kube::Client, namespace: &str) -> Result<usize
         }
     }
     Ok(remaining)
-}
-
-fn retry(_: Arc<Namespace>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "namespace controller");
-    Action::requeue(Duration::from_secs(2))
 }

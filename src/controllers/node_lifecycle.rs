@@ -29,14 +29,17 @@ use crate::telemetry::events::{self, Source};
 pub const GRACE: Duration = Duration::from_secs(40);
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 const NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// Where each node's heartbeat Lease lives.
+const NODE_LEASES: &str = "kube-node-lease";
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     let (nodes, node_changes) = context.informers.cache::<Node>();
-    let (leases, lease_changes) =
-        crate::runtime::cache(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
+    // Every Lease (the shared cache is cluster-wide); the nodes' are read
+    // from kube-node-lease.
+    let (leases, lease_changes) = context.informers.cache::<Lease>();
     let (pods, pod_changes) = context.informers.cache::<Pod>();
     let streams = [node_changes, lease_changes, pod_changes];
     let changes = futures::stream::select_all(streams).boxed();
@@ -141,7 +144,9 @@ async fn pass(
     seen.keep(&nodes.iter().map(|n| n.name_any()).collect::<Vec<_>>());
     for node in nodes {
         let name = node.name_any();
-        let lease = leases.iter().find(|l| l.name_any() == name);
+        let lease = leases
+            .iter()
+            .find(|l| l.namespace().as_deref() == Some(NODE_LEASES) && l.name_any() == name);
         let mut ready = ready_condition(&node).map_or("Unknown".to_string(), |c| c.status.clone());
         let silent = seen.silent(&name, last_heartbeat(&node, lease.map(|l| l.as_ref())));
         if silent && ready != "Unknown" {

@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::{
     Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::api::PostParams;
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
@@ -41,39 +41,29 @@ pub async fn run(context: Arc<Context>) {
 }
 
 async fn run_claims(context: Arc<Context>) {
-    let client = context.client.clone();
-    let controller = Controller::new(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        Default::default(),
-    )
-    .watches(
-        Api::<PersistentVolume>::all(client),
-        Default::default(),
-        |pv: PersistentVolume| {
-            let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
-            Some(ObjectRef::new(claim.name.as_deref()?).within(claim.namespace.as_deref()?))
-        },
-    );
-    super::drive(controller, context, sync_claim).await;
+    let claim_of = |pv: Arc<PersistentVolume>| {
+        let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
+        Some(ObjectRef::new(claim.name.as_deref()?).within(claim.namespace.as_deref()?))
+    };
+    let watching = crate::runtime::shared_controller_watching(&context.informers, claim_of);
+    if let Some(controller) = watching.await {
+        super::drive(controller, context, sync_claim).await;
+    }
 }
 
 async fn run_volumes(context: Arc<Context>) {
-    let client = context.client.clone();
-    Controller::new(
-        Api::<PersistentVolume>::all(client.clone()),
-        Default::default(),
-    )
-    .watches(
-        Api::<PersistentVolumeClaim>::all(client),
-        Default::default(),
-        |pvc: PersistentVolumeClaim| {
-            let name = pvc.spec.as_ref()?.volume_name.clone()?;
-            (!name.is_empty()).then(|| ObjectRef::new(&name))
-        },
-    )
-    .run(sync_volume, super::retry, context)
-    .for_each(|_| async {})
-    .await;
+    let volume_of = |pvc: Arc<PersistentVolumeClaim>| {
+        let name = pvc.spec.as_ref()?.volume_name.clone()?;
+        (!name.is_empty()).then(|| ObjectRef::new(&name))
+    };
+    let watching = crate::runtime::shared_controller_watching(&context.informers, volume_of);
+    let Some(controller) = watching.await else {
+        return;
+    };
+    controller
+        .run(sync_volume, super::retry, context)
+        .for_each(|_| async {})
+        .await;
 }
 
 /// The volume after binding it to `claim` (None when already so).
@@ -295,20 +285,23 @@ async fn sync_claim(
         .as_ref()
         .and_then(|c| c.volume_binding_mode.as_deref())
         == Some("WaitForFirstConsumer");
-    let all = volumes.list(&ListParams::default()).await?.items;
+    // Candidates from the shared cache (a stale one fails the bind's
+    // resourceVersion check and is retried); none until it is filled.
+    let cached = context.informers.informer::<PersistentVolume>();
+    if !cached.filled() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let all: Vec<PersistentVolume> = cached.store.state().iter().map(|v| (**v).clone()).collect();
     if let Some(pv) = find_best_match(&claim, &all, delayed, None) {
         bind(&context, &claim, pv).await?;
         return Ok(Action::await_change());
     }
     if class_name.is_none() {
         // A default class made after the claim: give it to the claim.
-        let classes = Api::<StorageClass>::all(client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items;
+        let classes = context.informers.informer::<StorageClass>().store.state();
         let as_values: Vec<serde_json::Value> = classes
             .iter()
-            .filter_map(|c| serde_json::to_value(c).ok())
+            .filter_map(|c| serde_json::to_value(c.as_ref()).ok())
             .collect();
         if let Some(name) = default_class_name(&as_values) {
             let mut updated = (*claim).clone();
@@ -321,7 +314,7 @@ async fn sync_claim(
     }
     let selected = claim.annotations().get(SELECTED_NODE).cloned();
     if delayed && selected.is_none() {
-        let waiting = waiting_pods(client, &claim).await;
+        let waiting = waiting_pods(&context, &claim);
         let (reason, message) = match waiting.as_slice() {
             [] => (
                 "WaitForFirstConsumer",
@@ -371,17 +364,16 @@ fn default_class_name(classes: &[serde_json::Value]) -> Option<String> {
 }
 
 /// Unscheduled pods of the claim's namespace that use it.
-async fn waiting_pods(client: &kube::Client, claim: &PersistentVolumeClaim) -> Vec<String> {
-    let namespace = claim.namespace().unwrap_or_default();
-    let Ok(pods) = Api::<Pod>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-    else {
-        return vec![];
-    };
+fn waiting_pods(context: &Context, claim: &PersistentVolumeClaim) -> Vec<String> {
+    let namespace = claim.namespace();
     let name = claim.name_any();
-    pods.items
+    context
+        .informers
+        .informer::<Pod>()
+        .store
+        .state()
         .iter()
+        .filter(|p| p.namespace() == namespace)
         .filter(|p| {
             p.spec
                 .as_ref()

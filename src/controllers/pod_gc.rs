@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 
 use super::Context;
@@ -25,22 +25,20 @@ pub async fn run(context: Arc<Context>) {
     let mut tick = tokio::time::interval(PERIOD);
     loop {
         tick.tick().await;
-        if let Err(e) = pass(&context.client, &mut suspects).await {
-            tracing::debug!(err = %e, "pod garbage collection");
-        }
+        pass(&context, &mut suspects).await;
     }
 }
 
 /// What a pass deletes: (orphans now confirmed, new suspects, the rest).
 pub fn select<'a>(
-    all: &'a [Pod],
+    all: &'a [Arc<Pod>],
     nodes: &HashSet<String>,
     suspects: &HashSet<String>,
     threshold: usize,
 ) -> (Vec<&'a Pod>, HashSet<String>) {
     let mut doomed = Vec::new();
     let mut next_suspects = HashSet::new();
-    for pod in all {
+    for pod in all.iter().map(Arc::as_ref) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let node = pod
             .spec
@@ -61,6 +59,7 @@ pub fn select<'a>(
     }
     let mut finished: Vec<&Pod> = all
         .iter()
+        .map(Arc::as_ref)
         .filter(|p| {
             pods::is_terminal(p) && !doomed.iter().any(|d| d.metadata.uid == p.metadata.uid)
         })
@@ -73,27 +72,28 @@ pub fn select<'a>(
     (doomed, next_suspects)
 }
 
-async fn pass(client: &kube::Client, suspects: &mut HashSet<String>) -> Result<(), kube::Error> {
-    let nodes: HashSet<String> = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
-    let all = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+/// One pass over the shared caches (none until both hold a full list: a
+/// missing node list would make every pod an orphan).
+async fn pass(context: &Context, suspects: &mut HashSet<String>) {
+    let nodes = context.informers.informer::<Node>();
+    let pods = context.informers.informer::<Pod>();
+    if !nodes.filled() || !pods.filled() {
+        return;
+    }
+    let nodes: HashSet<String> = nodes.store.state().iter().map(|n| n.name_any()).collect();
+    let all = pods.store.state();
     let (doomed, next) = select(&all, &nodes, suspects, TERMINATED_THRESHOLD);
     *suspects = next;
     for pod in doomed {
-        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-        let _ = api
+        let api: Api<Pod> =
+            Api::namespaced(context.client.clone(), &pod.namespace().unwrap_or_default());
+        if let Err(e) = api
             .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
-            .await;
+            .await
+        {
+            tracing::debug!(err = %e, pod = %pod.name_any(), "pod garbage collection");
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -101,13 +101,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(uid: &str, node: &str, phase: &str, deleting: bool) -> Pod {
+    fn pod(uid: &str, node: &str, phase: &str, deleting: bool) -> Arc<Pod> {
         let mut p = json!({"metadata": {"name": uid, "uid": uid, "creationTimestamp": format!("2026-01-01T00:00:0{}Z", uid.len())},
                            "spec": {"nodeName": node, "containers": []}, "status": {"phase": phase}});
         if deleting {
             p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
         }
-        serde_json::from_value(p).unwrap()
+        Arc::new(serde_json::from_value(p).unwrap())
     }
 
     #[test]

@@ -21,8 +21,9 @@ use crate::api::values::pods;
 /// Runs the controller: woken by its ReplicaSets and by changes to the
 /// pods they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
-    let controller = super::over_owned_pods::<ReplicaSet>(&context);
-    super::drive(controller, context, reconcile).await;
+    if let Some(controller) = super::over_owned_pods::<ReplicaSet>(&context).await {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 /// A label selector as the API's `labelSelector` query string.

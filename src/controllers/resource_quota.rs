@@ -50,7 +50,7 @@ fn counted(name: &str) -> Option<(String, String, String)> {
 /// Runs until the process ends.
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
-    let (quotas, quota_changes) = crate::runtime::cache(Api::<ResourceQuota>::all(client.clone()));
+    let (quotas, quota_changes) = context.informers.cache::<ResourceQuota>();
     let (_, pod_changes) = context.informers.cache::<Pod>();
     let changes = futures::stream::select(quota_changes, pod_changes).boxed();
     let mut passes = crate::runtime::passes(changes, RESYNC, Duration::from_millis(50));

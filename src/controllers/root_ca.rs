@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
@@ -21,14 +19,9 @@ const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the k
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
-    super::per_namespace::<ConfigMap>(&context.client, NAME)
-        .run(
-            super::workqueue::queued(context.queue.clone(), reconcile),
-            retry,
-            context.clone(),
-        )
-        .for_each(|_| async {})
-        .await;
+    if let Some(controller) = super::per_namespace::<ConfigMap>(&context, NAME).await {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 fn desired(ca_pem: &str) -> ConfigMap {
@@ -66,11 +59,6 @@ async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<A
         Some(_) => {}
     }
     Ok(Action::await_change())
-}
-
-fn retry(_: Arc<Namespace>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "root CA publisher");
-    Action::requeue(Duration::from_secs(5))
 }
 
 #[cfg(test)]

@@ -3,9 +3,7 @@
 //! deleted.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
@@ -19,14 +17,9 @@ pub const DEFAULT: &str = "default";
 
 /// Runs the controller.
 pub async fn run(context: Arc<Context>) {
-    super::per_namespace::<ServiceAccount>(&context.client, DEFAULT)
-        .run(
-            super::workqueue::queued(context.queue.clone(), reconcile),
-            retry,
-            context.clone(),
-        )
-        .for_each(|_| async {})
-        .await;
+    if let Some(controller) = super::per_namespace::<ServiceAccount>(&context, DEFAULT).await {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, Error> {
@@ -49,9 +42,4 @@ async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<A
         }
     }
     Ok(Action::await_change())
-}
-
-fn retry(_: Arc<Namespace>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::debug!(err = %error, "serviceaccount controller");
-    Action::requeue(Duration::from_secs(5))
 }

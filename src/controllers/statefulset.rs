@@ -30,8 +30,9 @@ const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 /// Runs the controller: woken by its StatefulSets and by changes to the
 /// pods they control, which it reads from the shared pod cache.
 pub async fn run(context: Arc<Context>) {
-    let controller = super::over_owned_pods::<StatefulSet>(&context);
-    super::drive(controller, context, reconcile).await;
+    if let Some(controller) = super::over_owned_pods::<StatefulSet>(&context).await {
+        super::drive(controller, context, reconcile).await;
+    }
 }
 
 /// The ordinal in a StatefulSet pod's name (`web-3` → 3).
@@ -274,9 +275,11 @@ async fn reconcile(set: Arc<StatefulSet>, context: Arc<Context>) -> Result<Actio
     let history = history::record(
         &revisions,
         &owner,
+        &namespace,
         &spec.selector,
         &spec.template,
         previous.collision_count,
+        &context.informers,
     )
     .await?;
     let update_hash = history::hash_of(&history.current);

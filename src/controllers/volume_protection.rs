@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
@@ -17,31 +16,25 @@ use crate::api::values::storage::{CLAIM_PROTECTION, VOLUME_PROTECTION};
 
 /// Runs the claim protection loop (woken by the claims' pods too).
 pub async fn run_claims(context: Arc<Context>) {
-    let client = context.client.clone();
-    let controller = Controller::new(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        Default::default(),
-    )
-    .watches(Api::<Pod>::all(client), Default::default(), |pod: Pod| {
+    let claims_of = |pod: Arc<Pod>| {
         let namespace = pod.namespace().unwrap_or_default();
         crate::api::values::pods::claims_of(&pod)
             .map(|claim| ObjectRef::new(claim).within(&namespace))
             .collect::<Vec<_>>()
-    });
-    super::drive(controller, context, sync_claim).await;
+    };
+    let watching = crate::runtime::shared_controller_watching(&context.informers, claims_of);
+    if let Some(controller) = watching.await {
+        super::drive(controller, context, sync_claim).await;
+    }
 }
 
 /// Runs the volume protection loop.
 pub async fn run_volumes(context: Arc<Context>) {
-    let client = context.client.clone();
-    Controller::new(Api::<PersistentVolume>::all(client), Default::default())
-        .run(
-            super::workqueue::queued(context.queue.clone(), sync_volume),
-            super::retry,
-            context,
-        )
-        .for_each(|_| async {})
-        .await;
+    if let Some(controller) =
+        crate::runtime::shared_controller::<PersistentVolume>(&context.informers).await
+    {
+        super::drive(controller, context, sync_volume).await;
+    }
 }
 
 /// Whether `pod` holds `claim` (a scheduled pod naming it).
@@ -78,6 +71,18 @@ async fn sync_claim(
         return Ok(Action::await_change());
     };
     let namespace = claim.namespace().unwrap_or_default();
+    // A user in the shared cache settles it; no user there is confirmed
+    // with the API server (as upstream's protection controller asks it),
+    // since a pod the cache has not taken in yet may use the claim.
+    let cached = context.informers.informer::<Pod>().store.state();
+    let in_namespace = |p: &&Arc<Pod>| p.namespace().as_deref() == Some(namespace.as_str());
+    if cached
+        .iter()
+        .filter(in_namespace)
+        .any(|p| uses(p, &claim.name_any()))
+    {
+        return Ok(Action::await_change());
+    }
     let pods = Api::<Pod>::namespaced(context.client.clone(), &namespace)
         .list(&ListParams::default())
         .await?;

@@ -14,9 +14,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -52,6 +51,8 @@ pub struct HelmController {
     pub helm_available: bool,
     /// The API server's port (bootstrap charts reach it on 127.0.0.1).
     pub api_port: u16,
+    /// The process's shared caches (charts, their configs, jobs, Secrets).
+    pub informers: crate::runtime::Informers,
 }
 
 struct Context {
@@ -82,65 +83,57 @@ impl HelmController {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
-        let charts: Api<HelmChart> = Api::all(client.clone());
-        let (configs, writer) = kube::runtime::reflector::store::<HelmChartConfig>();
-        let config_events = kube::runtime::reflector(
-            writer,
-            watcher(
-                Api::<HelmChartConfig>::all(client.clone()),
-                Default::default(),
-            ),
-        );
-        tokio::spawn(
-            kube::runtime::WatchStreamExt::default_backoff(config_events).for_each(|_| async {}),
-        );
+        // Charts, their configs, jobs and Secrets from the process's shared
+        // caches (the CRDs are registered by now).
+        let informers = self.informers.clone();
+        let configs = informers.informer::<HelmChartConfig>();
         // A chart planned without its config would run twice.
-        crate::runtime::until_filled(&configs).await;
-        let controller = Controller::new(charts, watcher::Config::default());
+        if !configs.ready().await {
+            return;
+        }
+        let Some(controller) = crate::runtime::shared_controller::<HelmChart>(&informers).await
+        else {
+            return;
+        };
         let secret_charts = controller.store();
-        let secret_configs = configs.clone();
+        let secret_configs = configs.store.clone();
+        let jobs = informers.informer::<Job>();
+        let secrets = informers.informer::<Secret>();
         let context = Arc::new(Context {
             recorder: Recorder::new(client.clone(), MANAGED_BY, None),
             settings: self,
-            configs,
+            configs: configs.store.clone(),
         });
         controller
-            .watches(
-                Api::<HelmChartConfig>::all(client.clone()),
-                watcher::Config::default(),
-                |config: HelmChartConfig| {
-                    Some(ObjectRef::new(&config.name_any()).within(&config.namespace()?))
-                },
-            )
-            .watches(
-                Api::<Job>::all(client.clone()),
-                watcher::Config::default().labels(LABEL_CHART),
-                |job: Job| {
-                    let chart = job.labels().get(LABEL_CHART)?.clone();
-                    Some(ObjectRef::new(&chart).within(&job.namespace()?))
-                },
-            )
+            .watches_shared_stream(configs.objects(), |config: Arc<HelmChartConfig>| {
+                Some(ObjectRef::new(&config.name_any()).within(&config.namespace()?))
+            })
+            .watches_shared_stream(jobs.objects(), |job: Arc<Job>| {
+                let chart = job.labels().get(LABEL_CHART)?.clone();
+                Some(ObjectRef::new(&chart).within(&job.namespace()?))
+            })
             // A values Secret edited re-runs the charts that read it.
-            .watches(
-                Api::<Secret>::all(client),
-                watcher::Config::default(),
-                move |secret: Secret| {
-                    let namespace = secret.namespace().unwrap_or_default();
-                    let name = secret.name_any();
-                    let charts: Vec<ObjectRef<HelmChart>> = secret_charts
-                        .state()
-                        .iter()
-                        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-                        .filter(|c| {
-                            let config = secret_configs
-                                .get(&ObjectRef::new(&c.name_any()).within(&namespace));
-                            plan::watched_secrets(c, config.as_deref()).contains(&name)
-                        })
-                        .map(|c| ObjectRef::from_obj(c.as_ref()))
-                        .collect();
-                    charts
-                },
-            )
+            .watches_shared_stream(secrets.objects(), move |secret: Arc<Secret>| {
+                let namespace = secret.namespace().unwrap_or_default();
+                let name = secret.name_any();
+                let charts: Vec<ObjectRef<HelmChart>> = secret_charts
+                    .state()
+                    .iter()
+                    .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+                    .filter(|c| {
+                        let config =
+                            secret_configs.get(&ObjectRef::new(&c.name_any()).within(&namespace));
+                        plan::watched_secrets(c, config.as_deref()).contains(&name)
+                    })
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect();
+                charts
+            })
+            .reconcile_all_on(futures::stream::select_all([
+                configs.relists(),
+                jobs.relists(),
+                secrets.relists(),
+            ]))
             .run(reconcile, retry, context)
             .for_each(|_| async {})
             .await;

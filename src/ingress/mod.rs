@@ -124,11 +124,13 @@ impl rustls::server::ResolvesServerCert for Certificates {
 
 impl IngressProxy {
     /// Binds both ports, then serves and follows the Ingresses until
-    /// `shutdown`: reads from the node's shared caches (Secrets excepted),
-    /// writes Ingress status and reads Secrets as `client`.
+    /// `shutdown`: reads from the node's shared caches, Secrets from
+    /// `secrets` (caches that may read them), and writes Ingress status as
+    /// `client`.
     pub async fn run(
         self,
         informers: Informers,
+        secrets: Informers,
         client: kube::Client,
         shutdown: Shutdown,
     ) -> anyhow::Result<()> {
@@ -156,7 +158,7 @@ impl IngressProxy {
                     Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
                     shared.clone(),
                 ),
-                follow(informers, client, shared.clone()),
+                follow(informers, secrets, client, shared.clone()),
             )
         };
         shutdown.until(serving).await;
@@ -165,13 +167,16 @@ impl IngressProxy {
 }
 
 /// Rebuilds the snapshot after every change; keeps the Ingresses' status.
-async fn follow(informers: Informers, client: kube::Client, shared: Shared) {
+async fn follow(
+    informers: Informers,
+    secret_cache: Informers,
+    client: kube::Client,
+    shared: Shared,
+) {
     let (ingresses, ingress_changes) = informers.cache::<Ingress>();
     let (classes, class_changes) = informers.cache::<IngressClass>();
     let (services, service_changes) = informers.cache::<Service>();
-    // Secrets under the ingress's own identity: the node's shared reader
-    // may not read them.
-    let (secrets, secret_changes) = crate::runtime::cache(Api::<Secret>::all(client.clone()));
+    let (secrets, secret_changes) = secret_cache.cache::<Secret>();
     let (nodes, node_changes) = informers.cache::<Node>();
     let changes = futures::stream::select_all([
         ingress_changes,
@@ -190,7 +195,7 @@ async fn follow(informers: Informers, client: kube::Client, shared: Shared) {
         let filled = informers.informer::<Ingress>().filled()
             && informers.informer::<IngressClass>().filled()
             && informers.informer::<Service>().filled()
-            && crate::runtime::filled(&secrets)
+            && secret_cache.informer::<Secret>().filled()
             && informers.informer::<Node>().filled();
         if !filled {
             continue;

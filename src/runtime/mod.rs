@@ -192,6 +192,21 @@ impl<K: Shareable> Informer<K> {
             .boxed()
     }
 
+    /// Each object as it changes (a deleted one in its last state), for
+    /// kube-runtime's `Controller::owns_shared_stream` and
+    /// `watches_shared_stream`; a refill shows in [`Informer::relists`].
+    pub fn objects(&self) -> futures::stream::BoxStream<'static, Arc<K>> {
+        use futures::StreamExt;
+        self.changes()
+            .filter_map(|change| async move {
+                match change {
+                    Change::Object(object) => Some(object),
+                    Change::Relisted => None,
+                }
+            })
+            .boxed()
+    }
+
     /// Yields whenever the cache was refilled or a subscriber fell behind
     /// (for `Controller::reconcile_all_on`).
     pub fn relists(&self) -> futures::stream::BoxStream<'static, ()> {
@@ -219,6 +234,65 @@ impl<K: Shareable> Informer<K> {
     pub fn has_seen(&self, revision: u64) -> bool {
         *self.revision.borrow() >= revision
     }
+}
+
+/// A kube-runtime controller of every `K` over the process's shared cache
+/// of `K` (kube-runtime's shared streams), instead of a watch of its own:
+/// each `K` is reconciled when it changes, once at the start and after
+/// every refill. It waits until the cache is filled (`None` if its watch
+/// ended first), because the controller's runner waits on the store's own
+/// readiness, which wakes only the last of its waiters (see [`Informer`]);
+/// once the store is ready, that wait returns at once.
+pub async fn shared_controller<K: Shareable>(
+    informers: &Informers,
+) -> Option<kube::runtime::Controller<K>> {
+    use futures::StreamExt;
+    let informer = informers.informer::<K>();
+    let changed = informer.objects();
+    let refilled = informer.relists();
+    if !informer.ready().await {
+        return None;
+    }
+    let at_start = futures::stream::once(async {});
+    Some(
+        kube::runtime::Controller::for_shared_stream(changed, informer.store.clone())
+            .reconcile_all_on(at_start.chain(refilled)),
+    )
+}
+
+/// [`shared_controller`] of `K`, also woken for each `K` that controls a
+/// `Child` that changed (every `K` after a refill of the `Child` cache).
+pub async fn shared_controller_owning<K: Shareable, Child: Shareable>(
+    informers: &Informers,
+) -> Option<kube::runtime::Controller<K>> {
+    let children = informers.informer::<Child>();
+    Some(
+        shared_controller::<K>(informers)
+            .await?
+            .owns_shared_stream(children.objects())
+            .reconcile_all_on(children.relists()),
+    )
+}
+
+/// [`shared_controller`] of `K`, also woken for the `K`s `relate` names
+/// when an `Other` changes (every `K` after a refill of the `Other` cache).
+pub async fn shared_controller_watching<K, Other, I>(
+    informers: &Informers,
+    relate: impl Fn(Arc<Other>) -> I + Send + Sync + 'static,
+) -> Option<kube::runtime::Controller<K>>
+where
+    K: Shareable,
+    Other: Shareable,
+    I: IntoIterator<Item = kube::runtime::reflector::ObjectRef<K>> + 'static,
+    I::IntoIter: Send,
+{
+    let others = informers.informer::<Other>();
+    Some(
+        shared_controller::<K>(informers)
+            .await?
+            .watches_shared_stream(others.objects(), relate)
+            .reconcile_all_on(others.relists()),
+    )
 }
 
 /// Starts the watch that fills a shared cache.
