@@ -271,6 +271,33 @@ impl Drop for Agent {
         if !self.started {
             return;
         }
+        if std::thread::panicking() {
+            // What the pod network looked like from this node, and why.
+            for args in [
+                &["ip", "route"][..],
+                &["bridge", "fdb", "show", "dev", "kelp.vxlan"],
+            ] {
+                let shown = Command::new("ip")
+                    .args(["netns", "exec", &self.netns])
+                    .args(args)
+                    .output();
+                if let Ok(shown) = shown {
+                    eprintln!(
+                        "--- {} in {}:\n{}",
+                        args.join(" "),
+                        self.netns,
+                        String::from_utf8_lossy(&shown.stdout)
+                    );
+                }
+            }
+            let name = self
+                .log
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            super::print_log_tail(&name, &self.log());
+        }
         self.stop();
         // Pods outlive the agent by design; kelp-killall.sh stops them, in
         // the agent's namespace (its bridge and rules go with the namespace).

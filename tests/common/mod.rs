@@ -59,6 +59,17 @@ pub fn test_images_dir() -> PathBuf {
     dir
 }
 
+/// Prints the last 200 lines of a log a failing test leaves behind (its
+/// temp dir goes with it; cargo test shows a failed test's output).
+pub fn print_log_tail(name: &str, log: &str) {
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(200)..];
+    eprintln!("--- the last {} lines of {name} ---", tail.len());
+    for line in tail {
+        eprintln!("{line}");
+    }
+}
+
 /// The test image's reference.
 pub const BUSYBOX: &str = "kelp.test/busybox:1";
 
@@ -406,13 +417,7 @@ impl Drop for Server {
         // A failing test's server log goes with its temp dir: show its tail
         // (cargo test prints a failed test's output) to tell why.
         if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(200)..];
-            eprintln!("--- the last {} lines of server.log ---", tail.len());
-            for line in tail {
-                eprintln!("{line}");
-            }
+            print_log_tail("server.log", &self.log());
         }
         // SIGTERM first so the server shuts down cleanly; SIGKILL if it lingers.
         self.stop();
