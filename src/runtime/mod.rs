@@ -67,7 +67,47 @@ where
     /// with a no-op waker (`now_or_never`) takes the wake-up from whoever
     /// waits; a shared cache has many waiters and probes.
     filled: tokio::sync::watch::Receiver<bool>,
-    changes: tokio::sync::broadcast::Sender<Change<K>>,
+    subscribers: Subscribers<K>,
+}
+
+/// The queues of a cache's per-object subscribers.
+type Subscribers<K> = Arc<Mutex<Vec<Subscriber<K>>>>;
+
+/// One subscriber's queue: it holds memory only for the changes not taken
+/// yet (a broadcast channel would hold a slot for the whole backlog per
+/// kind, taken or not: about 200 kB for each of some thirty kinds).
+struct Subscriber<K> {
+    queue: tokio::sync::mpsc::Sender<Change<K>>,
+    /// It missed a change: it is told [`Change::Relisted`] next.
+    behind: bool,
+}
+
+/// Hands `change` to every subscriber: one whose queue is full misses it
+/// and is told [`Change::Relisted`] once it has room; the gone are dropped.
+fn publish<K>(subscribers: &Subscribers<K>, change: Change<K>) {
+    use tokio::sync::mpsc::error::TrySendError;
+    let mut subscribers = subscribers.lock().expect("subscribers");
+    subscribers.retain_mut(|subscriber| {
+        let offer = |change: Change<K>| match subscriber.queue.try_send(change) {
+            Ok(()) => Some(true),
+            Err(TrySendError::Full(_)) => Some(false),
+            Err(TrySendError::Closed(_)) => None,
+        };
+        if subscriber.behind {
+            match offer(Change::Relisted) {
+                Some(true) => subscriber.behind = false,
+                Some(false) => return true,
+                None => return false,
+            }
+        }
+        match offer(change.clone()) {
+            Some(taken) => {
+                subscriber.behind = !taken;
+                true
+            }
+            None => false,
+        }
+    });
 }
 
 impl<K: kube::Resource + 'static> Clone for Informer<K>
@@ -80,7 +120,7 @@ where
             changed: self.changed.clone(),
             revision: self.revision.clone(),
             filled: self.filled.clone(),
-            changes: self.changes.clone(),
+            subscribers: self.subscribers.clone(),
         }
     }
 }
@@ -151,14 +191,17 @@ impl<K: Shareable> Informer<K> {
     /// [`Change::Relisted`] rather than holding the cache up.
     pub fn changes(&self) -> futures::stream::BoxStream<'static, Change<K>> {
         use futures::StreamExt;
-        futures::stream::unfold(self.changes.subscribe(), |mut changes| async move {
-            use tokio::sync::broadcast::error::RecvError;
-            let change = match changes.recv().await {
-                Ok(change) => change,
-                Err(RecvError::Lagged(_)) => Change::Relisted,
-                Err(RecvError::Closed) => return None,
-            };
-            Some((change, changes))
+        let (queue, taken) = tokio::sync::mpsc::channel(SUBSCRIBER_BACKLOG);
+        self.subscribers
+            .lock()
+            .expect("subscribers")
+            .push(Subscriber {
+                queue,
+                behind: false,
+            });
+        futures::stream::unfold(taken, |mut taken| async move {
+            let change = taken.recv().await?;
+            Some((change, taken))
         })
         .boxed()
     }
@@ -310,8 +353,8 @@ fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
     let (count, changed) = tokio::sync::watch::channel(0u64);
     let (newest, revision) = tokio::sync::watch::channel(0u64);
     let (listed, filled) = tokio::sync::watch::channel(false);
-    let (changes, _) = tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG);
-    let sender = changes.clone();
+    let subscribers: Subscribers<K> = Arc::default();
+    let sender = subscribers.clone();
     tokio::spawn(async move {
         let mut seen = 0u64;
         while let Some(event) = events.next().await {
@@ -321,7 +364,7 @@ fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
                 Ok(Event::InitDone) => {
                     // The reflector has swapped the list into the store.
                     listed.send_replace(true);
-                    let _ = sender.send(Change::Relisted);
+                    publish(&sender, Change::Relisted);
                     seen += 1;
                     count.send_replace(seen);
                     continue;
@@ -335,9 +378,7 @@ fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
                 newer
             });
             if announce {
-                if sender.receiver_count() > 0 {
-                    let _ = sender.send(Change::Object(Arc::new(object)));
-                }
+                publish(&sender, Change::Object(Arc::new(object)));
                 seen += 1;
                 count.send_replace(seen);
             }
@@ -348,7 +389,7 @@ fn start_shared<K: Shareable>(client: kube::Client) -> Informer<K> {
         changed,
         revision,
         filled,
-        changes,
+        subscribers,
     }
 }
 
@@ -598,16 +639,49 @@ mod tests {
         writer.apply_watcher_event(&Event::InitDone);
         let (_, changed) = tokio::sync::watch::channel(0);
         let (seen, revision) = tokio::sync::watch::channel(0);
-        let (changes, _) = tokio::sync::broadcast::channel(4);
         let (_, filled) = tokio::sync::watch::channel(true);
         let informer = Informer {
             store,
             changed,
             revision,
             filled,
-            changes,
+            subscribers: Arc::default(),
         };
         (informer, writer, seen)
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_relisted_and_a_gone_one_is_dropped() {
+        let subscribers: Subscribers<u32> = Arc::default();
+        let (queue, mut taken) = tokio::sync::mpsc::channel(2);
+        let (gone, _) = tokio::sync::mpsc::channel(2);
+        subscribers.lock().unwrap().extend([
+            Subscriber {
+                queue,
+                behind: false,
+            },
+            Subscriber {
+                queue: gone,
+                behind: false,
+            },
+        ]);
+        for n in 1..=3 {
+            publish(&subscribers, Change::Object(Arc::new(n)));
+        }
+        assert_eq!(
+            subscribers.lock().unwrap().len(),
+            1,
+            "the gone one is dropped"
+        );
+        let mut next = || match taken.try_recv() {
+            Ok(Change::Object(n)) => Some(*n),
+            Ok(Change::Relisted) => Some(0),
+            Err(_) => None,
+        };
+        assert_eq!((next(), next(), next()), (Some(1), Some(2), None));
+        // 3 was missed: the next change comes after a Relisted.
+        publish(&subscribers, Change::Object(Arc::new(4)));
+        assert_eq!((next(), next(), next()), (Some(0), Some(4), None));
     }
 
     #[tokio::test]
