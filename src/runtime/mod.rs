@@ -159,7 +159,7 @@ impl Informers {
     }
 
     /// The shared cache of every `K` in the cluster and a stream that
-    /// yields after changes (bursts may count once), as [`cache`] gives.
+    /// yields after changes (bursts may count once).
     /// Whether it is filled: [`Informer::filled`] and [`Informer::ready`],
     /// never the store's own readiness (see [`Informer`]).
     pub fn cache<K: Shareable>(&self) -> (Store<K>, futures::stream::BoxStream<'static, ()>) {
@@ -471,69 +471,6 @@ impl Expectations {
         }
         false
     }
-}
-
-/// A watch cache of `api`'s objects and a stream that yields once per
-/// change, for loops that recompute from caches (one pass per burst).
-pub fn cache<K>(
-    api: kube::Api<K>,
-) -> (
-    kube::runtime::reflector::Store<K>,
-    futures::stream::BoxStream<'static, ()>,
-)
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
-    let (store, writer) = kube::runtime::reflector::store::<K>();
-    let changes = kube::runtime::reflector::reflector(
-        writer,
-        kube::runtime::watcher(api, Default::default()),
-    )
-    .default_backoff()
-    // Every event, not only touched objects: the store swaps a (re)list in
-    // at its end (InitDone), and a pass must follow that to see it.
-    .map(|_| ())
-    .boxed();
-    (store, changes)
-}
-
-/// Whether a cache made by [`cache`] holds a full list yet, without
-/// waiting (its change stream fills it while [`passes`] polls that
-/// stream): a loop must not act on a half-filled cache. Only for a cache
-/// its loop owns alone: the probe takes the store's one wake-up slot from
-/// any task awaiting `wait_until_ready` (a shared cache has
-/// [`Informer::filled`] and [`Informer::ready`]).
-pub fn filled<K>(store: &kube::runtime::reflector::Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    use futures::FutureExt;
-    #[allow(clippy::disallowed_methods)] // the one probe of a cache with one owner
-    let ready = store.wait_until_ready();
-    matches!(ready.now_or_never(), Some(Ok(())))
-}
-
-/// Waits until a cache one task owns alone holds a full list (its change
-/// stream must be polled meanwhile); false if its watch ended first. A
-/// shared cache waits with [`Informer::ready`].
-pub async fn until_filled<K>(store: &kube::runtime::reflector::Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    #[allow(clippy::disallowed_methods)] // the one waiter of a cache with one owner
-    let ready = store.wait_until_ready();
-    ready.await.is_ok()
 }
 
 /// Why a pass of a cache-driven loop is due.
