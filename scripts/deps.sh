@@ -22,6 +22,11 @@ kelp_need_packages() {
     # for a certificate with a request openssl makes.
     command -v nsenter >/dev/null || missing+=(util-linux)
     command -v openssl >/dev/null || missing+=(openssl)
+    # The store conformance and high-availability tests run a real etcd
+    # and PostgreSQL on loopback (their own instances, on free ports).
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v etcdctl >/dev/null || missing+=(etcd-client)
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
     # Metrics pages are checked with Prometheus' own text parser.
     /usr/bin/python3 -c "import prometheus_client" 2>/dev/null || missing+=(python3-prometheus-client)
     if ((${#missing[@]})); then

@@ -2,15 +2,19 @@
 //! concurrency, and watches that replay from any retained revision.
 //!
 //! Every API object lives under one key; the revision of its last write is its
-//! `resourceVersion`. Implementations: [`sqlite::SqliteStore`] (the default).
-//! Later: PostgreSQL and etcd, behind the same trait.
+//! `resourceVersion`. Implementations: [`sqlite::SqliteStore`] (the default),
+//! [`postgres::PostgresStore`] and [`etcd::EtcdStore`]; [`open`] picks one
+//! from `--datastore-endpoint`.
 
 pub mod compaction;
 pub mod disk_writes;
 pub mod encrypted;
 pub mod encryption;
+pub mod etcd;
 mod held;
+mod live;
 pub mod observed;
+pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;
 
@@ -176,6 +180,114 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Where the state lives (`--datastore-endpoint`, as k3s spells it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `sqlite://PATH`: the embedded default.
+    Sqlite(std::path::PathBuf),
+    /// `postgres://user:pass@host:5432/db` (also `postgresql://`).
+    Postgres(String),
+    /// `http(s)://host:2379[,http(s)://host:2379…]`: etcd members.
+    Etcd(Vec<String>),
+}
+
+impl Endpoint {
+    /// Parses an endpoint; `None` is the SQLite database at `default`.
+    pub fn parse(
+        text: Option<&str>,
+        default: &std::path::Path,
+    ) -> std::result::Result<Self, String> {
+        let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Self::Sqlite(default.to_path_buf()));
+        };
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or_default();
+            return Ok(Self::Sqlite(if path.is_empty() {
+                default.to_path_buf()
+            } else {
+                path.into()
+            }));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Self::Postgres(text.to_string()));
+        }
+        let members: Vec<String> = text.split(',').map(|m| m.trim().to_string()).collect();
+        if members
+            .iter()
+            .all(|m| m.starts_with("http://") || m.starts_with("https://"))
+        {
+            return Ok(Self::Etcd(members));
+        }
+        Err(format!(
+            "{text:?}: expected sqlite://PATH, postgres://USER:PASS@HOST:PORT/DB or http(s)://HOST:2379[,...] (etcd)"
+        ))
+    }
+
+    /// The backend's name, as metrics and logs give it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+            Self::Etcd(_) => "etcd",
+        }
+    }
+}
+
+/// An update of `key` to `value` over its current value `old`, allowed when
+/// `expected` is that value's revision: the new value at `rev` (not written
+/// yet), and the old one. (For the stores that check preconditions
+/// themselves; etcd checks them in its transactions.)
+pub(crate) fn updated(
+    old: Option<KeyValue>,
+    key: &str,
+    value: Vec<u8>,
+    expected: Revision,
+    rev: Revision,
+) -> Result<(KeyValue, KeyValue)> {
+    let Some(old) = old else {
+        return Err(Error::NotFound(key.to_string()));
+    };
+    if old.mod_revision != expected {
+        return Err(Error::Conflict {
+            expected,
+            current: Box::new(old),
+        });
+    }
+    let kv = KeyValue {
+        key: key.to_string(),
+        value,
+        create_revision: old.create_revision,
+        mod_revision: rev,
+    };
+    Ok((kv, old))
+}
+
+/// A delete of `key` over its current value `old`, allowed when `expected`
+/// (if given) is that value's revision: the last value, as the deletion at
+/// `rev` records it.
+pub(crate) fn deleted(
+    old: Option<KeyValue>,
+    key: &str,
+    expected: Option<Revision>,
+    rev: Revision,
+) -> Result<KeyValue> {
+    let Some(old) = old else {
+        return Err(Error::NotFound(key.to_string()));
+    };
+    if let Some(expected) = expected
+        && old.mod_revision != expected
+    {
+        return Err(Error::Conflict {
+            expected,
+            current: Box::new(old),
+        });
+    }
+    Ok(KeyValue {
+        mod_revision: rev,
+        ..old
+    })
+}
+
 /// The first key that is not under `prefix` (for range scans).
 pub fn prefix_end(prefix: &str) -> String {
     let mut bytes = prefix.as_bytes().to_vec();
@@ -191,6 +303,31 @@ pub fn prefix_end(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_name_their_backend() {
+        let default = std::path::Path::new("/d/state.db");
+        assert_eq!(
+            Endpoint::parse(None, default),
+            Ok(Endpoint::Sqlite(default.into()))
+        );
+        assert_eq!(
+            Endpoint::parse(Some("sqlite:///x/y.db?_journal=WAL"), default),
+            Ok(Endpoint::Sqlite("/x/y.db".into()))
+        );
+        assert_eq!(
+            Endpoint::parse(Some("postgres://u:p@db:5432/k"), default),
+            Ok(Endpoint::Postgres("postgres://u:p@db:5432/k".into()))
+        );
+        assert_eq!(
+            Endpoint::parse(Some("https://a:2379, https://b:2379"), default),
+            Ok(Endpoint::Etcd(vec![
+                "https://a:2379".into(),
+                "https://b:2379".into()
+            ]))
+        );
+        assert!(Endpoint::parse(Some("mysql://u@h/db"), default).is_err());
+    }
 
     #[test]
     fn prefix_end_increments_last_byte() {

@@ -78,8 +78,6 @@ const COMPACT_STEP: Revision = 250;
 
 /// How many writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
-/// Events a watcher may fall behind before it is told to relist (410).
-const BROADCAST_CAPACITY: usize = 16 * 1024;
 /// Read connections.
 const READERS: usize = 4;
 /// Commits between checkpoints under load (a few MB of WAL; each
@@ -178,7 +176,7 @@ impl SqliteStore {
                 .map_err(db)?;
             readers.push(Mutex::new(reader));
         }
-        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (events, _) = broadcast::channel(super::live::CAPACITY);
         let (requests_tx, requests) = mpsc::channel();
         let held = Arc::new(Mutex::new(Held::default()));
         let disk_writes = DiskWrites::default();
@@ -669,7 +667,7 @@ fn hold_batch(conn: &Connection, batch: Vec<Request>, writer: &Writer) {
         };
         let rev = writer.revision.load(Ordering::SeqCst) + 1;
         let result = old
-            .and_then(|old| updated(old, &key, value, expected, rev))
+            .and_then(|old| super::updated(old, &key, value, expected, rev))
             .map(|(kv, old)| {
                 let event = Event {
                     kind: EventKind::Updated,
@@ -801,34 +799,6 @@ fn current(conn: &Connection, key: &str) -> rusqlite::Result<Option<KeyValue>> {
     .optional()
 }
 
-/// An update of `key` to `value` over its current value `old`, allowed when
-/// `expected` is that value's revision: the new value at `rev` (not written
-/// yet), and the old one.
-fn updated(
-    old: Option<KeyValue>,
-    key: &str,
-    value: Vec<u8>,
-    expected: Revision,
-    rev: Revision,
-) -> Result<(KeyValue, KeyValue)> {
-    let Some(old) = old else {
-        return Err(Error::NotFound(key.to_string()));
-    };
-    if old.mod_revision != expected {
-        return Err(Error::Conflict {
-            expected,
-            current: Box::new(old),
-        });
-    }
-    let kv = KeyValue {
-        key: key.to_string(),
-        value,
-        create_revision: old.create_revision,
-        mod_revision: rev,
-    };
-    Ok((kv, old))
-}
-
 /// One operation inside the batch transaction. Outer error = database failure
 /// (aborts the batch); inner = this operation's own outcome.
 fn apply_op(
@@ -862,7 +832,7 @@ fn apply_op(
             expected,
         } => {
             let (kv, old) =
-                match updated(current(tx, key)?, key, value.clone(), *expected, *rev + 1) {
+                match super::updated(current(tx, key)?, key, value.clone(), *expected, *rev + 1) {
                     Ok(update) => update,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -871,22 +841,11 @@ fn apply_op(
             Ok(Ok((*rev, Some(kv), Some(old.value))))
         }
         Op::Delete { key, expected } => {
-            let Some(old) = current(tx, key)? else {
-                return Ok(Err(Error::NotFound(key.clone())));
+            let kv = match super::deleted(current(tx, key)?, key, *expected, *rev + 1) {
+                Ok(kv) => kv,
+                Err(e) => return Ok(Err(e)),
             };
-            if let Some(expected) = expected
-                && old.mod_revision != *expected
-            {
-                return Ok(Err(Error::Conflict {
-                    expected: *expected,
-                    current: Box::new(old),
-                }));
-            }
             *rev += 1;
-            let kv = KeyValue {
-                mod_revision: *rev,
-                ..old
-            };
             write(tx, &kv, EventKind::Deleted)?;
             Ok(Ok((*rev, Some(kv), None)))
         }
@@ -1073,7 +1032,7 @@ impl Store for SqliteStore {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         // Subscribe before reading the backlog so nothing falls between them.
-        let mut live = self.events.subscribe();
+        let live = self.events.subscribe();
         let backlog_prefix = prefix.to_string();
         let end = prefix_end(prefix);
         // Held events, taken before the log is read: newer than anything
@@ -1113,29 +1072,7 @@ impl Store for SqliteStore {
             .await?;
         let committed = backlog.last().map(|e| e.kv.mod_revision).unwrap_or(after);
         backlog.extend(held.into_iter().filter(|e| e.kv.mod_revision > committed));
-        let prefix = prefix.to_string();
-        let mut last = backlog.last().map(|e| e.kv.mod_revision).unwrap_or(after);
-        let stream = async_stream(backlog, move |tx| async move {
-            loop {
-                match live.recv().await {
-                    Ok(event) => {
-                        if event.kv.mod_revision <= last || !event.kv.key.starts_with(&prefix) {
-                            continue;
-                        }
-                        last = event.kv.mod_revision;
-                        if tx.send(Ok((*event).clone())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Err(Error::Lagged)).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(stream)
+        Ok(super::live::stream(backlog, after, prefix, live))
     }
 
     /// In steps of [`COMPACT_STEP`] revisions, each its own transaction, so
@@ -1152,24 +1089,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// A stream that yields `backlog` first, then whatever `live` sends.
-fn async_stream<F, Fut>(backlog: Vec<Event>, live: F) -> WatchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(live(tx));
-    let backlog = futures::stream::iter(backlog.into_iter().map(Ok));
-    Box::pin(futures::StreamExt::chain(backlog, tokio_stream_from(rx)))
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Event>>,
-) -> impl futures::Stream<Item = Result<Event>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1179,166 +1098,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         (dir, store)
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn create_get_update_delete() {
-        let (_dir, store) = open();
-        let r1 = store.create("/a/x", b"1".to_vec()).await.expect("create");
-        assert!(matches!(
-            store.create("/a/x", b"2".to_vec()).await,
-            Err(Error::AlreadyExists(_))
-        ));
-        let got = store.get("/a/x").await.expect("get").expect("present");
-        assert_eq!(
-            (got.value.as_slice(), got.mod_revision),
-            (b"1".as_slice(), r1)
-        );
-        assert!(matches!(
-            store.update("/a/x", b"3".to_vec(), r1 + 10).await,
-            Err(Error::Conflict { .. })
-        ));
-        let r2 = store
-            .update("/a/x", b"3".to_vec(), r1)
-            .await
-            .expect("update");
-        assert!(r2 > r1);
-        let (r3, last) = store.delete("/a/x", Some(r2)).await.expect("delete");
-        assert_eq!((last.value.as_slice(), r3 > r2), (b"3".as_slice(), true));
-        assert!(store.get("/a/x").await.expect("get").is_none());
-        assert!(matches!(
-            store.delete("/a/x", None).await,
-            Err(Error::NotFound(_))
-        ));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn list_pages_in_key_order() {
-        let (_dir, store) = open();
-        for name in ["c", "a", "b", "d"] {
-            store
-                .create(&format!("/p/{name}"), name.as_bytes().to_vec())
-                .await
-                .expect("create");
-        }
-        store.create("/q/z", b"z".to_vec()).await.expect("create");
-        let page = store.list("/p/", None, 3).await.expect("list");
-        let keys: Vec<_> = page.items.iter().map(|kv| kv.key.as_str()).collect();
-        assert_eq!(keys, ["/p/a", "/p/b", "/p/c"]);
-        assert!(page.more);
-        let rest = store.list("/p/", Some("/p/c"), 3).await.expect("list");
-        assert_eq!(rest.items.len(), 1);
-        assert!(!rest.more);
-        assert_eq!(page.revision, 5);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn lists_at_an_earlier_revision() {
-        let (_dir, store) = open();
-        let a = store.create("/s/a", b"a1".to_vec()).await.expect("create");
-        store.create("/s/b", b"b1".to_vec()).await.expect("create");
-        let c = store.create("/s/c", b"c1".to_vec()).await.expect("create");
-        let snapshot = store.current_revision().await.expect("rev");
-        store
-            .update("/s/a", b"a2".to_vec(), a)
-            .await
-            .expect("update");
-        store.delete("/s/c", Some(c)).await.expect("delete");
-        store.create("/s/d", b"d1".to_vec()).await.expect("create");
-        store.compact(snapshot).await.expect("compact");
-        let page = store
-            .list_at("/s/", None, 0, Some(snapshot))
-            .await
-            .expect("list");
-        let seen: Vec<(&str, &[u8])> = page
-            .items
-            .iter()
-            .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                ("/s/a", b"a1".as_slice()),
-                ("/s/b", b"b1".as_slice()),
-                ("/s/c", b"c1".as_slice())
-            ]
-        );
-        assert_eq!(page.revision, snapshot);
-        let rest = store
-            .list_at("/s/", Some("/s/a"), 1, Some(snapshot))
-            .await
-            .expect("list");
-        assert_eq!((rest.items[0].key.as_str(), rest.more), ("/s/b", true));
-        let now = store.list("/s/", None, 0).await.expect("list");
-        let keys: Vec<&str> = now.items.iter().map(|kv| kv.key.as_str()).collect();
-        assert_eq!(keys, ["/s/a", "/s/b", "/s/d"]);
-        store.compact(snapshot + 1).await.expect("compact");
-        assert!(matches!(
-            store.list_at("/s/", None, 0, Some(snapshot)).await,
-            Err(Error::Compacted { .. })
-        ));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn watch_replays_then_follows() {
-        let (_dir, store) = open();
-        let r1 = store.create("/w/a", b"1".to_vec()).await.expect("create");
-        store.create("/w/b", b"2".to_vec()).await.expect("create");
-        store
-            .create("/other/c", b"3".to_vec())
-            .await
-            .expect("create");
-        let mut watch = store.watch("/w/", r1).await.expect("watch");
-        let first = watch.next().await.expect("event").expect("ok");
-        assert_eq!(
-            (first.kind, first.kv.key.as_str()),
-            (EventKind::Created, "/w/b")
-        );
-        store.delete("/w/a", None).await.expect("delete");
-        let second = watch.next().await.expect("event").expect("ok");
-        assert_eq!(
-            (second.kind, second.kv.key.as_str()),
-            (EventKind::Deleted, "/w/a")
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn updates_carry_the_previous_value() {
-        let (_dir, store) = open();
-        let r1 = store.create("/u/a", b"1".to_vec()).await.expect("create");
-        let r2 = store
-            .update("/u/a", b"2".to_vec(), r1)
-            .await
-            .expect("update");
-        let mut replay = store.watch("/u/", r1).await.expect("watch");
-        let event = replay.next().await.expect("event").expect("ok");
-        assert_eq!(event.prev.as_deref(), Some(b"1".as_slice()));
-        let mut live = store.watch("/u/", r2).await.expect("watch");
-        store
-            .update("/u/a", b"3".to_vec(), r2)
-            .await
-            .expect("update");
-        let event = live.next().await.expect("event").expect("ok");
-        assert_eq!(
-            (event.kind, event.prev.as_deref()),
-            (EventKind::Updated, Some(b"2".as_slice()))
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn compacted_revision_is_refused() {
-        let (_dir, store) = open();
-        let r1 = store.create("/c/a", b"1".to_vec()).await.expect("create");
-        let r2 = store
-            .update("/c/a", b"2".to_vec(), r1)
-            .await
-            .expect("update");
-        store.compact(r2).await.expect("compact");
-        assert!(matches!(
-            store.watch("/c/", r1).await,
-            Err(Error::Compacted { .. })
-        ));
-        assert!(store.watch("/c/", r2).await.is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod datastores;
 pub mod durability;
 pub mod join;
 pub mod metrics;
