@@ -311,9 +311,20 @@ pub struct ServerArgs {
         default_value = "30000-32767"
     )]
     pub service_node_port_range: String,
-    /// Datastore: sqlite://PATH (default under the data dir).
+    /// Datastore: sqlite://PATH (default under the data dir),
+    /// postgres://USER:PASS@HOST:PORT/DB, or etcd members
+    /// http(s)://HOST:2379[,...].
     #[arg(long, env = "KELP_DATASTORE_ENDPOINT")]
     pub datastore_endpoint: Option<String>,
+    /// CA of the datastore's serving certificate (etcd over https).
+    #[arg(long, env = "KELP_DATASTORE_CAFILE")]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for the datastore (etcd over https).
+    #[arg(long, env = "KELP_DATASTORE_CERTFILE")]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Key of --datastore-certfile.
+    #[arg(long, env = "KELP_DATASTORE_KEYFILE")]
+    pub datastore_keyfile: Option<PathBuf>,
     /// Do not run the local node.
     #[arg(long, env = "KELP_DISABLE_AGENT")]
     pub disable_agent: bool,

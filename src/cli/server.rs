@@ -29,27 +29,24 @@ pub fn run(args: ServerArgs) -> Result<()> {
 async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Result<()> {
     let started = std::time::Instant::now();
     let server_dir = args.data_dir.join("server");
-    let db_path = match &args.datastore_endpoint {
-        None => server_dir.join("db").join("state.db"),
-        Some(endpoint) => match endpoint.strip_prefix("sqlite://") {
-            Some(path) => PathBuf::from(path),
-            None => bail!("datastore {endpoint:?} is not supported yet (only sqlite://)"),
-        },
-    };
+    let endpoint = crate::store::Endpoint::parse(
+        args.datastore_endpoint.as_deref(),
+        &server_dir.join("db").join("state.db"),
+    )
+    .map_err(|e| anyhow::anyhow!("--datastore-endpoint {e}"))?;
     let metrics = Metrics::new();
-    let sqlite =
-        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
-    sqlite.register_metrics(&metrics);
-    let sqlite: Arc<dyn crate::store::Store> = Arc::new(sqlite);
-    let sqlite: Arc<dyn crate::store::Store> = Arc::new(
-        crate::store::observed::ObservedStore::new(sqlite, "sqlite", &metrics),
+    let backend = open_store(&endpoint, &args, &metrics).await?;
+    let backend: Arc<dyn crate::store::Store> = Arc::new(
+        crate::store::observed::ObservedStore::new(backend, endpoint.kind(), &metrics),
     );
-    if !args.etcd_disable_snapshots {
+    if let crate::store::Endpoint::Sqlite(db) = &endpoint
+        && !args.etcd_disable_snapshots
+    {
         let cron = crate::store::snapshot::parse_cron(&args.etcd_snapshot_schedule_cron)
             .map_err(|e| anyhow::anyhow!("--etcd-snapshot-schedule-cron {e}"))?;
         tokio::spawn(crate::store::snapshot::run_schedule(
             crate::store::snapshot::Schedule {
-                db: db_path.clone(),
+                db: db.clone(),
                 dir: super::store::snapshot_dir(&args.data_dir, args.etcd_snapshot_dir.as_ref()),
                 prefix: "etcd-snapshot".into(),
                 node: super::node::hostname().to_lowercase(),
@@ -70,7 +67,9 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             .with_context(|| format!("reading {}", file.display()))?;
         let config = crate::store::encryption::EncryptionConfig::parse(&text)
             .with_context(|| format!("{}", file.display()))?;
-        let encrypted = Arc::new(crate::store::encrypted::EncryptedStore::new(sqlite, config));
+        let encrypted = Arc::new(crate::store::encrypted::EncryptedStore::new(
+            backend, config,
+        ));
         let store: Arc<dyn crate::store::Store> = encrypted.clone();
         (
             store,
@@ -85,7 +84,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             }),
         )
     } else {
-        (sqlite, None)
+        (backend, None)
     };
     anyhow::ensure!(
         args.server.is_none(),
@@ -420,11 +419,47 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     if !aborted.is_empty() {
         tracing::warn!(components = ?aborted, "stopped without finishing");
     }
-    if let Err(e) = crate::store::sqlite::checkpoint_at_stop(&db_path) {
+    if let crate::store::Endpoint::Sqlite(db) = &endpoint
+        && let Err(e) = crate::store::sqlite::checkpoint_at_stop(db)
+    {
         tracing::warn!(err = %e, "checkpointing the datastore at stop");
     }
     tracing::info!("kelp server stopped");
     Ok(())
+}
+
+/// Opens the datastore `--datastore-endpoint` names.
+async fn open_store(
+    endpoint: &crate::store::Endpoint,
+    args: &ServerArgs,
+    metrics: &Metrics,
+) -> Result<Arc<dyn crate::store::Store>> {
+    use crate::store::Endpoint;
+    Ok(match endpoint {
+        Endpoint::Sqlite(db) => {
+            let sqlite =
+                SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
+            sqlite.register_metrics(metrics);
+            Arc::new(sqlite)
+        }
+        Endpoint::Postgres(url) => Arc::new(
+            crate::store::postgres::PostgresStore::connect(url)
+                .await
+                .context("opening the PostgreSQL datastore")?,
+        ),
+        Endpoint::Etcd(members) => {
+            let tls = crate::store::etcd::TlsFiles {
+                ca: args.datastore_cafile.clone(),
+                cert: args.datastore_certfile.clone(),
+                key: args.datastore_keyfile.clone(),
+            };
+            Arc::new(
+                crate::store::etcd::EtcdStore::connect(members, &tls)
+                    .await
+                    .context("opening the etcd datastore")?,
+            )
+        }
+    })
 }
 
 /// An in-process client acting as `name` in `system:masters`, for the
