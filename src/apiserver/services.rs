@@ -195,15 +195,20 @@ async fn in_use(
 }
 
 /// The Endpoints and EndpointSlice of the `default/kubernetes` Service:
-/// the API server's advertised address and port, so that pods reach the
+/// the API servers' advertised addresses and port, so that pods reach the
 /// API through the Service (upstream's endpoint reconciler writes these).
-pub fn kubernetes_endpoints(ip: std::net::IpAddr, port: u16) -> (Value, Value) {
-    let family = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
+pub fn kubernetes_endpoints(ips: &[std::net::IpAddr], port: u16) -> (Value, Value) {
+    let family = if ips.first().is_some_and(|ip| ip.is_ipv6()) {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let addresses: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
     let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": ip.to_string()}],
+        "subsets": [{"addresses": addresses,
                      "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
     let slice = json!({
@@ -211,35 +216,143 @@ pub fn kubernetes_endpoints(ip: std::net::IpAddr, port: u16) -> (Value, Value) {
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"kubernetes.io/service-name": "kubernetes"}},
         "addressType": family,
-        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "endpoints": ips.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect::<Vec<_>>(),
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
     (endpoints, slice)
 }
 
 /// Writes [`kubernetes_endpoints`] through `client` (server-side apply as
-/// `kube-apiserver`), retrying until it is done.
-pub async fn publish_kubernetes_endpoints(client: kube::Client, ip: std::net::IpAddr, port: u16) {
+/// `kube-apiserver`).
+async fn write_kubernetes_endpoints(
+    client: &kube::Client,
+    ips: &[std::net::IpAddr],
+    port: u16,
+) -> kube::Result<()> {
     use k8s_openapi::api::core::v1::Endpoints;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use kube::api::{Api, Patch, PatchParams};
-    let (endpoints, slice) = kubernetes_endpoints(ip, port);
+    let (endpoints, slice) = kubernetes_endpoints(ips, port);
     let params = PatchParams::apply("kube-apiserver").force();
+    Api::<Endpoints>::namespaced(client.clone(), "default")
+        .patch("kubernetes", &params, &Patch::Apply(&endpoints))
+        .await?;
+    Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .patch("kubernetes", &params, &Patch::Apply(&slice))
+        .await?;
+    Ok(())
+}
+
+/// Publishes this server as the `kubernetes` Service's one endpoint,
+/// retrying until it is done (a server alone on its datastore).
+pub async fn publish_kubernetes_endpoints(client: kube::Client, ip: std::net::IpAddr, port: u16) {
+    while let Err(e) = write_kubernetes_endpoints(&client, &[ip], port).await {
+        tracing::warn!(err = %e, "publishing the kubernetes Service's endpoints; retrying");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// The label of the Leases by which servers sharing a datastore announce
+/// their addresses (upstream keeps such records as `masterleases`).
+const ENDPOINT_LEASE_LABEL: &str = "kelp.io/apiserver-endpoint";
+/// How long an announcement holds without renewal, and how often it is renewed.
+const ENDPOINT_LEASE_SECONDS: i32 = 15;
+const ENDPOINT_RENEW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The addresses whose announcements hold at `now`, sorted.
+fn announced_addresses(
+    leases: &[k8s_openapi::api::coordination::v1::Lease],
+    now: jiff::Timestamp,
+) -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> = leases
+        .iter()
+        .filter_map(|lease| {
+            let spec = lease.spec.as_ref()?;
+            let renewed = spec.renew_time.as_ref()?.0;
+            let seconds = spec
+                .lease_duration_seconds
+                .unwrap_or(ENDPOINT_LEASE_SECONDS);
+            let expires = renewed
+                .checked_add(jiff::SignedDuration::from_secs(seconds.into()))
+                .ok()?;
+            (expires > now).then(|| spec.holder_identity.as_deref()?.parse().ok())?
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Servers sharing a datastore: each announces its address in a Lease
+/// renewed every few seconds and keeps the `kubernetes` Service's
+/// endpoints to the addresses whose Leases hold (upstream's lease endpoint
+/// reconciler), so a server that dies leaves them within 15 s.
+pub async fn reconcile_kubernetes_endpoints(client: kube::Client, ip: std::net::IpAddr, port: u16) {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let name = format!("kelp-apiserver-{}", ip.to_string().replace([':', '.'], "-"));
+    let params = PatchParams::apply("kube-apiserver").force();
+    let mut published: Option<Vec<std::net::IpAddr>> = None;
     loop {
-        let written = async {
-            Api::<Endpoints>::namespaced(client.clone(), "default")
-                .patch("kubernetes", &params, &Patch::Apply(&endpoints))
+        let pass = async {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some("kube-system".into()),
+                    labels: Some([(ENDPOINT_LEASE_LABEL.to_string(), "true".to_string())].into()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(ip.to_string()),
+                    lease_duration_seconds: Some(ENDPOINT_LEASE_SECONDS),
+                    renew_time: Some(MicroTime(jiff::Timestamp::now())),
+                    ..Default::default()
+                }),
+            };
+            leases.patch(&name, &params, &Patch::Apply(&lease)).await?;
+            let all = leases
+                .list(&ListParams::default().labels(ENDPOINT_LEASE_LABEL))
                 .await?;
-            Api::<EndpointSlice>::namespaced(client.clone(), "default")
-                .patch("kubernetes", &params, &Patch::Apply(&slice))
-                .await
-        };
-        match written.await {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(err = %e, "publishing the kubernetes Service's endpoints; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let ips = announced_addresses(&all.items, jiff::Timestamp::now());
+            if published.as_ref() != Some(&ips) {
+                write_kubernetes_endpoints(&client, &ips, port).await?;
+                tracing::info!(servers = ?ips, "the kubernetes Service's endpoints");
+                published = Some(ips);
             }
+            Ok::<_, kube::Error>(())
+        };
+        if let Err(e) = pass.await {
+            tracing::warn!(err = %e, "announcing this server's address");
         }
+        tokio::time::sleep(ENDPOINT_RENEW).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_held_announcements_are_endpoints() {
+        use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let now = jiff::Timestamp::now();
+        let lease = |ip: &str, ago: i64| Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(ip.into()),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(now - jiff::SignedDuration::from_secs(ago))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let leases = [
+            lease("10.0.0.2", 1),
+            lease("10.0.0.1", 14),
+            lease("10.0.0.3", 16),
+        ];
+        let held: Vec<std::net::IpAddr> =
+            vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        assert_eq!(super::announced_addresses(&leases, now), held);
     }
 }

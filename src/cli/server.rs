@@ -35,6 +35,7 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     )
     .map_err(|e| anyhow::anyhow!("--datastore-endpoint {e}"))?;
     let metrics = Metrics::new();
+    let shared = !matches!(endpoint, crate::store::Endpoint::Sqlite(_));
     let backend = open_store(&endpoint, &args, &metrics).await?;
     let backend: Arc<dyn crate::store::Store> = Arc::new(
         crate::store::observed::ObservedStore::new(backend, endpoint.kind(), &metrics),
@@ -55,6 +56,25 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             },
         ));
     }
+    // Servers sharing a datastore share the cluster's credentials through
+    // it (sealed with the join token), installed before anything reads them.
+    let passphrase = if shared {
+        Some(shared_passphrase(&args, &server_dir)?)
+    } else {
+        anyhow::ensure!(
+            args.server.is_none(),
+            "--server: another server is joined through the datastore both share: give both the same --datastore-endpoint (postgres:// or etcd); run `kelp agent --server …` to add a node"
+        );
+        None
+    };
+    let joined = match &passphrase {
+        Some(passphrase) => install_shared_credentials(&backend, &server_dir, passphrase).await?,
+        None => false,
+    };
+    anyhow::ensure!(
+        args.server.is_none() || joined,
+        "--server: the datastore holds no cluster yet; start the first server on it first"
+    );
     let (store, secrets_encryption) = if args.secrets_encryption {
         let file = server_dir.join("cred").join("encryption-config.json");
         if !file.exists() {
@@ -86,10 +106,6 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     } else {
         (backend, None)
     };
-    anyhow::ensure!(
-        args.server.is_none(),
-        "--server: joining another server (high availability) is not supported yet; run `kelp agent --server …` to add a node"
-    );
     let hostname = super::node::hostname();
     let node_ip = args.node.ip(args.advertise_address.as_deref());
     let node_name = args.node.name();
@@ -110,6 +126,11 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         }
     }
     let pki = ClusterPki::load_or_create(&server_dir.join("tls"), &names)?;
+    if let Some(passphrase) = &passphrase
+        && !joined
+    {
+        publish_shared_credentials(&store, &server_dir, passphrase).await?;
+    }
     for component in &args.disable {
         anyhow::ensure!(
             DISABLEABLE.contains(&component.as_str()),
@@ -244,11 +265,20 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         )
         .await?;
     }
-    tokio::spawn(crate::apiserver::services::publish_kubernetes_endpoints(
-        administrator(&state, "system:apiserver"),
-        node_ip,
-        args.https_listen_port,
-    ));
+    let apiserver = administrator(&state, "system:apiserver");
+    if shared {
+        tokio::spawn(crate::apiserver::services::reconcile_kubernetes_endpoints(
+            apiserver,
+            node_ip,
+            args.https_listen_port,
+        ));
+    } else {
+        tokio::spawn(crate::apiserver::services::publish_kubernetes_endpoints(
+            apiserver,
+            node_ip,
+            args.https_listen_port,
+        ));
+    }
     tokio::spawn(crate::apiserver::census::run(state.clone()));
     tokio::spawn(crate::apiserver::flowcontrol::maintain(state.clone()));
     crate::apiserver::authz::bootstrap::reconcile(&state)
@@ -297,18 +327,45 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         args.horizontal_pod_autoscaler_sync_period,
         &state.metrics,
     );
-    components.start("controller-manager", |shutdown| {
-        controller_manager.run(shutdown)
-    });
+    // With a datastore other servers share, the controllers, the scheduler
+    // and the add-on loops run on one server at a time (Lease elections,
+    // as upstream); a server's own SQLite needs none.
+    let identity =
+        shared.then(|| crate::runtime::leader::Election::identity(&super::node::hostname()));
+    let elect = |lease: &'static str, client: kube::Client| {
+        identity
+            .clone()
+            .map(|id| crate::runtime::leader::Election::new(client, lease, id))
+    };
+    start_led(
+        &mut components,
+        "controller-manager",
+        elect(
+            "kube-controller-manager",
+            crate::apiserver::client::in_process(
+                state.clone(),
+                User {
+                    name: "system:kube-controller-manager".into(),
+                    groups: vec!["system:authenticated".into()],
+                },
+            ),
+        ),
+        move |shutdown| controller_manager.clone().run(shutdown),
+    );
     // Add-on manifests, applied as an administrator (they may hold anything).
     let manifests = server_dir.join("manifests");
     if let Err(e) = std::fs::create_dir_all(&manifests) {
         tracing::warn!(err = %e, dir = %manifests.display(), "creating the add-on manifests directory");
     }
     let deployer = administrator(&state, "system:kelp-deploy");
-    components.start("deploy", |shutdown| {
-        crate::controllers::addons::run(deployer, manifests, shutdown)
-    });
+    start_led(
+        &mut components,
+        "deploy",
+        elect("kelp-addons", deployer.clone()),
+        move |shutdown| {
+            crate::controllers::addons::run(deployer.clone(), manifests.clone(), shutdown)
+        },
+    );
     if enabled("helm-controller") && !args.disable_helm_controller {
         // k3s's helm-controller binds each chart's job to cluster-admin:
         // it holds every right itself.
@@ -319,7 +376,12 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             api_port: args.https_listen_port,
             informers: informers.clone(),
         };
-        components.start("helm-controller", |shutdown| controller.run(shutdown));
+        start_led(
+            &mut components,
+            "helm-controller",
+            elect("kelp-helm-controller", controller.client.clone()),
+            move |shutdown| controller.clone().run(shutdown),
+        );
     }
     if enabled("scheduler") {
         let client = crate::apiserver::client::in_process(
@@ -329,10 +391,18 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                 groups: vec!["system:authenticated".into()],
             },
         );
-        let scheduler =
-            crate::scheduler::DefaultScheduler::new(client, informers.clone(), &state.metrics);
+        let scheduler = crate::scheduler::DefaultScheduler::new(
+            client.clone(),
+            informers.clone(),
+            &state.metrics,
+        );
         let pods = scheduler.pods();
-        components.start("scheduler", |shutdown| scheduler.run(shutdown));
+        start_led(
+            &mut components,
+            "scheduler",
+            elect("kube-scheduler", client.clone()),
+            move |shutdown| scheduler.clone().run(shutdown),
+        );
         crate::apiserver::components::spawn(
             crate::apiserver::components::SCHEDULER_PORT,
             tls.clone(),
@@ -426,6 +496,92 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     }
     tracing::info!("kelp server stopped");
     Ok(())
+}
+
+/// Starts component `name`: at once, or with an `election` only while this
+/// server holds its Lease (then `run` runs anew for each term).
+fn start_led<F, Fut>(
+    components: &mut crate::runtime::Components,
+    name: &'static str,
+    election: Option<crate::runtime::leader::Election>,
+    run: F,
+) where
+    F: Fn(crate::runtime::Shutdown) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    match election {
+        None => components.start(name, run),
+        Some(election) => components.start(name, move |shutdown| election.run(shutdown, run)),
+    }
+}
+
+/// The credentials the servers' shared bootstrap data is sealed with: the
+/// join token's (`--token`, else `<data-dir>/server/token`, else new ones
+/// the first server keeps there).
+fn shared_passphrase(args: &ServerArgs, server_dir: &std::path::Path) -> Result<String> {
+    let file = server_dir.join("token");
+    let text = match super::node::join_token(&args.token, &args.token_file)? {
+        Some(text) => text,
+        None => match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(_) => {
+                let credentials =
+                    crate::pki::bootstrap_token::BootstrapToken::generate().to_string();
+                write_file_mode(&file, &format!("{credentials}\n"), 0o600)?;
+                credentials
+            }
+        },
+    };
+    let token = crate::pki::bootstrap_token::JoinToken::parse(&text)
+        .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    Ok(token.credentials)
+}
+
+/// Installs the credentials another server left in the datastore, if it
+/// holds them for this token: whether this server joins a cluster. A
+/// datastore holding another token's cluster is refused (two CAs over one
+/// set of objects would split the cluster).
+async fn install_shared_credentials(
+    store: &Arc<dyn crate::store::Store>,
+    server_dir: &std::path::Path,
+    passphrase: &str,
+) -> Result<bool> {
+    use crate::pki::shared::{SharedCredentials, store_key};
+    match store.get(&store_key(passphrase)).await? {
+        Some(kv) => {
+            let credentials = SharedCredentials::open(&kv.value, passphrase)
+                .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+            if credentials.install(server_dir)? {
+                tracing::info!("installed the cluster's shared credentials from the datastore");
+            }
+            Ok(true)
+        }
+        None if store.count("/bootstrap/").await? > 0 => bail!(
+            "the datastore already holds a cluster with another token: give this server that cluster's token (--token, from the first server's <data-dir>/server/token)"
+        ),
+        None => Ok(false),
+    }
+}
+
+/// The first server on a shared datastore leaves its credentials there,
+/// sealed, for the next ones.
+async fn publish_shared_credentials(
+    store: &Arc<dyn crate::store::Store>,
+    server_dir: &std::path::Path,
+    passphrase: &str,
+) -> Result<()> {
+    use crate::pki::shared::{SharedCredentials, store_key};
+    let sealed = SharedCredentials::collect(server_dir)?.seal(passphrase);
+    match store.create(&store_key(passphrase), sealed).await {
+        Ok(_) => {
+            tracing::info!("left the cluster's shared credentials in the datastore");
+            Ok(())
+        }
+        Err(crate::store::Error::AlreadyExists(_)) => bail!(
+            "another server bootstrapped this datastore at the same moment; start this one again to join it"
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Opens the datastore `--datastore-endpoint` names.

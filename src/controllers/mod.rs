@@ -111,6 +111,7 @@ const CONTROLLERS: &[(&str, Loop)] = &[
 ];
 
 /// The controller-manager: every controller, each as its upstream identity.
+#[derive(Clone)]
 pub struct ControllerManager {
     identities: Identities,
     ca: (String, String, String),

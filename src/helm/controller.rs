@@ -41,6 +41,7 @@ pub enum Error {
 }
 
 /// The controller's settings.
+#[derive(Clone)]
 pub struct HelmController {
     /// The API, as the helm controller (it binds jobs to cluster-admin).
     pub client: kube::Client,

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod node_password;
 pub mod reloadable;
 pub mod serviceaccount;
+pub mod shared;
 pub mod tls;
 
 use std::net::IpAddr;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use kube::runtime::reflector::Store;
 
 mod backoff;
+pub mod leader;
 mod lifecycle;
 pub use backoff::Backoff;
 pub use lifecycle::{Components, Shutdown};

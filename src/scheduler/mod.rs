@@ -44,6 +44,7 @@ fn pending(pod: &Pod) -> bool {
 const BINDINGS_IN_FLIGHT: usize = 32;
 
 /// The `default-scheduler` component, ready to run.
+#[derive(Clone)]
 pub struct DefaultScheduler {
     client: kube::Client,
     informers: Informers,
