@@ -1,19 +1,26 @@
 //! High availability: two kelp servers on one shared datastore (a real
-//! etcd, then a real PostgreSQL, on loopback). The second joins with the
-//! first's token and gets the cluster's credentials from the datastore;
-//! the controllers run on one of them at a time (Lease elections); after a
-//! `kill -9` of the leader the survivor takes over within the lease
-//! period, keeps reconciling what was created before, and no write the
-//! dead server acknowledged is lost.
+//! etcd, then a real PostgreSQL, on loopback) and an agent in a network
+//! namespace of its own. The second server joins with the first's token
+//! and gets the cluster's credentials from the datastore; the controllers
+//! run on one server at a time (Lease elections); the agent reaches the
+//! servers through its load balancer. After a `kill -9` of the leader the
+//! survivor takes over within the lease period and keeps reconciling and
+//! serving what was created before, the agent goes on through it, and no
+//! write the dead server acknowledged is lost.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::join::{Agent, JoinNetwork, SERVER_IP, SERVER_LINK, must, wait_ready};
 
-/// The join token both servers are given (a bootstrap token's form).
+/// The join token the servers and the agent are given (a bootstrap token's form).
 const TOKEN: &str = "kelpha.0123456789abcdef";
+/// The second server's address, beside the first's on the test link.
+const SECOND_IP: &str = "10.99.7.200";
+/// The agent's node name.
+const AGENT: &str = "ha-agent";
 
 #[test]
 fn two_servers_on_one_etcd() {
@@ -35,39 +42,73 @@ fn leads(server: &Server, lease: &str) -> bool {
 }
 
 fn two_servers_on(endpoint: &str) {
-    let first = Server::start_with(&["--datastore-endpoint", endpoint, "--token", TOKEN]);
-    let joined_url = format!("https://127.0.0.1:{}", first.port);
-    let second = Server::start_with(&[
-        "--datastore-endpoint",
-        endpoint,
-        "--token",
-        TOKEN,
-        "--server",
-        &joined_url,
+    let _network = JoinNetwork::new(1);
+    must(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{SECOND_IP}/24"),
+        "dev",
+        SERVER_LINK,
     ]);
+    // Both on one port, each on its own address, as two machines would be.
+    let port = common::free_port();
+    let args = |ip: &str| {
+        vec![
+            "--datastore-endpoint".to_string(),
+            endpoint.to_string(),
+            "--token".into(),
+            TOKEN.into(),
+            "--bind-address".into(),
+            ip.into(),
+            "--advertise-address".into(),
+            ip.into(),
+            "--node-ip".into(),
+            ip.into(),
+        ]
+    };
+    fn strs(args: &[String]) -> Vec<&str> {
+        args.iter().map(String::as_str).collect()
+    }
+    let first = Server::start_on(port, &strs(&args(SERVER_IP)));
+    let mut second_args = args(SECOND_IP);
+    second_args.extend(["--server".into(), format!("https://{SERVER_IP}:{port}")]);
+    let second = Server::start_on(port, &strs(&second_args));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Agent::new(dir.path(), 1, AGENT, &first, TOKEN, "host-gw");
     let mut servers = [first, second];
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        exercise(&mut servers);
+        exercise(&mut servers, &mut agent);
     }));
     if let Err(panic) = outcome {
         for (i, server) in servers.iter().enumerate() {
             common::print_log_tail(&format!("server {i}"), &server.log());
         }
+        common::print_log_tail("agent", &agent.log());
         std::panic::resume_unwind(panic);
     }
 }
 
-fn exercise(servers: &mut [Server; 2]) {
+fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
     // One cluster: the joined server serves with the same CA, and what one
     // writes the other reads.
     assert_eq!(servers[0].ca_pem(), servers[1].ca_pem());
     let kubectl: Vec<_> = servers.iter().map(|s| s.kubectl("kubectl")).collect();
+    agent.start();
+    wait_ready(&kubectl[1], AGENT, agent, 120);
     kubectl[1].ok(&[
         "create",
         "deployment",
         "web",
         "--image=kelp.test/busybox:1",
         "--replicas=2",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/etc",
     ]);
     kubectl[0].wait_for(
         &[
@@ -75,11 +116,20 @@ fn exercise(servers: &mut [Server; 2]) {
             "deployment",
             "web",
             "-o",
-            "jsonpath={.status.replicas}",
+            "jsonpath={.status.readyReplicas}",
         ],
-        30,
+        120,
         |out| out == "2",
     );
+    // The agent learned both servers from the kubernetes Service's endpoints.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !agent.log().contains(&format!("{SECOND_IP}:")) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not learn the second server"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // One controller-manager and one scheduler in the cluster.
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {
@@ -134,7 +184,7 @@ fn exercise(servers: &mut [Server; 2]) {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "failover: the survivor leads the controllers {:.1} s after the kill",
+        "failover: server {survivor} leads the controllers {:.1} s after server {leader} was killed",
         killed.elapsed().as_secs_f64()
     );
     let survivor_kubectl = &kubectl[survivor];
@@ -151,7 +201,9 @@ fn exercise(servers: &mut [Server; 2]) {
             "acknowledged {name} is lost"
         );
     }
-    // What was created before is still reconciled: a scale takes effect.
+    // What was created before is still reconciled and served: a scale
+    // takes effect on the agent, which goes on through the survivor, and
+    // a pod answers through it.
     survivor_kubectl.ok(&["scale", "deployment", "web", "--replicas=3"]);
     survivor_kubectl.wait_for(
         &[
@@ -159,9 +211,19 @@ fn exercise(servers: &mut [Server; 2]) {
             "deployment",
             "web",
             "-o",
-            "jsonpath={.status.replicas}",
+            "jsonpath={.status.readyReplicas}",
         ],
-        30,
+        120,
         |out| out == "3",
     );
+    let page = survivor_kubectl.ok(&[
+        "exec",
+        "deploy/web",
+        "--",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:8080/hostname",
+    ]);
+    assert!(page.starts_with("web-"), "{page}");
+    assert!(survivor_kubectl.node_ready_within(AGENT, 60));
 }

@@ -3,6 +3,7 @@
 //! `kelp agent` for a node that joins a server over the network
 //! ([`bootstrap`], over [`crate::http::client`]).
 
+pub mod balancer;
 pub mod bootstrap;
 
 use std::net::IpAddr;

@@ -23,13 +23,25 @@ async fn run_agent(args: AgentArgs, notifier: super::notify::Notifier) -> Result
     );
     let node = args.node.name();
     let ip = args.node.ip(None);
-    let joined = crate::agent::join(&args.server, &token, &args.data_dir, &node).await?;
+    // Every client of the agent reaches the servers through its load
+    // balancer, which follows them as they come and go.
+    let balancer = crate::agent::balancer::ServerBalancer::start(
+        &args.server,
+        args.lb_server_port,
+        &args.data_dir,
+    )
+    .await?;
+    let joined = crate::agent::join(&balancer.url(), &token, &args.data_dir, &node).await?;
+    let kubelet = joined.kubelet.clone();
     let config = args
         .node
         .agent_config(&args.data_dir, &joined.cluster, ip, false)?;
     let dns = args.node.dns_config(&joined.cluster);
     let metrics = crate::telemetry::Metrics::new();
     let mut components = crate::runtime::Components::new();
+    components.start("load-balancer", |shutdown| {
+        balancer.follow(kubelet, shutdown)
+    });
     let (registered, pod_cidr) = tokio::sync::oneshot::channel();
     components.start("node", |shutdown| {
         crate::agent::run_joined(joined, config, dns, metrics, registered, shutdown)

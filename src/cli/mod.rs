@@ -160,6 +160,9 @@ pub struct AgentArgs {
     /// The join token from a file.
     #[arg(long, env = "KELP_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Loopback port of the agent's load balancer in front of the servers.
+    #[arg(long, env = "KELP_LB_SERVER_PORT", default_value_t = 6444)]
+    pub lb_server_port: u16,
     /// The node's flags.
     #[command(flatten)]
     pub node: NodeArgs,

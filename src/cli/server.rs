@@ -149,7 +149,16 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
     };
     let mode = u32::from_str_radix(args.write_kubeconfig_mode.trim_start_matches("0o"), 8)
         .context("--write-kubeconfig-mode")?;
-    let server_url = format!("https://127.0.0.1:{}", args.https_listen_port);
+    // The admin kubeconfig reaches this server where it listens: loopback
+    // when it listens everywhere (or there), else the one address it binds.
+    let local_address = match args.bind_address.parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => ip,
+        _ => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+    let server_url = format!(
+        "https://{}",
+        std::net::SocketAddr::new(local_address, args.https_listen_port)
+    );
     write_file_mode(
         &args.write_kubeconfig,
         &pki.admin_kubeconfig(&server_url),

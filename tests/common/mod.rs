@@ -96,12 +96,17 @@ impl Server {
 
     /// Starts a server with extra `kelp server` arguments.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_on(free_port(), args)
+    }
+
+    /// Starts a server on API port `port` with extra arguments.
+    pub fn start_on(port: u16, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = args.iter().map(|a| a.to_string()).collect();
         let mut server = Self {
             child: None,
             dir,
-            port: free_port(),
+            port,
             args,
             node: false,
             pod_logs_before: Vec::new(),
@@ -258,7 +263,7 @@ impl Server {
                     "-sk",
                     "--max-time",
                     "1",
-                    &format!("https://127.0.0.1:{}/readyz", self.port),
+                    &format!("https://{}:{}/readyz", self.local_address(), self.port),
                 ])
                 .output();
             if out.is_ok_and(|o| o.stdout == b"ok") && self.kubeconfig().exists() {
@@ -267,6 +272,15 @@ impl Server {
             std::thread::sleep(Duration::from_millis(5));
         }
         panic!("kelp server did not become ready; log:\n{}", self.log());
+    }
+
+    /// Where the server takes connections from this machine: the address
+    /// it binds, if one, else loopback.
+    pub fn local_address(&self) -> String {
+        match self.flag("--bind-address") {
+            Some(ip) if ip != "0.0.0.0" && ip != "::" => ip.to_string(),
+            _ => "127.0.0.1".into(),
+        }
     }
 
     /// The server's process id.
