@@ -49,6 +49,11 @@ impl Postgres {
     /// initdb, then start the server and wait until it takes connections.
     /// fsync is off: a test kills kelp, never the database's machine.
     pub fn start() -> Self {
+        Self::start_with_fsync(false)
+    }
+
+    /// As [`Postgres::start`], with fsync as asked (benchmarks keep it on).
+    pub fn start_with_fsync(fsync: bool) -> Self {
         let bin = postgres_bin();
         let (uid, gid) = postgres_account();
         let dir = tempfile::Builder::new()
@@ -79,7 +84,8 @@ impl Postgres {
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c"])
+            .arg(if fsync { "fsync=on" } else { "fsync=off" })
             .uid(uid)
             .gid(gid)
             .stdout(Stdio::null())
