@@ -85,6 +85,78 @@ async fn etcd() {
     run((a, b)).await;
 }
 
+/// etcd with three members: with one down every request still succeeds
+/// once a leader is elected (sent again to a live member when it went to
+/// the dead one); with two down (no quorum) a write fails
+/// at once with an error and loses nothing acknowledged; with them back,
+/// writes go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_quorum_loss() {
+    let mut etcd = common::datastores::Etcd::start(3);
+    let endpoints: Vec<String> = (0..3).map(|i| etcd.client_url(i)).collect();
+    let store = EtcdStore::connect(&endpoints, &TlsFiles::default())
+        .await
+        .expect("connect");
+    etcd.kill(2);
+    // If it led, the others elect a leader first (a write meanwhile fails:
+    // whether it took effect is not known, so it is not sent again).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.create("/quorum/elected", vec![1]).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader after one member died"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut acknowledged = Vec::new();
+    for i in 0..30 {
+        let key = format!("/quorum/k{i}");
+        store
+            .create(&key, vec![1])
+            .await
+            .expect("create with one member down");
+        assert!(store.get(&key).await.expect("get").is_some());
+        acknowledged.push(key);
+    }
+    etcd.kill(1);
+    let started = std::time::Instant::now();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        store.create("/quorum/lost", vec![1]),
+    )
+    .await
+    .expect("a write without quorum answers within 30 s");
+    assert!(
+        matches!(refused, Err(Error::Database(_))),
+        "without quorum: {refused:?}"
+    );
+    eprintln!(
+        "without quorum a write failed after {:?}",
+        started.elapsed()
+    );
+    etcd.respawn(1);
+    etcd.restart(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.create("/quorum/after", vec![1]).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no write after the quorum returned: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for key in &acknowledged {
+        assert!(
+            store.get(key).await.expect("get").is_some(),
+            "{key} is lost"
+        );
+    }
+}
+
 async fn next(watch: &mut WatchStream) -> Event {
     tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await

@@ -46,7 +46,10 @@ impl EtcdStore {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(30), Duration::from_secs(10))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member without a leader refuses at once instead of waiting
+            // for one: the API answers an error, not a hung request.
+            .with_require_leader(true);
         if endpoints.iter().any(|e| e.starts_with("https://")) {
             options = options.with_tls(tls_options(tls)?);
         }
@@ -64,6 +67,49 @@ impl EtcdStore {
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE)
     }
+
+    /// Sends a request, again (to whichever member the balancer picks) if
+    /// it failed without effect: a read after any unavailability, a write
+    /// only when it never reached a member (a dead member refused the
+    /// connection), as etcd's own client retries.
+    async fn send<T, F, Fut>(&self, read: bool, call: F) -> Result<T>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call(self.kv()).await {
+                Err(e) if attempt < RETRIES && (unsent(&e) || read && unavailable(&e)) => {
+                    attempt += 1;
+                    tracing::debug!(attempt, err = %e, "etcd request failed; sending it again");
+                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                }
+                outcome => return outcome.map_err(etcd),
+            }
+        }
+    }
+}
+
+/// Times a request that failed without effect is sent again.
+const RETRIES: u32 = 5;
+/// The pause before the first retry (it grows with each).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether the request never reached a member.
+fn unsent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+        }
+        _ => false,
+    }
+}
+
+/// Whether the member could not serve the request now (no leader, going away).
+fn unavailable(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::Unavailable)
 }
 
 fn tls_options(files: &TlsFiles) -> Result<TlsOptions> {
@@ -102,10 +148,6 @@ fn etcd(e: etcd_client::Error) -> Error {
     } else {
         Error::Database(format!("etcd: {text}"))
     }
-}
-
-fn is_future_revision(e: &etcd_client::Error) -> bool {
-    e.to_string().contains("future revision")
 }
 
 fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
@@ -165,7 +207,9 @@ fn event(e: &etcd_client::Event) -> Option<Event> {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let response = self.kv().get(key, None).await.map_err(etcd)?;
+        let response = self
+            .send(true, |mut kv| async move { kv.get(key, None).await })
+            .await?;
         Ok(response.kvs().first().map(key_value))
     }
 
@@ -173,7 +217,12 @@ impl Store for EtcdStore {
         let options = GetOptions::new()
             .with_range(super::prefix_end(prefix))
             .with_count_only();
-        let response = self.kv().get(prefix, Some(options)).await.map_err(etcd)?;
+        let response = self
+            .send(true, |mut kv| {
+                let options = options.clone();
+                async move { kv.get(prefix, Some(options)).await }
+            })
+            .await?;
         Ok(response.count())
     }
 
@@ -190,32 +239,29 @@ impl Store for EtcdStore {
         let options = GetOptions::new()
             .with_range(super::prefix_end(prefix))
             .with_limit(limit as i64);
-        let mut kv = self.kv();
+        let read = |options: GetOptions| {
+            let start = start.clone();
+            self.send(true, move |mut kv| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+        };
         let (response, at) = match revision {
-            Some(rev) => match kv
-                .get(start.as_str(), Some(options.clone().with_revision(rev)))
-                .await
-            {
+            Some(rev) => match read(options.clone().with_revision(rev)).await {
                 Ok(response) => (response, Some(rev)),
                 // A revision past the latest reads the latest, as SQLite does.
-                Err(e) if is_future_revision(&e) => (
-                    kv.get(start.as_str(), Some(options)).await.map_err(etcd)?,
-                    None,
-                ),
-                Err(e) => {
-                    return Err(match etcd(e) {
-                        Error::Compacted { .. } => Error::Compacted {
-                            requested: rev,
-                            compacted: rev,
-                        },
-                        other => other,
+                Err(Error::Database(text)) if text.contains("future revision") => {
+                    (read(options).await?, None)
+                }
+                Err(Error::Compacted { .. }) => {
+                    return Err(Error::Compacted {
+                        requested: rev,
+                        compacted: rev,
                     });
                 }
+                Err(e) => return Err(e),
             },
-            None => (
-                kv.get(start.as_str(), Some(options)).await.map_err(etcd)?,
-                None,
-            ),
+            None => (read(options).await?, None),
         };
         Ok(ListPage {
             items: response.kvs().iter().map(key_value).collect(),
@@ -228,7 +274,12 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let response = self.kv().txn(txn).await.map_err(etcd)?;
+        let response = self
+            .send(false, |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         if !response.succeeded() {
             return Err(Error::AlreadyExists(key.to_string()));
         }
@@ -243,7 +294,12 @@ impl Store for EtcdStore {
             ])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
-        let response = self.kv().txn(txn).await.map_err(etcd)?;
+        let response = self
+            .send(false, |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         if response.succeeded() {
             return Ok(header_revision(response.header()));
         }
@@ -268,7 +324,12 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = self.kv().txn(txn).await.map_err(etcd)?;
+        let response = self
+            .send(false, |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         let revision = header_revision(response.header());
         if !response.succeeded() {
             return match (found(response.op_responses()), expected) {
@@ -297,8 +358,11 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let options = GetOptions::new().with_count_only();
-        let response = self.kv().get("/", Some(options)).await.map_err(etcd)?;
+        let response = self
+            .send(true, |mut kv| async move {
+                kv.get("/", Some(GetOptions::new().with_count_only())).await
+            })
+            .await?;
         Ok(header_revision(response.header()))
     }
 
@@ -312,30 +376,43 @@ impl Store for EtcdStore {
                 .with_range(end.clone())
                 .with_count_only()
                 .with_revision(after);
-            match self.kv().get(prefix, Some(options)).await {
+            let checked = self
+                .send(true, |mut kv| {
+                    let options = options.clone();
+                    async move { kv.get(prefix, Some(options)).await }
+                })
+                .await;
+            match checked {
                 Ok(_) => {}
-                Err(e) if is_future_revision(&e) => {}
-                Err(e) => {
-                    return Err(match etcd(e) {
-                        Error::Compacted { .. } => Error::Compacted {
-                            requested: after,
-                            compacted: after + 1,
-                        },
-                        other => other,
+                Err(Error::Database(text)) if text.contains("future revision") => {}
+                Err(Error::Compacted { .. }) => {
+                    return Err(Error::Compacted {
+                        requested: after,
+                        compacted: after + 1,
                     });
                 }
+                Err(e) => return Err(e),
             }
         }
         let options = WatchOptions::new()
             .with_range(end)
             .with_start_revision(after + 1)
             .with_prev_key();
-        let stream = self
-            .client
-            .watch_client()
-            .watch(prefix, Some(options))
-            .await
-            .map_err(etcd)?;
+        let mut attempt = 0;
+        let stream = loop {
+            match self
+                .client
+                .watch_client()
+                .watch(prefix, Some(options.clone()))
+                .await
+            {
+                Err(e) if attempt < RETRIES && unavailable(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                }
+                outcome => break outcome.map_err(etcd)?,
+            }
+        };
         let events = futures::stream::unfold(Some(stream), move |state| async move {
             let mut stream = state?;
             loop {
@@ -370,7 +447,13 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        match self.kv().compact(revision, None).await.map_err(etcd) {
+        match self
+            .send(
+                false,
+                |mut kv| async move { kv.compact(revision, None).await },
+            )
+            .await
+        {
             // Another server (or an earlier pass) compacted further already.
             Ok(_) | Err(Error::Compacted { .. }) => Ok(()),
             Err(e) => Err(e),

@@ -272,6 +272,18 @@ impl Etcd {
         }
     }
 
+    /// Starts member `i` again (after [`Etcd::kill`]) on its data.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    /// Starts member `i` again without waiting (a member alone cannot be
+    /// healthy: it waits for a quorum).
+    pub fn respawn(&mut self, i: usize) {
+        self.spawn(i);
+    }
+
     /// Member `i`'s log.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(
