@@ -34,6 +34,21 @@ fn two_servers_on_one_postgres() {
     two_servers_on(&postgres.url("kelp"));
 }
 
+/// Waits until the `web` Deployment has `n` ready replicas.
+fn ready_replicas(kubectl: &common::Kubectl, n: &str) {
+    kubectl.wait_for(
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+        120,
+        |out| out == n,
+    );
+}
+
 /// Whether `server` logged that it leads `lease`.
 fn leads(server: &Server, lease: &str) -> bool {
     server
@@ -43,6 +58,7 @@ fn leads(server: &Server, lease: &str) -> bool {
 
 fn two_servers_on(endpoint: &str) {
     let _network = JoinNetwork::new(1);
+    let _pod_logs = common::PodLogs::record();
     must(&[
         "ip",
         "addr",
@@ -110,17 +126,7 @@ fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
         "-h",
         "/etc",
     ]);
-    kubectl[0].wait_for(
-        &[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ],
-        120,
-        |out| out == "2",
-    );
+    ready_replicas(&kubectl[0], "2");
     // The agent learned both servers from the kubernetes Service's endpoints.
     let deadline = Instant::now() + Duration::from_secs(40);
     while !agent.log().contains(&format!("{SECOND_IP}:")) {
@@ -205,17 +211,7 @@ fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
     // takes effect on the agent, which goes on through the survivor, and
     // a pod answers through it.
     survivor_kubectl.ok(&["scale", "deployment", "web", "--replicas=3"]);
-    survivor_kubectl.wait_for(
-        &[
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ],
-        120,
-        |out| out == "3",
-    );
+    ready_replicas(survivor_kubectl, "3");
     let page = survivor_kubectl.ok(&[
         "exec",
         "deploy/web",

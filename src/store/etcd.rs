@@ -91,6 +91,17 @@ impl EtcdStore {
     }
 }
 
+impl EtcdStore {
+    /// Runs a transaction (sent again only if it never reached a member).
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        self.send(false, |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+}
+
 /// Times a request that failed without effect is sent again.
 const RETRIES: u32 = 5;
 /// The pause before the first retry (it grows with each).
@@ -274,12 +285,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let response = self
-            .send(false, |mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .await?;
+        let response = self.txn(txn).await?;
         if !response.succeeded() {
             return Err(Error::AlreadyExists(key.to_string()));
         }
@@ -294,12 +300,7 @@ impl Store for EtcdStore {
             ])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
-        let response = self
-            .send(false, |mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .await?;
+        let response = self.txn(txn).await?;
         if response.succeeded() {
             return Ok(header_revision(response.header()));
         }
@@ -324,12 +325,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let response = self
-            .send(false, |mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .await?;
+        let response = self.txn(txn).await?;
         let revision = header_revision(response.header());
         if !response.succeeded() {
             return match (found(response.op_responses()), expected) {

@@ -80,6 +80,34 @@ fn pod_log_dirs() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Removes the pod log directories not in `before` (pods outlive kelp; a
+/// test removes the logs of the pods it ran once they are stopped).
+fn remove_pod_logs_except(before: &[PathBuf]) {
+    for dir in pod_log_dirs() {
+        if !before.contains(&dir) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The pod log directories that appear while it lives (an agent's pods,
+/// whose node no [`Server`] runs) are removed when it is dropped: declare
+/// it before whatever runs the pods.
+pub struct PodLogs(Vec<PathBuf>);
+
+impl PodLogs {
+    /// Remembers the directories there now.
+    pub fn record() -> Self {
+        Self(pod_log_dirs())
+    }
+}
+
+impl Drop for PodLogs {
+    fn drop(&mut self) {
+        remove_pod_logs_except(&self.0);
+    }
+}
+
 /// A TCP port on loopback nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -445,11 +473,7 @@ impl Drop for Server {
             if !status.is_ok_and(|s| s.success()) {
                 eprintln!("kelp-killall.sh failed");
             }
-            for dir in pod_log_dirs() {
-                if !self.pod_logs_before.contains(&dir) {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-            }
+            remove_pod_logs_except(&self.pod_logs_before);
         }
     }
 }
