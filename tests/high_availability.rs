@@ -6,7 +6,8 @@
 //! servers through its load balancer. After a `kill -9` of the leader the
 //! survivor takes over within the lease period and keeps reconciling and
 //! serving what was created before, the agent goes on through it, and no
-//! write the dead server acknowledged is lost.
+//! write the dead server acknowledged is lost; the agent restarted then
+//! comes back through the survivor it remembered.
 
 mod common;
 
@@ -222,4 +223,19 @@ fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
     ]);
     assert!(page.starts_with("web-"), "{page}");
     assert!(survivor_kubectl.node_ready_within(AGENT, 60));
+
+    // The agent restarted while the server it was told to join is dead
+    // comes back through a server it remembered.
+    agent.stop();
+    agent.start();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while agent.log().matches("kelp agent is running").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted agent did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    survivor_kubectl.ok(&["scale", "deployment", "web", "--replicas=4"]);
+    ready_replicas(survivor_kubectl, "4");
 }
