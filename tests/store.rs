@@ -85,6 +85,30 @@ async fn etcd() {
     run((a, b)).await;
 }
 
+/// etcd serving over TLS and asking for client certificates
+/// (`--datastore-cafile/certfile/keyfile`); without the certificate kelp
+/// is refused at connect.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_over_tls() {
+    let etcd = common::datastores::Etcd::start_tls();
+    let files = etcd.tls().expect("tls");
+    let endpoints = vec![etcd.client_url(0)];
+    let tls = TlsFiles {
+        ca: Some(files.ca.clone()),
+        cert: Some(files.client.0.clone()),
+        key: Some(files.client.1.clone()),
+    };
+    let a: Arc<dyn Store> = Arc::new(EtcdStore::connect(&endpoints, &tls).await.expect("connect"));
+    let b: Arc<dyn Store> = Arc::new(EtcdStore::connect(&endpoints, &tls).await.expect("connect"));
+    create_get_update_delete((a.clone(), b.clone()), "/tls/".into()).await;
+    one_handle_sees_the_other_s_writes((a, b), "/tls-watch/".into()).await;
+    let anonymous = TlsFiles {
+        ca: Some(files.ca.clone()),
+        ..Default::default()
+    };
+    assert!(EtcdStore::connect(&endpoints, &anonymous).await.is_err());
+}
+
 /// etcd with three members: with one down every request still succeeds
 /// once a leader is elected (sent again to a live member when it went to
 /// the dead one); with two down (no quorum) a write fails

@@ -164,15 +164,92 @@ struct Member {
 pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    /// Clients must speak TLS and show a certificate of [`EtcdTls::ca`].
+    tls: Option<EtcdTls>,
+}
+
+/// The files of an etcd that serves clients over TLS and asks for their
+/// certificates: a CA, etcd's serving pair (127.0.0.1) and a client pair.
+pub struct EtcdTls {
+    /// The CA (PEM file) of both pairs.
+    pub ca: PathBuf,
+    serving: (PathBuf, PathBuf),
+    /// A client certificate and key (PEM files) the CA signed.
+    pub client: (PathBuf, PathBuf),
+}
+
+impl EtcdTls {
+    fn make(dir: &std::path::Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        };
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "kelp-test-etcd-ca");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let ca_path = write("etcd-ca.crt", ca_cert.pem());
+        let issuer = Issuer::new(ca, ca_key);
+        let pair = |name: &str, sans: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(sans).expect("params");
+            params.extended_key_usages = usages;
+            // A subject of its own: one equal to the CA's reads as self-signed.
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.signed_by(&key, &issuer).expect("sign");
+            (
+                write(&format!("{name}.crt"), cert.pem()),
+                write(&format!("{name}.key"), key.serialize_pem()),
+            )
+        };
+        // etcd's gateway dials etcd itself with the serving pair: it is
+        // a client certificate too.
+        let serving = pair(
+            "etcd-serving",
+            vec!["127.0.0.1".into(), "localhost".into()],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let client = pair(
+            "etcd-client",
+            vec![],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        Self {
+            ca: ca_path,
+            serving,
+            client,
+        }
+    }
 }
 
 impl Etcd {
     /// Starts `n` members and waits until each answers /health.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, false)
+    }
+
+    /// One member serving clients over TLS, asking for their certificates.
+    pub fn start_tls() -> Self {
+        Self::start_with(1, true)
+    }
+
+    fn start_with(n: usize, tls: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("kelp-test-etcd-")
             .tempdir()
             .expect("tempdir");
+        let tls = tls.then(|| EtcdTls::make(dir.path()));
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -181,7 +258,7 @@ impl Etcd {
                 child: None,
             })
             .collect();
-        let mut etcd = Self { members, dir };
+        let mut etcd = Self { members, dir, tls };
         for i in 0..n {
             etcd.spawn(i);
         }
@@ -211,8 +288,15 @@ impl Etcd {
                     .join(format!("{}.log", self.members[i].name)),
             )
             .expect("log");
+        let client = self.client_url(i);
+        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(tls) = &self.tls {
+            tls_args.extend(["--cert-file".into(), tls.serving.0.clone().into()]);
+            tls_args.extend(["--key-file".into(), tls.serving.1.clone().into()]);
+            tls_args.extend(["--trusted-ca-file".into(), tls.ca.clone().into()]);
+            tls_args.push("--client-cert-auth".into());
+        }
         let member = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
         let child = Command::new("etcd")
             .args(["--name", &member.name, "--data-dir"])
@@ -224,6 +308,7 @@ impl Etcd {
             .args(["--initial-cluster", &cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "kelp-test"])
+            .args(&tls_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -235,10 +320,17 @@ impl Etcd {
         let url = format!("{}/health", self.client_url(i));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = Command::new("curl")
-                .args(["-s", "--max-time", "2", &url])
-                .output()
-                .expect("run curl");
+            let mut curl = Command::new("curl");
+            curl.args(["-s", "--max-time", "2", &url]);
+            if let Some(tls) = &self.tls {
+                curl.arg("--cacert")
+                    .arg(&tls.ca)
+                    .arg("--cert")
+                    .arg(&tls.client.0)
+                    .arg("--key")
+                    .arg(&tls.client.1);
+            }
+            let out = curl.output().expect("run curl");
             if String::from_utf8_lossy(&out.stdout).contains("\"true\"") {
                 return;
             }
@@ -253,7 +345,13 @@ impl Etcd {
 
     /// Member `i`'s client URL.
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// The TLS files, if it serves over TLS.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
     }
 
     /// Every member's client URL, comma-separated (`--datastore-endpoint`).
