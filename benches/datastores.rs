@@ -144,7 +144,7 @@ async fn main() {
     measure("sqlite", Arc::new(sqlite)).await;
 
     let postgres = common::datastores::Postgres::start_with_fsync(true);
-    let store = kelp::store::postgres::PostgresStore::connect(&postgres.url("kelp"))
+    let store = kelp::store::postgres::PostgresStore::connect(&postgres.url("kelp"), None)
         .await
         .expect("connect");
     measure("postgres", Arc::new(store)).await;

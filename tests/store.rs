@@ -70,8 +70,8 @@ async fn sqlite() {
 async fn postgres() {
     let server = common::datastores::Postgres::start();
     let url = server.url("kelp");
-    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("connect"));
-    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("connect"));
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, None).await.expect("connect"));
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, None).await.expect("connect"));
     run((a, b)).await;
 }
 
@@ -107,6 +107,36 @@ async fn etcd_over_tls() {
         ..Default::default()
     };
     assert!(EtcdStore::connect(&endpoints, &anonymous).await.is_err());
+}
+
+/// PostgreSQL taking TLS connections only: kelp verifies it against the
+/// CA it is given; `sslmode=require` without one is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_tls() {
+    let server = common::datastores::Postgres::start_tls();
+    let files = server.tls.as_ref().expect("tls");
+    let ca = std::fs::read_to_string(&files.ca).expect("CA");
+    let tls = kelp::pki::tls::client_config(&ca, None).expect("client config");
+    let url = format!("{}?sslmode=require", server.url("kelp"));
+    let a: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&url, Some(tls.clone()))
+            .await
+            .expect("connect over TLS"),
+    );
+    let b: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&url, Some(tls))
+            .await
+            .expect("connect over TLS"),
+    );
+    create_get_update_delete((a.clone(), b.clone()), "/tls/".into()).await;
+    one_handle_sees_the_other_s_writes((a, b), "/tls-watch/".into()).await;
+    assert!(PostgresStore::connect(&url, None).await.is_err());
+    assert!(
+        PostgresStore::connect(&server.url("kelp"), None)
+            .await
+            .is_err(),
+        "in the clear"
+    );
 }
 
 /// etcd with three members: with one down every request still succeeds

@@ -593,6 +593,24 @@ async fn publish_shared_credentials(
     }
 }
 
+/// TLS to a PostgreSQL datastore: its CA (`--datastore-cafile`) and, if
+/// given, kelp's client certificate.
+fn datastore_tls(args: &ServerArgs) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    let Some(ca) = &args.datastore_cafile else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let identity: Option<Arc<dyn rustls::client::ResolvesClientCert>> =
+        match (&args.datastore_certfile, &args.datastore_keyfile) {
+            (Some(cert), Some(key)) => Some(ReloadableCert::from_pem(&read(cert)?, &read(key)?)?),
+            (None, None) => None,
+            _ => bail!("--datastore-certfile and --datastore-keyfile go together"),
+        };
+    Ok(Some(crate::pki::tls::client_config(&read(ca)?, identity)?))
+}
+
 /// Opens the datastore `--datastore-endpoint` names.
 async fn open_store(
     endpoint: &crate::store::Endpoint,
@@ -608,7 +626,7 @@ async fn open_store(
             Arc::new(sqlite)
         }
         Endpoint::Postgres(url) => Arc::new(
-            crate::store::postgres::PostgresStore::connect(url)
+            crate::store::postgres::PostgresStore::connect(url, datastore_tls(args)?)
                 .await
                 .context("opening the PostgreSQL datastore")?,
         ),

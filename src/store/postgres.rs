@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
@@ -162,9 +163,12 @@ struct Request {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user:pass@host:port/db`), creating
-    /// the database and the tables if they do not exist yet.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// Connects to `url` (`postgres://user:pass@host:port/db`), over TLS
+    /// with `tls` (its roots are the database's CA) unless the URL says
+    /// `sslmode=disable`, creating the database and the tables if they do
+    /// not exist yet. `sslmode=require` without `tls` is refused: kelp
+    /// does not send the database's password to a server it cannot verify.
+    pub async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self> {
         let config: Config = url
             .parse()
             .map_err(|e| Error::Database(format!("datastore endpoint: {e}")))?;
@@ -173,10 +177,23 @@ impl PostgresStore {
             .connect_timeout(Duration::from_secs(10))
             .keepalives_idle(Duration::from_secs(30))
             .application_name("kelp");
-        let client = match connect(&config).await {
-            Err(Error::Database(_)) if missing_database(&config).await => {
-                create_database(&config).await?;
-                connect(&config).await?
+        let tls = match (config.get_ssl_mode(), tls) {
+            (SslMode::Disable, _) => None,
+            (SslMode::Require, None) => {
+                return Err(Error::Database(
+                    "sslmode=require: give --datastore-cafile, the CA of the database's certificate"
+                        .into(),
+                ));
+            }
+            (_, tls) => tls.map(|config| {
+                tokio_postgres_rustls::MakeRustlsConnect::new(Arc::unwrap_or_clone(config))
+            }),
+        };
+        let target = Target { config, tls };
+        let client = match target.connect(None).await {
+            Err(Error::Database(_)) if missing_database(&target).await => {
+                create_database(&target).await?;
+                target.connect(None).await?
             }
             other => other?,
         };
@@ -190,11 +207,11 @@ impl PostgresStore {
         let events = Arc::new(Mutex::new(events));
         let committed = Arc::new(Notify::new());
         let (writer, requests) = mpsc::channel(4 * MAX_BATCH);
-        let readers = Readers::new(config.clone(), Some(client));
+        let readers = Readers::new(target.clone(), Some(client));
         let tasks = vec![
-            tokio::spawn(write_loop(config.clone(), requests, committed.clone())).abort_handle(),
+            tokio::spawn(write_loop(target.clone(), requests, committed.clone())).abort_handle(),
             tokio::spawn(follow(
-                config,
+                target,
                 readers.clone(),
                 events.clone(),
                 seen,
@@ -252,11 +269,52 @@ fn db(e: tokio_postgres::Error) -> Error {
     }
 }
 
-async fn connect(config: &Config) -> Result<Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(db)?;
+/// Where connections go and how: the endpoint's settings, and TLS
+/// (rustls, verifying the server against `--datastore-cafile`) if asked for.
+#[derive(Clone)]
+struct Target {
+    config: Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Target {
+    /// A new connection; the notifications it receives go to `notified`.
+    async fn connect(&self, notified: Option<mpsc::UnboundedSender<()>>) -> Result<Client> {
+        match &self.tls {
+            None => drive(self.config.connect(NoTls).await.map_err(db)?, notified),
+            Some(tls) => drive(
+                self.config.connect(tls.clone()).await.map_err(db)?,
+                notified,
+            ),
+        }
+    }
+}
+
+/// Runs a connection's I/O in a task of its own, handing on notifications.
+fn drive<S, T>(
+    (client, mut connection): (Client, tokio_postgres::Connection<S, T>),
+    notified: Option<mpsc::UnboundedSender<()>>,
+) -> Result<Client>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection ended");
+        while let Some(message) = futures::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    if let Some(notified) = &notified
+                        && notified.send(()).is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "postgres connection ended");
+                    return;
+                }
+            }
         }
     });
     Ok(client)
@@ -279,8 +337,8 @@ impl Conn {
         }
     }
 
-    async fn open(config: &Config) -> Result<Self> {
-        Ok(Self::new(connect(config).await?))
+    async fn open(target: &Target) -> Result<Self> {
+        Ok(Self::new(target.connect(None).await?))
     }
 
     async fn query(
@@ -304,23 +362,25 @@ impl Conn {
 }
 
 /// Whether connecting failed because the database does not exist.
-async fn missing_database(config: &Config) -> bool {
-    match config.connect(NoTls).await {
-        Err(e) => e.code() == Some(&SqlState::INVALID_CATALOG_NAME),
-        Ok(_) => false,
+async fn missing_database(target: &Target) -> bool {
+    match &target.tls {
+        None => target.config.connect(NoTls).await.err(),
+        Some(tls) => target.config.connect(tls.clone()).await.err(),
     }
+    .is_some_and(|e| e.code() == Some(&SqlState::INVALID_CATALOG_NAME))
 }
 
 /// Creates the configured database, connected to the `postgres` one (as
 /// k3s's kine does, so an empty server is enough).
-async fn create_database(config: &Config) -> Result<()> {
-    let name = config
+async fn create_database(target: &Target) -> Result<()> {
+    let name = target
+        .config
         .get_dbname()
         .ok_or_else(|| Error::Database("the endpoint names no database".into()))?
         .to_string();
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    let client = connect(&admin).await?;
+    let mut admin = target.clone();
+    admin.config.dbname("postgres");
+    let client = admin.connect(None).await?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
     match client
         .batch_execute(&format!("CREATE DATABASE {quoted}"))
@@ -334,19 +394,19 @@ async fn create_database(config: &Config) -> Result<()> {
 /// Read connections, reconnected when one is found closed.
 #[derive(Clone)]
 struct Readers {
-    config: Config,
+    target: Target,
     slots: Arc<Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>>,
     next: Arc<AtomicUsize>,
 }
 
 impl Readers {
-    fn new(config: Config, first: Option<Client>) -> Self {
+    fn new(target: Target, first: Option<Client>) -> Self {
         let mut slots: Vec<_> = (0..READERS)
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         *slots[0].get_mut() = first.map(|c| Arc::new(Conn::new(c)));
         Self {
-            config,
+            target,
             slots: Arc::new(slots),
             next: Arc::new(AtomicUsize::new(0)),
         }
@@ -358,7 +418,7 @@ impl Readers {
         if let Some(conn) = held.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(conn.clone());
         }
-        let conn = Arc::new(Conn::open(&self.config).await?);
+        let conn = Arc::new(Conn::open(&self.target).await?);
         *held = Some(conn.clone());
         Ok(conn)
     }
@@ -369,7 +429,7 @@ impl Readers {
 }
 
 /// Commits queued writes, a batch per transaction.
-async fn write_loop(config: Config, mut requests: mpsc::Receiver<Request>, committed: Arc<Notify>) {
+async fn write_loop(target: Target, mut requests: mpsc::Receiver<Request>, committed: Arc<Notify>) {
     let mut conn: Option<Conn> = None;
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
@@ -380,7 +440,7 @@ async fn write_loop(config: Config, mut requests: mpsc::Receiver<Request>, commi
             }
         }
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            conn = match Conn::open(&config).await {
+            conn = match Conn::open(&target).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     fail(batch, &e.to_string());
@@ -567,7 +627,7 @@ async fn log_after(
 /// Reads the shared log past `seen` whenever some server commits, and
 /// broadcasts it to this server's watchers.
 async fn follow(
-    config: Config,
+    target: Target,
     readers: Readers,
     events: Arc<Mutex<broadcast::Sender<Arc<Event>>>>,
     mut seen: Revision,
@@ -577,7 +637,7 @@ async fn follow(
     let mut listener: Option<Client> = None;
     loop {
         if listener.as_ref().is_none_or(|c| c.is_closed()) {
-            listener = listen(&config, notified.clone()).await.ok();
+            listener = listen(&target, notified.clone()).await.ok();
         }
         tokio::select! {
             _ = notifications.recv() => {}
@@ -617,21 +677,8 @@ async fn follow(
 }
 
 /// A connection that LISTENs for commits and tells `notified` of each.
-async fn listen(config: &Config, notified: mpsc::UnboundedSender<()>) -> Result<Client> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(db)?;
-    tokio::spawn(async move {
-        while let Some(message) = futures::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    if notified.send(()).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
+async fn listen(target: &Target, notified: mpsc::UnboundedSender<()>) -> Result<Client> {
+    let client = target.connect(Some(notified)).await?;
     client
         .batch_execute("LISTEN kelp_events")
         .await

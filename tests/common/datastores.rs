@@ -15,6 +15,8 @@ pub struct Postgres {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Its TLS files, if it takes TLS connections only.
+    pub tls: Option<DatastoreTls>,
 }
 
 /// The directory of PostgreSQL's programs (the newest installed major).
@@ -54,6 +56,15 @@ impl Postgres {
 
     /// As [`Postgres::start`], with fsync as asked (benchmarks keep it on).
     pub fn start_with_fsync(fsync: bool) -> Self {
+        Self::start_with(fsync, false)
+    }
+
+    /// A server that takes TLS connections only (`hostssl` in pg_hba.conf).
+    pub fn start_tls() -> Self {
+        Self::start_with(false, true)
+    }
+
+    fn start_with(fsync: bool, tls: bool) -> Self {
         let bin = postgres_bin();
         let (uid, gid) = postgres_account();
         let dir = tempfile::Builder::new()
@@ -75,6 +86,33 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut settings = vec![
+            "listen_addresses=127.0.0.1".to_string(),
+            format!("fsync={}", if fsync { "on" } else { "off" }),
+        ];
+        let tls = tls.then(|| {
+            let files = DatastoreTls::make(dir.path());
+            for (from, to) in [
+                (&files.serving.0, "server.crt"),
+                (&files.serving.1, "server.key"),
+            ] {
+                let target = data.join(to);
+                std::fs::copy(from, &target).expect("copy");
+                std::os::unix::fs::chown(&target, Some(uid), Some(gid)).expect("chown");
+                std::fs::set_permissions(
+                    &target,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod");
+            }
+            settings.push("ssl=on".into());
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("pg_hba.conf");
+            files
+        });
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
         std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))
@@ -84,8 +122,7 @@ impl Postgres {
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c"])
-            .arg(if fsync { "fsync=on" } else { "fsync=off" })
+            .args(settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
             .uid(uid)
             .gid(gid)
             .stdout(Stdio::null())
@@ -96,6 +133,7 @@ impl Postgres {
             child: Some(child),
             port,
             dir,
+            tls,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -164,13 +202,14 @@ struct Member {
 pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
-    /// Clients must speak TLS and show a certificate of [`EtcdTls::ca`].
-    tls: Option<EtcdTls>,
+    /// Clients must speak TLS and show a certificate of [`DatastoreTls::ca`].
+    tls: Option<DatastoreTls>,
 }
 
-/// The files of an etcd that serves clients over TLS and asks for their
-/// certificates: a CA, etcd's serving pair (127.0.0.1) and a client pair.
-pub struct EtcdTls {
+/// The files of a datastore that serves clients over TLS: a CA, the
+/// server's pair (127.0.0.1; also a client certificate, as etcd's gateway
+/// dials etcd with it) and a client pair.
+pub struct DatastoreTls {
     /// The CA (PEM file) of both pairs.
     pub ca: PathBuf,
     serving: (PathBuf, PathBuf),
@@ -178,7 +217,7 @@ pub struct EtcdTls {
     pub client: (PathBuf, PathBuf),
 }
 
-impl EtcdTls {
+impl DatastoreTls {
     fn make(dir: &std::path::Path) -> Self {
         use rcgen::{
             BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -192,9 +231,9 @@ impl EtcdTls {
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "kelp-test-etcd-ca");
+            .push(rcgen::DnType::CommonName, "kelp-test-datastore-ca");
         let ca_cert = ca.self_signed(&ca_key).expect("CA");
-        let ca_path = write("etcd-ca.crt", ca_cert.pem());
+        let ca_path = write("datastore-ca.crt", ca_cert.pem());
         let issuer = Issuer::new(ca, ca_key);
         let pair = |name: &str, sans: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
             let key = KeyPair::generate().expect("key");
@@ -210,10 +249,8 @@ impl EtcdTls {
                 write(&format!("{name}.key"), key.serialize_pem()),
             )
         };
-        // etcd's gateway dials etcd itself with the serving pair: it is
-        // a client certificate too.
         let serving = pair(
-            "etcd-serving",
+            "datastore-serving",
             vec!["127.0.0.1".into(), "localhost".into()],
             vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
@@ -221,7 +258,7 @@ impl EtcdTls {
             ],
         );
         let client = pair(
-            "etcd-client",
+            "datastore-client",
             vec![],
             vec![ExtendedKeyUsagePurpose::ClientAuth],
         );
@@ -249,7 +286,7 @@ impl Etcd {
             .prefix("kelp-test-etcd-")
             .tempdir()
             .expect("tempdir");
-        let tls = tls.then(|| EtcdTls::make(dir.path()));
+        let tls = tls.then(|| DatastoreTls::make(dir.path()));
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -350,7 +387,7 @@ impl Etcd {
     }
 
     /// The TLS files, if it serves over TLS.
-    pub fn tls(&self) -> Option<&EtcdTls> {
+    pub fn tls(&self) -> Option<&DatastoreTls> {
         self.tls.as_ref()
     }
 
