@@ -139,6 +139,41 @@ async fn postgres_over_tls() {
     );
 }
 
+/// A PostgreSQL restart ends every connection: kelp connects again, and
+/// its watches end (their clients watch again from where they were).
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restart() {
+    let mut server = common::datastores::Postgres::start();
+    let url = server.url("kelp");
+    let store = PostgresStore::connect(&url, None).await.expect("connect");
+    let before = store
+        .create("/restart/a", b"1".to_vec())
+        .await
+        .expect("create");
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match store.create("/restart/b", b"2".to_vec()).await {
+            Ok(revision) => break revision,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no write after the restart: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(after > before);
+    assert!(store.get("/restart/a").await.expect("get").is_some());
+    let mut watch = store.watch("/restart/", after).await.expect("watch");
+    let r3 = store
+        .update("/restart/b", b"3".to_vec(), after)
+        .await
+        .expect("update");
+    assert_eq!(next(&mut watch).await.kv.mod_revision, r3);
+}
+
 /// etcd with three members: with one down every request still succeeds
 /// once a leader is elected (sent again to a live member when it went to
 /// the dead one); with two down (no quorum) a write fails

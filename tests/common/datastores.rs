@@ -17,6 +17,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     /// Its TLS files, if it takes TLS connections only.
     pub tls: Option<DatastoreTls>,
+    /// Its `-c` settings.
+    settings: Vec<String>,
 }
 
 /// The directory of PostgreSQL's programs (the newest installed major).
@@ -113,47 +115,73 @@ impl Postgres {
             .expect("pg_hba.conf");
             files
         });
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
-        std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            tls,
+            settings,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the server process on its data and waits until it takes
+    /// connections.
+    fn spawn(&mut self) {
+        let bin = postgres_bin();
+        let (uid, gid) = postgres_account();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))
+            .expect("log");
+        std::os::unix::fs::chown(self.dir.path().join("postgres.log"), Some(uid), Some(gid))
             .expect("chown log");
         let child = Command::new(bin.join("postgres"))
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args(settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(
+                self.settings
+                    .iter()
+                    .flat_map(|setting| ["-c", setting.as_str()]),
+            )
             .uid(uid)
             .gid(gid)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start postgres");
-        let mut server = Self {
-            child: Some(child),
-            port,
-            dir,
-            tls,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
-                return server;
+                return;
             }
             if Instant::now() > deadline
-                || server
+                || self
                     .child
                     .as_mut()
                     .is_some_and(|c| c.try_wait().ok().flatten().is_some())
             {
-                panic!("postgres did not start:\n{}", server.log());
+                panic!("postgres did not start:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops the server (every connection to it ends) and starts it again.
+    pub fn restart(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop(child, nix::sys::signal::Signal::SIGINT);
+        }
+        self.spawn();
     }
 
     /// The endpoint of database `db` (created by kelp if missing).
