@@ -50,6 +50,19 @@ fn ready_replicas(kubectl: &common::Kubectl, n: &str) {
     );
 }
 
+/// `leader_election_master_status{name=lease}` as `kubectl` reads it from
+/// its server's /metrics.
+fn leader_status(kubectl: &common::Kubectl, lease: &str) -> f64 {
+    let page = kubectl.ok(&["get", "--raw", "/metrics"]);
+    let families = common::metrics::parse(&page);
+    common::metrics::sum(
+        &families,
+        "leader_election_master_status",
+        "leader_election_master_status",
+        &[("name", lease)],
+    )
+}
+
 /// Whether `server` logged that it leads `lease`.
 fn leads(server: &Server, lease: &str) -> bool {
     server
@@ -154,6 +167,13 @@ fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
         std::thread::sleep(Duration::from_millis(200));
     };
     let survivor = 1 - leader;
+    assert_eq!(
+        (
+            leader_status(&kubectl[leader], "kube-controller-manager"),
+            leader_status(&kubectl[survivor], "kube-controller-manager")
+        ),
+        (1.0, 0.0)
+    );
     assert!(
         !leads(&servers[survivor], "kube-scheduler") || !leads(&servers[leader], "kube-scheduler")
     );
@@ -195,6 +215,10 @@ fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
         killed.elapsed().as_secs_f64()
     );
     let survivor_kubectl = &kubectl[survivor];
+    assert_eq!(
+        leader_status(survivor_kubectl, "kube-controller-manager"),
+        1.0
+    );
     let names = survivor_kubectl.ok(&[
         "get",
         "configmaps",

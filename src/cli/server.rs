@@ -346,6 +346,8 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
             .clone()
             .map(|id| crate::runtime::leader::Election::new(client, lease, id))
     };
+    let controller_manager_status = controller_manager.leader_status("kube-controller-manager");
+    let scheduler_status = controller_manager.leader_status("kube-scheduler");
     start_led(
         &mut components,
         "controller-manager",
@@ -358,7 +360,8 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                     groups: vec!["system:authenticated".into()],
                 },
             ),
-        ),
+        )
+        .map(|election| election.reporting(controller_manager_status)),
         move |shutdown| controller_manager.clone().run(shutdown),
     );
     // Add-on manifests, applied as an administrator (they may hold anything).
@@ -409,7 +412,8 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
         start_led(
             &mut components,
             "scheduler",
-            elect("kube-scheduler", client.clone()),
+            elect("kube-scheduler", client.clone())
+                .map(|election| election.reporting(scheduler_status)),
             move |shutdown| scheduler.clone().run(shutdown),
         );
         crate::apiserver::components::spawn(

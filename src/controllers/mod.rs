@@ -140,6 +140,11 @@ impl ControllerManager {
         }
     }
 
+    /// The `leader_election_master_status` gauge of Lease `name`.
+    pub fn leader_status(&self, name: &'static str) -> prometheus_client::metrics::gauge::Gauge {
+        self.queues.leader_status(name)
+    }
+
     /// Runs every controller until `shutdown`, then stops them all. A
     /// controller that ends on its own is logged (they run until stopped).
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {

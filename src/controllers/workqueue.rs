@@ -5,8 +5,9 @@
 //! counts here when its reconcile starts: `adds` are the items processed
 //! (several wake-ups of one object in a burst make one), `depth` the items
 //! being processed now, `retries` the reconciles that failed and are due
-//! again. Also `leader_election_master_status`, 1 for kelp's single
-//! controller manager and scheduler.
+//! again. Also `leader_election_master_status` of the controller manager
+//! and the scheduler: 1 on a server alone on its datastore, else whether
+//! this server holds the Lease ([`WorkQueueMetrics::leader_status`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +34,12 @@ pub struct WorkQueueMetrics {
     depth: Family<QueueLabels, Gauge>,
     durations: Family<QueueLabels, Histogram, fn() -> Histogram>,
     retries: Family<QueueLabels, Counter>,
+    leader: Family<LeaderLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaderLabels {
+    name: &'static str,
 }
 
 impl WorkQueueMetrics {
@@ -47,6 +54,7 @@ impl WorkQueueMetrics {
                 Histogram::new(exponential_buckets(1e-8, 10.0, 10))
             }),
             retries: Family::default(),
+            leader: Family::default(),
         };
         metrics.register(
             Descriptor::new(
@@ -73,11 +81,7 @@ impl WorkQueueMetrics {
             ),
             this.retries.clone(),
         );
-        #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-        struct LeaderLabels {
-            name: &'static str,
-        }
-        let leader = Family::<LeaderLabels, Gauge>::default();
+        let leader = this.leader.clone();
         for name in ["kube-controller-manager", "kube-scheduler"] {
             leader.get_or_create(&LeaderLabels { name }).set(1);
         }
@@ -89,6 +93,12 @@ impl WorkQueueMetrics {
             leader,
         );
         this
+    }
+
+    /// The `leader_election_master_status` gauge of Lease `name`, for its
+    /// election to keep (set to 1 until then: a server alone leads).
+    pub fn leader_status(&self, name: &'static str) -> Gauge {
+        self.leader.get_or_create(&LeaderLabels { name }).clone()
     }
 
     /// The queue named `name`.

@@ -34,6 +34,8 @@ pub struct Election {
     leases: Api<Lease>,
     name: &'static str,
     identity: String,
+    /// `leader_election_master_status{name}`: 1 while this process holds the Lease.
+    status: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 /// The holder part of a Lease as last seen, and when this process saw it change.
@@ -82,6 +84,20 @@ impl Election {
             leases: Api::namespaced(client, "kube-system"),
             name,
             identity,
+            status: None,
+        }
+    }
+
+    /// Keeps `status` at 1 while this process holds the Lease, else 0.
+    pub fn reporting(mut self, status: prometheus_client::metrics::gauge::Gauge) -> Self {
+        status.set(0);
+        self.status = Some(status);
+        self
+    }
+
+    fn report(&self, leading: bool) {
+        if let Some(status) = &self.status {
+            status.set(i64::from(leading));
         }
     }
 
@@ -118,10 +134,12 @@ impl Election {
                 }
             }
             tracing::info!(lease = self.name, identity = %self.identity, "became the leader");
+            self.report(true);
             let mut term = Components::new();
             term.start(self.name, &lead);
             let stopping = shutdown.until(self.hold(&mut seen)).await.is_none();
             term.stop(STAND_DOWN_GRACE).await;
+            self.report(false);
             if stopping {
                 self.release().await;
                 return Ok(());
