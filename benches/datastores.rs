@@ -152,7 +152,7 @@ async fn main() {
     let etcd = common::datastores::Etcd::start(1);
     let store = kelp::store::etcd::EtcdStore::connect(
         &[etcd.client_url(0)],
-        &kelp::store::etcd::TlsFiles::default(),
+        &kelp::store::TlsFiles::default(),
     )
     .await
     .expect("connect");

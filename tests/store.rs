@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kelp::store::etcd::{EtcdStore, TlsFiles};
+use kelp::store::TlsFiles;
+use kelp::store::etcd::EtcdStore;
 use kelp::store::postgres::PostgresStore;
 use kelp::store::sqlite::SqliteStore;
 use kelp::store::{Error, Event, EventKind, Store, WatchStream};

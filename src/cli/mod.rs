@@ -319,10 +319,12 @@ pub struct ServerArgs {
     /// http(s)://HOST:2379[,...].
     #[arg(long, env = "KELP_DATASTORE_ENDPOINT")]
     pub datastore_endpoint: Option<String>,
-    /// CA of the datastore's serving certificate (etcd over https).
+    /// CA of the datastore's serving certificate (etcd over https;
+    /// PostgreSQL, then over TLS unless sslmode=disable).
     #[arg(long, env = "KELP_DATASTORE_CAFILE")]
     pub datastore_cafile: Option<PathBuf>,
-    /// Client certificate for the datastore (etcd over https).
+    /// Client certificate for the datastore (etcd over https, PostgreSQL
+    /// over TLS).
     #[arg(long, env = "KELP_DATASTORE_CERTFILE")]
     pub datastore_certfile: Option<PathBuf>,
     /// Key of --datastore-certfile.

@@ -597,22 +597,19 @@ async fn publish_shared_credentials(
     }
 }
 
-/// TLS to a PostgreSQL datastore: its CA (`--datastore-cafile`) and, if
-/// given, kelp's client certificate.
-fn datastore_tls(args: &ServerArgs) -> Result<Option<Arc<rustls::ClientConfig>>> {
-    let Some(ca) = &args.datastore_cafile else {
+/// TLS to a PostgreSQL datastore, if it has a CA: that CA and, if given,
+/// kelp's client certificate.
+fn postgres_tls(files: &crate::store::TlsFiles) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    if files.ca.is_none() {
         return Ok(None);
+    }
+    let pem = files.read()?;
+    let identity: Option<Arc<dyn rustls::client::ResolvesClientCert>> = match &pem.identity {
+        Some((cert, key)) => Some(ReloadableCert::from_pem(cert, key)?),
+        None => None,
     };
-    let read = |path: &PathBuf| {
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-    };
-    let identity: Option<Arc<dyn rustls::client::ResolvesClientCert>> =
-        match (&args.datastore_certfile, &args.datastore_keyfile) {
-            (Some(cert), Some(key)) => Some(ReloadableCert::from_pem(&read(cert)?, &read(key)?)?),
-            (None, None) => None,
-            _ => bail!("--datastore-certfile and --datastore-keyfile go together"),
-        };
-    Ok(Some(crate::pki::tls::client_config(&read(ca)?, identity)?))
+    let ca = pem.ca.unwrap_or_default();
+    Ok(Some(crate::pki::tls::client_config(&ca, identity)?))
 }
 
 /// Opens the datastore `--datastore-endpoint` names.
@@ -622,6 +619,11 @@ async fn open_store(
     metrics: &Metrics,
 ) -> Result<Arc<dyn crate::store::Store>> {
     use crate::store::Endpoint;
+    let tls = crate::store::TlsFiles {
+        ca: args.datastore_cafile.clone(),
+        cert: args.datastore_certfile.clone(),
+        key: args.datastore_keyfile.clone(),
+    };
     Ok(match endpoint {
         Endpoint::Sqlite(db) => {
             let sqlite =
@@ -630,22 +632,15 @@ async fn open_store(
             Arc::new(sqlite)
         }
         Endpoint::Postgres(url) => Arc::new(
-            crate::store::postgres::PostgresStore::connect(url, datastore_tls(args)?)
+            crate::store::postgres::PostgresStore::connect(url, postgres_tls(&tls)?)
                 .await
                 .context("opening the PostgreSQL datastore")?,
         ),
-        Endpoint::Etcd(members) => {
-            let tls = crate::store::etcd::TlsFiles {
-                ca: args.datastore_cafile.clone(),
-                cert: args.datastore_certfile.clone(),
-                key: args.datastore_keyfile.clone(),
-            };
-            Arc::new(
-                crate::store::etcd::EtcdStore::connect(members, &tls)
-                    .await
-                    .context("opening the etcd datastore")?,
-            )
-        }
+        Endpoint::Etcd(members) => Arc::new(
+            crate::store::etcd::EtcdStore::connect(members, &tls)
+                .await
+                .context("opening the etcd datastore")?,
+        ),
     })
 }
 

@@ -6,7 +6,6 @@
 //! Several kelp servers may share one etcd: etcd orders every write, so
 //! there is nothing for kelp to coordinate beyond what upstream does.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,23 +15,13 @@ use etcd_client::{
 };
 use futures::StreamExt;
 
-use super::{Error, Event, EventKind, KeyValue, ListPage, Result, Revision, Store, WatchStream};
+use super::{
+    Error, Event, EventKind, KeyValue, ListPage, Result, Revision, Store, TlsFiles, WatchStream,
+};
 
 /// The largest answer kelp takes from etcd (a LIST of every object of a
 /// kind in one range); etcd itself sends up to its own limit.
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
-
-/// Client certificates for an etcd that asks for them
-/// (`--datastore-cafile`, `--datastore-certfile`, `--datastore-keyfile`).
-#[derive(Debug, Clone, Default)]
-pub struct TlsFiles {
-    /// The CA that signed etcd's serving certificate.
-    pub ca: Option<PathBuf>,
-    /// kelp's client certificate.
-    pub cert: Option<PathBuf>,
-    /// Its key.
-    pub key: Option<PathBuf>,
-}
 
 /// The etcd-backed [`Store`].
 pub struct EtcdStore {
@@ -77,21 +66,9 @@ impl EtcdStore {
         F: Fn(KvClient) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let mut attempt = 0;
-        loop {
-            match call(self.kv()).await {
-                Err(e) if attempt < RETRIES && (unsent(&e) || read && unavailable(&e)) => {
-                    attempt += 1;
-                    tracing::debug!(attempt, err = %e, "etcd request failed; sending it again");
-                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
-                }
-                outcome => return outcome.map_err(etcd),
-            }
-        }
+        retrying(|e| unsent(e) || read && unavailable(e), || call(self.kv())).await
     }
-}
 
-impl EtcdStore {
     /// Runs a transaction (sent again only if it never reached a member).
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
         self.send(false, |mut kv| {
@@ -99,6 +76,26 @@ impl EtcdStore {
             async move { kv.txn(txn).await }
         })
         .await
+    }
+}
+
+/// Runs `call`, again (at most [`RETRIES`] times, pausing longer each
+/// time) while it fails with an error `retry` says had no effect.
+async fn retrying<T, F, Fut>(retry: impl Fn(&etcd_client::Error) -> bool, call: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if attempt < RETRIES && retry(&e) => {
+                attempt += 1;
+                tracing::debug!(attempt, err = %e, "etcd request failed; sending it again");
+                tokio::time::sleep(RETRY_PAUSE * attempt).await;
+            }
+            outcome => return outcome.map_err(etcd),
+        }
     }
 }
 
@@ -124,23 +121,13 @@ fn unavailable(e: &etcd_client::Error) -> bool {
 }
 
 fn tls_options(files: &TlsFiles) -> Result<TlsOptions> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| Error::Database(format!("{}: {e}", path.display())))
-    };
+    let pem = files.read()?;
     let mut tls = TlsOptions::new();
-    if let Some(ca) = &files.ca {
-        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some(ca) = pem.ca {
+        tls = tls.ca_certificate(Certificate::from_pem(ca));
     }
-    match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        (None, None) => {}
-        _ => {
-            return Err(Error::Database(
-                "--datastore-certfile and --datastore-keyfile go together".into(),
-            ));
-        }
+    if let Some((cert, key)) = pem.identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
     }
     Ok(tls)
 }
@@ -159,6 +146,11 @@ fn etcd(e: etcd_client::Error) -> Error {
     } else {
         Error::Database(format!("etcd: {text}"))
     }
+}
+
+/// Whether etcd refused a read at a revision it has not reached yet.
+fn is_future_revision(e: &Error) -> bool {
+    matches!(e, Error::Database(text) if text.contains("future revision"))
 }
 
 fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
@@ -261,9 +253,7 @@ impl Store for EtcdStore {
             Some(rev) => match read(options.clone().with_revision(rev)).await {
                 Ok(response) => (response, Some(rev)),
                 // A revision past the latest reads the latest, as SQLite does.
-                Err(Error::Database(text)) if text.contains("future revision") => {
-                    (read(options).await?, None)
-                }
+                Err(e) if is_future_revision(&e) => (read(options).await?, None),
                 Err(Error::Compacted { .. }) => {
                     return Err(Error::Compacted {
                         requested: rev,
@@ -380,7 +370,7 @@ impl Store for EtcdStore {
                 .await;
             match checked {
                 Ok(_) => {}
-                Err(Error::Database(text)) if text.contains("future revision") => {}
+                Err(e) if is_future_revision(&e) => {}
                 Err(Error::Compacted { .. }) => {
                     return Err(Error::Compacted {
                         requested: after,
@@ -394,21 +384,11 @@ impl Store for EtcdStore {
             .with_range(end)
             .with_start_revision(after + 1)
             .with_prev_key();
-        let mut attempt = 0;
-        let stream = loop {
-            match self
-                .client
-                .watch_client()
-                .watch(prefix, Some(options.clone()))
-                .await
-            {
-                Err(e) if attempt < RETRIES && unavailable(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
-                }
-                outcome => break outcome.map_err(etcd)?,
-            }
-        };
+        let stream = retrying(unavailable, || {
+            let (mut watches, options) = (self.client.watch_client(), options.clone());
+            async move { watches.watch(prefix, Some(options)).await }
+        })
+        .await?;
         let events = futures::stream::unfold(Some(stream), move |state| async move {
             let mut stream = state?;
             loop {

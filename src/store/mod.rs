@@ -50,6 +50,26 @@ pub enum EventKind {
     Deleted,
 }
 
+impl EventKind {
+    /// The kind's code in the SQL stores' event logs.
+    pub(crate) fn code(self) -> i16 {
+        match self {
+            EventKind::Created => 0,
+            EventKind::Updated => 1,
+            EventKind::Deleted => 2,
+        }
+    }
+
+    /// The kind a log code stands for.
+    pub(crate) fn from_code(code: i64) -> Self {
+        match code {
+            0 => EventKind::Created,
+            1 => EventKind::Updated,
+            _ => EventKind::Deleted,
+        }
+    }
+}
+
 /// One committed write, as delivered to watchers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -191,6 +211,50 @@ pub enum Endpoint {
     Etcd(Vec<String>),
 }
 
+/// TLS files for a datastore that asks for them (`--datastore-cafile`,
+/// `--datastore-certfile`, `--datastore-keyfile`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The CA that signed the datastore's serving certificate.
+    pub ca: Option<std::path::PathBuf>,
+    /// kelp's client certificate.
+    pub cert: Option<std::path::PathBuf>,
+    /// Its key.
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// What [`TlsFiles`] hold (PEM).
+pub struct TlsPem {
+    /// The CA.
+    pub ca: Option<String>,
+    /// The client certificate and its key.
+    pub identity: Option<(String, String)>,
+}
+
+impl TlsFiles {
+    /// Reads the files given; a certificate without its key (or the
+    /// reverse) is refused.
+    pub fn read(&self) -> Result<TlsPem> {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Database(format!("{}: {e}", path.display())))
+        };
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Database(
+                    "--datastore-certfile and --datastore-keyfile go together".into(),
+                ));
+            }
+        };
+        Ok(TlsPem {
+            ca: self.ca.as_ref().map(read).transpose()?,
+            identity,
+        })
+    }
+}
+
 impl Endpoint {
     /// Parses an endpoint; `None` is the SQLite database at `default`.
     pub fn parse(
@@ -231,6 +295,26 @@ impl Endpoint {
             Self::Etcd(_) => "etcd",
         }
     }
+}
+
+/// A create of `key` with `value`, allowed when it has no current value
+/// `old`: the new value at `rev` (not written yet). (For the stores that
+/// check preconditions themselves.)
+pub(crate) fn created(
+    old: Option<KeyValue>,
+    key: &str,
+    value: Vec<u8>,
+    rev: Revision,
+) -> Result<KeyValue> {
+    if old.is_some() {
+        return Err(Error::AlreadyExists(key.to_string()));
+    }
+    Ok(KeyValue {
+        key: key.to_string(),
+        value,
+        create_revision: rev,
+        mod_revision: rev,
+    })
 }
 
 /// An update of `key` to `value` over its current value `old`, allowed when

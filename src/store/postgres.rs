@@ -169,10 +169,9 @@ impl PostgresStore {
     /// not exist yet. `sslmode=require` without `tls` is refused: kelp
     /// does not send the database's password to a server it cannot verify.
     pub async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self> {
-        let config: Config = url
+        let mut config: Config = url
             .parse()
             .map_err(|e| Error::Database(format!("datastore endpoint: {e}")))?;
-        let mut config = config;
         config
             .connect_timeout(Duration::from_secs(10))
             .keepalives_idle(Duration::from_secs(30))
@@ -190,12 +189,12 @@ impl PostgresStore {
             }),
         };
         let target = Target { config, tls };
-        let client = match target.connect(None).await {
-            Err(Error::Database(_)) if missing_database(&target).await => {
+        let client = match target.try_connect(None).await {
+            Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
                 create_database(&target).await?;
                 target.connect(None).await?
             }
-            other => other?,
+            other => other.map_err(db)?,
         };
         client.batch_execute(SCHEMA).await.map_err(db)?;
         let seen: Revision = client
@@ -280,13 +279,18 @@ struct Target {
 impl Target {
     /// A new connection; the notifications it receives go to `notified`.
     async fn connect(&self, notified: Option<mpsc::UnboundedSender<()>>) -> Result<Client> {
-        match &self.tls {
-            None => drive(self.config.connect(NoTls).await.map_err(db)?, notified),
-            Some(tls) => drive(
-                self.config.connect(tls.clone()).await.map_err(db)?,
-                notified,
-            ),
-        }
+        self.try_connect(notified).await.map_err(db)
+    }
+
+    /// [`Target::connect`] with the driver's error (its SQLSTATE) as it is.
+    async fn try_connect(
+        &self,
+        notified: Option<mpsc::UnboundedSender<()>>,
+    ) -> std::result::Result<Client, tokio_postgres::Error> {
+        Ok(match &self.tls {
+            None => drive(self.config.connect(NoTls).await?, notified),
+            Some(tls) => drive(self.config.connect(tls.clone()).await?, notified),
+        })
     }
 }
 
@@ -294,7 +298,7 @@ impl Target {
 fn drive<S, T>(
     (client, mut connection): (Client, tokio_postgres::Connection<S, T>),
     notified: Option<mpsc::UnboundedSender<()>>,
-) -> Result<Client>
+) -> Client
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -317,7 +321,7 @@ where
             }
         }
     });
-    Ok(client)
+    client
 }
 
 /// A connection with the statements it has prepared (each is parsed once
@@ -359,15 +363,6 @@ impl Conn {
         };
         self.client.query(&statement, params).await
     }
-}
-
-/// Whether connecting failed because the database does not exist.
-async fn missing_database(target: &Target) -> bool {
-    match &target.tls {
-        None => target.config.connect(NoTls).await.err(),
-        Some(tls) => target.config.connect(tls.clone()).await.err(),
-    }
-    .is_some_and(|e| e.code() == Some(&SqlState::INVALID_CATALOG_NAME))
 }
 
 /// Creates the configured database, connected to the `postgres` one (as
@@ -506,25 +501,14 @@ async fn apply_op(
 ) -> std::result::Result<Result<(Revision, KeyValue)>, tokio_postgres::Error> {
     let current = |key: String| async move {
         let rows = conn.query(GET, &[&key]).await?;
-        Ok::<_, tokio_postgres::Error>(rows.first().map(|r| KeyValue {
-            key,
-            value: r.get(0),
-            create_revision: r.get(1),
-            mod_revision: r.get(2),
-        }))
+        Ok::<_, tokio_postgres::Error>(rows.first().map(|row| got(key, row)))
     };
     let (kv, kind) = match op {
         Op::Create { key, value } => {
-            if current(key.clone()).await?.is_some() {
-                return Ok(Err(Error::AlreadyExists(key.clone())));
+            match super::created(current(key.clone()).await?, key, value.clone(), *rev + 1) {
+                Ok(kv) => (kv, EventKind::Created),
+                Err(e) => return Ok(Err(e)),
             }
-            let kv = KeyValue {
-                key: key.clone(),
-                value: value.clone(),
-                create_revision: *rev + 1,
-                mod_revision: *rev + 1,
-            };
-            (kv, EventKind::Created)
         }
         Op::Update {
             key,
@@ -558,7 +542,7 @@ async fn apply_op(
         &[
             &kv.mod_revision,
             &kv.key,
-            &kind_code(kind),
+            &kind.code(),
             &kv.value,
             &kv.create_revision,
         ],
@@ -567,21 +551,19 @@ async fn apply_op(
     Ok(Ok((*rev, kv)))
 }
 
-fn kind_code(kind: EventKind) -> i16 {
-    match kind {
-        EventKind::Created => 0,
-        EventKind::Updated => 1,
-        EventKind::Deleted => 2,
+/// A row of [`GET`] as the value of `key`.
+fn got(key: String, row: &Row) -> KeyValue {
+    KeyValue {
+        key,
+        value: row.get(0),
+        create_revision: row.get(1),
+        mod_revision: row.get(2),
     }
 }
 
 /// A log row of [`LOG_AFTER`] (columns 1..) as an event.
 fn log_event(row: &Row) -> Event {
-    let kind = match row.get::<_, i16>(3) {
-        0 => EventKind::Created,
-        1 => EventKind::Updated,
-        _ => EventKind::Deleted,
-    };
+    let kind = EventKind::from_code(row.get::<_, i16>(3).into());
     Event {
         kind,
         kv: KeyValue {
@@ -690,12 +672,7 @@ async fn listen(target: &Target, notified: mpsc::UnboundedSender<()>) -> Result<
 impl Store for PostgresStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let rows = self.readers.query(GET, &[&key]).await?;
-        Ok(rows.first().map(|r| KeyValue {
-            key: key.to_string(),
-            value: r.get(0),
-            create_revision: r.get(1),
-            mod_revision: r.get(2),
-        }))
+        Ok(rows.first().map(|row| got(key.to_string(), row)))
     }
 
     async fn count(&self, prefix: &str) -> Result<i64> {

@@ -808,16 +808,11 @@ fn apply_op(
 ) -> rusqlite::Result<Result<OpOutcome>> {
     match op {
         Op::Create { key, value } => {
-            if current(tx, key)?.is_some() {
-                return Ok(Err(Error::AlreadyExists(key.clone())));
-            }
-            *rev += 1;
-            let kv = KeyValue {
-                key: key.clone(),
-                value: value.clone(),
-                create_revision: *rev,
-                mod_revision: *rev,
+            let kv = match super::created(current(tx, key)?, key, value.clone(), *rev + 1) {
+                Ok(kv) => kv,
+                Err(e) => return Ok(Err(e)),
             };
+            *rev += 1;
             write(tx, &kv, EventKind::Created)?;
             Ok(Ok((*rev, Some(kv), None)))
         }
@@ -857,14 +852,15 @@ fn apply_op(
 }
 
 fn write(tx: &rusqlite::Transaction, kv: &KeyValue, kind: EventKind) -> rusqlite::Result<()> {
-    let code = match kind {
-        EventKind::Created => 0,
-        EventKind::Updated => 1,
-        EventKind::Deleted => 2,
-    };
     tx.execute(
         "INSERT INTO log (rev, key, kind, value, create_rev) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![kv.mod_revision, kv.key, code, kv.value, kv.create_revision],
+        params![
+            kv.mod_revision,
+            kv.key,
+            kind.code(),
+            kv.value,
+            kv.create_revision
+        ],
     )?;
     if kind == EventKind::Deleted {
         tx.execute("DELETE FROM kv WHERE key=?1", params![kv.key])?;
@@ -875,14 +871,6 @@ fn write(tx: &rusqlite::Transaction, kv: &KeyValue, kind: EventKind) -> rusqlite
         )?;
     }
     Ok(())
-}
-
-fn event_kind(code: i64) -> EventKind {
-    match code {
-        0 => EventKind::Created,
-        1 => EventKind::Updated,
-        _ => EventKind::Deleted,
-    }
 }
 
 #[async_trait]
@@ -1058,7 +1046,7 @@ impl Store for SqliteStore {
                     )
                     .map_err(db)?;
                 stmt.query_map(params![after, backlog_prefix, end], |r| {
-                    let kind = event_kind(r.get(2)?);
+                    let kind = EventKind::from_code(r.get(2)?);
                     Ok(Event {
                         kind,
                         kv: KeyValue { key: r.get(1)?, value: r.get(3)?, create_revision: r.get(4)?, mod_revision: r.get(0)? },

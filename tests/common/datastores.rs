@@ -204,18 +204,8 @@ impl Drop for Postgres {
 }
 
 /// Asks a server to stop with `signal`, then kills it if it has not in 10 s.
-fn stop(mut child: Child, signal: nix::sys::signal::Signal) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, signal);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+fn stop(child: Child, signal: nix::sys::signal::Signal) {
+    super::stop_child(child, signal, Duration::from_secs(10));
 }
 
 /// One etcd member.
