@@ -27,6 +27,50 @@ const AGENT: &str = "ha-agent";
 fn two_servers_on_one_etcd() {
     let etcd = common::datastores::Etcd::start(1);
     two_servers_on(&etcd.endpoint());
+    laid_out_as_upstream(&etcd);
+}
+
+/// What the servers left in etcd reads as a kube-apiserver's data does:
+/// upstream's keys, and built-in objects in upstream's protobuf envelope.
+fn laid_out_as_upstream(etcd: &common::datastores::Etcd) {
+    let keys = |prefix: &str| -> Vec<String> {
+        etcd.etcdctl_get(prefix, true)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    };
+    for key in [
+        "/registry/deployments/default/web",
+        "/registry/services/specs/default/kubernetes",
+        "/registry/services/endpoints/default/kubernetes",
+        "/registry/minions/ha-agent",
+        "/registry/leases/kube-system/kube-controller-manager",
+        "/registry/configmaps/default/acked-0",
+        "/registry/namespaces/kube-system",
+    ] {
+        assert_eq!(keys(key), [key], "{key}");
+    }
+    let pods = keys("/registry/pods/default/");
+    assert!(
+        pods.iter()
+            .any(|k| k.starts_with("/registry/pods/default/web-")),
+        "{pods:?}"
+    );
+    // kelp's own layout is nowhere.
+    assert!(keys("/registry/core/").is_empty());
+    assert!(keys("/registry/apps/").is_empty());
+
+    let stored = etcd.etcdctl_get("/registry/deployments/default/web", false);
+    let value = &stored[0].1;
+    // `k8s\0`, then runtime.Unknown: field 1 typeMeta {apiVersion, kind}.
+    let type_meta = [b"\x0a\x07apps/v1".as_slice(), b"\x12\x0aDeployment"].concat();
+    assert!(value.starts_with(b"k8s\0\x0a"), "{value:?}");
+    assert_eq!(usize::from(value[5]), type_meta.len());
+    assert_eq!(&value[6..6 + type_meta.len()], type_meta.as_slice());
+    let object = kelp::api::codec::protobuf::decode(value).expect("upstream's protobuf");
+    assert_eq!(object["metadata"]["name"], "web");
+    assert_eq!(object["spec"]["replicas"], 4);
+    assert!(object["metadata"].get("resourceVersion").is_none());
 }
 
 #[test]
@@ -116,6 +160,14 @@ fn two_servers_on(endpoint: &str) {
         }
         common::print_log_tail("agent", &agent.log());
         std::panic::resume_unwind(panic);
+    }
+    // On etcd every built-in object the cluster wrote had a protobuf form.
+    for server in &servers {
+        assert!(
+            !server.log().contains("stored as JSON"),
+            "an object fell back to JSON:\n{}",
+            server.log()
+        );
     }
 }
 

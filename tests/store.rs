@@ -83,7 +83,21 @@ async fn etcd() {
     let tls = TlsFiles::default();
     let a: Arc<dyn Store> = Arc::new(EtcdStore::connect(&endpoints, &tls).await.expect("connect"));
     let b: Arc<dyn Store> = Arc::new(EtcdStore::connect(&endpoints, &tls).await.expect("connect"));
-    run((a, b)).await;
+    run((a.clone(), b)).await;
+    // An update to the bytes stored writes nothing, as kube-apiserver's
+    // storage skips it: the revision stays, and no watcher hears of it.
+    let r1 = a.create("/same/x", b"v".to_vec()).await.expect("create");
+    assert_eq!(
+        a.update("/same/x", b"v".to_vec(), r1)
+            .await
+            .expect("update"),
+        r1
+    );
+    assert_eq!(a.current_revision().await.expect("revision"), r1);
+    assert!(matches!(
+        a.update("/same/x", b"v".to_vec(), r1 - 1).await,
+        Err(Error::Conflict { .. })
+    ));
 }
 
 /// etcd serving over TLS and asking for client certificates

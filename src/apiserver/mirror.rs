@@ -1,4 +1,4 @@
-//! A key range of the store held in memory: listed once, then kept current
+//! Key ranges of the store held in memory: listed once, then kept current
 //! from the store's watch. Authorization reads its policy from mirrors, so a
 //! request never waits on the database to learn who may do what.
 
@@ -18,84 +18,134 @@ pub trait Sink: Send + Sync + 'static {
     fn apply(&self, event: &Event);
 }
 
-/// A running mirror; tells how far it has read.
+/// A running mirror; tells how far it has read, range by range.
 #[derive(Clone)]
 pub struct Mirror {
-    revision: watch::Receiver<Revision>,
+    ranges: Vec<(String, watch::Receiver<Revision>)>,
 }
 
 /// How long a writer waits for the mirror to see its own write.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
 impl Mirror {
-    /// Lists `prefix` into `sink` (before returning, so the first request
-    /// sees the range) and follows the store's watch from there.
+    /// Lists the key ranges `prefixes` (one per resource: etcd keeps each
+    /// resource under its own prefix) into `sink`, at one revision and
+    /// before returning, so the first request sees them; then follows the
+    /// store's watch of each from there.
     pub async fn start(
         store: Arc<dyn Store>,
-        prefix: &str,
+        prefixes: &[&str],
         sink: Arc<dyn Sink>,
     ) -> store::Result<Mirror> {
-        let listed = store.list(prefix, None, 0).await?;
-        sink.reset(&listed.items);
-        let (tx, revision) = watch::channel(listed.revision);
-        tokio::spawn(follow(store, prefix.to_string(), sink, tx, listed.revision));
-        Ok(Mirror { revision })
+        let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+        let (items, revision) = list_all(store.as_ref(), &prefixes).await?;
+        sink.reset(&items);
+        let (senders, ranges) = prefixes
+            .iter()
+            .map(|prefix| {
+                let (tx, rx) = watch::channel(revision);
+                (tx, (prefix.clone(), rx))
+            })
+            .unzip();
+        tokio::spawn(follow(store, prefixes, sink, senders, revision));
+        Ok(Mirror { ranges })
     }
 
-    /// Waits (briefly) until the mirror has applied `revision`, so a client
-    /// that just wrote a policy object is judged by it on its next request.
-    pub async fn caught_up(&self, revision: Revision) {
-        let mut rx = self.revision.clone();
+    /// Waits (briefly) until the mirror has applied `revision` in the range
+    /// holding `key` (a key or a resource's prefix), so a client that just
+    /// wrote a policy object is judged by it on its next request.
+    pub async fn caught_up(&self, key: &str, revision: Revision) {
+        let Some((_, seen)) = self
+            .ranges
+            .iter()
+            .find(|(p, _)| key.starts_with(p.as_str()))
+        else {
+            return;
+        };
+        let mut rx = seen.clone();
         let wait = rx.wait_for(|seen| *seen >= revision);
         if tokio::time::timeout(CATCH_UP, wait).await.is_err() {
-            tracing::warn!(revision, "policy mirror did not catch up in time");
+            tracing::warn!(revision, key, "policy mirror did not catch up in time");
         }
     }
 }
 
-/// The watch loop: applies events; relists when the watch cannot resume.
+/// Every range's objects, read at one revision.
+async fn list_all(
+    store: &dyn Store,
+    prefixes: &[String],
+) -> store::Result<(Vec<KeyValue>, Revision)> {
+    let mut items = Vec::new();
+    let mut revision = None;
+    for prefix in prefixes {
+        let page = store.list_at(prefix, None, 0, revision).await?;
+        revision = Some(page.revision);
+        items.extend(page.items);
+    }
+    Ok((items, revision.unwrap_or_default()))
+}
+
+/// The watch loop: applies each range's events; lists again when a watch
+/// cannot go on.
 async fn follow(
     store: Arc<dyn Store>,
-    prefix: String,
+    prefixes: Vec<String>,
     sink: Arc<dyn Sink>,
-    tx: watch::Sender<Revision>,
-    mut revision: Revision,
+    senders: Vec<watch::Sender<Revision>>,
+    revision: Revision,
 ) {
+    let mut revisions = vec![revision; prefixes.len()];
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store.watch(&prefix, revision).await {
-            Ok(mut events) => {
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(event) => {
-                            revision = event.kv.mod_revision;
-                            sink.apply(&event);
-                            tx.send_replace(revision);
-                            backoff = Duration::from_millis(100);
-                        }
-                        Err(e) => {
-                            tracing::debug!(err = %e, prefix, "mirror watch ended");
-                            break;
-                        }
-                    }
+        let mut streams = Vec::with_capacity(prefixes.len());
+        for (range, prefix) in prefixes.iter().enumerate() {
+            match store.watch(prefix, revisions[range]).await {
+                // Each stream ends with a marker, so one range ending
+                // stops the whole mirror's watch instead of going quiet.
+                Ok(events) => streams.push(
+                    events
+                        .map(move |event| (range, Some(event)))
+                        .chain(futures::stream::once(async move { (range, None) }))
+                        .boxed(),
+                ),
+                Err(store::Error::Compacted { .. }) => break,
+                Err(e) => {
+                    tracing::warn!(err = %e, prefix, "mirror watch failed");
+                    break;
                 }
             }
-            Err(store::Error::Compacted { .. }) => {}
-            Err(e) => tracing::warn!(err = %e, prefix, "mirror watch failed"),
         }
-        if tx.is_closed() {
+        if streams.len() == prefixes.len() {
+            let mut merged = futures::stream::select_all(streams);
+            while let Some((range, event)) = merged.next().await {
+                match event {
+                    Some(Ok(event)) => {
+                        revisions[range] = event.kv.mod_revision;
+                        sink.apply(&event);
+                        senders[range].send_replace(revisions[range]);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(err = %e, prefix = prefixes[range], "mirror watch ended");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if senders.iter().all(watch::Sender::is_closed) {
             return;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
-        // Resume where we were if the store still has it; else list again.
-        if let Ok(current) = store.current_revision().await
-            && current > revision
-            && let Ok(listed) = store.list(&prefix, None, 0).await
-        {
-            sink.reset(&listed.items);
-            revision = listed.revision;
-            tx.send_replace(revision);
+        // Start over from a fresh listing (the history after where each
+        // range was may be gone).
+        if let Ok((items, revision)) = list_all(store.as_ref(), &prefixes).await {
+            sink.reset(&items);
+            for (range, sender) in senders.iter().enumerate() {
+                revisions[range] = revision;
+                sender.send_replace(revision);
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod components;
 pub mod convert;
 pub mod discovery;
+pub mod etcd_layout;
 pub mod flowcontrol;
 pub mod handlers;
 pub mod hooks;
@@ -915,9 +916,14 @@ impl ApiState {
     /// (`node_graph`: a pod write that changes the node graph).
     async fn policy_written(&self, rt: &ResourceType, revision: Revision, node_graph: bool) {
         if rt.group == "rbac.authorization.k8s.io" {
-            self.authorizer.rbac().caught_up(revision).await;
+            self.authorizer
+                .rbac()
+                .caught_up(&rt.key_prefix(None), revision)
+                .await;
         } else if rt.group == "admissionregistration.k8s.io" {
-            self.webhooks.caught_up(revision).await;
+            self.webhooks
+                .caught_up(&rt.key_prefix(None), revision)
+                .await;
         } else if node_graph {
             self.authorizer.nodes().caught_up(revision).await;
         }

@@ -19,6 +19,12 @@ use crate::store::{Event, EventKind, KeyValue, Store};
 /// Where the admission configurations live in the store.
 const PREFIX: &str = "/registry/admissionregistration.k8s.io/";
 
+/// The two configuration resources' ranges, mirrored one by one.
+const RANGES: [&str; 2] = [
+    "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/",
+    "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/",
+];
+
 /// The host's trust store, for webhooks configured without a caBundle.
 const HOST_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -36,15 +42,15 @@ impl WebhookConfigs {
     /// Starts mirroring the store's configurations (listed before it returns).
     pub async fn start(store: Arc<dyn Store>) -> crate::store::Result<Arc<WebhookConfigs>> {
         let configs = Arc::new(WebhookConfigs::default());
-        let mirror = Mirror::start(store, PREFIX, configs.clone()).await?;
+        let mirror = Mirror::start(store, &RANGES, configs.clone()).await?;
         let _ = configs.mirror.set(mirror);
         Ok(configs)
     }
 
-    /// Waits until a configuration written at `revision` is in force.
-    pub async fn caught_up(&self, revision: crate::store::Revision) {
+    /// Waits until a configuration written at `revision` under `key` is in force.
+    pub async fn caught_up(&self, key: &str, revision: crate::store::Revision) {
         if let Some(mirror) = self.mirror.get() {
-            mirror.caught_up(revision).await;
+            mirror.caught_up(key, revision).await;
         }
     }
 

@@ -636,11 +636,17 @@ async fn open_store(
                 .await
                 .context("opening the PostgreSQL datastore")?,
         ),
-        Endpoint::Etcd(members) => Arc::new(
-            crate::store::etcd::EtcdStore::connect(members, &tls)
+        Endpoint::Etcd(members) => {
+            let etcd = crate::store::etcd::EtcdStore::connect(members, &tls)
                 .await
-                .context("opening the etcd datastore")?,
-        ),
+                .context("opening the etcd datastore")?;
+            // Keys and values as kube-apiserver keeps them, for etcdctl and
+            // upstream's tools.
+            Arc::new(crate::apiserver::etcd_layout::EtcdLayout::new(
+                Arc::new(etcd),
+                &crate::api::registry::resources::Registry::new(),
+            ))
+        }
     })
 }
 

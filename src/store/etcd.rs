@@ -287,6 +287,7 @@ impl Store for EtcdStore {
             .when([
                 Compare::version(key, CompareOp::Greater, 0),
                 Compare::mod_revision(key, CompareOp::Equal, expected),
+                Compare::value(key, CompareOp::NotEqual, value.clone()),
             ])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
@@ -296,6 +297,9 @@ impl Store for EtcdStore {
         }
         match found(response.op_responses()) {
             None => Err(Error::NotFound(key.to_string())),
+            // The bytes stored already: nothing to write, as kube-apiserver
+            // skips such an update.
+            Some(current) if current.mod_revision == expected => Ok(expected),
             Some(current) => Err(Error::Conflict {
                 expected,
                 current: Box::new(current),

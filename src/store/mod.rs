@@ -172,6 +172,8 @@ pub trait Store: Send + Sync {
     /// Creates `key`; fails with `AlreadyExists` if it exists. Returns the new revision once durable.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
     /// Replaces `key` if its mod revision is `expected`. Returns the new revision once durable.
+    /// An update to the bytes already stored may write nothing and return `expected` (etcd's
+    /// does, as kube-apiserver's storage skips such writes).
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision>;
     /// Like `update`, for a write a crash may lose without harm (a Lease
     /// renewal): the store may hold it in memory, seen by every read and

@@ -437,6 +437,50 @@ impl Etcd {
         self.spawn(i);
     }
 
+    /// What etcdctl reads at `key` (with `prefix`, under it): (key, value)
+    /// pairs in key order.
+    pub fn etcdctl_get(&self, key: &str, prefix: bool) -> Vec<(String, Vec<u8>)> {
+        use base64::Engine as _;
+        let mut command = Command::new("etcdctl");
+        command.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &self.client_url(0),
+            "get",
+            key,
+            "-w",
+            "json",
+        ]);
+        if prefix {
+            command.arg("--prefix");
+        }
+        if let Some(tls) = &self.tls {
+            command.arg("--cacert").arg(&tls.ca);
+            command.arg("--cert").arg(&tls.client.0);
+            command.arg("--key").arg(&tls.client.1);
+        }
+        let out = command.output().expect("etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl get {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let base64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .expect("base64")
+        };
+        answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|kv| {
+                let key = String::from_utf8(base64(&kv["key"])).expect("utf-8 key");
+                (key, base64(&kv["value"]))
+            })
+            .collect()
+    }
+
     /// Member `i`'s log.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(

@@ -67,7 +67,7 @@ impl NodeGraph {
     /// Starts mirroring pods (listed before it returns).
     pub async fn start(store: Arc<dyn Store>) -> crate::store::Result<Arc<NodeGraph>> {
         let graph = Arc::new(NodeGraph::default());
-        let mirror = Mirror::start(store, PODS, graph.clone()).await?;
+        let mirror = Mirror::start(store, &[PODS], graph.clone()).await?;
         let _ = graph.mirror.set(mirror);
         Ok(graph)
     }
@@ -75,7 +75,7 @@ impl NodeGraph {
     /// Waits until a pod write at `revision` is part of the graph.
     pub async fn caught_up(&self, revision: crate::store::Revision) {
         if let Some(mirror) = self.mirror.get() {
-            mirror.caught_up(revision).await;
+            mirror.caught_up(PODS, revision).await;
         }
     }
 

@@ -14,6 +14,14 @@ use crate::store::{Event, EventKind, KeyValue, Revision, Store};
 /// Where the four RBAC resources live in the store.
 pub const PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
 
+/// The four resources' ranges, mirrored one by one.
+const RANGES: [&str; 4] = [
+    "/registry/rbac.authorization.k8s.io/clusterrolebindings/",
+    "/registry/rbac.authorization.k8s.io/clusterroles/",
+    "/registry/rbac.authorization.k8s.io/rolebindings/",
+    "/registry/rbac.authorization.k8s.io/roles/",
+];
+
 /// The mirrored policy.
 #[derive(Default)]
 pub struct RbacPolicy {
@@ -25,15 +33,15 @@ impl RbacPolicy {
     /// Starts mirroring the store's RBAC objects (listed before it returns).
     pub async fn start(store: Arc<dyn Store>) -> crate::store::Result<Arc<RbacPolicy>> {
         let policy = Arc::new(RbacPolicy::default());
-        let mirror = Mirror::start(store, PREFIX, policy.clone()).await?;
+        let mirror = Mirror::start(store, &RANGES, policy.clone()).await?;
         let _ = policy.mirror.set(mirror);
         Ok(policy)
     }
 
-    /// Waits until a write at `revision` is part of the policy.
-    pub async fn caught_up(&self, revision: Revision) {
+    /// Waits until a write at `revision` under `key` is part of the policy.
+    pub async fn caught_up(&self, key: &str, revision: Revision) {
         if let Some(mirror) = self.mirror.get() {
-            mirror.caught_up(revision).await;
+            mirror.caught_up(key, revision).await;
         }
     }
 

@@ -25,6 +25,12 @@ use crate::telemetry::Metrics;
 /// Where FlowSchemas and PriorityLevelConfigurations live in the store.
 pub const PREFIX: &str = "/registry/flowcontrol.apiserver.k8s.io/";
 
+/// The two resources' ranges, mirrored one by one.
+const RANGES: [&str; 2] = [
+    "/registry/flowcontrol.apiserver.k8s.io/flowschemas/",
+    "/registry/flowcontrol.apiserver.k8s.io/prioritylevelconfigurations/",
+];
+
 /// How long a request may wait in its queue: a quarter of the 60 s
 /// request timeout, as upstream.
 const WAIT_LIMIT: Duration = Duration::from_secs(15);
@@ -155,7 +161,7 @@ impl PriorityAndFairness {
             clock: Instant::now(),
             mirror: std::sync::OnceLock::new(),
         });
-        let mirror = Mirror::start(store, PREFIX, this.clone()).await?;
+        let mirror = Mirror::start(store, &RANGES, this.clone()).await?;
         let _ = this.mirror.set(mirror);
         let weak = Arc::downgrade(&this);
         tokio::spawn(async move {
