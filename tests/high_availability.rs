@@ -7,7 +7,10 @@
 //! survivor takes over within the lease period and keeps reconciling and
 //! serving what was created before, the agent goes on through it, and no
 //! write the dead server acknowledged is lost; the agent restarted then
-//! comes back through the survivor it remembered.
+//! comes back through the survivor it remembered. Secrets are encrypted at
+//! rest: the key is rotated only once the survivor is alone, and the dead
+//! server started again takes the new key from the datastore. On etcd, what
+//! the servers left reads as a kube-apiserver's data.
 
 mod common;
 
@@ -139,6 +142,7 @@ fn two_servers_on(endpoint: &str) {
             ip.into(),
             "--node-ip".into(),
             ip.into(),
+            "--secrets-encryption".into(),
         ]
     };
     fn strs(args: &[String]) -> Vec<&str> {
@@ -202,6 +206,22 @@ fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Encryption at rest: its key is rotated only with one server running
+    // (the other would go on with the old key).
+    kubectl[1].ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal",
+        "password=kelp-ha-secret",
+    ]);
+    let refused = common::secrets_encrypt_run(&servers[0], "rotate-keys");
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("2 servers are running"),
+        "{refused:?}"
+    );
     // One controller-manager and one scheduler in the cluster.
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {
@@ -314,4 +334,24 @@ fn exercise(servers: &mut [Server; 2], agent: &mut Agent) {
     }
     survivor_kubectl.ok(&["scale", "deployment", "web", "--replicas=4"]);
     ready_replicas(survivor_kubectl, "4");
+
+    // Alone now (once the dead server's Lease has lapsed), the survivor
+    // rotates the key; the dead server started again takes the new key
+    // from the datastore and reads the secret re-encrypted under it.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = common::secrets_encrypt_run(&servers[survivor], "rotate-keys");
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("servers are running") && Instant::now() < deadline,
+            "{err}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    servers[leader].spawn();
+    let password = kubectl[leader].ok(&["get", "secret", "db", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(password, "a2VscC1oYS1zZWNyZXQ=");
 }

@@ -334,12 +334,7 @@ fn metric_stability_flags_change_what_is_exposed() {
     let k = flagged.kubectl("kubectl");
     k.ok(&["get", "configmaps"]);
     k.fails(&["get", "configmap", "nosuch"]);
-    let out = Command::new(common::kelp_bin())
-        .args(["secrets-encrypt", "rotate-keys"])
-        .env("KELP_WRITE_KUBECONFIG", flagged.kubeconfig())
-        .output()
-        .expect("kelp secrets-encrypt");
-    assert!(out.status.success(), "{out:?}");
+    common::secrets_encrypt(&flagged, "rotate-keys");
     let families = parse(&k.ok(&["get", "--raw", "/metrics"]));
     assert!(!families.contains_key("scheduler_pending_pods"));
     assert!(!families.contains_key("etcd_requests"));

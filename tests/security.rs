@@ -795,22 +795,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-/// `kelp secrets-encrypt ...` against `server`; stdout.
-fn secrets_encrypt(server: &Server, verb: &str) -> String {
-    let out = std::process::Command::new(common::kelp_bin())
-        .args(["secrets-encrypt", verb])
-        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
-        .env("KELP_CONFIG", "/dev/null")
-        .output()
-        .expect("kelp secrets-encrypt");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn secrets_are_encrypted_at_rest_and_survive_a_key_rotation() {
     use base64::Engine;
@@ -841,16 +825,16 @@ fn secrets_are_encrypted_at_rest_and_survive_a_key_rotation() {
     );
     assert!(!contains(&db, &stored), "a secret in the clear");
     assert!(contains(&db, "k8s:enc:aescbc:v1:aescbckey:"));
-    let status = secrets_encrypt(&server, "status");
+    let status = common::secrets_encrypt(&server, "status");
     assert!(status.contains("Encryption Status: Enabled"), "{status}");
     assert!(
         status.contains("Active Key: k8s:enc:aescbc:v1:aescbckey:"),
         "{status}"
     );
 
-    let rotated = secrets_encrypt(&server, "rotate-keys");
+    let rotated = common::secrets_encrypt(&server, "rotate-keys");
     assert!(rotated.contains("active key aescbckey-"), "{rotated}");
-    let status = secrets_encrypt(&server, "status");
+    let status = common::secrets_encrypt(&server, "status");
     assert!(
         status.contains("Active Key: k8s:enc:aescbc:v1:aescbckey-"),
         "{status}"

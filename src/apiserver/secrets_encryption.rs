@@ -3,6 +3,12 @@
 //! stored secret re-encrypted with it, the old key dropped — without
 //! downtime. Served at `/v1-kelp/encrypt/*`, which only `system:masters`
 //! may reach (no role names these paths).
+//!
+//! On a shared datastore the other servers take the configuration from the
+//! credentials sealed there (`pki::shared`) when they start: a rotation is
+//! refused while another server runs (it would go on writing and reading
+//! with the old key), and each configuration it puts in force is sealed
+//! there again for them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +40,16 @@ pub struct SecretsEncryption {
     pub rotating: tokio::sync::Mutex<()>,
     /// Counts each time the configuration is put in force again.
     pub reloads: ReloadMetrics,
+    /// On a shared datastore: the credentials the servers share.
+    pub shared: Option<SharedBootstrap>,
+}
+
+/// Where the servers on a shared datastore keep the credentials they share.
+pub struct SharedBootstrap {
+    /// This server's directory (`<data-dir>/server`), whose files are shared.
+    pub server_dir: PathBuf,
+    /// The join token's credentials, which seal them.
+    pub passphrase: String,
 }
 
 /// kube-apiserver's encryption configuration controller metrics: here each
@@ -169,6 +185,14 @@ async fn rotate(state: &ApiState) -> Result<serde_json::Value, ApiError> {
         ApiError::bad_request("secrets encryption is off: start kelp with --secrets-encryption")
     })?;
     let _one = enc.rotating.lock().await;
+    if enc.shared.is_some() {
+        let servers = running_servers(state).await?;
+        if servers > 1 {
+            return Err(ApiError::bad_request(format!(
+                "{servers} servers are running on this datastore: stop the others and wait until they leave the kubernetes Service's endpoints (15 s), rotate, then start them again (they take the new key from the datastore)"
+            )));
+        }
+    }
     let text = std::fs::read_to_string(&enc.file).map_err(ApiError::internal)?;
     let name = format!(
         "{}{}",
@@ -177,7 +201,7 @@ async fn rotate(state: &ApiState) -> Result<serde_json::Value, ApiError> {
     );
     // 1. The new key first: writes use it, reads still know the old one.
     let rotated = encryption::with_new_first_key(&text, &name).map_err(ApiError::internal)?;
-    install(enc, &rotated)?;
+    install(state, enc, &rotated).await?;
     // 2. Everything under the old key again under the new one (a second pass
     //    catches writes that raced the switch).
     let mut rewritten = 0;
@@ -191,13 +215,14 @@ async fn rotate(state: &ApiState) -> Result<serde_json::Value, ApiError> {
     }
     // 3. The old key goes.
     let cleaned = encryption::without_stale_keys(&rotated).map_err(ApiError::internal)?;
-    install(enc, &cleaned)?;
+    install(state, enc, &cleaned).await?;
     tracing::info!(key = %name, rewritten, "secrets encryption key rotated");
     Ok(json!({"activeKey": name, "reencrypted": rewritten}))
 }
 
-/// Writes `text` as the configuration file and puts it in force.
-fn install(enc: &SecretsEncryption, text: &str) -> Result<(), ApiError> {
+/// Writes `text` as the configuration file and puts it in force (and, on
+/// a shared datastore, seals it there for the other servers).
+async fn install(state: &ApiState, enc: &SecretsEncryption, text: &str) -> Result<(), ApiError> {
     let installed = EncryptionConfig::parse(text)
         .map_err(ApiError::internal)
         .and_then(|config| {
@@ -206,5 +231,49 @@ fn install(enc: &SecretsEncryption, text: &str) -> Result<(), ApiError> {
             Ok(())
         });
     enc.reloads.record(installed.is_ok());
-    installed
+    installed?;
+    match &enc.shared {
+        Some(shared) => share(state, shared).await,
+        None => Ok(()),
+    }
+}
+
+/// How many servers the `kubernetes` Service's endpoints hold (each
+/// server's address stays there while its Lease is renewed).
+async fn running_servers(state: &ApiState) -> Result<usize, ApiError> {
+    let endpoints = state
+        .registry
+        .lookup("", "v1", "endpoints")
+        .ok_or_else(|| ApiError::internal("no endpoints resource"))?;
+    let stored = state
+        .store
+        .get(&endpoints.key(Some("default"), "kubernetes"))
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(kv) = stored else {
+        return Ok(1);
+    };
+    let object: serde_json::Value =
+        serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+    Ok(object["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|subset| subset["addresses"].as_array().map_or(0, Vec::len))
+        .sum())
+}
+
+/// Seals this server's shared files (the configuration just written among
+/// them) in the datastore again.
+async fn share(state: &ApiState, shared: &SharedBootstrap) -> Result<(), ApiError> {
+    use crate::pki::shared::{SharedCredentials, store_key};
+    let sealed = SharedCredentials::collect(&shared.server_dir)
+        .map_err(ApiError::internal)?
+        .seal(&shared.passphrase);
+    let key = store_key(&shared.passphrase);
+    let written = match state.store.get(&key).await.map_err(ApiError::internal)? {
+        Some(kv) => state.store.update(&key, sealed, kv.mod_revision).await,
+        None => state.store.create(&key, sealed).await,
+    };
+    written.map(|_| ()).map_err(ApiError::internal)
 }

@@ -101,6 +101,12 @@ async fn serve_api(args: ServerArgs, notifier: super::notify::Notifier) -> Resul
                     &metrics,
                     &super::node::hostname(),
                 ),
+                shared: passphrase.as_ref().map(|passphrase| {
+                    crate::apiserver::secrets_encryption::SharedBootstrap {
+                        server_dir: server_dir.clone(),
+                        passphrase: passphrase.clone(),
+                    }
+                }),
             }),
         )
     } else {

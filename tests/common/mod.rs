@@ -124,6 +124,27 @@ pub fn stop_child(mut child: Child, signal: nix::sys::signal::Signal, grace: Dur
     let _ = child.wait();
 }
 
+/// `kelp secrets-encrypt VERB` against `server`, as it ran.
+pub fn secrets_encrypt_run(server: &Server, verb: &str) -> std::process::Output {
+    std::process::Command::new(kelp_bin())
+        .args(["secrets-encrypt", verb])
+        .env("KELP_WRITE_KUBECONFIG", server.kubeconfig())
+        .env("KELP_CONFIG", "/dev/null")
+        .output()
+        .expect("kelp secrets-encrypt")
+}
+
+/// `kelp secrets-encrypt VERB` against `server`, which must succeed; its stdout.
+pub fn secrets_encrypt(server: &Server, verb: &str) -> String {
+    let out = secrets_encrypt_run(server, verb);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A TCP port on loopback nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
