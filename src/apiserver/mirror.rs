@@ -149,3 +149,71 @@ async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::EventKind;
+    use crate::store::sqlite::SqliteStore;
+
+    /// A sink that holds the keys it was given.
+    #[derive(Default)]
+    struct Keys(Mutex<BTreeSet<String>>);
+
+    impl Keys {
+        fn held(&self) -> Vec<String> {
+            self.0.lock().expect("keys").iter().cloned().collect()
+        }
+    }
+
+    impl Sink for Keys {
+        fn reset(&self, items: &[KeyValue]) {
+            *self.0.lock().expect("keys") = items.iter().map(|kv| kv.key.clone()).collect();
+        }
+
+        fn apply(&self, event: &Event) {
+            let mut keys = self.0.lock().expect("keys");
+            match event.kind {
+                EventKind::Deleted => keys.remove(&event.kv.key),
+                EventKind::Created | EventKind::Updated => keys.insert(event.kv.key.clone()),
+            };
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ranges_are_listed_together_and_each_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.db")).expect("open"));
+        for key in ["/a/1", "/b/1", "/c/1"] {
+            store.create(key, b"{}".to_vec()).await.expect("create");
+        }
+        let keys = Arc::new(Keys::default());
+        let mirror = Mirror::start(store.clone(), &["/a/", "/b/"], keys.clone())
+            .await
+            .expect("start");
+        assert_eq!(keys.held(), ["/a/1", "/b/1"]);
+
+        // A writer waits on the range of what it wrote, and only as long as
+        // that range takes to see it.
+        let written = store.create("/b/2", b"{}".to_vec()).await.expect("create");
+        let started = Instant::now();
+        mirror.caught_up("/b/", written).await;
+        assert!(started.elapsed() < CATCH_UP / 2, "{:?}", started.elapsed());
+        assert_eq!(keys.held(), ["/a/1", "/b/1", "/b/2"]);
+        let (deleted, _) = store.delete("/a/1", None).await.expect("delete");
+        mirror.caught_up("/a/1", deleted).await;
+        assert_eq!(keys.held(), ["/b/1", "/b/2"]);
+
+        // Writes outside the ranges are not mirrored, and nobody waits for them.
+        let outside = store.create("/c/2", b"{}".to_vec()).await.expect("create");
+        let started = Instant::now();
+        mirror.caught_up("/c/2", outside).await;
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(keys.held(), ["/b/1", "/b/2"]);
+    }
+}
