@@ -44,8 +44,8 @@ const GROUP_KEPT: &[&str] = &["apiextensions.k8s.io", "apiregistration.k8s.io"];
 /// table, tested without a store.
 #[derive(Debug, Clone, Default)]
 pub struct KeyLayout {
-    /// (kelp's group segment, resource) → upstream's prefix segment.
-    upstream: HashMap<(String, String), String>,
+    /// kelp's `group/resource` → upstream's prefix segment.
+    upstream: HashMap<String, String>,
     /// Upstream's prefix segment → kelp's `group/resource`.
     kelp: HashMap<String, String>,
 }
@@ -65,13 +65,11 @@ impl KeyLayout {
                 .find(|(g, r, _)| *g == group && *r == resource)
                 .map_or(resource, |(_, _, segment)| *segment);
             let kelp_group = if group.is_empty() { "core" } else { group };
+            let group_resource = format!("{kelp_group}/{resource}");
             layout
-                .kelp
-                .insert(segment.to_owned(), format!("{kelp_group}/{resource}"));
-            layout.upstream.insert(
-                (kelp_group.to_owned(), resource.to_owned()),
-                segment.to_owned(),
-            );
+                .upstream
+                .insert(group_resource.clone(), segment.to_owned());
+            layout.kelp.insert(segment.to_owned(), group_resource);
         }
         layout
     }
@@ -84,14 +82,15 @@ impl KeyLayout {
         let Some(rest) = key.strip_prefix(ROOT) else {
             return Some(Cow::Borrowed(key));
         };
-        let Some((group, rest)) = rest.split_once('/') else {
+        let Some((group, after_group)) = rest.split_once('/') else {
             // `/registry/` itself, or a partial group name.
             return (rest.is_empty() || !self.is_builtin_group(rest)).then_some(Cow::Borrowed(key));
         };
-        let Some((resource, tail)) = rest.split_once('/') else {
+        let Some((resource, tail)) = after_group.split_once('/') else {
             return (!self.is_builtin_group(group)).then_some(Cow::Borrowed(key));
         };
-        match self.upstream.get(&(group.to_owned(), resource.to_owned())) {
+        let group_resource = &rest[..group.len() + 1 + resource.len()];
+        match self.upstream.get(group_resource) {
             Some(segment) => Some(Cow::Owned(format!("{ROOT}{segment}/{tail}"))),
             None => Some(Cow::Borrowed(key)),
         }
@@ -103,10 +102,12 @@ impl KeyLayout {
             return Cow::Borrowed(key);
         };
         let mut parts = rest.splitn(3, '/');
-        let (first, second) = (parts.next().unwrap_or_default(), parts.next());
+        let first = parts.next().unwrap_or_default();
         // Two-segment prefixes (`services/specs`) first, then one segment.
-        let two = second.map(|s| format!("{first}/{s}"));
-        for segment in two.iter().map(String::as_str).chain([first]) {
+        let two = parts
+            .next()
+            .map(|second| &rest[..first.len() + 1 + second.len()]);
+        for segment in two.into_iter().chain([first]) {
             if let Some(kelp) = self.kelp.get(segment)
                 && let Some(tail) = rest[segment.len()..].strip_prefix('/')
             {
@@ -117,7 +118,9 @@ impl KeyLayout {
     }
 
     fn is_builtin_group(&self, group: &str) -> bool {
-        self.upstream.keys().any(|(g, _)| g == group)
+        self.upstream
+            .keys()
+            .any(|k| k.split_once('/').is_some_and(|(g, _)| g == group))
     }
 }
 

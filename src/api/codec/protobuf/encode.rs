@@ -269,9 +269,8 @@ fn put_one(
     depth: usize,
 ) -> Result<(), EncodeError> {
     match field.ty {
-        Ty::Msg(index) => {
-            let target = message_at(index).map_err(|_| EncodeError::Schema("message index"))?;
-            let inner = message_bytes(target, value, depth + 1)?;
+        Ty::Msg(_) => {
+            let inner = message_bytes(message_of(field.ty)?, value, depth + 1)?;
             put_bytes(out, field.number, &inner);
             Ok(())
         }
